@@ -1,0 +1,107 @@
+"""One exception handler: every error is ``{"detail": "<one sentence>"}``, plus
+``"errors": {field: [messages]}`` where fields are at fault (DESIGN 4).
+
+Domain errors (``taskpool.exceptions``) are mapped to status codes here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from taskpool.exceptions import (
+    AlreadyAnswered,
+    ClaimedByOther,
+    IdempotencyConflict,
+    InvalidCursor,
+    InvalidMessage,
+    MessageTooLarge,
+    NotAddressed,
+    NotClaimable,
+    PoolError,
+    TaskClosed,
+    UnknownTask,
+)
+
+POOL_ERROR_STATUS: list[tuple[type[PoolError], int]] = [
+    (InvalidMessage, status.HTTP_400_BAD_REQUEST),
+    (InvalidCursor, status.HTTP_400_BAD_REQUEST),
+    (NotClaimable, status.HTTP_400_BAD_REQUEST),
+    (NotAddressed, status.HTTP_403_FORBIDDEN),
+    (UnknownTask, status.HTTP_404_NOT_FOUND),
+    (AlreadyAnswered, status.HTTP_409_CONFLICT),
+    (TaskClosed, status.HTTP_409_CONFLICT),
+    (ClaimedByOther, status.HTTP_409_CONFLICT),
+    (MessageTooLarge, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
+    (IdempotencyConflict, status.HTTP_422_UNPROCESSABLE_ENTITY),
+]
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "too_large"
+
+
+def status_of(error: PoolError) -> int:
+    for error_class, code in POOL_ERROR_STATUS:
+        if isinstance(error, error_class):
+            return code
+    return status.HTTP_400_BAD_REQUEST
+
+
+def field_errors(detail: Any) -> dict[str, list[str]]:
+    """DRF's nested ``ValidationError`` detail, flattened to ``{"a.b": ["message"]}``."""
+    errors: dict[str, list[str]] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
+            for position, inner in enumerate(value):
+                walk(f"{prefix}.{position}" if prefix else str(position), inner)
+        else:
+            messages = value if isinstance(value, list) else [value]
+            errors.setdefault(prefix or "non_field_errors", []).extend(str(m) for m in messages)
+
+    walk("", detail)
+    return errors
+
+
+def error_body(detail: str, errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"detail": detail}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, with domain errors mapped and every body in the one shape."""
+    if isinstance(exc, PoolError):
+        errors = {exc.field: [exc.message]} if exc.field else None
+        return Response(error_body(exc.message, errors), status=status_of(exc))
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = field_errors(exc.detail)
+        field, messages = next(iter(errors.items()))
+        where = "" if field == "non_field_errors" else f"{field}: "
+        response.data = error_body(f"Invalid request. {where}{messages[0]}", errors)
+    else:
+        response.data = error_body(_sentence(getattr(exc, "detail", str(exc))))
+    return response
+
+
+def _sentence(detail: Any) -> str:
+    # simplejwt puts a dict with its own "detail" (and per-token messages) here.
+    if isinstance(detail, dict):
+        detail = detail.get("detail", next(iter(detail.values()), ""))
+    if isinstance(detail, list):
+        detail = detail[0] if detail else ""
+    return str(detail)

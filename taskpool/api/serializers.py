@@ -1,0 +1,214 @@
+"""Request and response shapes. Requests are strict: JSON types are never coerced
+(DRF's ``CharField`` would turn ``5`` into ``"5"``) and unknown fields are refused."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
+
+from taskpool.lifecycle import EXECUTION_STATUSES
+from taskpool.messages import DEVICE_STATUSES
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string, kept exactly as sent (no trimming, no coercion)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("allow_blank", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.")
+        return super().to_internal_value(data)
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.")
+        if data not in self.choices:
+            raise serializers.ValidationError(f"Must be one of: {', '.join(self.choices)}.")
+        return data
+
+
+class JSONObjectField(serializers.Field):
+    """A JSON object (``meta``); a string or a list is refused."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer: ``"5"``, ``5.0`` and ``true`` are refused."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if type(data) is not int:
+            raise serializers.ValidationError("Must be an integer.")
+        return super().to_internal_value(data)
+
+
+class UTCDateTimeField(serializers.Field):
+    """An ISO 8601 date and time with a time zone, as an aware UTC ``datetime``."""
+
+    def to_internal_value(self, data: Any) -> datetime:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.")
+        try:
+            moment = datetime.fromisoformat(data)
+        except ValueError:
+            raise serializers.ValidationError(
+                "Must be an ISO 8601 date and time, like 2026-06-03T12:00:00Z."
+            ) from None
+        if moment.tzinfo is None:
+            raise serializers.ValidationError("Must say its time zone (end it with Z for UTC).")
+        return moment.astimezone(UTC)
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not declare."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [name for name in data if name not in self.fields]
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+# Requests ------------------------------------------------------------------
+
+
+class TaskRequestSerializer(StrictSerializer):
+    to = StrictCharField(allow_blank=False, help_text="device:<id>, device:* or device:[<id>,...]")
+    title = StrictCharField()
+    body = StrictCharField(required=False, default="")
+    meta = JSONObjectField(required=False, default=dict)
+    ttl = StrictIntegerField(
+        required=False, min_value=1, help_text="Seconds until the task expires (at most TASK_TTL)."
+    )
+    expires_at = UTCDateTimeField(required=False, help_text="When the task expires (ISO 8601).")
+    mode = StrictChoiceField(choices=["any"], required=False, help_text='"any": one device does it.')
+
+
+class ResponseRequestSerializer(StrictSerializer):
+    parent_id = StrictCharField(allow_blank=False)
+    status = StrictChoiceField(choices=list(DEVICE_STATUSES))
+    title = StrictCharField(required=False, default="")
+    body = StrictCharField(required=False, default="")
+    meta = JSONObjectField(required=False, default=dict)
+
+
+class HeartbeatRequestSerializer(StrictSerializer):
+    body = StrictCharField(required=False, default="")
+    meta = JSONObjectField(required=False, default=dict)
+
+
+class ClaimRequestSerializer(StrictSerializer):
+    parent_id = StrictCharField(required=False, allow_blank=False)
+
+
+class CancelRequestSerializer(StrictSerializer):
+    reason = StrictCharField(required=False, default="")
+
+
+class LoginSerializer(StrictSerializer, TokenObtainPairSerializer):
+    """simplejwt's login, with strict string fields."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields[self.username_field] = StrictCharField(allow_blank=False, write_only=True)
+        self.fields["password"] = StrictCharField(allow_blank=False, write_only=True)
+
+
+class RefreshSerializer(StrictSerializer, TokenRefreshSerializer):
+    """simplejwt's refresh, with a strict string field."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["refresh"] = StrictCharField(allow_blank=False)
+
+
+# Query strings -------------------------------------------------------------
+
+_DIGITS = re.compile(r"\d{1,9}")
+
+
+class QueryIntegerField(serializers.Field):
+    """A query-string integer written in plain digits."""
+
+    def __init__(self, *, min_value: int, max_value: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_value, self.max_value = min_value, max_value
+
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, str) or not _DIGITS.fullmatch(data):
+            raise serializers.ValidationError("Must be a whole number.")
+        value = int(data)
+        if not self.min_value <= value <= self.max_value:
+            raise serializers.ValidationError(
+                f"Must be between {self.min_value} and {self.max_value}."
+            )
+        return value
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class PendingQuerySerializer(serializers.Serializer):
+    limit = QueryIntegerField(min_value=1, max_value=1000, required=False, default=100)
+
+
+# Responses (for the schema) ------------------------------------------------
+
+
+class MessageSerializer(serializers.Serializer):
+    """One message of the pool: one line of a day file."""
+
+    id = serializers.CharField()
+    ts = serializers.CharField(help_text="UTC, second precision: 2026-06-03T12:34:56Z")
+    to = serializers.CharField()
+    type = serializers.ChoiceField(choices=["task", "response", "info", "heartbeat", "error"])
+    title = serializers.CharField()
+    body = serializers.CharField()
+    parent_id = serializers.CharField(allow_null=True)
+    meta = serializers.DictField()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["from"] = serializers.CharField()  # a keyword in Python
+        return fields
+
+
+class DeviceRowSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    kind = serializers.CharField()
+    validated = serializers.BooleanField()
+    last_seen = serializers.CharField(allow_null=True)
+    last_heartbeat = serializers.CharField(allow_null=True)
+    online = serializers.BooleanField()
+    pending = serializers.IntegerField()
+
+
+class ExecutionSerializer(serializers.Serializer):
+    device = serializers.CharField()
+    status = serializers.ChoiceField(choices=list(EXECUTION_STATUSES))
+    updated = serializers.CharField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)

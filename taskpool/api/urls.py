@@ -1,0 +1,26 @@
+"""Routes of the REST API, without trailing slashes (DESIGN 4)."""
+
+from django.urls import path, re_path
+from django.views.decorators.common import no_append_slash
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from taskpool.api import views
+
+
+def route(pattern: str, view: object, name: str) -> object:
+    return path(pattern, no_append_slash(view), name=name)
+
+
+urlpatterns = [
+    route("pending", views.PendingView.as_view(), "pending"),
+    route("response", views.ResponseView.as_view(), "response"),
+    route("heartbeat", views.HeartbeatView.as_view(), "heartbeat"),
+    route("task", views.TaskView.as_view(), "task"),
+    route("log", views.LogView.as_view(), "log"),
+    route("devices", views.DevicesView.as_view(), "devices"),
+    route("auth/token", views.TokenObtainView.as_view(), "token"),
+    route("auth/token/refresh", views.TokenRefreshPairView.as_view(), "token-refresh"),
+    route("schema", SpectacularAPIView.as_view(), "schema"),
+    route("docs", SpectacularSwaggerView.as_view(url_name="taskpool:schema"), "docs"),
+    re_path(r"^.*$", no_append_slash(views.not_found), name="not-found"),
+]

@@ -1,0 +1,261 @@
+"""The REST endpoints of DESIGN 4. Each view parses its input, asks the store, serialises."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.http import JsonResponse
+from django.utils import timezone
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from taskpool.api import serializers as api
+from taskpool.api.errors import error_body, exception_handler
+from taskpool.api.parsers import StrictJSONParser
+from taskpool.api.renderers import JSONRenderer
+from taskpool.authentication import DeviceJWTAuthentication
+from taskpool.conf import pool_settings
+from taskpool.days import day_of, parse_day
+from taskpool.messages import format_timestamp
+from taskpool.models import DeviceUser
+from taskpool.permissions import HasRole, IsDevice
+from taskpool.principals import address_of, is_device
+from taskpool.stores import get_store
+
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
+
+ERRORS = {
+    code: OpenApiResponse(api.ErrorSerializer, description=text)
+    for code, text in {
+        400: "Malformed body or parameter.",
+        401: "Missing, invalid, expired or revoked token.",
+        403: "Not allowed for this principal.",
+    }.items()
+}
+
+
+class PoolAPIView(APIView):
+    """What every taskpool endpoint shares: authentication, strict JSON, one error shape."""
+
+    # Device tokens first, so a device's bad token is a 401, and so that the
+    # first class sends WWW-Authenticate (DRF answers 401 only then).
+    authentication_classes = [DeviceJWTAuthentication, JWTAuthentication, SessionAuthentication]
+    parser_classes = [StrictJSONParser]
+    renderer_classes = [JSONRenderer]
+    schema = AutoSchema()
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if response.status_code < 400:
+            note_seen(request.user)
+        return response
+
+    def valid(self, serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+def note_seen(principal: Any) -> None:
+    """Record a device's accepted request, at most once per ``LAST_SEEN_INTERVAL``."""
+    if not is_device(principal):
+        return
+    now = timezone.now()
+    if principal.last_seen is None or now - principal.last_seen >= pool_settings.LAST_SEEN_INTERVAL:
+        DeviceUser.objects.filter(pk=principal.pk).update(last_seen=now)
+        principal.last_seen = now
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header: 1 to 128 visible ASCII characters, or absent."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise serializers.ValidationError(
+            {"Idempotency-Key": ["Must be 1 to 128 visible ASCII characters."]}
+        )
+    return key
+
+
+def created_or_replayed(created: bool) -> int:
+    return status.HTTP_201_CREATED if created else status.HTTP_200_OK
+
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="A retry with the same key returns the first stored message (200).",
+)
+
+
+class PendingView(PoolAPIView):
+    permission_classes = [IsDevice]
+
+    @extend_schema(
+        summary="Tasks pending for the calling device, oldest first",
+        parameters=[api.PendingQuerySerializer],
+        responses={200: api.MessageSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        query = self.valid(api.PendingQuerySerializer, request.query_params)
+        return Response(get_store().pending_for(request.user.id, limit=query["limit"]))
+
+
+class ResponseView(PoolAPIView):
+    permission_classes = [IsDevice]
+
+    @extend_schema(
+        summary="Answer a task: progress, done, failed or rejected",
+        request=api.ResponseRequestSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: api.MessageSerializer, 200: api.MessageSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        data = self.valid(api.ResponseRequestSerializer, request.data)
+        posted = get_store().post_response(
+            device_id=request.user.id, idempotency_key=idempotency_key(request), **data
+        )
+        return Response(posted.message, status=created_or_replayed(posted.created))
+
+
+class HeartbeatView(PoolAPIView):
+    permission_classes = [IsDevice]
+
+    @extend_schema(
+        summary="Tell the backend the device is alive",
+        request=api.HeartbeatRequestSerializer,
+        responses={201: api.MessageSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        data = self.valid(api.HeartbeatRequestSerializer, request.data)
+        message = get_store().post_heartbeat(device_id=request.user.id, **data)
+        return Response(message, status=status.HTTP_201_CREATED)
+
+
+class TaskView(PoolAPIView):
+    permission_classes = [HasRole.at_least("master")]
+
+    @extend_schema(
+        summary="Post a task to one device, a list, or all of them",
+        request=api.TaskRequestSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: api.MessageSerializer, 200: api.MessageSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        data = self.valid(api.TaskRequestSerializer, request.data)
+        posted = get_store().post_task(
+            sender=address_of(request.user), idempotency_key=idempotency_key(request), **data
+        )
+        return Response(posted.message, status=created_or_replayed(posted.created))
+
+
+class LogView(PoolAPIView):
+    permission_classes = [HasRole.at_least("admin")]
+
+    @extend_schema(
+        summary="One day's messages in file order",
+        parameters=[OpenApiParameter("date", str, description="YYYY-MM-DD (default: today, UTC)")],
+        responses={200: api.MessageSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        store = get_store()
+        text = request.query_params.get("date")
+        if text is None:
+            day = day_of(store.now())
+        else:
+            try:
+                day = parse_day(text)
+            except ValueError as error:
+                raise serializers.ValidationError({"date": [str(error)]}) from None
+        return Response(store.day_messages(day))
+
+
+class DevicesView(PoolAPIView):
+    permission_classes = [HasRole.at_least("admin")]
+
+    @extend_schema(
+        summary="Registered devices with their activity and pending count",
+        responses={200: api.DeviceRowSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        devices = list(DeviceUser.objects.all())
+        return Response(device_rows(devices))
+
+
+def device_rows(devices: list[DeviceUser]) -> list[dict[str, Any]]:
+    """The devices list: activity from the pool and from accepted requests."""
+    store = get_store()
+    ids = [device.id for device in devices]
+    pending = store.pending_counts(ids)
+    activity = store.device_activity(ids)
+    now = datetime.fromtimestamp(store.now(), UTC)
+    window: timedelta = pool_settings.ONLINE_WINDOW
+    rows = []
+    for device in devices:
+        heard = activity[device.id]
+        seen = [moment for moment in (device.last_seen, _moment(heard.last_message)) if moment]
+        last_seen = max(seen) if seen else None
+        rows.append(
+            {
+                "id": device.id,
+                "kind": device.kind,
+                "validated": device.validated,
+                "last_seen": format_timestamp(last_seen.timestamp()) if last_seen else None,
+                "last_heartbeat": heard.last_heartbeat,
+                "online": last_seen is not None and now - last_seen <= window,
+                "pending": pending[device.id],
+            }
+        )
+    return rows
+
+
+def _moment(ts: str | None) -> datetime | None:
+    if ts is None:
+        return None
+    try:
+        return datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+
+
+class TokenObtainView(TokenObtainPairView):
+    """User login: a simplejwt access and refresh pair."""
+
+    serializer_class = api.LoginSerializer
+    parser_classes = [StrictJSONParser]
+    renderer_classes = [JSONRenderer]
+    schema = AutoSchema()
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
+
+
+class TokenRefreshPairView(TokenRefreshView):
+    """A new access token for a refresh token."""
+
+    serializer_class = api.RefreshSerializer
+    parser_classes = [StrictJSONParser]
+    renderer_classes = [JSONRenderer]
+    schema = AutoSchema()
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
+
+
+def not_found(request: Any, *args: Any, **kwargs: Any) -> JsonResponse:
+    """A clean JSON 404 for any other path under the pool's prefix."""
+    return JsonResponse(error_body("Not found."), status=404)

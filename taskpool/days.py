@@ -1,0 +1,41 @@
+"""UTC days: the unit of a day file, and the strict ``YYYY-MM-DD`` they are named by."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import date
+
+DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+DAY_FILE_RE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl")
+
+
+def parse_day(text: object) -> date:
+    """A real, zero-padded ``YYYY-MM-DD``; ``ValueError`` for anything else.
+
+    ``date.fromisoformat`` alone would also take ``20260603`` and ``2026-W23-3``.
+    """
+    if not isinstance(text, str) or not DAY_RE.fullmatch(text):
+        raise ValueError(f"{text!r} is not a date written YYYY-MM-DD.")
+    return date.fromisoformat(text)
+
+
+def day_of(epoch_seconds: float) -> date:
+    """The UTC day of a moment."""
+    return date(*time.gmtime(epoch_seconds)[:3])
+
+
+def day_file_name(day: date) -> str:
+    """``2026-06-03.jsonl``."""
+    return f"{day.isoformat()}.jsonl"
+
+
+def day_of_file_name(name: str) -> date | None:
+    """The day a file name stands for, or ``None`` if it is not a day file."""
+    match = DAY_FILE_RE.fullmatch(name)
+    if match is None:
+        return None
+    try:
+        return date.fromisoformat(match.group(1))
+    except ValueError:
+        return None

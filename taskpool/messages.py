@@ -1,0 +1,237 @@
+"""The taskpool message: its nine fields, the addressing grammar, and the
+one-line JSON form it takes in a day file (DESIGN 1).
+
+A message is a plain ``dict`` with exactly the nine keys of ``MESSAGE_KEYS``;
+``Message`` names that shape for type checkers. Nothing here imports Django's
+settings or models, so the store and the tests can use it on their own.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+import orjson
+
+from taskpool.exceptions import InvalidMessage
+
+Message = TypedDict(
+    "Message",
+    {
+        "id": str,
+        "ts": str,
+        "from": str,
+        "to": str,
+        "type": str,
+        "title": str,
+        "body": str,
+        "parent_id": str | None,
+        "meta": dict[str, Any],
+    },
+)
+
+MESSAGE_KEYS = ("id", "ts", "from", "to", "type", "title", "body", "parent_id", "meta")
+MESSAGE_KEY_SET = frozenset(MESSAGE_KEYS)
+MESSAGE_TYPES = ("task", "response", "info", "heartbeat", "error")
+
+#: Statuses a device may send in a response.
+DEVICE_STATUSES = ("progress", "done", "failed", "rejected")
+#: Statuses that end a task for the device that sent them.
+TERMINAL_STATUSES = frozenset({"done", "failed", "rejected"})
+#: Every ``meta.status`` a response may carry.
+RESPONSE_STATUSES = (*DEVICE_STATUSES, "claimed", "cancelled")
+
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MESSAGE_ID_RE = re.compile(r"msg_[0-9a-f]{32}")
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+# Characters str.splitlines() breaks on that JSON encoders leave raw (DESIGN 1).
+_RAW_LINE_BREAKS = (
+    ("\u2028".encode(), b"\\u2028"),
+    ("\u2029".encode(), b"\\u2029"),
+    ("\u0085".encode(), b"\\u0085"),
+)
+
+
+def new_message_id() -> str:
+    """A fresh message id: ``msg_`` and 32 hex digits."""
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def format_timestamp(epoch_seconds: float) -> str:
+    """UTC, second precision, ``Z`` suffix: ``2026-06-03T12:34:56Z``."""
+    return time.strftime(TIMESTAMP_FORMAT, time.gmtime(epoch_seconds))
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds of a ``format_timestamp`` string; ``ValueError`` otherwise."""
+    if not isinstance(text, str) or not TIMESTAMP_RE.fullmatch(text):
+        raise ValueError(f"not a UTC timestamp: {text!r}")
+    return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=UTC).timestamp()
+
+
+def is_device_id(text: object) -> bool:
+    """Whether ``text`` is a valid device id."""
+    return isinstance(text, str) and DEVICE_ID_RE.fullmatch(text) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A parsed ``to`` or ``from`` value.
+
+    ``kind`` is ``device``, ``user`` or ``backend``. A device address names
+    either every device (``everyone``) or the devices in ``device_ids``.
+    """
+
+    kind: str
+    device_ids: tuple[str, ...] = ()
+    everyone: bool = False
+    user: str = ""
+    is_list: bool = False
+
+    def includes(self, device_id: str) -> bool:
+        """Whether this address names the device ``device_id``."""
+        return self.kind == "device" and (self.everyone or device_id in self.device_ids)
+
+    def __str__(self) -> str:
+        if self.kind == "backend":
+            return "backend"
+        if self.kind == "user":
+            return f"user:{self.user}"
+        if self.everyone:
+            return "device:*"
+        if self.is_list:
+            return "device:[" + ",".join(self.device_ids) + "]"
+        return f"device:{self.device_ids[0]}"
+
+
+def parse_address(text: object) -> Address:
+    """Parse ``device:<id>``, ``device:*``, ``device:[a,b]``, ``user:<name>`` or ``backend``.
+
+    Raises ``InvalidMessage`` with a sentence a client can act on.
+    """
+    if not isinstance(text, str):
+        raise InvalidMessage("An address must be a string.")
+    if text == "backend":
+        return Address("backend")
+    scheme, colon, rest = text.partition(":")
+    if not colon:
+        raise InvalidMessage(
+            f"{text!r} is not an address: use device:<id>, device:*, device:[<id>,...], "
+            "user:<email> or backend."
+        )
+    if scheme == "user":
+        if not rest or any(ch.isspace() or ord(ch) < 32 for ch in rest):
+            raise InvalidMessage("A user address is user:<email> or user:<username>.")
+        return Address("user", user=rest)
+    if scheme != "device":
+        raise InvalidMessage(f"Unknown address scheme {scheme!r}: use device:, user: or backend.")
+    if rest == "*":
+        return Address("device", everyone=True)
+    if rest.startswith("["):
+        if not rest.endswith("]"):
+            raise InvalidMessage("A device list is written device:[<id>,<id>].")
+        ids: list[str] = []
+        for item in rest[1:-1].split(","):
+            device_id = _list_item(item.strip())
+            if device_id not in ids:
+                ids.append(device_id)
+        return Address("device", device_ids=tuple(ids), is_list=True)
+    if not is_device_id(rest):
+        raise InvalidMessage(f"{rest!r} is not a device id ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}}).")
+    return Address("device", device_ids=(rest,))
+
+
+def _list_item(item: str) -> str:
+    if item.startswith('"'):
+        try:
+            item = orjson.loads(item)
+        except orjson.JSONDecodeError:
+            raise InvalidMessage(f"{item} is not a JSON string.") from None
+    if not is_device_id(item):
+        if item == "":
+            raise InvalidMessage("A device list has an empty entry.")
+        raise InvalidMessage(f"{item!r} is not a device id ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}}).")
+    return item
+
+
+def device_address(device_id: str) -> str:
+    """The ``from`` of a device's messages."""
+    return f"device:{device_id}"
+
+
+def encode_line(message: Message) -> bytes:
+    """The message as one day-file line: compact JSON, UTF-8, ending in ``\\n``.
+
+    Non-ASCII text is kept as is, except the three characters that
+    ``str.splitlines()`` treats as line breaks, which are escaped.
+    """
+    data = orjson.dumps(message)
+    for raw, escaped in _RAW_LINE_BREAKS:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data + b"\n"
+
+
+def decode_line(line: bytes) -> Message:
+    """Parse one line (without its ``\\n``) into a message.
+
+    Raises ``InvalidMessage`` for anything that is not a JSON object with
+    exactly the nine keys, each of its type. Readers skip and count such lines.
+    """
+    try:
+        message = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise InvalidMessage("The line is not JSON.") from None
+    check_message(message)
+    return message
+
+
+def check_message(message: Any) -> None:
+    """Raise ``InvalidMessage`` unless ``message`` has the shape of DESIGN 1."""
+    if type(message) is not dict or message.keys() != MESSAGE_KEY_SET:
+        raise InvalidMessage("A message is a JSON object with exactly the nine keys.")
+    for key in ("id", "ts", "from", "to", "type", "title", "body"):
+        if type(message[key]) is not str:
+            raise InvalidMessage(f"{key} must be a string.")
+    parent_id = message["parent_id"]
+    if parent_id is not None and type(parent_id) is not str:
+        raise InvalidMessage("parent_id must be a string or null.")
+    if type(message["meta"]) is not dict:
+        raise InvalidMessage("meta must be a JSON object.")
+
+
+def response_status(message: Message) -> str | None:
+    """The ``meta.status`` of a response, or ``None``."""
+    status = message["meta"].get("status")
+    return status if type(status) is str else None
+
+
+#: ``meta`` keys the server writes, left out when comparing two requests.
+SERVER_META_KEYS = frozenset({"idempotency_key", "expires_at"})
+
+
+def same_request(stored: Message, candidate: Message, *, with_parent: bool = True) -> bool:
+    """Whether ``candidate`` asks for what ``stored`` was stored for (idempotent retries).
+
+    Compares what a client chooses: the type, title, body, ``meta`` (less the
+    keys the server writes), a task's ``to``, and the parent unless told not to.
+    """
+
+    def chosen(message: Message) -> tuple[Any, ...]:
+        meta = {k: v for k, v in message["meta"].items() if k not in SERVER_META_KEYS}
+        return (
+            message["type"],
+            message["title"],
+            message["body"],
+            orjson.dumps(meta, option=orjson.OPT_SORT_KEYS),
+            message["to"] if message["type"] == "task" else None,
+            message["parent_id"] if with_parent else None,
+        )
+
+    return chosen(stored) == chosen(candidate)

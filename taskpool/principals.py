@@ -1,0 +1,36 @@
+"""Who is asking: a device, or a user with a role, and how each is written in a message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskpool.models import DeviceUser, UserRole
+
+
+def is_device(principal: Any) -> bool:
+    return isinstance(principal, DeviceUser)
+
+
+def role_of(user: Any) -> str | None:
+    """A user's pool role: superusers are admins; users without a role have none."""
+    if is_device(user) or not getattr(user, "is_authenticated", False):
+        return None
+    if user.is_superuser:
+        return UserRole.ADMIN
+    try:
+        return user.taskpool_role.role
+    except UserRole.DoesNotExist:
+        return None
+
+
+def has_role(user: Any, role: str) -> bool:
+    """Whether ``user``'s role is ``role`` or above (admin > master > user)."""
+    own = role_of(user)
+    return own is not None and UserRole.RANK[own] >= UserRole.RANK[role]
+
+
+def address_of(principal: Any) -> str:
+    """``device:<id>``, or ``user:<email>`` (``user:<username>`` without an email)."""
+    if is_device(principal):
+        return principal.address
+    return f"user:{principal.email or principal.get_username()}"

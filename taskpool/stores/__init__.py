@@ -1,0 +1,49 @@
+"""Stores: where the pool's messages live. ``get_store()`` returns this process's store."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from django.utils.module_loading import import_string
+
+from taskpool.conf import pool_settings
+from taskpool.exceptions import StoreImproperlyConfigured
+
+if TYPE_CHECKING:
+    from taskpool.stores.base import BaseStore
+
+_store: BaseStore | None = None
+_store_lock = threading.Lock()
+
+
+def store_class() -> type[BaseStore]:
+    """The class named by ``TASKPOOL["STORE"]``."""
+    path = pool_settings.STORE
+    try:
+        return import_string(path)
+    except ImportError as error:
+        raise StoreImproperlyConfigured(
+            f"TASKPOOL['STORE'] is {path!r}, which cannot be imported: {error}"
+        ) from error
+
+
+def get_store() -> BaseStore:
+    """This process's store, built on first use from the ``TASKPOOL`` settings."""
+    global _store
+    store = _store
+    if store is None:
+        with _store_lock:
+            if _store is None:
+                _store = store_class().from_settings(pool_settings)  # type: ignore[attr-defined]
+            store = _store
+    return store
+
+
+def reset_store() -> None:
+    """Forget this process's store, so the next ``get_store()`` builds it anew."""
+    global _store
+    with _store_lock:
+        store, _store = _store, None
+    if store is not None and hasattr(store, "close"):
+        store.close()

@@ -1,0 +1,253 @@
+"""The in-memory pending index, fed line by line from the day files (DESIGN 3).
+
+It keeps only what is still open: the ``TaskState`` of each open task, each
+device's queue of open tasks addressed to it, the open broadcasts, and a
+heap of expiry times. Of closed tasks it keeps where their line is and why
+they closed, so an answer to one gets the right refusal without a scan.
+Asking what is pending for a device costs the size of that device's queue,
+never the size of the history.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from taskpool.exceptions import InvalidMessage
+from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED, TaskState
+from taskpool.messages import Message
+
+#: Positions order lines as the day files do: the day, then the byte offset.
+OFFSET_BITS = 40
+_BROADCASTS = "*"  # the queue key of open ``device:*`` tasks
+
+
+def position_of(day_ordinal: int, offset: int) -> int:
+    """One sortable integer for a line starting at ``offset`` in a day's file."""
+    return (day_ordinal << OFFSET_BITS) | offset
+
+
+def split_position(position: int) -> tuple[int, int]:
+    """The day ordinal and byte offset of a ``position_of`` value."""
+    return position >> OFFSET_BITS, position & ((1 << OFFSET_BITS) - 1)
+
+
+@dataclass(slots=True)
+class KnownTask:
+    """A task the index knows of: where its line is, and why it closed, if it did."""
+
+    day_ordinal: int
+    offset: int
+    closed: str | None  # None while open, else FINISHED, CANCELLED or EXPIRED
+
+
+@dataclass(slots=True)
+class DayRecords:
+    """What the index remembers of one day file once its lines are read."""
+
+    #: task id -> line offset, with the reason the task closed (``None`` while open).
+    tasks: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    #: (sender, idempotency key) -> line offset of the first message sent with it.
+    idempotency: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+class PoolIndex:
+    """Open tasks per device, advanced one line at a time with ``add``.
+
+    Not thread-safe: the store serialises access.
+    """
+
+    def __init__(self, task_ttl: float) -> None:
+        self.task_ttl = task_ttl
+        self.open: dict[str, TaskState] = {}
+        #: device id (or ``*`` for broadcasts) -> its open tasks by id, in position order.
+        self.queues: dict[str, dict[str, TaskState]] = {}
+        #: queues that received a task out of position order and must be sorted before use.
+        self._unsorted: set[str] = set()
+        self._expiries: list[tuple[float, str]] = []
+        self.days: dict[int, DayRecords] = {}
+        self._newest_first: list[int] = []
+        self.last_message: dict[str, str] = {}
+        self.last_heartbeat: dict[str, str] = {}
+        #: Lines that are not messages (torn writes, hand edits), skipped.
+        self.skipped_lines = 0
+        self.lines = 0
+
+    # Feeding -----------------------------------------------------------
+
+    def add(self, message: Message, day_ordinal: int, offset: int, now: float) -> None:
+        """Take the message whose line starts at ``offset`` in a day's file into account."""
+        self.lines += 1
+        sender = message["from"]
+        kind = message["type"]
+        if sender.startswith("device:"):
+            device_id = sender[7:]
+            self.last_message[device_id] = message["ts"]
+            if kind == "heartbeat":
+                self.last_heartbeat[device_id] = message["ts"]
+        key = message["meta"].get("idempotency_key")
+        if type(key) is str:
+            records = self._records(day_ordinal)
+            records.idempotency.setdefault((sender, key), offset)
+        if kind == "task":
+            self._add_task(message, day_ordinal, offset, now)
+        elif kind == "response":
+            state = self.open.get(message["parent_id"])  # type: ignore[arg-type]
+            if state is not None:
+                self._apply(state, message, now)
+
+    def skip_line(self) -> None:
+        """Count a line that is not a message."""
+        self.skipped_lines += 1
+
+    def _records(self, day_ordinal: int) -> DayRecords:
+        records = self.days.get(day_ordinal)
+        if records is None:
+            records = self.days[day_ordinal] = DayRecords()
+            self._newest_first = sorted(self.days, reverse=True)
+        return records
+
+    def _add_task(self, task: Message, day_ordinal: int, offset: int, now: float) -> None:
+        task_id = task["id"]
+        if self.locate(task_id) is not None:
+            return  # a duplicated line: the first one counts
+        records = self._records(day_ordinal)
+        try:
+            state = TaskState(task, position_of(day_ordinal, offset), self.task_ttl)
+        except InvalidMessage:
+            records.tasks[task_id] = (offset, FINISHED)  # not addressed to devices: never pending
+            return
+        reason = state.closed_reason(now)
+        records.tasks[task_id] = (offset, reason)
+        if reason is not None:
+            return
+        self.open[task_id] = state
+        heapq.heappush(self._expiries, (state.expires_at, task_id))
+        if state.audience.everyone:
+            self._enqueue(_BROADCASTS, state)
+        else:
+            for device_id in state.audience.device_ids:
+                self._enqueue(device_id, state)
+
+    def _apply(self, state: TaskState, response: Message, now: float) -> None:
+        claim_changed = state.apply(response)
+        reason = state.closed_reason(now)
+        if reason is not None:
+            self._close(state, reason)
+            return
+        if state.audience.everyone:
+            return  # broadcasts are filtered per device when read
+        if claim_changed:
+            devices: tuple[str, ...] = state.audience.device_ids
+        else:
+            devices = (response["from"][7:],) if response["from"].startswith("device:") else ()
+        for device_id in devices:
+            if state.is_pending_for(device_id, now):
+                self._enqueue(device_id, state)
+            else:
+                self._dequeue(device_id, state)
+
+    def _enqueue(self, key: str, state: TaskState) -> None:
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = {}
+        elif state.id in queue:
+            return
+        elif queue and next(reversed(queue.values())).position > state.position:
+            self._unsorted.add(key)
+        queue[state.id] = state
+
+    def _dequeue(self, key: str, state: TaskState) -> None:
+        queue = self.queues.get(key)
+        if queue is not None and queue.pop(state.id, None) is not None and not queue:
+            del self.queues[key]
+            self._unsorted.discard(key)
+
+    def _close(self, state: TaskState, reason: str) -> None:
+        del self.open[state.id]
+        if state.audience.everyone:
+            self._dequeue(_BROADCASTS, state)
+        else:
+            for device_id in state.audience.device_ids:
+                self._dequeue(device_id, state)
+        day_ordinal, offset = split_position(state.position)
+        records = self.days.get(day_ordinal)
+        if records is not None:
+            records.tasks[state.id] = (offset, reason)
+
+    def expire(self, now: float) -> None:
+        """Close every open task whose expiry has come."""
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            _, task_id = heapq.heappop(expiries)
+            state = self.open.get(task_id)
+            if state is not None and state.expires_at <= now:
+                self._close(state, EXPIRED)
+
+    def forget_days_before(self, day_ordinal: int) -> None:
+        """Drop what is kept of day files that left the horizon."""
+        for old in [day for day in self.days if day < day_ordinal]:
+            del self.days[old]
+        self._newest_first = sorted(self.days, reverse=True)
+
+    # Reading -----------------------------------------------------------
+
+    def _queue(self, key: str) -> dict[str, TaskState]:
+        queue = self.queues.get(key)
+        if queue is None:
+            return {}
+        if key in self._unsorted:
+            ordered = sorted(queue.values(), key=lambda state: state.position)
+            queue = self.queues[key] = {state.id: state for state in ordered}
+            self._unsorted.discard(key)
+        return queue
+
+    def _candidates(self, device_id: str) -> Iterator[TaskState]:
+        direct = self._queue(device_id).values()
+        broadcasts = self._queue(_BROADCASTS).values()
+        if not broadcasts:
+            return iter(direct)
+        if not direct:
+            return iter(broadcasts)
+        return heapq.merge(direct, broadcasts, key=lambda state: state.position)
+
+    def pending_states(self, device_id: str, now: float) -> Iterator[TaskState]:
+        """The open tasks pending for ``device_id``, oldest first."""
+        for state in self._candidates(device_id):
+            if state.is_pending_for(device_id, now):
+                yield state
+
+    def pending_for(self, device_id: str, now: float, limit: int) -> list[Message]:
+        """At most ``limit`` tasks pending for ``device_id``, oldest first."""
+        pending: list[Message] = []
+        if limit <= 0:
+            return pending
+        for state in self.pending_states(device_id, now):
+            pending.append(state.task)
+            if len(pending) >= limit:
+                break
+        return pending
+
+    def pending_count(self, device_id: str, now: float) -> int:
+        """How many tasks are pending for ``device_id``."""
+        return sum(1 for _ in self.pending_states(device_id, now))
+
+    def locate(self, task_id: str) -> KnownTask | None:
+        """Where the task ``task_id`` is and whether it closed, or ``None`` if unknown."""
+        for day_ordinal in self._newest_first:
+            found = self.days[day_ordinal].tasks.get(task_id)
+            if found is not None:
+                return KnownTask(day_ordinal, found[0], found[1])
+        return None
+
+    def locate_idempotent(self, sender: str, key: str) -> tuple[int, int] | None:
+        """The day ordinal and offset of the first message ``sender`` sent with ``key``."""
+        for day_ordinal in reversed(self._newest_first):
+            offset = self.days[day_ordinal].idempotency.get((sender, key))
+            if offset is not None:
+                return day_ordinal, offset
+        return None
+
+
+__all__ = ["CANCELLED", "EXPIRED", "FINISHED", "KnownTask", "PoolIndex", "position_of"]

@@ -1,0 +1,764 @@
+"""``JsonlStore``: the pool as JSON Lines day files (DESIGN 2), the reference store.
+
+Writes: one ``write()`` of one complete line to an ``O_APPEND`` descriptor,
+made while holding an exclusive ``flock`` on ``DATA_DIR/.lock``. Under that
+lock the writer first catches its index up with the files, so each decision
+(a 409, a claim) is made on everything any process wrote, then stamps the
+time, picks the day file, and ends a torn last line before its own. With
+``FSYNC`` the line is synced after the lock is released, so writers that
+arrive together share one sync (group commit); a write is acknowledged only
+once its sync returns.
+
+Reads: each process keeps a ``PoolIndex``, built once from the day files in
+the ``TASK_TTL`` horizon and then advanced by reading only the bytes appended
+since its last look, up to the last complete line. A file that shrinks, is
+replaced, or appears older than the files already read makes the index start
+over from the files.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from django.core import checks
+
+from taskpool.days import day_file_name, day_of, day_of_file_name
+from taskpool.exceptions import (
+    IdempotencyConflict,
+    InvalidMessage,
+    MessageTooLarge,
+    NotAddressed,
+    NotClaimable,
+    StoreImproperlyConfigured,
+    TaskClosed,
+    UnknownTask,
+)
+from taskpool.lifecycle import CANCELLED, EXPIRED, TaskState, replay
+from taskpool.messages import (
+    DEVICE_STATUSES,
+    Message,
+    decode_line,
+    device_address,
+    encode_line,
+    format_timestamp,
+    new_message_id,
+    parse_address,
+    same_request,
+)
+from taskpool.stores.base import BaseStore, Claim, DeviceActivity, Posted, TaskDetail
+from taskpool.stores.index import PoolIndex
+
+LOCK_FILE_NAME = ".lock"
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+_TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status")
+_RESPONSE_META_RESERVED = ("idempotency_key",)
+
+Result = TypeVar("Result")
+
+
+@dataclass(slots=True)
+class _Tail:
+    """How far this process has read a day file."""
+
+    inode: int
+    offset: int  # just past the last complete line consumed
+
+
+class _StartOver(Exception):
+    """A day file changed under the index in a way only a rebuild can follow."""
+
+
+class JsonlStore(BaseStore):
+    """The pool in ``DATA_DIR/YYYY-MM-DD.jsonl`` files; see the module docstring."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        task_ttl: float = 7 * 86400,
+        fsync: bool = True,
+        max_message_bytes: int = 64 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        directory = Path(data_dir)
+        if not directory.is_absolute():
+            raise StoreImproperlyConfigured(f"DATA_DIR must be an absolute path, not {directory}.")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.task_ttl = float(task_ttl)
+        self.fsync = fsync
+        self.max_message_bytes = max_message_bytes
+        self._clock = clock
+        self._mutex = threading.RLock()
+        self._lock_fd: int | None = None
+        self._lock_pid = 0
+        self._start_over()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> JsonlStore:
+        if not settings.DATA_DIR:
+            raise StoreImproperlyConfigured("TASKPOOL['DATA_DIR'] is required.")
+        return cls(
+            settings.DATA_DIR,
+            task_ttl=settings.TASK_TTL.total_seconds(),
+            fsync=settings.FSYNC,
+            max_message_bytes=settings.MAX_MESSAGE_BYTES,
+        )
+
+    @classmethod
+    def check(cls, options: dict[str, Any]) -> list[checks.CheckMessage]:
+        data_dir = options.get("DATA_DIR")
+        if not data_dir:
+            return [
+                checks.Error(
+                    "TASKPOOL['DATA_DIR'] is not set.",
+                    hint="Set it to the absolute path of the directory for the day files.",
+                    id="taskpool.E002",
+                )
+            ]
+        path = Path(data_dir)
+        if not path.is_absolute():
+            return [
+                checks.Error(
+                    f"TASKPOOL['DATA_DIR'] is not an absolute path: {data_dir}.",
+                    id="taskpool.E003",
+                )
+            ]
+        if path.exists() and not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
+            return [
+                checks.Error(
+                    f"TASKPOOL['DATA_DIR'] is not a writable directory: {data_dir}.",
+                    id="taskpool.E004",
+                )
+            ]
+        return []
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._lock_fd is not None and self._lock_pid == os.getpid():
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def now(self) -> float:
+        return self._clock()
+
+    # Reading the files into the index -------------------------------------
+
+    def _start_over(self) -> None:
+        self._index = PoolIndex(self.task_ttl)
+        self._tails: dict[date, _Tail] = {}
+        self._listing: tuple[int, list[date]] | None = None
+        self._horizon_start: date | None = None
+
+    def _advance(self) -> float:
+        """Bring the index up to date with every complete line in the horizon."""
+        for _attempt in range(3):
+            now = self._clock()
+            try:
+                self._advance_once(now)
+            except _StartOver:
+                self._start_over()
+                continue
+            return now
+        raise RuntimeError(f"The day files in {self.directory} keep changing under the reader.")
+
+    def _advance_once(self, now: float) -> None:
+        first_day = day_of(now - self.task_ttl)
+        if first_day != self._horizon_start:
+            self._horizon_start = first_day
+            for day in [day for day in self._tails if day < first_day]:
+                del self._tails[day]
+            self._index.forget_days_before(first_day.toordinal())
+        for day in self._listed_days():
+            if day >= first_day:
+                self._read_new(day, now)
+        self._index.expire(now)
+
+    def _listed_days(self) -> list[date]:
+        stat = os.stat(self.directory)
+        listing = self._listing
+        # A directory changed in the last two seconds is listed again: its
+        # mtime may not have ticked for a file created just after the last look.
+        if (
+            listing is not None
+            and listing[0] == stat.st_mtime_ns
+            and time.time_ns() - stat.st_mtime_ns > 2_000_000_000
+        ):
+            return listing[1]
+        days = sorted(
+            day
+            for name in os.listdir(self.directory)
+            if (day := day_of_file_name(name)) is not None
+        )
+        self._listing = (stat.st_mtime_ns, days)
+        return days
+
+    def _read_new(self, day: date, now: float) -> None:
+        path = self._path(day)
+        tail = self._tails.get(day)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            if tail is not None:
+                raise _StartOver from None
+            return
+        if tail is None:
+            if self._tails and day < max(self._tails):
+                raise _StartOver  # an older day file appeared: file order changed
+            tail = self._tails[day] = _Tail(stat.st_ino, 0)
+        elif stat.st_ino != tail.inode or stat.st_size < tail.offset:
+            raise _StartOver
+        if stat.st_size > tail.offset:
+            self._consume(day, path, tail, stat.st_size, now)
+
+    def _consume(self, day: date, path: Path, tail: _Tail, size: int, now: float) -> None:
+        day_ordinal = day.toordinal()
+        index = self._index
+        with open(path, "rb", buffering=0) as file:
+            file.seek(tail.offset)
+            offset = tail.offset
+            carry = b""
+            remaining = size - offset
+            while remaining > 0:
+                chunk = file.read(min(READ_CHUNK_BYTES, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                data = carry + chunk if carry else chunk
+                end = data.rfind(b"\n")
+                if end < 0:
+                    carry = data
+                    continue
+                start = offset
+                for line in data[:end].split(b"\n"):
+                    if line:
+                        try:
+                            message = decode_line(line)
+                        except InvalidMessage:
+                            index.skip_line()
+                        else:
+                            index.add(message, day_ordinal, start, now)
+                    start += len(line) + 1
+                offset += end + 1
+                carry = data[end + 1 :]
+        tail.offset = offset
+
+    def _path(self, day: date) -> Path:
+        return self.directory / day_file_name(day)
+
+    def _read_message(self, day_ordinal: int, offset: int) -> Message:
+        """The message whose line starts at ``offset`` in a day's file."""
+        path = self._path(date.fromordinal(day_ordinal))
+        with open(path, "rb", buffering=0) as file:
+            data = os.pread(file.fileno(), self.max_message_bytes + 2, offset)
+        return decode_line(data.split(b"\n", 1)[0])
+
+    # Writing ----------------------------------------------------------------
+
+    @contextmanager
+    def _pool_lock(self) -> Iterator[None]:
+        """The exclusive ``flock`` on ``DATA_DIR/.lock`` (hold ``_mutex`` first)."""
+        if self._lock_fd is None or self._lock_pid != os.getpid():
+            # After a fork the inherited descriptor shares its lock with the
+            # parent, which would then not exclude it: open our own.
+            self._lock_fd = os.open(
+                self.directory / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
+            self._lock_pid = os.getpid()
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _append(self, decide: Callable[[float], tuple[Message | None, Result]]) -> Result:
+        """Decide under the pool's lock, append the line ``decide`` returns, then sync it.
+
+        ``decide(now)`` sees the index caught up with every process's writes
+        and returns the message to store (``None`` to store nothing) and the
+        result to give back; it raises a ``PoolError`` to refuse.
+        """
+        with self._mutex, self._pool_lock():
+            now = self._advance()
+            message, result = decide(now)
+            if message is None:
+                return result
+            line = encode_line(message)
+            if len(line) > self.max_message_bytes:
+                raise MessageTooLarge(
+                    f"The message is {len(line)} bytes; the pool takes at most "
+                    f"{self.max_message_bytes}."
+                )
+            day = day_of(now)
+            descriptor = self._write_line(day, line)
+            try:
+                self._read_new(day, now)
+            except _StartOver:
+                self._start_over()
+        try:
+            if self.fsync:
+                os.fdatasync(descriptor)
+        finally:
+            os.close(descriptor)
+        return result
+
+    def _write_line(self, day: date, line: bytes) -> int:
+        """Append ``line`` to the day's file in one ``write()``; returns the open descriptor."""
+        path = self._path(day)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        try:
+            descriptor = os.open(path, flags)
+            created = False
+        except FileNotFoundError:
+            descriptor = os.open(path, flags | os.O_CREAT, 0o644)
+            created = True
+        try:
+            size = os.fstat(descriptor).st_size
+            if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                line = b"\n" + line  # end a torn line so ours stays whole
+            written = os.write(descriptor, line)
+            if written != len(line):
+                raise OSError(errno.EIO, f"short write to {path}: {written} of {len(line)} bytes")
+            if created and self.fsync:
+                self._sync_directory()
+        except BaseException:
+            os.close(descriptor)
+            raise
+        return descriptor
+
+    def _sync_directory(self) -> None:
+        descriptor = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def _message(
+        self,
+        now: float,
+        *,
+        sender: str,
+        to: str,
+        kind: str,
+        title: str,
+        body: str,
+        parent_id: str | None,
+        meta: dict[str, Any],
+    ) -> Message:
+        return {
+            "id": new_message_id(),
+            "ts": format_timestamp(now),
+            "from": sender,
+            "to": to,
+            "type": kind,
+            "title": title,
+            "body": body,
+            "parent_id": parent_id,
+            "meta": meta,
+        }
+
+    def _replayed(
+        self, sender: str, key: str | None, candidate: Message, *, with_parent: bool = True
+    ) -> Message | None:
+        """The message first stored with ``key`` by ``sender``, if the request is a repeat."""
+        if key is None:
+            return None
+        found = self._index.locate_idempotent(sender, key)
+        if found is None:
+            return None
+        stored = self._read_message(*found)
+        if not same_request(stored, candidate, with_parent=with_parent):
+            raise IdempotencyConflict(
+                f"Idempotency key {key!r} was used for a different request ({stored['id']})."
+            )
+        return stored
+
+    def _open_task_for(self, task_id: str, device_id: str, now: float) -> TaskState:
+        """The open task a device acts on, or the refusal that explains why it cannot."""
+        state = self._index.open.get(task_id)
+        if state is not None:
+            if not state.audience.includes(device_id):
+                raise NotAddressed(f"Task {task_id} is not addressed to device {device_id}.")
+            return state
+        known = self._index.locate(task_id)
+        if known is None:
+            raise UnknownTask(f"There is no task {task_id} in the pool.", field="parent_id")
+        task = self._read_message(known.day_ordinal, known.offset)
+        try:
+            addressed = parse_address(task["to"]).includes(device_id)
+        except InvalidMessage:
+            addressed = False
+        if not addressed:
+            raise NotAddressed(f"Task {task_id} is not addressed to device {device_id}.")
+        raise _closed_error(task_id, known.closed)
+
+    def post_task(
+        self,
+        *,
+        sender: str,
+        to: str,
+        title: str,
+        body: str = "",
+        meta: dict[str, Any] | None = None,
+        ttl: float | None = None,
+        expires_at: datetime | None = None,
+        mode: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Posted:
+        try:
+            address = parse_address(to)
+        except InvalidMessage as error:
+            raise InvalidMessage(error.message, field="to") from None
+        if address.kind != "device":
+            raise InvalidMessage(
+                "A task is addressed to devices: device:<id>, device:* or device:[<id>,...].",
+                field="to",
+            )
+        if mode not in (None, "any"):
+            raise InvalidMessage('mode is "any" or absent.', field="mode")
+        if ttl is not None and expires_at is not None:
+            raise InvalidMessage("Give ttl or expires_at, not both.", field="ttl")
+        meta = _own_meta(meta, _TASK_META_RESERVED)
+        if mode is not None:
+            meta["mode"] = mode
+        if idempotency_key is not None:
+            meta["idempotency_key"] = idempotency_key
+
+        def decide(now: float) -> tuple[Message | None, Posted]:
+            task = self._message(
+                now,
+                sender=sender,
+                to=str(address),
+                kind="task",
+                title=title,
+                body=body,
+                parent_id=None,
+                meta=meta,
+            )
+            replayed = self._replayed(sender, idempotency_key, task)
+            if replayed is not None:
+                return None, Posted(replayed, False)
+            meta["expires_at"] = format_timestamp(self._deadline(now, ttl, expires_at))
+            return task, Posted(task, True)
+
+        return self._append(decide)
+
+    def _deadline(self, now: float, ttl: float | None, expires_at: datetime | None) -> float:
+        limit = self.task_ttl
+        if ttl is not None:
+            if ttl < 1:
+                raise InvalidMessage("ttl must be at least 1 second.", field="ttl")
+            if ttl > limit:
+                raise InvalidMessage(
+                    f"ttl may be at most {limit:g} seconds (TASK_TTL).", field="ttl"
+                )
+            return now + ttl
+        if expires_at is not None:
+            if expires_at.tzinfo is None:
+                raise InvalidMessage("expires_at must be in UTC.", field="expires_at")
+            moment = expires_at.timestamp()
+            if moment < now + 1:
+                raise InvalidMessage("expires_at must be in the future.", field="expires_at")
+            if moment > now + limit + 1:
+                raise InvalidMessage(
+                    f"expires_at may be at most {limit:g} seconds (TASK_TTL) ahead.",
+                    field="expires_at",
+                )
+            return moment
+        return now + limit
+
+    def post_response(
+        self,
+        *,
+        device_id: str,
+        parent_id: str,
+        status: str,
+        title: str = "",
+        body: str = "",
+        meta: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Posted:
+        if status not in DEVICE_STATUSES:
+            raise InvalidMessage(
+                f"status must be one of {', '.join(DEVICE_STATUSES)}.", field="status"
+            )
+        meta = _own_meta(meta, _RESPONSE_META_RESERVED)
+        if meta.get("status", status) != status:
+            raise InvalidMessage("meta.status differs from status.", field="meta")
+        meta["status"] = status
+        if idempotency_key is not None:
+            meta["idempotency_key"] = idempotency_key
+        sender = device_address(device_id)
+
+        def decide(now: float) -> tuple[Message | None, Posted]:
+            response = self._message(
+                now,
+                sender=sender,
+                to="",
+                kind="response",
+                title=title,
+                body=body,
+                parent_id=parent_id,
+                meta=meta,
+            )
+            replayed = self._replayed(sender, idempotency_key, response)
+            if replayed is not None:
+                return None, Posted(replayed, False)
+            state = self._open_task_for(parent_id, device_id, now)
+            state.check_answer(device_id, now)
+            response["to"] = state.task["from"]
+            return response, Posted(response, True)
+
+        return self._append(decide)
+
+    def post_heartbeat(
+        self, *, device_id: str, body: str = "", meta: dict[str, Any] | None = None
+    ) -> Message:
+        meta = _own_meta(meta, ())
+
+        def decide(now: float) -> tuple[Message, Message]:
+            heartbeat = self._message(
+                now,
+                sender=device_address(device_id),
+                to="backend",
+                kind="heartbeat",
+                title="",
+                body=body,
+                parent_id=None,
+                meta=meta,
+            )
+            return heartbeat, heartbeat
+
+        return self._append(decide)
+
+    def claim(
+        self, *, device_id: str, parent_id: str | None = None, idempotency_key: str | None = None
+    ) -> Claim | None:
+        sender = device_address(device_id)
+        meta: dict[str, Any] = {"status": "claimed"}
+        if idempotency_key is not None:
+            meta["idempotency_key"] = idempotency_key
+
+        def decide(now: float) -> tuple[Message | None, Claim | None]:
+            candidate = self._message(
+                now,
+                sender=sender,
+                to="",
+                kind="response",
+                title="",
+                body="",
+                parent_id=parent_id,
+                meta=meta,
+            )
+            replayed = self._replayed(
+                sender, idempotency_key, candidate, with_parent=parent_id is not None
+            )
+            if replayed is not None:
+                known = self._index.locate(replayed["parent_id"] or "")
+                if known is None:
+                    raise UnknownTask(f"There is no task {replayed['parent_id']} in the pool.")
+                task = self._read_message(known.day_ordinal, known.offset)
+                return None, Claim(task, replayed, False)
+            if parent_id is not None:
+                state = self._open_task_for(parent_id, device_id, now)
+                if not state.any_one:
+                    raise NotClaimable(
+                        f'Task {parent_id} is not an any-one task (meta.mode "any").',
+                        field="parent_id",
+                    )
+                if state.claimer == device_id and state.claim is not None:
+                    return None, Claim(state.task, state.claim, False)
+                state.check_answer(device_id, now)
+            else:
+                state = next(
+                    (
+                        state
+                        for state in self._index.pending_states(device_id, now)
+                        if state.any_one and state.claimer is None
+                    ),
+                    None,
+                )
+                if state is None:
+                    return None, None
+            candidate["parent_id"] = state.id
+            candidate["to"] = state.task["from"]
+            return candidate, Claim(state.task, candidate, True)
+
+        return self._append(decide)
+
+    def cancel(
+        self,
+        *,
+        sender: str,
+        task_id: str,
+        reason: str = "",
+        idempotency_key: str | None = None,
+    ) -> Posted:
+        meta: dict[str, Any] = {"status": "cancelled"}
+        if idempotency_key is not None:
+            meta["idempotency_key"] = idempotency_key
+
+        def decide(now: float) -> tuple[Message | None, Posted]:
+            cancellation = self._message(
+                now,
+                sender=sender,
+                to="",
+                kind="response",
+                title="",
+                body=reason,
+                parent_id=task_id,
+                meta=meta,
+            )
+            replayed = self._replayed(sender, idempotency_key, cancellation)
+            if replayed is not None:
+                return None, Posted(replayed, False)
+            state = self._index.open.get(task_id)
+            if state is None:
+                known = self._index.locate(task_id)
+                if known is None:
+                    raise UnknownTask(f"There is no task {task_id} in the pool.")
+                raise _closed_error(task_id, known.closed)
+            cancellation["to"] = state.task["to"]
+            return cancellation, Posted(cancellation, True)
+
+        return self._append(decide)
+
+    # Reading ----------------------------------------------------------------
+
+    def pending_for(self, device_id: str, *, limit: int = 100) -> list[Message]:
+        with self._mutex:
+            now = self._advance()
+            return self._index.pending_for(device_id, now, limit)
+
+    def pending_counts(self, device_ids: list[str]) -> dict[str, int]:
+        with self._mutex:
+            now = self._advance()
+            return {device_id: self._index.pending_count(device_id, now) for device_id in device_ids}
+
+    def device_activity(self, device_ids: list[str]) -> dict[str, DeviceActivity]:
+        with self._mutex:
+            self._advance()
+            index = self._index
+            return {
+                device_id: DeviceActivity(
+                    index.last_message.get(device_id), index.last_heartbeat.get(device_id)
+                )
+                for device_id in device_ids
+            }
+
+    def days(self) -> list[date]:
+        with self._mutex:
+            return list(self._listed_days())
+
+    def day_messages(self, day: date) -> list[Message]:
+        messages: list[Message] = []
+        for _offset, line in self._complete_lines(day):
+            try:
+                messages.append(decode_line(line))
+            except InvalidMessage:
+                continue
+        return messages
+
+    def _complete_lines(self, day: date) -> Iterator[tuple[int, bytes]]:
+        """Each complete, non-blank line of a day's file with its offset."""
+        try:
+            file = open(self._path(day), "rb", buffering=0)
+        except FileNotFoundError:
+            return
+        with file:
+            offset = 0
+            carry = b""
+            while chunk := file.read(READ_CHUNK_BYTES):
+                data = carry + chunk if carry else chunk
+                end = data.rfind(b"\n")
+                if end < 0:
+                    carry = data
+                    continue
+                start = offset
+                for line in data[:end].split(b"\n"):
+                    if line:
+                        yield start, line
+                    start += len(line) + 1
+                offset += end + 1
+                carry = data[end + 1 :]
+
+    def task_detail(self, task_id: str) -> TaskDetail:
+        with self._mutex:
+            self._advance()
+            known = self._index.locate(task_id)
+            if known is None:
+                raise UnknownTask(f"There is no task {task_id} in the pool.")
+            task = self._read_message(known.day_ordinal, known.offset)
+            days = [day for day in self._listed_days() if day.toordinal() >= known.day_ordinal]
+        responses = [
+            message
+            for day in days
+            for message in self._messages_naming(day, task_id)
+            if message["type"] == "response" and message["parent_id"] == task_id
+        ]
+        return TaskDetail(task, responses, replay(task, responses, self.task_ttl))
+
+    def _messages_naming(self, day: date, text: str) -> Iterator[Message]:
+        """The messages of a day whose line contains ``text``, found without parsing the rest."""
+        try:
+            file = open(self._path(day), "rb", buffering=0)
+        except FileNotFoundError:
+            return
+        with file:
+            size = os.fstat(file.fileno()).st_size
+            if size == 0:
+                return
+            with mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ) as data:
+                end_of_complete = data.rfind(b"\n") + 1
+                needle = text.encode()
+                found = data.find(needle, 0, end_of_complete)
+                while found >= 0:
+                    start = data.rfind(b"\n", 0, found) + 1
+                    end = data.find(b"\n", found)
+                    try:
+                        yield decode_line(data[start:end])
+                    except InvalidMessage:
+                        pass
+                    found = data.find(needle, end, end_of_complete)
+
+    def stats(self) -> dict[str, int]:
+        """Figures about the index: lines read, lines skipped, open tasks."""
+        with self._mutex:
+            self._advance()
+            index = self._index
+            return {
+                "lines": index.lines,
+                "skipped_lines": index.skipped_lines,
+                "open_tasks": len(index.open),
+            }
+
+
+def _own_meta(meta: dict[str, Any] | None, reserved: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of a client's ``meta``, refusing keys the server writes itself."""
+    if meta is None:
+        return {}
+    if type(meta) is not dict:
+        raise InvalidMessage("meta must be a JSON object.", field="meta")
+    for key in reserved:
+        if key in meta:
+            raise InvalidMessage(f"meta.{key} is set by the server.", field="meta")
+    return dict(meta)
+
+
+def _closed_error(task_id: str, reason: str | None) -> TaskClosed:
+    if reason == CANCELLED:
+        return TaskClosed(f"Task {task_id} was cancelled.")
+    if reason == EXPIRED:
+        return TaskClosed(f"Task {task_id} has expired.")
+    return TaskClosed(f"Task {task_id} is already finished.")
