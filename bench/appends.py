@@ -1,0 +1,142 @@
+"""Append throughput: the store against raw ``os.write`` loops, from 1 or many processes.
+
+Writers are forked from the benchmark process, so each starts with the
+store's index already built (as a server's worker would be after start-up).
+They wait until all are ready, run for the same fixed time, and report how
+many lines they appended; the rate is all their lines over the time from
+the common start to the last writer's last acknowledged line.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from taskpool.messages import encode_line, format_timestamp, new_message_id
+from taskpool.stores.jsonl import JsonlStore
+
+RAW_FILE_NAME = "raw-append-bench.bin"  # not a day file: the store never reads it
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    writers: int
+    lines: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.lines / self.seconds if self.seconds > 0 else float("nan")
+
+
+def heartbeat_line(writer: int) -> bytes:
+    """A line of the size the store writes for a writer's heartbeat."""
+    return encode_line(
+        {
+            "id": new_message_id(),
+            "ts": format_timestamp(time.time()),
+            "from": f"device:bench-writer-{writer}",
+            "to": "backend",
+            "type": "heartbeat",
+            "title": "",
+            "body": "",
+            "parent_id": None,
+            "meta": {},
+        }
+    )
+
+
+def _store_loop(store: JsonlStore, fsync: bool) -> Callable[[int, float], int]:
+    def run(writer: int, deadline: float) -> int:
+        store.fsync = fsync
+        device_id = f"bench-writer-{writer}"
+        count = 0
+        while time.perf_counter() < deadline:
+            store.post_heartbeat(device_id=device_id)
+            count += 1
+        return count
+
+    return run
+
+
+def _raw_loop(directory: Path, sync: bool) -> Callable[[int, float], int]:
+    def run(writer: int, deadline: float) -> int:
+        line = heartbeat_line(writer)
+        descriptor = os.open(
+            directory / RAW_FILE_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+        )
+        count = 0
+        try:
+            while time.perf_counter() < deadline:
+                os.write(descriptor, line)
+                if sync:
+                    os.fdatasync(descriptor)
+                count += 1
+        finally:
+            os.close(descriptor)
+        return count
+
+    return run
+
+
+def _worker(loop, writer, ready, go, start_at, seconds, results) -> None:
+    ready.put(writer)
+    go.wait()
+    start = start_at.value
+    while time.perf_counter() < start:
+        pass
+    count = loop(writer, start + seconds)
+    results.put((count, time.perf_counter()))
+
+
+def _measure(loop: Callable[[int, float], int], writers: int, seconds: float) -> AppendResult:
+    context = multiprocessing.get_context("fork")
+    ready, results = context.Queue(), context.Queue()
+    go = context.Event()
+    start_at = context.Value("d", 0.0)
+    processes = [
+        context.Process(target=_worker, args=(loop, n, ready, go, start_at, seconds, results))
+        for n in range(writers)
+    ]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        ready.get(timeout=120)
+    start_at.value = time.perf_counter() + 0.05
+    go.set()
+    outcomes = [results.get(timeout=seconds + 120) for _ in processes]
+    for process in processes:
+        process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(f"an append writer failed with exit code {process.exitcode}")
+    lines = sum(count for count, _finished in outcomes)
+    finished = max(finished for _count, finished in outcomes)
+    return AppendResult(writers, lines, finished - start_at.value)
+
+
+def measure_appends(
+    store: JsonlStore, directory: Path, *, seconds: float, writer_counts: tuple[int, ...] = (1, 8)
+) -> dict[str, AppendResult]:
+    """Lines/s for the store (FSYNC off and on) and for raw loops, by number of writers."""
+    results: dict[str, AppendResult] = {}
+    try:
+        for writers in writer_counts:
+            for name, loop in (
+                ("raw write", _raw_loop(directory, False)),
+                ("raw write+fdatasync", _raw_loop(directory, True)),
+            ):
+                results[f"{name} x{writers}"] = _measure(loop, writers, seconds)
+            for name, fsync in (("store FSYNC off", False), ("store FSYNC on", True)):
+                store.stats()  # catch the parent's index up, so writers start level
+                results[f"{name} x{writers}"] = _measure(
+                    _store_loop(store, fsync), writers, seconds
+                )
+    finally:
+        raw = directory / RAW_FILE_NAME
+        if raw.exists():
+            raw.unlink()
+    return results

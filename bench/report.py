@@ -1,0 +1,222 @@
+"""The printed tables: one per size, then each target of the issue with PASS or FAIL."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bench.stats import lines_label, mebibytes, milliseconds, per_second, ratio, times
+
+REQUEST_METHOD = (
+    "in-process django.test.Client: full middleware, DRF, device JWT auth, SQLite; no sockets"
+)
+
+
+def _rows(rows: list[tuple[str, str, str]]) -> list[str]:
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    return [
+        f"  {name:<{widths[0]}}  {value:<{widths[1]}}  {comparison}".rstrip()
+        for name, value, comparison in rows
+    ]
+
+
+def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) -> str:
+    """The table for one history size."""
+    lines = [
+        f"== {lines_label(size)} lines: {figures['lines']:,} lines in {figures['files']} day files, "
+        f"{mebibytes(figures['bytes'])}; {figures['mix']}; {figures['open_tasks']} open tasks ==",
+        f"  GET /pool/pending, {REQUEST_METHOD}; {figures['requests']} requests each, interleaved,"
+        " over 1,000 devices",
+    ]
+    pending, noop = figures["pending_p50"], figures["noop_p50"]
+    rows = [
+        (
+            "pending p50 / p99",
+            f"{milliseconds(pending)} / {milliseconds(figures['pending_p99'])}",
+            f"{times(ratio(pending, zero['pending_p50']))} p50 at 0 lines" if zero else "",
+        ),
+        (
+            "no-op view p50 / p99",
+            f"{milliseconds(noop)} / {milliseconds(figures['noop_p99'])}",
+            f"pending / no-op = {times(ratio(pending, noop))}",
+        ),
+        (
+            f"naive baseline p50 (n={figures['naive_samples']})",
+            milliseconds(figures["naive_p50"]),
+            f"naive / pending = {times(ratio(figures['naive_p50'], pending))}",
+        ),
+        (
+            "index vs naive answers",
+            f"{figures['agree'][0]}/{figures['agree'][1]} devices",
+            "same tasks, same order" if figures["agree"][0] == figures["agree"][1] else "DIFFER",
+        ),
+        (
+            "cold start: build index",
+            f"{figures['cold_seconds']:.3f} s",
+            f"{per_second(ratio(figures['cold_lines'], figures['cold_seconds']))}",
+        ),
+        (
+            "cold start: parse floor",
+            f"{figures['floor_seconds']:.3f} s",
+            f"{per_second(ratio(figures['floor_lines'], figures['floor_seconds']))}; "
+            f"index / floor = {_percent(cold_share(figures))}",
+        ),
+        (
+            "RSS after start-up",
+            mebibytes(figures["rss_after"]),
+            f"+{mebibytes(figures['rss_after'] - zero['rss_after'])} over 0 lines" if zero else "",
+        ),
+        (
+            "  of which task registry",
+            mebibytes(figures["task_registry"]),
+            f"open tasks' states {mebibytes(figures['open_states'])}",
+        ),
+    ]
+    lines += _rows(rows)
+    appends = figures["appends"]
+    line_bytes = figures["append_line_bytes"]
+    lines.append(
+        f"  appends, lines/s ({line_bytes}-byte lines, {figures['append_seconds']:g} s per run, "
+        "writers are processes):"
+    )
+    append_rows = [("", "1 writer", "8 writers")]
+    for name in ("store FSYNC off", "raw write", "store FSYNC on", "raw write+fdatasync"):
+        append_rows.append(
+            (
+                name.replace("raw write", "raw os.write"),
+                per_second(appends[f"{name} x1"]["rate"]),
+                per_second(appends[f"{name} x8"]["rate"]),
+            )
+        )
+    lines += ["  " + row for row in _rows(append_rows)]
+    lines += _rows(
+        [
+            (
+                "store FSYNC off / raw os.write",
+                f"{_percent(non_durable_share(figures, 1))} (1 writer)",
+                f"{_percent(non_durable_share(figures, 8))} (8 writers)",
+            ),
+            (
+                "store FSYNC on x8 / fdatasync-per-line x1",
+                f"{times(group_commit_gain(figures, raw=True))} vs raw",
+                f"{times(group_commit_gain(figures, raw=False))} vs the store's own 1 writer",
+            ),
+        ]
+    )
+    return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def cold_share(figures: dict[str, Any]) -> float:
+    return ratio(
+        ratio(figures["cold_lines"], figures["cold_seconds"]),
+        ratio(figures["floor_lines"], figures["floor_seconds"]),
+    )
+
+
+def non_durable_share(figures: dict[str, Any], writers: int) -> float:
+    appends = figures["appends"]
+    return ratio(
+        appends[f"store FSYNC off x{writers}"]["rate"], appends[f"raw write x{writers}"]["rate"]
+    )
+
+
+def group_commit_gain(figures: dict[str, Any], *, raw: bool) -> float:
+    appends = figures["appends"]
+    single = appends["raw write+fdatasync x1" if raw else "store FSYNC on x1"]["rate"]
+    return ratio(appends["store FSYNC on x8"]["rate"], single)
+
+
+@dataclass
+class Target:
+    text: str
+    value: str
+    passed: bool | None  # None: not measurable in this run
+
+    def line(self) -> str:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[self.passed]
+        return f"  {verdict}  {self.text}: {self.value}"
+
+
+def _check(value: float, limit: float, *, at_most: bool) -> bool | None:
+    if math.isnan(value):
+        return None
+    return value <= limit if at_most else value >= limit
+
+
+def targets(results: dict[int, dict[str, Any]]) -> list[Target]:
+    """Each target of issue 3, checked on the largest size (and on 100k for the naive ratio)."""
+    sizes = sorted(results)
+    big = results[sizes[-1]]
+    big_label = lines_label(sizes[-1])
+    zero = results.get(0)
+    hundred_k = max((s for s in sizes if s <= 100_000), default=sizes[-1])
+    middle = results[hundred_k]
+    out = []
+    value = ratio(big["pending_p50"], zero["pending_p50"]) if zero else math.nan
+    out.append(
+        Target(
+            f"pending p50 at {big_label} <= 1.2x p50 at 0 lines",
+            times(value),
+            _check(value, 1.2, at_most=True),
+        )
+    )
+    value = ratio(big["pending_p50"], big["noop_p50"])
+    out.append(
+        Target(
+            f"pending p50 at {big_label} <= 1.5x the no-op floor",
+            times(value),
+            _check(value, 1.5, at_most=True),
+        )
+    )
+    value = ratio(middle["naive_p50"], middle["pending_p50"])
+    out.append(
+        Target(
+            f"naive / ours >= 100x at {lines_label(hundred_k)}",
+            times(value),
+            _check(value, 100, at_most=False),
+        )
+    )
+    value = big["cold_seconds"]
+    out.append(
+        Target(
+            f"cold start at {big_label} <= 5 s", f"{value:.2f} s", _check(value, 5, at_most=True)
+        )
+    )
+    value = cold_share(big)
+    out.append(
+        Target(
+            f"cold start at {big_label} >= 50% of the parse floor's lines/s",
+            _percent(value),
+            _check(value, 0.5, at_most=False),
+        )
+    )
+    value = big["rss_after"] - zero["rss_after"] if zero else math.nan
+    out.append(
+        Target(
+            f"RSS at {big_label} <= 100 MiB more than at 0 lines",
+            "+" + mebibytes(value),
+            _check(value, 100 * 2**20, at_most=True),
+        )
+    )
+    value = group_commit_gain(big, raw=True)
+    out.append(
+        Target(
+            f"durable appends, 8 writers >= 3x single-writer fsync-per-line (raw), at {big_label}",
+            times(value),
+            _check(value, 3, at_most=False),
+        )
+    )
+    value = non_durable_share(big, 1)
+    out.append(
+        Target(
+            f"non-durable appends >= 50% of raw os.write (1 writer), at {big_label}",
+            _percent(value),
+            _check(value, 0.5, at_most=False),
+        )
+    )
+    return out

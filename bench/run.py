@@ -1,0 +1,280 @@
+"""Runs the suite: history at each size, then every measurement, then the report."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.stats import lines_label, median, percentile
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+FULL_SIZES = (0, 10_000, 100_000, 1_000_000)
+QUICK_SIZES = (0, 1_000, 10_000)
+TASK_TTL = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each measurement to take."""
+
+    sizes: tuple[int, ...]
+    requests: int
+    append_seconds: float
+    quick: bool
+
+    def naive_samples(self, size: int) -> int:
+        if self.quick:
+            return 10
+        return 3 if size >= 1_000_000 else 10 if size >= 100_000 else 50
+
+    def cold_repeats(self, size: int) -> int:
+        return 2 if size >= 1_000_000 or self.quick else 3
+
+    def checked_devices(self, size: int) -> int:
+        return 20 if size >= 1_000_000 else 50
+
+
+def progress(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a small run, well under a minute")
+    parser.add_argument("--sizes", type=int, nargs="+", help="history sizes in lines")
+    parser.add_argument("--requests", type=int, help="timed requests per endpoint and size")
+    parser.add_argument("--append-seconds", type=float, help="duration of each append run")
+    parser.add_argument(
+        "--work-dir", type=Path, help="where pools are written (default: a temp dir)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    return parser.parse_args(argv)
+
+
+def setup_django(work: Path) -> dict[str, str]:
+    """Start Django on a fresh SQLite file and register 1,000 validated devices; their tokens."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    os.environ["BENCH_DATABASE"] = str(work / "db.sqlite3")
+    os.environ["BENCH_DATA_DIR"] = str(work / "pool-unused")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from bench.history import DEVICE_COUNT, device_name
+    from taskpool.models import DeviceUser
+    from taskpool.tokens import DeviceToken
+
+    call_command("migrate", verbosity=0)
+    DeviceUser.objects.bulk_create(
+        [DeviceUser(id=device_name(n), kind="bench", validated=True) for n in range(DEVICE_COUNT)]
+    )
+    return {device.id: str(DeviceToken.for_device(device)) for device in DeviceUser.objects.all()}
+
+
+def time_requests(
+    tokens: dict[str, str], paths: tuple[str, ...], count: int, seed: int
+) -> dict[str, list[float]]:
+    """``count`` timed GETs of each path, interleaved, each pair by one random device."""
+    from django.test import Client
+
+    client = Client()
+    devices = sorted(tokens)
+    rng = random.Random(seed)
+    samples: dict[str, list[float]] = {path: [] for path in paths}
+    clock = time.perf_counter
+    for number in range(count):
+        authorization = f"Bearer {tokens[rng.choice(devices)]}"
+        order = paths if number % 2 == 0 else paths[::-1]
+        for path in order:
+            started = clock()
+            response = client.get(path, HTTP_AUTHORIZATION=authorization)
+            samples[path].append(clock() - started)
+            if response.status_code != 200:
+                raise RuntimeError(
+                    f"GET {path} answered {response.status_code}: {response.content!r}"
+                )
+    return samples
+
+
+def parse_floor(directory: Path) -> tuple[float, int]:
+    """Seconds to read and ``orjson.loads`` every line of the day files, and the line count."""
+    import orjson
+
+    from taskpool.days import day_of_file_name
+
+    started = time.perf_counter()
+    count = 0
+    loads = orjson.loads
+    for name in sorted(os.listdir(directory)):
+        if day_of_file_name(name) is None:
+            continue
+        with open(directory / name, "rb") as file:
+            data = file.read()
+        for line in data.split(b"\n"):
+            if line:
+                loads(line)
+                count += 1
+    return time.perf_counter() - started, count
+
+
+def build_index(directory: Path) -> tuple[float, int]:
+    """Seconds for a fresh store to build its index and answer once, and the lines it read."""
+    from taskpool.stores.jsonl import JsonlStore
+
+    started = time.perf_counter()
+    store = JsonlStore(directory, task_ttl=TASK_TTL, fsync=False)
+    store.pending_for("dev-0000")
+    seconds = time.perf_counter() - started
+    lines = store.stats()["lines"]
+    store.close()
+    return seconds, lines
+
+
+def measure_memory(directory: Path) -> dict[str, int]:
+    output = subprocess.run(
+        [sys.executable, "-m", "bench.memory", str(directory)],
+        cwd=REPOSITORY,
+        check=True,
+        capture_output=True,
+    ).stdout
+    return orjson.loads(output.splitlines()[-1])
+
+
+def measure_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> dict[str, Any]:
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from bench.appends import heartbeat_line, measure_appends
+    from bench.history import write_history
+    from bench.naive import pending_in, read_horizon
+    from taskpool.stores import get_store
+
+    directory = work / f"pool-{size}"
+    progress(f"{lines_label(size)}: writing history")
+    history = write_history(directory, size)
+    figures: dict[str, Any] = {
+        "size": size,
+        "lines": history.lines,
+        "bytes": history.bytes,
+        "files": len(history.files),
+        "mix": history.mix,
+        "generate_seconds": history.seconds,
+    }
+
+    progress(f"{lines_label(size)}: cold start")
+    gc.collect()
+    floors = [parse_floor(directory) for _ in range(plan.cold_repeats(size))]
+    builds = [build_index(directory) for _ in range(plan.cold_repeats(size))]
+    figures["floor_seconds"] = median([seconds for seconds, _ in floors])
+    figures["floor_lines"] = floors[0][1]
+    figures["cold_seconds"] = median([seconds for seconds, _ in builds])
+    figures["cold_lines"] = builds[0][1]
+    gc.collect()
+
+    progress(f"{lines_label(size)}: memory (fresh process)")
+    figures.update(measure_memory(directory))
+
+    with override_settings(TASKPOOL={**settings.TASKPOOL, "DATA_DIR": str(directory)}):
+        store = get_store()
+        figures["open_tasks"] = store.stats()["open_tasks"]
+        progress(f"{lines_label(size)}: requests")
+        # One request per device first, so each has its last_seen written, as in steady state.
+        time_requests(tokens, ("/pool/pending", "/bench/noop"), len(tokens), seed=size + 1)
+        samples = time_requests(tokens, ("/pool/pending", "/bench/noop"), plan.requests, seed=size)
+        figures["requests"] = plan.requests
+        for path, name in (("/pool/pending", "pending"), ("/bench/noop", "noop")):
+            figures[f"{name}_p50"] = median(samples[path])
+            figures[f"{name}_p99"] = percentile(samples[path], 0.99)
+        naive = time_requests(
+            tokens, ("/bench/naive-pending",), plan.naive_samples(size), seed=size
+        )
+        figures["naive_samples"] = plan.naive_samples(size)
+        figures["naive_p50"] = median(naive["/bench/naive-pending"])
+
+        progress(f"{lines_label(size)}: checking the index against the naive answer")
+        now = time.time()
+        messages = read_horizon(directory, now, TASK_TTL)
+        devices = random.Random(size).sample(sorted(tokens), plan.checked_devices(size))
+        agree = sum(
+            [task["id"] for task in store.pending_for(device, limit=1000)]
+            == [task["id"] for task in pending_in(messages, device, now, TASK_TTL, 1000)]
+            for device in devices
+        )
+        figures["agree"] = (agree, len(devices))
+        del messages
+        gc.collect()
+
+        progress(f"{lines_label(size)}: appends")
+        appends = measure_appends(store, directory, seconds=plan.append_seconds)
+        figures["appends"] = {
+            name: {"writers": r.writers, "lines": r.lines, "seconds": r.seconds, "rate": r.rate}
+            for name, r in appends.items()
+        }
+        figures["append_line_bytes"] = len(heartbeat_line(0))
+        figures["append_seconds"] = plan.append_seconds
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    sizes = tuple(args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES))
+    plan = Plan(
+        sizes=tuple(sorted(set(sizes))),
+        requests=args.requests or (300 if args.quick else 2000),
+        append_seconds=args.append_seconds or (0.25 if args.quick else 1.0),
+        quick=args.quick,
+    )
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="taskpool-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        tokens = setup_django(work)
+        from bench.machine import describe
+        from bench.report import size_table, targets
+
+        machine = describe(work)
+        results: dict[int, dict[str, Any]] = {}
+        for size in plan.sizes:
+            results[size] = measure_size(size, plan, work, tokens)
+            gc.collect()
+        command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        header = [
+            f"taskpool benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `{command.strip()}`",
+            f"machine: {machine}",
+            "",
+        ]
+        body = [size_table(size, results[size], results.get(0)) + "\n" for size in plan.sizes]
+        checks = targets(results)
+        footer = ["Targets (issue 3):", *(target.line() for target in checks)]
+        footer.append(f"\n(whole run {time.perf_counter() - started:.0f} s)")
+        text = "\n".join(header + body + footer)
+        print(text)
+        RESULTS.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + ("-quick" if plan.quick else "")
+        (RESULTS / f"{stamp}.txt").write_text(text + "\n")
+        (RESULTS / f"{stamp}.json").write_bytes(
+            orjson.dumps(
+                {"machine": machine, "results": results},
+                option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
+            )
+        )
+        progress(f"written to bench/results/{stamp}.txt")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
