@@ -8,6 +8,7 @@ settings or models, so the store and the tests can use it on their own.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
@@ -72,7 +73,17 @@ def parse_timestamp(text: str) -> float:
     """Epoch seconds of a ``format_timestamp`` string; ``ValueError`` otherwise."""
     if not isinstance(text, str) or not TIMESTAMP_RE.fullmatch(text):
         raise ValueError(f"not a UTC timestamp: {text!r}")
-    return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=UTC).timestamp()
+    # Every task's expiry is parsed at start-up: strptime would be most of it.
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError(f"not a UTC timestamp: {text!r}")
+    return _midnight(text[:10]) + hour * 3600 + minute * 60 + second
+
+
+@functools.lru_cache(maxsize=64)
+def _midnight(day: str) -> float:
+    """Epoch seconds of 00:00 UTC on ``YYYY-MM-DD``; ``ValueError`` for a date that does not exist."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
 
 
 def is_device_id(text: object) -> bool:

@@ -1,0 +1,54 @@
+"""``parse_timestamp`` takes exactly what ``datetime.strptime`` with the day-file format takes."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from taskpool.messages import TIMESTAMP_FORMAT, format_timestamp, parse_timestamp
+
+
+def by_strptime(text: str) -> float:
+    return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-06-03T12:34:56Z",
+        "2024-02-29T00:00:00Z",
+        "2026-12-31T23:59:59Z",
+        "1970-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+    ],
+)
+def test_valid_timestamps_parse_as_strptime_does(text):
+    assert parse_timestamp(text) == by_strptime(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2025-02-29T00:00:00Z",
+        "2026-13-01T00:00:00Z",
+        "2026-00-10T00:00:00Z",
+        "2026-04-31T00:00:00Z",
+        "2026-01-01T24:00:00Z",
+        "2026-01-01T00:60:00Z",
+        "2026-01-01T00:00:60Z",
+        "2026-01-01T00:00:00",
+        "2026-01-01 00:00:00Z",
+        "2026-01-01T00:00:00+00:00",
+        "",
+    ],
+)
+def test_invalid_timestamps_are_refused(text):
+    with pytest.raises(ValueError):
+        by_strptime(text)
+    with pytest.raises(ValueError):
+        parse_timestamp(text)
+
+
+def test_round_trip_over_the_years():
+    for moment in range(0, 4_000_000_000, 86_413 * 97):
+        assert parse_timestamp(format_timestamp(moment)) == moment
