@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from taskpool.exceptions import InvalidMessage
 from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED, TaskState, statuses_to_bits
-from taskpool.messages import Message
+from taskpool.messages import MESSAGE_ID_RE, Message
 
 #: Positions order lines as the day files do: the day, then the byte offset.
 OFFSET_BITS = 40
@@ -44,15 +44,65 @@ class KnownTask:
     status_bits: int = 0
 
 
+_REASONS: tuple[str | None, ...] = (None, FINISHED, CANCELLED, EXPIRED)
+_REASON_CODES = {reason: code for code, reason in enumerate(_REASONS)}
+_STATUS_SHIFT, _OFFSET_SHIFT = 2, 10  # reason: 2 bits, status bits: 8, then the offset
+
+
+def _task_key(task_id: str) -> str | bytes:
+    """The registry's key for a task id: its 16 bytes for ``msg_<32 hex>``, else the id itself."""
+    if len(task_id) == 36 and MESSAGE_ID_RE.fullmatch(task_id):
+        return bytes.fromhex(task_id[4:])
+    return task_id
+
+
+def _task_id(key: str | bytes) -> str:
+    return "msg_" + key.hex() if type(key) is bytes else key  # type: ignore[union-attr]
+
+
 @dataclass(slots=True)
 class DayRecords:
-    """What the index remembers of one day file once its lines are read."""
+    """What the index remembers of one day file once its lines are read.
 
-    #: task id -> (line offset, why it closed or ``None`` while open, its statuses once closed),
-    #: in file order.
-    tasks: dict[str, tuple[int, str | None, int]] = field(default_factory=dict)
+    A week of history holds hundreds of thousands of tasks, so each is kept
+    as compactly as Python allows: its id as 16 bytes, and its offset, close
+    reason and status bits packed into one integer (no tuple, nothing for the
+    garbage collector to track).
+    """
+
+    #: task key -> offset << 10 | status bits << 2 | close reason code, in file order.
+    _tasks: dict[str | bytes, int] = field(default_factory=dict)
     #: (sender, idempotency key) -> line offset of the first message sent with it.
     idempotency: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def note_task(
+        self, task_id: str, offset: int, closed: str | None = None, status_bits: int = 0
+    ) -> None:
+        """Record where a task's line starts, why it closed (``None``: open) and its statuses."""
+        self._tasks[_task_key(task_id)] = (
+            offset << _OFFSET_SHIFT | status_bits << _STATUS_SHIFT | _REASON_CODES[closed]
+        )
+
+    def task(self, task_id: str) -> tuple[int, str | None, int] | None:
+        """(offset, close reason, status bits) of a task of this day, or ``None``."""
+        packed = self._tasks.get(_task_key(task_id))
+        return None if packed is None else _unpack(packed)
+
+    def packed_task(self, key: str | bytes) -> int | None:
+        """The packed record of the task with registry key ``key`` (see ``_task_key``)."""
+        return self._tasks.get(key)
+
+    def tasks_newest_first(self) -> Iterator[tuple[str, int, str | None, int]]:
+        """(task id, offset, close reason, status bits) of each task, last line first."""
+        for key, packed in reversed(self._tasks.items()):
+            yield (_task_id(key), *_unpack(packed))
+
+    def task_count(self) -> int:
+        return len(self._tasks)
+
+
+def _unpack(packed: int) -> tuple[int, str | None, int]:
+    return packed >> _OFFSET_SHIFT, _REASONS[packed & 3], (packed >> _STATUS_SHIFT) & 0xFF
 
 
 class PoolIndex:
@@ -119,11 +169,11 @@ class PoolIndex:
         try:
             state = TaskState(task, position_of(day_ordinal, offset), self.task_ttl)
         except InvalidMessage:
-            records.tasks[task_id] = (offset, FINISHED, 0)  # not addressed to devices: never pending
+            records.note_task(task_id, offset, FINISHED)  # not addressed to devices: never pending
             return
         # Open even if already past its expiry: responses further on still
         # count for its history; expire() closes it once the reading is done.
-        records.tasks[task_id] = (offset, None, 0)
+        records.note_task(task_id, offset)
         self.open[task_id] = state
         heapq.heappush(self._expiries, (state.expires_at, task_id))
         if state.audience.everyone:
@@ -177,13 +227,19 @@ class PoolIndex:
         records = self.days.get(day_ordinal)
         if records is not None:
             bits = statuses_to_bits(state.statuses([], now))
-            records.tasks[state.id] = (offset, reason, bits)
+            records.note_task(state.id, offset, reason, bits)
+        if len(self._expiries) > 2 * len(self.open) + 1024:
+            # A closed task leaves its expiry in the heap until it comes; over a
+            # week those would outnumber the open tasks a thousand to one.
+            self._expiries = [
+                (open_state.expires_at, task_id) for task_id, open_state in self.open.items()
+            ]
+            heapq.heapify(self._expiries)
 
     def expire(self, now: float) -> None:
         """Close every open task whose expiry has come."""
-        expiries = self._expiries
-        while expiries and expiries[0][0] <= now:
-            _, task_id = heapq.heappop(expiries)
+        while self._expiries and self._expiries[0][0] <= now:
+            _, task_id = heapq.heappop(self._expiries)
             state = self.open.get(task_id)
             if state is not None and state.expires_at <= now:
                 self._close(state, EXPIRED, now)
@@ -238,10 +294,11 @@ class PoolIndex:
 
     def locate(self, task_id: str) -> KnownTask | None:
         """Where the task ``task_id`` is and whether it closed, or ``None`` if unknown."""
+        key = _task_key(task_id)
         for day_ordinal in self._newest_first:
-            found = self.days[day_ordinal].tasks.get(task_id)
+            found = self.days[day_ordinal].packed_task(key)
             if found is not None:
-                return KnownTask(day_ordinal, *found)
+                return KnownTask(day_ordinal, *_unpack(found))
         return None
 
     def locate_idempotent(self, sender: str, key: str) -> tuple[int, int] | None:

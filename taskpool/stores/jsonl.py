@@ -787,7 +787,7 @@ class JsonlStore(BaseStore):
                 return []
             now = self._clock()
             tasks = []
-            for task_id, (offset, closed, bits) in reversed(records.tasks.items()):
+            for task_id, offset, closed, bits in records.tasks_newest_first():
                 state = self._index.open.get(task_id) if closed is None else None
                 statuses = (
                     state.statuses(registered, now) if state is not None else bits_to_statuses(bits)
