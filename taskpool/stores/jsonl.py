@@ -83,6 +83,17 @@ class _Tail:
 
     inode: int
     offset: int  # just past the last complete line consumed
+    size: int = 0  # the file's size when last looked at: more than offset after a torn line
+
+
+@dataclass(slots=True)
+class _DayWriter:
+    """This process's ``O_APPEND`` descriptor on the day file it appends to."""
+
+    day: date
+    inode: int
+    descriptor: int
+    pid: int
 
 
 class _StartOver(Exception):
@@ -113,6 +124,8 @@ class JsonlStore(BaseStore):
         self._mutex = threading.RLock()
         self._lock_fd: int | None = None
         self._lock_pid = 0
+        self._writer: _DayWriter | None = None
+        self._paths: dict[date, Path] = {}
         self._start_over()
 
     @classmethod
@@ -159,6 +172,7 @@ class JsonlStore(BaseStore):
             if self._lock_fd is not None and self._lock_pid == os.getpid():
                 os.close(self._lock_fd)
             self._lock_fd = None
+            self._close_writer()
 
     def now(self) -> float:
         return self._clock()
@@ -229,6 +243,7 @@ class JsonlStore(BaseStore):
             tail = self._tails[day] = _Tail(stat.st_ino, 0)
         elif stat.st_ino != tail.inode or stat.st_size < tail.offset:
             raise _StartOver
+        tail.size = stat.st_size
         if stat.st_size > tail.offset:
             self._consume(day, path, tail, stat.st_size, now)
 
@@ -265,7 +280,12 @@ class JsonlStore(BaseStore):
         tail.offset = offset
 
     def _path(self, day: date) -> Path:
-        return self.directory / day_file_name(day)
+        path = self._paths.get(day)
+        if path is None:
+            if len(self._paths) > 64:
+                self._paths.clear()
+            path = self._paths[day] = self.directory / day_file_name(day)
+        return path
 
     def _read_message(self, day_ordinal: int, offset: int) -> Message:
         """The message whose line starts at ``offset`` in a day's file."""
@@ -311,41 +331,89 @@ class JsonlStore(BaseStore):
                     f"{self.max_message_bytes}."
                 )
             day = day_of(now)
-            descriptor = self._write_line(day, line)
-            try:
-                self._read_new(day, now)
-            except _StartOver:
-                self._start_over()
-        try:
+            descriptor = self._append_line(day, line, now)
             if self.fsync:
+                # Synced outside the lock, on a descriptor of its own: another
+                # thread may retire the cached one meanwhile.
+                descriptor = os.dup(descriptor)
+        if self.fsync:
+            try:
                 os.fdatasync(descriptor)
-        finally:
-            os.close(descriptor)
+            finally:
+                os.close(descriptor)
         return result
 
-    def _write_line(self, day: date, line: bytes) -> int:
-        """Append ``line`` to the day's file in one ``write()``; returns the open descriptor."""
+    def _append_line(self, day: date, line: bytes, now: float) -> int:
+        """Append ``line`` to the day's file in one ``write()`` and take it into the index.
+
+        Hold the pool's lock, with the index just advanced. Returns the
+        day file's descriptor (this process's cached one: do not close it).
+        """
+        descriptor = self._day_descriptor(day)
+        tail = self._tails.get(day)
+        if tail is None or tail.size != tail.offset or tail.inode != self._writer.inode:  # type: ignore[union-attr]
+            # A file the index has not read to a clean end (new, or ending in a
+            # torn line): check its last byte, and read our line back from it.
+            size = os.fstat(descriptor).st_size
+            if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                line = b"\n" + line  # end a torn line so ours stays whole
+            self._write(descriptor, day, line)
+            self._reread(day, now)
+            return descriptor
+        start = tail.size
+        end = self._write(descriptor, day, line)
+        if end != start + len(line):
+            self._reread(day, now)  # someone appended without the lock: read what is there
+            return descriptor
+        # The index is level with the file up to ``start``: take our line from
+        # memory, decoded from its bytes as any other process will see it.
+        self._index.add(decode_line(line[:-1]), day.toordinal(), start, now)
+        tail.offset = tail.size = end
+        return descriptor
+
+    def _write(self, descriptor: int, day: date, line: bytes) -> int:
+        """One ``write()`` of ``line``; returns the file offset just past it."""
+        written = os.write(descriptor, line)
+        if written != len(line):
+            raise OSError(
+                errno.EIO, f"short write to {self._path(day)}: {written} of {len(line)} bytes"
+            )
+        return os.lseek(descriptor, 0, os.SEEK_CUR)
+
+    def _reread(self, day: date, now: float) -> None:
+        try:
+            self._read_new(day, now)
+        except _StartOver:
+            self._start_over()
+
+    def _day_descriptor(self, day: date) -> int:
+        """This process's ``O_APPEND`` descriptor on the day's file, opened (or created) once."""
+        writer = self._writer
+        tail = self._tails.get(day)
+        if (
+            writer is not None
+            and writer.day == day
+            and writer.pid == os.getpid()
+            and tail is not None
+            and tail.inode == writer.inode
+        ):
+            return writer.descriptor
+        self._close_writer()
         path = self._path(day)
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
         try:
             descriptor = os.open(path, flags)
-            created = False
         except FileNotFoundError:
             descriptor = os.open(path, flags | os.O_CREAT, 0o644)
-            created = True
-        try:
-            size = os.fstat(descriptor).st_size
-            if size and os.pread(descriptor, 1, size - 1) != b"\n":
-                line = b"\n" + line  # end a torn line so ours stays whole
-            written = os.write(descriptor, line)
-            if written != len(line):
-                raise OSError(errno.EIO, f"short write to {path}: {written} of {len(line)} bytes")
-            if created and self.fsync:
+            if self.fsync:
                 self._sync_directory()
-        except BaseException:
-            os.close(descriptor)
-            raise
+        self._writer = _DayWriter(day, os.fstat(descriptor).st_ino, descriptor, os.getpid())
         return descriptor
+
+    def _close_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None and writer.pid == os.getpid():
+            os.close(writer.descriptor)
 
     def _sync_directory(self) -> None:
         descriptor = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
@@ -654,7 +722,9 @@ class JsonlStore(BaseStore):
     def pending_counts(self, device_ids: list[str]) -> dict[str, int]:
         with self._mutex:
             now = self._advance()
-            return {device_id: self._index.pending_count(device_id, now) for device_id in device_ids}
+            return {
+                device_id: self._index.pending_count(device_id, now) for device_id in device_ids
+            }
 
     def device_activity(self, device_ids: list[str]) -> dict[str, DeviceActivity]:
         with self._mutex:
@@ -774,7 +844,9 @@ class JsonlStore(BaseStore):
                     (TaskSummary(task, statuses), Cursor(date.fromordinal(day_ordinal), offset))
                 )
                 if len(found) > limit:
-                    return TaskPage([summary for summary, _ in found[:limit]], found[limit - 1][1], True)
+                    return TaskPage(
+                        [summary for summary, _ in found[:limit]], found[limit - 1][1], True
+                    )
         return TaskPage([summary for summary, _ in found], found[-1][1] if found else before, False)
 
     def _tasks_of_day(
