@@ -67,9 +67,12 @@ from taskpool.stores.base import (
     TaskQuery,
     TaskSummary,
 )
+from taskpool.stores import checkpoint
 from taskpool.stores.index import PoolIndex
 
 LOCK_FILE_NAME = ".lock"
+#: Lines read since the last start-up checkpoint before the next one is written.
+CHECKPOINT_LINES = 50_000
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 _TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status")
 _RESPONSE_META_RESERVED = ("idempotency_key",)
@@ -103,6 +106,9 @@ class _StartOver(Exception):
 class JsonlStore(BaseStore):
     """The pool in ``DATA_DIR/YYYY-MM-DD.jsonl`` files; see the module docstring."""
 
+    #: Lines read between two start-up checkpoints (see ``taskpool.stores.checkpoint``).
+    checkpoint_lines = CHECKPOINT_LINES
+
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
@@ -126,7 +132,7 @@ class JsonlStore(BaseStore):
         self._lock_pid = 0
         self._writer: _DayWriter | None = None
         self._paths: dict[date, Path] = {}
-        self._start_over()
+        self._start_over(from_checkpoint=True)
 
     @classmethod
     def from_settings(cls, settings: Any) -> JsonlStore:
@@ -179,14 +185,30 @@ class JsonlStore(BaseStore):
 
     # Reading the files into the index -------------------------------------
 
-    def _start_over(self) -> None:
+    def _start_over(self, *, from_checkpoint: bool = False) -> None:
         self._index = PoolIndex(self.task_ttl)
         self._tails: dict[date, _Tail] = {}
         self._listing: tuple[int, list[date]] | None = None
         self._horizon_start: date | None = None
+        if from_checkpoint:
+            saved = checkpoint.load(self.directory, self.task_ttl, self._path)
+            if saved is not None:
+                self._index = saved.index
+                self._tails = {
+                    day: _Tail(position.inode, position.offset, position.size)
+                    for day, position in saved.positions.items()
+                }
+        self._checkpointed_lines = self._lines_read()
 
-    def _advance(self) -> float:
-        """Bring the index up to date with every complete line in the horizon."""
+    def _lines_read(self) -> int:
+        return self._index.lines + self._index.skipped_lines
+
+    def _advance(self, *, checkpoint_allowed: bool = True) -> float:
+        """Bring the index up to date with every complete line in the horizon.
+
+        Every ``checkpoint_lines`` lines it also writes a start-up checkpoint,
+        unless told not to (under the pool's lock, which others wait for).
+        """
         for _attempt in range(3):
             now = self._clock()
             try:
@@ -194,6 +216,11 @@ class JsonlStore(BaseStore):
             except _StartOver:
                 self._start_over()
                 continue
+            if (
+                checkpoint_allowed
+                and self._lines_read() - self._checkpointed_lines >= self.checkpoint_lines
+            ):
+                self._write_checkpoint()
             return now
         raise RuntimeError(f"The day files in {self.directory} keep changing under the reader.")
 
@@ -208,6 +235,25 @@ class JsonlStore(BaseStore):
             if day >= first_day:
                 self._read_new(day, now)
         self._index.expire(now)
+
+    def _write_checkpoint(self) -> None:
+        """Save the index and how far it has read each file (see ``stores.checkpoint``)."""
+        self._checkpointed_lines = self._lines_read()
+        try:
+            positions = {
+                day: checkpoint.DayPosition(
+                    tail.inode,
+                    tail.offset,
+                    tail.size,
+                    checkpoint.guard_of(self._path(day), tail.offset),
+                )
+                for day, tail in self._tails.items()
+            }
+            checkpoint.save(
+                self.directory, checkpoint.Checkpoint(self.task_ttl, positions, self._index)
+            )
+        except Exception:  # noqa: BLE001 - only a shortcut for the next start: never fail a read
+            pass
 
     def _listed_days(self) -> list[date]:
         stat = os.stat(self.directory)
@@ -320,7 +366,7 @@ class JsonlStore(BaseStore):
         result to give back; it raises a ``PoolError`` to refuse.
         """
         with self._mutex, self._pool_lock():
-            now = self._advance()
+            now = self._advance(checkpoint_allowed=False)
             message, result = decide(now)
             if message is None:
                 return result

@@ -1,0 +1,126 @@
+"""Start-up checkpoints of ``JsonlStore``'s index, so a restart need not replay the week.
+
+A checkpoint is the pending index and how far it had read each day file,
+pickled into ``DATA_DIR/.index-checkpoint`` (written to a temporary file and
+renamed over the old one, so readers see a whole checkpoint or none). A
+store that starts loads it, checks each day file is still the one it read
+(inode, size, and the bytes just before the offset it had reached), and
+reads on from there. Anything that does not match (another format, another
+``TASK_TTL``, a changed file) makes the store replay the files as if there
+were no checkpoint.
+
+Like Django's file-based cache, this trusts ``DATA_DIR``: whoever can write
+there can already rewrite the pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, fields
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from taskpool.lifecycle import TaskState
+from taskpool.messages import Address
+from taskpool.stores.index import DayRecords, KnownTask, PoolIndex
+
+CHECKPOINT_FILE_NAME = ".index-checkpoint"
+FORMAT_VERSION = 1
+#: Bytes before each day file's offset kept to recognise the same file on loading: the
+#: last lines read. Files are only ever appended to; like a running process, a checkpoint
+#: cannot see an edit further back that keeps the inode and the size.
+GUARD_BYTES = 4096
+
+
+def _layout_fingerprint() -> str:
+    """Changes whenever the pickled classes change shape, so old checkpoints are ignored."""
+    shape = [
+        FORMAT_VERSION,
+        TaskState.__slots__,
+        sorted(vars(PoolIndex(1.0))),
+        [f.name for f in fields(DayRecords)],
+        [f.name for f in fields(KnownTask)],
+        [f.name for f in fields(Address)],
+    ]
+    return hashlib.sha256(repr(shape).encode()).hexdigest()
+
+
+@dataclass
+class DayPosition:
+    """How far the index had read one day file."""
+
+    inode: int
+    offset: int
+    size: int
+    guard: bytes  # the file's bytes just before ``offset``
+
+
+@dataclass
+class Checkpoint:
+    """The index and the day-file positions it reflects."""
+
+    task_ttl: float
+    positions: dict[date, DayPosition]
+    index: PoolIndex
+    fingerprint: str = ""
+
+
+def save(directory: Path, checkpoint: Checkpoint) -> None:
+    """Write ``checkpoint`` atomically into ``directory``."""
+    checkpoint.fingerprint = _layout_fingerprint()
+    descriptor, temporary = tempfile.mkstemp(prefix=CHECKPOINT_FILE_NAME + ".", dir=directory)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            pickle.dump(checkpoint, file, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temporary, directory / CHECKPOINT_FILE_NAME)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def load(directory: Path, task_ttl: float, path_of: Any) -> Checkpoint | None:
+    """The checkpoint in ``directory`` if it still describes the day files, else ``None``.
+
+    ``path_of(day)`` is the path of a day's file.
+    """
+    try:
+        with open(directory / CHECKPOINT_FILE_NAME, "rb") as file:
+            checkpoint = pickle.load(file)
+    except FileNotFoundError:
+        return None
+    except Exception:  # a torn or foreign file is only a missed shortcut
+        return None
+    if (
+        not isinstance(checkpoint, Checkpoint)
+        or checkpoint.fingerprint != _layout_fingerprint()
+        or checkpoint.task_ttl != task_ttl
+    ):
+        return None
+    for day, position in checkpoint.positions.items():
+        if not _still_the_same(path_of(day), position):
+            return None
+    return checkpoint
+
+
+def _still_the_same(path: Path, position: DayPosition) -> bool:
+    try:
+        with open(path, "rb", buffering=0) as file:
+            stat = os.fstat(file.fileno())
+            if stat.st_ino != position.inode or stat.st_size < position.size:
+                return False
+            start = position.offset - len(position.guard)
+            return os.pread(file.fileno(), len(position.guard), start) == position.guard
+    except FileNotFoundError:
+        return False
+
+
+def guard_of(path: Path, offset: int) -> bytes:
+    """The bytes of a file just before ``offset`` (see ``DayPosition.guard``)."""
+    start = max(0, offset - GUARD_BYTES)
+    with open(path, "rb", buffering=0) as file:
+        return os.pread(file.fileno(), offset - start, start)

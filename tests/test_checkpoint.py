@@ -1,0 +1,105 @@
+"""Start-up checkpoints: a store that resumes from one sees exactly what a full replay sees,
+and a checkpoint that no longer describes the files is ignored."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from taskpool.days import day_of
+from taskpool.stores import checkpoint
+from taskpool.stores.jsonl import JsonlStore
+from tests.test_store_rescan import random_traffic, view
+
+
+class EagerStore(JsonlStore):
+    """Checkpoints every 20 lines, so a short test writes several."""
+
+    checkpoint_lines = 20
+
+
+class NeverCheckpointingStore(JsonlStore):
+    checkpoint_lines = 10**12
+
+
+def full_replay_view(directory: Path) -> dict:
+    """What a store sees with no checkpoint to start from."""
+    (directory / checkpoint.CHECKPOINT_FILE_NAME).unlink(missing_ok=True)
+    return view(NeverCheckpointingStore(directory, fsync=False))
+
+
+def resumed(directory: Path, **kwargs) -> JsonlStore:
+    """A store that must start from the checkpoint on disk."""
+    assert (directory / checkpoint.CHECKPOINT_FILE_NAME).exists()
+    return NeverCheckpointingStore(directory, fsync=False, **kwargs)
+
+
+def test_resuming_from_a_checkpoint_then_reading_on_equals_a_full_replay(tmp_path):
+    directory = tmp_path / "pool"
+    store = EagerStore(directory, fsync=False)
+    random_traffic(store, random.Random(1), 150)
+    store.pending_for("d0")  # a read writes the checkpoint (writes never do, under the lock)
+    assert (directory / checkpoint.CHECKPOINT_FILE_NAME).exists()
+    random_traffic(NeverCheckpointingStore(directory, fsync=False), random.Random(2), 60)
+
+    restarted = resumed(directory)
+    assert restarted._lines_read() > 100  # it begins where the checkpoint left off
+    assert view(restarted) == full_replay_view(directory)
+
+
+def test_a_store_that_resumed_keeps_appending_consistently(tmp_path):
+    directory = tmp_path / "pool"
+    store = EagerStore(directory, fsync=False)
+    random_traffic(store, random.Random(3), 100)
+    store.stats()
+    restarted = resumed(directory)
+    random_traffic(restarted, random.Random(4), 100)
+    assert view(restarted) == full_replay_view(directory)
+
+
+def checkpointed_pool(tmp_path: Path) -> tuple[Path, Path]:
+    directory = tmp_path / "pool"
+    store = EagerStore(directory, fsync=False)
+    for number in range(30):
+        store.post_task(sender="user:ops", to="device:d0", title=f"task {number:02d}")
+    store.stats()
+    day_file = directory / f"{day_of(store.now()).isoformat()}.jsonl"
+    return directory, day_file
+
+
+def test_a_day_file_rewritten_in_place_invalidates_the_checkpoint(tmp_path):
+    directory, day_file = checkpointed_pool(tmp_path)
+    data = day_file.read_bytes()
+    assert data.count(b'"task 29"') == 1
+    day_file.write_bytes(data.replace(b'"task 29"', b'"edited!"'))  # same inode, same size
+    titles = [task["title"] for task in resumed(directory).pending_for("d0")]
+    assert titles[-1] == "edited!"
+    assert view(resumed(directory)) == full_replay_view(directory)
+
+
+def test_a_replaced_day_file_invalidates_the_checkpoint(tmp_path):
+    directory, day_file = checkpointed_pool(tmp_path)
+    lines = day_file.read_bytes().splitlines(keepends=True)
+    replacement = day_file.with_suffix(".new")
+    replacement.write_bytes(b"".join(lines[:10]))
+    replacement.rename(day_file)
+    assert len(resumed(directory).pending_for("d0")) == 10
+    assert view(resumed(directory)) == full_replay_view(directory)
+
+
+def test_another_task_ttl_ignores_the_checkpoint(tmp_path):
+    directory, _ = checkpointed_pool(tmp_path)
+    assert checkpoint.load(directory, 7 * 86400, lambda day: directory / f"{day}.jsonl")
+    assert checkpoint.load(directory, 3600, lambda day: directory / f"{day}.jsonl") is None
+
+
+@pytest.mark.parametrize("damage", [b"", b"not a pickle", None])
+def test_a_damaged_checkpoint_is_ignored(tmp_path, damage):
+    directory, _ = checkpointed_pool(tmp_path)
+    path = directory / checkpoint.CHECKPOINT_FILE_NAME
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage is None else damage)
+    assert checkpoint.load(directory, 7 * 86400, lambda day: directory / f"{day}.jsonl") is None
+    assert len(resumed(directory).pending_for("d0")) == 30
