@@ -140,6 +140,23 @@ def test_an_append_after_a_torn_line_keeps_both_and_matches_a_rescan(tmp_path):
     assert view(store) == view(JsonlStore(directory, fsync=False))
 
 
+def test_a_heartbeat_after_a_torn_line_keeps_both_and_matches_a_rescan(tmp_path):
+    directory = tmp_path / "pool"
+    store = JsonlStore(directory, fsync=False)
+    store.post_heartbeat(device_id="d0")  # heartbeats are appended without the index
+    path = directory / f"{day_of(store.now()).isoformat()}.jsonl"
+    with open(path, "ab") as file:
+        file.write(b'{"id": "torn')
+    beat = store.post_heartbeat(device_id="d1", body="after")
+    task = store.post_task(sender="user:ops", to="device:d0", title="then").message
+    lines = path.read_bytes().splitlines()
+    assert lines[1] == b'{"id": "torn'
+    assert [orjson.loads(line)["id"] for line in lines[2:]] == [beat["id"], task["id"]]
+    assert store.device_activity(["d1"])["d1"].last_heartbeat == beat["ts"]
+    assert store.stats() == {"lines": 3, "skipped_lines": 1, "open_tasks": 1}
+    assert view(store) == view(JsonlStore(directory, fsync=False))
+
+
 class _OperatorRacingStore(JsonlStore):
     """A store whose day file gets a line from ``cat >>`` (no lock) just before it writes."""
 
@@ -166,15 +183,21 @@ def test_a_line_appended_without_the_lock_meanwhile_is_read_in_file_order(tmp_pa
     assert view(store) == view(JsonlStore(directory, fsync=False))
 
 
-def test_a_replaced_day_file_is_not_written_through_the_old_descriptor(tmp_path):
+@pytest.mark.parametrize("kind", ["task", "heartbeat"])
+def test_a_replaced_day_file_is_not_written_through_the_old_descriptor(tmp_path, kind):
     directory = tmp_path / "pool"
     store = JsonlStore(directory, fsync=False)
     store.post_task(sender="user:ops", to="device:d0", title="old")
+    store.post_heartbeat(device_id="d0")
     path = directory / f"{day_of(store.now()).isoformat()}.jsonl"
     replacement = path.with_suffix(".new")
     replacement.write_bytes(b"")
     replacement.rename(path)  # an operator swaps the file for an empty one
-    new = store.post_task(sender="user:ops", to="device:d0", title="new").message
+    if kind == "task":
+        new = store.post_task(sender="user:ops", to="device:d0", title="new").message
+        assert [t["id"] for t in store.pending_for("d0")] == [new["id"]]
+    else:
+        new = store.post_heartbeat(device_id="d0")
+        assert store.pending_for("d0") == []
     assert [orjson.loads(line)["id"] for line in path.read_bytes().splitlines()] == [new["id"]]
-    assert [t["id"] for t in store.pending_for("d0")] == [new["id"]]
     assert view(store) == view(JsonlStore(directory, fsync=False))

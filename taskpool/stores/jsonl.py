@@ -97,6 +97,7 @@ class _DayWriter:
     inode: int
     descriptor: int
     pid: int
+    end: int = -1  # the file offset just past this process's last line in it
 
 
 class _StartOver(Exception):
@@ -358,15 +359,23 @@ class JsonlStore(BaseStore):
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def _append(self, decide: Callable[[float], tuple[Message | None, Result]]) -> Result:
+    def _append(
+        self, decide: Callable[[float], tuple[Message | None, Result]], *, indexed: bool = True
+    ) -> Result:
         """Decide under the pool's lock, append the line ``decide`` returns, then sync it.
 
         ``decide(now)`` sees the index caught up with every process's writes
         and returns the message to store (``None`` to store nothing) and the
         result to give back; it raises a ``PoolError`` to refuse.
+
+        ``indexed=False`` is for messages no decision reads (heartbeats): the
+        writer neither catches its index up first nor takes its line into
+        it. Its next read does, in file order, as for any other process's
+        line, so concurrent writers do not parse each other's lines under
+        the lock.
         """
         with self._mutex, self._pool_lock():
-            now = self._advance(checkpoint_allowed=False)
+            now = self._advance(checkpoint_allowed=False) if indexed else self._clock()
             message, result = decide(now)
             if message is None:
                 return result
@@ -377,7 +386,10 @@ class JsonlStore(BaseStore):
                     f"{self.max_message_bytes}."
                 )
             day = day_of(now)
-            descriptor = self._append_line(day, line, now)
+            if indexed:
+                descriptor = self._append_line(day, line, now)
+            else:
+                descriptor = self._append_unindexed(day, line)
             if self.fsync:
                 # Synced outside the lock, on a descriptor of its own: another
                 # thread may retire the cached one meanwhile.
@@ -407,7 +419,7 @@ class JsonlStore(BaseStore):
             self._reread(day, now)
             return descriptor
         start = tail.size
-        end = self._write(descriptor, day, line)
+        end = self._writer.end = self._write(descriptor, day, line)  # type: ignore[union-attr]
         if end != start + len(line):
             self._reread(day, now)  # someone appended without the lock: read what is there
             return descriptor
@@ -416,6 +428,33 @@ class JsonlStore(BaseStore):
         self._index.add(decode_line(line[:-1]), day.toordinal(), start, now)
         tail.offset = tail.size = end
         return descriptor
+
+    def _append_unindexed(self, day: date, line: bytes) -> int:
+        """Append ``line`` to the day's file without the index (hold the pool's lock).
+
+        Returns the day file's descriptor (this process's cached one).
+        """
+        path = self._path(day)
+        try:
+            stat: os.stat_result | None = os.stat(path)
+        except FileNotFoundError:
+            stat = None
+        writer = self._writer
+        if (
+            writer is None
+            or writer.day != day
+            or writer.pid != os.getpid()
+            or stat is None
+            or stat.st_ino != writer.inode
+        ):
+            writer = self._open_writer(day)
+            stat = os.fstat(writer.descriptor)
+        size = stat.st_size
+        # A file that ends where our last line ended ends with a newline.
+        if size and size != writer.end and os.pread(writer.descriptor, 1, size - 1) != b"\n":
+            line = b"\n" + line  # end a torn line so ours stays whole
+        writer.end = self._write(writer.descriptor, day, line)
+        return writer.descriptor
 
     def _write(self, descriptor: int, day: date, line: bytes) -> int:
         """One ``write()`` of ``line``; returns the file offset just past it."""
@@ -444,6 +483,10 @@ class JsonlStore(BaseStore):
             and tail.inode == writer.inode
         ):
             return writer.descriptor
+        return self._open_writer(day).descriptor
+
+    def _open_writer(self, day: date) -> _DayWriter:
+        """Open (or create) the day's file for appending, as this process's cached writer."""
         self._close_writer()
         path = self._path(day)
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
@@ -454,7 +497,7 @@ class JsonlStore(BaseStore):
             if self.fsync:
                 self._sync_directory()
         self._writer = _DayWriter(day, os.fstat(descriptor).st_ino, descriptor, os.getpid())
-        return descriptor
+        return self._writer
 
     def _close_writer(self) -> None:
         writer, self._writer = self._writer, None
@@ -664,7 +707,7 @@ class JsonlStore(BaseStore):
             )
             return heartbeat, heartbeat
 
-        return self._append(decide)
+        return self._append(decide, indexed=False)
 
     def claim(
         self, *, device_id: str, parent_id: str | None = None, idempotency_key: str | None = None
