@@ -90,8 +90,8 @@ def random_traffic(store: JsonlStore, rng: random.Random, operations: int) -> No
             pass  # a refusal appends nothing; the next operation goes on
 
 
-def _writer(directory: Path, seed: int, barrier: Any, results: Any) -> None:
-    store = JsonlStore(directory, fsync=False)
+def _writer(directory: Path, seed: int, fsync: bool, barrier: Any, results: Any) -> None:
+    store = JsonlStore(directory, fsync=fsync)
     store.pending_for(DEVICES[0])
     barrier.wait()
     random_traffic(store, random.Random(seed), 120)
@@ -100,14 +100,17 @@ def _writer(directory: Path, seed: int, barrier: Any, results: Any) -> None:
 
 
 @pytest.mark.slow
-def test_writers_indexes_equal_a_rescan_after_random_appends_from_several_processes(tmp_path):
+@pytest.mark.parametrize("fsync", [False, True], ids=["fsync-off", "fsync-on"])
+def test_writers_indexes_equal_a_rescan_after_random_appends_from_several_processes(
+    tmp_path, fsync
+):
     directory = tmp_path / "pool"
     reader = JsonlStore(directory, fsync=False)
     random_traffic(reader, random.Random(0), 40)  # some history before the writers start
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(4), context.Queue()
     writers = [
-        context.Process(target=_writer, args=(directory, seed, barrier, results))
+        context.Process(target=_writer, args=(directory, seed, fsync, barrier, results))
         for seed in range(1, 5)
     ]
     for writer in writers:
