@@ -145,6 +145,13 @@ def build_index(directory: Path) -> tuple[float, int]:
     return seconds, lines
 
 
+def forget_checkpoint(directory: Path) -> None:
+    """Remove the store's start-up checkpoint, so the next store replays the files."""
+    from taskpool.stores.checkpoint import CHECKPOINT_FILE_NAME
+
+    (directory / CHECKPOINT_FILE_NAME).unlink(missing_ok=True)
+
+
 def measure_memory(directory: Path) -> dict[str, int]:
     output = subprocess.run(
         [sys.executable, "-m", "bench.memory", str(directory)],
@@ -163,6 +170,7 @@ def measure_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> d
     from bench.history import write_history
     from bench.naive import pending_in, read_horizon
     from taskpool.stores import get_store
+    from taskpool.stores.checkpoint import CHECKPOINT_FILE_NAME
 
     directory = work / f"pool-{size}"
     progress(f"{lines_label(size)}: writing history")
@@ -179,15 +187,25 @@ def measure_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> d
     progress(f"{lines_label(size)}: cold start")
     gc.collect()
     floors = [parse_floor(directory) for _ in range(plan.cold_repeats(size))]
-    builds = [build_index(directory) for _ in range(plan.cold_repeats(size))]
+    replays = []
+    for _ in range(plan.cold_repeats(size)):
+        forget_checkpoint(directory)
+        replays.append(build_index(directory))  # writes the checkpoint used below
+    checkpoint_file = directory / CHECKPOINT_FILE_NAME
+    figures["checkpoint_bytes"] = checkpoint_file.stat().st_size if checkpoint_file.exists() else 0
+    resumes = [build_index(directory) for _ in range(plan.cold_repeats(size))]
     figures["floor_seconds"] = median([seconds for seconds, _ in floors])
     figures["floor_lines"] = floors[0][1]
-    figures["cold_seconds"] = median([seconds for seconds, _ in builds])
-    figures["cold_lines"] = builds[0][1]
+    figures["replay_seconds"] = median([seconds for seconds, _ in replays])
+    figures["replay_lines"] = replays[0][1]
+    figures["cold_seconds"] = median([seconds for seconds, _ in resumes])
+    figures["cold_lines"] = resumes[0][1]
     gc.collect()
 
-    progress(f"{lines_label(size)}: memory (fresh process)")
-    figures.update(measure_memory(directory))
+    progress(f"{lines_label(size)}: memory (fresh processes)")
+    forget_checkpoint(directory)
+    figures["replay_memory"] = measure_memory(directory)
+    figures.update(measure_memory(directory))  # resumes from the checkpoint the first wrote
 
     with override_settings(TASKPOOL={**settings.TASKPOOL, "DATA_DIR": str(directory)}):
         store = get_store()

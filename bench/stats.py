@@ -51,6 +51,10 @@ def mebibytes(count: float) -> str:
     return "n/a" if math.isnan(count) else f"{count / 2**20:,.1f} MiB"
 
 
+def signed_mebibytes(count: float) -> str:
+    return "n/a" if math.isnan(count) else f"{count / 2**20:+,.1f} MiB"
+
+
 def lines_label(count: int) -> str:
     if count >= 1_000_000 and count % 1_000_000 == 0:
         return f"{count // 1_000_000}M"
