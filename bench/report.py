@@ -34,8 +34,8 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
     lines = [
         f"== {lines_label(size)} lines: {figures['lines']:,} lines in {figures['files']} day files, "
         f"{mebibytes(figures['bytes'])}; {figures['mix']}; {figures['open_tasks']} open tasks ==",
-        f"  GET /pool/pending, {REQUEST_METHOD}; {figures['requests']} requests each, interleaved,"
-        " over 1,000 devices",
+        f"  GET /pool/pending, {REQUEST_METHOD}; {figures['requests']} requests each, interleaved"
+        " with the no-op, over 1,000 devices, in rounds across the sizes",
     ]
     pending, noop = figures["pending_p50"], figures["noop_p50"]
     rows = [

@@ -33,6 +33,7 @@ class Plan:
 
     sizes: tuple[int, ...]
     requests: int
+    request_rounds: int
     append_seconds: float
     quick: bool
 
@@ -162,11 +163,16 @@ def measure_memory(directory: Path) -> dict[str, int]:
     return orjson.loads(output.splitlines()[-1])
 
 
-def measure_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> dict[str, Any]:
+def pool_at(directory: Path) -> Any:
+    """``override_settings`` pointing taskpool (and so ``get_store()``) at ``directory``."""
     from django.conf import settings
     from django.test.utils import override_settings
 
-    from bench.appends import heartbeat_line, measure_appends
+    return override_settings(TASKPOOL={**settings.TASKPOOL, "DATA_DIR": str(directory)})
+
+
+def prepare_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> dict[str, Any]:
+    """Write the history for ``size``; measure cold start, memory and the naive baseline."""
     from bench.history import write_history
     from bench.naive import pending_in, read_horizon
     from taskpool.stores import get_store
@@ -207,17 +213,10 @@ def measure_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> d
     figures["replay_memory"] = measure_memory(directory)
     figures.update(measure_memory(directory))  # resumes from the checkpoint the first wrote
 
-    with override_settings(TASKPOOL={**settings.TASKPOOL, "DATA_DIR": str(directory)}):
+    with pool_at(directory):
         store = get_store()
         figures["open_tasks"] = store.stats()["open_tasks"]
-        progress(f"{lines_label(size)}: requests")
-        # One request per device first, so each has its last_seen written, as in steady state.
-        time_requests(tokens, ("/pool/pending", "/bench/noop"), len(tokens), seed=size + 1)
-        samples = time_requests(tokens, ("/pool/pending", "/bench/noop"), plan.requests, seed=size)
-        figures["requests"] = plan.requests
-        for path, name in (("/pool/pending", "pending"), ("/bench/noop", "noop")):
-            figures[f"{name}_p50"] = median(samples[path])
-            figures[f"{name}_p99"] = percentile(samples[path], 0.99)
+        progress(f"{lines_label(size)}: naive baseline")
         naive = time_requests(
             tokens, ("/bench/naive-pending",), plan.naive_samples(size), seed=size
         )
@@ -235,17 +234,56 @@ def measure_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> d
         )
         figures["agree"] = (agree, len(devices))
         del messages
-        gc.collect()
-
-        progress(f"{lines_label(size)}: appends")
-        appends = measure_appends(store, directory, seconds=plan.append_seconds)
-        figures["appends"] = {
-            name: {"writers": r.writers, "lines": r.lines, "seconds": r.seconds, "rate": r.rate}
-            for name, r in appends.items()
-        }
-        figures["append_line_bytes"] = len(heartbeat_line(0))
-        figures["append_seconds"] = plan.append_seconds
+    gc.collect()
     return figures
+
+
+def measure_requests(
+    results: dict[int, dict[str, Any]], plan: Plan, work: Path, tokens: dict[str, str]
+) -> None:
+    """Pending and no-op latency at every size, in rounds that visit each size in turn.
+
+    Going round the sizes several times spreads the machine's drift (other
+    load, caches, the heap) evenly over them, so their ratios are fair.
+    """
+    from taskpool.stores import get_store
+
+    paths = ("/pool/pending", "/bench/noop")
+    samples = {size: {path: [] for path in paths} for size in results}
+    per_round = max(1, plan.requests // plan.request_rounds)
+    for round_number in range(plan.request_rounds):
+        for size in results:
+            progress(
+                f"requests: round {round_number + 1}/{plan.request_rounds}, {lines_label(size)}"
+            )
+            with pool_at(work / f"pool-{size}"):
+                get_store().pending_for("dev-0000")  # the index, from its checkpoint
+                time_requests(tokens, paths, 50, seed=-1)  # warm up, untimed
+                timed = time_requests(tokens, paths, per_round, seed=size * 100 + round_number)
+            for path in paths:
+                samples[size][path] += timed[path]
+    for size, figures in results.items():
+        figures["requests"] = per_round * plan.request_rounds
+        for path, name in zip(paths, ("pending", "noop"), strict=True):
+            figures[f"{name}_p50"] = median(samples[size][path])
+            figures[f"{name}_p99"] = percentile(samples[size][path], 0.99)
+
+
+def measure_size_appends(size: int, plan: Plan, work: Path, figures: dict[str, Any]) -> None:
+    """Appends at one size (last: they add lines to the pool)."""
+    from bench.appends import heartbeat_line, measure_appends
+    from taskpool.stores import get_store
+
+    directory = work / f"pool-{size}"
+    progress(f"{lines_label(size)}: appends")
+    with pool_at(directory):
+        appends = measure_appends(get_store(), directory, seconds=plan.append_seconds)
+    figures["appends"] = {
+        name: {"writers": r.writers, "lines": r.lines, "seconds": r.seconds, "rate": r.rate}
+        for name, r in appends.items()
+    }
+    figures["append_line_bytes"] = len(heartbeat_line(0))
+    figures["append_seconds"] = plan.append_seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(
         sizes=tuple(sorted(set(sizes))),
         requests=args.requests or (300 if args.quick else 2000),
+        request_rounds=2 if args.quick else 4,
         append_seconds=args.append_seconds or (0.25 if args.quick else 1.0),
         quick=args.quick,
     )
@@ -268,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         machine = describe(work)
         results: dict[int, dict[str, Any]] = {}
         for size in plan.sizes:
-            results[size] = measure_size(size, plan, work, tokens)
+            results[size] = prepare_size(size, plan, work, tokens)
+        measure_requests(results, plan, work, tokens)
+        for size in plan.sizes:
+            measure_size_appends(size, plan, work, results[size])
             gc.collect()
         command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
         header = [
