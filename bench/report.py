@@ -76,6 +76,17 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
             ),
         ),
         (
+            "cold start: lagging checkpoint",
+            f"{figures['lag_seconds']:.3f} s",
+            f"{per_second(ratio(figures['lines'], figures['lag_seconds']))}; "
+            f"{_percent(lag_share(figures))} of the floor's rate; "
+            + (
+                f"the checkpoint {figures['lag_lines']:,} lines behind, the most it lags"
+                if figures["lag_lines_total"]
+                else "no checkpoint: a replay"
+            ),
+        ),
+        (
             "cold start: full replay",
             f"{figures['replay_seconds']:.3f} s",
             f"{per_second(ratio(figures['replay_lines'], figures['replay_seconds']))}; "
@@ -143,6 +154,13 @@ def cold_share(figures: dict[str, Any], *, replay: bool = False) -> float:
     kind = "replay" if replay else "cold"
     return ratio(
         ratio(figures[f"{kind}_lines"], figures[f"{kind}_seconds"]),
+        ratio(figures["floor_lines"], figures["floor_seconds"]),
+    )
+
+
+def lag_share(figures: dict[str, Any]) -> float:
+    return ratio(
+        ratio(figures["lines"], figures["lag_seconds"]),
         ratio(figures["floor_lines"], figures["floor_seconds"]),
     )
 
@@ -218,21 +236,23 @@ def targets(results: dict[int, dict[str, Any]]) -> list[Target]:
             _check(value, 100, at_most=False),
         )
     )
-    for replay, how in ((False, "restart from checkpoint"), (True, "first start, full replay")):
-        value = big["replay_seconds" if replay else "cold_seconds"]
+    starts = (
+        ("restart, checkpoint 49,999 lines behind", big["lag_seconds"], lag_share(big)),
+        ("first start, full replay", big["replay_seconds"], cold_share(big, replay=True)),
+    )
+    for how, seconds, share in starts:
         out.append(
             Target(
                 f"cold start at {big_label} <= 5 s ({how})",
-                f"{value:.2f} s",
-                _check(value, 5, at_most=True),
+                f"{seconds:.2f} s",
+                _check(seconds, 5, at_most=True),
             )
         )
-        value = cold_share(big, replay=replay)
         out.append(
             Target(
                 f"cold start at {big_label} >= 50% of the parse floor's lines/s ({how})",
-                _percent(value),
-                _check(value, 0.5, at_most=False),
+                _percent(share),
+                _check(share, 0.5, at_most=False),
             )
         )
     for replay, how in ((False, "started from checkpoint"), (True, "started by full replay")):

@@ -158,6 +158,48 @@ def forget_checkpoint(directory: Path) -> None:
     (directory / CHECKPOINT_FILE_NAME).unlink(missing_ok=True)
 
 
+def leave_lagging_checkpoint(directory: Path, behind: int) -> bool:
+    """Leave a checkpoint that misses the last ``behind`` lines, as a running service's may.
+
+    The files are cut back by ``behind`` lines (later day files set aside, the
+    cut one truncated), a store builds its index and checkpoint, then the
+    lines are put back in place. Returns whether a checkpoint was written.
+    """
+    from taskpool.days import day_of_file_name
+    from taskpool.stores.checkpoint import CHECKPOINT_FILE_NAME
+
+    files = sorted(path for path in directory.iterdir() if day_of_file_name(path.name))
+    remaining, later = behind, []
+    cut_file, cut_offset = None, 0
+    for path in reversed(files):
+        data = path.read_bytes()
+        count = data.count(b"\n")
+        if count <= remaining:
+            later.append(path)
+            remaining -= count
+            continue
+        cut_offset = len(data)
+        for _ in range(remaining):
+            cut_offset = data.rfind(b"\n", 0, cut_offset - 1) + 1
+        cut_file = path
+        break
+    if cut_file is None:
+        return False
+    removed = cut_file.read_bytes()[cut_offset:]
+    for path in later:
+        path.rename(path.with_name(path.name + ".later"))
+    os.truncate(cut_file, cut_offset)
+    try:
+        forget_checkpoint(directory)
+        build_index(directory)
+    finally:
+        with open(cut_file, "ab") as file:
+            file.write(removed)
+        for path in later:
+            path.with_name(path.name + ".later").rename(path)
+    return (directory / CHECKPOINT_FILE_NAME).exists()
+
+
 def measure_memory(directory: Path) -> dict[str, int]:
     output = subprocess.run(
         [sys.executable, "-m", "bench.memory", str(directory)],
@@ -182,6 +224,7 @@ def prepare_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> d
     from bench.naive import pending_in, read_horizon
     from taskpool.stores import get_store
     from taskpool.stores.checkpoint import CHECKPOINT_FILE_NAME
+    from taskpool.stores.jsonl import JsonlStore
 
     directory = work / f"pool-{size}"
     progress(f"{lines_label(size)}: writing history")
@@ -211,6 +254,15 @@ def prepare_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> d
     figures["replay_lines"] = replays[0][1]
     figures["cold_seconds"] = median([seconds for seconds, _ in resumes])
     figures["cold_lines"] = resumes[0][1]
+    # The worst case in service: the checkpoint is as far behind as it gets.
+    behind = JsonlStore.checkpoint_lines - 1
+    figures["lag_lines"] = behind
+    if leave_lagging_checkpoint(directory, behind):
+        lagging = [build_index(directory) for _ in range(plan.cold_repeats(size))]
+        figures["lag_seconds"] = median([seconds for seconds, _ in lagging])
+        figures["lag_lines_total"] = lagging[0][1]
+    else:
+        figures["lag_seconds"], figures["lag_lines_total"] = figures["replay_seconds"], 0
     gc.collect()
 
     progress(f"{lines_label(size)}: memory (fresh processes)")
