@@ -13,7 +13,8 @@ Reads: each process keeps a ``PoolIndex``, built once from the day files in
 the ``TASK_TTL`` horizon and then advanced by reading only the bytes appended
 since its last look, up to the last complete line. A file that shrinks, is
 replaced, or appears older than the files already read makes the index start
-over from the files.
+over from the files. A start-up checkpoint (``stores.checkpoint``), written
+every ``CHECKPOINT_LINES`` lines, lets a new process skip replaying the week.
 """
 
 from __future__ import annotations
