@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.http import JsonResponse
@@ -25,7 +24,7 @@ from taskpool.api.renderers import JSONRenderer
 from taskpool.authentication import DeviceJWTAuthentication
 from taskpool.conf import pool_settings
 from taskpool.days import day_of, parse_day
-from taskpool.messages import format_timestamp
+from taskpool.fleet import device_rows
 from taskpool.models import DeviceUser
 from taskpool.permissions import HasRole, IsDevice
 from taskpool.principals import address_of, is_device
@@ -194,42 +193,6 @@ class DevicesView(PoolAPIView):
     def get(self, request: Request) -> Response:
         devices = list(DeviceUser.objects.all())
         return Response(device_rows(devices))
-
-
-def device_rows(devices: list[DeviceUser]) -> list[dict[str, Any]]:
-    """The devices list: activity from the pool and from accepted requests."""
-    store = get_store()
-    ids = [device.id for device in devices]
-    pending = store.pending_counts(ids)
-    activity = store.device_activity(ids)
-    now = datetime.fromtimestamp(store.now(), UTC)
-    window: timedelta = pool_settings.ONLINE_WINDOW
-    rows = []
-    for device in devices:
-        heard = activity[device.id]
-        seen = [moment for moment in (device.last_seen, _moment(heard.last_message)) if moment]
-        last_seen = max(seen) if seen else None
-        rows.append(
-            {
-                "id": device.id,
-                "kind": device.kind,
-                "validated": device.validated,
-                "last_seen": format_timestamp(last_seen.timestamp()) if last_seen else None,
-                "last_heartbeat": heard.last_heartbeat,
-                "online": last_seen is not None and now - last_seen <= window,
-                "pending": pending[device.id],
-            }
-        )
-    return rows
-
-
-def _moment(ts: str | None) -> datetime | None:
-    if ts is None:
-        return None
-    try:
-        return datetime.fromisoformat(ts)
-    except ValueError:
-        return None
 
 
 class TokenObtainView(TokenObtainPairView):

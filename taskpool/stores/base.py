@@ -9,13 +9,16 @@ stores nothing when it refuses.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from django.core.checks import CheckMessage
 
+from taskpool.cursors import Cursor
 from taskpool.lifecycle import TaskState
+from taskpool.message_filter import MessageFilter
 from taskpool.messages import Message
 
 
@@ -53,6 +56,59 @@ class TaskDetail:
     def executions(self, registered_devices: list[str], now: float) -> list[dict[str, str]]:
         """One execution row per addressed device (see ``TaskState.executions``)."""
         return self.state.executions(registered_devices, now)
+
+
+@dataclass(frozen=True, slots=True)
+class DaySummary:
+    """What one day file holds: its size, its messages by type, its torn lines."""
+
+    day: date
+    #: Bytes in the file.
+    size: int
+    #: Lines that are messages.
+    messages: int
+    #: Lines that are not messages (a crash mid-write, a hand edit), and an
+    #: unfinished last line.
+    torn: int
+    #: Messages per type (``task``, ``response`` ...), only types present.
+    types: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def lines(self) -> int:
+        return self.messages + self.torn
+
+
+class PageEntry(NamedTuple):
+    """A message and the cursor just past its line (where to resume after it)."""
+
+    cursor: Cursor
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class DayPage:
+    """Some of a day's messages, in pool order, and the stretch of the day that was read.
+
+    Every message of the day between ``start`` and ``end`` that the filter
+    takes is in ``entries``; the next page begins at ``end``, the previous
+    one ends at ``start``.
+    """
+
+    entries: list[PageEntry]
+    start: Cursor
+    end: Cursor
+    #: Whether ``end`` is the end of the day's last complete line (when read).
+    at_end: bool
+
+    @property
+    def previous_cursor(self) -> Cursor | None:
+        """Where the page before this one ends, or ``None`` at the start of the day."""
+        return self.start if self.start.offset > 0 else None
+
+    @property
+    def next_cursor(self) -> Cursor | None:
+        """Where the page after this one starts, or ``None`` at the end of the day."""
+        return None if self.at_end else self.end
 
 
 class BaseStore(abc.ABC):
@@ -191,3 +247,61 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def now(self) -> float:
         """The store's clock, in epoch seconds (the time it stamps messages with)."""
+
+    # Browsing day files (the admin) ----------------------------------------
+    # Positions are ``Cursor``s; a message is named by the cursor just past it
+    # (``PageEntry.cursor``), as the stream names it.
+
+    @abc.abstractmethod
+    def day_summaries(self, days: list[date]) -> list[DaySummary]:
+        """A summary of each of ``days`` that has a file, in the order given.
+
+        Cheap to ask again: a store remembers what it counted and, for a day
+        that grew, counts only what was added.
+        """
+
+    @abc.abstractmethod
+    def day_page(
+        self,
+        day: date,
+        *,
+        after: Cursor | None = None,
+        before: Cursor | None = None,
+        from_end: bool = False,
+        limit: int = 50,
+        where: MessageFilter | None = None,
+        scan_limit: int | None = None,
+    ) -> DayPage:
+        """Up to ``limit`` of the day's messages that ``where`` takes, in pool order.
+
+        The page starts at ``after`` (by default at the day's start) and reads
+        forward; or it ends at ``before``, or at the day's end with
+        ``from_end``, and reads backward. It reads only as far as the page
+        needs, and with ``scan_limit`` examines at most about that many bytes,
+        so a filter that matches little gives a short page that still moves
+        on (``DayPage.next_cursor``). ``InvalidCursor`` for a cursor of another
+        day or one where no line starts; a day without a file is an empty page.
+        """
+
+    @abc.abstractmethod
+    def message_at(self, cursor: Cursor) -> Message:
+        """The message a ``PageEntry.cursor`` names: the one whose line ends at ``cursor``.
+
+        ``InvalidCursor`` if no line of the day ends there, ``InvalidMessage``
+        if the line is not a message (a torn line).
+        """
+
+    @abc.abstractmethod
+    def device_messages(self, device_id: str, *, limit: int = 20) -> list[PageEntry]:
+        """The device's latest messages, newest first: those it sent and those addressed to it.
+
+        Looks back over the ``TASK_TTL`` horizon.
+        """
+
+    @abc.abstractmethod
+    def day_lines(self, day: date) -> Iterator[bytes]:
+        """The day's complete lines exactly as stored, in chunks that end at line ends.
+
+        Never holds the whole day in memory; lines stored after the call
+        began are not included. Nothing for a day without messages.
+        """

@@ -33,9 +33,11 @@ from typing import Any, TypeVar
 
 from django.core import checks
 
+from taskpool.cursors import Cursor
 from taskpool.days import day_file_name, day_of, day_of_file_name
 from taskpool.exceptions import (
     IdempotencyConflict,
+    InvalidCursor,
     InvalidMessage,
     MessageTooLarge,
     NotAddressed,
@@ -45,6 +47,7 @@ from taskpool.exceptions import (
     UnknownTask,
 )
 from taskpool.lifecycle import CANCELLED, EXPIRED, TaskState, replay
+from taskpool.message_filter import MessageFilter
 from taskpool.messages import (
     DEVICE_STATUSES,
     Message,
@@ -56,7 +59,17 @@ from taskpool.messages import (
     parse_address,
     same_request,
 )
-from taskpool.stores.base import BaseStore, Claim, DeviceActivity, Posted, TaskDetail
+from taskpool.stores import day_reading, day_summaries
+from taskpool.stores.base import (
+    BaseStore,
+    Claim,
+    DayPage,
+    DaySummary,
+    DeviceActivity,
+    PageEntry,
+    Posted,
+    TaskDetail,
+)
 from taskpool.stores.index import PoolIndex
 
 LOCK_FILE_NAME = ".lock"
@@ -742,6 +755,173 @@ class JsonlStore(BaseStore):
                 "skipped_lines": index.skipped_lines,
                 "open_tasks": len(index.open),
             }
+
+    # Browsing day files (the admin) ------------------------------------------
+    # Reads the files directly with pread, never the index, and takes no lock:
+    # day files only grow, and each read stops at the last complete line.
+
+    def day_summaries(self, days: list[date]) -> list[DaySummary]:
+        summaries = (day_summaries.summarize(day, self._path(day)) for day in days)
+        return [summary for summary in summaries if summary is not None]
+
+    def day_page(
+        self,
+        day: date,
+        *,
+        after: Cursor | None = None,
+        before: Cursor | None = None,
+        from_end: bool = False,
+        limit: int = 50,
+        where: MessageFilter | None = None,
+        scan_limit: int | None = None,
+    ) -> DayPage:
+        for cursor in (after, before):
+            if cursor is not None and cursor.day != day:
+                raise InvalidCursor(f"Cursor {cursor} is not in the day {day.isoformat()}.")
+        where = where if where is not None and not where.is_empty else None
+        with self._open_day(day) as (descriptor, end):
+            if descriptor is None:
+                return DayPage([], Cursor.start_of(day), Cursor.start_of(day), True)
+            if before is not None or from_end:
+                stop = end if before is None else before.offset
+                day_reading.check_line_start(descriptor, stop, end)
+                entries, start = _scan_backward(day, descriptor, stop, limit, where, scan_limit)
+                return DayPage(entries, Cursor(day, start), Cursor(day, stop), stop >= end)
+            start = 0 if after is None else after.offset
+            day_reading.check_line_start(descriptor, start, end)
+            entries, stop = _scan_forward(day, descriptor, start, end, limit, where, scan_limit)
+            return DayPage(entries, Cursor(day, start), Cursor(day, stop), stop >= end)
+
+    def message_at(self, cursor: Cursor) -> Message:
+        with self._open_day(cursor.day) as (descriptor, end):
+            if descriptor is None or not 0 < cursor.offset <= end:
+                raise InvalidCursor(f"No line ends at {cursor}.")
+            day_reading.check_line_start(descriptor, cursor.offset, end)
+            return decode_line(day_reading.line_before(descriptor, cursor.offset))
+
+    def device_messages(self, device_id: str, *, limit: int = 20) -> list[PageEntry]:
+        address = device_address(device_id)
+        needles = (device_id.encode(), b'"device:*"')
+
+        def could_name(data: bytes) -> bool:
+            return b"\\" in data or any(needle in data for needle in needles)
+
+        found: list[PageEntry] = []
+        first_day = day_of(self._clock() - self.task_ttl)
+        with self._mutex:
+            days = [day for day in self._listed_days() if day >= first_day]
+        for day in reversed(days):
+            with self._open_day(day) as (descriptor, end):
+                if descriptor is None:
+                    continue
+                for _start, lines in day_reading.read_backward(descriptor, end, could_name):
+                    for offset, line in lines:
+                        if not could_name(line):
+                            continue
+                        try:
+                            message = decode_line(line)
+                        except InvalidMessage:
+                            continue
+                        if message["from"] == address or _addressed_to(message, device_id):
+                            found.append(PageEntry(Cursor(day, offset + len(line) + 1), message))
+                            if len(found) >= limit:
+                                return found
+        return found
+
+    def day_lines(self, day: date) -> Iterator[bytes]:
+        with self._open_day(day) as (descriptor, end):
+            if descriptor is None:
+                return
+            position = 0
+            carry = b""
+            while position < end:
+                chunk = os.pread(descriptor, min(READ_CHUNK_BYTES, end - position), position)
+                if not chunk:
+                    return
+                position += len(chunk)
+                data = carry + chunk if carry else chunk
+                cut = data.rfind(b"\n") + 1
+                if cut:
+                    yield data[:cut]
+                carry = data[cut:]
+
+    @contextmanager
+    def _open_day(self, day: date) -> Iterator[tuple[int | None, int]]:
+        """The day file's descriptor and the end of its last complete line (``None``, 0 if no file)."""
+        try:
+            descriptor = os.open(self._path(day), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            yield None, 0
+            return
+        try:
+            yield descriptor, day_reading.complete_end(descriptor, os.fstat(descriptor).st_size)
+        finally:
+            os.close(descriptor)
+
+
+def _scan_forward(
+    day: date,
+    descriptor: int,
+    start: int,
+    end: int,
+    limit: int,
+    where: MessageFilter | None,
+    scan_limit: int | None,
+) -> tuple[list[PageEntry], int]:
+    """A page's entries reading forward from ``start``, and where the reading stopped."""
+    entries: list[PageEntry] = []
+    chunk_test = where.could_match if where is not None else None
+    for chunk_end, lines in day_reading.read_forward(descriptor, start, end, chunk_test):
+        for offset, line in lines:
+            message = _wanted(line, where)
+            if message is not None:
+                entries.append(PageEntry(Cursor(day, offset + len(line) + 1), message))
+                if len(entries) >= limit:
+                    return entries, offset + len(line) + 1
+        if scan_limit is not None and chunk_end - start >= scan_limit:
+            return entries, chunk_end
+    return entries, end
+
+
+def _scan_backward(
+    day: date,
+    descriptor: int,
+    stop: int,
+    limit: int,
+    where: MessageFilter | None,
+    scan_limit: int | None,
+) -> tuple[list[PageEntry], int]:
+    """A page's entries (in file order) reading backward to ``stop``, and where it began."""
+    entries: list[PageEntry] = []
+    chunk_test = where.could_match if where is not None else None
+    for chunk_start, lines in day_reading.read_backward(descriptor, stop, chunk_test):
+        for offset, line in lines:
+            message = _wanted(line, where)
+            if message is not None:
+                entries.append(PageEntry(Cursor(day, offset + len(line) + 1), message))
+                if len(entries) >= limit:
+                    return entries[::-1], offset
+        if scan_limit is not None and stop - chunk_start >= scan_limit:
+            return entries[::-1], chunk_start
+    return entries[::-1], 0
+
+
+def _wanted(line: bytes, where: MessageFilter | None) -> Message | None:
+    """The line's message if it is one and ``where`` takes it."""
+    if not line or (where is not None and not where.could_match(line)):
+        return None
+    try:
+        message = decode_line(line)
+    except InvalidMessage:
+        return None
+    return message if where is None or where.matches(message) else None
+
+
+def _addressed_to(message: Message, device_id: str) -> bool:
+    try:
+        return parse_address(message["to"]).includes(device_id)
+    except InvalidMessage:
+        return False
 
 
 def _own_meta(meta: dict[str, Any] | None, reserved: tuple[str, ...]) -> dict[str, Any]:
