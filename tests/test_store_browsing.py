@@ -280,3 +280,25 @@ def test_escaped_lines_are_still_found(store, pool_dir):
     page = store.day_page(day_of_file(path), where=MessageFilter(type="task"))
     assert [e.message["id"] for e in page.entries] == ["msg_hand"]
     assert os.path.getsize(path) == page.end.offset
+
+
+def test_a_count_limit_spreads_the_counting_over_calls(store, busy_day, pool_dir, tiny_chunks):
+    day = day_of_file(busy_day)
+    older = date(2001, 1, 1)
+    (pool_dir / f"{older.isoformat()}.jsonl").write_bytes(busy_day.read_bytes())
+    calls = 0
+    while True:
+        calls += 1
+        assert calls < 200
+        summaries = store.day_summaries([day, older], count_limit=150)
+        if all(summary.complete for summary in summaries):
+            break
+        first, second = summaries
+        assert first.counted < first.size or second.counted < second.size
+        assert second.counted == 0 or first.complete  # the days are counted in the order given
+    assert calls > 10
+    counted = {
+        summary.day: (summary.messages, summary.torn, summary.types) for summary in summaries
+    }
+    expected = (12, 1, {"heartbeat": 6, "response": 3, "task": 3})
+    assert counted == {day: expected, older: expected}

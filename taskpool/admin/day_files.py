@@ -44,6 +44,8 @@ class DayFileAdmin(PoolPagesAdmin):
     messages_per_page = 50
     #: Bytes a filtered page examines at most before it stops short.
     scan_limit = 16 * 1024 * 1024
+    #: New bytes the list counts at most per view; the rest is counted on the next views.
+    count_limit = 64 * 1024 * 1024
 
     def pages(self) -> list[URLPattern]:
         return [
@@ -61,7 +63,7 @@ class DayFileAdmin(PoolPagesAdmin):
         days = store.days()[::-1]
         paginator = Paginator(days, self.days_per_page)
         page = paginator.get_page(request.GET.get("p"))
-        summaries = store.day_summaries(list(page.object_list))
+        summaries = store.day_summaries(list(page.object_list), count_limit=self.count_limit)
         known = list(MESSAGE_TYPES)
         others = sorted({kind for s in summaries for kind in s.types if kind not in known})
         columns = known + others
@@ -78,6 +80,7 @@ class DayFileAdmin(PoolPagesAdmin):
             page_obj=page,
             page_range=paginator.get_elided_page_range(page.number, on_each_side=2, on_ends=1),
             day_count=len(days),
+            counting=not all(summary.complete for summary in summaries),
         )
 
     # One day --------------------------------------------------------------

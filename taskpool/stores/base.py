@@ -72,10 +72,18 @@ class DaySummary:
     torn: int
     #: Messages per type (``task``, ``response`` ...), only types present.
     types: dict[str, int] = field(default_factory=dict)
+    #: How many of the file's bytes the counts cover (less than ``size`` while
+    #: counting is under way, see ``BaseStore.day_summaries``).
+    counted: int = 0
 
     @property
     def lines(self) -> int:
         return self.messages + self.torn
+
+    @property
+    def complete(self) -> bool:
+        """Whether the counts cover the whole file."""
+        return self.counted >= self.size
 
 
 class PageEntry(NamedTuple):
@@ -253,11 +261,16 @@ class BaseStore(abc.ABC):
     # (``PageEntry.cursor``), as the stream names it.
 
     @abc.abstractmethod
-    def day_summaries(self, days: list[date]) -> list[DaySummary]:
+    def day_summaries(
+        self, days: list[date], *, count_limit: int | None = None
+    ) -> list[DaySummary]:
         """A summary of each of ``days`` that has a file, in the order given.
 
         Cheap to ask again: a store remembers what it counted and, for a day
-        that grew, counts only what was added.
+        that grew, counts only what was added. With ``count_limit``, a call
+        counts at most about that many new bytes and the rest of the days
+        are summarised as far as they were counted (``DaySummary.complete``
+        is false); the next call goes on from there.
         """
 
     @abc.abstractmethod

@@ -31,6 +31,21 @@ CACHE_SECONDS = 7 * 86400
 
 
 @dataclass(slots=True)
+class Budget:
+    """How many more bytes may be counted in this call (``None``: no limit)."""
+
+    remaining: int | None
+
+    def spend(self, size: int) -> None:
+        if self.remaining is not None:
+            self.remaining -= size
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining is not None and self.remaining <= 0
+
+
+@dataclass(slots=True)
 class _Count:
     inode: int
     offset: int  # just past the last complete line counted
@@ -40,8 +55,13 @@ class _Count:
     types: dict[str, int] = field(default_factory=dict)
 
 
-def summarize(day: date, path: Path) -> DaySummary | None:
-    """The summary of one day file, or ``None`` if there is none."""
+def summarize(day: date, path: Path, budget: Budget | None = None) -> DaySummary | None:
+    """The summary of one day file, or ``None`` if there is none.
+
+    Counting stops at a line end once ``budget`` is spent; what was counted
+    is kept, so the next call goes on from there.
+    """
+    budget = budget if budget is not None else Budget(None)
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -53,18 +73,20 @@ def summarize(day: date, path: Path) -> DaySummary | None:
         if not _still_valid(count, descriptor, stat.st_ino, stat.st_size):
             count = _Count(stat.st_ino, 0, b"")
         end = complete_end(descriptor, stat.st_size)
-        if end > count.offset:
-            _count_lines(count, descriptor, end)
+        if end > count.offset and not budget.exhausted:
+            _count_lines(count, descriptor, end, budget)
             cache.set(key, count, CACHE_SECONDS)
     finally:
         os.close(descriptor)
-    unfinished = 1 if stat.st_size > count.offset else 0
+    complete = count.offset >= end
+    unfinished = 1 if complete and stat.st_size > end else 0
     return DaySummary(
         day=day,
         size=stat.st_size,
         messages=count.messages,
         torn=count.torn + unfinished,
         types=dict(sorted(count.types.items())),
+        counted=stat.st_size if complete else count.offset,
     )
 
 
@@ -75,9 +97,10 @@ def _still_valid(count: _Count | None, descriptor: int, inode: int, size: int) -
     return os.pread(descriptor, len(count.tail), start) == count.tail
 
 
-def _count_lines(count: _Count, descriptor: int, end: int) -> None:
+def _count_lines(count: _Count, descriptor: int, end: int, budget: Budget) -> None:
     types = count.types
-    for _chunk_end, lines in read_forward(descriptor, count.offset, end):
+    start = count.offset
+    for chunk_end, lines in read_forward(descriptor, start, end):
         for _offset, line in lines:
             if not line:
                 continue
@@ -88,6 +111,9 @@ def _count_lines(count: _Count, descriptor: int, end: int) -> None:
             else:
                 count.messages += 1
                 types[kind] = types.get(kind, 0) + 1
-    count.offset = end
-    start = max(0, end - TAIL_CHECK_BYTES)
-    count.tail = os.pread(descriptor, end - start, start)
+        budget.spend(chunk_end - start)
+        start = count.offset = chunk_end
+        if budget.exhausted:
+            break
+    tail_start = max(0, count.offset - TAIL_CHECK_BYTES)
+    count.tail = os.pread(descriptor, count.offset - tail_start, tail_start)

@@ -760,8 +760,11 @@ class JsonlStore(BaseStore):
     # Reads the files directly with pread, never the index, and takes no lock:
     # day files only grow, and each read stops at the last complete line.
 
-    def day_summaries(self, days: list[date]) -> list[DaySummary]:
-        summaries = (day_summaries.summarize(day, self._path(day)) for day in days)
+    def day_summaries(
+        self, days: list[date], *, count_limit: int | None = None
+    ) -> list[DaySummary]:
+        budget = day_summaries.Budget(count_limit)
+        summaries = (day_summaries.summarize(day, self._path(day), budget) for day in days)
         return [summary for summary in summaries if summary is not None]
 
     def day_page(
