@@ -177,6 +177,20 @@ def test_device_actions_need_the_change_permission(login, make_device):
     assert DeviceUser.objects.get(pk="new-1").validated is True
 
 
+def test_a_devices_messages_are_for_masters_and_admins(login, store, make_device):
+    make_device("pi-1")
+    store.post_task(sender="user:x", to="device:pi-1", title="secret plan")
+    viewer = login("viewer", perms=["view_deviceuser"])
+    page = viewer.get("/admin/taskpool/deviceuser/pi-1/change/")
+    assert page.status_code == 200
+    assert "recent_messages" not in page.context and "pending_tasks" not in page.context
+    assert "secret plan" not in page.content.decode()
+    master = login("master", role="master", perms=["view_deviceuser"])
+    page = master.get("/admin/taskpool/deviceuser/pi-1/change/")
+    assert [row.message["title"] for row in page.context["recent_messages"]] == ["secret plan"]
+    assert "secret plan" in page.content.decode()
+
+
 def test_a_master_without_model_permissions_sees_no_devices(login, db):
     master = login("master", role="master")
     assert master.get("/admin/taskpool/deviceuser/").status_code == 403

@@ -7,7 +7,8 @@ logged in through the admin's own login (``admin_site.admin_view``). Then:
   (view, add, change, delete) decide, as for any model. Validating,
   invalidating, revoking and issuing tokens need *change* on devices.
 - **Tasks** (a day's tasks, a thread, sending, cancelling) need the pool role
-  *master* or above, as ``POST /pool/task`` does.
+  *master* or above, as ``POST /pool/task`` does; so do the pending tasks
+  and recent messages on a device's page, which show the pool's messages.
 - **Day files** (the list, a day's messages, one message's JSON, the raw
   download) need the pool role *admin*, as ``GET /pool/log`` does.
 

@@ -174,17 +174,20 @@ class DeviceUserAdmin(admin.ModelAdmin):
         device = self.get_object(request, unquote(object_id))
         context = dict(extra_context or {})
         if device is not None:
-            store = get_store()
             context.update(
                 fleet_status=device_statuses([device])[device.id],
-                recent_messages=message_rows(
-                    store.device_messages(device.id, limit=RECENT_MESSAGES), request.user
-                ),
-                pending_tasks=message_rows(store.pending_for(device.id, limit=20), request.user)
-                if can_use_tasks(request.user)
-                else None,
                 can_issue_token=self.has_change_permission(request, device),
             )
+            if can_use_tasks(request.user):  # the pool's messages: master role (see access)
+                store = get_store()
+                context.update(
+                    recent_messages=message_rows(
+                        store.device_messages(device.id, limit=RECENT_MESSAGES), request.user
+                    ),
+                    pending_tasks=message_rows(
+                        store.pending_for(device.id, limit=RECENT_MESSAGES), request.user
+                    ),
+                )
         return super().change_view(request, object_id, form_url, context)
 
     def token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
