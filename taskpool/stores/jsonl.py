@@ -35,6 +35,7 @@ from django.core import checks
 
 from taskpool.days import day_file_name, day_of, day_of_file_name
 from taskpool.exceptions import (
+    AlreadyAnswered,
     IdempotencyConflict,
     InvalidMessage,
     MessageTooLarge,
@@ -44,7 +45,7 @@ from taskpool.exceptions import (
     TaskClosed,
     UnknownTask,
 )
-from taskpool.lifecycle import CANCELLED, EXPIRED, TaskState, replay
+from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED, TaskState, replay
 from taskpool.messages import (
     DEVICE_STATUSES,
     Message,
@@ -401,6 +402,9 @@ class JsonlStore(BaseStore):
             addressed = False
         if not addressed:
             raise NotAddressed(f"Task {task_id} is not addressed to device {device_id}.")
+        if known.closed == FINISHED and task["meta"].get("mode") != "any":
+            # Finished means every addressed device answered for good, this one too.
+            raise AlreadyAnswered(f"Device {device_id} has already answered task {task_id}.")
         raise _closed_error(task_id, known.closed)
 
     def post_task(
