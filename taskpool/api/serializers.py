@@ -144,7 +144,7 @@ class RefreshSerializer(StrictSerializer, TokenRefreshSerializer):
 
 # Query strings -------------------------------------------------------------
 
-_DIGITS = re.compile(r"\d{1,9}")
+_DIGITS = re.compile(r"[0-9]{1,9}")  # \d would also take other scripts' digits
 
 
 class QueryIntegerField(serializers.Field):
@@ -153,6 +153,10 @@ class QueryIntegerField(serializers.Field):
     def __init__(self, *, min_value: int, max_value: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.min_value, self.max_value = min_value, max_value
+
+    def get_value(self, dictionary: Any) -> Any:
+        # DRF reads an empty form value as absent; in a query string it is a bad value.
+        return dictionary.get(self.field_name, serializers.empty)
 
     def to_internal_value(self, data: Any) -> int:
         if not isinstance(data, str) or not _DIGITS.fullmatch(data):
