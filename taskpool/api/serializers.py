@@ -7,6 +7,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 
@@ -37,6 +39,7 @@ class StrictChoiceField(serializers.ChoiceField):
         return data
 
 
+@extend_schema_field(OpenApiTypes.OBJECT)
 class JSONObjectField(serializers.Field):
     """A JSON object (``meta``); a string or a list is refused."""
 
@@ -58,6 +61,7 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(OpenApiTypes.DATETIME)
 class UTCDateTimeField(serializers.Field):
     """An ISO 8601 date and time with a time zone, as an aware UTC ``datetime``."""
 
@@ -147,6 +151,7 @@ class RefreshSerializer(StrictSerializer, TokenRefreshSerializer):
 _DIGITS = re.compile(r"[0-9]{1,9}")  # \d would also take other scripts' digits
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class QueryIntegerField(serializers.Field):
     """A query-string integer written in plain digits."""
 
