@@ -350,7 +350,7 @@ def test_the_schema_gives_the_request_fields_their_json_types(client, db):
     (limit,) = schema["paths"]["/pool/pending"]["get"]["parameters"]
     assert (limit["name"], limit["schema"]["type"]) == ("limit", "integer")
     schemes = schema["components"]["securitySchemes"]
-    assert {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"} == schemes["deviceJWTAuth"]
+    assert schemes["deviceJWTAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     assert {"deviceJWTAuth": []} in schema["paths"]["/pool/pending"]["get"]["security"]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+import uuid
 
 import pytest
 
@@ -29,10 +31,11 @@ TRICKY_TEXT = f'line\nbreak\r\ttab {LINE_BREAKS} é 世界 🚀 "quoted" \\ end'
 # The format on its own -------------------------------------------------------
 
 
-def test_message_ids_are_msg_and_32_hex_digits_and_unique():
+def test_message_ids_are_msg_and_a_uuid4_in_32_hex_digits_and_unique():
     made = {new_message_id() for _ in range(1000)}
     assert len(made) == 1000
     assert all(ID_RE.fullmatch(item) for item in made)
+    assert {uuid.UUID(hex=item[4:]).version for item in made} == {4}
 
 
 def test_timestamps_are_utc_seconds_with_z():
@@ -180,11 +183,13 @@ def client_meta(item):
 def test_every_stored_message_has_the_nine_keys_with_server_ids_and_times(
     master_client, device_client, pool_dir
 ):
+    before = format_timestamp(time.time())
     task = post_json(master_client, "/pool/task", {"to": "device:pi-1", "title": "t"}).json()
     response = post_json(
         device_client, "/pool/response", {"parent_id": task["id"], "status": "done"}
     ).json()
     heartbeat = post_json(device_client, "/pool/heartbeat", {}).json()
+    after = format_timestamp(time.time())
 
     stored = read_day(pool_dir, today())
     assert stored == [task, response, heartbeat]
@@ -192,6 +197,7 @@ def test_every_stored_message_has_the_nine_keys_with_server_ids_and_times(
         assert list(item) == list(MESSAGE_KEYS)
         assert ID_RE.fullmatch(item["id"])
         assert TS_RE.fullmatch(item["ts"])
+        assert before <= item["ts"] <= after  # the server's clock, in UTC
     assert len({item["id"] for item in stored}) == 3
     assert task["from"] == "user:master" and task["type"] == "task"
     assert task["body"] == "" and task["parent_id"] is None

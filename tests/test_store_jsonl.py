@@ -327,6 +327,15 @@ def test_lines_that_are_not_messages_are_skipped_and_counted(pool_dir, clock):
     assert ids(store.day_messages(JUNE_3)) == [good["id"]]
 
 
+def test_a_line_appended_twice_counts_once(pool_dir, clock):
+    twice = message(ts="2026-06-03T10:00:00Z")
+    append_messages(pool_dir, twice, twice)  # e.g. an operator's cat ran twice
+    store = store_at(pool_dir, clock)
+    assert ids(store.pending_for("pi-1")) == [twice["id"]]
+    answer(store, "pi-1", twice, "done")
+    assert store.pending_for("pi-1") == []
+
+
 def test_a_replaced_day_file_is_read_again(pool, pool_dir):
     kept = task(pool, title="kept")
     task(pool, title="dropped by the operator")
