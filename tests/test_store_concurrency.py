@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,16 @@ def start_writers(*arguments: list[str]) -> list[subprocess.Popen[str]]:
     ]
 
 
-def run_together(processes: list[subprocess.Popen[str]]) -> list[list[str]]:
-    """Let every process go at once; each one's stdout lines once all have finished."""
+def run_together(
+    processes: list[subprocess.Popen[str]], while_running: Callable[[], None] = lambda: None
+) -> list[list[str]]:
+    """Let every process go at once, call ``while_running`` until all have finished,
+    and return each one's stdout lines."""
     for process in processes:
         process.stdin.write("go\n")
         process.stdin.flush()
+    while any(process.poll() is None for process in processes):
+        while_running()
     outputs = []
     for process in processes:
         stdout, stderr = process.communicate(timeout=120)
@@ -60,9 +66,19 @@ def all_lines(directory: Path) -> list[bytes]:
 def test_writer_processes_lose_nothing_and_interleave_nothing(pool_dir):
     writers, count = 4, 42
     names = [f"w{number}" for number in range(writers)]
+    reader = JsonlStore(pool_dir, fsync=False)
+    seen: list[int] = []
+
+    def read_while_they_write() -> None:
+        # A reader racing the writers sees whole lines only, and never fewer than before.
+        seen.append(len(reader.pending_for("pi-1", limit=1000)))
+        assert reader.stats()["skipped_lines"] == 0
+
     outputs = run_together(
-        start_writers(*[["tasks", str(pool_dir), name, str(count)] for name in names])
+        start_writers(*[["tasks", str(pool_dir), name, str(count)] for name in names]),
+        read_while_they_write,
     )
+    assert seen == sorted(seen)
 
     lines = all_lines(pool_dir)
     assert len(lines) == writers * count
@@ -80,7 +96,6 @@ def test_writer_processes_lose_nothing_and_interleave_nothing(pool_dir):
         ]
     assert len({m["id"] for m in messages}) == writers * count
 
-    reader = JsonlStore(pool_dir, fsync=False)
     assert [m["id"] for m in reader.pending_for("pi-1", limit=1000)] == [m["id"] for m in messages]
     assert reader.stats()["skipped_lines"] == 0
 
