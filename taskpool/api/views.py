@@ -8,6 +8,7 @@ from typing import Any
 
 from django.http import JsonResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -256,6 +257,7 @@ class TokenRefreshPairView(TokenRefreshView):
         return exception_handler
 
 
+@csrf_exempt  # a wrong POST is a 404 like any other, not CSRF's HTML 403
 def not_found(request: Any, *args: Any, **kwargs: Any) -> JsonResponse:
     """A clean JSON 404 for any other path under the pool's prefix."""
     return JsonResponse(error_body("Not found."), status=404)
