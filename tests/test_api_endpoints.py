@@ -12,6 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from taskpool.messages import encode_line, format_timestamp
 from taskpool.models import DeviceUser
@@ -374,19 +375,24 @@ def test_the_docs_page_answers(client, db):
     ],
 )
 @pytest.mark.parametrize("method", ["get", "post"])
-def test_a_wrong_path_under_the_pool_is_a_json_404(master_client, snapshot, path, method):
+def test_a_wrong_path_under_the_pool_is_a_json_404(make_user, snapshot, path, method):
+    # CSRF checks on, as a served site has them (the test client turns them off by default).
+    client = APIClient(enforce_csrf_checks=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_user('master', role='master')[1]}")
     before = snapshot()
     if method == "get":
-        response = master_client.get(path)
+        response = client.get(path)
     else:
-        response = post_json(master_client, path, {"to": "device:pi-1", "title": "t"})
+        response = post_json(client, path, {"to": "device:pi-1", "title": "t"})
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"detail": "Not found."}
     assert snapshot() == before
+    assert post_json(client, "/pool/task", {"to": "device:pi-1", "title": "t"}).status_code == 201
 
 
-def test_a_wrong_path_is_404_without_credentials_too(client, db):
-    response = client.post("/pool/task/", {}, content_type="application/json")
+def test_a_wrong_path_is_404_without_credentials_too(db):
+    client = APIClient(enforce_csrf_checks=True)
+    response = client.post("/pool/task/", {}, format="json")
     assert response.status_code == 404
     assert response.json()["detail"] == "Not found."

@@ -12,7 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,12 +36,17 @@ FOREIGN = (
 )
 
 
-@pytest.fixture
-def site_env(tmp_path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in FOREIGN}
-    env["TASKPOOL_VAR_DIR"] = str(tmp_path / "var")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+@dataclass(frozen=True)
+class Site:
+    """The demo site under test: where it listens and where its var/ is."""
+
+    port: int
+    var_dir: Path
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -70,13 +78,16 @@ def wait_until_listening(
     raise AssertionError(f"nothing listened on port {port} within {deadline_seconds} s")
 
 
-@pytest.fixture
-def server(site_env, tmp_path) -> Iterator[int]:
-    """uvicorn serving the demo site on a free port (after migrate and demo_setup)."""
-    port = free_port()
-    manage(site_env, "migrate", "--noinput")
-    manage(site_env, "demo_setup", "--url", f"http://127.0.0.1:{port}")
-    log = tmp_path / "uvicorn.log"
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Iterator[Site]:
+    """The demo site set up as ``make run`` does, served by uvicorn on a free port."""
+    root = tmp_path_factory.mktemp("demo")
+    env = {key: value for key, value in os.environ.items() if key not in FOREIGN}
+    env["TASKPOOL_VAR_DIR"] = str(root / "var")
+    site = Site(free_port(), root / "var", env)
+    manage(env, "migrate", "--noinput")
+    manage(env, "demo_setup", "--url", site.url)
+    log = root / "uvicorn.log"
     with open(log, "wb") as output:  # the server keeps its own descriptor
         process = subprocess.Popen(
             [
@@ -85,17 +96,17 @@ def server(site_env, tmp_path) -> Iterator[int]:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(port),
+                str(site.port),
             ],
             cwd=REPOSITORY,
-            env=site_env,
+            env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
-        wait_until_listening(process, port, log)
-        yield port
+        wait_until_listening(process, site.port, log)
+        yield site
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -104,6 +115,24 @@ def server(site_env, tmp_path) -> Iterator[int]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def fetch(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str, bytes]:
+    """Status, content type and body of one request, error statuses included."""
+    request = urllib.request.Request(
+        url, data=body, method=method, headers={"Content-Type": "application/json"}
+    )
+    opener = urllib.request.build_opener(NoRedirects)
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect is an answer to check, not to follow
 
 
 def walkthrough(var_dir: Path) -> str:
@@ -117,16 +146,16 @@ def walkthrough(var_dir: Path) -> str:
 @pytest.mark.skipif(
     shutil.which("curl") is None, reason="the walk-through needs curl, which is not installed"
 )
-def test_the_printed_curl_walkthrough_works_as_printed(server, site_env, tmp_path):
-    var_dir = tmp_path / "var"
+def test_the_printed_curl_walkthrough_works_as_printed(site, tmp_path):
+    var_dir = site.var_dir
     script = walkthrough(var_dir)
-    assert f"http://127.0.0.1:{server}/pool/task" in script
+    assert f"{site.url}/pool/task" in script
 
     done = subprocess.run(
         ["bash"],
         input=script,
         cwd=tmp_path,
-        env=site_env,
+        env=site.env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -158,13 +187,34 @@ def test_the_printed_curl_walkthrough_works_as_printed(server, site_env, tmp_pat
     assert stored == log
 
 
-def test_demo_setup_runs_once(site_env, tmp_path):
-    manage(site_env, "migrate", "--noinput")
-    first = manage(site_env, "demo_setup", "--url", "http://127.0.0.1:8123")
-    notes = tmp_path / "var" / "demo-login.txt"
-    assert "# 1." in first and notes.exists()
+def test_demo_setup_runs_once(site):
+    notes = site.var_dir / "demo-login.txt"
     assert oct(notes.stat().st_mode & 0o777) == "0o600"
     written = notes.read_bytes()
-    again = manage(site_env, "demo_setup", "--url", "http://127.0.0.1:8123")
+    again = manage(site.env, "demo_setup", "--url", site.url)
     assert "demo-login.txt" in again and "# 1." not in again
     assert notes.read_bytes() == written
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/pool/pending/"),
+        ("POST", "/pool/task/"),
+        ("GET", "/pool/nothing"),
+        ("POST", "/pool/response/"),
+    ],
+)
+def test_the_served_site_answers_a_wrong_path_with_a_json_404(site, method, path):
+    status, content_type, body = fetch(site.url + path, method, b"{}" if method == "POST" else None)
+    assert (status, content_type) == (404, "application/json")
+    assert json.loads(body) == {"detail": "Not found."}
+
+
+def test_the_served_site_has_its_schema_and_docs(site):
+    status, _, body = fetch(site.url + "/pool/schema")
+    assert status == 200 and body.startswith(b"openapi: 3.")
+    status, content_type, _ = fetch(site.url + "/pool/docs")
+    assert status == 200 and content_type.startswith("text/html")
+    status, _, body = fetch(site.url + "/pool/pending")
+    assert status == 401 and json.loads(body)["detail"]
