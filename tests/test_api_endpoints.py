@@ -248,6 +248,13 @@ def test_last_seen_and_last_heartbeat_come_from_the_devices_messages(
     assert DeviceUser.objects.get(pk="pi-2").last_seen is None
 
 
+def test_a_heartbeat_sets_last_heartbeat_and_last_seen(device_client, admin_client_api):
+    beat = post_json(device_client, "/pool/heartbeat", {"body": "alive"}).json()
+    row = row_of(admin_client_api, "pi-1")
+    assert row["last_heartbeat"] == beat["ts"]
+    assert row["last_seen"] >= beat["ts"] and row["online"] is True
+
+
 def test_last_seen_comes_from_accepted_requests_too(device_client, admin_client_api):
     before = format_timestamp(time.time())
     assert device_client.get("/pool/pending").status_code == 200

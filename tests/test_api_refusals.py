@@ -262,6 +262,13 @@ def small_messages(settings, pool_dir):
     return 1024
 
 
+def test_the_default_limit_is_64_kib(refused, master_client):
+    fits = {"to": "device:pi-1", "title": "t", "body": "x" * 60_000}
+    assert post_json(master_client, "/pool/task", fits).status_code == 201
+    over = {"to": "device:pi-1", "title": "t", "body": "x" * (64 * 1024)}
+    refused(lambda: post_json(master_client, "/pool/task", over), 413)
+
+
 def test_a_request_body_over_the_limit_is_413(
     refused, small_messages, master_client, device_client, task
 ):

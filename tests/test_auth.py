@@ -85,11 +85,14 @@ def test_no_credentials_is_401_with_www_authenticate(db, method, path, data, sna
     "header",
     ["Bearer", "Bearer garbage", "Bearer a.b.c", "Bearer " + "x" * 300, "Bearer two tokens"],
 )
-def test_garbage_tokens_are_401(db, header):
+def test_garbage_tokens_are_401(db, header, snapshot):
     client = client_with(None)
     client.credentials(HTTP_AUTHORIZATION=header)
+    before = snapshot()
     assert_401(client.get("/pool/pending"))
     assert_401(post_json(client, "/pool/task", {"to": "device:pi-1", "title": "t"}))
+    assert_401(post_json(client, "/pool/heartbeat", {}))
+    assert snapshot() == before
 
 
 def test_a_valid_device_token_works(make_device):

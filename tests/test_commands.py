@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from io import StringIO
 
+import jwt
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
@@ -47,6 +48,20 @@ def test_token_prints_a_working_token_as_the_last_line(db):
     assert response.status_code == 200
     assert response.json() == []
     assert post_json(client_with(token), "/pool/heartbeat", {}).json()["from"] == "device:pi-1"
+
+
+def test_a_device_token_lives_device_token_lifetime(db, settings):
+    claims = jwt.decode(
+        run("taskpool_device", "pi-1", "--token")[-1], options={"verify_signature": False}
+    )
+    assert claims["exp"] - claims["iat"] == 30 * 86400  # the default: 30 days
+    assert (claims["token_type"], claims["device_id"]) == ("device", "pi-1")
+    assert claims["sid"] == DeviceUser.objects.get(pk="pi-1").user_session
+    settings.TASKPOOL = {**settings.TASKPOOL, "DEVICE_TOKEN_LIFETIME": 3600}
+    claims = jwt.decode(
+        run("taskpool_device", "pi-1", "--token")[-1], options={"verify_signature": False}
+    )
+    assert claims["exp"] - claims["iat"] == 3600
 
 
 def test_a_token_for_an_unvalidated_device_authenticates_and_is_refused(db):

@@ -127,6 +127,15 @@ def test_answers_to_unknown_or_foreign_tasks_are_refused(pool):
     assert read_day(pool.directory, JUNE_3) == [sent]
 
 
+@pytest.mark.parametrize("status", ["claimed", "cancelled", "DONE", "", "finished"])
+def test_the_store_refuses_a_status_a_device_may_not_send(pool, status):
+    sent = task(pool)
+    with pytest.raises(InvalidMessage):
+        pool.post_response(device_id="pi-1", parent_id=sent["id"], status=status)
+    assert read_day(pool.directory, JUNE_3) == [sent]
+    assert ids(pool.pending_for("pi-1")) == [sent["id"]]
+
+
 def test_pending_is_oldest_first_and_limited(pool, clock):
     sent = []
     for number in range(5):
