@@ -8,4 +8,3 @@ class TaskpoolConfig(AppConfig):
 
     def ready(self) -> None:
         from taskpool import checks  # noqa: F401  (registers the system checks)
-        from taskpool.api import schema  # noqa: F401  (registers the OpenAPI extensions)

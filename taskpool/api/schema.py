@@ -1,12 +1,13 @@
-"""OpenAPI extensions (drf-spectacular) for what taskpool adds to DRF and simplejwt."""
-
-from __future__ import annotations
+"""OpenAPI descriptions drf-spectacular cannot infer: the device token scheme."""
 
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 
 
 class DeviceJWTScheme(SimpleJWTScheme):
-    """Device tokens: a bearer JWT in ``Authorization``, as for users."""
-
     target_class = "taskpool.authentication.DeviceJWTAuthentication"
-    name = "deviceJWTAuth"
+    name = "deviceJWT"
+
+    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+        definition = super().get_security_definition(auto_schema)
+        definition["description"] = "A device token (taskpool_device ID --token)."
+        return definition

@@ -212,12 +212,38 @@ class DeviceRowSerializer(serializers.Serializer):
     pending = serializers.IntegerField()
 
 
+_EXECUTION_HELP = "One of: " + ", ".join(EXECUTION_STATUSES)
+
+
 class ExecutionSerializer(serializers.Serializer):
     device = serializers.CharField()
-    status = serializers.ChoiceField(choices=list(EXECUTION_STATUSES))
+    status = serializers.CharField(help_text=_EXECUTION_HELP)
     updated = serializers.CharField()
 
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
+class TaskDetailSerializer(serializers.Serializer):
+    task = MessageSerializer()
+    responses = MessageSerializer(many=True)
+    executions = ExecutionSerializer(many=True)
+    claimed_by = serializers.CharField(allow_null=True, help_text="The holder of an any-one task.")
+
+
+class TaskSummarySerializer(serializers.Serializer):
+    task = MessageSerializer()
+    statuses = serializers.ListField(child=serializers.CharField(help_text=_EXECUTION_HELP))
+
+
+class TaskPageSerializer(serializers.Serializer):
+    results = TaskSummarySerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+    has_more = serializers.BooleanField()
+
+
+class ClaimSerializer(serializers.Serializer):
+    task = MessageSerializer()
+    claim = MessageSerializer()
