@@ -150,12 +150,10 @@ class TaskState:
             return False
         return not (self.any_one and self.claimer is not None and self.claimer != device_id)
 
-    def closed_reason(self, now: float) -> str | None:
-        """Why the task is over for every device (``FINISHED``, ``CANCELLED``, ``EXPIRED``), or ``None``."""
+    def ended_reason(self) -> str | None:
+        """Why the task is over for every device whatever the time: ``CANCELLED``, ``FINISHED`` or ``None``."""
         if self.cancellation is not None:
             return CANCELLED
-        if now >= self.expires_at:
-            return EXPIRED
         if self.any_one and self.claimer is not None:
             if self.answers[self.claimer][0] in _WORK_ENDING:
                 return FINISHED
@@ -166,6 +164,13 @@ class TaskState:
             if answer is None or answer[0] not in TERMINAL_STATUSES:
                 return None
         return FINISHED
+
+    def closed_reason(self, now: float) -> str | None:
+        """Why the task is over for every device at ``now`` (``EXPIRED`` too), or ``None``."""
+        reason = self.ended_reason()
+        if reason is None and now >= self.expires_at:
+            return EXPIRED
+        return reason
 
     def check_answer(self, device_id: str, now: float) -> None:
         """Raise the domain error that refuses an answer from ``device_id``, if any."""
@@ -212,6 +217,24 @@ class TaskState:
         else:
             devices = list(self.audience.device_ids)
         return [self.execution(device_id, now) for device_id in devices]
+
+
+    def statuses(self, registered_devices: list[str], now: float) -> frozenset[str]:
+        """The distinct execution statuses of this task (for the task list's filter)."""
+        found = {row["status"] for row in self.executions(registered_devices, now)}
+        if self.audience.everyone and not registered_devices:
+            # Unknown devices: what the task is for one that never answered ("" is no device's id).
+            found.add(self.execution("", now)["status"])
+        return frozenset(found)
+
+
+def statuses_to_bits(statuses: frozenset[str]) -> int:
+    """A set of execution statuses as a small integer (one bit per status)."""
+    return sum(1 << EXECUTION_STATUSES.index(status) for status in statuses)
+
+
+def bits_to_statuses(bits: int) -> frozenset[str]:
+    return frozenset(status for i, status in enumerate(EXECUTION_STATUSES) if bits & (1 << i))
 
 
 def replay(task: Message, responses: list[Message], default_ttl: float) -> TaskState:

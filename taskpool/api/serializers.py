@@ -7,6 +7,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 
@@ -37,6 +39,7 @@ class StrictChoiceField(serializers.ChoiceField):
         return data
 
 
+@extend_schema_field(OpenApiTypes.OBJECT)
 class JSONObjectField(serializers.Field):
     """A JSON object (``meta``); a string or a list is refused."""
 
@@ -58,6 +61,7 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(OpenApiTypes.DATETIME)
 class UTCDateTimeField(serializers.Field):
     """An ISO 8601 date and time with a time zone, as an aware UTC ``datetime``."""
 
@@ -144,15 +148,20 @@ class RefreshSerializer(StrictSerializer, TokenRefreshSerializer):
 
 # Query strings -------------------------------------------------------------
 
-_DIGITS = re.compile(r"\d{1,9}")
+_DIGITS = re.compile(r"[0-9]{1,9}")  # \d would also take other scripts' digits
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class QueryIntegerField(serializers.Field):
     """A query-string integer written in plain digits."""
 
     def __init__(self, *, min_value: int, max_value: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.min_value, self.max_value = min_value, max_value
+
+    def get_value(self, dictionary: Any) -> Any:
+        # DRF reads an empty form value as absent; in a query string it is a bad value.
+        return dictionary.get(self.field_name, serializers.empty)
 
     def to_internal_value(self, data: Any) -> int:
         if not isinstance(data, str) or not _DIGITS.fullmatch(data):
@@ -203,12 +212,38 @@ class DeviceRowSerializer(serializers.Serializer):
     pending = serializers.IntegerField()
 
 
+_EXECUTION_HELP = "One of: " + ", ".join(EXECUTION_STATUSES)
+
+
 class ExecutionSerializer(serializers.Serializer):
     device = serializers.CharField()
-    status = serializers.ChoiceField(choices=list(EXECUTION_STATUSES))
+    status = serializers.CharField(help_text=_EXECUTION_HELP)
     updated = serializers.CharField()
 
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
+class TaskDetailSerializer(serializers.Serializer):
+    task = MessageSerializer()
+    responses = MessageSerializer(many=True)
+    executions = ExecutionSerializer(many=True)
+    claimed_by = serializers.CharField(allow_null=True, help_text="The holder of an any-one task.")
+
+
+class TaskSummarySerializer(serializers.Serializer):
+    task = MessageSerializer()
+    statuses = serializers.ListField(child=serializers.CharField(help_text=_EXECUTION_HELP))
+
+
+class TaskPageSerializer(serializers.Serializer):
+    results = TaskSummarySerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+    has_more = serializers.BooleanField()
+
+
+class ClaimSerializer(serializers.Serializer):
+    task = MessageSerializer()
+    claim = MessageSerializer()

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.http import JsonResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -17,6 +18,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from taskpool.api import schema as _schema  # noqa: F401  (registers the device token scheme)
 from taskpool.api import serializers as api
 from taskpool.api.errors import error_body, exception_handler
 from taskpool.api.parsers import StrictJSONParser
@@ -26,7 +28,9 @@ from taskpool.conf import pool_settings
 from taskpool.days import day_of, parse_day
 from taskpool.fleet import device_rows
 from taskpool.models import DeviceUser
-from taskpool.permissions import HasRole, IsDevice
+from taskpool.api.filters import TaskFilter, task_query
+from taskpool.exceptions import NotAddressed
+from taskpool.permissions import HasRole, IsDevice, IsMasterOrAddressedDevice
 from taskpool.principals import address_of, is_device
 from taskpool.stores import get_store
 
@@ -195,6 +199,112 @@ class DevicesView(PoolAPIView):
         return Response(device_rows(devices))
 
 
+def validated_device_ids() -> list[str]:
+    """The devices a ``device:*`` task counts as addressed to."""
+    return list(DeviceUser.objects.filter(validated=True).values_list("id", flat=True))
+
+
+class TaskDetailView(PoolAPIView):
+    permission_classes = [IsMasterOrAddressedDevice]
+
+    @extend_schema(
+        summary="A task, its responses in pool order, and one execution per addressed device",
+        responses={200: api.TaskDetailSerializer, **ERRORS},
+    )
+    def get(self, request: Request, task_id: str) -> Response:
+        store = get_store()
+        detail = store.task_detail(task_id)
+        if is_device(request.user) and not detail.state.audience.includes(request.user.id):
+            raise NotAddressed(f"Task {task_id} is not addressed to device {request.user.id}.")
+        registered = validated_device_ids() if detail.state.audience.everyone else []
+        return Response(
+            {
+                "task": detail.task,
+                "responses": detail.responses,
+                "executions": detail.executions(registered, store.now()),
+                "claimed_by": detail.state.claimer,
+            }
+        )
+
+
+class TaskListView(PoolAPIView):
+    permission_classes = [HasRole.at_least("master")]
+
+    @extend_schema(
+        summary="Recent tasks, newest first, filtered and paged",
+        operation_id="tasks_list",
+        parameters=[
+            OpenApiParameter(name, str, many=name == "status", description=str(f.extra.get("help_text", "")))
+            for name, f in TaskFilter.base_filters.items()
+        ],
+        responses={200: api.TaskPageSerializer, **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        try:
+            query, before, limit = task_query(request.query_params)
+        except ValueError as error:
+            raise serializers.ValidationError(error.args[0]) from None
+        page = get_store().recent_tasks(
+            query, before=before, limit=limit, registered_devices=validated_device_ids()
+        )
+        return Response(
+            {
+                "results": [
+                    {"task": summary.task, "statuses": sorted(summary.statuses)}
+                    for summary in page.results
+                ],
+                "next_cursor": str(page.next_cursor) if page.next_cursor else None,
+                "has_more": page.has_more,
+            }
+        )
+
+
+class CancelView(PoolAPIView):
+    permission_classes = [HasRole.at_least("master")]
+
+    @extend_schema(
+        summary="Cancel a task on every device",
+        request=api.CancelRequestSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: api.MessageSerializer, 200: api.MessageSerializer, **ERRORS},
+    )
+    def post(self, request: Request, task_id: str) -> Response:
+        data = self.valid(api.CancelRequestSerializer, request.data)
+        posted = get_store().cancel(
+            sender=address_of(request.user),
+            task_id=task_id,
+            idempotency_key=idempotency_key(request),
+            **data,
+        )
+        return Response(posted.message, status=created_or_replayed(posted.created))
+
+
+class ClaimView(PoolAPIView):
+    permission_classes = [IsDevice]
+
+    @extend_schema(
+        summary="Claim the named, or the oldest claimable, any-one task",
+        request=api.ClaimRequestSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={
+            201: api.ClaimSerializer,
+            200: api.ClaimSerializer,
+            204: OpenApiResponse(description="Nothing to claim."),
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = self.valid(api.ClaimRequestSerializer, request.data)
+        claim = get_store().claim(
+            device_id=request.user.id, idempotency_key=idempotency_key(request), **data
+        )
+        if claim is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(
+            {"task": claim.task, "claim": claim.claim}, status=created_or_replayed(claim.created)
+        )
+
+
 class TokenObtainView(TokenObtainPairView):
     """User login: a simplejwt access and refresh pair."""
 
@@ -219,6 +329,7 @@ class TokenRefreshPairView(TokenRefreshView):
         return exception_handler
 
 
+@csrf_exempt  # a wrong POST is a 404 like any other, not CSRF's HTML 403
 def not_found(request: Any, *args: Any, **kwargs: Any) -> JsonResponse:
     """A clean JSON 404 for any other path under the pool's prefix."""
     return JsonResponse(error_body("Not found."), status=404)

@@ -17,9 +17,10 @@ from typing import Any, NamedTuple
 from django.core.checks import CheckMessage
 
 from taskpool.cursors import Cursor
+from taskpool.exceptions import InvalidMessage
 from taskpool.lifecycle import TaskState
 from taskpool.message_filter import MessageFilter
-from taskpool.messages import Message
+from taskpool.messages import Address, Message, format_timestamp, parse_address
 
 
 class Posted(NamedTuple):
@@ -56,6 +57,64 @@ class TaskDetail:
     def executions(self, registered_devices: list[str], now: float) -> list[dict[str, str]]:
         """One execution row per addressed device (see ``TaskState.executions``)."""
         return self.state.executions(registered_devices, now)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """What the task list filters on; ``None`` means any."""
+
+    #: Tasks with at least one execution in one of these statuses.
+    statuses: frozenset[str] | None = None
+    #: ``device:X`` matches tasks that address X (directly, in a list, or ``device:*``);
+    #: any other address matches a task's ``to`` exactly.
+    to: Address | None = None
+    sender: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    #: Case-insensitive text in the title or body.
+    text: str | None = None
+
+    def matches(self, task: Message) -> bool:
+        """Whether ``task`` passes every filter except ``statuses``."""
+        if self.sender is not None and task["from"] != self.sender:
+            return False
+        if self.since is not None and task["ts"] < format_timestamp(self.since.timestamp()):
+            return False
+        if self.until is not None and task["ts"] > format_timestamp(self.until.timestamp()):
+            return False
+        if self.text is not None:
+            needle = self.text.casefold()
+            if needle not in task["title"].casefold() and needle not in task["body"].casefold():
+                return False
+        return self.to is None or _addresses(task["to"], self.to)
+
+
+def _addresses(task_to: str, wanted: Address) -> bool:
+    if task_to == str(wanted):
+        return True
+    if wanted.kind != "device" or wanted.everyone or wanted.is_list:
+        return False
+    try:
+        return parse_address(task_to).includes(wanted.device_ids[0])
+    except InvalidMessage:  # a hand-written line with a bad address addresses nobody
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """A task in the task list, with the distinct statuses of its executions."""
+
+    task: Message
+    statuses: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """A page of the task list, newest first; ``next_cursor`` continues with older tasks."""
+
+    results: list[TaskSummary]
+    next_cursor: Cursor | None
+    has_more: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +310,22 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def task_detail(self, task_id: str) -> TaskDetail:
         """The task, its responses in pool order, and its state. ``UnknownTask`` if none."""
+
+    @abc.abstractmethod
+    def recent_tasks(
+        self,
+        query: TaskQuery,
+        *,
+        before: Cursor | None = None,
+        limit: int = 50,
+        registered_devices: list[str] | None = None,
+    ) -> TaskPage:
+        """Tasks in the horizon, newest first, that match ``query``.
+
+        ``before`` continues a previous page (its ``next_cursor``).
+        ``registered_devices`` are the devices a ``device:*`` task counts as
+        addressed to when its statuses are computed.
+        """
 
     @abc.abstractmethod
     def now(self) -> float:

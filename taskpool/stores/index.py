@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from taskpool.exceptions import InvalidMessage
-from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED, TaskState
+from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED, TaskState, statuses_to_bits
 from taskpool.messages import Message
 
 #: Positions order lines as the day files do: the day, then the byte offset.
@@ -35,19 +35,22 @@ def split_position(position: int) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class KnownTask:
-    """A task the index knows of: where its line is, and why it closed, if it did."""
+    """A task the index knows of: where its line is, why it closed, and how it ended."""
 
     day_ordinal: int
     offset: int
     closed: str | None  # None while open, else FINISHED, CANCELLED or EXPIRED
+    #: Once closed, its execution statuses as ``lifecycle.statuses_to_bits`` (0 while open).
+    status_bits: int = 0
 
 
 @dataclass(slots=True)
 class DayRecords:
     """What the index remembers of one day file once its lines are read."""
 
-    #: task id -> line offset, with the reason the task closed (``None`` while open).
-    tasks: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    #: task id -> (line offset, why it closed or ``None`` while open, its statuses once closed),
+    #: in file order.
+    tasks: dict[str, tuple[int, str | None, int]] = field(default_factory=dict)
     #: (sender, idempotency key) -> line offset of the first message sent with it.
     idempotency: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -116,12 +119,11 @@ class PoolIndex:
         try:
             state = TaskState(task, position_of(day_ordinal, offset), self.task_ttl)
         except InvalidMessage:
-            records.tasks[task_id] = (offset, FINISHED)  # not addressed to devices: never pending
+            records.tasks[task_id] = (offset, FINISHED, 0)  # not addressed to devices: never pending
             return
-        reason = state.closed_reason(now)
-        records.tasks[task_id] = (offset, reason)
-        if reason is not None:
-            return
+        # Open even if already past its expiry: responses further on still
+        # count for its history; expire() closes it once the reading is done.
+        records.tasks[task_id] = (offset, None, 0)
         self.open[task_id] = state
         heapq.heappush(self._expiries, (state.expires_at, task_id))
         if state.audience.everyone:
@@ -132,9 +134,9 @@ class PoolIndex:
 
     def _apply(self, state: TaskState, response: Message, now: float) -> None:
         claim_changed = state.apply(response)
-        reason = state.closed_reason(now)
+        reason = state.ended_reason()
         if reason is not None:
-            self._close(state, reason)
+            self._close(state, reason, now)
             return
         if state.audience.everyone:
             return  # broadcasts are filtered per device when read
@@ -164,7 +166,7 @@ class PoolIndex:
             del self.queues[key]
             self._unsorted.discard(key)
 
-    def _close(self, state: TaskState, reason: str) -> None:
+    def _close(self, state: TaskState, reason: str, now: float) -> None:
         del self.open[state.id]
         if state.audience.everyone:
             self._dequeue(_BROADCASTS, state)
@@ -174,7 +176,8 @@ class PoolIndex:
         day_ordinal, offset = split_position(state.position)
         records = self.days.get(day_ordinal)
         if records is not None:
-            records.tasks[state.id] = (offset, reason)
+            bits = statuses_to_bits(state.statuses([], now))
+            records.tasks[state.id] = (offset, reason, bits)
 
     def expire(self, now: float) -> None:
         """Close every open task whose expiry has come."""
@@ -183,13 +186,20 @@ class PoolIndex:
             _, task_id = heapq.heappop(expiries)
             state = self.open.get(task_id)
             if state is not None and state.expires_at <= now:
-                self._close(state, EXPIRED)
+                self._close(state, EXPIRED, now)
 
-    def forget_days_before(self, day_ordinal: int) -> None:
-        """Drop what is kept of day files that left the horizon."""
+    def forget_days_before(self, day_ordinal: int, now: float) -> None:
+        """Drop what is kept of day files that left the horizon, their open tasks too.
+
+        A process started now would not read those files, so their tasks are
+        pending for no one (only a hand-written ``expires_at`` keeps one open so long).
+        """
         for old in [day for day in self.days if day < day_ordinal]:
             del self.days[old]
         self._newest_first = sorted(self.days, reverse=True)
+        first = position_of(day_ordinal, 0)
+        for state in [state for state in self.open.values() if state.position < first]:
+            self._close(state, EXPIRED, now)
 
     # Reading -----------------------------------------------------------
 
@@ -238,7 +248,7 @@ class PoolIndex:
         for day_ordinal in self._newest_first:
             found = self.days[day_ordinal].tasks.get(task_id)
             if found is not None:
-                return KnownTask(day_ordinal, found[0], found[1])
+                return KnownTask(day_ordinal, *found)
         return None
 
     def locate_idempotent(self, sender: str, key: str) -> tuple[int, int] | None:

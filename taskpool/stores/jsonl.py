@@ -36,6 +36,7 @@ from django.core import checks
 from taskpool.cursors import Cursor
 from taskpool.days import day_file_name, day_of, day_of_file_name
 from taskpool.exceptions import (
+    AlreadyAnswered,
     IdempotencyConflict,
     InvalidCursor,
     InvalidMessage,
@@ -46,7 +47,7 @@ from taskpool.exceptions import (
     TaskClosed,
     UnknownTask,
 )
-from taskpool.lifecycle import CANCELLED, EXPIRED, TaskState, replay
+from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED, TaskState, bits_to_statuses, replay
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import (
     DEVICE_STATUSES,
@@ -69,6 +70,9 @@ from taskpool.stores.base import (
     PageEntry,
     Posted,
     TaskDetail,
+    TaskPage,
+    TaskQuery,
+    TaskSummary,
 )
 from taskpool.stores.index import PoolIndex
 
@@ -192,7 +196,7 @@ class JsonlStore(BaseStore):
             self._horizon_start = first_day
             for day in [day for day in self._tails if day < first_day]:
                 del self._tails[day]
-            self._index.forget_days_before(first_day.toordinal())
+            self._index.forget_days_before(first_day.toordinal(), now)
         for day in self._listed_days():
             if day >= first_day:
                 self._read_new(day, now)
@@ -414,6 +418,9 @@ class JsonlStore(BaseStore):
             addressed = False
         if not addressed:
             raise NotAddressed(f"Task {task_id} is not addressed to device {device_id}.")
+        if known.closed == FINISHED and task["meta"].get("mode") != "any":
+            # Finished means every addressed device answered for good, this one too.
+            raise AlreadyAnswered(f"Device {device_id} has already answered task {task_id}.")
         raise _closed_error(task_id, known.closed)
 
     def post_task(
@@ -744,6 +751,59 @@ class JsonlStore(BaseStore):
                     except InvalidMessage:
                         pass
                     found = data.find(needle, end, end_of_complete)
+
+    def recent_tasks(
+        self,
+        query: TaskQuery,
+        *,
+        before: Cursor | None = None,
+        limit: int = 50,
+        registered_devices: list[str] | None = None,
+    ) -> TaskPage:
+        registered = registered_devices or []
+        bound = (before.day.toordinal(), before.offset) if before is not None else None
+        found: list[tuple[TaskSummary, Cursor]] = []
+        with self._mutex:
+            self._advance()
+            day_ordinals = sorted(self._index.days, reverse=True)
+        for day_ordinal in day_ordinals:
+            if bound is not None and day_ordinal > bound[0]:
+                continue
+            for task_id, offset, statuses in self._tasks_of_day(day_ordinal, registered):
+                if bound is not None and (day_ordinal, offset) >= bound:
+                    continue
+                if query.statuses is not None and not statuses & query.statuses:
+                    continue
+                try:
+                    task = self._read_message(day_ordinal, offset)
+                except (InvalidMessage, OSError):
+                    continue
+                if task["id"] != task_id or not query.matches(task):
+                    continue
+                found.append(
+                    (TaskSummary(task, statuses), Cursor(date.fromordinal(day_ordinal), offset))
+                )
+                if len(found) > limit:
+                    return TaskPage([summary for summary, _ in found[:limit]], found[limit - 1][1], True)
+        return TaskPage([summary for summary, _ in found], found[-1][1] if found else before, False)
+
+    def _tasks_of_day(
+        self, day_ordinal: int, registered: list[str]
+    ) -> list[tuple[str, int, frozenset[str]]]:
+        """A day's tasks, newest first, with their execution statuses now."""
+        with self._mutex:
+            records = self._index.days.get(day_ordinal)
+            if records is None:
+                return []
+            now = self._clock()
+            tasks = []
+            for task_id, (offset, closed, bits) in reversed(records.tasks.items()):
+                state = self._index.open.get(task_id) if closed is None else None
+                statuses = (
+                    state.statuses(registered, now) if state is not None else bits_to_statuses(bits)
+                )
+                tasks.append((task_id, offset, statuses))
+            return tasks
 
     def stats(self) -> dict[str, int]:
         """Figures about the index: lines read, lines skipped, open tasks."""

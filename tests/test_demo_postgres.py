@@ -1,0 +1,82 @@
+"""The demo site on PostgreSQL: DATABASE_URL=postgresql://… migrates and serves the pool.
+
+Needs TASKPOOL_TEST_POSTGRES (set by .ci/run); skips without it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture
+def fresh_database(postgres_url: str):
+    """A new, empty database on the PostgreSQL server, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"taskpool_demo_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(postgres_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.skip(f"PostgreSQL at TASKPOOL_TEST_POSTGRES is not reachable: {error}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            parts = urlsplit(postgres_url)
+            yield urlunsplit(parts._replace(path=f"/{name}"))
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def manage(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_demo_site_migrates_and_serves_the_pool_on_postgresql(fresh_database, tmp_path):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": fresh_database,
+        "TASKPOOL_VAR_DIR": str(tmp_path),
+    }
+    manage("migrate", "--noinput", env=env)
+    manage("taskpool_role", "ops", "master", "--password", "ops-password-1", env=env)
+    token = manage("taskpool_device", "pg-pi", "--validate", "--token", env=env).splitlines()[-1]
+    script = """
+import json
+from django.test import Client
+from rest_framework_simplejwt.tokens import AccessToken
+from django.contrib.auth import get_user_model
+from django.db import connection
+assert connection.vendor == "postgresql", connection.vendor
+user = AccessToken.for_user(get_user_model().objects.get(username="ops"))
+ops = Client(HTTP_AUTHORIZATION=f"Bearer {user}")
+device = Client(HTTP_AUTHORIZATION="Bearer %s")
+task = ops.post("/pool/task", {"to": "device:pg-pi", "title": "on postgres"}, content_type="application/json")
+assert task.status_code == 201, task.content
+pending = device.get("/pool/pending").json()
+assert [t["id"] for t in pending] == [task.json()["id"]], pending
+print("OK", task.json()["id"])
+""" % token
+    out = manage("shell", "-c", script, env={**env, "DJANGO_ALLOWED_HOSTS": "testserver"})
+    assert out.splitlines()[-1].startswith("OK msg_"), out
+    day_files = list((tmp_path / "pool").glob("*.jsonl"))
+    assert len(day_files) == 1 and b"on postgres" in day_files[0].read_bytes()
