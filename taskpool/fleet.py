@@ -76,6 +76,13 @@ def device_rows(devices: Iterable[DeviceUser]) -> list[dict[str, Any]]:
     return [status.as_row() for status in device_statuses(devices).values()]
 
 
+def validated_device_ids() -> list[str]:
+    """The devices a ``device:*`` task counts as addressed to, in id order."""
+    return list(
+        DeviceUser.objects.filter(validated=True).order_by("id").values_list("id", flat=True)
+    )
+
+
 def online_device_ids(devices: Iterable[DeviceUser]) -> set[str]:
     """The ids of the devices that are online now (pending counts are not needed)."""
     devices = list(devices)

@@ -346,14 +346,38 @@ def test_cancelling_twice_says_why_the_second_time(master, store, snapshot):
     assert snapshot() == before
 
 
-def test_the_task_list_shows_a_days_tasks_newest_first(master, store):
-    for title in ("first", "second", "third"):
-        store.post_task(sender="user:x", to="device:pi-1", title=title)
+def test_the_task_list_is_newest_first_with_statuses_filters_and_paging(master, store, make_device):
+    make_device("pi-1")
+    make_device("pi-2")
+    first = store.post_task(sender="user:x", to="device:pi-1", title="first").message
+    store.post_task(sender="user:y", to="device:pi-2", title="second")
+    store.post_task(sender="user:x", to="device:*", title="third")
+    store.post_response(device_id="pi-1", parent_id=first["id"], status="done")
     store.post_heartbeat(device_id="pi-1")
-    rows = master.get("/admin/taskpool/task/").context["rows"]
-    assert [row.message["title"] for row in rows] == ["third", "second", "first"]
-    assert all(row.message_url is None for row in rows)  # day files are for admins
-    assert master.get("/admin/taskpool/task/?day=2001-01-01").context["rows"] == []
+
+    def listed(query=""):
+        page = master.get("/admin/taskpool/task/" + query).context
+        return [(row.message["title"], statuses) for row, statuses in page["rows"]], page
+
+    rows, page = listed()
+    assert rows == [("third", ["pending"]), ("second", ["pending"]), ("first", ["done"])]
+    assert all(row.message_url is None for row, _ in page["rows"])  # day files are for admins
+    assert listed("?status=done")[0] == [("first", ["done"])]
+    assert [title for title, _ in listed("?to=device:pi-2")[0]] == ["third", "second"]
+    assert [title for title, _ in listed("?from=user:x&q=THI")[0]] == ["third"]
+
+    rows, page = listed("?limit=2")
+    assert [title for title, _ in rows] == ["third", "second"] and page["page"].has_more
+    older, _ = listed(f"?limit=2&before={page['page'].next_cursor}")
+    assert [title for title, _ in older] == ["first"]
+
+    rows, page = listed("?to=pi-1")
+    assert page["filter_errors"] == {
+        "to": [
+            "'pi-1' is not an address: use device:<id>, device:*, device:[<id>,...], user:<email> or backend."
+        ]
+    }
+    assert len(rows) == 3  # shown unfiltered, with the error above
 
 
 # Devices and roles ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tasks in the admin: a day's tasks, a task's thread, sending and cancelling.
+"""Tasks in the admin: recent tasks, a task's thread, sending and cancelling.
 
 The thread shows the task, every response in pool order and one execution
 per addressed device, from ``store.task_detail``. Sending goes through the
@@ -23,23 +23,24 @@ from django.urls import URLPattern, reverse
 from django.utils.translation import gettext as _
 
 from taskpool.admin.access import TASKS_ROLE, PoolPagesAdmin, can_read_day_files
-from taskpool.admin.forms import CancelTaskForm, DayFilterForm, SendTaskForm
+from taskpool.admin.forms import CancelTaskForm, SendTaskForm
 from taskpool.admin.rows import message_rows, pretty_json
-from taskpool.cursors import Cursor
-from taskpool.days import day_of, parse_day
-from taskpool.exceptions import InvalidCursor, PoolError, TaskClosed, UnknownTask
-from taskpool.models import DeviceUser, Task
+from taskpool.api.filters import task_query
+from taskpool.days import parse_day
+from taskpool.exceptions import PoolError, TaskClosed, UnknownTask
+from taskpool.fleet import validated_device_ids
+from taskpool.lifecycle import EXECUTION_STATUSES
+from taskpool.models import Task
 from taskpool.principals import address_of
 from taskpool.stores import get_store
+from taskpool.stores.base import TaskQuery
 
 
 @admin.register(Task)
 class TaskAdmin(PoolPagesAdmin):
     role = TASKS_ROLE
-    #: Tasks per page of a day's list.
+    #: Tasks per page of the list (``?limit=`` overrides it, as in the API).
     tasks_per_page = 50
-    #: Bytes a page of the list examines at most before it stops short.
-    scan_limit = 16 * 1024 * 1024
 
     def pages(self) -> list[URLPattern]:
         return [
@@ -52,47 +53,33 @@ class TaskAdmin(PoolPagesAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return self.has_role(request)
 
-    # A day's tasks, newest first -----------------------------------------------
+    # Recent tasks, newest first -------------------------------------------------
 
     def task_list_view(self, request: HttpRequest) -> HttpResponse:
+        """The tasks of the ``TASK_TTL`` horizon, newest first, filtered as ``GET /pool/tasks`` is."""
         self.require_role(request)
-        store = get_store()
-        days = store.days()
+        filter_errors: dict[str, list[str]] = {}
         try:
-            day = parse_day(request.GET["day"]) if request.GET.get("day") else day_of(store.now())
-        except ValueError:
-            raise Http404(_("That is not a day.")) from None
-        filters = DayFilterForm(request.GET)
-        where = filters.message_filter(type="task")
-        options: dict = {
-            "limit": self.tasks_per_page,
-            "where": where,
-            "scan_limit": self.scan_limit,
-        }
-        try:
-            if request.GET.get("older"):
-                options["before"] = Cursor.parse(request.GET["older"])
-            elif request.GET.get("newer"):
-                options["after"] = Cursor.parse(request.GET["newer"])
-            else:
-                options["from_end"] = True
-            page = store.day_page(day, **options)
-        except InvalidCursor as error:
-            messages.error(request, error.message)
-            return HttpResponseRedirect(f"{request.path}?day={day.isoformat()}")
-        earlier = [d for d in days if d < day]
-        later = [d for d in days if d > day]
+            query, before, limit = task_query(request.GET)
+        except ValueError as error:
+            filter_errors = error.args[0]
+            query, before, limit = TaskQuery(), None, self.tasks_per_page
+        page = get_store().recent_tasks(
+            query, before=before, limit=limit, registered_devices=validated_device_ids()
+        )
+        summaries = {summary.task["id"]: summary for summary in page.results}
+        rows = message_rows([summary.task for summary in page.results], request.user)
         return self.render(
             request,
             "admin/taskpool/task/change_list.html",
-            _("Tasks of %(day)s") % {"day": day.isoformat()},
-            day=day,
-            filters=filters,
+            _("Tasks"),
+            rows=[(row, sorted(summaries[row.message["id"]].statuses)) for row in rows],
             page=page,
-            rows=message_rows(page.entries, request.user)[::-1],
-            previous_day=earlier[-1] if earlier else None,
-            next_day=later[0] if later else None,
-            day_has_file=day in days,
+            filter_errors=filter_errors,
+            status_choices=EXECUTION_STATUSES,
+            selected_statuses=request.GET.getlist("status"),
+            has_filters=any(request.GET.get(name) for name in ("status", "to", "from", "q")),
+            is_first_page=before is None,
         )
 
     # A task's thread -------------------------------------------------------------
@@ -105,9 +92,7 @@ class TaskAdmin(PoolPagesAdmin):
         except UnknownTask:
             raise Http404(_("There is no task %(id)s in the pool.") % {"id": task_id}) from None
         now = store.now()
-        registered = list(
-            DeviceUser.objects.filter(validated=True).order_by("id").values_list("id", flat=True)
-        )
+        registered = validated_device_ids()
         task = detail.task
         closed = detail.state.closed_reason(now)
         task_day = _day_of_ts(task["ts"])

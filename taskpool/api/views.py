@@ -26,7 +26,7 @@ from taskpool.api.renderers import JSONRenderer
 from taskpool.authentication import DeviceJWTAuthentication
 from taskpool.conf import pool_settings
 from taskpool.days import day_of, parse_day
-from taskpool.fleet import device_rows
+from taskpool.fleet import device_rows, validated_device_ids
 from taskpool.models import DeviceUser
 from taskpool.api.filters import TaskFilter, task_query
 from taskpool.exceptions import NotAddressed
@@ -197,11 +197,6 @@ class DevicesView(PoolAPIView):
     def get(self, request: Request) -> Response:
         devices = list(DeviceUser.objects.all())
         return Response(device_rows(devices))
-
-
-def validated_device_ids() -> list[str]:
-    """The devices a ``device:*`` task counts as addressed to."""
-    return list(DeviceUser.objects.filter(validated=True).values_list("id", flat=True))
 
 
 class TaskDetailView(PoolAPIView):
