@@ -172,3 +172,9 @@ def test_an_email_makes_the_users_address(db):
     token = login("alice", "s3cret-enough").json()["access"]
     sent = post_json(client_with(token), "/pool/task", {"to": "device:pi-1", "title": "t"})
     assert sent.json()["from"] == "user:a@example.com"
+
+
+@pytest.mark.parametrize("role, staff", [("admin", True), ("master", True), ("user", False)])
+def test_taskpool_role_gives_admin_access_to_admins_and_masters(db, role, staff):
+    call_command("taskpool_role", f"someone-{role}", role, stdout=StringIO())
+    assert get_user_model().objects.get(username=f"someone-{role}").is_staff is staff
