@@ -124,6 +124,8 @@ async def _disconnect(receive: Receive) -> None:
 
 
 async def _send_response(response: HttpResponseBase, send: Send) -> None:
+    if not response.streaming and not response.has_header("Content-Length"):
+        response["Content-Length"] = str(len(response.content))  # type: ignore[attr-defined]
     headers = [
         (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()
     ]

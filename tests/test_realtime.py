@@ -132,6 +132,26 @@ def test_the_hub_wakes_only_the_waiters_a_line_from_another_process_concerns(sto
     assert (woken, b_woken, ops_woken, waiting) == (True, False, True, 3)
 
 
+def test_a_waiter_not_woken_may_resume_where_the_watcher_got_to(store, pool_dir):
+    async def scenario():
+        hub = Hub(store)
+        async with hub.waiter(Scope(DEVICE, "a")) as for_a, hub.waiter(Scope(DEVICE, "b")) as for_b:
+            read_to = store.end_cursor()  # what a stream for a has read
+            await asyncio.to_thread(post, store, "device:b")
+            await for_b.wait(30)
+            return (
+                read_to,
+                for_a.woken,
+                hub.resume_point(read_to),
+                hub.resume_point(Cursor.parse("29991231-000000000000")),
+            )
+
+    read_to, a_woken, resumed, ahead = asyncio.run(scenario())
+    assert read_to is None and not a_woken
+    assert resumed == store.end_cursor() is not None
+    assert ahead == Cursor.parse("29991231-000000000000")
+
+
 def test_the_hub_releases_waiters_that_are_cancelled(store):
     async def scenario() -> int:
         hub = Hub(store)

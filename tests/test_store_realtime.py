@@ -240,6 +240,7 @@ def test_changes_say_whom_new_messages_concern(day_store):
 
     quiet = day_store.changes_since(broadcast.mark)
     assert (quiet.mark, quiet.messages) == (broadcast.mark, 0)
+    assert quiet.through == broadcast.through == day_store.end_cursor()
 
 
 def test_claims_of_an_any_one_task_concern_every_device_it_was_offered_to(day_store):

@@ -22,6 +22,7 @@ import weakref
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 
+from taskpool.cursors import Cursor
 from taskpool.realtime.scope import Scope, concerned_scopes
 from taskpool.stores.base import BaseStore
 from taskpool.stores.changes import Changes
@@ -78,6 +79,8 @@ class Hub:
         self._signature: Hashable = None
         self._mark = 0
         self._failing = False
+        #: Where the watcher got to: every line before it has woken whom it concerns.
+        self.through: Cursor | None = None
 
     @property
     def waiting(self) -> int:
@@ -115,7 +118,7 @@ class Hub:
         try:
             signature = self.store.change_signature()
             changes = await asyncio.to_thread(self.store.changes_since, None)
-            self._signature, self._mark = signature, changes.mark
+            self._signature, self._mark, self.through = signature, changes.mark, changes.through
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         finally:
             self._starting = None
@@ -149,8 +152,21 @@ class Hub:
             self._failing = True
             return
         self._failing = False
-        self._signature, self._mark = signature, changes.mark
+        self._signature, self._mark, self.through = signature, changes.mark, changes.through
         self._wake(changes)
+
+    def resume_point(self, cursor: Cursor | None) -> Cursor | None:
+        """Where a reader may go on from, having read to ``cursor`` and not been woken since.
+
+        Call it only with a waiter that was cleared before that read and has
+        not been woken: every line the watcher looked at since then concerned
+        other scopes, so the reader can skip to where the watcher got to
+        instead of reading those lines itself.
+        """
+        through = self.through
+        if through is None or (cursor is not None and cursor >= through):
+            return cursor
+        return through
 
     def _wake(self, changes: Changes) -> None:
         scopes = concerned_scopes(changes)

@@ -81,10 +81,21 @@ class StreamFilter:
             return self._is_own(message)
         if message["type"] != "response" or not message["parent_id"]:
             return False
+        if scope.kind == DEVICE and not self._may_change_pending(message):
+            return False  # decided without looking the task up
         task = self._task(message["parent_id"])
         if task is None or not self._is_own(task):
             return False
         return scope.kind == MASTER or self._changes_pending(task, message)
+
+    def _may_change_pending(self, response: Message) -> bool:
+        """A cancel, or another device's answer (to what may be an any-one task)."""
+        status = response_status(response)
+        if status == "cancelled":
+            return True
+        return (status in _TAKING or status == "rejected") and response["from"] != (
+            f"device:{self.scope.name}"
+        )
 
     def _is_own(self, task: Message) -> bool:
         """A master's own task, or a task addressed to the device."""

@@ -23,6 +23,8 @@ logger = logging.getLogger("taskpool.realtime")
 
 #: Seconds of silence after which a keep-alive comment is sent.
 KEEP_ALIVE_SECONDS = 15.0
+#: How often a stream that was not woken moves its cursor past what others were sent.
+CATCH_UP_SECONDS = 1.0
 #: How often the stream served without an event loop (WSGI) looks for new lines.
 SYNC_POLL_SECONDS = 0.25
 _PAGE = 500
@@ -54,7 +56,8 @@ async def events(
     """
     stream_filter = StreamFilter(scope, store.find_task)
     loop = asyncio.get_running_loop()
-    async with hub_for(store).waiter(scope) as waiter:
+    hub = hub_for(store)
+    async with hub.waiter(scope) as waiter:
         yield sse.OPENED
         quiet_until = loop.time() + keep_alive
         while True:
@@ -71,9 +74,12 @@ async def events(
                 quiet_until = loop.time() + keep_alive
             if more:
                 continue
-            if not await waiter.wait(quiet_until - loop.time()):
-                yield sse.KEEP_ALIVE
-                quiet_until = loop.time() + keep_alive
+            while not await waiter.wait(min(CATCH_UP_SECONDS, quiet_until - loop.time())):
+                # Not woken: what others were sent since need not be read again.
+                cursor = hub.resume_point(cursor)
+                if loop.time() >= quiet_until:
+                    yield sse.KEEP_ALIVE
+                    quiet_until = loop.time() + keep_alive
 
 
 def sync_events(

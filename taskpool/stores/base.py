@@ -283,5 +283,6 @@ class BaseStore(abc.ABC):
         ``mark`` comes from the previous call; ``None`` starts watching now
         (nothing is reported). Sees messages stored by any process. When the
         store cannot tell (it lost track, or ``mark`` is too old),
-        ``Changes.everything`` is set.
+        ``Changes.everything`` is set. ``Changes.through`` is the position
+        before which every line has been accounted for.
         """

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from taskpool.cursors import Cursor
 from taskpool.exceptions import InvalidMessage
 from taskpool.lifecycle import TaskState
 from taskpool.messages import Message, parse_address, response_status
@@ -41,6 +42,8 @@ class Changes:
     masters: frozenset[str] = frozenset()
     #: The store cannot say whom: wake every waiter.
     everything: bool = False
+    #: Every line before this position is accounted for, in these or earlier changes.
+    through: Cursor | None = None
 
 
 def concern_of(message: Message, open_tasks: Mapping[str, TaskState]) -> Concern:
@@ -94,14 +97,14 @@ class Journal:
         self.record(Concern())  # takes a number, so every earlier mark falls behind the reset
         self._reset_at = self._next
 
-    def since(self, mark: int | None) -> Changes:
-        """The entries numbered ``mark`` and after, folded."""
+    def since(self, mark: int | None, through: Cursor | None = None) -> Changes:
+        """The entries numbered ``mark`` and after, folded; ``through`` is where the reader got to."""
         self.enabled = True
         if mark is None or mark == self._next:
-            return Changes(self._next)
+            return Changes(self._next, through=through)
         oldest = self._next - len(self._entries)
         if mark < max(oldest, self._reset_at) or mark > self._next:
-            return Changes(self._next, self._next - mark, everything=True)
+            return Changes(self._next, self._next - mark, everything=True, through=through)
         devices: set[str] = set()
         masters: set[str] = set()
         all_devices = False
@@ -113,5 +116,10 @@ class Journal:
             if concern.master is not None:
                 masters.add(concern.master)
         return Changes(
-            self._next, self._next - mark, frozenset(devices), all_devices, frozenset(masters)
+            self._next,
+            self._next - mark,
+            frozenset(devices),
+            all_devices,
+            frozenset(masters),
+            through=through,
         )

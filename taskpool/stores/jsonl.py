@@ -872,10 +872,12 @@ class JsonlStore(BaseStore):
 
     def find_task(self, task_id: str) -> Message | None:
         with self._mutex:
-            self._advance()
             known = self._index.locate(task_id)
-            if known is None:
-                return None
+            if known is None:  # perhaps stored since the index last looked
+                self._advance()
+                known = self._index.locate(task_id)
+                if known is None:
+                    return None
             return self._read_message(known.day_ordinal, known.offset)
 
     def change_signature(self) -> Hashable:
@@ -909,7 +911,9 @@ class JsonlStore(BaseStore):
     def changes_since(self, mark: int | None) -> Changes:
         with self._mutex:
             self._advance()
-            return self._journal.since(mark)
+            newest = max(self._tails, default=None)
+            through = None if newest is None else Cursor(newest, self._tails[newest].offset)
+            return self._journal.since(mark, through)
 
     def stats(self) -> dict[str, int]:
         """Figures about the index: lines read, lines skipped, open tasks."""
