@@ -246,3 +246,14 @@ def test_under_wsgi_bad_values_are_400(device_client):
 def test_the_log_page_of_an_empty_pool(admin_client_api, pool_dir: Path):
     answer = admin_client_api.get("/pool/log?limit=5")
     assert answer.json() == {"results": [], "next_cursor": None, "has_more": False}
+
+
+def test_under_wsgi_the_jsonl_dump_is_the_day_file(admin_client_api, store, pool_dir: Path):
+    for _ in range(3):
+        post(store, "device:a")
+    answer = admin_client_api.get("/pool/log?format=jsonl")
+    assert answer["Content-Type"] == "application/x-ndjson"
+    (day_file,) = pool_dir.glob("*.jsonl")
+    assert b"".join(answer.streaming_content) == day_file.read_bytes()
+    by_accept = admin_client_api.get("/pool/log", HTTP_ACCEPT="application/x-ndjson")
+    assert b"".join(by_accept.streaming_content) == day_file.read_bytes()
