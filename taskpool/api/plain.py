@@ -35,7 +35,8 @@ def authenticate(request: HttpRequest, permission: type[BasePermission] | None =
     """The principal the request authenticates as, once it passes ``permission``.
 
     Raises DRF's ``NotAuthenticated``, ``AuthenticationFailed`` or
-    ``PermissionDenied``. Touches the database: call it from a thread.
+    ``PermissionDenied``. Touches the database: from async code, call it
+    through ``in_django_thread``.
     """
     _attach_session_user(request)
     authenticators = [authenticator() for authenticator in PoolAPIView.authentication_classes]

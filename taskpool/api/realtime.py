@@ -1,12 +1,13 @@
 """The real-time endpoints (DESIGN 9): ``GET pending?wait=S`` and ``GET stream``.
 
 Plain async Django views (DRF has no async views): they authenticate with the
-API's own classes in a worker thread (``taskpool.api.plain``), read the store
-off the event loop, and hold no thread while they wait. Django's ASGI handler
-still gives each open request a thread of its own; ``taskpool.asgi`` serves
-these same two views in front of Django, where no such thread is made.
-Under WSGI (``runserver``) they still work: the long-poll runs in an event
-loop of its own, and the stream polls the pool from the request's thread.
+API's own classes where Django runs database code (``taskpool.api.plain``),
+read the store in worker threads, and hold no thread while they wait.
+Django's ASGI handler still gives each open request a thread of its own;
+``taskpool.asgi`` serves these same two views in front of Django, where no
+such thread is made. Under WSGI (``runserver``) they still work: the
+long-poll runs in an event loop of its own, and the stream polls the pool
+from the request's thread.
 """
 
 from __future__ import annotations
