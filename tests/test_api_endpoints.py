@@ -355,8 +355,9 @@ def test_the_schema_gives_the_request_fields_their_json_types(client, db):
     for name in ("TaskRequest", "ResponseRequest", "HeartbeatRequest"):
         assert components[name]["properties"]["meta"]["type"] == "object", name
         assert components[name]["properties"]["body"]["type"] == "string", name
-    (limit,) = schema["paths"]["/pool/pending"]["get"]["parameters"]
-    assert (limit["name"], limit["schema"]["type"]) == ("limit", "integer")
+    parameters = {p["name"]: p for p in schema["paths"]["/pool/pending"]["get"]["parameters"]}
+    assert parameters["limit"]["schema"]["type"] == "integer"
+    assert parameters["wait"]["schema"]["type"] == "number"
     schemes = schema["components"]["securitySchemes"]
     assert (schemes["deviceJWT"]["type"], schemes["deviceJWT"]["scheme"]) == ("http", "bearer")
     assert {"deviceJWT": []} in schema["paths"]["/pool/pending"]["get"]["security"]

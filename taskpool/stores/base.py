@@ -9,7 +9,7 @@ stores nothing when it refuses.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
@@ -21,6 +21,7 @@ from taskpool.exceptions import InvalidMessage
 from taskpool.lifecycle import TaskState
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import Address, Message, format_timestamp, parse_address
+from taskpool.stores.changes import Changes
 
 
 class Posted(NamedTuple):
@@ -176,6 +177,22 @@ class DayPage:
     def next_cursor(self) -> Cursor | None:
         """Where the page after this one starts, or ``None`` at the end of the day."""
         return None if self.at_end else self.end
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A run of messages in pool order, and where to continue reading."""
+
+    entries: list[PageEntry]
+    #: Just past the last message read (past skipped lines too); the cursor
+    #: given when nothing is new; ``None`` only for a pool without day files.
+    next_cursor: Cursor | None
+    #: Whether more messages follow ``next_cursor`` right now.
+    has_more: bool
+
+    @property
+    def results(self) -> list[Message]:
+        return [entry.message for entry in self.entries]
 
 
 class BaseStore(abc.ABC):
@@ -386,10 +403,71 @@ class BaseStore(abc.ABC):
         Looks back over the ``TASK_TTL`` horizon.
         """
 
+    # Real time: cursors, pages, raw lines, and what waiting needs ------------
+
+    @abc.abstractmethod
+    def check_cursor(self, cursor: Cursor) -> None:
+        """Raise ``InvalidCursor`` unless ``cursor`` is a position in the pool.
+
+        A position is the start of an existing day file (offset 0) or the
+        end of one of its complete lines.
+        """
+
+    @abc.abstractmethod
+    def end_cursor(self) -> Cursor | None:
+        """The position just past the last complete message of the pool; ``None`` if it is empty.
+
+        A reader that starts there sees only messages stored afterwards.
+        """
+
+    @abc.abstractmethod
+    def messages_after(self, cursor: Cursor | None, *, limit: int) -> Page:
+        """At most ``limit`` messages after ``cursor``, running on into later days.
+
+        ``None`` reads from the pool's first message. ``InvalidCursor`` if the
+        cursor is not a position in the pool (see ``check_cursor``). Lines
+        that are not messages are skipped; ``next_cursor`` is ``cursor``
+        itself when nothing is new.
+        """
+
+    @abc.abstractmethod
+    def messages_from_day(self, day: date, *, limit: int) -> Page:
+        """At most ``limit`` messages from the start of ``day`` on, running on into later days.
+
+        A day without messages starts at the next day that has some; when
+        nothing follows, ``next_cursor`` is the end of the pool before ``day``
+        (``None`` if there is none), so a reader can wait there for the day's
+        first message.
+        """
+
     @abc.abstractmethod
     def day_lines(self, day: date) -> Iterator[bytes]:
         """The day's complete lines exactly as stored, in chunks that end at line ends.
 
         Never holds the whole day in memory; lines stored after the call
         began are not included. Nothing for a day without messages.
+        """
+
+    @abc.abstractmethod
+    def find_task(self, task_id: str) -> Message | None:
+        """The task with this id within the ``TASK_TTL`` horizon, or ``None``; cheap."""
+
+    @abc.abstractmethod
+    def change_signature(self) -> Hashable:
+        """A fingerprint of the pool's extent that differs once new messages may have arrived.
+
+        Cheap and non-blocking (no reading, no waiting for writers), so a
+        watcher may call it often from an event loop; a differing value is
+        only a hint to call ``changes_since``.
+        """
+
+    @abc.abstractmethod
+    def changes_since(self, mark: int | None) -> Changes:
+        """Whom the messages stored since ``mark`` concern, and the mark to pass next time.
+
+        ``mark`` comes from the previous call; ``None`` starts watching now
+        (nothing is reported). Sees messages stored by any process. When the
+        store cannot tell (it lost track, or ``mark`` is too old),
+        ``Changes.everything`` is set. ``Changes.through`` is the position
+        before which every line has been accounted for.
         """

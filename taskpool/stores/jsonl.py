@@ -24,12 +24,12 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from django.core import checks
 
@@ -67,6 +67,7 @@ from taskpool.stores.base import (
     DayPage,
     DaySummary,
     DeviceActivity,
+    Page,
     PageEntry,
     Posted,
     TaskDetail,
@@ -74,10 +75,13 @@ from taskpool.stores.base import (
     TaskQuery,
     TaskSummary,
 )
+from taskpool.stores.changes import Changes, Journal, concern_of
 from taskpool.stores.index import PoolIndex
 
 LOCK_FILE_NAME = ".lock"
 READ_CHUNK_BYTES = 8 * 1024 * 1024
+PAGE_READ_BYTES = 256 * 1024
+DUMP_CHUNK_BYTES = 1024 * 1024
 _TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status")
 _RESPONSE_META_RESERVED = ("idempotency_key",)
 
@@ -120,6 +124,8 @@ class JsonlStore(BaseStore):
         self._mutex = threading.RLock()
         self._lock_fd: int | None = None
         self._lock_pid = 0
+        self._journal = Journal()
+        self._watch_listing: tuple[int, list[str]] | None = None
         self._start_over()
 
     @classmethod
@@ -173,6 +179,7 @@ class JsonlStore(BaseStore):
     # Reading the files into the index -------------------------------------
 
     def _start_over(self) -> None:
+        self._journal.reset()
         self._index = PoolIndex(self.task_ttl)
         self._tails: dict[date, _Tail] = {}
         self._listing: tuple[int, list[date]] | None = None
@@ -242,6 +249,7 @@ class JsonlStore(BaseStore):
     def _consume(self, day: date, path: Path, tail: _Tail, size: int, now: float) -> None:
         day_ordinal = day.toordinal()
         index = self._index
+        journal = self._journal
         with open(path, "rb", buffering=0) as file:
             file.seek(tail.offset)
             offset = tail.offset
@@ -265,6 +273,8 @@ class JsonlStore(BaseStore):
                         except InvalidMessage:
                             index.skip_line()
                         else:
+                            if journal.enabled:
+                                journal.record(concern_of(message, index.open))
                             index.add(message, day_ordinal, start, now)
                     start += len(line) + 1
                 offset += end + 1
@@ -805,6 +815,155 @@ class JsonlStore(BaseStore):
                 tasks.append((task_id, offset, statuses))
             return tasks
 
+    # Real time: cursors, pages, raw lines, changes ------------------------
+
+    def check_cursor(self, cursor: Cursor) -> None:
+        try:
+            descriptor = os.open(self._path(cursor.day), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise InvalidCursor(f"Cursor {cursor} names no day file.") from None
+        try:
+            if cursor.offset == 0:
+                return
+            if (
+                cursor.offset > os.fstat(descriptor).st_size
+                or os.pread(descriptor, 1, cursor.offset - 1) != b"\n"
+            ):
+                raise InvalidCursor(f"Cursor {cursor} is not at the end of a line.")
+        finally:
+            os.close(descriptor)
+
+    def end_cursor(self) -> Cursor | None:
+        for day in reversed(self.days()):
+            end = self._end_of_complete_lines(day)
+            if end is not None:
+                return Cursor(day, end)
+        return None
+
+    def _end_of_complete_lines(self, day: date) -> int | None:
+        """Just past the day file's last newline (0 if it has none); ``None`` without a file."""
+        try:
+            descriptor = os.open(self._path(day), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            end = os.fstat(descriptor).st_size
+            while end > 0:
+                start = max(0, end - PAGE_READ_BYTES)
+                newline = os.pread(descriptor, end - start, start).rfind(b"\n")
+                if newline >= 0:
+                    return start + newline + 1
+                end = start
+            return 0
+        finally:
+            os.close(descriptor)
+
+    def messages_after(self, cursor: Cursor | None, *, limit: int) -> Page:
+        if cursor is None:
+            days = self.days()
+            if not days:
+                return Page([], None, False)
+            cursor = Cursor.start_of(days[0])
+        else:
+            self.check_cursor(cursor)
+        return self._page(cursor, limit)
+
+    def messages_from_day(self, day: date, *, limit: int) -> Page:
+        first = next((listed for listed in self.days() if listed >= day), None)
+        if first is None:
+            return Page([], self.end_cursor(), False)
+        return self._page(Cursor.start_of(first), limit)
+
+    def _page(self, start: Cursor, limit: int) -> Page:
+        entries: list[PageEntry] = []
+        position = start
+        for day in [listed for listed in self.days() if listed >= start.day]:
+            offset = start.offset if day == start.day else 0
+            with closing(self._lines_from(day, offset)) as lines:
+                for end, line in lines:
+                    try:
+                        message = decode_line(line)
+                    except InvalidMessage:
+                        position = Cursor(day, end)  # not a message: step over it
+                        continue
+                    if len(entries) == limit:
+                        return Page(entries, entries[-1].cursor, True)
+                    position = Cursor(day, end)
+                    entries.append(PageEntry(position, message))
+        return Page(entries, position, False)
+
+    def _lines_from(self, day: date, offset: int) -> Iterator[tuple[int, bytes]]:
+        """Each complete line of a day's file from ``offset`` on, with the offset just past it."""
+        file = self._open_day_file(day)
+        if file is None:
+            return
+        with file:
+            file.seek(offset)
+            position = offset  # the file offset of ``carry``
+            carry = b""
+            while chunk := file.read(PAGE_READ_BYTES):
+                data = carry + chunk if carry else chunk
+                end = data.rfind(b"\n")
+                if end < 0:
+                    carry = data
+                    continue
+                for line in data[:end].split(b"\n"):
+                    position += len(line) + 1
+                    yield position, line
+                carry = data[end + 1 :]
+
+    def _open_day_file(self, day: date) -> BinaryIO | None:
+        """The day's file opened for unbuffered reading, or ``None`` if there is none."""
+        try:
+            return open(self._path(day), "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            return None
+
+    def find_task(self, task_id: str) -> Message | None:
+        with self._mutex:
+            known = self._index.locate(task_id)
+            if known is None:  # perhaps stored since the index last looked
+                self._advance()
+                known = self._index.locate(task_id)
+                if known is None:
+                    return None
+            return self._read_message(known.day_ordinal, known.offset)
+
+    def change_signature(self) -> Hashable:
+        # Without the mutex: a watcher calls this from an event loop.
+        directory = os.stat(self.directory)
+        first = day_file_name(day_of(self._clock() - self.task_ttl))
+        extents = []
+        for name in self._day_file_names(directory.st_mtime_ns):
+            if name >= first:
+                try:
+                    stat = os.stat(self.directory / name)
+                except FileNotFoundError:
+                    continue
+                extents.append((name, stat.st_ino, stat.st_size))
+        return directory.st_mtime_ns, tuple(extents)
+
+    def _day_file_names(self, directory_mtime_ns: int) -> list[str]:
+        listing = self._watch_listing
+        # As in _listed_days: a directory changed in the last two seconds is listed again.
+        if (
+            listing is None
+            or listing[0] != directory_mtime_ns
+            or time.time_ns() - directory_mtime_ns <= 2_000_000_000
+        ):
+            names = sorted(
+                name for name in os.listdir(self.directory) if day_of_file_name(name) is not None
+            )
+            listing = self._watch_listing = (directory_mtime_ns, names)
+        return listing[1]
+
+    def changes_since(self, mark: int | None) -> Changes:
+        with self._mutex:
+            self._advance()
+            newest = max(self._tails, default=None)
+            through = None if newest is None else Cursor(newest, self._tails[newest].offset)
+            return self._journal.since(mark, through)
+
     def stats(self) -> dict[str, int]:
         """Figures about the index: lines read, lines skipped, open tasks."""
         with self._mutex:
@@ -898,7 +1057,7 @@ class JsonlStore(BaseStore):
             position = 0
             carry = b""
             while position < end:
-                chunk = os.pread(descriptor, min(READ_CHUNK_BYTES, end - position), position)
+                chunk = os.pread(descriptor, min(DUMP_CHUNK_BYTES, end - position), position)
                 if not chunk:
                     return
                 position += len(chunk)
