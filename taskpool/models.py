@@ -82,3 +82,45 @@ class UserRole(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.role}"
+
+
+class _NoRows(models.Manager):
+    """Admin entry points have no table: every query is empty and never reaches the database."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().none()
+
+
+class AdminEntryPoint(models.Model):
+    """A model without a table that gives a family of pool pages its place in the admin.
+
+    The pages read and write the pool through the store; the model only gives
+    them an entry on the admin index, URL names and breadcrumbs.
+    """
+
+    objects = _NoRows()
+
+    class Meta:
+        abstract = True
+        managed = False
+        default_permissions = ()
+        base_manager_name = "objects"
+
+    def __str__(self) -> str:
+        return str(self._meta.verbose_name)
+
+
+class DayFile(AdminEntryPoint):
+    """The day files in the admin (``taskpool.admin.day_files``)."""
+
+    class Meta(AdminEntryPoint.Meta):
+        verbose_name = _("day file")
+        verbose_name_plural = _("day files")
+
+
+class Task(AdminEntryPoint):
+    """Tasks in the admin: threads, sending, cancelling (``taskpool.admin.tasks``)."""
+
+    class Meta(AdminEntryPoint.Meta):
+        verbose_name = _("task")
+        verbose_name_plural = _("tasks")

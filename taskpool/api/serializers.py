@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -12,6 +13,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 
+from taskpool.conf import pool_settings
+from taskpool.cursors import Cursor
+from taskpool.days import parse_day
+from taskpool.exceptions import InvalidCursor
 from taskpool.lifecycle import EXECUTION_STATUSES
 from taskpool.messages import DEVICE_STATUSES
 
@@ -148,7 +153,7 @@ class RefreshSerializer(StrictSerializer, TokenRefreshSerializer):
 
 # Query strings -------------------------------------------------------------
 
-_DIGITS = re.compile(r"\d{1,9}")
+_DIGITS = re.compile(r"[0-9]{1,9}")  # \d would also take other scripts' digits
 
 
 @extend_schema_field(OpenApiTypes.INT)
@@ -158,6 +163,10 @@ class QueryIntegerField(serializers.Field):
     def __init__(self, *, min_value: int, max_value: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.min_value, self.max_value = min_value, max_value
+
+    def get_value(self, dictionary: Any) -> Any:
+        # DRF reads an empty form value as absent; in a query string it is a bad value.
+        return dictionary.get(self.field_name, serializers.empty)
 
     def to_internal_value(self, data: Any) -> int:
         if not isinstance(data, str) or not _DIGITS.fullmatch(data):
@@ -243,3 +252,95 @@ class TaskPageSerializer(serializers.Serializer):
 class ClaimSerializer(serializers.Serializer):
     task = MessageSerializer()
     claim = MessageSerializer()
+
+
+# Real time: query strings (DESIGN 9) ------------------------------------------
+
+_SECONDS = re.compile(r"\d{1,6}(\.\d{1,3})?")
+
+
+@extend_schema_field(OpenApiTypes.FLOAT)
+class QuerySecondsField(serializers.Field):
+    """A query-string duration in seconds, ``0`` to ``maximum()``: ``30`` or ``2.5``."""
+
+    def __init__(self, *, maximum: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.maximum = maximum
+
+    def to_internal_value(self, data: Any) -> float:
+        if not isinstance(data, str) or not _SECONDS.fullmatch(data):
+            raise serializers.ValidationError("Must be a number of seconds, like 30 or 2.5.")
+        seconds, limit = float(data), self.maximum()
+        if seconds > limit:
+            raise serializers.ValidationError(f"Must be at most {limit:g} seconds (LONG_POLL_MAX).")
+        return seconds
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class CursorField(serializers.Field):
+    """A cursor as the stream and the log give them: ``YYYYMMDD-OOOOOOOOOOOO``."""
+
+    def to_internal_value(self, data: Any) -> Cursor:
+        try:
+            return Cursor.parse(data)
+        except InvalidCursor as error:
+            raise serializers.ValidationError(error.message) from None
+
+    def to_representation(self, value: Any) -> Any:
+        return str(value)
+
+
+@extend_schema_field(OpenApiTypes.DATE)
+class DayField(serializers.Field):
+    """A real, zero-padded ``YYYY-MM-DD``."""
+
+    def to_internal_value(self, data: Any) -> date:
+        try:
+            return parse_day(data)
+        except ValueError as error:
+            raise serializers.ValidationError(str(error)) from None
+
+    def to_representation(self, value: Any) -> Any:
+        return value.isoformat()
+
+
+class LongPollQuerySerializer(PendingQuerySerializer):
+    wait = QuerySecondsField(
+        maximum=lambda: pool_settings.LONG_POLL_MAX.total_seconds(),
+        help_text="Hold the request up to this many seconds until a task is pending (at most LONG_POLL_MAX).",
+    )
+
+
+class StreamQuerySerializer(serializers.Serializer):
+    after = CursorField(
+        required=False,
+        help_text="Replay what came after this cursor, then go live (the Last-Event-ID header wins).",
+    )
+
+
+class LogPageQuerySerializer(serializers.Serializer):
+    date = DayField(
+        required=False, help_text="YYYY-MM-DD: the first page of that day (default today, UTC)."
+    )
+    after = CursorField(
+        required=False, help_text="The page after this cursor, running on into later days."
+    )
+    limit = QueryIntegerField(min_value=1, max_value=1000, required=False, default=100)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "date" in attrs and "after" in attrs:
+            raise serializers.ValidationError({"after": ["Give date or after, not both."]})
+        return attrs
+
+
+class LogPageSerializer(serializers.Serializer):
+    """A page of the log (for the schema)."""
+
+    results = MessageSerializer(many=True)
+    next_cursor = serializers.CharField(
+        allow_null=True, help_text="Where to continue: the cursor given when nothing is new."
+    )
+    has_more = serializers.BooleanField()

@@ -4,7 +4,7 @@ from django.urls import path, re_path
 from django.views.decorators.common import no_append_slash
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from taskpool.api import views
+from taskpool.api import log, realtime, views
 
 
 def route(pattern: str, view: object, name: str) -> object:
@@ -12,7 +12,8 @@ def route(pattern: str, view: object, name: str) -> object:
 
 
 urlpatterns = [
-    route("pending", views.PendingView.as_view(), "pending"),
+    route("pending", realtime.documented_as(realtime.pending, realtime.PendingSchema), "pending"),
+    route("stream", realtime.documented_as(realtime.stream, realtime.StreamSchema), "stream"),
     route("response", views.ResponseView.as_view(), "response"),
     route("heartbeat", views.HeartbeatView.as_view(), "heartbeat"),
     route("task", views.TaskView.as_view(), "task"),
@@ -20,7 +21,7 @@ urlpatterns = [
     route("tasks", views.TaskListView.as_view(), "tasks"),
     route("tasks/<str:task_id>", views.TaskDetailView.as_view(), "task-detail"),
     route("tasks/<str:task_id>/cancel", views.CancelView.as_view(), "task-cancel"),
-    route("log", views.LogView.as_view(), "log"),
+    route("log", log.LogView.as_view(), "log"),
     route("devices", views.DevicesView.as_view(), "devices"),
     route("auth/token", views.TokenObtainView.as_view(), "token"),
     route("auth/token/refresh", views.TokenRefreshPairView.as_view(), "token-refresh"),

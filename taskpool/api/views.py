@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.http import JsonResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -26,7 +26,7 @@ from taskpool.api.renderers import JSONRenderer
 from taskpool.authentication import DeviceJWTAuthentication
 from taskpool.conf import pool_settings
 from taskpool.days import day_of, parse_day
-from taskpool.messages import format_timestamp
+from taskpool.fleet import device_rows, validated_device_ids
 from taskpool.models import DeviceUser
 from taskpool.api.filters import TaskFilter, task_query
 from taskpool.exceptions import NotAddressed
@@ -199,47 +199,6 @@ class DevicesView(PoolAPIView):
         return Response(device_rows(devices))
 
 
-def device_rows(devices: list[DeviceUser]) -> list[dict[str, Any]]:
-    """The devices list: activity from the pool and from accepted requests."""
-    store = get_store()
-    ids = [device.id for device in devices]
-    pending = store.pending_counts(ids)
-    activity = store.device_activity(ids)
-    now = datetime.fromtimestamp(store.now(), UTC)
-    window: timedelta = pool_settings.ONLINE_WINDOW
-    rows = []
-    for device in devices:
-        heard = activity[device.id]
-        seen = [moment for moment in (device.last_seen, _moment(heard.last_message)) if moment]
-        last_seen = max(seen) if seen else None
-        rows.append(
-            {
-                "id": device.id,
-                "kind": device.kind,
-                "validated": device.validated,
-                "last_seen": format_timestamp(last_seen.timestamp()) if last_seen else None,
-                "last_heartbeat": heard.last_heartbeat,
-                "online": last_seen is not None and now - last_seen <= window,
-                "pending": pending[device.id],
-            }
-        )
-    return rows
-
-
-def _moment(ts: str | None) -> datetime | None:
-    if ts is None:
-        return None
-    try:
-        return datetime.fromisoformat(ts)
-    except ValueError:
-        return None
-
-
-def validated_device_ids() -> list[str]:
-    """The devices a ``device:*`` task counts as addressed to."""
-    return list(DeviceUser.objects.filter(validated=True).values_list("id", flat=True))
-
-
 class TaskDetailView(PoolAPIView):
     permission_classes = [IsMasterOrAddressedDevice]
 
@@ -365,6 +324,7 @@ class TokenRefreshPairView(TokenRefreshView):
         return exception_handler
 
 
+@csrf_exempt  # a wrong POST is a 404 like any other, not CSRF's HTML 403
 def not_found(request: Any, *args: Any, **kwargs: Any) -> JsonResponse:
     """A clean JSON 404 for any other path under the pool's prefix."""
     return JsonResponse(error_body("Not found."), status=404)

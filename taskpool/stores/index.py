@@ -244,11 +244,18 @@ class PoolIndex:
             if state is not None and state.expires_at <= now:
                 self._close(state, EXPIRED, now)
 
-    def forget_days_before(self, day_ordinal: int) -> None:
-        """Drop what is kept of day files that left the horizon."""
+    def forget_days_before(self, day_ordinal: int, now: float) -> None:
+        """Drop what is kept of day files that left the horizon, their open tasks too.
+
+        A process started now would not read those files, so their tasks are
+        pending for no one (only a hand-written ``expires_at`` keeps one open so long).
+        """
         for old in [day for day in self.days if day < day_ordinal]:
             del self.days[old]
         self._newest_first = sorted(self.days, reverse=True)
+        first = position_of(day_ordinal, 0)
+        for state in [state for state in self.open.values() if state.position < first]:
+            self._close(state, EXPIRED, now)
 
     # Reading -----------------------------------------------------------
 

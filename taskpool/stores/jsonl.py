@@ -25,18 +25,21 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from django.core import checks
 
+from taskpool.cursors import Cursor
 from taskpool.days import day_file_name, day_of, day_of_file_name
 from taskpool.exceptions import (
+    AlreadyAnswered,
     IdempotencyConflict,
+    InvalidCursor,
     InvalidMessage,
     MessageTooLarge,
     NotAddressed,
@@ -45,8 +48,8 @@ from taskpool.exceptions import (
     TaskClosed,
     UnknownTask,
 )
-from taskpool.cursors import Cursor
-from taskpool.lifecycle import CANCELLED, EXPIRED, TaskState, bits_to_statuses, replay
+from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED, TaskState, bits_to_statuses, replay
+from taskpool.message_filter import MessageFilter
 from taskpool.messages import (
     DEVICE_STATUSES,
     Message,
@@ -58,10 +61,15 @@ from taskpool.messages import (
     parse_address,
     same_request,
 )
+from taskpool.stores import day_reading, day_summaries
 from taskpool.stores.base import (
     BaseStore,
     Claim,
+    DayPage,
+    DaySummary,
     DeviceActivity,
+    Page,
+    PageEntry,
     Posted,
     TaskDetail,
     TaskPage,
@@ -69,12 +77,15 @@ from taskpool.stores.base import (
     TaskSummary,
 )
 from taskpool.stores import checkpoint
+from taskpool.stores.changes import Changes, Journal, concern_of
 from taskpool.stores.index import PoolIndex
 
 LOCK_FILE_NAME = ".lock"
 #: Lines read since the last start-up checkpoint before the next one is written.
 CHECKPOINT_LINES = 50_000
 READ_CHUNK_BYTES = 8 * 1024 * 1024
+PAGE_READ_BYTES = 256 * 1024
+DUMP_CHUNK_BYTES = 1024 * 1024
 _TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status")
 _RESPONSE_META_RESERVED = ("idempotency_key",)
 
@@ -134,6 +145,8 @@ class JsonlStore(BaseStore):
         self._lock_pid = 0
         self._writer: _DayWriter | None = None
         self._paths: dict[date, Path] = {}
+        self._journal = Journal()
+        self._watch_listing: tuple[int, list[str]] | None = None
         self._start_over(from_checkpoint=True)
 
     @classmethod
@@ -188,6 +201,7 @@ class JsonlStore(BaseStore):
     # Reading the files into the index -------------------------------------
 
     def _start_over(self, *, from_checkpoint: bool = False) -> None:
+        self._journal.reset()
         self._index = PoolIndex(self.task_ttl)
         self._tails: dict[date, _Tail] = {}
         self._listing: tuple[int, list[date]] | None = None
@@ -232,7 +246,7 @@ class JsonlStore(BaseStore):
             self._horizon_start = first_day
             for day in [day for day in self._tails if day < first_day]:
                 del self._tails[day]
-            self._index.forget_days_before(first_day.toordinal())
+            self._index.forget_days_before(first_day.toordinal(), now)
         for day in self._listed_days():
             if day >= first_day:
                 self._read_new(day, now)
@@ -298,6 +312,7 @@ class JsonlStore(BaseStore):
     def _consume(self, day: date, path: Path, tail: _Tail, size: int, now: float) -> None:
         day_ordinal = day.toordinal()
         index = self._index
+        journal = self._journal
         with open(path, "rb", buffering=0) as file:
             file.seek(tail.offset)
             offset = tail.offset
@@ -321,6 +336,8 @@ class JsonlStore(BaseStore):
                         except InvalidMessage:
                             index.skip_line()
                         else:
+                            if journal.enabled:
+                                journal.record(concern_of(message, index.open))
                             index.add(message, day_ordinal, start, now)
                     start += len(line) + 1
                 offset += end + 1
@@ -426,7 +443,10 @@ class JsonlStore(BaseStore):
             return descriptor
         # The index is level with the file up to ``start``: take our line from
         # memory, decoded from its bytes as any other process will see it.
-        self._index.add(decode_line(line[:-1]), day.toordinal(), start, now)
+        message = decode_line(line[:-1])
+        if self._journal.enabled:
+            self._journal.record(concern_of(message, self._index.open))
+        self._index.add(message, day.toordinal(), start, now)
         tail.offset = tail.size = end
         return descriptor
 
@@ -569,6 +589,9 @@ class JsonlStore(BaseStore):
             addressed = False
         if not addressed:
             raise NotAddressed(f"Task {task_id} is not addressed to device {device_id}.")
+        if known.closed == FINISHED and task["meta"].get("mode") != "any":
+            # Finished means every addressed device answered for good, this one too.
+            raise AlreadyAnswered(f"Device {device_id} has already answered task {task_id}.")
         raise _closed_error(task_id, known.closed)
 
     def post_task(
@@ -957,6 +980,155 @@ class JsonlStore(BaseStore):
                 tasks.append((task_id, offset, statuses))
             return tasks
 
+    # Real time: cursors, pages, raw lines, changes ------------------------
+
+    def check_cursor(self, cursor: Cursor) -> None:
+        try:
+            descriptor = os.open(self._path(cursor.day), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise InvalidCursor(f"Cursor {cursor} names no day file.") from None
+        try:
+            if cursor.offset == 0:
+                return
+            if (
+                cursor.offset > os.fstat(descriptor).st_size
+                or os.pread(descriptor, 1, cursor.offset - 1) != b"\n"
+            ):
+                raise InvalidCursor(f"Cursor {cursor} is not at the end of a line.")
+        finally:
+            os.close(descriptor)
+
+    def end_cursor(self) -> Cursor | None:
+        for day in reversed(self.days()):
+            end = self._end_of_complete_lines(day)
+            if end is not None:
+                return Cursor(day, end)
+        return None
+
+    def _end_of_complete_lines(self, day: date) -> int | None:
+        """Just past the day file's last newline (0 if it has none); ``None`` without a file."""
+        try:
+            descriptor = os.open(self._path(day), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            end = os.fstat(descriptor).st_size
+            while end > 0:
+                start = max(0, end - PAGE_READ_BYTES)
+                newline = os.pread(descriptor, end - start, start).rfind(b"\n")
+                if newline >= 0:
+                    return start + newline + 1
+                end = start
+            return 0
+        finally:
+            os.close(descriptor)
+
+    def messages_after(self, cursor: Cursor | None, *, limit: int) -> Page:
+        if cursor is None:
+            days = self.days()
+            if not days:
+                return Page([], None, False)
+            cursor = Cursor.start_of(days[0])
+        else:
+            self.check_cursor(cursor)
+        return self._page(cursor, limit)
+
+    def messages_from_day(self, day: date, *, limit: int) -> Page:
+        first = next((listed for listed in self.days() if listed >= day), None)
+        if first is None:
+            return Page([], self.end_cursor(), False)
+        return self._page(Cursor.start_of(first), limit)
+
+    def _page(self, start: Cursor, limit: int) -> Page:
+        entries: list[PageEntry] = []
+        position = start
+        for day in [listed for listed in self.days() if listed >= start.day]:
+            offset = start.offset if day == start.day else 0
+            with closing(self._lines_from(day, offset)) as lines:
+                for end, line in lines:
+                    try:
+                        message = decode_line(line)
+                    except InvalidMessage:
+                        position = Cursor(day, end)  # not a message: step over it
+                        continue
+                    if len(entries) == limit:
+                        return Page(entries, entries[-1].cursor, True)
+                    position = Cursor(day, end)
+                    entries.append(PageEntry(position, message))
+        return Page(entries, position, False)
+
+    def _lines_from(self, day: date, offset: int) -> Iterator[tuple[int, bytes]]:
+        """Each complete line of a day's file from ``offset`` on, with the offset just past it."""
+        file = self._open_day_file(day)
+        if file is None:
+            return
+        with file:
+            file.seek(offset)
+            position = offset  # the file offset of ``carry``
+            carry = b""
+            while chunk := file.read(PAGE_READ_BYTES):
+                data = carry + chunk if carry else chunk
+                end = data.rfind(b"\n")
+                if end < 0:
+                    carry = data
+                    continue
+                for line in data[:end].split(b"\n"):
+                    position += len(line) + 1
+                    yield position, line
+                carry = data[end + 1 :]
+
+    def _open_day_file(self, day: date) -> BinaryIO | None:
+        """The day's file opened for unbuffered reading, or ``None`` if there is none."""
+        try:
+            return open(self._path(day), "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            return None
+
+    def find_task(self, task_id: str) -> Message | None:
+        with self._mutex:
+            known = self._index.locate(task_id)
+            if known is None:  # perhaps stored since the index last looked
+                self._advance()
+                known = self._index.locate(task_id)
+                if known is None:
+                    return None
+            return self._read_message(known.day_ordinal, known.offset)
+
+    def change_signature(self) -> Hashable:
+        # Without the mutex: a watcher calls this from an event loop.
+        directory = os.stat(self.directory)
+        first = day_file_name(day_of(self._clock() - self.task_ttl))
+        extents = []
+        for name in self._day_file_names(directory.st_mtime_ns):
+            if name >= first:
+                try:
+                    stat = os.stat(self.directory / name)
+                except FileNotFoundError:
+                    continue
+                extents.append((name, stat.st_ino, stat.st_size))
+        return directory.st_mtime_ns, tuple(extents)
+
+    def _day_file_names(self, directory_mtime_ns: int) -> list[str]:
+        listing = self._watch_listing
+        # As in _listed_days: a directory changed in the last two seconds is listed again.
+        if (
+            listing is None
+            or listing[0] != directory_mtime_ns
+            or time.time_ns() - directory_mtime_ns <= 2_000_000_000
+        ):
+            names = sorted(
+                name for name in os.listdir(self.directory) if day_of_file_name(name) is not None
+            )
+            listing = self._watch_listing = (directory_mtime_ns, names)
+        return listing[1]
+
+    def changes_since(self, mark: int | None) -> Changes:
+        with self._mutex:
+            self._advance()
+            newest = max(self._tails, default=None)
+            through = None if newest is None else Cursor(newest, self._tails[newest].offset)
+            return self._journal.since(mark, through)
+
     def stats(self) -> dict[str, int]:
         """Figures about the index: lines read, lines skipped, open tasks."""
         with self._mutex:
@@ -967,6 +1139,176 @@ class JsonlStore(BaseStore):
                 "skipped_lines": index.skipped_lines,
                 "open_tasks": len(index.open),
             }
+
+    # Browsing day files (the admin) ------------------------------------------
+    # Reads the files directly with pread, never the index, and takes no lock:
+    # day files only grow, and each read stops at the last complete line.
+
+    def day_summaries(
+        self, days: list[date], *, count_limit: int | None = None
+    ) -> list[DaySummary]:
+        budget = day_summaries.Budget(count_limit)
+        summaries = (day_summaries.summarize(day, self._path(day), budget) for day in days)
+        return [summary for summary in summaries if summary is not None]
+
+    def day_page(
+        self,
+        day: date,
+        *,
+        after: Cursor | None = None,
+        before: Cursor | None = None,
+        from_end: bool = False,
+        limit: int = 50,
+        where: MessageFilter | None = None,
+        scan_limit: int | None = None,
+    ) -> DayPage:
+        for cursor in (after, before):
+            if cursor is not None and cursor.day != day:
+                raise InvalidCursor(f"Cursor {cursor} is not in the day {day.isoformat()}.")
+        where = where if where is not None and not where.is_empty else None
+        with self._open_day(day) as (descriptor, end):
+            if descriptor is None:
+                return DayPage([], Cursor.start_of(day), Cursor.start_of(day), True)
+            if before is not None or from_end:
+                stop = end if before is None else before.offset
+                day_reading.check_line_start(descriptor, stop, end)
+                entries, start = _scan_backward(day, descriptor, stop, limit, where, scan_limit)
+                return DayPage(entries, Cursor(day, start), Cursor(day, stop), stop >= end)
+            start = 0 if after is None else after.offset
+            day_reading.check_line_start(descriptor, start, end)
+            entries, stop = _scan_forward(day, descriptor, start, end, limit, where, scan_limit)
+            return DayPage(entries, Cursor(day, start), Cursor(day, stop), stop >= end)
+
+    def message_at(self, cursor: Cursor) -> Message:
+        with self._open_day(cursor.day) as (descriptor, end):
+            if descriptor is None or not 0 < cursor.offset <= end:
+                raise InvalidCursor(f"No line ends at {cursor}.")
+            day_reading.check_line_start(descriptor, cursor.offset, end)
+            return decode_line(day_reading.line_before(descriptor, cursor.offset))
+
+    def device_messages(self, device_id: str, *, limit: int = 20) -> list[PageEntry]:
+        address = device_address(device_id)
+        needles = (device_id.encode(), b'"device:*"')
+
+        def could_name(data: bytes) -> bool:
+            return b"\\" in data or any(needle in data for needle in needles)
+
+        found: list[PageEntry] = []
+        first_day = day_of(self._clock() - self.task_ttl)
+        with self._mutex:
+            days = [day for day in self._listed_days() if day >= first_day]
+        for day in reversed(days):
+            with self._open_day(day) as (descriptor, end):
+                if descriptor is None:
+                    continue
+                for _start, lines in day_reading.read_backward(descriptor, end, could_name):
+                    for offset, line in lines:
+                        if not could_name(line):
+                            continue
+                        try:
+                            message = decode_line(line)
+                        except InvalidMessage:
+                            continue
+                        if message["from"] == address or _addressed_to(message, device_id):
+                            found.append(PageEntry(Cursor(day, offset + len(line) + 1), message))
+                            if len(found) >= limit:
+                                return found
+        return found
+
+    def day_lines(self, day: date) -> Iterator[bytes]:
+        with self._open_day(day) as (descriptor, end):
+            if descriptor is None:
+                return
+            position = 0
+            carry = b""
+            while position < end:
+                chunk = os.pread(descriptor, min(DUMP_CHUNK_BYTES, end - position), position)
+                if not chunk:
+                    return
+                position += len(chunk)
+                data = carry + chunk if carry else chunk
+                cut = data.rfind(b"\n") + 1
+                if cut:
+                    yield data[:cut]
+                carry = data[cut:]
+
+    @contextmanager
+    def _open_day(self, day: date) -> Iterator[tuple[int | None, int]]:
+        """The day file's descriptor and the end of its last complete line (``None``, 0 if no file)."""
+        try:
+            descriptor = os.open(self._path(day), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            yield None, 0
+            return
+        try:
+            yield descriptor, day_reading.complete_end(descriptor, os.fstat(descriptor).st_size)
+        finally:
+            os.close(descriptor)
+
+
+def _scan_forward(
+    day: date,
+    descriptor: int,
+    start: int,
+    end: int,
+    limit: int,
+    where: MessageFilter | None,
+    scan_limit: int | None,
+) -> tuple[list[PageEntry], int]:
+    """A page's entries reading forward from ``start``, and where the reading stopped."""
+    entries: list[PageEntry] = []
+    chunk_test = where.could_match if where is not None else None
+    for chunk_end, lines in day_reading.read_forward(descriptor, start, end, chunk_test):
+        for offset, line in lines:
+            message = _wanted(line, where)
+            if message is not None:
+                entries.append(PageEntry(Cursor(day, offset + len(line) + 1), message))
+                if len(entries) >= limit:
+                    return entries, offset + len(line) + 1
+        if scan_limit is not None and chunk_end - start >= scan_limit:
+            return entries, chunk_end
+    return entries, end
+
+
+def _scan_backward(
+    day: date,
+    descriptor: int,
+    stop: int,
+    limit: int,
+    where: MessageFilter | None,
+    scan_limit: int | None,
+) -> tuple[list[PageEntry], int]:
+    """A page's entries (in file order) reading backward to ``stop``, and where it began."""
+    entries: list[PageEntry] = []
+    chunk_test = where.could_match if where is not None else None
+    for chunk_start, lines in day_reading.read_backward(descriptor, stop, chunk_test):
+        for offset, line in lines:
+            message = _wanted(line, where)
+            if message is not None:
+                entries.append(PageEntry(Cursor(day, offset + len(line) + 1), message))
+                if len(entries) >= limit:
+                    return entries[::-1], offset
+        if scan_limit is not None and stop - chunk_start >= scan_limit:
+            return entries[::-1], chunk_start
+    return entries[::-1], 0
+
+
+def _wanted(line: bytes, where: MessageFilter | None) -> Message | None:
+    """The line's message if it is one and ``where`` takes it."""
+    if not line or (where is not None and not where.could_match(line)):
+        return None
+    try:
+        message = decode_line(line)
+    except InvalidMessage:
+        return None
+    return message if where is None or where.matches(message) else None
+
+
+def _addressed_to(message: Message, device_id: str) -> bool:
+    try:
+        return parse_address(message["to"]).includes(device_id)
+    except InvalidMessage:
+        return False
 
 
 def _own_meta(meta: dict[str, Any] | None, reserved: tuple[str, ...]) -> dict[str, Any]:

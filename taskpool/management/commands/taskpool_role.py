@@ -28,8 +28,8 @@ class Command(BaseCommand):
             user.set_password(options["password"])
         if options["email"] is not None:
             user.email = options["email"]
-        if role == UserRole.ADMIN:
-            user.is_staff = True  # admins use the Django admin
+        if role in (UserRole.ADMIN, UserRole.MASTER):
+            user.is_staff = True  # they send, follow and cancel tasks in the Django admin
         user.save()
         UserRole.objects.update_or_create(user=user, defaults={"role": role})
         verb = "Created" if created else "Updated"

@@ -1,0 +1,250 @@
+"""Devices in the admin: the fleet at a glance, and the actions staff take on it.
+
+The changelist shows each device's online badge, last seen, last heartbeat
+and pending count from ``taskpool.fleet``, computed once per page (two store
+calls for the whole page, not per row). Validating, invalidating, revoking
+tokens and issuing a new one need the *change* permission on devices; a new
+token is shown once and stored nowhere.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+
+from taskpool.admin.access import can_use_tasks
+from taskpool.admin.rows import message_rows
+from taskpool.fleet import DeviceStatus, device_statuses, online_device_ids
+from taskpool.models import DeviceUser
+from taskpool.stores import get_store
+from taskpool.tokens import DeviceToken
+
+RECENT_MESSAGES = 20
+
+
+class OnlineFilter(admin.SimpleListFilter):
+    """Online: heard from within ``ONLINE_WINDOW`` (by a message or an accepted request)."""
+
+    title = gettext_lazy("online")
+    parameter_name = "online"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("yes", gettext_lazy("Online")), ("no", gettext_lazy("Offline"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        if self.value() not in ("yes", "no"):
+            return None
+        online = online_device_ids(queryset.only("id", "last_seen"))
+        if self.value() == "yes":
+            return queryset.filter(pk__in=online)
+        return queryset.exclude(pk__in=online)
+
+
+class FleetChangeList(ChangeList):
+    """A changelist that asks the pool about the page's devices once, for all rows."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        statuses = device_statuses(self.result_list)
+        for device in self.result_list:
+            device.fleet_status = statuses[device.id]
+
+
+@admin.register(DeviceUser)
+class DeviceUserAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "kind",
+        "validated",
+        "online_badge",
+        "last_seen_display",
+        "last_heartbeat_display",
+        "pending_count",
+    ]
+    list_filter = ["kind", "validated", OnlineFilter]
+    search_fields = ["id", "kind"]
+    fields = ["id", "kind", "validated", "last_seen", "created_at", "updated_at"]
+    readonly_fields = ["last_seen", "created_at", "updated_at"]
+    actions = ["validate", "invalidate", "revoke_tokens"]
+
+    class Media:
+        css = {"all": ["taskpool/admin.css"]}
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return FleetChangeList
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        return ["id", *fields] if obj is not None else fields
+
+    # Columns ---------------------------------------------------------------
+
+    @admin.display(description=gettext_lazy("online"))
+    def online_badge(self, device: DeviceUser) -> str:
+        return online_badge(_status(device).online)
+
+    @admin.display(description=gettext_lazy("last seen"))
+    def last_seen_display(self, device: DeviceUser) -> str:
+        return moment(_status(device).last_seen)
+
+    @admin.display(description=gettext_lazy("last heartbeat"))
+    def last_heartbeat_display(self, device: DeviceUser) -> str:
+        return moment(_status(device).last_heartbeat_at)
+
+    @admin.display(description=gettext_lazy("pending"))
+    def pending_count(self, device: DeviceUser) -> int:
+        return _status(device).pending
+
+    # Actions ---------------------------------------------------------------
+
+    @admin.action(description=gettext_lazy("Validate selected devices"), permissions=["change"])
+    def validate(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_validated(request, queryset, True)
+
+    @admin.action(description=gettext_lazy("Invalidate selected devices"), permissions=["change"])
+    def invalidate(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_validated(request, queryset, False)
+
+    def _set_validated(self, request: HttpRequest, queryset: QuerySet, validated: bool) -> None:
+        devices = list(queryset.exclude(validated=validated))
+        DeviceUser.objects.filter(pk__in=[device.pk for device in devices]).update(
+            validated=validated, updated_at=timezone.now()
+        )
+        change = [{"changed": {"fields": ["validated"]}}]
+        for device in devices:
+            self.log_change(request, device, change)
+        if validated:
+            text = ngettext(
+                "%(count)d device validated.", "%(count)d devices validated.", len(devices)
+            )
+        else:
+            text = ngettext(
+                "%(count)d device invalidated.", "%(count)d devices invalidated.", len(devices)
+            )
+        self.message_user(request, text % {"count": len(devices)}, messages.SUCCESS)
+
+    @admin.action(
+        description=gettext_lazy("Revoke the tokens of selected devices"), permissions=["change"]
+    )
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        devices = list(queryset)
+        for device in devices:
+            device.rotate_session()
+            self.log_change(request, device, _("Revoked every token."))
+        text = ngettext(
+            "Revoked the tokens of %(count)d device: their next request gets a 401.",
+            "Revoked the tokens of %(count)d devices: their next request gets a 401.",
+            len(devices),
+        )
+        self.message_user(request, text % {"count": len(devices)}, messages.SUCCESS)
+
+    # The change page: recent messages, and a new token ---------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.opts
+        return [
+            path(
+                "<path:object_id>/token/",
+                self.admin_site.admin_view(self.token_view),
+                name=f"{opts.app_label}_{opts.model_name}_token",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        device = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if device is not None:
+            context.update(
+                fleet_status=device_statuses([device])[device.id],
+                can_issue_token=self.has_change_permission(request, device),
+            )
+            if can_use_tasks(request.user):  # the pool's messages: master role (see access)
+                store = get_store()
+                context.update(
+                    recent_messages=message_rows(
+                        store.device_messages(device.id, limit=RECENT_MESSAGES), request.user
+                    ),
+                    pending_tasks=message_rows(
+                        store.pending_for(device.id, limit=RECENT_MESSAGES), request.user
+                    ),
+                )
+        return super().change_view(request, object_id, form_url, context)
+
+    def token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: what issuing a token does. POST: issue it (older tokens stop working) and show it once.
+
+        ``admin_view`` marks the response never to be cached.
+        """
+        device = self.get_object(request, unquote(object_id))
+        if device is None:
+            raise Http404(_("There is no device %(id)s.") % {"id": object_id})
+        if not self.has_change_permission(request, device):
+            raise PermissionDenied
+        token = None
+        if request.method == "POST":
+            device.rotate_session()
+            token = str(DeviceToken.for_device(device))
+            self.log_change(request, device, _("Issued a new token; every older one is revoked."))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": device,
+            "device": device,
+            "title": _("A new token for %(id)s") % {"id": device.id},
+            "token": token,
+        }
+        return TemplateResponse(request, "admin/taskpool/deviceuser/token.html", context)
+
+
+def _status(device: DeviceUser) -> DeviceStatus:
+    status = getattr(device, "fleet_status", None)
+    if status is None:  # a row rendered outside FleetChangeList
+        status = device.fleet_status = device_statuses([device])[device.id]
+    return status
+
+
+def online_badge(online: bool) -> str:
+    if online:
+        return format_html('<span class="taskpool-badge taskpool-online">{}</span>', _("online"))
+    return format_html('<span class="taskpool-badge taskpool-offline">{}</span>', _("offline"))
+
+
+def moment(when: datetime | None) -> str:
+    """``4 min ago``, with the exact UTC time on hover."""
+    if when is None:
+        return "-"
+    exact = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>', when.isoformat(), exact, ago(when)
+    )
+
+
+def ago(when: datetime) -> str:
+    """How long ago, in its largest unit: ``just now``, ``4 min ago``, ``2 h ago``, ``3 d ago``."""
+    seconds = int((timezone.now() - when).total_seconds())
+    if seconds < 60:
+        return _("just now") if seconds > -60 else when.astimezone(UTC).strftime("%H:%M:%S")
+    for size, unit in ((86400, _("d")), (3600, _("h")), (60, _("min"))):
+        if seconds >= size:
+            return _("%(count)d %(unit)s ago") % {"count": seconds // size, "unit": unit}
+    return ""  # not reached

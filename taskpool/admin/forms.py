@@ -1,0 +1,159 @@
+"""The admin's forms: a day's filters, sending a task, cancelling one.
+
+Sending validates exactly as ``POST /pool/task`` does: the form collects the
+fields as the API would receive them and hands them to the API's own
+``TaskRequestSerializer``; the store's domain errors are shown on the field
+they name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from taskpool.api.errors import field_errors
+from taskpool.api.serializers import TaskRequestSerializer
+from taskpool.exceptions import PoolError
+from taskpool.message_filter import MessageFilter
+from taskpool.messages import MESSAGE_TYPES, RESPONSE_STATUSES
+
+_INTEGER = re.compile(r"[+-]?\d{1,18}")
+
+
+class DayFilterForm(forms.Form):
+    """What a day page shows: ``type``, ``status``, ``from``, ``to`` and ``q`` (text)."""
+
+    type = forms.ChoiceField(
+        required=False, choices=[("", _("All"))] + [(kind, kind) for kind in MESSAGE_TYPES]
+    )
+    status = forms.ChoiceField(
+        required=False,
+        choices=[("", _("All"))] + [(status, status) for status in RESPONSE_STATUSES],
+    )
+    q = forms.CharField(required=False, strip=True, label=_("Text"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # "from" is a Python keyword: these two are added by name.
+        self.fields["from"] = forms.CharField(required=False, strip=True, label=_("From"))
+        self.fields["to"] = forms.CharField(required=False, strip=True, label=_("To"))
+
+    def message_filter(self, **fixed: str) -> MessageFilter:
+        """The filter the valid fields describe (invalid ones are left out), with ``fixed``."""
+        self.is_valid()
+        data = getattr(self, "cleaned_data", {})
+        conditions = {
+            "type": data.get("type"),
+            "status": data.get("status"),
+            "sender": data.get("from"),
+            "recipient": data.get("to"),
+            "text": data.get("q"),
+        }
+        return MessageFilter(**{**conditions, **fixed})
+
+
+class SendTaskForm(forms.Form):
+    """A task, as ``POST /pool/task`` takes it. Every rule is the API's."""
+
+    to = forms.CharField(
+        required=False,
+        strip=False,
+        help_text=_("device:<id>, device:* (every device) or device:[<id>,<id>]"),
+    )
+    title = forms.CharField(required=False, strip=False)
+    body = forms.CharField(required=False, strip=False, widget=forms.Textarea(attrs={"rows": 4}))
+    meta = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 3, "class": "taskpool-mono"}),
+        help_text=_('A JSON object, for example {"script": "backup.sh"}. Empty: {}.'),
+    )
+    ttl = forms.CharField(
+        required=False,
+        label=_("TTL (seconds)"),
+        help_text=_("When the task expires, in seconds from now. Empty: TASK_TTL."),
+    )
+    # A CharField with a select, so that the API's rule (not Django's) judges the value.
+    mode = forms.CharField(
+        required=False,
+        widget=forms.Select(
+            choices=[("", _("every addressed device")), ("any", _("any one device (any)"))]
+        ),
+        help_text=_("Who does it: each addressed device, or the first one to claim it."),
+    )
+    #: Sent back with the form, so a second click stores nothing new.
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial.setdefault("idempotency_key", f"admin-{uuid.uuid4().hex}")
+
+    def api_request(self) -> dict[str, Any]:
+        """The fields as the JSON body of ``POST /pool/task`` would carry them."""
+        data = self.cleaned_data
+        request: dict[str, Any] = {
+            "to": data["to"],
+            "title": data["title"],
+            "body": data["body"],
+        }
+        if data["meta"].strip():
+            request["meta"] = _load_json(data["meta"])  # checked in clean_meta
+        ttl = data["ttl"].strip()
+        if ttl:
+            # Whole numbers as JSON would carry them; anything else as the string
+            # it is, so the API's own rule refuses it with the API's message.
+            request["ttl"] = int(ttl) if _INTEGER.fullmatch(ttl) else ttl
+        if data["mode"]:
+            request["mode"] = data["mode"]
+        return request
+
+    def clean_meta(self) -> str:
+        text = self.cleaned_data["meta"]
+        if text.strip():
+            try:
+                _load_json(text)
+            except ValueError as error:
+                raise forms.ValidationError(
+                    _("Not valid JSON: %(error)s."), params={"error": getattr(error, "msg", error)}
+                ) from None
+        return text
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        serializer = TaskRequestSerializer(data=self.api_request())
+        if serializer.is_valid():
+            cleaned["task"] = serializer.validated_data
+        else:
+            for field, messages in field_errors(serializer.errors).items():
+                self.add_error(field if field in self.fields else None, messages)
+        return cleaned
+
+    def idempotency(self) -> str | None:
+        return self.cleaned_data.get("idempotency_key") or None
+
+    def refused(self, error: PoolError) -> None:
+        """Show a store's refusal on the field it names (or the whole form)."""
+        self.add_error(error.field if error.field in self.fields else None, error.message)
+
+
+def _load_json(text: str) -> Any:
+    """Strict JSON, as the API parses it: ``NaN`` and ``Infinity`` are not JSON."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+class CancelTaskForm(forms.Form):
+    """Why a task is taken back; written as the cancelling response's body."""
+
+    reason = forms.CharField(required=False, strip=True, max_length=2000, label=_("Reason"))

@@ -1,0 +1,61 @@
+"""Pool roles in the admin: their own changelist, and an inline on the user admin.
+
+The inline is added to whatever admin the site registered for its user
+model (Django's ``UserAdmin`` or a site's own), which is unregistered and
+registered again as a subclass with the inline: list ``taskpool`` after
+``django.contrib.auth`` (or the app of the user admin) in ``INSTALLED_APPS``.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.utils.translation import gettext_lazy as _
+
+from taskpool.models import UserRole
+
+
+@admin.register(UserRole)
+class UserRoleAdmin(admin.ModelAdmin):
+    list_display = ["user", "role", "user_email", "user_is_staff"]
+    list_filter = ["role", "user__is_staff"]
+    search_fields = ["user__username", "user__email"]
+    list_select_related = ["user"]
+    autocomplete_fields = ["user"]
+
+    @admin.display(description=_("email"), ordering="user__email")
+    def user_email(self, role: UserRole) -> str:
+        return role.user.email
+
+    @admin.display(description=_("staff"), boolean=True, ordering="user__is_staff")
+    def user_is_staff(self, role: UserRole) -> bool:
+        return role.user.is_staff
+
+
+class UserRoleInline(admin.StackedInline):
+    model = UserRole
+    can_delete = True
+    max_num = 1
+    extra = 0
+    verbose_name = _("pool role")
+    verbose_name_plural = _("pool role")
+    help_texts = {"role": _("admin ⊇ master ⊇ user. Admins may read the day files.")}
+
+
+def add_role_inline(site: admin.AdminSite = admin.site) -> None:
+    """Show ``UserRoleInline`` on the site's user admin, keeping that admin's own class."""
+    user_model = get_user_model()
+    if not site.is_registered(user_model):
+        return
+    user_admin = site.get_model_admin(user_model)
+    if UserRoleInline in user_admin.inlines:
+        return
+    base = type(user_admin)
+    with_roles = type(
+        base.__name__, (base,), {"inlines": [*base.inlines, UserRoleInline], "__module__": __name__}
+    )
+    site.unregister(user_model)
+    site.register(user_model, with_roles)
+
+
+add_role_inline()

@@ -1,0 +1,172 @@
+"""Tasks in the admin: recent tasks, a task's thread, sending and cancelling.
+
+The thread shows the task, every response in pool order and one execution
+per addressed device, from ``store.task_detail``. Sending goes through the
+API's own validation (``forms.SendTaskForm``) and ``store.post_task``;
+cancelling through ``store.cancel``. The sender is the logged-in user
+(``user:<email>``), as through the API. Master role and above (see ``access``).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.contrib import admin, messages
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
+from django.urls import URLPattern, reverse
+from django.utils.translation import gettext as _
+
+from taskpool.admin.access import TASKS_ROLE, PoolPagesAdmin, can_read_day_files
+from taskpool.admin.forms import CancelTaskForm, SendTaskForm
+from taskpool.admin.rows import message_rows, pretty_json
+from taskpool.api.filters import task_query
+from taskpool.days import parse_day
+from taskpool.exceptions import PoolError, TaskClosed, UnknownTask
+from taskpool.fleet import validated_device_ids
+from taskpool.lifecycle import EXECUTION_STATUSES
+from taskpool.models import Task
+from taskpool.principals import address_of
+from taskpool.stores import get_store
+from taskpool.stores.base import TaskQuery
+
+
+@admin.register(Task)
+class TaskAdmin(PoolPagesAdmin):
+    role = TASKS_ROLE
+    #: Tasks per page of the list (``?limit=`` overrides it, as in the API).
+    tasks_per_page = 50
+
+    def pages(self) -> list[URLPattern]:
+        return [
+            self.page("", self.task_list_view, "changelist"),
+            self.page("add/", self.send_view, "add"),
+            self.page("<str:task_id>/", self.thread_view, "thread"),
+            self.page("<str:task_id>/cancel/", self.cancel_view, "cancel"),
+        ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.has_role(request)
+
+    # Recent tasks, newest first -------------------------------------------------
+
+    def task_list_view(self, request: HttpRequest) -> HttpResponse:
+        """The tasks of the ``TASK_TTL`` horizon, newest first, filtered as ``GET /pool/tasks`` is."""
+        self.require_role(request)
+        filter_errors: dict[str, list[str]] = {}
+        try:
+            query, before, limit = task_query(request.GET)
+        except ValueError as error:
+            filter_errors = error.args[0]
+            query, before, limit = TaskQuery(), None, self.tasks_per_page
+        page = get_store().recent_tasks(
+            query, before=before, limit=limit, registered_devices=validated_device_ids()
+        )
+        summaries = {summary.task["id"]: summary for summary in page.results}
+        rows = message_rows([summary.task for summary in page.results], request.user)
+        return self.render(
+            request,
+            "admin/taskpool/task/change_list.html",
+            _("Tasks"),
+            rows=[(row, sorted(summaries[row.message["id"]].statuses)) for row in rows],
+            page=page,
+            filter_errors=filter_errors,
+            status_choices=EXECUTION_STATUSES,
+            selected_statuses=request.GET.getlist("status"),
+            has_filters=any(request.GET.get(name) for name in ("status", "to", "from", "q")),
+            is_first_page=before is None,
+        )
+
+    # A task's thread -------------------------------------------------------------
+
+    def thread_view(self, request: HttpRequest, task_id: str) -> HttpResponse:
+        self.require_role(request)
+        store = get_store()
+        try:
+            detail = store.task_detail(task_id)
+        except UnknownTask:
+            raise Http404(_("There is no task %(id)s in the pool.") % {"id": task_id}) from None
+        now = store.now()
+        registered = validated_device_ids()
+        task = detail.task
+        closed = detail.state.closed_reason(now)
+        task_day = _day_of_ts(task["ts"])
+        return self.render(
+            request,
+            "admin/taskpool/task/thread.html",
+            task["title"] or task["id"],
+            task=task,
+            task_meta=pretty_json(task["meta"]),
+            responses=message_rows(detail.responses, request.user),
+            executions=detail.executions(registered, now),
+            closed=closed,
+            cancel_form=CancelTaskForm() if closed is None else None,
+            day_url=reverse("admin:taskpool_dayfile_day", args=[task_day.isoformat()])
+            + f"?q={task['id']}"
+            if task_day is not None and can_read_day_files(request.user)
+            else None,
+        )
+
+    # Sending ---------------------------------------------------------------------
+
+    def send_view(self, request: HttpRequest) -> HttpResponse:
+        self.require_role(request)
+        if request.method == "POST":
+            form = SendTaskForm(request.POST)
+            if form.is_valid():
+                try:
+                    posted = get_store().post_task(
+                        sender=address_of(request.user),
+                        idempotency_key=form.idempotency(),
+                        **form.cleaned_data["task"],
+                    )
+                except PoolError as error:
+                    form.refused(error)
+                else:
+                    task = posted.message
+                    if posted.created:
+                        messages.success(request, _("Task sent to %(to)s.") % {"to": task["to"]})
+                    else:
+                        messages.info(request, _("This form was already sent: here is its task."))
+                    return HttpResponseRedirect(
+                        reverse("admin:taskpool_task_thread", args=[task["id"]])
+                    )
+        else:
+            form = SendTaskForm(initial={"to": request.GET.get("to", "")})
+        return self.render(
+            request,
+            "admin/taskpool/task/send.html",
+            _("Send a task"),
+            form=form,
+            fieldset=[form[name] for name in ("to", "title", "body", "meta", "ttl", "mode")],
+        )
+
+    # Cancelling ------------------------------------------------------------------
+
+    def cancel_view(self, request: HttpRequest, task_id: str) -> HttpResponse:
+        self.require_role(request)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        form = CancelTaskForm(request.POST)
+        reason = form.cleaned_data["reason"] if form.is_valid() else ""
+        try:
+            get_store().cancel(sender=address_of(request.user), task_id=task_id, reason=reason)
+        except UnknownTask:
+            raise Http404(_("There is no task %(id)s in the pool.") % {"id": task_id}) from None
+        except TaskClosed as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, _("Task cancelled: it has left every device's pending list."))
+        return HttpResponseRedirect(reverse("admin:taskpool_task_thread", args=[task_id]))
+
+
+def _day_of_ts(ts: str) -> date | None:
+    try:
+        return parse_day(ts[:10])
+    except ValueError:
+        return None

@@ -1,0 +1,182 @@
+"""The real-time endpoints (DESIGN 9): ``GET pending?wait=S`` and ``GET stream``.
+
+Plain async Django views (DRF has no async views): they authenticate with the
+API's own classes where Django runs database code (``taskpool.api.plain``),
+read the store in worker threads, and hold no thread while they wait.
+Django's ASGI handler still gives each open request a thread of its own;
+``taskpool.asgi`` serves these same two views in front of Django, where no
+such thread is made. Under WSGI (``runserver``) they still work: the
+long-poll runs in an event loop of its own, and the stream polls the pool
+from the request's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.exceptions import APIException, MethodNotAllowed, PermissionDenied
+
+from taskpool.api import serializers as api
+from taskpool.api import views
+from taskpool.api.plain import (
+    authenticate,
+    error_response,
+    in_django_thread,
+    json_response,
+    valid_query,
+)
+from taskpool.cursors import Cursor
+from taskpool.exceptions import InvalidCursor, PoolError
+from taskpool.permissions import IsDevice
+from taskpool.realtime import sse
+from taskpool.realtime.longpoll import wait_for_pending
+from taskpool.realtime.scope import DEVICE, Scope
+from taskpool.realtime.stream import events, sync_events
+from taskpool.stores import get_store
+from taskpool.stores.base import BaseStore
+
+_REFUSALS = (APIException, PoolError, DjangoPermissionDenied)
+
+
+def served_by_event_loop(request: Any) -> bool:
+    """Whether the request came through ASGI, where a streamed body must be an async iterator."""
+    return isinstance(getattr(request, "_request", request), ASGIRequest)
+
+
+_drf_pending = views.PendingView.as_view()
+
+
+async def pending(request: HttpRequest) -> HttpResponseBase:
+    """``GET pending``: a long-poll with ``wait``, else the seed's view."""
+    if request.method == "GET" and "wait" in request.GET:
+        return await long_poll(request)
+    return await sync_to_async(_drf_pending)(request)
+
+
+async def long_poll(request: HttpRequest) -> HttpResponseBase:
+    """The tasks pending for the device, as soon as there are any, or ``[]`` after ``wait`` seconds."""
+    try:
+        if request.method != "GET":
+            raise MethodNotAllowed(request.method)
+        device = await in_django_thread(authenticate, request, IsDevice)
+        query = valid_query(api.LongPollQuerySerializer, request)
+        tasks = await wait_for_pending(
+            get_store(), device.id, limit=query["limit"], seconds=query["wait"]
+        )
+    except _REFUSALS as error:
+        return error_response(error)
+    return json_response(tasks)
+
+
+async def stream(request: HttpRequest) -> HttpResponseBase:
+    """Server-Sent Events: the caller's scope of the pool, replayed after a cursor, then live."""
+    try:
+        if request.method != "GET":
+            raise MethodNotAllowed(request.method)
+        scope = await in_django_thread(stream_scope, request)
+        store = get_store()
+        # Fixed before answering: whatever is stored from now on is in the stream.
+        start = await asyncio.to_thread(start_cursor, store, request)
+    except _REFUSALS as error:
+        return error_response(error)
+    if served_by_event_loop(request):
+        content: Any = events(store, scope, start)
+    else:
+        content = sync_events(store, scope, start)
+    response = StreamingHttpResponse(content, content_type=sse.MEDIA_TYPE)
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
+
+
+def stream_scope(request: HttpRequest) -> Scope:
+    """The caller's scope of the pool; 401 or 403 for those who get no stream."""
+    principal = authenticate(request)
+    scope = Scope.of(principal)
+    if scope is None:
+        raise PermissionDenied("The stream is for devices, masters and admins.")
+    if scope.kind == DEVICE and not principal.validated:
+        raise PermissionDenied("This device has not been validated.")
+    return scope
+
+
+def start_cursor(store: BaseStore, request: HttpRequest) -> Cursor | None:
+    """Where a stream starts: after ``Last-Event-ID`` or ``?after=``, else at the pool's end."""
+    header = request.headers.get("Last-Event-ID")
+    if header is not None:
+        field = "Last-Event-ID"
+        try:
+            cursor = Cursor.parse(header)
+        except InvalidCursor as error:
+            raise InvalidCursor(error.message, field=field) from None
+    else:
+        field = "after"
+        cursor = valid_query(api.StreamQuerySerializer, request).get("after")
+        if cursor is None:
+            return store.end_cursor()
+    try:
+        store.check_cursor(cursor)
+    except InvalidCursor as error:
+        raise InvalidCursor(error.message, field=field) from None
+    return cursor
+
+
+# The OpenAPI schema -----------------------------------------------------------
+# drf-spectacular documents a view through its ``cls``; these classes only
+# describe the two plain views above and never serve a request.
+
+
+class PendingSchema(views.PendingView):
+    @extend_schema(
+        summary="Tasks pending for the calling device, oldest first; with wait, a long-poll",
+        parameters=[
+            api.PendingQuerySerializer,
+            OpenApiParameter(
+                "wait",
+                float,
+                description="Hold the request until a task is pending, at most this many "
+                "seconds (0 to LONG_POLL_MAX); then answer [].",
+            ),
+        ],
+        responses={200: api.MessageSerializer(many=True), **views.ERRORS},
+    )
+    def get(self, request: Any) -> Any:  # pragma: no cover - documentation only
+        raise NotImplementedError
+
+
+class StreamSchema(views.PoolAPIView):
+    @extend_schema(
+        summary="Server-Sent Events: the caller's part of the pool, live",
+        description=(
+            "event: the message type; id: its cursor; data: the message. A device gets what "
+            "changes its pending list, a master its tasks and their responses, an admin "
+            "everything. Last-Event-ID (or after) replays what came after that cursor, then "
+            "goes live. A keep-alive comment every 15 s."
+        ),
+        parameters=[
+            api.StreamQuerySerializer,
+            OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER),
+        ],
+        responses={(200, "text/event-stream"): OpenApiResponse(str), **views.ERRORS},
+    )
+    def get(self, request: Any) -> Any:  # pragma: no cover - documentation only
+        raise NotImplementedError
+
+
+def documented_as(view: Any, schema_class: type) -> Any:
+    """``view`` (an async view), described in the OpenAPI schema by ``schema_class``."""
+
+    @functools.wraps(view)
+    async def documented(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        return await view(request, *args, **kwargs)
+
+    documented.cls = schema_class  # type: ignore[attr-defined]
+    documented.initkwargs = {}  # type: ignore[attr-defined]
+    return documented

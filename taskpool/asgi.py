@@ -1,0 +1,148 @@
+"""An ASGI front for the waiting endpoints, so a waiting request holds no thread (DESIGN 9).
+
+Django's ASGI handler runs each request inside a ``ThreadSensitiveContext``,
+which gives it a thread of its own for as long as it is open, idle while an
+async view awaits: 1,000 waiting devices would be 1,000 threads. Wrap the
+site's application to serve ``GET pending?wait=…`` and ``GET stream`` from
+here instead, with the same views (``taskpool.api.realtime``), the same
+authentication and the same store, and pass every other request to Django::
+
+    # asgi.py
+    from django.core.asgi import get_asgi_application
+    from taskpool.asgi import serve_waiting
+
+    application = serve_waiting(get_asgi_application())
+
+Database work (authentication) runs on the one thread Django keeps for
+thread-sensitive code; the store is read in the event loop's worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import aclosing
+from typing import Any
+from urllib.parse import parse_qsl
+
+from django.http import HttpResponseBase
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("django.request")
+
+
+class WaitingEndpoints:
+    """Serves taskpool's long-poll and stream itself; every other request goes to ``app``.
+
+    ``prefix`` is where ``taskpool.urls`` is included (``/pool/``); by
+    default it is found with ``reverse()`` at the first request.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str | None = None) -> None:
+        self.app = app
+        self.prefix = prefix
+        self._paths: tuple[str, str] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        view = self._view_for(scope) if scope["type"] == "http" else None
+        if view is None:
+            await self.app(scope, receive, send)
+        else:
+            await self._serve(view, scope, receive, send)
+
+    def _view_for(self, scope: Scope) -> Callable[[Any], Awaitable[HttpResponseBase]] | None:
+        if scope["method"] != "GET":
+            return None
+        pending_path, stream_path = self._paths or self._find_paths()
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        from taskpool.api import realtime  # needs the apps loaded: not at import time
+
+        if path == stream_path:
+            return realtime.stream
+        if path == pending_path and any(
+            name == "wait" for name, _ in parse_qsl(scope["query_string"].decode("latin-1"), True)
+        ):
+            return realtime.long_poll
+        return None
+
+    def _find_paths(self) -> tuple[str, str]:
+        if self.prefix is not None:
+            paths = (f"{self.prefix}pending", f"{self.prefix}stream")
+        else:
+            from django.urls import reverse
+
+            paths = (reverse("taskpool:pending"), reverse("taskpool:stream"))
+        self._paths = paths
+        return paths
+
+    async def _serve(
+        self,
+        view: Callable[[Any], Awaitable[HttpResponseBase]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        from django.core.handlers.asgi import ASGIRequest
+
+        request = ASGIRequest(scope, io.BytesIO())
+        answering = asyncio.ensure_future(self._answer(view, request, send))
+        leaving = asyncio.ensure_future(_disconnect(receive))
+        try:
+            await asyncio.wait({answering, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # A client that left cancels the view: its waiter is released in ``finally``.
+            for task in (answering, leaving):
+                task.cancel()
+            await asyncio.gather(answering, leaving, return_exceptions=True)
+
+    async def _answer(
+        self, view: Callable[[Any], Awaitable[HttpResponseBase]], request: Any, send: Send
+    ) -> None:
+        try:
+            response = await view(request)
+        except Exception:
+            logger.exception("Internal Server Error: %s", request.path)
+            from taskpool.api.plain import json_response
+
+            response = json_response({"detail": "Internal server error."}, status=500)
+        await _send_response(response, send)
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return when the client has gone."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _send_response(response: HttpResponseBase, send: Send) -> None:
+    if not response.streaming and not response.has_header("Content-Length"):
+        response["Content-Length"] = str(len(response.content))  # type: ignore[attr-defined]
+    headers = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()
+    ]
+    headers += [
+        (b"Set-Cookie", cookie.output(header="").encode("latin-1").strip())
+        for cookie in response.cookies.values()
+    ]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    if response.streaming:
+        async with aclosing(aiter(response)) as parts:  # type: ignore[call-overload]
+            async for part in parts:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        await send({"type": "http.response.body", "body": response.content})  # type: ignore[attr-defined]
+
+
+def serve_waiting(app: ASGIApp, prefix: str | None = None) -> WaitingEndpoints:
+    """``app`` with taskpool's waiting endpoints served in front of it (see the module docstring)."""
+    return WaitingEndpoints(app, prefix)

@@ -1,0 +1,35 @@
+"""Waiting for pending tasks: answer at once, or when a task arrives, or empty after a while."""
+
+from __future__ import annotations
+
+import asyncio
+
+from taskpool.messages import Message
+from taskpool.realtime.hub import hub_for
+from taskpool.realtime.scope import DEVICE, Scope
+from taskpool.stores.base import BaseStore
+
+
+async def wait_for_pending(
+    store: BaseStore, device_id: str, *, limit: int, seconds: float
+) -> list[Message]:
+    """The tasks pending for the device, oldest first, as soon as there are any.
+
+    At once when some are pending; else as soon as a task for the device is
+    stored, by any process; else ``[]`` after ``seconds``. Holds no thread
+    while it waits.
+    """
+    pending = await asyncio.to_thread(store.pending_for, device_id, limit=limit)
+    if pending or seconds <= 0:
+        return pending
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    # Registered before looking again: a task stored in between wakes it.
+    async with hub_for(store).waiter(Scope(DEVICE, device_id)) as waiter:
+        while True:
+            waiter.clear()
+            pending = await asyncio.to_thread(store.pending_for, device_id, limit=limit)
+            remaining = deadline - loop.time()
+            if pending or remaining <= 0:
+                return pending
+            await waiter.wait(remaining)

@@ -1,0 +1,147 @@
+"""Who is listening: what their stream carries, and which changes wake them (DESIGN 9).
+
+- a device gets what changes its pending list: the tasks addressed to it,
+  their cancellation, and other devices' claims (and releases) of the any-one
+  tasks it was offered;
+- a master gets the tasks it sent and every response to them;
+- an admin gets every message;
+- anyone else gets no stream.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from taskpool.exceptions import InvalidMessage
+from taskpool.messages import Message, parse_address, response_status
+from taskpool.principals import address_of, has_role, is_device
+from taskpool.stores.changes import Changes
+
+DEVICE, MASTER, ADMIN = "device", "master", "admin"
+
+#: Answers by which a device takes an any-one task (the first one claims it).
+_TAKING = frozenset({"claimed", "progress", "done", "failed"})
+_REMEMBERED_TASKS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A listener's view of the pool: a device, a master (by address), or an admin."""
+
+    kind: str
+    #: The device id, or the master's address (``user:…``); empty for an admin.
+    name: str = ""
+
+    @classmethod
+    def of(cls, principal: Any) -> Scope | None:
+        """The scope of an authenticated principal; ``None`` for one who gets no stream."""
+        if is_device(principal):
+            return cls(DEVICE, principal.id)
+        if has_role(principal, "admin"):
+            return cls(ADMIN)
+        if has_role(principal, "master"):
+            return cls(MASTER, address_of(principal))
+        return None
+
+    def concerned_by(self, changes: Changes) -> bool:
+        """Whether the messages behind ``changes`` may be for this listener."""
+        if changes.everything:
+            return True
+        if not changes.messages:
+            return False
+        if self.kind == ADMIN:
+            return True
+        if self.kind == DEVICE:
+            return changes.all_devices or self.name in changes.devices
+        return self.name in changes.masters
+
+
+class StreamFilter:
+    """Decides, message by message in pool order, what one stream carries.
+
+    Looks up the task a response answers with ``find_task`` (remembering
+    the last ones), and remembers which device holds each any-one task, so a
+    device hears of a claim once rather than of every progress report after it.
+    """
+
+    def __init__(self, scope: Scope, find_task: Callable[[str], Message | None]) -> None:
+        self.scope = scope
+        self._task = functools.lru_cache(maxsize=_REMEMBERED_TASKS)(find_task)
+        self._holders: OrderedDict[str, str] = OrderedDict()
+
+    def carries(self, message: Message) -> bool:
+        scope = self.scope
+        if scope.kind == ADMIN:
+            return True
+        if message["type"] == "task":
+            return self._is_own(message)
+        if message["type"] != "response" or not message["parent_id"]:
+            return False
+        if scope.kind == DEVICE and not self._may_change_pending(message):
+            return False  # decided without looking the task up
+        task = self._task(message["parent_id"])
+        if task is None or not self._is_own(task):
+            return False
+        return scope.kind == MASTER or self._changes_pending(task, message)
+
+    def _may_change_pending(self, response: Message) -> bool:
+        """A cancel, or another device's answer (to what may be an any-one task)."""
+        status = response_status(response)
+        if status == "cancelled":
+            return True
+        return (status in _TAKING or status == "rejected") and response["from"] != (
+            f"device:{self.scope.name}"
+        )
+
+    def _is_own(self, task: Message) -> bool:
+        """A master's own task, or a task addressed to the device."""
+        if self.scope.kind == MASTER:
+            return task["from"] == self.scope.name
+        try:
+            return parse_address(task["to"]).includes(self.scope.name)
+        except InvalidMessage:
+            return False
+
+    def _changes_pending(self, task: Message, response: Message) -> bool:
+        status = response_status(response)
+        if status == "cancelled":
+            return True
+        sender = response["from"]
+        if task["meta"].get("mode") != "any" or not sender.startswith("device:"):
+            return False
+        device = sender[7:]
+        if device == self.scope.name:
+            return False  # its own answers: it knows them
+        holders = self._holders
+        holder = holders.get(task["id"])
+        if status == "rejected":
+            if holder == device:
+                del holders[task["id"]]  # released: claimable again
+            return holder in (device, None)
+        if status not in _TAKING or holder == device:
+            return False
+        holders[task["id"]] = device
+        holders.move_to_end(task["id"])
+        if len(holders) > _REMEMBERED_TASKS:
+            holders.popitem(last=False)
+        return True
+
+
+def concerned_scopes(changes: Changes) -> list[Scope] | None:
+    """The scopes ``changes`` may concern; ``None`` when every scope must be asked.
+
+    Lets a hub find the few waiters to wake without asking each one.
+    """
+    if changes.everything or changes.all_devices:
+        return None
+    if not changes.messages:
+        return []
+    return [
+        Scope(ADMIN),
+        *(Scope(DEVICE, device_id) for device_id in changes.devices),
+        *(Scope(MASTER, master) for master in changes.masters),
+    ]

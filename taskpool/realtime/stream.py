@@ -1,0 +1,110 @@
+"""The event stream: the messages of a scope after a cursor, replayed, then live (DESIGN 9).
+
+Reading is driven by the cursor alone: each look reads the pool after the
+last position read, so a replay runs straight into the live part with no gap
+and no duplicate, whatever woke the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+
+from taskpool.cursors import Cursor
+from taskpool.exceptions import InvalidCursor
+from taskpool.realtime import sse
+from taskpool.realtime.hub import hub_for
+from taskpool.realtime.scope import Scope, StreamFilter
+from taskpool.stores.base import BaseStore
+
+logger = logging.getLogger("taskpool.realtime")
+
+#: Seconds of silence after which a keep-alive comment is sent.
+KEEP_ALIVE_SECONDS = 15.0
+#: How often a stream that was not woken moves its cursor past what others were sent.
+CATCH_UP_SECONDS = 1.0
+#: How often the stream served without an event loop (WSGI) looks for new lines.
+SYNC_POLL_SECONDS = 0.25
+_PAGE = 500
+
+
+def read_events(
+    store: BaseStore, stream_filter: StreamFilter, cursor: Cursor | None
+) -> tuple[bytes, Cursor | None, bool]:
+    """The events after ``cursor`` this stream carries (one page), where it got to, and whether more follow."""
+    page = store.messages_after(cursor, limit=_PAGE)
+    events = [
+        sse.event(entry.cursor, entry.message)
+        for entry in page.entries
+        if stream_filter.carries(entry.message)
+    ]
+    return b"".join(events), page.next_cursor, page.has_more
+
+
+async def events(
+    store: BaseStore,
+    scope: Scope,
+    cursor: Cursor | None,
+    *,
+    keep_alive: float = KEEP_ALIVE_SECONDS,
+) -> AsyncIterator[bytes]:
+    """The stream for ``scope`` from ``cursor`` on, forever; for an event loop (ASGI).
+
+    A keep-alive comment follows ``keep_alive`` seconds of silence.
+    """
+    stream_filter = StreamFilter(scope, store.find_task)
+    loop = asyncio.get_running_loop()
+    hub = hub_for(store)
+    async with hub.waiter(scope) as waiter:
+        yield sse.OPENED
+        quiet_until = loop.time() + keep_alive
+        while True:
+            waiter.clear()
+            try:
+                chunk, cursor, more = await asyncio.to_thread(
+                    read_events, store, stream_filter, cursor
+                )
+            except InvalidCursor:
+                logger.warning("taskpool: a stream's day file went away at %s; closing it.", cursor)
+                return
+            if chunk:
+                yield chunk
+                quiet_until = loop.time() + keep_alive
+            if more:
+                continue
+            while not await waiter.wait(min(CATCH_UP_SECONDS, quiet_until - loop.time())):
+                # Not woken: what others were sent since need not be read again.
+                cursor = hub.resume_point(cursor)
+                if loop.time() >= quiet_until:
+                    yield sse.KEEP_ALIVE
+                    quiet_until = loop.time() + keep_alive
+
+
+def sync_events(
+    store: BaseStore,
+    scope: Scope,
+    cursor: Cursor | None,
+    *,
+    keep_alive: float = KEEP_ALIVE_SECONDS,
+) -> Iterator[bytes]:
+    """The same stream for a thread of its own (WSGI, ``runserver``): it polls the pool."""
+    stream_filter = StreamFilter(scope, store.find_task)
+    yield sse.OPENED
+    quiet_until = time.monotonic() + keep_alive
+    while True:
+        try:
+            chunk, cursor, more = read_events(store, stream_filter, cursor)
+        except InvalidCursor:
+            logger.warning("taskpool: a stream's day file went away at %s; closing it.", cursor)
+            return
+        if chunk:
+            yield chunk
+            quiet_until = time.monotonic() + keep_alive
+        if more:
+            continue
+        if time.monotonic() >= quiet_until:
+            yield sse.KEEP_ALIVE
+            quiet_until = time.monotonic() + keep_alive
+        time.sleep(SYNC_POLL_SECONDS)

@@ -1,0 +1,20 @@
+"""Settings for the servers the live tests start: a shared SQLite file and pool directory.
+
+``TASKPOOL_TEST_SERVER_DB`` and ``TASKPOOL_TEST_SERVER_DATA_DIR`` name them
+(see ``tests/live.py``).
+"""
+
+import os
+
+from tests.settings import *  # noqa: F403
+from tests.settings import TASKPOOL
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ["TASKPOOL_TEST_SERVER_DB"],
+        # Several server processes share the file: wait for locks instead of failing.
+        "OPTIONS": {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"},
+    }
+}
+TASKPOOL = {**TASKPOOL, "DATA_DIR": os.environ["TASKPOOL_TEST_SERVER_DATA_DIR"]}

@@ -1,0 +1,128 @@
+"""Helpers shared by the test modules: a clock to drive, day files written by hand, free ports."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from taskpool.days import day_file_name, day_of
+from taskpool.messages import (
+    Message,
+    decode_line,
+    encode_line,
+    format_timestamp,
+    new_message_id,
+    parse_timestamp,
+)
+from taskpool.stores.jsonl import JsonlStore
+
+
+class ManualClock:
+    """A clock that moves only when told to (``advance``), or by ``tick`` seconds per reading."""
+
+    def __init__(self, start: str | float, *, tick: float = 0.0) -> None:
+        self.now = parse_timestamp(start) if isinstance(start, str) else float(start)
+        self.tick = tick
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            now = self.now
+            self.now += self.tick
+            return now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+    def set(self, moment: str) -> None:
+        with self._lock:
+            self.now = parse_timestamp(moment)
+
+
+def store_at(directory: Path, clock: ManualClock, **options: Any) -> JsonlStore:
+    """A ``JsonlStore`` on ``directory`` that reads the time from ``clock``."""
+    options.setdefault("fsync", False)
+    return JsonlStore(directory, clock=clock, **options)
+
+
+def message(
+    *,
+    kind: str = "task",
+    sender: str = "user:ops@example.com",
+    to: str = "device:pi-1",
+    ts: str | float,
+    title: str = "",
+    body: str = "",
+    parent_id: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Message:
+    """A complete nine-key message, as another writer would put it in a day file."""
+    return {
+        "id": new_message_id(),
+        "ts": ts if isinstance(ts, str) else format_timestamp(ts),
+        "from": sender,
+        "to": to,
+        "type": kind,
+        "title": title,
+        "body": body,
+        "parent_id": parent_id,
+        "meta": meta or {},
+    }
+
+
+def day_path(directory: Path, day: date) -> Path:
+    return directory / day_file_name(day)
+
+
+def append_raw(directory: Path, day: date, data: bytes) -> Path:
+    """Append bytes to a day file by hand, as an operator's ``cat >>`` would."""
+    path = day_path(directory, day)
+    with open(path, "ab") as file:
+        file.write(data)
+    return path
+
+
+def append_messages(directory: Path, *messages: Message) -> None:
+    """Append each message's line to the day file its ``ts`` belongs to."""
+    for item in messages:
+        append_raw(directory, day_of(parse_timestamp(item["ts"])), encode_line(item))
+
+
+def read_day(directory: Path, day: date) -> list[Message]:
+    """Every line of a day file, parsed (fails on any line that is not a message)."""
+    data = day_path(directory, day).read_bytes()
+    assert data.endswith(b"\n")
+    return [decode_line(line) for line in data[:-1].split(b"\n")]
+
+
+def today() -> date:
+    return day_of(time.time())
+
+
+def noon(day: date) -> str:
+    return f"{day.isoformat()}T12:00:00Z"
+
+
+def days_ago(count: int) -> date:
+    return today() - timedelta(days=count)
+
+
+def ids(messages: list[dict[str, Any]]) -> list[str]:
+    return [item["id"] for item in messages]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)

@@ -1,0 +1,472 @@
+"""What the admin's pool pages show and do, through Django's test client (the browser tests
+drive the same pages in Chromium)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.test import AsyncRequestFactory, Client, RequestFactory
+
+from taskpool.admin import day_files
+from taskpool.admin.downloads import download
+from taskpool.admin.roles import UserRoleInline
+from taskpool.days import day_of
+from taskpool.messages import encode_line, new_message_id
+from taskpool.models import DeviceUser, UserRole
+from tests.conftest import post_json
+
+
+@pytest.fixture
+def boss(db) -> Client:
+    """A staff user with the pool's admin role and every permission on devices and roles."""
+    user = get_user_model().objects.create_user(
+        "boss", email="boss@example.com", password="pw", is_staff=True
+    )
+    UserRole.objects.create(user=user, role="admin")
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="taskpool"))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def master(db) -> Client:
+    user = get_user_model().objects.create_user(
+        "ops", email="ops@example.com", password="pw", is_staff=True
+    )
+    UserRole.objects.create(user=user, role="master")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def today(store) -> date:
+    return day_of(store.now())
+
+
+def write_day(pool_dir, day: date, messages: list[dict], tail: bytes = b"") -> None:
+    path = pool_dir / f"{day.isoformat()}.jsonl"
+    path.write_bytes(b"".join(encode_line(message) for message in messages) + tail)
+
+
+def message(
+    kind="heartbeat",
+    sender="device:old-1",
+    to="backend",
+    title="",
+    ts="T00:00:00Z",
+    day="2020-01-02",
+):
+    return {
+        "id": new_message_id(),
+        "ts": f"{day}{ts}",
+        "from": sender,
+        "to": to,
+        "type": kind,
+        "title": title,
+        "body": "",
+        "parent_id": None,
+        "meta": {},
+    }
+
+
+# Day files ---------------------------------------------------------------------
+
+
+def test_the_day_list_counts_each_file_newest_first(boss, store, pool_dir):
+    store.post_task(sender="user:x", to="device:pi-1", title="a")
+    store.post_heartbeat(device_id="pi-1")
+    write_day(
+        pool_dir,
+        date(2020, 1, 2),
+        [message(), message(kind="info"), message(kind="task", to="device:old-1")],
+        tail=b'{"torn\n',
+    )
+    response = boss.get("/admin/taskpool/dayfile/")
+    assert response.status_code == 200
+    rows = response.context["rows"]
+    assert [row["summary"].day for row in rows] == [today(store), date(2020, 1, 2)]
+    old = rows[1]["summary"]
+    assert (old.lines, old.messages, old.torn) == (4, 3, 1)
+    columns = response.context["columns"]
+    assert dict(zip(columns, rows[1]["counts"], strict=True)) == {
+        "task": 1,
+        "response": 0,
+        "info": 1,
+        "heartbeat": 1,
+        "error": 0,
+    }
+    assert (
+        f'href="/admin/taskpool/dayfile/{today(store).isoformat()}/"' in response.content.decode()
+    )
+
+
+def test_the_day_list_counts_big_files_a_part_at_each_view(boss, store, monkeypatch):
+    for number in range(40):
+        store.post_heartbeat(device_id="pi-1", body=f"beat {number}")
+    monkeypatch.setattr(day_files.DayFileAdmin, "count_limit", 1)  # one chunk a view
+    monkeypatch.setattr("taskpool.stores.day_reading.FIRST_CHUNK_BYTES", 1000)
+    monkeypatch.setattr("taskpool.stores.day_reading.MAX_CHUNK_BYTES", 1000)
+    views = []
+    while not views or views[-1].context["counting"]:
+        views.append(boss.get("/admin/taskpool/dayfile/"))
+        assert len(views) < 20
+    assert len(views) > 2
+    partial = views[0].context["rows"][0]["summary"]
+    assert 0 < partial.counted < partial.size and 0 < partial.messages < 40
+    assert "Some large files are still being counted" in views[0].content.decode()
+    assert views[-1].context["rows"][0]["summary"].messages == 40
+    assert "still being counted" not in views[-1].content.decode()
+
+
+def test_a_day_page_filters_and_pages_by_cursor(boss, store, monkeypatch):
+    monkeypatch.setattr(day_files.DayFileAdmin, "messages_per_page", 3)
+    tasks = [
+        store.post_task(sender="user:x", to=f"device:pi-{n % 2}", title=f"job {n}").message
+        for n in range(7)
+    ]
+    store.post_heartbeat(device_id="pi-1", body="job 3 is fine")
+    url = f"/admin/taskpool/dayfile/{today(store).isoformat()}/"
+
+    seen, query = [], "?type=task"
+    while query is not None:
+        page = boss.get(url + query).context
+        seen += [row.message["id"] for row in page["rows"]]
+        query = f"?type=task&after={page['page'].next_cursor}" if page["page"].next_cursor else None
+    assert seen == [task["id"] for task in tasks]
+
+    last = boss.get(url + "?last=1").context
+    assert [row.message["type"] for row in last["rows"]] == ["task", "task", "heartbeat"]
+    previous = boss.get(url + f"?before={last['page'].previous_cursor}").context
+    assert [row.message["title"] for row in previous["rows"]] == ["job 2", "job 3", "job 4"]
+
+    to_pi_0 = boss.get(url + "?to=device:pi-0").context["rows"]
+    assert [row.message["title"] for row in to_pi_0] == ["job 0", "job 2", "job 4"]
+    found = boss.get(url + "?q=JOB+3").context["rows"]
+    assert [
+        (row.message["type"], row.message["title"] or row.message["body"]) for row in found
+    ] == [
+        ("task", "job 3"),
+        ("heartbeat", "job 3 is fine"),
+    ]
+    from_device = boss.get(url + "?from=device:pi-1&type=heartbeat").context["rows"]
+    assert [row.message["body"] for row in from_device] == ["job 3 is fine"]
+
+
+def test_rows_link_to_the_thread_and_to_the_message(boss, store):
+    task = store.post_task(sender="user:x", to="device:pi-1", title="t").message
+    store.post_response(device_id="pi-1", parent_id=task["id"], status="done")
+    day = today(store)
+    rows = boss.get(f"/admin/taskpool/dayfile/{day.isoformat()}/").context["rows"]
+    assert [row.thread_url for row in rows] == [f"/admin/taskpool/task/{task['id']}/"] * 2
+    message_page = boss.get(rows[0].message_url)
+    assert message_page.status_code == 200
+    offset = rows[0].cursor.offset
+    assert f"the line ending at byte {offset};" in message_page.content.decode()
+    assert json.loads(message_page.context["message_json"]) == task
+    assert message_page.context["thread_url"] == f"/admin/taskpool/task/{task['id']}/"
+
+
+def test_bad_days_and_cursors(boss, store):
+    store.post_heartbeat(device_id="pi-1")
+    day = today(store).isoformat()
+    assert boss.get("/admin/taskpool/dayfile/2001-01-01/").status_code == 404  # no file
+    assert boss.get("/admin/taskpool/dayfile/20010101/").status_code == 404  # not YYYY-MM-DD
+    assert boss.get("/admin/taskpool/dayfile/2001-02-30/").status_code == 404
+    assert boss.get(f"/admin/taskpool/dayfile/{day}/3/").status_code == 404  # not a line end
+    assert boss.get(f"/admin/taskpool/dayfile/{day}/999999/").status_code == 404
+    compact = day.replace("-", "")
+    response = boss.get(
+        f"/admin/taskpool/dayfile/{day}/?type=heartbeat&after={compact}-000000000003"
+    )
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/taskpool/dayfile/{day}/?type=heartbeat"
+    followed = boss.get(response["Location"])
+    assert [str(m) for m in followed.context["messages"]] == [
+        "No line starts at byte 3 of the day."
+    ]
+    other_day = boss.get(f"/admin/taskpool/dayfile/{day}/?after=20010101-000000000000")
+    assert other_day.status_code == 302
+
+
+def test_the_raw_download_is_the_days_complete_lines(boss, store, pool_dir):
+    store.post_heartbeat(device_id="pi-1", body="é")
+    day = today(store)
+    path = pool_dir / f"{day.isoformat()}.jsonl"
+    with open(path, "ab") as file:
+        file.write(b'{"being written')
+    response = boss.get(f"/admin/taskpool/dayfile/{day.isoformat()}/raw/")
+    assert response.status_code == 200
+    assert response.streaming
+    assert response["Content-Disposition"] == f'attachment; filename="{day.isoformat()}.jsonl"'
+    data = path.read_bytes()
+    assert b"".join(response.streaming_content) == data[: data.rfind(b"\n") + 1]
+
+
+def test_downloads_stream_a_chunk_at_a_time_under_asgi_and_wsgi():
+    pulled = []
+
+    def chunks():
+        for number in range(3):
+            pulled.append(number)
+            yield f"chunk {number}\n".encode()
+
+    asgi = download(
+        AsyncRequestFactory().get("/"), chunks(), filename="a.jsonl", content_type="text/plain"
+    )
+    assert asgi.is_async
+
+    async def first_then_rest():
+        iterator = aiter(asgi.streaming_content)
+        first = await anext(iterator)
+        seen_after_first = list(pulled)
+        rest = [chunk async for chunk in iterator]
+        return first, seen_after_first, rest
+
+    first, seen_after_first, rest = async_to_sync(first_then_rest)()
+    assert first == b"chunk 0\n" and seen_after_first == [0]
+    assert rest == [b"chunk 1\n", b"chunk 2\n"]
+
+    pulled.clear()
+    wsgi = download(
+        RequestFactory().get("/"), chunks(), filename="a.jsonl", content_type="text/plain"
+    )
+    assert not wsgi.is_async
+    iterator = iter(wsgi.streaming_content)
+    assert next(iterator) == b"chunk 0\n" and pulled == [0]
+
+
+# Tasks -------------------------------------------------------------------------
+
+
+def test_sending_a_task_stores_it_from_the_logged_in_user(master, store, make_device):
+    make_device("pi-1")
+    form = master.get("/admin/taskpool/task/add/").context["form"]
+    key = form.initial["idempotency_key"]
+    body = {
+        "to": "device:pi-1",
+        "title": "Back up",
+        "body": "tar czf ...",
+        "meta": '{"target": "nas"}',
+        "ttl": "3600",
+        "mode": "any",
+        "idempotency_key": key,
+    }
+    response = master.post("/admin/taskpool/task/add/", body)
+    assert response.status_code == 302
+    (task,) = store.pending_for("pi-1")
+    assert response["Location"] == f"/admin/taskpool/task/{task['id']}/"
+    assert task["from"] == "user:ops@example.com"
+    assert (task["title"], task["body"]) == ("Back up", "tar czf ...")
+    assert task["meta"]["target"] == "nas" and task["meta"]["mode"] == "any"
+    assert task["meta"]["idempotency_key"] == key
+    assert task["meta"]["expires_at"]
+
+    again = master.post("/admin/taskpool/task/add/", body)  # a second click
+    assert again["Location"] == response["Location"]
+    assert len(store.pending_for("pi-1")) == 1
+
+
+BAD_TASKS = [
+    {"to": "pi-1", "title": "x"},
+    {"to": "", "title": "x"},
+    {"to": "user:ops", "title": "x"},
+    {"to": "device:pi-1", "title": "x", "meta": ["a"]},
+    {"to": "device:pi-1", "title": "x", "meta": {"status": "done"}},
+    {"to": "device:pi-1", "title": "x", "ttl": "soon"},
+    {"to": "device:pi-1", "title": "x", "ttl": 0},
+    {"to": "device:pi-1", "title": "x", "ttl": 10**9},
+    {"to": "device:pi-1", "title": "x", "mode": "all"},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_TASKS, ids=lambda bad: json.dumps(bad))
+def test_the_send_form_refuses_what_the_api_refuses_with_its_words(
+    bad, master, master_client, snapshot
+):
+    before = snapshot()
+    api = post_json(master_client, "/pool/task", bad)
+    assert api.status_code == 400
+    form_data = {
+        name: json.dumps(value) if name == "meta" else str(value) for name, value in bad.items()
+    }
+    response = master.post("/admin/taskpool/task/add/", form_data)
+    assert response.status_code == 200
+    form = response.context["form"]
+    assert {field: list(errors) for field, errors in form.errors.items()} == api.json()["errors"]
+    assert snapshot() == before
+
+
+def test_the_thread_shows_responses_in_order_and_one_execution_per_device(
+    master, store, make_device
+):
+    for device_id in ("pi-1", "pi-2", "pi-3"):
+        make_device(device_id)
+    make_device("off-1", validated=False)
+    task = store.post_task(sender="user:x", to="device:*", title="All").message
+    store.post_response(device_id="pi-2", parent_id=task["id"], status="progress", body="10%")
+    store.post_response(device_id="pi-2", parent_id=task["id"], status="done")
+    store.post_response(device_id="pi-3", parent_id=task["id"], status="rejected")
+    page = master.get(f"/admin/taskpool/task/{task['id']}/").context
+    assert [(row.sender, row.status) for row in page["responses"]] == [
+        ("device:pi-2", "progress"),
+        ("device:pi-2", "done"),
+        ("device:pi-3", "rejected"),
+    ]
+    assert [(e["device"], e["status"]) for e in page["executions"]] == [
+        ("pi-1", "pending"),
+        ("pi-2", "done"),
+        ("pi-3", "rejected"),
+    ]
+    assert page["closed"] is None and page["cancel_form"] is not None
+    assert page["day_url"] is None  # a master does not read day files
+    assert master.get("/admin/taskpool/task/msg_nothing/").status_code == 404
+
+
+def test_cancelling_twice_says_why_the_second_time(master, store, snapshot):
+    task = store.post_task(sender="user:x", to="device:pi-1", title="t").message
+    url = f"/admin/taskpool/task/{task['id']}/"
+    first = master.post(url + "cancel/", {"reason": "wrong device"}, follow=True)
+    assert [str(m) for m in first.context["messages"]] == [
+        "Task cancelled: it has left every device's pending list."
+    ]
+    assert first.context["closed"] == "cancelled" and first.context["cancel_form"] is None
+    cancellation = first.context["responses"][-1].message
+    assert (cancellation["from"], cancellation["body"]) == ("user:ops@example.com", "wrong device")
+    before = snapshot()
+    second = master.post(url + "cancel/", follow=True)
+    assert [str(m) for m in second.context["messages"]] == [f"Task {task['id']} was cancelled."]
+    assert snapshot() == before
+
+
+def test_the_task_list_is_newest_first_with_statuses_filters_and_paging(master, store, make_device):
+    make_device("pi-1")
+    make_device("pi-2")
+    first = store.post_task(sender="user:x", to="device:pi-1", title="first").message
+    store.post_task(sender="user:y", to="device:pi-2", title="second")
+    store.post_task(sender="user:x", to="device:*", title="third")
+    store.post_response(device_id="pi-1", parent_id=first["id"], status="done")
+    store.post_heartbeat(device_id="pi-1")
+
+    def listed(query=""):
+        page = master.get("/admin/taskpool/task/" + query).context
+        return [(row.message["title"], statuses) for row, statuses in page["rows"]], page
+
+    rows, page = listed()
+    assert rows == [("third", ["pending"]), ("second", ["pending"]), ("first", ["done"])]
+    assert all(row.message_url is None for row, _ in page["rows"])  # day files are for admins
+    assert listed("?status=done")[0] == [("first", ["done"])]
+    assert [title for title, _ in listed("?to=device:pi-2")[0]] == ["third", "second"]
+    assert [title for title, _ in listed("?from=user:x&q=THI")[0]] == ["third"]
+
+    rows, page = listed("?limit=2")
+    assert [title for title, _ in rows] == ["third", "second"] and page["page"].has_more
+    older, _ = listed(f"?limit=2&before={page['page'].next_cursor}")
+    assert [title for title, _ in older] == ["first"]
+
+    rows, page = listed("?to=pi-1")
+    assert page["filter_errors"] == {
+        "to": [
+            "'pi-1' is not an address: use device:<id>, device:*, device:[<id>,...], user:<email> or backend."
+        ]
+    }
+    assert len(rows) == 3  # shown unfiltered, with the error above
+
+
+# Devices and roles ---------------------------------------------------------------
+
+
+def test_the_device_list_asks_the_store_once_per_page(boss, store, make_device, monkeypatch):
+    for number in range(12):
+        make_device(f"pi-{number:02d}")
+    store.post_task(sender="user:x", to="device:pi-03", title="t")
+    store.post_heartbeat(device_id="pi-05")
+    calls = []
+    for name in ("pending_counts", "device_activity"):
+        real = getattr(store, name)
+        monkeypatch.setattr(
+            store, name, lambda ids, real=real, name=name: calls.append(name) or real(ids)
+        )
+    response = boss.get("/admin/taskpool/deviceuser/")
+    assert sorted(calls) == ["device_activity", "pending_counts"]
+    devices = {device.id: device.fleet_status for device in response.context["cl"].result_list}
+    assert devices["pi-03"].pending == 1 and devices["pi-04"].pending == 0
+    assert devices["pi-05"].online and not devices["pi-04"].online
+    online = boss.get("/admin/taskpool/deviceuser/?online=yes").context["cl"].result_list
+    assert [device.id for device in online] == ["pi-05"]
+    offline = boss.get("/admin/taskpool/deviceuser/?online=no").context["cl"].result_list
+    assert len(offline) == 11
+
+
+def test_revoking_tokens_and_issuing_one(boss, make_device, client):
+    device, old_token = make_device("pi-1")
+    response = boss.post(
+        "/admin/taskpool/deviceuser/",
+        {"action": "revoke_tokens", "_selected_action": ["pi-1"], "index": "0"},
+    )
+    assert response.status_code == 302
+    assert client.get("/pool/pending", HTTP_AUTHORIZATION=f"Bearer {old_token}").status_code == 401
+
+    confirm = boss.get("/admin/taskpool/deviceuser/pi-1/token/")
+    assert confirm.context["token"] is None
+    issued = boss.post("/admin/taskpool/deviceuser/pi-1/token/")
+    token = issued.context["token"]
+    assert "no-store" in issued["Cache-Control"]
+    assert client.get("/pool/pending", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+
+
+def test_the_device_page_shows_its_recent_messages(boss, store, make_device):
+    make_device("pi-1")
+    task = store.post_task(sender="user:x", to="device:pi-1", title="t").message
+    store.post_heartbeat(device_id="pi-1")
+    store.post_heartbeat(device_id="pi-2")
+    page = boss.get("/admin/taskpool/deviceuser/pi-1/change/").context
+    assert [row.message["type"] for row in page["recent_messages"]] == ["heartbeat", "task"]
+    assert [row.message["id"] for row in page["pending_tasks"]] == [task["id"]]
+    assert page["can_issue_token"] is True
+
+
+def test_roles_are_inline_on_the_user_admin(boss):
+    user_admin = admin.site.get_model_admin(get_user_model())
+    assert UserRoleInline in user_admin.inlines
+    user = get_user_model().objects.get(username="boss")
+    page = Client()
+    page.force_login(get_user_model().objects.create_superuser("root", password="pw"))
+    html = page.get(f"/admin/auth/user/{user.pk}/change/").content.decode()
+    assert 'id="taskpool_role-group"' in html
+
+
+def test_the_devices_endpoint_is_unchanged(admin_client_api, device_client, store):
+    post_json(device_client, "/pool/heartbeat", {})
+    store.post_task(sender="user:x", to="device:pi-1", title="t")
+    DeviceUser.objects.create(id="quiet", kind="phone")
+    rows = admin_client_api.get("/pool/devices").json()
+    heartbeat_ts = store.device_activity(["pi-1"])["pi-1"].last_heartbeat
+    assert rows == [
+        {
+            "id": "pi-1",
+            "kind": "pi",
+            "validated": True,
+            "last_seen": rows[0]["last_seen"],
+            "last_heartbeat": heartbeat_ts,
+            "online": True,
+            "pending": 1,
+        },
+        {
+            "id": "quiet",
+            "kind": "phone",
+            "validated": False,
+            "last_seen": None,
+            "last_heartbeat": None,
+            "online": False,
+            "pending": 0,
+        },
+    ]
+    assert rows[0]["last_seen"] >= heartbeat_ts

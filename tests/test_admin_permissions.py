@@ -1,0 +1,197 @@
+"""Who may open each admin page and take each action (the rules are in taskpool/admin/access.py).
+
+Pages of the pool need a staff login, then a pool role: master for tasks,
+admin for day files. Devices and roles follow Django's model permissions.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
+
+from taskpool.days import day_of
+from taskpool.models import DeviceUser, UserRole
+
+LOGIN = "/admin/login/"
+
+
+@pytest.fixture
+def login(db):
+    """``login("name", role=..., staff=..., superuser=..., perms=[...])`` -> a logged-in client."""
+
+    def make(username, *, role=None, staff=True, superuser=False, perms=()):
+        user = get_user_model().objects.create_user(
+            username, email=f"{username}@example.com", password="pw", is_staff=staff
+        )
+        user.is_superuser = superuser
+        user.save()
+        if role:
+            UserRole.objects.create(user=user, role=role)
+        for codename in perms:
+            user.user_permissions.add(Permission.objects.get(codename=codename))
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def pool(store, db):
+    """A task with a response, and the URLs of every pool page that shows them."""
+    DeviceUser.objects.create(id="pi-1", validated=True)
+    task = store.post_task(sender="user:someone", to="device:pi-1", title="Check").message
+    store.post_response(device_id="pi-1", parent_id=task["id"], status="progress")
+    day = day_of(store.now())
+    entry = store.day_page(day).entries[0]
+    return {
+        "task": task,
+        "day pages": [
+            "/admin/taskpool/dayfile/",
+            f"/admin/taskpool/dayfile/{day.isoformat()}/",
+            f"/admin/taskpool/dayfile/{day.isoformat()}/?type=task&after={entry.cursor}",
+            f"/admin/taskpool/dayfile/{day.isoformat()}/raw/",
+            f"/admin/taskpool/dayfile/{day.isoformat()}/{entry.cursor.offset}/",
+        ],
+        "task pages": [
+            "/admin/taskpool/task/",
+            "/admin/taskpool/task/add/",
+            f"/admin/taskpool/task/{task['id']}/",
+        ],
+    }
+
+
+def status_of(client, url):
+    response = client.get(url)
+    if response.status_code == 302:
+        return "login" if response["Location"].startswith(LOGIN) else response["Location"]
+    return response.status_code
+
+
+WHO = {
+    "staff without a role": {},
+    "staff with role user": {"role": "user"},
+    "master": {"role": "master"},
+    "admin": {"role": "admin"},
+    "superuser without a role row": {"superuser": True},
+    "admin who is not staff": {"role": "admin", "staff": False},
+}
+EXPECTED = {  # who: (day pages, task pages)
+    "staff without a role": (403, 403),
+    "staff with role user": (403, 403),
+    "master": (403, 200),
+    "admin": (200, 200),
+    "superuser without a role row": (200, 200),
+    "admin who is not staff": ("login", "login"),
+}
+
+
+@pytest.mark.parametrize("who", list(WHO))
+def test_each_page_is_open_to_the_right_role(login, pool, who):
+    client = login("someone-" + who.replace(" ", "-"), **WHO[who])
+    day_status, task_status = EXPECTED[who]
+    assert {url: status_of(client, url) for url in pool["day pages"]} == dict.fromkeys(
+        pool["day pages"], day_status
+    )
+    assert {url: status_of(client, url) for url in pool["task pages"]} == dict.fromkeys(
+        pool["task pages"], task_status
+    )
+
+
+def test_anonymous_is_sent_to_the_admin_login(pool, client):
+    for url in pool["day pages"] + pool["task pages"]:
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(f"{LOGIN}?next=/admin/taskpool/")
+    cancel = client.post(f"/admin/taskpool/task/{pool['task']['id']}/cancel/")
+    assert cancel.status_code == 302 and cancel["Location"].startswith(LOGIN)
+
+
+def index_entries(client) -> dict[str, dict[str, bool]]:
+    """The pool's models on the admin index, with the links shown for each."""
+    response = client.get("/admin/")
+    assert response.status_code == 200
+    apps = {app["app_label"]: app for app in response.context["app_list"]}
+    if "taskpool" not in apps:
+        return {}
+    return {
+        model["object_name"]: {"view": bool(model["admin_url"]), "add": bool(model["add_url"])}
+        for model in apps["taskpool"]["models"]
+    }
+
+
+def test_the_index_shows_each_role_its_pages(login, db):
+    assert index_entries(login("plain")) == {}
+    assert index_entries(login("lowly", role="user")) == {}
+    assert index_entries(login("master", role="master")) == {"Task": {"view": True, "add": True}}
+    assert index_entries(login("boss", role="admin")) == {
+        "DayFile": {"view": True, "add": False},
+        "Task": {"view": True, "add": True},
+    }
+    everything = index_entries(login("root", superuser=True))
+    assert set(everything) == {"DayFile", "DeviceUser", "Task", "UserRole"}
+
+
+def test_sending_and_cancelling_need_the_master_role(login, pool, snapshot):
+    task_id = pool["task"]["id"]
+    before = snapshot()
+    for who in ("plain", "lowly"):
+        client = login(who, role=None if who == "plain" else "user")
+        sent = client.post("/admin/taskpool/task/add/", {"to": "device:pi-1", "title": "x"})
+        assert sent.status_code == 403
+        assert client.post(f"/admin/taskpool/task/{task_id}/cancel/").status_code == 403
+    assert snapshot() == before
+
+    master = login("master", role="master")
+    assert master.get(f"/admin/taskpool/task/{task_id}/cancel/").status_code == 405
+    assert snapshot() == before
+    cancelled = master.post(f"/admin/taskpool/task/{task_id}/cancel/", {"reason": "enough"})
+    assert cancelled.status_code == 302
+    assert cancelled["Location"] == f"/admin/taskpool/task/{task_id}/"
+    assert snapshot() != before
+
+
+def test_device_actions_need_the_change_permission(login, make_device):
+    make_device("new-1", validated=False)
+    viewer = login("viewer", perms=["view_deviceuser"])
+    assert viewer.get("/admin/taskpool/deviceuser/").status_code == 200
+    response = viewer.post(
+        "/admin/taskpool/deviceuser/",
+        {"action": "validate", "_selected_action": ["new-1"], "index": "0"},
+    )
+    assert response.status_code == 200  # the changelist again, with "No action selected."
+    assert DeviceUser.objects.get(pk="new-1").validated is False
+    session = DeviceUser.objects.get(pk="new-1").user_session
+    assert viewer.get("/admin/taskpool/deviceuser/new-1/token/").status_code == 403
+    assert viewer.post("/admin/taskpool/deviceuser/new-1/token/").status_code == 403
+    assert DeviceUser.objects.get(pk="new-1").user_session == session
+
+    changer = login("changer", perms=["view_deviceuser", "change_deviceuser"])
+    response = changer.post(
+        "/admin/taskpool/deviceuser/",
+        {"action": "validate", "_selected_action": ["new-1"], "index": "0"},
+    )
+    assert response.status_code == 302
+    assert DeviceUser.objects.get(pk="new-1").validated is True
+
+
+def test_a_devices_messages_are_for_masters_and_admins(login, store, make_device):
+    make_device("pi-1")
+    store.post_task(sender="user:x", to="device:pi-1", title="secret plan")
+    viewer = login("viewer", perms=["view_deviceuser"])
+    page = viewer.get("/admin/taskpool/deviceuser/pi-1/change/")
+    assert page.status_code == 200
+    assert "recent_messages" not in page.context and "pending_tasks" not in page.context
+    assert "secret plan" not in page.content.decode()
+    master = login("master", role="master", perms=["view_deviceuser"])
+    page = master.get("/admin/taskpool/deviceuser/pi-1/change/")
+    assert [row.message["title"] for row in page.context["recent_messages"]] == ["secret plan"]
+    assert "secret plan" in page.content.decode()
+
+
+def test_a_master_without_model_permissions_sees_no_devices(login, db):
+    master = login("master", role="master")
+    assert master.get("/admin/taskpool/deviceuser/").status_code == 403
+    assert master.get("/admin/taskpool/userrole/").status_code == 403

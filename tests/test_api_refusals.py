@@ -1,0 +1,392 @@
+"""Every refusal (DESIGN 4): the right status, a JSON ``detail`` (and ``errors`` for fields),
+and day files left byte-identical."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from taskpool.exceptions import MessageTooLarge
+from tests.conftest import client_with, post_json
+from tests.support import ManualClock, store_at
+
+UNKNOWN_ID = "msg_" + "0" * 32
+
+
+@pytest.fixture
+def task(master_client, make_device):
+    """A task for pi-1 already in today's file, so there is a file to keep unchanged."""
+    make_device("pi-2")
+    answer = post_json(master_client, "/pool/task", {"to": "device:pi-1", "title": "existing"})
+    assert answer.status_code == 201
+    return answer.json()
+
+
+@pytest.fixture
+def refused(snapshot, task):
+    """``refused(response_maker, status, field=None)``: send, check the refusal, check the files."""
+
+    def check(send, status: int, field: str | None = None):
+        before = snapshot()
+        assert before, "the fixture's task should be in a day file"
+        response = send()
+        body = response.json()
+        assert response.status_code == status, body
+        assert response["Content-Type"] == "application/json"
+        assert isinstance(body["detail"], str) and body["detail"]
+        assert set(body) <= {"detail", "errors"}
+        if field is not None:
+            assert field in body["errors"], body
+        if "errors" in body:
+            assert all(
+                isinstance(messages, list) and all(isinstance(m, str) for m in messages)
+                for messages in body["errors"].values()
+            )
+        assert snapshot() == before
+        return body
+
+    return check
+
+
+# POST /pool/task ---------------------------------------------------------------------
+
+MALFORMED = [
+    b'{"to": "device:pi-1", "title": ',
+    b'{"to": "device:pi-1", "title": "t",}',
+    b"{'to': 'device:pi-1', 'title': 't'}",
+    b'{"to": "device:pi-1", "title": NaN}',
+    b'{"to": "device:pi-1", "title": "\\ud800"}',
+    b'{"to": "device:pi-1", "title": "\xff"}',
+]
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+def test_malformed_json_is_400(refused, master_client, raw):
+    refused(lambda: post_json(master_client, "/pool/task", raw), 400)
+
+
+@pytest.mark.parametrize("raw", [b"[]", b'"a task"', b"5", b"null", b""])
+def test_a_body_that_is_not_an_object_is_400(refused, master_client, raw):
+    refused(lambda: post_json(master_client, "/pool/task", raw), 400)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"title": 5}, "title"),
+        ({"title": True}, "title"),
+        ({"title": ["t"]}, "title"),
+        ({"title": None}, "title"),
+        ({"body": None}, "body"),
+        ({"body": 5}, "body"),
+        ({"body": {"text": "x"}}, "body"),
+        ({"meta": "x"}, "meta"),
+        ({"meta": []}, "meta"),
+        ({"meta": 5}, "meta"),
+        ({"meta": None}, "meta"),
+        ({"to": 5}, "to"),
+        ({"to": ["device:pi-1"]}, "to"),
+        ({"to": None}, "to"),
+    ],
+)
+def test_a_task_field_of_the_wrong_type_is_400(refused, master_client, fields, field):
+    data = {"to": "device:pi-1", "title": "t", **fields}
+    refused(lambda: post_json(master_client, "/pool/task", data), 400, field)
+
+
+@pytest.mark.parametrize("field", ["colour", "from", "type", "parent_id", "id", "ts", "status"])
+def test_an_unknown_task_field_is_400(refused, master_client, field):
+    data = {"to": "device:pi-1", "title": "t", field: "x"}
+    refused(lambda: post_json(master_client, "/pool/task", data), 400, field)
+
+
+@pytest.mark.parametrize("missing", ["to", "title"])
+def test_a_missing_task_field_is_400(refused, master_client, missing):
+    data = {"to": "device:pi-1", "title": "t"}
+    del data[missing]
+    refused(lambda: post_json(master_client, "/pool/task", data), 400, missing)
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "",
+        "device:",
+        "device:[,]",
+        "device:[]",
+        "device:[pi-1,,pi-2]",
+        "device:bad id!",
+        "device:pi 1",
+        "device:" + "x" * 65,
+        "device:[pi-1",
+        'device:["pi-1]',
+        "robot:1",
+        "pi-1",
+        "user:alice@example.com",
+        "user:alice",
+        "backend",
+    ],
+)
+def test_a_bad_task_address_is_400(refused, master_client, to):
+    refused(lambda: post_json(master_client, "/pool/task", {"to": to, "title": "t"}), 400, "to")
+
+
+def test_a_form_body_is_415(refused, master_client):
+    refused(lambda: master_client.post("/pool/task", {"to": "device:pi-1", "title": "t"}), 415)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("get", "/pool/task"), ("put", "/pool/response"), ("delete", "/pool/pending")],
+)
+def test_a_wrong_method_is_405(refused, master_client, device_client, method, path):
+    client = master_client if path == "/pool/task" else device_client
+    refused(lambda: getattr(client, method)(path), 405)
+
+
+# POST /pool/response ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["claimed", "cancelled", "DONE", "Done", " done", "", "finished", 1, None, True, ["done"]],
+)
+def test_a_status_a_device_may_not_send_is_400(refused, device_client, task, status):
+    data = {"parent_id": task["id"], "status": status}
+    refused(lambda: post_json(device_client, "/pool/response", data), 400, "status")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"parent_id": 5}, "parent_id"),
+        ({"parent_id": None}, "parent_id"),
+        ({"title": 5}, "title"),
+        ({"body": None}, "body"),
+        ({"meta": "x"}, "meta"),
+        ({"meta": []}, "meta"),
+        ({"to": "user:master"}, "to"),
+        ({"type": "task"}, "type"),
+        ({"meta": {"status": "failed"}}, "meta"),
+    ],
+)
+def test_a_bad_response_field_is_400(refused, device_client, task, fields, field):
+    data = {"parent_id": task["id"], "status": "done", **fields}
+    refused(lambda: post_json(device_client, "/pool/response", data), 400, field)
+
+
+def test_a_response_without_parent_or_status_is_400(refused, device_client, task):
+    refused(
+        lambda: post_json(device_client, "/pool/response", {"status": "done"}), 400, "parent_id"
+    )
+    refused(
+        lambda: post_json(device_client, "/pool/response", {"parent_id": task["id"]}), 400, "status"
+    )
+
+
+@pytest.mark.parametrize("parent", [UNKNOWN_ID, "nonsense", "msg_" + "A" * 32])
+def test_an_unknown_parent_is_404(refused, device_client, parent):
+    data = {"parent_id": parent, "status": "done"}
+    refused(lambda: post_json(device_client, "/pool/response", data), 404, "parent_id")
+
+
+def test_a_parent_that_is_a_response_not_a_task_is_404(refused, device_client, task):
+    progress = post_json(
+        device_client, "/pool/response", {"parent_id": task["id"], "status": "progress"}
+    )
+    assert progress.status_code == 201
+    data = {"parent_id": progress.json()["id"], "status": "done"}
+    refused(lambda: post_json(device_client, "/pool/response", data), 404)
+
+
+@pytest.mark.parametrize("to", ["device:pi-2", "device:[pi-2,pi-3]"])
+def test_answering_a_task_not_addressed_to_you_is_403(refused, master_client, device_client, to):
+    other = post_json(master_client, "/pool/task", {"to": to, "title": "not yours"}).json()
+    data = {"parent_id": other["id"], "status": "done"}
+    refused(lambda: post_json(device_client, "/pool/response", data), 403)
+
+
+def test_answering_a_finished_task_not_addressed_to_you_is_still_403(
+    refused, master_client, device_client, make_device
+):
+    _, token = make_device("pi-2")
+    other = post_json(master_client, "/pool/task", {"to": "device:pi-2", "title": "x"}).json()
+    done = post_json(
+        client_with(token), "/pool/response", {"parent_id": other["id"], "status": "done"}
+    )
+    assert done.status_code == 201
+    data = {"parent_id": other["id"], "status": "done"}
+    refused(lambda: post_json(device_client, "/pool/response", data), 403)
+
+
+@pytest.mark.parametrize("first", ["done", "failed", "rejected"])
+@pytest.mark.parametrize("second", ["done", "failed", "rejected", "progress"])
+@pytest.mark.parametrize("to", ["device:pi-1", "device:*", "device:[pi-1,pi-2]"])
+def test_an_answer_after_a_terminal_one_is_409(
+    refused, master_client, device_client, first, second, to
+):
+    sent = post_json(master_client, "/pool/task", {"to": to, "title": "once"}).json()
+    answered = post_json(
+        device_client, "/pool/response", {"parent_id": sent["id"], "status": first}
+    )
+    assert answered.status_code == 201
+    data = {"parent_id": sent["id"], "status": second}
+    body = refused(lambda: post_json(device_client, "/pool/response", data), 409)
+    assert "already answered" in body["detail"]
+
+
+# POST /pool/heartbeat ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"body": 5}, "body"),
+        ({"body": None}, "body"),
+        ({"meta": []}, "meta"),
+        ({"meta": "x"}, "meta"),
+        ({"title": "hi"}, "title"),
+        ({"status": "done"}, "status"),
+    ],
+)
+def test_a_bad_heartbeat_is_400(refused, device_client, data, field):
+    refused(lambda: post_json(device_client, "/pool/heartbeat", data), 400, field)
+
+
+# MAX_MESSAGE_BYTES -------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_messages(settings, pool_dir):
+    settings.TASKPOOL = {**settings.TASKPOOL, "MAX_MESSAGE_BYTES": 1024}
+    return 1024
+
+
+def test_the_default_limit_is_64_kib(refused, master_client):
+    fits = {"to": "device:pi-1", "title": "t", "body": "x" * 60_000}
+    assert post_json(master_client, "/pool/task", fits).status_code == 201
+    over = {"to": "device:pi-1", "title": "t", "body": "x" * (64 * 1024)}
+    refused(lambda: post_json(master_client, "/pool/task", over), 413)
+
+
+def test_a_request_body_over_the_limit_is_413(
+    refused, small_messages, master_client, device_client, task
+):
+    big = "x" * 1100
+    refused(
+        lambda: post_json(
+            master_client, "/pool/task", {"to": "device:pi-1", "title": "t", "body": big}
+        ),
+        413,
+    )
+    refused(
+        lambda: post_json(
+            device_client,
+            "/pool/response",
+            {"parent_id": task["id"], "status": "done", "body": big},
+        ),
+        413,
+    )
+    refused(lambda: post_json(device_client, "/pool/heartbeat", {"meta": {"blob": big}}), 413)
+
+
+def test_a_body_that_fits_but_whose_line_would_not_is_413(
+    refused, small_messages, master_client, device_client, task
+):
+    # The request is under the limit; the stored line (id, ts, from, meta...) is over it.
+    raw = orjson.dumps({"to": "device:pi-1", "title": "t", "body": "y" * 950})
+    assert len(raw) < small_messages
+    refused(lambda: post_json(master_client, "/pool/task", raw), 413)
+    raw = orjson.dumps({"parent_id": task["id"], "status": "done", "body": "y" * 900})
+    assert len(raw) < small_messages
+    refused(lambda: post_json(device_client, "/pool/response", raw), 413)
+
+
+def test_a_declared_length_over_the_limit_is_413_before_reading(
+    refused, small_messages, master_client
+):
+    def send():
+        return master_client.generic(
+            "POST",
+            "/pool/task",
+            b'{"to": "device:pi-1", "title": "t"}',
+            content_type="application/json",
+            CONTENT_LENGTH="5000",
+        )
+
+    refused(send, 413)
+
+
+def test_a_line_of_exactly_the_limit_is_taken_and_one_byte_more_is_not(tmp_path):
+    clock = ManualClock("2026-06-03T12:00:00Z")
+    probe = store_at(tmp_path / "probe", clock)
+    overhead = (
+        len(orjson.dumps(probe.post_task(sender="backend", to="device:pi-1", title="").message)) + 1
+    )
+
+    store = store_at(tmp_path / "pool", clock, max_message_bytes=1024)
+    taken = store.post_task(
+        sender="backend", to="device:pi-1", title="", body="z" * (1024 - overhead)
+    )
+    assert len((tmp_path / "pool" / "2026-06-03.jsonl").read_bytes()) == 1024
+    with pytest.raises(MessageTooLarge):
+        store.post_task(sender="backend", to="device:pi-1", title="", body="z" * (1025 - overhead))
+    assert (tmp_path / "pool" / "2026-06-03.jsonl").read_bytes().count(b"\n") == 1
+    assert [m["id"] for m in store.pending_for("pi-1")] == [taken.message["id"]]
+
+
+# Query parameters --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "20260603",
+        "2026-W23-3",
+        "2026-02-30",
+        "2026-6-3",
+        "../etc",
+        "../../etc/passwd",
+        "",
+        "2026-06-03 ",
+        "2026-06-03.jsonl",
+        "2026-13-01",
+        "２０２６-０６-０３",
+        "2026-06-03T00:00:00",
+    ],
+)
+def test_a_bad_log_date_is_400(refused, admin_client_api, date):
+    refused(lambda: admin_client_api.get("/pool/log", {"date": date}), 400, "date")
+
+
+@pytest.mark.parametrize(
+    "limit", ["0", "1001", "-1", "abc", "1.5", "", "1e3", " 5", "0x10", "٥", "99999999999"]
+)
+def test_a_bad_pending_limit_is_400(refused, device_client, limit):
+    refused(lambda: device_client.get("/pool/pending", {"limit": limit}), 400, "limit")
+
+
+# Refused requests are not activity --------------------------------------------------
+
+
+def test_a_refused_request_does_not_count_as_activity(
+    refused, device_client, master_client, task, admin_client_api
+):
+    from taskpool.models import DeviceUser
+
+    refused(
+        lambda: post_json(
+            device_client, "/pool/response", {"parent_id": task["id"], "status": "claimed"}
+        ),
+        400,
+    )
+    refused(lambda: device_client.get("/pool/pending", {"limit": "0"}), 400)
+    refused(
+        lambda: post_json(
+            device_client, "/pool/response", {"parent_id": UNKNOWN_ID, "status": "done"}
+        ),
+        404,
+    )
+    assert DeviceUser.objects.get(pk="pi-1").last_seen is None
+    (row,) = [r for r in admin_client_api.get("/pool/devices").json() if r["id"] == "pi-1"]
+    assert row["last_seen"] is None and row["online"] is False

@@ -1,0 +1,220 @@
+"""The demo site as a new user meets it: migrate, demo_setup, uvicorn, and the printed curl
+walk-through run as printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+# Variables of the test run that must not leak into the demo site.
+FOREIGN = (
+    "DJANGO_SETTINGS_MODULE",
+    "DATABASE_URL",
+    "TASKPOOL_DATA_DIR",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_DEBUG",
+)
+
+
+@dataclass(frozen=True)
+class Site:
+    """The demo site under test: where it listens and where its var/ is."""
+
+    port: int
+    var_dir: Path
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def wait_until_listening(
+    server: subprocess.Popen, port: int, log: Path, deadline_seconds: float = 60
+) -> None:
+    """Return once the port accepts connections; fail if the server exits first."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited with {server.returncode}: {log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listened on port {port} within {deadline_seconds} s")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Iterator[Site]:
+    """The demo site set up as ``make run`` does, served by uvicorn on a free port."""
+    root = tmp_path_factory.mktemp("demo")
+    env = {key: value for key, value in os.environ.items() if key not in FOREIGN}
+    env["TASKPOOL_VAR_DIR"] = str(root / "var")
+    site = Site(free_port(), root / "var", env)
+    manage(env, "migrate", "--noinput")
+    manage(env, "demo_setup", "--url", site.url)
+    log = root / "uvicorn.log"
+    with open(log, "wb") as output:  # the server keeps its own descriptor
+        process = subprocess.Popen(
+            [
+                str(BIN / "uvicorn"),
+                "project.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(site.port),
+            ],
+            cwd=REPOSITORY,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_listening(process, site.port, log)
+        yield site
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def fetch(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str, bytes]:
+    """Status, content type and body of one request, error statuses included."""
+    request = urllib.request.Request(
+        url, data=body, method=method, headers={"Content-Type": "application/json"}
+    )
+    opener = urllib.request.build_opener(NoRedirects)
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect is an answer to check, not to follow
+
+
+def walkthrough(var_dir: Path) -> str:
+    """Everything from the line starting with ``# 1.`` in var/demo-login.txt."""
+    text = (var_dir / "demo-login.txt").read_text()
+    lines = text.splitlines(keepends=True)
+    (start,) = [number for number, line in enumerate(lines) if line.startswith("# 1.")]
+    return "".join(lines[start:])
+
+
+@pytest.mark.skipif(
+    shutil.which("curl") is None, reason="the walk-through needs curl, which is not installed"
+)
+def test_the_printed_curl_walkthrough_works_as_printed(site, tmp_path):
+    var_dir = site.var_dir
+    script = walkthrough(var_dir)
+    assert f"{site.url}/pool/task" in script
+
+    done = subprocess.run(
+        ["bash"],
+        input=script,
+        cwd=tmp_path,
+        env=site.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    output = done.stdout.splitlines()
+    assert len(output) == 4, done.stdout
+
+    posted = re.fullmatch(r"posted (msg_[0-9a-f]{32})", output[0])
+    assert posted, output[0]
+    task_id = posted.group(1)
+
+    pending = json.loads(output[1])
+    assert [task["id"] for task in pending] == [task_id]
+    assert pending[0]["to"] == "device:demo-pi"
+
+    response = json.loads(output[2])
+    assert response["parent_id"] == task_id
+    assert response["meta"]["status"] == "done"
+    assert response["from"] == "device:demo-pi"
+
+    log = json.loads(output[3])
+    assert [m["id"] for m in log] == [task_id, response["id"]]
+    assert log[1]["meta"]["status"] == "done"
+
+    # The day file holds the same two lines.
+    (day_file,) = (var_dir / "pool").glob("*.jsonl")
+    stored = [json.loads(line) for line in day_file.read_text().splitlines()]
+    assert stored == log
+
+
+def test_demo_setup_runs_once(site):
+    notes = site.var_dir / "demo-login.txt"
+    assert oct(notes.stat().st_mode & 0o777) == "0o600"
+    written = notes.read_bytes()
+    again = manage(site.env, "demo_setup", "--url", site.url)
+    assert "demo-login.txt" in again and "# 1." not in again
+    assert notes.read_bytes() == written
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/pool/pending/"),
+        ("POST", "/pool/task/"),
+        ("GET", "/pool/nothing"),
+        ("POST", "/pool/response/"),
+    ],
+)
+def test_the_served_site_answers_a_wrong_path_with_a_json_404(site, method, path):
+    status, content_type, body = fetch(site.url + path, method, b"{}" if method == "POST" else None)
+    assert (status, content_type) == (404, "application/json")
+    assert json.loads(body) == {"detail": "Not found."}
+
+
+def test_the_served_site_has_its_schema_and_docs(site):
+    status, _, body = fetch(site.url + "/pool/schema")
+    assert status == 200 and body.startswith(b"openapi: 3.")
+    status, content_type, _ = fetch(site.url + "/pool/docs")
+    assert status == 200 and content_type.startswith("text/html")
+    status, _, body = fetch(site.url + "/pool/pending")
+    assert status == 401 and json.loads(body)["detail"]

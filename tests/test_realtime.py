@@ -1,0 +1,259 @@
+"""Real time in one process: stream scopes, the hub's wake-ups, keep-alives, and the WSGI fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+from taskpool.cursors import Cursor
+from taskpool.realtime import sse
+from taskpool.realtime.hub import Hub
+from taskpool.realtime.scope import ADMIN, DEVICE, MASTER, Scope, StreamFilter
+from taskpool.realtime.stream import events
+from taskpool.stores.jsonl import JsonlStore
+
+
+def post(store, to: str, sender: str = "user:ops", **extra) -> dict:
+    return store.post_task(sender=sender, to=to, title="t", **extra).message
+
+
+def carried(store, scope: Scope) -> list[str]:
+    """The ids of the messages a stream for ``scope`` carries from the pool's start."""
+    stream_filter = StreamFilter(scope, store.find_task)
+    page = store.messages_after(None, limit=1000)
+    return [message["id"] for message in page.results if stream_filter.carries(message)]
+
+
+# Scopes ---------------------------------------------------------------------
+
+
+def test_a_device_stream_carries_what_changes_its_pending_list(store):
+    own = post(store, "device:a")
+    listed = post(store, "device:[b,a]")
+    everyone = post(store, "device:*")
+    others = post(store, "device:b")
+    done = store.post_response(device_id="a", parent_id=own["id"], status="done").message
+    cancel = store.cancel(sender="user:ops", task_id=listed["id"]).message
+    store.cancel(sender="user:ops", task_id=others["id"])
+    heartbeat = store.post_heartbeat(device_id="b")
+    assert carried(store, Scope(DEVICE, "a")) == [
+        own["id"],
+        listed["id"],
+        everyone["id"],
+        cancel["id"],
+    ]
+    assert done["id"] not in carried(store, Scope(DEVICE, "a"))
+    assert heartbeat["id"] not in carried(store, Scope(DEVICE, "b"))
+
+
+def test_a_device_hears_of_another_devices_claim_once_and_of_its_release(store):
+    task = post(store, "device:[a,b]", mode="any")
+    claim = store.claim(device_id="b", parent_id=task["id"]).claim
+    store.post_response(device_id="b", parent_id=task["id"], status="progress")
+    release = store.post_response(device_id="b", parent_id=task["id"], status="rejected").message
+    again = store.post_response(device_id="a", parent_id=task["id"], status="progress").message
+    assert carried(store, Scope(DEVICE, "a")) == [task["id"], claim["id"], release["id"]]
+    assert carried(store, Scope(DEVICE, "b")) == [task["id"], again["id"]]
+
+
+def test_a_master_stream_carries_its_tasks_and_their_responses(store):
+    mine = post(store, "device:a", sender="user:ops")
+    post(store, "device:a", sender="user:other")
+    progress = store.post_response(device_id="a", parent_id=mine["id"], status="progress").message
+    store.post_heartbeat(device_id="a")
+    assert carried(store, Scope(MASTER, "user:ops")) == [mine["id"], progress["id"]]
+
+
+def test_an_admin_stream_carries_everything(store):
+    post(store, "device:a")
+    store.post_heartbeat(device_id="a")
+    assert len(carried(store, Scope(ADMIN))) == 2
+
+
+def test_scopes_of_principals(make_device, make_user):
+    device, _ = make_device("pi-1")
+    master, _ = make_user("ops", role="master", email="ops@example.com")
+    admin, _ = make_user("boss", role="admin")
+    viewer, _ = make_user("viewer", role="user")
+    superuser, _ = make_user("root", role=None, superuser=True)
+    assert Scope.of(device) == Scope(DEVICE, "pi-1")
+    assert Scope.of(master) == Scope(MASTER, "user:ops@example.com")
+    assert Scope.of(admin) == Scope.of(superuser) == Scope(ADMIN)
+    assert Scope.of(viewer) is None
+
+
+def test_an_event_takes_its_name_from_the_known_types_only_and_keeps_to_one_line():
+    message = {
+        "id": "msg_" + "0" * 32,
+        "ts": "2026-06-03T12:00:00Z",
+        "from": "user:ops",
+        "to": "device:a",
+        "type": "task\ndata: injected",
+        "title": "a\u2028b\u2029c\u0085d\ne",
+        "body": "",
+        "parent_id": None,
+        "meta": {},
+    }
+    event = sse.event(Cursor.parse("20260603-000000000100"), message)
+    lines = event.split(b"\n")
+    assert lines[:2] == [b"id: 20260603-000000000100", b"event: message"]
+    assert lines[2].startswith(b"data: ") and lines[3:] == [b"", b""]
+    assert all(
+        raw not in event for raw in ("\u2028".encode(), "\u2029".encode(), "\u0085".encode())
+    )
+    assert orjson.loads(lines[2][6:]) == message
+
+
+# The hub ----------------------------------------------------------------------
+
+
+def test_the_hub_wakes_only_the_waiters_a_line_from_another_process_concerns(store, pool_dir):
+    async def scenario() -> tuple[bool, bool, bool, int]:
+        hub = Hub(store)
+        async with (
+            hub.waiter(Scope(DEVICE, "a")) as for_a,
+            hub.waiter(Scope(DEVICE, "b")) as for_b,
+            hub.waiter(Scope(MASTER, "user:ops")) as for_ops,
+        ):
+            other = JsonlStore(pool_dir, fsync=False)  # another writer of the same files
+            try:
+                await asyncio.to_thread(post, other, "device:a")
+            finally:
+                other.close()
+            woken = await for_a.wait(30)
+            # One look wakes every waiter the line concerns at once: b would be set now.
+            return woken, for_b.woken, for_ops.woken, hub.waiting
+
+    woken, b_woken, ops_woken, waiting = asyncio.run(scenario())
+    assert (woken, b_woken, ops_woken, waiting) == (True, False, True, 3)
+
+
+def test_a_waiter_not_woken_may_resume_where_the_watcher_got_to(store, pool_dir):
+    async def scenario():
+        hub = Hub(store)
+        async with hub.waiter(Scope(DEVICE, "a")) as for_a, hub.waiter(Scope(DEVICE, "b")) as for_b:
+            read_to = store.end_cursor()  # what a stream for a has read
+            await asyncio.to_thread(post, store, "device:b")
+            await for_b.wait(30)
+            return (
+                read_to,
+                for_a.woken,
+                hub.resume_point(read_to),
+                hub.resume_point(Cursor.parse("29991231-000000000000")),
+            )
+
+    read_to, a_woken, resumed, ahead = asyncio.run(scenario())
+    assert read_to is None and not a_woken
+    assert resumed == store.end_cursor() is not None
+    assert ahead == Cursor.parse("29991231-000000000000")
+
+
+def test_the_hub_releases_waiters_that_are_cancelled(store):
+    async def scenario() -> int:
+        hub = Hub(store)
+
+        async def wait_forever() -> None:
+            async with hub.waiter(Scope(DEVICE, "a")) as waiter:
+                await waiter.wait(3600)
+
+        task = asyncio.create_task(wait_forever())
+        while hub.waiting == 0:
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return hub.waiting
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_the_watcher_stops_with_its_last_waiter(store):
+    async def scenario() -> bool:
+        hub = Hub(store)
+        hub.linger = 0
+        async with hub.waiter(Scope(ADMIN)):
+            watcher = hub._watcher
+            assert watcher is not None
+        await asyncio.wait_for(watcher, 30)
+        return hub._watcher is None
+
+    assert asyncio.run(scenario())
+
+
+def test_a_quiet_stream_sends_keep_alive_comments(store):
+    async def scenario() -> list[bytes]:
+        stream = events(store, Scope(ADMIN), None, keep_alive=0.01)
+        try:
+            return [await anext(stream) for _ in range(3)]
+        finally:
+            await stream.aclose()
+
+    assert asyncio.run(scenario()) == [sse.OPENED, sse.KEEP_ALIVE, sse.KEEP_ALIVE]
+
+
+# Without an event loop (WSGI, runserver) ------------------------------------
+
+
+def later(action, delay: float = 0.3) -> threading.Thread:
+    """Run ``action`` in a thread after ``delay``: a writer while the request waits."""
+    thread = threading.Timer(delay, action)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_under_wsgi_a_long_poll_is_woken(device_client, store, pool_dir):
+    posted: list[dict] = []
+
+    def write() -> None:
+        other = JsonlStore(pool_dir, fsync=False)
+        try:
+            posted.append(post(other, "device:pi-1"))
+        finally:
+            other.close()
+
+    thread = later(write)
+    answer = device_client.get("/pool/pending?wait=30")
+    thread.join()
+    assert answer.status_code == 200
+    assert answer.json() == posted
+
+
+@pytest.mark.slow
+def test_under_wsgi_a_stream_is_served_by_polling(device_client, store, pool_dir):
+    response = device_client.get("/pool/stream")
+    assert response.status_code == 200
+    assert response["Content-Type"] == sse.MEDIA_TYPE
+    chunks = iter(response.streaming_content)
+    assert next(chunks) == sse.OPENED
+    task = post(store, "device:pi-1")
+    chunk = next(chunks)
+    response.close()
+    assert chunk.startswith(b"id: ") and b"event: task\n" in chunk
+    assert orjson.loads(chunk.split(b"data: ", 1)[1]) == task
+
+
+def test_under_wsgi_bad_values_are_400(device_client):
+    for path in ("/pool/pending?wait=x", "/pool/stream?after=x"):
+        answer = device_client.get(path)
+        assert answer.status_code == 400
+        assert answer.json()["detail"]
+
+
+def test_the_log_page_of_an_empty_pool(admin_client_api, pool_dir: Path):
+    answer = admin_client_api.get("/pool/log?limit=5")
+    assert answer.json() == {"results": [], "next_cursor": None, "has_more": False}
+
+
+def test_under_wsgi_the_jsonl_dump_is_the_day_file(admin_client_api, store, pool_dir: Path):
+    for _ in range(3):
+        post(store, "device:a")
+    answer = admin_client_api.get("/pool/log?format=jsonl")
+    assert answer["Content-Type"] == "application/x-ndjson"
+    (day_file,) = pool_dir.glob("*.jsonl")
+    assert b"".join(answer.streaming_content) == day_file.read_bytes()
+    by_accept = admin_client_api.get("/pool/log", HTTP_ACCEPT="application/x-ndjson")
+    assert b"".join(by_accept.streaming_content) == day_file.read_bytes()
