@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import random
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +35,7 @@ class Plan:
 
     sizes: tuple[int, ...]
     requests: int
+    asgi_requests: int
     request_rounds: int
     append_seconds: float
     quick: bool
@@ -93,28 +96,69 @@ def setup_django(work: Path) -> dict[str, str]:
 
 
 def time_requests(
-    tokens: dict[str, str], paths: tuple[str, ...], count: int, seed: int
+    tokens: dict[str, str],
+    paths: tuple[str, ...],
+    count: int,
+    seed: int,
+    *,
+    transport: str = "wsgi",
 ) -> dict[str, list[float]]:
-    """``count`` timed GETs of each path, interleaved, each pair by one random device."""
+    """``count`` timed GETs of each path, interleaved, each pair by one random device.
+
+    ``wsgi``: ``django.test.Client``, Django's WSGI path (an async view such as
+    ``/pool/pending`` runs in an event loop of its own per request). ``asgi``:
+    ``AsyncClient`` through Django's ASGI handler, as uvicorn serves the demo
+    site (sync middleware and views each run in a worker thread).
+    """
+    if transport == "asgi":
+        return asyncio.run(_time_requests_asgi(tokens, paths, count, seed))
     from django.test import Client
 
     client = Client()
-    devices = sorted(tokens)
-    rng = random.Random(seed)
     samples: dict[str, list[float]] = {path: [] for path in paths}
     clock = time.perf_counter
-    for number in range(count):
-        authorization = f"Bearer {tokens[rng.choice(devices)]}"
-        order = paths if number % 2 == 0 else paths[::-1]
-        for path in order:
+    for number, headers in enumerate(_headers(tokens, count, seed)):
+        for path in _rotated(paths, number):
             started = clock()
-            response = client.get(path, HTTP_AUTHORIZATION=authorization)
+            response = client.get(path, headers=headers)
             samples[path].append(clock() - started)
-            if response.status_code != 200:
-                raise RuntimeError(
-                    f"GET {path} answered {response.status_code}: {response.content!r}"
-                )
+            _check_ok(path, response)
     return samples
+
+
+async def _time_requests_asgi(
+    tokens: dict[str, str], paths: tuple[str, ...], count: int, seed: int
+) -> dict[str, list[float]]:
+    from django.test import AsyncClient
+
+    client = AsyncClient()
+    samples: dict[str, list[float]] = {path: [] for path in paths}
+    clock = time.perf_counter
+    for number, headers in enumerate(_headers(tokens, count, seed)):
+        for path in _rotated(paths, number):
+            started = clock()
+            response = await client.get(path, headers=headers)
+            samples[path].append(clock() - started)
+            _check_ok(path, response)
+    return samples
+
+
+def _rotated(paths: tuple[str, ...], number: int) -> tuple[str, ...]:
+    """The paths, each request starting with the next one, so none is always first."""
+    shift = number % len(paths)
+    return paths[shift:] + paths[:shift]
+
+
+def _headers(tokens: dict[str, str], count: int, seed: int) -> Iterator[dict[str, str]]:
+    devices = sorted(tokens)
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield {"Authorization": f"Bearer {tokens[rng.choice(devices)]}"}
+
+
+def _check_ok(path: str, response: Any) -> None:
+    if response.status_code != 200:
+        raise RuntimeError(f"GET {path} answered {response.status_code}: {response.content!r}")
 
 
 def parse_floor(directory: Path) -> tuple[float, int]:
@@ -305,9 +349,13 @@ def measure_requests(
     """
     from taskpool.stores import get_store
 
-    paths = ("/pool/pending", "/bench/noop")
-    samples = {size: {path: [] for path in paths} for size in results}
-    per_round = max(1, plan.requests // plan.request_rounds)
+    paths = ("/pool/pending", "/bench/noop", "/bench/sync-pending")
+    transports = {"wsgi": plan.requests, "asgi": plan.asgi_requests}
+    samples = {
+        (transport, size): {path: [] for path in paths}
+        for transport in transports
+        for size in results
+    }
     for round_number in range(plan.request_rounds):
         for size in results:
             progress(
@@ -315,15 +363,26 @@ def measure_requests(
             )
             with pool_at(work / f"pool-{size}"):
                 get_store().pending_for("dev-0000")  # the index, from its checkpoint
-                time_requests(tokens, paths, 50, seed=-1)  # warm up, untimed
-                timed = time_requests(tokens, paths, per_round, seed=size * 100 + round_number)
-            for path in paths:
-                samples[size][path] += timed[path]
+                for transport, total in transports.items():
+                    seed = size * 100 + round_number
+                    time_requests(tokens, paths, 20, -1, transport=transport)  # warm-up
+                    timed = time_requests(
+                        tokens,
+                        paths,
+                        max(1, total // plan.request_rounds),
+                        seed,
+                        transport=transport,
+                    )
+                    for path in paths:
+                        samples[transport, size][path] += timed[path]
     for size, figures in results.items():
-        figures["requests"] = per_round * plan.request_rounds
-        for path, name in zip(paths, ("pending", "noop"), strict=True):
-            figures[f"{name}_p50"] = median(samples[size][path])
-            figures[f"{name}_p99"] = percentile(samples[size][path], 0.99)
+        for transport in transports:
+            prefix = "" if transport == "wsgi" else "asgi_"
+            measured = samples[transport, size]
+            figures[f"{prefix}requests"] = len(measured[paths[0]])
+            for path, name in zip(paths, ("pending", "noop", "sync_pending"), strict=True):
+                figures[f"{prefix}{name}_p50"] = median(measured[path])
+                figures[f"{prefix}{name}_p99"] = percentile(measured[path], 0.99)
 
 
 def measure_size_appends(size: int, plan: Plan, work: Path, figures: dict[str, Any]) -> None:
@@ -349,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(
         sizes=tuple(sorted(set(sizes))),
         requests=args.requests or (300 if args.quick else 2000),
+        asgi_requests=100 if args.quick else 600,
         request_rounds=2 if args.quick else 4,
         append_seconds=args.append_seconds or (0.25 if args.quick else 1.0),
         quick=args.quick,
