@@ -61,7 +61,7 @@ from taskpool.messages import (
     parse_address,
     same_request,
 )
-from taskpool.stores import day_reading, day_summaries
+from taskpool.stores import checkpoint, day_reading, day_summaries
 from taskpool.stores.base import (
     BaseStore,
     Claim,
@@ -76,7 +76,6 @@ from taskpool.stores.base import (
     TaskQuery,
     TaskSummary,
 )
-from taskpool.stores import checkpoint
 from taskpool.stores.changes import Changes, Journal, concern_of
 from taskpool.stores.index import PoolIndex
 
@@ -433,7 +432,7 @@ class JsonlStore(BaseStore):
             size = os.fstat(descriptor).st_size
             if size and os.pread(descriptor, 1, size - 1) != b"\n":
                 line = b"\n" + line  # end a torn line so ours stays whole
-            self._write(descriptor, day, line)
+            self._writer.end = self._write(descriptor, day, line)  # type: ignore[union-attr]
             self._reread(day, now)
             return descriptor
         start = tail.size
@@ -835,9 +834,7 @@ class JsonlStore(BaseStore):
     def pending_counts(self, device_ids: list[str]) -> dict[str, int]:
         with self._mutex:
             now = self._advance()
-            return {
-                device_id: self._index.pending_count(device_id, now) for device_id in device_ids
-            }
+            return {device_id: self._index.pending_count(device_id, now) for device_id in device_ids}
 
     def device_activity(self, device_ids: list[str]) -> dict[str, DeviceActivity]:
         with self._mutex:
@@ -957,9 +954,7 @@ class JsonlStore(BaseStore):
                     (TaskSummary(task, statuses), Cursor(date.fromordinal(day_ordinal), offset))
                 )
                 if len(found) > limit:
-                    return TaskPage(
-                        [summary for summary, _ in found[:limit]], found[limit - 1][1], True
-                    )
+                    return TaskPage([summary for summary, _ in found[:limit]], found[limit - 1][1], True)
         return TaskPage([summary for summary, _ in found], found[-1][1] if found else before, False)
 
     def _tasks_of_day(
