@@ -188,22 +188,33 @@ class TaskState:
         if self.any_one and self.claimer is not None and self.claimer != device_id:
             raise ClaimedByOther(f"Task {self.id} is held by device {self.claimer}.")
 
-    def execution(self, device_id: str, now: float) -> dict[str, str]:
-        """This task's execution on one device: ``{"device", "status", "updated"}``."""
+    def _status(self, device_id: str, now: float) -> str:
+        """The execution status on one device (``execution`` without its time)."""
         answer = self.answers.get(device_id)
         if answer is not None and answer[0] in TERMINAL_STATUSES:
-            status, updated = answer
-        elif self.cancellation is not None:
-            status, updated = "cancelled", self.cancellation["ts"]
-        elif now >= self.expires_at:
-            status, updated = "expired", format_timestamp(self.expires_at)
-        elif self.any_one and self.claimer is not None and self.claimer != device_id:
-            # Held by another device: nothing left for this one to do.
-            status, updated = "claimed", self.answers[self.claimer][1]
-        elif answer is not None:
-            status, updated = answer
+            return answer[0]
+        if self.cancellation is not None:
+            return "cancelled"
+        if now >= self.expires_at:
+            return "expired"
+        if self.any_one and self.claimer is not None and self.claimer != device_id:
+            return "claimed"  # held by another device: nothing left for this one to do
+        return "pending" if answer is None else answer[0]
+
+    def execution(self, device_id: str, now: float) -> dict[str, str]:
+        """This task's execution on one device: ``{"device", "status", "updated"}``."""
+        status = self._status(device_id, now)
+        answer = self.answers.get(device_id)
+        if answer is not None and answer[0] == status:
+            updated = answer[1]
+        elif status == "cancelled":
+            updated = self.cancellation["ts"]  # type: ignore[index]
+        elif status == "expired":
+            updated = format_timestamp(self.expires_at)
+        elif status == "claimed":
+            updated = self.answers[self.claimer][1]  # type: ignore[index]
         else:
-            status, updated = "pending", self.task["ts"]
+            updated = self.task["ts"]
         return {"device": device_id, "status": status, "updated": updated}
 
     def executions(self, registered_devices: list[str], now: float) -> list[dict[str, str]]:
@@ -221,16 +232,32 @@ class TaskState:
 
     def statuses(self, registered_devices: list[str], now: float) -> frozenset[str]:
         """The distinct execution statuses of this task (for the task list's filter)."""
-        found = {row["status"] for row in self.executions(registered_devices, now)}
-        if self.audience.everyone and not registered_devices:
-            # Unknown devices: what the task is for one that never answered ("" is no device's id).
-            found.add(self.execution("", now)["status"])
-        return frozenset(found)
+        return bits_to_statuses(self.status_bits(registered_devices, now))
+
+    def status_bits(self, registered_devices: list[str], now: float) -> int:
+        """``statuses`` as ``statuses_to_bits`` would write them, without building any row."""
+        if self.audience.everyone:
+            devices = [*registered_devices, *self.answers]
+            if not registered_devices:
+                # Unknown devices: what the task is for one that never answered ("" is no id).
+                devices.append("")
+        else:
+            devices = list(self.audience.device_ids)
+        bits = 0
+        for device_id in devices:
+            bits |= _STATUS_BITS[self._status(device_id, now)]
+        return bits
+
+
+_STATUS_BITS = {status: 1 << number for number, status in enumerate(EXECUTION_STATUSES)}
 
 
 def statuses_to_bits(statuses: frozenset[str]) -> int:
     """A set of execution statuses as a small integer (one bit per status)."""
-    return sum(1 << EXECUTION_STATUSES.index(status) for status in statuses)
+    bits = 0
+    for status in statuses:
+        bits |= _STATUS_BITS[status]
+    return bits
 
 
 def bits_to_statuses(bits: int) -> frozenset[str]:

@@ -222,6 +222,18 @@ def test_under_wsgi_a_long_poll_is_woken(device_client, store, pool_dir):
     assert answer.json() == posted
 
 
+def test_under_wsgi_a_long_poll_with_nothing_for_it_answers_empty(device_client, store):
+    post(store, "device:someone-else")
+    answer = device_client.get("/pool/pending?wait=0.2&limit=5")
+    assert (answer.status_code, answer.json()) == (200, [])
+
+
+def test_under_wsgi_a_long_poll_answers_at_once_when_something_is_pending(device_client, store):
+    tasks = [post(store, "device:pi-1") for _ in range(3)]
+    answer = device_client.get("/pool/pending?wait=60&limit=2")
+    assert answer.json() == tasks[:2]
+
+
 @pytest.mark.slow
 def test_under_wsgi_a_stream_is_served_by_polling(device_client, store, pool_dir):
     response = device_client.get("/pool/stream")

@@ -1,13 +1,15 @@
-"""The real-time endpoints (DESIGN 9): ``GET pending?wait=S`` and ``GET stream``.
+"""The real-time endpoints (DESIGN 9), as async views: ``GET stream``, and the
+long-poll ``GET pending?wait=S`` that ``taskpool.asgi`` serves without a thread.
 
 Plain async Django views (DRF has no async views): they authenticate with the
 API's own classes where Django runs database code (``taskpool.api.plain``),
 read the store in worker threads, and hold no thread while they wait.
 Django's ASGI handler still gives each open request a thread of its own;
-``taskpool.asgi`` serves these same two views in front of Django, where no
-such thread is made. Under WSGI (``runserver``) they still work: the
-long-poll runs in an event loop of its own, and the stream polls the pool
-from the request's thread.
+``taskpool.asgi`` serves these views in front of Django, where no such thread
+is made. Through Django itself, ``GET pending`` is the sync ``PendingView``
+(with a blocking wait), so a plain poll never pays for an event loop under
+WSGI; the stream works under WSGI (``runserver``) too, polling the pool from
+the request's thread.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import asyncio
 import functools
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
@@ -48,16 +49,6 @@ _REFUSALS = (APIException, PoolError, DjangoPermissionDenied)
 def served_by_event_loop(request: Any) -> bool:
     """Whether the request came through ASGI, where a streamed body must be an async iterator."""
     return isinstance(getattr(request, "_request", request), ASGIRequest)
-
-
-_drf_pending = views.PendingView.as_view()
-
-
-async def pending(request: HttpRequest) -> HttpResponseBase:
-    """``GET pending``: a long-poll with ``wait``, else the seed's view."""
-    if request.method == "GET" and "wait" in request.GET:
-        return await long_poll(request)
-    return await sync_to_async(_drf_pending)(request)
 
 
 async def long_poll(request: HttpRequest) -> HttpResponseBase:
@@ -129,26 +120,8 @@ def start_cursor(store: BaseStore, request: HttpRequest) -> Cursor | None:
 
 
 # The OpenAPI schema -----------------------------------------------------------
-# drf-spectacular documents a view through its ``cls``; these classes only
-# describe the two plain views above and never serve a request.
-
-
-class PendingSchema(views.PendingView):
-    @extend_schema(
-        summary="Tasks pending for the calling device, oldest first; with wait, a long-poll",
-        parameters=[
-            api.PendingQuerySerializer,
-            OpenApiParameter(
-                "wait",
-                float,
-                description="Hold the request until a task is pending, at most this many "
-                "seconds (0 to LONG_POLL_MAX); then answer [].",
-            ),
-        ],
-        responses={200: api.MessageSerializer(many=True), **views.ERRORS},
-    )
-    def get(self, request: Any) -> Any:  # pragma: no cover - documentation only
-        raise NotImplementedError
+# drf-spectacular documents a view through its ``cls``; this class only
+# describes the stream view above and never serves a request.
 
 
 class StreamSchema(views.PoolAPIView):

@@ -12,7 +12,7 @@ def route(pattern: str, view: object, name: str) -> object:
 
 
 urlpatterns = [
-    route("pending", realtime.documented_as(realtime.pending, realtime.PendingSchema), "pending"),
+    route("pending", views.PendingView.as_view(), "pending"),
     route("stream", realtime.documented_as(realtime.stream, realtime.StreamSchema), "stream"),
     route("response", views.ResponseView.as_view(), "response"),
     route("heartbeat", views.HeartbeatView.as_view(), "heartbeat"),

@@ -21,17 +21,18 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 from taskpool.api import schema as _schema  # noqa: F401  (registers the device token scheme)
 from taskpool.api import serializers as api
 from taskpool.api.errors import error_body, exception_handler
+from taskpool.api.filters import TaskFilter, task_query
 from taskpool.api.parsers import StrictJSONParser
 from taskpool.api.renderers import JSONRenderer
 from taskpool.authentication import DeviceJWTAuthentication
 from taskpool.conf import pool_settings
 from taskpool.days import day_of, parse_day
+from taskpool.exceptions import NotAddressed
 from taskpool.fleet import device_rows, validated_device_ids
 from taskpool.models import DeviceUser
-from taskpool.api.filters import TaskFilter, task_query
-from taskpool.exceptions import NotAddressed
 from taskpool.permissions import HasRole, IsDevice, IsMasterOrAddressedDevice
 from taskpool.principals import address_of, is_device
+from taskpool.realtime.longpoll import wait_for_pending_in_thread
 from taskpool.stores import get_store
 
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
@@ -106,16 +107,37 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 
 
 class PendingView(PoolAPIView):
+    """The seed's poll, and the long-poll for requests that have a thread to block.
+
+    A site wrapped with ``taskpool.asgi.serve_waiting`` answers ``wait``
+    requests in front of Django instead, without a thread each.
+    """
+
     permission_classes = [IsDevice]
 
     @extend_schema(
-        summary="Tasks pending for the calling device, oldest first",
-        parameters=[api.PendingQuerySerializer],
+        summary="Tasks pending for the calling device, oldest first; with wait, a long-poll",
+        parameters=[
+            api.PendingQuerySerializer,
+            OpenApiParameter(
+                "wait",
+                float,
+                description="Hold the request until a task is pending, at most this many "
+                "seconds (0 to LONG_POLL_MAX); then answer [].",
+            ),
+        ],
         responses={200: api.MessageSerializer(many=True), **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        query = self.valid(api.PendingQuerySerializer, request.query_params)
-        return Response(get_store().pending_for(request.user.id, limit=query["limit"]))
+        store = get_store()
+        if "wait" not in request.query_params:
+            query = self.valid(api.PendingQuerySerializer, request.query_params)
+            return Response(store.pending_for(request.user.id, limit=query["limit"]))
+        query = self.valid(api.LongPollQuerySerializer, request.query_params)
+        tasks = wait_for_pending_in_thread(
+            store, request.user.id, limit=query["limit"], seconds=query["wait"]
+        )
+        return Response(tasks)
 
 
 class ResponseView(PoolAPIView):

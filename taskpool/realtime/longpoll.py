@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from taskpool.messages import Message
 from taskpool.realtime.hub import hub_for
@@ -33,3 +34,29 @@ async def wait_for_pending(
             if pending or remaining <= 0:
                 return pending
             await waiter.wait(remaining)
+
+
+def wait_for_pending_in_thread(
+    store: BaseStore, device_id: str, *, limit: int, seconds: float, interval: float = 0.05
+) -> list[Message]:
+    """``wait_for_pending`` for a request that has a thread of its own to block.
+
+    That is every request under WSGI, and under Django's ASGI handler when the
+    site does not use ``taskpool.asgi.serve_waiting``. Looks at the day files'
+    extents every ``interval`` seconds and at the pending list when they changed.
+    """
+    deadline = time.monotonic() + seconds
+    seen = None
+    while True:
+        # The extent is read before the pending list: a task stored in between
+        # is in the list, or changes the extent for the next look.
+        extent = store.change_signature()
+        if extent != seen:
+            seen = extent
+            pending = store.pending_for(device_id, limit=limit)
+            if pending:
+                return pending
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return []
+        time.sleep(min(interval, remaining))

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from taskpool.exceptions import InvalidMessage
-from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED, TaskState, statuses_to_bits
-from taskpool.messages import MESSAGE_ID_RE, Message
+from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED, TaskState
+from taskpool.messages import Message
 
 #: Positions order lines as the day files do: the day, then the byte offset.
 OFFSET_BITS = 40
@@ -51,8 +51,15 @@ _STATUS_SHIFT, _OFFSET_SHIFT = 2, 10  # reason: 2 bits, status bits: 8, then the
 
 def _task_key(task_id: str) -> str | bytes:
     """The registry's key for a task id: its 16 bytes for ``msg_<32 hex>``, else the id itself."""
-    if len(task_id) == 36 and MESSAGE_ID_RE.fullmatch(task_id):
-        return bytes.fromhex(task_id[4:])
+    if len(task_id) == 36 and task_id.startswith("msg_"):
+        digits = task_id[4:]
+        try:
+            key = bytes.fromhex(digits)
+        except ValueError:
+            return task_id
+        # fromhex also takes capitals and spaces: only the canonical form maps to bytes.
+        if key.hex() == digits:
+            return key
     return task_id
 
 
@@ -76,10 +83,19 @@ class DayRecords:
     idempotency: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def note_task(
-        self, task_id: str, offset: int, closed: str | None = None, status_bits: int = 0
+        self,
+        task_id: str,
+        offset: int,
+        closed: str | None = None,
+        status_bits: int = 0,
+        *,
+        key: str | bytes | None = None,
     ) -> None:
-        """Record where a task's line starts, why it closed (``None``: open) and its statuses."""
-        self._tasks[_task_key(task_id)] = (
+        """Record where a task's line starts, why it closed (``None``: open) and its statuses.
+
+        ``key`` is ``_task_key(task_id)``, when the caller has it already.
+        """
+        self._tasks[_task_key(task_id) if key is None else key] = (
             offset << _OFFSET_SHIFT | status_bits << _STATUS_SHIFT | _REASON_CODES[closed]
         )
 
@@ -163,17 +179,19 @@ class PoolIndex:
 
     def _add_task(self, task: Message, day_ordinal: int, offset: int, now: float) -> None:
         task_id = task["id"]
-        if self.locate(task_id) is not None:
+        key = _task_key(task_id)
+        if task_id in self.open or self._locate_key(key) is not None:
             return  # a duplicated line: the first one counts
         records = self._records(day_ordinal)
         try:
             state = TaskState(task, position_of(day_ordinal, offset), self.task_ttl)
         except InvalidMessage:
-            records.note_task(task_id, offset, FINISHED)  # not addressed to devices: never pending
+            # Not addressed to devices: never pending.
+            records.note_task(task_id, offset, FINISHED, key=key)
             return
         # Open even if already past its expiry: responses further on still
         # count for its history; expire() closes it once the reading is done.
-        records.note_task(task_id, offset)
+        records.note_task(task_id, offset, key=key)
         self.open[task_id] = state
         heapq.heappush(self._expiries, (state.expires_at, task_id))
         if state.audience.everyone:
@@ -226,8 +244,7 @@ class PoolIndex:
         day_ordinal, offset = split_position(state.position)
         records = self.days.get(day_ordinal)
         if records is not None:
-            bits = statuses_to_bits(state.statuses([], now))
-            records.note_task(state.id, offset, reason, bits)
+            records.note_task(state.id, offset, reason, state.status_bits([], now))
         if len(self._expiries) > 2 * len(self.open) + 1024:
             # A closed task leaves its expiry in the heap until it comes; over a
             # week those would outnumber the open tasks a thousand to one.
@@ -301,7 +318,9 @@ class PoolIndex:
 
     def locate(self, task_id: str) -> KnownTask | None:
         """Where the task ``task_id`` is and whether it closed, or ``None`` if unknown."""
-        key = _task_key(task_id)
+        return self._locate_key(_task_key(task_id))
+
+    def _locate_key(self, key: str | bytes) -> KnownTask | None:
         for day_ordinal in self._newest_first:
             found = self.days[day_ordinal].packed_task(key)
             if found is not None:
