@@ -56,12 +56,6 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
                 f"{milliseconds(noop_p50)} / {milliseconds(figures[f'{prefix}noop_p99'])}",
                 f"pending / no-op = {times(ratio(pending_p50, noop_p50))}",
             ),
-            (
-                f"  sync PendingView p50, {transport}",
-                milliseconds(figures[f"{prefix}sync_pending_p50"]),
-                "taskpool's DRF view alone, without the async long-poll wrapper: "
-                f"{times(ratio(figures[f'{prefix}sync_pending_p50'], noop_p50))} the no-op",
-            ),
         ]
     rows += [
         (

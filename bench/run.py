@@ -105,8 +105,7 @@ def time_requests(
 ) -> dict[str, list[float]]:
     """``count`` timed GETs of each path, interleaved, each pair by one random device.
 
-    ``wsgi``: ``django.test.Client``, Django's WSGI path (an async view such as
-    ``/pool/pending`` runs in an event loop of its own per request). ``asgi``:
+    ``wsgi``: ``django.test.Client``, Django's WSGI path. ``asgi``:
     ``AsyncClient`` through Django's ASGI handler, as uvicorn serves the demo
     site (sync middleware and views each run in a worker thread).
     """
@@ -349,7 +348,7 @@ def measure_requests(
     """
     from taskpool.stores import get_store
 
-    paths = ("/pool/pending", "/bench/noop", "/bench/sync-pending")
+    paths = ("/pool/pending", "/bench/noop")
     transports = {"wsgi": plan.requests, "asgi": plan.asgi_requests}
     samples = {
         (transport, size): {path: [] for path in paths}
@@ -380,7 +379,7 @@ def measure_requests(
             prefix = "" if transport == "wsgi" else "asgi_"
             measured = samples[transport, size]
             figures[f"{prefix}requests"] = len(measured[paths[0]])
-            for path, name in zip(paths, ("pending", "noop", "sync_pending"), strict=True):
+            for path, name in zip(paths, ("pending", "noop"), strict=True):
                 figures[f"{prefix}{name}_p50"] = median(measured[path])
                 figures[f"{prefix}{name}_p99"] = percentile(measured[path], 0.99)
 
