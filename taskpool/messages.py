@@ -260,3 +260,28 @@ def same_request(stored: Message, candidate: Message, *, with_parent: bool = Tru
         )
 
     return chosen(stored) == chosen(candidate)
+
+
+def new_message(
+    now: float,
+    *,
+    sender: str,
+    to: str,
+    kind: str,
+    title: str,
+    body: str,
+    parent_id: str | None,
+    meta: dict[str, Any],
+) -> Message:
+    """A message stamped with a fresh id and ``now``, its nine keys in their order."""
+    return {
+        "id": new_message_id(),
+        "ts": format_timestamp(now),
+        "from": sender,
+        "to": to,
+        "type": kind,
+        "title": title,
+        "body": body,
+        "parent_id": parent_id,
+        "meta": meta,
+    }

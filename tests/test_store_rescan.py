@@ -19,6 +19,7 @@ import pytest
 
 from taskpool.days import day_of
 from taskpool.exceptions import PoolError
+from taskpool.stores.appender import Appender
 from taskpool.stores.jsonl import JsonlStore
 
 DEVICES = [f"d{number}" for number in range(6)]
@@ -160,26 +161,27 @@ def test_a_heartbeat_after_a_torn_line_keeps_both_and_matches_a_rescan(tmp_path)
     assert view(store) == view(JsonlStore(directory, fsync=False))
 
 
-class _OperatorRacingStore(JsonlStore):
-    """A store whose day file gets a line from ``cat >>`` (no lock) just before it writes."""
+class _OperatorRacingAppender(Appender):
+    """An appender whose day file gets a line from ``cat >>`` (no lock) just before it writes."""
 
     racing_line = b""
 
-    def _day_descriptor(self, day):
-        descriptor = super()._day_descriptor(day)
+    def _writer_for(self, day, inode):
+        writer = super()._writer_for(day, inode)
         if self.racing_line:
-            with open(self._path(day), "ab") as file:
+            with open(self.files.path(day), "ab") as file:
                 file.write(self.racing_line)
             self.racing_line = b""
-        return descriptor
+        return writer
 
 
 def test_a_line_appended_without_the_lock_meanwhile_is_read_in_file_order(tmp_path):
     directory = tmp_path / "pool"
-    store = _OperatorRacingStore(directory, fsync=False)
+    store = JsonlStore(directory, fsync=False)
+    racing = store._appender = _OperatorRacingAppender(store._files, fsync=False)
     first = store.post_task(sender="user:ops", to="device:d0", title="first").message
     operator = dict(first, id="msg_" + "e" * 32, title="by hand")
-    store.racing_line = orjson.dumps(operator) + b"\n"
+    racing.racing_line = orjson.dumps(operator) + b"\n"
     mine = store.post_task(sender="user:ops", to="device:d0", title="mine").message
     ids = [t["id"] for t in store.pending_for("d0")]
     assert ids == [first["id"], operator["id"], mine["id"]]

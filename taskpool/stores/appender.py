@@ -1,0 +1,169 @@
+"""``Appender``: locked, single-write appends to the day files (DESIGN 2).
+
+Every append is one ``write()`` of one complete line to an ``O_APPEND``
+descriptor, made while holding an exclusive ``flock`` on ``DATA_DIR/.lock``.
+A file whose last line is torn gets a newline first, in the same write, so
+the new line stays whole. The descriptor of the day being written is kept
+open between appends (and reopened when the file is replaced, the day
+changes, or the process forks).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from typing import NamedTuple
+
+from taskpool.stores.day_files import DayFiles
+
+LOCK_FILE_NAME = ".lock"
+
+
+class Appended(NamedTuple):
+    """Where a line went: its start and the offset just past it."""
+
+    start: int
+    end: int
+
+
+@dataclass(slots=True)
+class _Writer:
+    """This process's ``O_APPEND`` descriptor on the day file it appends to."""
+
+    day: date
+    inode: int
+    descriptor: int
+    pid: int
+    end: int = -1  # just past this process's last line in the file
+
+
+class Appender:
+    """Appends lines to day files under the pool's lock.
+
+    Not thread-safe: the store calls it under its own mutex, which also makes
+    the threads of a process take turns for the ``flock`` (a lock one open
+    file shares between them).
+    """
+
+    def __init__(self, files: DayFiles, *, fsync: bool) -> None:
+        self.files = files
+        self.fsync = fsync
+        self._lock_fd: int | None = None
+        self._lock_pid = 0
+        self._writer: _Writer | None = None
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """The exclusive ``flock`` on ``DATA_DIR/.lock``, which every process takes to append."""
+        if self._lock_fd is None or self._lock_pid != os.getpid():
+            # After a fork the inherited descriptor shares its lock with the
+            # parent, which would then not exclude it: open our own.
+            self._lock_fd = os.open(
+                self.files.directory / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
+            self._lock_pid = os.getpid()
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def append(
+        self, day: date, line: bytes, *, inode: int | None = None, clean_end: int | None = None
+    ) -> Appended:
+        """Write ``line`` at the end of the day's file in one ``write()`` (hold ``locked()``).
+
+        ``inode`` is the file's inode when the caller has just looked (it
+        spares a ``stat``). ``clean_end`` says the caller knows the file ends
+        with a newline at that offset, sparing the check for a torn line;
+        whether the line landed right there is for the caller to compare.
+        """
+        writer = self._writer_for(day, inode)
+        if clean_end is None:
+            size = os.fstat(writer.descriptor).st_size
+            # A file that ends where our last line ended ends with a newline.
+            if size and size != writer.end and os.pread(writer.descriptor, 1, size - 1) != b"\n":
+                line = b"\n" + line  # end a torn line so ours stays whole
+                written = self._write(writer, line)
+                return Appended(written - len(line) + 1, written)
+        written = self._write(writer, line)
+        return Appended(written - len(line), written)
+
+    def sync(self) -> int:
+        """A descriptor to ``finish`` outside the lock, or -1 without ``FSYNC``.
+
+        Synced on a descriptor of its own: another thread may retire the
+        cached one meanwhile. Writers that sync at the same time share one
+        journal commit (group commit).
+        """
+        if not self.fsync or self._writer is None:
+            return -1
+        return os.dup(self._writer.descriptor)
+
+    def finish(self, descriptor: int) -> None:
+        """Sync what ``sync`` returned and close it; acknowledge the write only after."""
+        if descriptor < 0:
+            return
+        try:
+            os.fdatasync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def close(self) -> None:
+        if self._lock_fd is not None and self._lock_pid == os.getpid():
+            os.close(self._lock_fd)
+        self._lock_fd = None
+        self._close_writer()
+
+    def _writer_for(self, day: date, inode: int | None) -> _Writer:
+        writer = self._writer
+        if writer is not None and writer.day == day and writer.pid == os.getpid():
+            if inode is None:
+                try:
+                    inode = os.stat(self.files.path(day)).st_ino
+                except FileNotFoundError:
+                    inode = None
+            if inode == writer.inode:
+                return writer
+        return self._open(day)
+
+    def _open(self, day: date) -> _Writer:
+        """Open (or create) the day's file for appending, as this process's kept writer."""
+        self._close_writer()
+        path = self.files.path(day)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        try:
+            descriptor = os.open(path, flags)
+        except FileNotFoundError:
+            descriptor = os.open(path, flags | os.O_CREAT, 0o644)
+            if self.fsync:
+                self._sync_directory()
+        self._writer = _Writer(day, os.fstat(descriptor).st_ino, descriptor, os.getpid())
+        return self._writer
+
+    def _close_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None and writer.pid == os.getpid():
+            os.close(writer.descriptor)
+
+    def _write(self, writer: _Writer, line: bytes) -> int:
+        """One ``write()`` of ``line``; returns the file offset just past it."""
+        written = os.write(writer.descriptor, line)
+        if written != len(line):
+            path = self.files.path(writer.day)
+            raise OSError(errno.EIO, f"short write to {path}: {written} of {len(line)} bytes")
+        writer.end = os.lseek(writer.descriptor, 0, os.SEEK_CUR)
+        return writer.end
+
+    def _sync_directory(self) -> None:
+        """Make a new file's name durable too."""
+        descriptor = os.open(self.files.directory, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

@@ -1,0 +1,63 @@
+"""Rules a store applies to a request before it stores anything, whatever its storage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from taskpool.exceptions import InvalidMessage, TaskClosed
+from taskpool.lifecycle import CANCELLED, EXPIRED
+
+#: ``meta`` keys the server writes on a task, and on a response.
+TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status")
+RESPONSE_META_RESERVED = ("idempotency_key",)
+
+
+def own_meta(meta: dict[str, Any] | None, reserved: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of a client's ``meta``, refusing keys the server writes itself."""
+    if meta is None:
+        return {}
+    if type(meta) is not dict:
+        raise InvalidMessage("meta must be a JSON object.", field="meta")
+    for key in reserved:
+        if key in meta:
+            raise InvalidMessage(f"meta.{key} is set by the server.", field="meta")
+    return dict(meta)
+
+
+def deadline(now: float, limit: float, ttl: float | None, expires_at: datetime | None) -> float:
+    """When a task posted ``now`` expires: after ``ttl``, at ``expires_at``, or after ``limit``.
+
+    Never later than ``limit`` (``TASK_TTL``), so the day files of the horizon
+    hold every task that can still be pending.
+    """
+    if ttl is not None and expires_at is not None:
+        raise InvalidMessage("Give ttl or expires_at, not both.", field="ttl")
+    if ttl is not None:
+        if ttl < 1:
+            raise InvalidMessage("ttl must be at least 1 second.", field="ttl")
+        if ttl > limit:
+            raise InvalidMessage(f"ttl may be at most {limit:g} seconds (TASK_TTL).", field="ttl")
+        return now + ttl
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise InvalidMessage("expires_at must be in UTC.", field="expires_at")
+        moment = expires_at.timestamp()
+        if moment < now + 1:
+            raise InvalidMessage("expires_at must be in the future.", field="expires_at")
+        if moment > now + limit + 1:
+            raise InvalidMessage(
+                f"expires_at may be at most {limit:g} seconds (TASK_TTL) ahead.",
+                field="expires_at",
+            )
+        return moment
+    return now + limit
+
+
+def closed_error(task_id: str, reason: str | None) -> TaskClosed:
+    """The refusal for acting on a task that closed for ``reason``."""
+    if reason == CANCELLED:
+        return TaskClosed(f"Task {task_id} was cancelled.")
+    if reason == EXPIRED:
+        return TaskClosed(f"Task {task_id} has expired.")
+    return TaskClosed(f"Task {task_id} is already finished.")
