@@ -9,7 +9,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("pool/", include("taskpool.urls")),
     # The demo serves its own static files; behind a real web server, let it do this.
-    re_path(
-        rf"^{settings.STATIC_URL.lstrip('/')}(?P<path>.*)$", serve, {"insecure": True}
-    ),
+    re_path(rf"^{settings.STATIC_URL.lstrip('/')}(?P<path>.*)$", serve, {"insecure": True}),
 ]

@@ -154,9 +154,12 @@ class TaskState:
         """Why the task is over for every device whatever the time: ``CANCELLED``, ``FINISHED`` or ``None``."""
         if self.cancellation is not None:
             return CANCELLED
-        if self.any_one and self.claimer is not None:
-            if self.answers[self.claimer][0] in _WORK_ENDING:
-                return FINISHED
+        if (
+            self.any_one
+            and self.claimer is not None
+            and self.answers[self.claimer][0] in _WORK_ENDING
+        ):
+            return FINISHED
         if self.audience.everyone:
             return None
         for device_id in self.audience.device_ids:
@@ -228,7 +231,6 @@ class TaskState:
         else:
             devices = list(self.audience.device_ids)
         return [self.execution(device_id, now) for device_id in devices]
-
 
     def statuses(self, registered_devices: list[str], now: float) -> frozenset[str]:
         """The distinct execution statuses of this task (for the task list's filter)."""

@@ -63,7 +63,13 @@ def make_device(db) -> Callable[..., tuple[DeviceUser, str]]:
 def make_user(db) -> Callable[..., tuple[object, str]]:
     """``make_user("ops", role="master")`` -> (user, a user access token). ``role=None``: no role."""
 
-    def make(username: str = "ops", *, role: str | None = "master", superuser: bool = False, email: str = ""):
+    def make(
+        username: str = "ops",
+        *,
+        role: str | None = "master",
+        superuser: bool = False,
+        email: str = "",
+    ):
         User = get_user_model()
         user = User.objects.create_user(username, email=email, password="pw-" + username)
         if superuser:
@@ -110,5 +116,7 @@ def post_json(client: APIClient, path: str, data, **extra):
 def postgres_url() -> str:
     url = os.environ.get("TASKPOOL_TEST_POSTGRES")
     if not url:
-        pytest.skip("TASKPOOL_TEST_POSTGRES is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            "TASKPOOL_TEST_POSTGRES is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+        )
     return url

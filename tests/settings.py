@@ -52,7 +52,9 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("TASKPOOL_TEST_SQLITE", ":memory:"),
-        "TEST": {"NAME": os.environ.get("TASKPOOL_TEST_SQLITE")} if os.environ.get("TASKPOOL_TEST_SQLITE") else {},
+        "TEST": {"NAME": os.environ.get("TASKPOOL_TEST_SQLITE")}
+        if os.environ.get("TASKPOOL_TEST_SQLITE")
+        else {},
     }
 }
 

@@ -60,7 +60,8 @@ def test_demo_site_migrates_and_serves_the_pool_on_postgresql(fresh_database, tm
     manage("migrate", "--noinput", env=env)
     manage("taskpool_role", "ops", "master", "--password", "ops-password-1", env=env)
     token = manage("taskpool_device", "pg-pi", "--validate", "--token", env=env).splitlines()[-1]
-    script = """
+    script = (
+        """
 import json
 from django.test import Client
 from rest_framework_simplejwt.tokens import AccessToken
@@ -69,13 +70,14 @@ from django.db import connection
 assert connection.vendor == "postgresql", connection.vendor
 user = AccessToken.for_user(get_user_model().objects.get(username="ops"))
 ops = Client(HTTP_AUTHORIZATION=f"Bearer {user}")
-device = Client(HTTP_AUTHORIZATION="Bearer %s")
+device = Client(HTTP_AUTHORIZATION="Bearer " + DEVICE_TOKEN)
 task = ops.post("/pool/task", {"to": "device:pg-pi", "title": "on postgres"}, content_type="application/json")
 assert task.status_code == 201, task.content
 pending = device.get("/pool/pending").json()
 assert [t["id"] for t in pending] == [task.json()["id"]], pending
 print("OK", task.json()["id"])
-""" % token
+"""
+    ).replace("DEVICE_TOKEN", repr(token))
     out = manage("shell", "-c", script, env={**env, "DJANGO_ALLOWED_HOSTS": "testserver"})
     assert out.splitlines()[-1].startswith("OK msg_"), out
     day_files = list((tmp_path / "pool").glob("*.jsonl"))

@@ -48,7 +48,10 @@ def test_task_detail_for_master_and_addressed_device(master_client, devices):
         ("device:a", "progress"),
         ("device:b", "failed"),
     ]
-    assert [(e["device"], e["status"]) for e in body["executions"]] == [("a", "progress"), ("b", "failed")]
+    assert [(e["device"], e["status"]) for e in body["executions"]] == [
+        ("a", "progress"),
+        ("b", "failed"),
+    ]
     assert all(e["updated"].endswith("Z") for e in body["executions"])
     assert body["claimed_by"] is None
     assert a.get(f"/pool/tasks/{task['id']}").json() == body
@@ -59,7 +62,12 @@ def test_task_detail_refusals(master_client, devices, make_device, make_user):
     task = post_task(master_client, to="device:a")
     assert b.get(f"/pool/tasks/{task['id']}").status_code == 403
     assert master_client.get(f"/pool/tasks/{MISSING}").status_code == 404
-    assert client_with(make_user("viewer", role="user")[1]).get(f"/pool/tasks/{task['id']}").status_code == 403
+    assert (
+        client_with(make_user("viewer", role="user")[1])
+        .get(f"/pool/tasks/{task['id']}")
+        .status_code
+        == 403
+    )
     unvalidated = client_with(make_device("c", validated=False)[1])
     assert unvalidated.get(f"/pool/tasks/{task['id']}").status_code == 403
     assert client_with(None).get(f"/pool/tasks/{task['id']}").status_code == 401
@@ -84,7 +92,11 @@ def test_task_list_newest_first_filtered_and_paged(master_client, devices, make_
     answer(a, first["id"], "failed")
 
     listed = master_client.get("/pool/tasks").json()
-    assert [row["task"]["id"] for row in listed["results"]] == [third["id"], second["id"], first["id"]]
+    assert [row["task"]["id"] for row in listed["results"]] == [
+        third["id"],
+        second["id"],
+        first["id"],
+    ]
     assert listed["results"][2]["statuses"] == ["failed"]
     assert listed["has_more"] is False
 
@@ -137,7 +149,9 @@ def test_task_list_is_for_masters(devices, make_user):
 def test_cancel_then_answers_and_second_cancel_get_409(master_client, devices, snapshot):
     a, b = devices
     task = post_task(master_client, to="device:[a,b]")
-    cancelled = post_json(master_client, f"/pool/tasks/{task['id']}/cancel", {"reason": "wrong batch"})
+    cancelled = post_json(
+        master_client, f"/pool/tasks/{task['id']}/cancel", {"reason": "wrong batch"}
+    )
     assert cancelled.status_code == 201
     assert cancelled.json()["meta"]["status"] == "cancelled"
     assert cancelled.json()["body"] == "wrong batch"
@@ -147,7 +161,9 @@ def test_cancel_then_answers_and_second_cancel_get_409(master_client, devices, s
     again = post_json(master_client, f"/pool/tasks/{task['id']}/cancel", {})
     assert again.status_code == 409 and "cancelled" in again.json()["detail"]
     assert snapshot() == before
-    statuses = {e["status"] for e in master_client.get(f"/pool/tasks/{task['id']}").json()["executions"]}
+    statuses = {
+        e["status"] for e in master_client.get(f"/pool/tasks/{task['id']}").json()["executions"]
+    }
     assert statuses == {"cancelled"}
 
 
@@ -281,8 +297,12 @@ def test_claim_refusals(master_client, devices, snapshot):
 def test_idempotent_task_response_claim_and_cancel(master_client, devices, snapshot):
     a, _b = devices
     key = {"HTTP_IDEMPOTENCY_KEY": "create-1"}
-    first = post_json(master_client, "/pool/task", {"to": "device:[a,b]", "title": "x", "mode": "any"}, **key)
-    again = post_json(master_client, "/pool/task", {"to": "device:[a,b]", "title": "x", "mode": "any"}, **key)
+    first = post_json(
+        master_client, "/pool/task", {"to": "device:[a,b]", "title": "x", "mode": "any"}, **key
+    )
+    again = post_json(
+        master_client, "/pool/task", {"to": "device:[a,b]", "title": "x", "mode": "any"}, **key
+    )
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json() == first.json()
     task_id = first.json()["id"]
@@ -298,8 +318,12 @@ def test_idempotent_task_response_claim_and_cancel(master_client, devices, snaps
     assert done_again.json() == done.json()
 
     other = post_task(master_client, to="device:b")
-    cancel = post_json(master_client, f"/pool/tasks/{other['id']}/cancel", {}, HTTP_IDEMPOTENCY_KEY="c")
-    cancel_again = post_json(master_client, f"/pool/tasks/{other['id']}/cancel", {}, HTTP_IDEMPOTENCY_KEY="c")
+    cancel = post_json(
+        master_client, f"/pool/tasks/{other['id']}/cancel", {}, HTTP_IDEMPOTENCY_KEY="c"
+    )
+    cancel_again = post_json(
+        master_client, f"/pool/tasks/{other['id']}/cancel", {}, HTTP_IDEMPOTENCY_KEY="c"
+    )
     assert (cancel.status_code, cancel_again.status_code) == (201, 200)
 
     before = snapshot()
@@ -312,7 +336,9 @@ def test_idempotent_task_response_claim_and_cancel(master_client, devices, snaps
 @pytest.mark.parametrize("key", ["", "x" * 129, "has space", "caf\u00e9", "tab\tkey"])
 def test_bad_idempotency_keys_get_400(master_client, devices, snapshot, key):
     before = snapshot()
-    response = post_json(master_client, "/pool/task", {"to": "device:a", "title": "x"}, HTTP_IDEMPOTENCY_KEY=key)
+    response = post_json(
+        master_client, "/pool/task", {"to": "device:a", "title": "x"}, HTTP_IDEMPOTENCY_KEY=key
+    )
     assert response.status_code == 400
     assert "Idempotency-Key" in response.json()["errors"]
     assert snapshot() == before

@@ -103,7 +103,11 @@ def test_execution_updated_is_the_time_of_the_last_answer(pool, clock):
 def test_broadcast_executions_are_registered_devices_and_any_that_answered(pool):
     t = task(pool, "device:*")
     pool.post_response(device_id="stranger", parent_id=t["id"], status="done")
-    assert statuses(pool, t["id"], ["a", "b"]) == {"a": "pending", "b": "pending", "stranger": "done"}
+    assert statuses(pool, t["id"], ["a", "b"]) == {
+        "a": "pending",
+        "b": "pending",
+        "stranger": "done",
+    }
 
 
 def test_responses_are_listed_in_pool_order(pool, clock):
@@ -352,7 +356,9 @@ def test_claim_race_between_processes_has_one_winner_every_time(shared_pool):
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(len(devices)), context.Queue()
     workers = [
-        context.Process(target=_claim_in_process, args=(pool.directory, d, task_ids, barrier, results))
+        context.Process(
+            target=_claim_in_process, args=(pool.directory, d, task_ids, barrier, results)
+        )
         for d in devices
     ]
     for worker in workers:
@@ -402,8 +408,12 @@ def test_repeated_requests_with_a_key_store_once(pool):
     assert t.created and not again.created
     assert again.message == t.message
     assert t.message["meta"]["idempotency_key"] == "k1"
-    r = pool.post_response(device_id="a", parent_id=t.message["id"], status="done", idempotency_key="r1")
-    r2 = pool.post_response(device_id="a", parent_id=t.message["id"], status="done", idempotency_key="r1")
+    r = pool.post_response(
+        device_id="a", parent_id=t.message["id"], status="done", idempotency_key="r1"
+    )
+    r2 = pool.post_response(
+        device_id="a", parent_id=t.message["id"], status="done", idempotency_key="r1"
+    )
     assert r.created and not r2.created and r2.message == r.message
     assert len(lines(pool)) == 2
 
@@ -424,21 +434,38 @@ def test_keys_belong_to_their_sender(pool):
 
 
 def test_retries_replay_after_a_restart(pool, clock):
-    t = pool.post_task(sender="user:ops", to="device:[a,b]", title="x", mode="any", idempotency_key="t")
+    t = pool.post_task(
+        sender="user:ops", to="device:[a,b]", title="x", mode="any", idempotency_key="t"
+    )
     claim = pool.claim(device_id="a", idempotency_key="c")
-    done = pool.post_response(device_id="a", parent_id=t.message["id"], status="done", idempotency_key="d")
+    done = pool.post_response(
+        device_id="a", parent_id=t.message["id"], status="done", idempotency_key="d"
+    )
     other = task(pool, "device:b")
     cancel = pool.cancel(sender="user:ops", task_id=other["id"], idempotency_key="x")
     clock.advance(3600)
     fresh = restarted(pool)
     count = len(lines(pool))
-    assert fresh.post_task(sender="user:ops", to="device:[a,b]", title="x", mode="any", idempotency_key="t") == (t.message, False)
+    assert fresh.post_task(
+        sender="user:ops", to="device:[a,b]", title="x", mode="any", idempotency_key="t"
+    ) == (t.message, False)
     replayed_claim = fresh.claim(device_id="a", idempotency_key="c")
-    assert (replayed_claim.task, replayed_claim.claim, replayed_claim.created) == (t.message, claim.claim, False)
-    assert fresh.post_response(device_id="a", parent_id=t.message["id"], status="done", idempotency_key="d") == (done.message, False)
-    assert fresh.cancel(sender="user:ops", task_id=other["id"], idempotency_key="x") == (cancel.message, False)
+    assert (replayed_claim.task, replayed_claim.claim, replayed_claim.created) == (
+        t.message,
+        claim.claim,
+        False,
+    )
+    assert fresh.post_response(
+        device_id="a", parent_id=t.message["id"], status="done", idempotency_key="d"
+    ) == (done.message, False)
+    assert fresh.cancel(sender="user:ops", task_id=other["id"], idempotency_key="x") == (
+        cancel.message,
+        False,
+    )
     with pytest.raises(IdempotencyConflict):
-        fresh.post_response(device_id="a", parent_id=t.message["id"], status="failed", idempotency_key="d")
+        fresh.post_response(
+            device_id="a", parent_id=t.message["id"], status="failed", idempotency_key="d"
+        )
     assert len(lines(pool)) == count
 
 
@@ -449,12 +476,19 @@ def test_recent_tasks_newest_first_with_filters_and_pages(pool, clock):
     made = []
     for i in range(5):
         clock.advance(DAY / 2)  # spread over several day files
-        made.append(task(pool, "device:a" if i % 2 else "device:[a,b]", title=f"job {i}", body="Reboot" if i == 3 else ""))
+        made.append(
+            task(
+                pool,
+                "device:a" if i % 2 else "device:[a,b]",
+                title=f"job {i}",
+                body="Reboot" if i == 3 else "",
+            )
+        )
     pool.post_response(device_id="a", parent_id=made[1]["id"], status="failed")
     ids = [t["id"] for t in made]
 
-    def page(query=TaskQuery(), **kwargs):
-        return pool.recent_tasks(query, **kwargs)
+    def page(query=None, **kwargs):
+        return pool.recent_tasks(query or TaskQuery(), **kwargs)
 
     assert [s.task["id"] for s in page().results] == ids[::-1]
     first = page(limit=2)
@@ -463,7 +497,9 @@ def test_recent_tasks_newest_first_with_filters_and_pages(pool, clock):
     assert [s.task["id"] for s in second.results] == [ids[2], ids[1]] and second.has_more
     third = page(limit=2, before=second.next_cursor)
     assert [s.task["id"] for s in third.results] == [ids[0]] and not third.has_more
-    assert [s.task["id"] for s in page(TaskQuery(statuses=frozenset({"failed"}))).results] == [ids[1]]
+    assert [s.task["id"] for s in page(TaskQuery(statuses=frozenset({"failed"}))).results] == [
+        ids[1]
+    ]
     assert [s.task["id"] for s in page(TaskQuery(text="reboot")).results] == [ids[3]]
     assert [s.task["id"] for s in page(TaskQuery(sender="user:nobody")).results] == []
     since = datetime.fromtimestamp(parse_timestamp(made[3]["ts"]), UTC)

@@ -84,18 +84,25 @@ class TaskFilter(PoolFilterSet):
         choices=[(status, status) for status in EXECUTION_STATUSES],
         help_text="Tasks with an execution in this status (repeat for several).",
     )
-    to = AddressFilter(label="to", help_text="device:X: tasks that address X; other addresses match exactly.")
-    since = django_filters.IsoDateTimeFilter(label="since", help_text="Tasks posted at or after (ISO 8601).")
-    until = django_filters.IsoDateTimeFilter(label="until", help_text="Tasks posted at or before (ISO 8601).")
-    q = django_filters.CharFilter(label="q", help_text="Text in the title or body (case-insensitive).")
+    to = AddressFilter(
+        label="to", help_text="device:X: tasks that address X; other addresses match exactly."
+    )
+    since = django_filters.IsoDateTimeFilter(
+        label="since", help_text="Tasks posted at or after (ISO 8601)."
+    )
+    until = django_filters.IsoDateTimeFilter(
+        label="until", help_text="Tasks posted at or before (ISO 8601)."
+    )
+    q = django_filters.CharFilter(
+        label="q", help_text="Text in the title or body (case-insensitive)."
+    )
     limit = PageSizeFilter(label="limit", help_text="Page size: 1 to 1000, default 50.")
     before = CursorFilter(label="before", help_text="next_cursor of the previous page.")
 
 
 # "from" is a Python keyword: add it by name.
 TaskFilter.base_filters["from"] = django_filters.CharFilter(
-    label="from",
-    help_text="The sender, exactly: user:<email> or backend."
+    label="from", help_text="The sender, exactly: user:<email> or backend."
 )
 
 

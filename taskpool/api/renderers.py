@@ -13,7 +13,9 @@ class JSONRenderer(BaseRenderer):
     format = "json"
     charset = None  # JSON is UTF-8 by definition
 
-    def render(self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None) -> bytes:
+    def render(
+        self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None
+    ) -> bytes:
         if data is None:
             return b""
         return orjson.dumps(data, default=str)

@@ -110,7 +110,9 @@ class TaskRequestSerializer(StrictSerializer):
         required=False, min_value=1, help_text="Seconds until the task expires (at most TASK_TTL)."
     )
     expires_at = UTCDateTimeField(required=False, help_text="When the task expires (ISO 8601).")
-    mode = StrictChoiceField(choices=["any"], required=False, help_text='"any": one device does it.')
+    mode = StrictChoiceField(
+        choices=["any"], required=False, help_text='"any": one device does it.'
+    )
 
 
 class ResponseRequestSerializer(StrictSerializer):
@@ -228,7 +230,9 @@ class ExecutionSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), required=False
+    )
 
 
 class TaskDetailSerializer(serializers.Serializer):

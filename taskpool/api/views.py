@@ -251,7 +251,9 @@ class TaskListView(PoolAPIView):
         summary="Recent tasks, newest first, filtered and paged",
         operation_id="tasks_list",
         parameters=[
-            OpenApiParameter(name, str, many=name == "status", description=str(f.extra.get("help_text", "")))
+            OpenApiParameter(
+                name, str, many=name == "status", description=str(f.extra.get("help_text", ""))
+            )
             for name, f in TaskFilter.base_filters.items()
         ],
         responses={200: api.TaskPageSerializer, **ERRORS},

@@ -2,13 +2,13 @@
 
 import django.core.validators
 import django.db.models.deletion
-import taskpool.models
 from django.conf import settings
 from django.db import migrations, models
 
+import taskpool.models
+
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,33 +17,88 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='DeviceUser',
+            name="DeviceUser",
             fields=[
-                ('id', models.CharField(max_length=64, primary_key=True, serialize=False, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', 'Not a valid device id.')], verbose_name='device id')),
-                ('kind', models.CharField(blank=True, default='', max_length=64, verbose_name='kind')),
-                ('validated', models.BooleanField(default=False, help_text='Only validated devices may use the pool.', verbose_name='validated')),
-                ('user_session', models.CharField(default=taskpool.models.new_session, max_length=64, verbose_name='token session')),
-                ('last_seen', models.DateTimeField(blank=True, editable=False, null=True, verbose_name='last request')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated')),
+                (
+                    "id",
+                    models.CharField(
+                        max_length=64,
+                        primary_key=True,
+                        serialize=False,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "Not a valid device id."
+                            )
+                        ],
+                        verbose_name="device id",
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(blank=True, default="", max_length=64, verbose_name="kind"),
+                ),
+                (
+                    "validated",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Only validated devices may use the pool.",
+                        verbose_name="validated",
+                    ),
+                ),
+                (
+                    "user_session",
+                    models.CharField(
+                        default=taskpool.models.new_session,
+                        max_length=64,
+                        verbose_name="token session",
+                    ),
+                ),
+                (
+                    "last_seen",
+                    models.DateTimeField(
+                        blank=True, editable=False, null=True, verbose_name="last request"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated")),
             ],
             options={
-                'verbose_name': 'device',
-                'verbose_name_plural': 'devices',
-                'ordering': ['id'],
+                "verbose_name": "device",
+                "verbose_name_plural": "devices",
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='UserRole',
+            name="UserRole",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('admin', 'admin'), ('master', 'master'), ('user', 'user')], default='user', max_length=16, verbose_name='role')),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='taskpool_role', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("admin", "admin"), ("master", "master"), ("user", "user")],
+                        default="user",
+                        max_length=16,
+                        verbose_name="role",
+                    ),
+                ),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="taskpool_role",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'pool role',
-                'verbose_name_plural': 'pool roles',
-                'ordering': ['user__username'],
+                "verbose_name": "pool role",
+                "verbose_name_plural": "pool roles",
+                "ordering": ["user__username"],
             },
         ),
     ]

@@ -151,6 +151,7 @@ class JsonlStore(BaseStore):
             fsync=settings.FSYNC,
             max_message_bytes=settings.MAX_MESSAGE_BYTES,
         )
+
     @classmethod
     def check(cls, options: dict[str, Any]) -> list[checks.CheckMessage]:
         data_dir = options.get("DATA_DIR")
@@ -631,7 +632,9 @@ class JsonlStore(BaseStore):
     def pending_counts(self, device_ids: list[str]) -> dict[str, int]:
         with self._mutex:
             now = self._advance()
-            return {device_id: self._index.pending_count(device_id, now) for device_id in device_ids}
+            return {
+                device_id: self._index.pending_count(device_id, now) for device_id in device_ids
+            }
 
     def device_activity(self, device_ids: list[str]) -> dict[str, DeviceActivity]:
         with self._mutex:
@@ -698,7 +701,9 @@ class JsonlStore(BaseStore):
                     (TaskSummary(task, statuses), Cursor(date.fromordinal(day_ordinal), offset))
                 )
                 if len(found) > limit:
-                    return TaskPage([summary for summary, _ in found[:limit]], found[limit - 1][1], True)
+                    return TaskPage(
+                        [summary for summary, _ in found[:limit]], found[limit - 1][1], True
+                    )
         return TaskPage([summary for summary, _ in found], found[-1][1] if found else before, False)
 
     def _tasks_of_day(

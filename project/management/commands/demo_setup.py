@@ -72,7 +72,9 @@ class Command(BaseCommand):
         UserRole.objects.update_or_create(
             user=User.objects.get(username=DEMO_ADMIN), defaults={"role": UserRole.ADMIN}
         )
-        call_command("taskpool_device", DEMO_DEVICE, kind="raspberry-pi", validate=True, stdout=_Null())
+        call_command(
+            "taskpool_device", DEMO_DEVICE, kind="raspberry-pi", validate=True, stdout=_Null()
+        )
         device = DeviceUser.objects.get(pk=DEMO_DEVICE)
         device.rotate_session()
         token = str(DeviceToken.for_device(device))

@@ -30,7 +30,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, device_id: str, **options: Any) -> None:
         if not is_device_id(device_id):
-            raise CommandError(f"{device_id!r} is not a device id ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}}).")
+            raise CommandError(
+                f"{device_id!r} is not a device id ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})."
+            )
         device, created = DeviceUser.objects.get_or_create(pk=device_id)
         if options["kind"] is not None:
             device.kind = options["kind"]

@@ -16,8 +16,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
         parser.add_argument("role", choices=[UserRole.ADMIN, UserRole.MASTER, UserRole.USER])
-        parser.add_argument("--password", help="Set this password (a new user without one cannot log in).")
-        parser.add_argument("--email", help="Set the user's email (their address is then user:<email>).")
+        parser.add_argument(
+            "--password", help="Set this password (a new user without one cannot log in)."
+        )
+        parser.add_argument(
+            "--email", help="Set the user's email (their address is then user:<email>)."
+        )
 
     def handle(self, *args: Any, username: str, role: str, **options: Any) -> None:
         User = get_user_model()
