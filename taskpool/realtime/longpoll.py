@@ -6,9 +6,13 @@ import asyncio
 import time
 
 from taskpool.messages import Message
+from taskpool.realtime.blocking import thread_hub_for
 from taskpool.realtime.hub import hub_for
 from taskpool.realtime.scope import DEVICE, Scope
 from taskpool.stores.base import BaseStore
+
+#: Seconds a blocked long-poll waits for a wake-up before it looks at the pool itself.
+RECHECK_SECONDS = 5.0
 
 
 async def wait_for_pending(
@@ -37,26 +41,25 @@ async def wait_for_pending(
 
 
 def wait_for_pending_in_thread(
-    store: BaseStore, device_id: str, *, limit: int, seconds: float, interval: float = 0.05
+    store: BaseStore, device_id: str, *, limit: int, seconds: float
 ) -> list[Message]:
     """``wait_for_pending`` for a request that has a thread of its own to block.
 
     That is every request under WSGI, and under Django's ASGI handler when the
-    site does not use ``taskpool.asgi.serve_waiting``. Looks at the day files'
-    extents every ``interval`` seconds and at the pending list when they changed.
+    site does not use ``taskpool.asgi.serve_waiting``. One watcher thread per
+    process looks at the day files for all of them (``blocking.ThreadHub``).
     """
+    pending = store.pending_for(device_id, limit=limit)
+    if pending or seconds <= 0:
+        return pending
     deadline = time.monotonic() + seconds
-    seen = None
-    while True:
-        # The extent is read before the pending list: a task stored in between
-        # is in the list, or changes the extent for the next look.
-        extent = store.change_signature()
-        if extent != seen:
-            seen = extent
+    # Registered before looking again: a task stored in between wakes it.
+    with thread_hub_for(store).waiter(Scope(DEVICE, device_id)) as woken:
+        while True:
+            woken.clear()
             pending = store.pending_for(device_id, limit=limit)
-            if pending:
+            remaining = deadline - time.monotonic()
+            if pending or remaining <= 0:
                 return pending
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return []
-        time.sleep(min(interval, remaining))
+            # Looks again now and then even unwoken: a watcher that failed to start.
+            woken.wait(min(remaining, RECHECK_SECONDS))
