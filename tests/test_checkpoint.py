@@ -45,7 +45,7 @@ def test_resuming_from_a_checkpoint_then_reading_on_equals_a_full_replay(tmp_pat
     random_traffic(NeverCheckpointingStore(directory, fsync=False), random.Random(2), 60)
 
     restarted = resumed(directory)
-    assert restarted._lines_read() > 100  # it begins where the checkpoint left off
+    assert restarted._tail.lines_read > 100  # it begins where the checkpoint left off
     assert view(restarted) == full_replay_view(directory)
 
 

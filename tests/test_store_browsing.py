@@ -245,7 +245,7 @@ def test_device_messages_are_newest_first_and_name_the_device(store, busy_day):
 
 
 def test_day_lines_are_the_complete_lines_as_stored(store, busy_day, tiny_chunks, monkeypatch):
-    monkeypatch.setattr("taskpool.stores.jsonl.READ_CHUNK_BYTES", 64)
+    monkeypatch.setattr("taskpool.stores.day_files.DUMP_CHUNK_BYTES", 64)
     with open(busy_day, "ab") as file:
         file.write(b'{"unfinished')
     chunks = list(store.day_lines(day_of_file(busy_day)))

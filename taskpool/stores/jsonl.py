@@ -24,7 +24,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,7 +55,7 @@ from taskpool.messages import (
     parse_address,
     same_request,
 )
-from taskpool.stores import browsing, checkpoint, day_summaries
+from taskpool.stores import browsing, day_summaries
 from taskpool.stores.appender import Appender
 from taskpool.stores.base import (
     BaseStore,
@@ -72,9 +71,10 @@ from taskpool.stores.base import (
     TaskQuery,
     TaskSummary,
 )
-from taskpool.stores.changes import Changes, Journal, concern_of
+from taskpool.stores.changes import Changes
 from taskpool.stores.day_files import DayFiles
 from taskpool.stores.index import KnownTask, PoolIndex
+from taskpool.stores.tail import CHECKPOINT_LINES, IndexTail
 from taskpool.stores.validation import (
     RESPONSE_META_RESERVED,
     TASK_META_RESERVED,
@@ -83,24 +83,7 @@ from taskpool.stores.validation import (
     own_meta,
 )
 
-#: Lines read since the last start-up checkpoint before the next one is written.
-CHECKPOINT_LINES = 50_000
-READ_CHUNK_BYTES = 8 * 1024 * 1024
-
 Result = TypeVar("Result")
-
-
-@dataclass(slots=True)
-class _Tail:
-    """How far this process's index has read a day file."""
-
-    inode: int
-    offset: int  # just past the last complete line consumed
-    size: int = 0  # the file's size when last looked at: more than offset after a torn line
-
-
-class _StartOver(Exception):
-    """A day file changed under the index in a way only a rebuild can follow."""
 
 
 class JsonlStore(BaseStore):
@@ -129,8 +112,13 @@ class JsonlStore(BaseStore):
         self._mutex = threading.RLock()
         self._files = DayFiles(directory, max_message_bytes=max_message_bytes)
         self._appender = Appender(self._files, fsync=fsync)
-        self._journal = Journal()
-        self._start_over(from_checkpoint=True)
+        self._tail = IndexTail(
+            # The store's clock, read through now(): tests replace it after construction.
+            self._files,
+            task_ttl=self.task_ttl,
+            clock=self.now,
+            checkpoint_lines=self.checkpoint_lines,
+        )
 
     @property
     def fsync(self) -> bool:
@@ -187,134 +175,14 @@ class JsonlStore(BaseStore):
     def now(self) -> float:
         return self._clock()
 
-    # The tail: reading new lines into the index ---------------------------
+    # The index: what the tail has read -------------------------------------
 
-    def _start_over(self, *, from_checkpoint: bool = False) -> None:
-        self._journal.reset()
-        self._index = PoolIndex(self.task_ttl)
-        self._tails: dict[date, _Tail] = {}
-        self._horizon_start: date | None = None
-        if from_checkpoint:
-            saved = checkpoint.load(self.directory, self.task_ttl, self._files.path)
-            if saved is not None:
-                self._index = saved.index
-                self._tails = {
-                    day: _Tail(position.inode, position.offset, position.size)
-                    for day, position in saved.positions.items()
-                }
-        self._checkpointed_lines = self._lines_read()
-
-    def _lines_read(self) -> int:
-        return self._index.lines + self._index.skipped_lines
+    @property
+    def _index(self) -> PoolIndex:
+        return self._tail.index
 
     def _advance(self, *, checkpoint_allowed: bool = True) -> float:
-        """Bring the index up to date with every complete line in the horizon.
-
-        Every ``checkpoint_lines`` lines it also writes a start-up checkpoint,
-        unless told not to (under the pool's lock, which others wait for).
-        """
-        for _attempt in range(3):
-            now = self._clock()
-            try:
-                self._advance_once(now)
-            except _StartOver:
-                self._start_over()
-                continue
-            if (
-                checkpoint_allowed
-                and self._lines_read() - self._checkpointed_lines >= self.checkpoint_lines
-            ):
-                self._write_checkpoint()
-            return now
-        raise RuntimeError(f"The day files in {self.directory} keep changing under the reader.")
-
-    def _advance_once(self, now: float) -> None:
-        first_day = day_of(now - self.task_ttl)
-        if first_day != self._horizon_start:
-            self._horizon_start = first_day
-            for day in [day for day in self._tails if day < first_day]:
-                del self._tails[day]
-            self._index.forget_days_before(first_day.toordinal(), now)
-        for day in self._files.days():
-            if day >= first_day:
-                self._read_new(day, now)
-        self._index.expire(now)
-
-    def _write_checkpoint(self) -> None:
-        """Save the index and how far it has read each file (see ``stores.checkpoint``)."""
-        self._checkpointed_lines = self._lines_read()
-        try:
-            positions = {
-                day: checkpoint.DayPosition(
-                    tail.inode,
-                    tail.offset,
-                    tail.size,
-                    checkpoint.guard_of(self._files.path(day), tail.offset),
-                )
-                for day, tail in self._tails.items()
-            }
-            checkpoint.save(
-                self.directory, checkpoint.Checkpoint(self.task_ttl, positions, self._index)
-            )
-        except Exception:  # noqa: BLE001 - only a shortcut for the next start: never fail a read
-            pass
-
-    def _read_new(self, day: date, now: float) -> None:
-        path = self._files.path(day)
-        tail = self._tails.get(day)
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            if tail is not None:
-                raise _StartOver from None
-            return
-        if tail is None:
-            if self._tails and day < max(self._tails):
-                raise _StartOver  # an older day file appeared: file order changed
-            tail = self._tails[day] = _Tail(stat.st_ino, 0)
-        elif stat.st_ino != tail.inode or stat.st_size < tail.offset:
-            raise _StartOver
-        tail.size = stat.st_size
-        if stat.st_size > tail.offset:
-            self._consume(day, path, tail, stat.st_size, now)
-
-    def _consume(self, day: date, path: Path, tail: _Tail, size: int, now: float) -> None:
-        """Feed the complete lines between ``tail.offset`` and ``size`` to the index."""
-        day_ordinal = day.toordinal()
-        with open(path, "rb", buffering=0) as file:
-            file.seek(tail.offset)
-            offset = tail.offset
-            carry = b""
-            remaining = size - offset
-            while remaining > 0:
-                chunk = file.read(min(READ_CHUNK_BYTES, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-                data = carry + chunk if carry else chunk
-                end = data.rfind(b"\n")
-                if end < 0:
-                    carry = data
-                    continue
-                start = offset
-                for line in data[:end].split(b"\n"):
-                    if line:
-                        self._take(line, day_ordinal, start, now)
-                    start += len(line) + 1
-                offset += end + 1
-                carry = data[end + 1 :]
-        tail.offset = offset
-
-    def _take(self, line: bytes, day_ordinal: int, offset: int, now: float) -> None:
-        """One line into the index (and the journal of whom it concerns, while anyone waits)."""
-        try:
-            message = decode_line(line)
-        except InvalidMessage:
-            self._index.skip_line()
-            return
-        if self._journal.enabled:
-            self._journal.record(concern_of(message, self._index.open))
-        self._index.add(message, day_ordinal, offset, now)
+        return self._tail.advance(checkpoint_allowed=checkpoint_allowed)
 
     def _task_at(self, known: KnownTask) -> Message:
         return self._files.message_starting_at(date.fromordinal(known.day_ordinal), known.offset)
@@ -358,26 +226,9 @@ class JsonlStore(BaseStore):
 
     def _append_indexed(self, day: date, line: bytes, now: float) -> None:
         """Append ``line`` and take it into the index (hold the lock, the index just advanced)."""
-        tail = self._tails.get(day)
-        clean = tail is not None and tail.size == tail.offset
-        appended = self._appender.append(
-            day,
-            line,
-            inode=tail.inode if tail is not None else None,
-            clean_end=tail.offset if clean else None,  # type: ignore[union-attr]
-        )
-        if clean and appended.start == tail.offset:  # type: ignore[union-attr]
-            # The index is level with the file up to our line: take it from
-            # memory, decoded from its bytes as any other process will see it.
-            self._take(line[:-1], day.toordinal(), appended.start, now)
-            tail.offset = tail.size = appended.end  # type: ignore[union-attr]
-            return
-        # A new file, a torn line ended first, or a line appended without the
-        # lock in between: read what is there, in file order.
-        try:
-            self._read_new(day, now)
-        except _StartOver:
-            self._start_over()
+        inode, clean_end = self._tail.append_position(day)
+        appended = self._appender.append(day, line, inode=inode, clean_end=clean_end)
+        self._tail.take_appended(day, line, appended, clean_end, now)
 
     def _replayed(
         self, sender: str, key: str | None, candidate: Message, *, with_parent: bool = True
@@ -785,9 +636,7 @@ class JsonlStore(BaseStore):
     def changes_since(self, mark: int | None) -> Changes:
         with self._mutex:
             self._advance()
-            newest = max(self._tails, default=None)
-            through = None if newest is None else Cursor(newest, self._tails[newest].offset)
-            return self._journal.since(mark, through)
+            return self._tail.journal.since(mark, self._tail.through())
 
     def stats(self) -> dict[str, int]:
         """Figures about the index: lines read, lines skipped, open tasks."""

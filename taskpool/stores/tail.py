@@ -1,0 +1,228 @@
+"""``IndexTail``: this process's index of the pool, fed from the day files' tails (DESIGN 3).
+
+The index is built once from the day files in the ``TASK_TTL`` horizon, then
+advanced by reading only the bytes appended since the last look, up to the
+last complete line. A file that shrinks, is replaced, or appears older than
+the files already read makes it start over from the files. A start-up
+checkpoint (``stores.checkpoint``), written every ``checkpoint_lines`` lines,
+lets a new process skip replaying the week. While anyone waits, a journal
+records whom each new line concerns (``stores.changes``).
+
+Not thread-safe: ``JsonlStore`` calls it under its mutex.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from taskpool.cursors import Cursor
+from taskpool.days import day_of
+from taskpool.exceptions import InvalidMessage
+from taskpool.messages import decode_line
+from taskpool.stores import checkpoint
+from taskpool.stores.appender import Appended
+from taskpool.stores.changes import Journal, concern_of
+from taskpool.stores.day_files import DayFiles
+from taskpool.stores.index import PoolIndex
+
+#: Lines read since the last start-up checkpoint before the next one is written.
+CHECKPOINT_LINES = 50_000
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class DayTail:
+    """How far the index has read a day file."""
+
+    inode: int
+    offset: int  # just past the last complete line consumed
+    size: int = 0  # the file's size when last looked at: more than offset after a torn line
+
+
+class _StartOver(Exception):
+    """A day file changed under the index in a way only a rebuild can follow."""
+
+
+class IndexTail:
+    """The ``PoolIndex`` and how far it has read each day file of the horizon."""
+
+    def __init__(
+        self,
+        files: DayFiles,
+        *,
+        task_ttl: float,
+        clock: Callable[[], float],
+        checkpoint_lines: int = CHECKPOINT_LINES,
+    ) -> None:
+        self.files = files
+        self.task_ttl = task_ttl
+        self.clock = clock
+        self.checkpoint_lines = checkpoint_lines
+        self.journal = Journal()
+        self.start_over(from_checkpoint=True)
+
+    def start_over(self, *, from_checkpoint: bool = False) -> None:
+        """Forget everything read; with ``from_checkpoint``, resume from the saved one if it fits."""
+        self.journal.reset()
+        self.index = PoolIndex(self.task_ttl)
+        self.tails: dict[date, DayTail] = {}
+        self._horizon_start: date | None = None
+        if from_checkpoint:
+            saved = checkpoint.load(self.files.directory, self.task_ttl, self.files.path)
+            if saved is not None:
+                self.index = saved.index
+                self.tails = {
+                    day: DayTail(position.inode, position.offset, position.size)
+                    for day, position in saved.positions.items()
+                }
+        self._checkpointed_lines = self.lines_read
+
+    @property
+    def lines_read(self) -> int:
+        """Lines the index has taken in, messages or not."""
+        return self.index.lines + self.index.skipped_lines
+
+    def advance(self, *, checkpoint_allowed: bool = True) -> float:
+        """Bring the index up to date with every complete line in the horizon; returns now.
+
+        Every ``checkpoint_lines`` lines it also writes a start-up checkpoint,
+        unless told not to (under the pool's lock, which others wait for).
+        """
+        for _attempt in range(3):
+            now = self.clock()
+            try:
+                self._advance_once(now)
+            except _StartOver:
+                self.start_over()
+                continue
+            if (
+                checkpoint_allowed
+                and self.lines_read - self._checkpointed_lines >= self.checkpoint_lines
+            ):
+                self._write_checkpoint()
+            return now
+        raise RuntimeError(
+            f"The day files in {self.files.directory} keep changing under the reader."
+        )
+
+    def through(self) -> Cursor | None:
+        """Where the index has read to in the newest day file."""
+        newest = max(self.tails, default=None)
+        return None if newest is None else Cursor(newest, self.tails[newest].offset)
+
+    def _advance_once(self, now: float) -> None:
+        first_day = day_of(now - self.task_ttl)
+        if first_day != self._horizon_start:
+            self._horizon_start = first_day
+            for day in [day for day in self.tails if day < first_day]:
+                del self.tails[day]
+            self.index.forget_days_before(first_day.toordinal(), now)
+        for day in self.files.days():
+            if day >= first_day:
+                self._read_new(day, now)
+        self.index.expire(now)
+
+    def _write_checkpoint(self) -> None:
+        """Save the index and how far it has read each file (see ``stores.checkpoint``)."""
+        self._checkpointed_lines = self.lines_read
+        try:
+            positions = {
+                day: checkpoint.DayPosition(
+                    tail.inode,
+                    tail.offset,
+                    tail.size,
+                    checkpoint.guard_of(self.files.path(day), tail.offset),
+                )
+                for day, tail in self.tails.items()
+            }
+            checkpoint.save(
+                self.files.directory, checkpoint.Checkpoint(self.task_ttl, positions, self.index)
+            )
+        except Exception:  # noqa: BLE001 - only a shortcut for the next start: never fail a read
+            pass
+
+    def _read_new(self, day: date, now: float) -> None:
+        path = self.files.path(day)
+        tail = self.tails.get(day)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            if tail is not None:
+                raise _StartOver from None
+            return
+        if tail is None:
+            if self.tails and day < max(self.tails):
+                raise _StartOver  # an older day file appeared: file order changed
+            tail = self.tails[day] = DayTail(stat.st_ino, 0)
+        elif stat.st_ino != tail.inode or stat.st_size < tail.offset:
+            raise _StartOver
+        tail.size = stat.st_size
+        if stat.st_size > tail.offset:
+            self._consume(day, path, tail, stat.st_size, now)
+
+    def _consume(self, day: date, path: Path, tail: DayTail, size: int, now: float) -> None:
+        """Feed the complete lines between ``tail.offset`` and ``size`` to the index."""
+        day_ordinal = day.toordinal()
+        with open(path, "rb", buffering=0) as file:
+            file.seek(tail.offset)
+            offset = tail.offset
+            carry = b""
+            remaining = size - offset
+            while remaining > 0:
+                chunk = file.read(min(READ_CHUNK_BYTES, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                data = carry + chunk if carry else chunk
+                end = data.rfind(b"\n")
+                if end < 0:
+                    carry = data
+                    continue
+                start = offset
+                for line in data[:end].split(b"\n"):
+                    if line:
+                        self._take(line, day_ordinal, start, now)
+                    start += len(line) + 1
+                offset += end + 1
+                carry = data[end + 1 :]
+        tail.offset = offset
+
+    def _take(self, line: bytes, day_ordinal: int, offset: int, now: float) -> None:
+        """One line into the index (and the journal of whom it concerns, while anyone waits)."""
+        try:
+            message = decode_line(line)
+        except InvalidMessage:
+            self.index.skip_line()
+            return
+        if self.journal.enabled:
+            self.journal.record(concern_of(message, self.index.open))
+        self.index.add(message, day_ordinal, offset, now)
+
+    def append_position(self, day: date) -> tuple[int | None, int | None]:
+        """The day file's inode as last seen, and where it ends if it ends in a whole line."""
+        tail = self.tails.get(day)
+        if tail is None:
+            return None, None
+        return tail.inode, tail.offset if tail.size == tail.offset else None
+
+    def take_appended(
+        self, day: date, line: bytes, appended: Appended, clean_end: int | None, now: float
+    ) -> None:
+        """Index a line this process just appended (hold the pool's lock, the index just advanced)."""
+        tail = self.tails.get(day)
+        if tail is not None and clean_end is not None and appended.start == clean_end:
+            # The index is level with the file up to our line: take it from
+            # memory, decoded from its bytes as any other process will see it.
+            self._take(line[:-1], day.toordinal(), appended.start, now)
+            tail.offset = tail.size = appended.end
+            return
+        # A new file, a torn line ended first, or a line appended without the
+        # lock in between: read what is there, in file order.
+        try:
+            self._read_new(day, now)
+        except _StartOver:
+            self.start_over()
