@@ -325,6 +325,7 @@ async def run(options: argparse.Namespace, port: int, pid: int, tokens: dict) ->
         "tasks": {
             "sent": options.tasks,
             "delivered": len(delivered),
+            "undelivered": sorted(set(results.sent) - set(results.delivered) - {"warm-up"}),
             "rate_per_second": options.rate,
             "latency": summary(delivered),
             "latency_long_poll": summary(by_poll),

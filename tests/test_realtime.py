@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -11,7 +12,7 @@ import pytest
 
 from taskpool.cursors import Cursor
 from taskpool.realtime import sse
-from taskpool.realtime.hub import Hub
+from taskpool.realtime.hub import Hub, Waiter
 from taskpool.realtime.scope import ADMIN, DEVICE, MASTER, Scope, StreamFilter
 from taskpool.realtime.stream import events
 from taskpool.stores.jsonl import JsonlStore
@@ -150,6 +151,17 @@ def test_a_waiter_not_woken_may_resume_where_the_watcher_got_to(store, pool_dir)
     assert read_to is None and not a_woken
     assert resumed == store.end_cursor() is not None
     assert ahead == Cursor.parse("29991231-000000000000")
+
+
+def test_a_wake_up_due_with_the_timeout_counts_as_a_wake_up():
+    async def scenario() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        waiter = Waiter(Scope(DEVICE, "a"))
+        loop.call_later(0.01, waiter.wake)  # due after the wait's timeout...
+        loop.call_soon(time.sleep, 0.05)  # ...but the loop is busy until both are due
+        return await waiter.wait(0.005), waiter.woken
+
+    assert asyncio.run(scenario()) == (True, True)
 
 
 def test_the_hub_releases_waiters_that_are_cancelled(store):

@@ -59,7 +59,10 @@ class Waiter:
             async with asyncio.timeout(max(timeout, 0)):
                 await self._event.wait()
         except TimeoutError:
-            return False
+            # A wake-up in the same turn of the loop as the timeout still
+            # counts: reporting a timeout would let a stream skip past the
+            # very line that woke it.
+            return self._event.is_set()
         return True
 
 
