@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from taskpool.exceptions import InvalidCursor
 
 FIRST_CHUNK_BYTES = 64 * 1024
+TAIL_PROBE_BYTES = 4 * 1024
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 
 #: A quick test on a run of whole lines: ``False`` if no line in it can be wanted.
@@ -24,14 +25,19 @@ Line = tuple[int, bytes]
 
 
 def complete_end(descriptor: int, size: int) -> int:
-    """The offset just past the file's last ``\\n`` (0 if it has none) within ``size`` bytes."""
+    """The offset just past the file's last ``\\n`` (0 if it has none) within ``size`` bytes.
+
+    Looks at the last few KiB first: the last line is usually short.
+    """
     position = size
+    step = TAIL_PROBE_BYTES
     while position > 0:
-        start = max(0, position - FIRST_CHUNK_BYTES)
+        start = max(0, position - step)
         found = os.pread(descriptor, position - start, start).rfind(b"\n")
         if found >= 0:
             return start + found + 1
         position = start
+        step = min(step * 2, MAX_CHUNK_BYTES)
     return 0
 
 
