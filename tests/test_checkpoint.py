@@ -3,6 +3,7 @@ and a checkpoint that no longer describes the files is ignored."""
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
@@ -103,3 +104,26 @@ def test_a_damaged_checkpoint_is_ignored(tmp_path, damage):
     path.write_bytes(data[: len(data) // 2] if damage is None else damage)
     assert checkpoint.load(directory, 7 * 86400, lambda day: directory / f"{day}.jsonl") is None
     assert len(resumed(directory).pending_for("d0")) == 30
+
+
+class _Planted:
+    """What a hostile checkpoint would hold: unpickling it would create ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_runs_nothing_and_the_store_replays(tmp_path):
+    directory = tmp_path / "pool"
+    store = NeverCheckpointingStore(directory, fsync=False)
+    task = store.post_task(sender="user:ops", to="device:d0", title="x").message
+    marker = tmp_path / "planted"
+    (directory / checkpoint.CHECKPOINT_FILE_NAME).write_bytes(pickle.dumps(_Planted(marker)))
+
+    fresh = NeverCheckpointingStore(directory, fsync=False)
+    assert not marker.exists()
+    assert [t["id"] for t in fresh.pending_for("d0")] == [task["id"]]
+    assert fresh.stats()["lines"] == 1

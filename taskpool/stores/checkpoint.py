@@ -9,8 +9,10 @@ reads on from there. Anything that does not match (another format, another
 ``TASK_TTL``, a changed file) makes the store replay the files as if there
 were no checkpoint.
 
-Like Django's file-based cache, this trusts ``DATA_DIR``: whoever can write
-there can already rewrite the pool.
+Whoever can write to ``DATA_DIR`` can rewrite the pool, but should not get
+to run code in the server: a checkpoint is unpickled with only its own data
+classes allowed (``_CheckpointUnpickler``), so a crafted file is refused like
+a damaged one.
 """
 
 from __future__ import annotations
@@ -69,6 +71,30 @@ class Checkpoint:
     fingerprint: str = ""
 
 
+#: The only globals a checkpoint may name: its own data classes and ``date``.
+_ALLOWED_GLOBALS = frozenset(
+    {
+        ("taskpool.stores.checkpoint", "Checkpoint"),
+        ("taskpool.stores.checkpoint", "DayPosition"),
+        ("taskpool.stores.index", "PoolIndex"),
+        ("taskpool.stores.index", "DayRecords"),
+        ("taskpool.stores.index", "KnownTask"),
+        ("taskpool.lifecycle", "TaskState"),
+        ("taskpool.messages", "Address"),
+        ("datetime", "date"),
+    }
+)
+
+
+class _CheckpointUnpickler(pickle.Unpickler):
+    """Unpickles the classes of a checkpoint and nothing else (no functions, no modules)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} has no place in a checkpoint.")
+        return super().find_class(module, name)
+
+
 def save(directory: Path, checkpoint: Checkpoint) -> None:
     """Write ``checkpoint`` atomically into ``directory``."""
     checkpoint.fingerprint = _layout_fingerprint()
@@ -90,7 +116,7 @@ def load(directory: Path, task_ttl: float, path_of: Any) -> Checkpoint | None:
     """
     try:
         with open(directory / CHECKPOINT_FILE_NAME, "rb") as file:
-            checkpoint = pickle.load(file)
+            checkpoint = _CheckpointUnpickler(file).load()
     except FileNotFoundError:
         return None
     except Exception:  # a torn or foreign file is only a missed shortcut
