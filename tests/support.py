@@ -17,7 +17,7 @@ from taskpool.messages import (
     decode_line,
     encode_line,
     format_timestamp,
-    new_message_id,
+    new_message,
     parse_timestamp,
 )
 from taskpool.stores.jsonl import JsonlStore
@@ -64,17 +64,18 @@ def message(
     meta: dict[str, Any] | None = None,
 ) -> Message:
     """A complete nine-key message, as another writer would put it in a day file."""
-    return {
-        "id": new_message_id(),
-        "ts": ts if isinstance(ts, str) else format_timestamp(ts),
-        "from": sender,
-        "to": to,
-        "type": kind,
-        "title": title,
-        "body": body,
-        "parent_id": parent_id,
-        "meta": meta or {},
-    }
+    message = new_message(
+        0,
+        sender=sender,
+        to=to,
+        kind=kind,
+        title=title,
+        body=body,
+        parent_id=parent_id,
+        meta=meta or {},
+    )
+    message["ts"] = ts if isinstance(ts, str) else format_timestamp(ts)
+    return message
 
 
 def day_path(directory: Path, day: date) -> Path:
