@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import re
-import time
-from datetime import date
+from datetime import date, timedelta
 
 DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 DAY_FILE_RE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl")
@@ -22,7 +23,15 @@ def parse_day(text: object) -> date:
 
 def day_of(epoch_seconds: float) -> date:
     """The UTC day of a moment."""
-    return date(*time.gmtime(epoch_seconds)[:3])
+    return _day_number(math.floor(epoch_seconds) // 86400)
+
+
+@functools.lru_cache(maxsize=8)
+def _day_number(days_since_epoch: int) -> date:
+    return _EPOCH_DAY + timedelta(days=days_since_epoch)
+
+
+_EPOCH_DAY = date(1970, 1, 1)
 
 
 def day_file_name(day: date) -> str:

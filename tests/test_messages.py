@@ -36,11 +36,22 @@ def test_message_ids_are_msg_and_a_uuid4_in_32_hex_digits_and_unique():
     assert len(made) == 1000
     assert all(ID_RE.fullmatch(item) for item in made)
     assert {uuid.UUID(hex=item[4:]).version for item in made} == {4}
+    assert {uuid.UUID(hex=item[4:]).variant for item in made} == {uuid.RFC_4122}
+    assert {item[4 + 12] for item in made} == {"4"}
+    assert {item[4 + 16] for item in made} == set("89ab")
+    # The other 122 bits are random: every other hex digit takes many values.
+    for column in set(range(32)) - {12, 16}:
+        assert len({item[4 + column] for item in made}) > 8, column
 
 
 def test_timestamps_are_utc_seconds_with_z():
     assert format_timestamp(0) == "1970-01-01T00:00:00Z"
     assert format_timestamp(1780489496.999) == "2026-06-03T12:24:56Z"
+    # Kept for the second just formatted, and not past it, nor before it.
+    assert format_timestamp(1780489496.0) == "2026-06-03T12:24:56Z"
+    assert format_timestamp(1780489497.0) == "2026-06-03T12:24:57Z"
+    assert format_timestamp(1780489496.5) == "2026-06-03T12:24:56Z"
+    assert format_timestamp(-0.5) == "1969-12-31T23:59:59Z"
     assert parse_timestamp("2026-06-03T12:24:56Z") == 1780489496
     for bad in ("2026-06-03T12:24:56", "2026-06-03T12:24:56.5Z", "2026-06-03 12:24:56Z", 5):
         with pytest.raises(ValueError):

@@ -1,9 +1,11 @@
 """``parse_timestamp`` takes exactly what ``datetime.strptime`` with the day-file format takes."""
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, date, datetime
 
 import pytest
 
+from taskpool.days import day_of
 from taskpool.messages import TIMESTAMP_FORMAT, format_timestamp, parse_timestamp
 
 
@@ -52,3 +54,10 @@ def test_invalid_timestamps_are_refused(text):
 def test_round_trip_over_the_years():
     for moment in range(0, 4_000_000_000, 86_413 * 97):
         assert parse_timestamp(format_timestamp(moment)) == moment
+
+
+def test_the_day_of_a_moment_is_its_utc_date_also_around_midnight():
+    for midnight in range(0, 4_000_000_000, 86_400 * 997):
+        for moment in (midnight - 1, midnight - 0.000001, midnight, midnight + 0.5, midnight + 86_399):
+            assert day_of(moment) == date(*time.gmtime(moment)[:3]), moment
+            assert day_of(moment).isoformat() == format_timestamp(moment)[:10], moment

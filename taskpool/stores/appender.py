@@ -13,10 +13,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import NamedTuple
 
 from taskpool.stores.day_files import DayFiles
@@ -42,6 +41,35 @@ class _Writer:
     end: int = -1  # just past this process's last line in the file
 
 
+class PoolLock:
+    """The pool's lock as a context manager: ``with lock:`` holds the ``flock``.
+
+    A plain class rather than ``@contextmanager``: it is taken for every
+    append, and a generator costs more than the two system calls.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._descriptor = -1
+        self._pid = 0
+
+    def __enter__(self) -> None:
+        if self._pid != os.getpid():
+            # After a fork the inherited descriptor shares its lock with the
+            # parent, which would then not exclude it: open our own.
+            self._descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._pid = os.getpid()
+        fcntl.flock(self._descriptor, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc_info: object) -> None:
+        fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            os.close(self._descriptor)
+        self._descriptor, self._pid = -1, 0
+
+
 class Appender:
     """Appends lines to day files under the pool's lock.
 
@@ -53,25 +81,12 @@ class Appender:
     def __init__(self, files: DayFiles, *, fsync: bool) -> None:
         self.files = files
         self.fsync = fsync
-        self._lock_fd: int | None = None
-        self._lock_pid = 0
+        self._lock = PoolLock(files.directory / LOCK_FILE_NAME)
         self._writer: _Writer | None = None
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> PoolLock:
         """The exclusive ``flock`` on ``DATA_DIR/.lock``, which every process takes to append."""
-        if self._lock_fd is None or self._lock_pid != os.getpid():
-            # After a fork the inherited descriptor shares its lock with the
-            # parent, which would then not exclude it: open our own.
-            self._lock_fd = os.open(
-                self.files.directory / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
-            )
-            self._lock_pid = os.getpid()
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        return self._lock
 
     def append(
         self, day: date, line: bytes, *, inode: int | None = None, clean_end: int | None = None
@@ -83,9 +98,10 @@ class Appender:
         with a newline at that offset, sparing the check for a torn line;
         whether the line landed right there is for the caller to compare.
         """
-        writer = self._writer_for(day, inode)
+        writer, size = self._writer_for(day, inode)
         if clean_end is None:
-            size = os.fstat(writer.descriptor).st_size
+            if size < 0:
+                size = os.lseek(writer.descriptor, 0, os.SEEK_END)
             # A file that ends where our last line ended ends with a newline.
             if size and size != writer.end and os.pread(writer.descriptor, 1, size - 1) != b"\n":
                 line = b"\n" + line  # end a torn line so ours stays whole
@@ -115,22 +131,28 @@ class Appender:
             os.close(descriptor)
 
     def close(self) -> None:
-        if self._lock_fd is not None and self._lock_pid == os.getpid():
-            os.close(self._lock_fd)
-        self._lock_fd = None
+        self._lock.close()
         self._close_writer()
 
-    def _writer_for(self, day: date, inode: int | None) -> _Writer:
+    def _writer_for(self, day: date, inode: int | None) -> tuple[_Writer, int]:
+        """The kept writer for ``day``, reopened if the file was replaced, and its size if known.
+
+        The size (-1 when not looked at) comes from the same ``stat`` that
+        checked the inode, sparing an ``fstat``.
+        """
         writer = self._writer
+        size = -1
         if writer is not None and writer.day == day and writer.pid == os.getpid():
             if inode is None:
                 try:
-                    inode = os.stat(self.files.path(day)).st_ino
+                    stat = os.stat(self.files.path(day))
                 except FileNotFoundError:
-                    inode = None
+                    pass
+                else:
+                    inode, size = stat.st_ino, stat.st_size
             if inode == writer.inode:
-                return writer
-        return self._open(day)
+                return writer, size
+        return self._open(day), -1
 
     def _open(self, day: date) -> _Writer:
         """Open (or create) the day's file for appending, as this process's kept writer."""
