@@ -9,6 +9,7 @@ the common start to the last writer's last acknowledged line.
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import time
@@ -20,6 +21,7 @@ from taskpool.messages import encode_line, format_timestamp, new_message_id
 from taskpool.stores.jsonl import JsonlStore
 
 RAW_FILE_NAME = "raw-append-bench.bin"  # not a day file: the store never reads it
+RAW_LOCK_NAME = "raw-append-bench.lock"
 
 
 @dataclass(frozen=True)
@@ -63,21 +65,33 @@ def _store_loop(store: JsonlStore, fsync: bool) -> Callable[[int, float], int]:
     return run
 
 
-def _raw_loop(directory: Path, sync: bool) -> Callable[[int, float], int]:
+def _raw_loop(directory: Path, sync: bool, locked: bool = False) -> Callable[[int, float], int]:
+    """The same line written in a bare loop; ``locked`` takes an ``flock`` around each write.
+
+    The locked loop is DESIGN 2's rule (every append under an exclusive
+    ``flock``) and nothing else: the ceiling for any store that keeps it.
+    """
+
     def run(writer: int, deadline: float) -> int:
         line = heartbeat_line(writer)
         descriptor = os.open(
             directory / RAW_FILE_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
         )
+        lock = os.open(directory / RAW_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         count = 0
         try:
             while time.perf_counter() < deadline:
+                if locked:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
                 os.write(descriptor, line)
+                if locked:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
                 if sync:
                     os.fdatasync(descriptor)
                 count += 1
         finally:
             os.close(descriptor)
+            os.close(lock)
         return count
 
     return run
@@ -127,6 +141,7 @@ def measure_appends(
         for writers in writer_counts:
             for name, loop in (
                 ("raw write", _raw_loop(directory, False)),
+                ("raw write under flock", _raw_loop(directory, False, locked=True)),
                 ("raw write+fdatasync", _raw_loop(directory, True)),
             ):
                 results[f"{name} x{writers}"] = _measure(loop, writers, seconds)
@@ -136,7 +151,6 @@ def measure_appends(
                     _store_loop(store, fsync), writers, seconds
                 )
     finally:
-        raw = directory / RAW_FILE_NAME
-        if raw.exists():
-            raw.unlink()
+        for name in (RAW_FILE_NAME, RAW_LOCK_NAME):
+            (directory / name).unlink(missing_ok=True)
     return results

@@ -129,7 +129,13 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
         "writers are processes):"
     )
     append_rows = [("", "1 writer", "8 writers")]
-    for name in ("store FSYNC off", "raw write", "store FSYNC on", "raw write+fdatasync"):
+    for name in (
+        "store FSYNC off",
+        "raw write",
+        "raw write under flock",
+        "store FSYNC on",
+        "raw write+fdatasync",
+    ):
         append_rows.append(
             (
                 name.replace("raw write", "raw os.write"),
@@ -144,6 +150,16 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
                 "store FSYNC off / raw os.write",
                 f"{_percent(non_durable_share(figures, 1))} (1 writer)",
                 f"{_percent(non_durable_share(figures, 8))} (8 writers)",
+            ),
+            (
+                "raw os.write under flock / raw os.write",
+                f"{_percent(lock_share(figures, 1))} (1 writer)",
+                "the ceiling for any store that locks each append (DESIGN 2)",
+            ),
+            (
+                "raw fdatasync-per-line x8 / x1",
+                times(disk_sync_gain(figures)),
+                "what the disk itself gives 8 syncing writers",
             ),
             (
                 "store FSYNC on x8 / fdatasync-per-line x1",
@@ -186,6 +202,21 @@ def non_durable_share(figures: dict[str, Any], writers: int) -> float:
     appends = figures["appends"]
     return ratio(
         appends[f"store FSYNC off x{writers}"]["rate"], appends[f"raw write x{writers}"]["rate"]
+    )
+
+
+def lock_share(figures: dict[str, Any], writers: int) -> float:
+    appends = figures["appends"]
+    return ratio(
+        appends[f"raw write under flock x{writers}"]["rate"],
+        appends[f"raw write x{writers}"]["rate"],
+    )
+
+
+def disk_sync_gain(figures: dict[str, Any]) -> float:
+    appends = figures["appends"]
+    return ratio(
+        appends["raw write+fdatasync x8"]["rate"], appends["raw write+fdatasync x1"]["rate"]
     )
 
 

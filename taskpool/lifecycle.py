@@ -72,6 +72,7 @@ class TaskState:
 
     __slots__ = (
         "task",
+        "id",
         "position",
         "audience",
         "expires_at",
@@ -87,6 +88,7 @@ class TaskState:
         if audience.kind != "device":
             raise InvalidMessage("A task is addressed to devices.")
         self.task = task
+        self.id: str = task["id"]
         #: Where the task's line is; orders tasks as the day files do.
         self.position = position
         self.audience: Address = audience
@@ -98,10 +100,6 @@ class TaskState:
         #: Each answering device's latest status and its time: device -> (status, ts).
         self.answers: dict[str, tuple[str, str]] = {}
         self.cancellation: Message | None = None
-
-    @property
-    def id(self) -> str:
-        return self.task["id"]
 
     def apply(self, response: Message) -> bool:
         """Take one response to this task into account.

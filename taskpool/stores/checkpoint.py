@@ -31,7 +31,7 @@ from taskpool.messages import Address
 from taskpool.stores.index import DayRecords, KnownTask, PoolIndex
 
 CHECKPOINT_FILE_NAME = ".index-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Bytes before each day file's offset kept to recognise the same file on loading: the
 #: last lines read. Files are only ever appended to; like a running process, a checkpoint
 #: cannot see an edit further back that keeps the inode and the size.

@@ -180,7 +180,7 @@ class PoolIndex:
     def _add_task(self, task: Message, day_ordinal: int, offset: int, now: float) -> None:
         task_id = task["id"]
         key = _task_key(task_id)
-        if task_id in self.open or self._locate_key(key) is not None:
+        if task_id in self.open or self._is_known(key):
             return  # a duplicated line: the first one counts
         records = self._records(day_ordinal)
         try:
@@ -326,6 +326,11 @@ class PoolIndex:
             if found is not None:
                 return KnownTask(day_ordinal, *_unpack(found))
         return None
+
+    def _is_known(self, key: str | bytes) -> bool:
+        """Whether any day's registry has the task: ``_locate_key`` without building the answer."""
+        days = self.days
+        return any(key in days[day_ordinal]._tasks for day_ordinal in self._newest_first)
 
     def locate_idempotent(self, sender: str, key: str) -> tuple[int, int] | None:
         """The day ordinal and offset of the first message ``sender`` sent with ``key``."""
