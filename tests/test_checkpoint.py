@@ -96,6 +96,16 @@ def test_another_task_ttl_ignores_the_checkpoint(tmp_path):
     assert checkpoint.load(directory, 3600, lambda day: directory / f"{day}.jsonl") is None
 
 
+def test_a_checkpoint_of_another_layout_is_ignored(tmp_path, monkeypatch):
+    """An upgrade that changes the pickled classes must replay, not misread the old file."""
+    directory, _ = checkpointed_pool(tmp_path)
+    path_of = lambda day: directory / f"{day}.jsonl"  # noqa: E731
+    assert checkpoint.load(directory, 7 * 86400, path_of) is not None
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", checkpoint.FORMAT_VERSION + 1)
+    assert checkpoint.load(directory, 7 * 86400, path_of) is None
+    assert len(resumed(directory).pending_for("d0")) == 30
+
+
 @pytest.mark.parametrize("damage", [b"", b"not a pickle", None])
 def test_a_damaged_checkpoint_is_ignored(tmp_path, damage):
     directory, _ = checkpointed_pool(tmp_path)
