@@ -58,6 +58,12 @@ def test_round_trip_over_the_years():
 
 def test_the_day_of_a_moment_is_its_utc_date_also_around_midnight():
     for midnight in range(0, 4_000_000_000, 86_400 * 997):
-        for moment in (midnight - 1, midnight - 0.000001, midnight, midnight + 0.5, midnight + 86_399):
+        for moment in (
+            midnight - 1,
+            midnight - 0.000001,
+            midnight,
+            midnight + 0.5,
+            midnight + 86_399,
+        ):
             assert day_of(moment) == date(*time.gmtime(moment)[:3]), moment
             assert day_of(moment).isoformat() == format_timestamp(moment)[:10], moment
