@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 import threading
@@ -165,3 +167,39 @@ def test_threads_sharing_one_store_lose_nothing(pool_dir):
         assert message["body"] == body_for(writer, int(number))
     assert len(store.pending_for("pi-1", limit=1000)) == threads_count * count
     assert max(seen_while_writing) == threads_count * count
+
+
+def test_a_fresh_process_catches_up_before_it_takes_the_pool_lock(pool_dir):
+    """Its first write must not replay the history while every other writer waits."""
+    history = JsonlStore(pool_dir, fsync=False)
+    for number in range(2000):
+        history.post_task(sender="user:ops", to=f"device:d{number % 7}", title=f"t{number}")
+    (pool_dir / ".index-checkpoint").unlink(missing_ok=True)
+
+    fresh = JsonlStore(pool_dir, fsync=False)
+    probe = os.open(pool_dir / ".lock", os.O_RDWR)
+    reads: list[tuple[bool, int]] = []  # (pool lock held, lines read) per catch-up
+    advance = fresh._tail.advance
+
+    def watched_advance(**kwargs):
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = True
+        else:
+            held = False
+            fcntl.flock(probe, fcntl.LOCK_UN)
+        before = fresh._tail.lines_read
+        now = advance(**kwargs)
+        reads.append((held, fresh._tail.lines_read - before))
+        return now
+
+    fresh._tail.advance = watched_advance
+    try:
+        fresh.post_task(sender="user:ops", to="device:d0", title="first write of a fresh process")
+    finally:
+        fresh._tail.advance = advance
+        os.close(probe)
+    assert (False, 2000) in reads
+    assert [lines for held, lines in reads if held] == [0]
+    assert len(fresh.pending_for("d0", limit=1000)) == 287

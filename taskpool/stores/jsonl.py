@@ -204,23 +204,30 @@ class JsonlStore(BaseStore):
         line, so concurrent writers do not parse each other's lines under
         the lock.
         """
-        with self._mutex, self._appender.locked():
-            now = self._advance(checkpoint_allowed=False) if indexed else self._clock()
-            message, result = decide(now)
-            if message is None:
-                return result
-            line = encode_line(message)
-            if len(line) > self.max_message_bytes:
-                raise MessageTooLarge(
-                    f"The message is {len(line)} bytes; the pool takes at most "
-                    f"{self.max_message_bytes}."
-                )
-            day = day_of(now)
+        with self._mutex:
             if indexed:
-                self._append_indexed(day, line, now)
-            else:
-                self._appender.append(day, line)
-            to_sync = self._appender.sync()
+                # Catch up before taking the pool's lock, so that only the
+                # lines appended in between are read under it: a process whose
+                # first request writes would otherwise replay the week while
+                # every writer waits.
+                self._advance()
+            with self._appender.locked():
+                now = self._advance(checkpoint_allowed=False) if indexed else self._clock()
+                message, result = decide(now)
+                if message is None:
+                    return result
+                line = encode_line(message)
+                if len(line) > self.max_message_bytes:
+                    raise MessageTooLarge(
+                        f"The message is {len(line)} bytes; the pool takes at most "
+                        f"{self.max_message_bytes}."
+                    )
+                day = day_of(now)
+                if indexed:
+                    self._append_indexed(day, line, now)
+                else:
+                    self._appender.append(day, line)
+                to_sync = self._appender.sync()
         self._appender.finish(to_sync)
         return result
 
