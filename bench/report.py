@@ -37,7 +37,7 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
         f"{mebibytes(figures['bytes'])}; {figures['mix']}; {figures['open_tasks']} open tasks ==",
         f"  GET /pool/pending, {REQUEST_METHOD}; {figures['requests']} (WSGI) and"
         f" {figures['asgi_requests']} (ASGI) requests each, interleaved with the no-op, over"
-        " 1,000 devices, in rounds across the sizes",
+        f" 1,000 devices, in {figures.get('request_rounds', 4)} rounds across the sizes",
     ]
     pending = figures["pending_p50"]
     rows = []
