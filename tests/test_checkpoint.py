@@ -4,6 +4,7 @@ and a checkpoint that no longer describes the files is ignored."""
 from __future__ import annotations
 
 import pickle
+import threading
 import random
 from pathlib import Path
 
@@ -137,3 +138,31 @@ def test_a_crafted_checkpoint_runs_nothing_and_the_store_replays(tmp_path):
     assert not marker.exists()
     assert [t["id"] for t in fresh.pending_for("d0")] == [task["id"]]
     assert fresh.stats()["lines"] == 1
+
+
+def test_a_store_finding_no_checkpoint_waits_for_the_one_replaying_then_resumes(tmp_path):
+    """Workers started together replay the week once between them, not once each."""
+    directory, _ = checkpointed_pool(tmp_path)
+    path = directory / checkpoint.CHECKPOINT_FILE_NAME
+    saved = path.read_bytes()
+    path.unlink()
+    late = NeverCheckpointingStore(directory, fsync=False)  # finds no checkpoint
+    answers: list[list[dict]] = []
+    with checkpoint.replay_lock(directory):  # as a worker replaying would hold it
+        reader = threading.Thread(target=lambda: answers.append(late.pending_for("d0")))
+        reader.start()
+        reader.join(timeout=0.5)
+        assert reader.is_alive(), "it read the files itself instead of waiting"
+        path.write_bytes(saved)  # the replaying worker's checkpoint, written before it lets go
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert late._tail.resumed
+    assert [task["title"] for task in answers[0]] == [f"task {n:02d}" for n in range(30)]
+
+
+def test_without_a_checkpoint_to_find_a_waiting_store_replays_itself(tmp_path):
+    directory, _ = checkpointed_pool(tmp_path)
+    (directory / checkpoint.CHECKPOINT_FILE_NAME).unlink()
+    store = NeverCheckpointingStore(directory, fsync=False)
+    assert len(store.pending_for("d0")) == 30
+    assert not store._tail.resumed

@@ -7,7 +7,8 @@ store that starts loads it, checks each day file is still the one it read
 (inode, size, and the bytes just before the offset it had reached), and
 reads on from there. Anything that does not match (another format, another
 ``TASK_TTL``, a changed file) makes the store replay the files as if there
-were no checkpoint.
+were no checkpoint. A process that finds none replays under ``replay_lock``,
+so that processes started together replay the week once between them.
 
 Whoever can write to ``DATA_DIR`` can rewrite the pool, but should not get
 to run code in the server: a checkpoint is unpickled with only its own data
@@ -17,10 +18,13 @@ a damaged one.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import date
 from pathlib import Path
@@ -31,6 +35,7 @@ from taskpool.messages import Address
 from taskpool.stores.index import DayRecords, KnownTask, PoolIndex
 
 CHECKPOINT_FILE_NAME = ".index-checkpoint"
+REPLAY_LOCK_NAME = ".index-checkpoint.lock"
 FORMAT_VERSION = 2
 #: Bytes before each day file's offset kept to recognise the same file on loading: the
 #: last lines read. Files are only ever appended to; like a running process, a checkpoint
@@ -93,6 +98,29 @@ class _CheckpointUnpickler(pickle.Unpickler):
         if (module, name) not in _ALLOWED_GLOBALS:
             raise pickle.UnpicklingError(f"{module}.{name} has no place in a checkpoint.")
         return super().find_class(module, name)
+
+
+@contextmanager
+def replay_lock(directory: Path) -> Iterator[None]:
+    """Held by the process replaying the day files because it found no checkpoint.
+
+    Processes started together (a server's workers) wait here, then resume
+    from the checkpoint the first one wrote, instead of each replaying the
+    week on the same cores. The kernel drops the lock if its holder dies.
+    Without a writable ``DATA_DIR`` there is no lock, and each process replays.
+    """
+    try:
+        descriptor = os.open(
+            directory / REPLAY_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+        )
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # and with it the lock
 
 
 def save(directory: Path, checkpoint: Checkpoint) -> None:

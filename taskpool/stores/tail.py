@@ -71,6 +71,8 @@ class IndexTail:
         self.index = PoolIndex(self.task_ttl)
         self.tails: dict[date, DayTail] = {}
         self._horizon_start: date | None = None
+        #: Whether the index was resumed from a checkpoint rather than read from the files.
+        self.resumed = False
         if from_checkpoint:
             saved = checkpoint.load(self.files.directory, self.task_ttl, self.files.path)
             if saved is not None:
@@ -79,6 +81,9 @@ class IndexTail:
                     day: DayTail(position.inode, position.offset, position.size)
                     for day, position in saved.positions.items()
                 }
+                self.resumed = True
+        # A start that found no checkpoint replays the horizon on its first advance.
+        self._replay_due = from_checkpoint and not self.resumed
         self._checkpointed_lines = self.lines_read
 
     @property
@@ -92,6 +97,17 @@ class IndexTail:
         Every ``checkpoint_lines`` lines it also writes a start-up checkpoint,
         unless told not to (under the pool's lock, which others wait for).
         """
+        if self._replay_due:
+            self._replay_due = False
+            if checkpoint_allowed:
+                with checkpoint.replay_lock(self.files.directory):
+                    # Whoever held the lock before us may have left a checkpoint.
+                    self.start_over(from_checkpoint=True)
+                    self._replay_due = False
+                    return self._advance(checkpoint_allowed)
+        return self._advance(checkpoint_allowed)
+
+    def _advance(self, checkpoint_allowed: bool) -> float:
         for _attempt in range(3):
             now = self.clock()
             try:
