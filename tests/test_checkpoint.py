@@ -4,8 +4,8 @@ and a checkpoint that no longer describes the files is ignored."""
 from __future__ import annotations
 
 import pickle
-import threading
 import random
+import threading
 from pathlib import Path
 
 import pytest
