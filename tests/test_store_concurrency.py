@@ -169,17 +169,12 @@ def test_threads_sharing_one_store_lose_nothing(pool_dir):
     assert max(seen_while_writing) == threads_count * count
 
 
-def test_a_fresh_process_catches_up_before_it_takes_the_pool_lock(pool_dir):
-    """Its first write must not replay the history while every other writer waits."""
-    history = JsonlStore(pool_dir, fsync=False)
-    for number in range(2000):
-        history.post_task(sender="user:ops", to=f"device:d{number % 7}", title=f"t{number}")
-    (pool_dir / ".index-checkpoint").unlink(missing_ok=True)
-
-    fresh = JsonlStore(pool_dir, fsync=False)
+def watch_catch_ups(store: JsonlStore, pool_dir: Path) -> list[tuple[bool, int]]:
+    """Record, for each time ``store`` catches up, whether the pool's lock was held
+    (probed with a real ``flock`` of our own) and how many lines it read."""
     probe = os.open(pool_dir / ".lock", os.O_RDWR)
-    reads: list[tuple[bool, int]] = []  # (pool lock held, lines read) per catch-up
-    advance = fresh._tail.advance
+    reads: list[tuple[bool, int]] = []
+    advance = store._tail.advance
 
     def watched_advance(**kwargs):
         try:
@@ -189,17 +184,38 @@ def test_a_fresh_process_catches_up_before_it_takes_the_pool_lock(pool_dir):
         else:
             held = False
             fcntl.flock(probe, fcntl.LOCK_UN)
-        before = fresh._tail.lines_read
+        before = store._tail.lines_read
         now = advance(**kwargs)
-        reads.append((held, fresh._tail.lines_read - before))
+        reads.append((held, store._tail.lines_read - before))
         return now
 
-    fresh._tail.advance = watched_advance
-    try:
-        fresh.post_task(sender="user:ops", to="device:d0", title="first write of a fresh process")
-    finally:
-        fresh._tail.advance = advance
-        os.close(probe)
+    store._tail.advance = watched_advance
+    return reads
+
+
+def test_a_fresh_process_catches_up_before_it_takes_the_pool_lock(pool_dir):
+    """Its first write must not replay the history while every other writer waits."""
+    history = JsonlStore(pool_dir, fsync=False)
+    for number in range(2000):
+        history.post_task(sender="user:ops", to=f"device:d{number % 7}", title=f"t{number}")
+    (pool_dir / ".index-checkpoint").unlink(missing_ok=True)
+
+    fresh = JsonlStore(pool_dir, fsync=False)
+    reads = watch_catch_ups(fresh, pool_dir)
+    fresh.post_task(sender="user:ops", to="device:d0", title="first write of a fresh process")
     assert (False, 2000) in reads
     assert [lines for held, lines in reads if held] == [0]
     assert len(fresh.pending_for("d0", limit=1000)) == 287
+
+
+def test_an_idle_process_catches_up_before_it_takes_the_pool_lock(pool_dir, monkeypatch):
+    busy, idle = JsonlStore(pool_dir, fsync=False), JsonlStore(pool_dir, fsync=False)
+    idle.stats()
+    for number in range(500):
+        busy.post_task(sender="user:ops", to="device:d1", title=f"t{number}")
+    monkeypatch.setattr("taskpool.stores.jsonl.CATCH_UP_UNLOCKED_AFTER", 0.0)  # it has idled
+    reads = watch_catch_ups(idle, pool_dir)
+    idle.post_task(sender="user:ops", to="device:d1", title="after a while")
+    assert reads[0] == (False, 500)
+    assert [lines for held, lines in reads if held] == [0]
+    assert len(idle.pending_for("d1", limit=1000)) == 501

@@ -85,6 +85,10 @@ from taskpool.stores.validation import (
 
 Result = TypeVar("Result")
 
+#: A write by a process whose index is older than this (seconds) catches up
+#: before taking the pool's lock; a busier one has little to read under it.
+CATCH_UP_UNLOCKED_AFTER = 0.5
+
 
 class JsonlStore(BaseStore):
     """The pool in ``DATA_DIR/YYYY-MM-DD.jsonl`` files; see the module docstring."""
@@ -205,7 +209,7 @@ class JsonlStore(BaseStore):
         the lock.
         """
         with self._mutex:
-            if indexed:
+            if indexed and not self._tail.advanced_within(CATCH_UP_UNLOCKED_AFTER):
                 # Catch up before taking the pool's lock, so that only the
                 # lines appended in between are read under it: a process whose
                 # first request writes would otherwise replay the week while

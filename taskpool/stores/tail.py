@@ -13,7 +13,9 @@ Not thread-safe: ``JsonlStore`` calls it under its mutex.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -63,6 +65,7 @@ class IndexTail:
         self.clock = clock
         self.checkpoint_lines = checkpoint_lines
         self.journal = Journal()
+        self._advanced_at = -math.inf  # time.monotonic() of the last advance
         self.start_over(from_checkpoint=True)
 
     def start_over(self, *, from_checkpoint: bool = False) -> None:
@@ -107,6 +110,10 @@ class IndexTail:
                     return self._advance(checkpoint_allowed)
         return self._advance(checkpoint_allowed)
 
+    def advanced_within(self, seconds: float) -> bool:
+        """Whether the index was brought up to date less than ``seconds`` ago."""
+        return not self._replay_due and time.monotonic() - self._advanced_at < seconds
+
     def _advance(self, checkpoint_allowed: bool) -> float:
         for _attempt in range(3):
             now = self.clock()
@@ -115,6 +122,7 @@ class IndexTail:
             except _StartOver:
                 self.start_over()
                 continue
+            self._advanced_at = time.monotonic()
             if (
                 checkpoint_allowed
                 and self.lines_read - self._checkpointed_lines >= self.checkpoint_lines
