@@ -41,6 +41,32 @@ def complete_end(descriptor: int, size: int) -> int:
     return 0
 
 
+def whole_line_runs(
+    descriptor: int, start: int, size: int, chunk_bytes: int
+) -> Iterator[tuple[int, bytes]]:
+    """The whole lines from ``start`` (a line start) up to ``size``, in runs of about ``chunk_bytes``.
+
+    Yields (offset of the run's first line, the run without its last ``\n``);
+    a torn last line is left out. The index reads a day file's new bytes so.
+    """
+    offset = start
+    carry = b""
+    while offset + len(carry) < size:
+        chunk = os.pread(
+            descriptor, min(chunk_bytes, size - offset - len(carry)), offset + len(carry)
+        )
+        if not chunk:
+            return
+        data = carry + chunk if carry else chunk
+        end = data.rfind(b"\n")
+        if end < 0:
+            carry = data
+            continue
+        yield offset, data[:end]
+        offset += end + 1
+        carry = data[end + 1 :]
+
+
 def check_line_start(descriptor: int, offset: int, end: int) -> None:
     """``InvalidCursor`` unless a line starts at ``offset`` (or it is ``end``, the day's end)."""
     if offset < 0 or offset > end or (offset > 0 and os.pread(descriptor, 1, offset - 1) != b"\n"):

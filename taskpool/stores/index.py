@@ -166,6 +166,43 @@ class PoolIndex:
             if state is not None:
                 self._apply(state, message, now)
 
+    def fold(
+        self,
+        day: PoolIndex,
+        day_ordinal: int,
+        strays: list[tuple[Message, int]],
+        now: float,
+    ) -> bool:
+        """Take in ``day``, the index of one later day file read on its own.
+
+        ``strays`` are that file's answers to tasks it does not hold, in file
+        order: they go to the tasks still open here, as reading the file after
+        the others would have taken them. Returns ``False``, having changed
+        nothing, if the day repeats a task line of the days before (which only
+        reading in order gets right).
+        """
+        records = day.days.get(day_ordinal)
+        if records is not None and any(self._is_known(key) for key in records._tasks):
+            return False
+        for response, _offset in strays:
+            state = self.open.get(response["parent_id"])  # type: ignore[arg-type]
+            if state is not None:
+                self._apply(state, response, now)
+        if records is not None:
+            self.days[day_ordinal] = records
+            self._newest_first = sorted(self.days, reverse=True)
+        self.open.update(day.open)
+        for key, queue in day.queues.items():
+            for state in queue.values():
+                self._enqueue(key, state)
+        self._expiries.extend(day._expiries)
+        heapq.heapify(self._expiries)
+        self.last_message.update(day.last_message)
+        self.last_heartbeat.update(day.last_heartbeat)
+        self.lines += day.lines
+        self.skipped_lines += day.skipped_lines
+        return True
+
     def skip_line(self) -> None:
         """Count a line that is not a message."""
         self.skipped_lines += 1
@@ -326,6 +363,10 @@ class PoolIndex:
             if found is not None:
                 return KnownTask(day_ordinal, *_unpack(found))
         return None
+
+    def knows(self, task_id: str) -> bool:
+        """Whether the task ``task_id`` was read, open or closed."""
+        return task_id in self.open or self._is_known(_task_key(task_id))
 
     def _is_known(self, key: str | bytes) -> bool:
         """Whether any day's registry has the task: ``_locate_key`` without building the answer."""

@@ -25,10 +25,11 @@ from taskpool.cursors import Cursor
 from taskpool.days import day_of
 from taskpool.exceptions import InvalidMessage
 from taskpool.messages import decode_line
-from taskpool.stores import checkpoint
+from taskpool.stores import checkpoint, parallel_replay
 from taskpool.stores.appender import Appended
 from taskpool.stores.changes import Journal, concern_of
 from taskpool.stores.day_files import DayFiles
+from taskpool.stores.day_reading import whole_line_runs
 from taskpool.stores.index import PoolIndex
 
 #: Lines read since the last start-up checkpoint before the next one is written.
@@ -76,6 +77,8 @@ class IndexTail:
         self._horizon_start: date | None = None
         #: Whether the index was resumed from a checkpoint rather than read from the files.
         self.resumed = False
+        #: How many day files worker processes replayed for it (``stores.parallel_replay``).
+        self.days_replayed_in_parallel = 0
         if from_checkpoint:
             saved = checkpoint.load(self.files.directory, self.task_ttl, self.files.path)
             if saved is not None:
@@ -107,6 +110,8 @@ class IndexTail:
                     # Whoever held the lock before us may have left a checkpoint.
                     self.start_over(from_checkpoint=True)
                     self._replay_due = False
+                    if not self.resumed:
+                        self._replay_in_parallel()
                     return self._advance(checkpoint_allowed)
         return self._advance(checkpoint_allowed)
 
@@ -150,6 +155,28 @@ class IndexTail:
                 self._read_new(day, now)
         self.index.expire(now)
 
+    def _replay_in_parallel(self) -> None:
+        """Read the horizon's day files in worker processes, if that is worth it.
+
+        The first start's shortcut (``stores.parallel_replay``); whatever it
+        leaves unread, ``_advance`` reads as usual.
+        """
+        now = self.clock()
+        first_day = day_of(now - self.task_ttl)
+        days = [(day, self.files.path(day)) for day in self.files.days() if day >= first_day]
+        if not parallel_replay.worth_it([path for _day, path in days]):
+            return
+        try:
+            readings = parallel_replay.read_days(days, self.task_ttl, now)
+        except Exception:  # noqa: BLE001 - only a shortcut: the files are read in order instead
+            return
+        for reading in readings:
+            if not self.index.fold(reading.index, reading.day.toordinal(), reading.strays, now):
+                self.start_over()
+                return
+            self.tails[reading.day] = DayTail(reading.inode, reading.end, reading.size)
+        self.days_replayed_in_parallel = len(readings)
+
     def _write_checkpoint(self) -> None:
         """Save the index and how far it has read each file (see ``stores.checkpoint``)."""
         self._checkpointed_lines = self.lines_read
@@ -192,28 +219,13 @@ class IndexTail:
         """Feed the complete lines between ``tail.offset`` and ``size`` to the index."""
         day_ordinal = day.toordinal()
         with open(path, "rb", buffering=0) as file:
-            file.seek(tail.offset)
-            offset = tail.offset
-            carry = b""
-            remaining = size - offset
-            while remaining > 0:
-                chunk = file.read(min(READ_CHUNK_BYTES, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-                data = carry + chunk if carry else chunk
-                end = data.rfind(b"\n")
-                if end < 0:
-                    carry = data
-                    continue
+            for offset, run in whole_line_runs(file.fileno(), tail.offset, size, READ_CHUNK_BYTES):
                 start = offset
-                for line in data[:end].split(b"\n"):
+                for line in run.split(b"\n"):
                     if line:
                         self._take(line, day_ordinal, start, now)
                     start += len(line) + 1
-                offset += end + 1
-                carry = data[end + 1 :]
-        tail.offset = offset
+                tail.offset = start
 
     def _take(self, line: bytes, day_ordinal: int, offset: int, now: float) -> None:
         """One line into the index (and the journal of whom it concerns, while anyone waits)."""

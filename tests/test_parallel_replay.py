@@ -1,0 +1,152 @@
+"""A first start that replays the day files in worker processes sees exactly what
+reading them in order sees (``taskpool.stores.parallel_replay``).
+
+The pools here span four days, with answers, claims and cancels reaching
+back to tasks of earlier days, so the fold of the per-day indexes has to put
+each of them right. Each test checks that the workers really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from taskpool.days import day_of
+from taskpool.messages import encode_line
+from taskpool.stores import checkpoint, parallel_replay
+from taskpool.stores.jsonl import JsonlStore
+from tests.support import append_raw, message
+from tests.test_store_rescan import DEVICES, random_traffic, view
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        (os.cpu_count() or 1) < 2, reason="one CPU: the store never replays in parallel"
+    ),
+]
+
+DAY = 86400
+
+
+class NeverCheckpointingStore(JsonlStore):
+    checkpoint_lines = 10**12
+
+
+def multi_day_pool(directory: Path, seed: int) -> None:
+    """Four days of random traffic, one store per day as a restarted server would be."""
+    rng = random.Random(seed)
+    start = time.time() - 3 * DAY - 600
+    for number in range(4):
+        moment = start + number * DAY
+        store = NeverCheckpointingStore(directory, fsync=False, clock=lambda m=moment: m)
+        random_traffic(store, rng, 150)
+        store.post_task(sender="user:ops", to=f"device:{DEVICES[number]}", title="short", ttl=60)
+        store.close()
+
+
+def replayed(directory: Path, *, parallel: bool, monkeypatch) -> tuple[dict, JsonlStore]:
+    (directory / checkpoint.CHECKPOINT_FILE_NAME).unlink(missing_ok=True)
+    monkeypatch.setattr(parallel_replay, "MIN_BYTES", 0 if parallel else 10**18)
+    store = NeverCheckpointingStore(directory, fsync=False)
+    return view(store), store
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_parallel_replay_equals_reading_the_files_in_order(tmp_path, monkeypatch, seed):
+    directory = tmp_path / "pool"
+    multi_day_pool(directory, seed)
+    in_order, store = replayed(directory, parallel=False, monkeypatch=monkeypatch)
+    assert store._tail.days_replayed_in_parallel == 0
+    in_parallel, store = replayed(directory, parallel=True, monkeypatch=monkeypatch)
+    assert store._tail.days_replayed_in_parallel == 4
+    assert in_parallel == in_order
+    assert any(in_order["pending"].values())  # something is still open to compare
+
+
+def test_lines_the_workers_cannot_place_alone_are_placed_as_in_order(tmp_path, monkeypatch):
+    """Answers to other days' tasks, an answer before its task, one to no task, a torn line."""
+    directory = tmp_path / "pool"
+    multi_day_pool(directory, 4)
+    today = day_of(time.time())
+    earlier = message(to="device:[d0,d1]", ts=time.time() - 2 * DAY, title="two days ago")
+    early_answer = message(
+        kind="response",
+        sender="device:d0",
+        to="user:ops@example.com",
+        ts=time.time() - 60,
+        parent_id="msg_" + "0" * 32,
+        meta={"status": "done"},
+    )
+    task = message(to="device:d2", ts=time.time() - 30, title="answered before it was sent")
+    early_answer["parent_id"] = task["id"]
+    append_raw(directory, day_of(time.time() - 2 * DAY), encode_line(earlier))
+    append_raw(directory, today, encode_line(early_answer) + encode_line(task))
+    answer = message(
+        kind="response",
+        sender="device:d0",
+        to="user:ops@example.com",
+        ts=time.time() - 20,
+        parent_id=earlier["id"],
+        meta={"status": "done"},
+    )
+    nowhere = message(
+        kind="response",
+        sender="device:d1",
+        to="user:ops@example.com",
+        ts=time.time() - 10,
+        parent_id="msg_" + "f" * 32,
+        meta={"status": "done"},
+    )
+    append_raw(directory, today, encode_line(answer) + encode_line(nowhere) + b'{"torn":')
+
+    in_order, _ = replayed(directory, parallel=False, monkeypatch=monkeypatch)
+    in_parallel, store = replayed(directory, parallel=True, monkeypatch=monkeypatch)
+    assert store._tail.days_replayed_in_parallel == 4
+    assert in_parallel == in_order
+    assert earlier["id"] in in_order["pending"]["d1"]
+    assert earlier["id"] not in in_order["pending"]["d0"]
+    assert task["id"] in in_order["pending"]["d2"]
+
+
+def test_a_task_line_repeated_from_an_earlier_day_makes_it_read_in_order(tmp_path, monkeypatch):
+    directory = tmp_path / "pool"
+    multi_day_pool(directory, 5)
+    first_day = min(directory.glob("*.jsonl"))
+    repeated = next(
+        line for line in first_day.read_bytes().splitlines() if b'"type":"task"' in line
+    )
+    append_raw(directory, day_of(time.time()), repeated + b"\n")
+
+    in_order, _ = replayed(directory, parallel=False, monkeypatch=monkeypatch)
+    in_parallel, store = replayed(directory, parallel=True, monkeypatch=monkeypatch)
+    assert store._tail.days_replayed_in_parallel == 0  # the fold refused; read in order
+    assert in_parallel == in_order
+
+
+def test_a_failing_worker_makes_it_read_in_order(tmp_path, monkeypatch):
+    directory = tmp_path / "pool"
+    multi_day_pool(directory, 6)
+    in_order, _ = replayed(directory, parallel=False, monkeypatch=monkeypatch)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # every worker exits with 1
+    in_parallel, store = replayed(directory, parallel=True, monkeypatch=monkeypatch)
+    assert store._tail.days_replayed_in_parallel == 0
+    assert in_parallel == in_order
+
+
+def test_appends_after_a_parallel_replay_are_read_on_from_where_the_workers_stopped(
+    tmp_path, monkeypatch
+):
+    directory = tmp_path / "pool"
+    multi_day_pool(directory, 7)
+    _, store = replayed(directory, parallel=True, monkeypatch=monkeypatch)
+    assert store._tail.days_replayed_in_parallel == 4
+    other = JsonlStore(directory, fsync=False)
+    posted = other.post_task(sender="user:ops", to="device:d5", title="later").message
+    assert posted["id"] in [task["id"] for task in store.pending_for("d5", limit=1000)]
+    in_order, _ = replayed(directory, parallel=False, monkeypatch=monkeypatch)
+    assert view(store) == in_order
