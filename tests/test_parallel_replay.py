@@ -128,14 +128,31 @@ def test_a_task_line_repeated_from_an_earlier_day_makes_it_read_in_order(tmp_pat
     assert in_parallel == in_order
 
 
-def test_a_failing_worker_makes_it_read_in_order(tmp_path, monkeypatch):
+@pytest.mark.parametrize("exit_code", [1, 0], ids=["fails", "answers-nothing"])
+def test_a_failing_worker_makes_it_read_in_order(tmp_path, monkeypatch, exit_code):
     directory = tmp_path / "pool"
     multi_day_pool(directory, 6)
     in_order, _ = replayed(directory, parallel=False, monkeypatch=monkeypatch)
-    monkeypatch.setattr(sys, "executable", "/bin/false")  # every worker exits with 1
+    broken = tmp_path / "python3"  # an interpreter that runs no worker at all
+    broken.write_text(f"#!/bin/sh\nexit {exit_code}\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(broken))
+    monkeypatch.setattr(parallel_replay, "MIN_BYTES", 0)
+    assert parallel_replay.worth_it(sorted(directory.glob("*.jsonl")))  # so it tries
     in_parallel, store = replayed(directory, parallel=True, monkeypatch=monkeypatch)
     assert store._tail.days_replayed_in_parallel == 0
     assert in_parallel == in_order
+
+
+def test_no_workers_where_the_executable_is_not_python(tmp_path, monkeypatch):
+    """Under uWSGI ``sys.executable`` is uwsgi, whose ``-m`` means something else."""
+    directory = tmp_path / "pool"
+    multi_day_pool(directory, 8)
+    monkeypatch.setattr(parallel_replay, "MIN_BYTES", 0)
+    paths = sorted(directory.glob("*.jsonl"))
+    assert parallel_replay.worth_it(paths)
+    monkeypatch.setattr(sys, "executable", "/usr/bin/uwsgi")
+    assert not parallel_replay.worth_it(paths)
 
 
 def test_appends_after_a_parallel_replay_are_read_on_from_where_the_workers_stopped(

@@ -33,6 +33,8 @@ from taskpool.stores.index import PoolIndex
 
 #: Below this many bytes in the horizon, starting workers costs more than it saves.
 MIN_BYTES = 32 * 1024 * 1024
+#: A worker that has not answered by then is stopped, and the files are read in order.
+WORKER_TIMEOUT_SECONDS = 600
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 
 
@@ -51,7 +53,7 @@ class DayReading:
 
 def worth_it(paths: list[Path]) -> bool:
     """Whether replaying these files in parallel should beat reading them in order."""
-    if len(paths) < 2 or (os.cpu_count() or 1) < 2:
+    if len(paths) < 2 or (os.cpu_count() or 1) < 2 or not _runs_python():
         return False
     total = 0
     for path in paths:
@@ -60,6 +62,12 @@ def worth_it(paths: list[Path]) -> bool:
         except FileNotFoundError:
             return False
     return total >= MIN_BYTES
+
+
+def _runs_python() -> bool:
+    """Whether ``sys.executable`` is a Python that takes ``-m`` (not uWSGI, not a frozen app)."""
+    name = Path(sys.executable or "").name
+    return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
 
 
 def read_days(days: list[tuple[date, Path]], task_ttl: float, now: float) -> list[DayReading]:
@@ -87,7 +95,7 @@ def read_days(days: list[tuple[date, Path]], task_ttl: float, now: float) -> lis
             processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, env=environment))
         readings: dict[date, DayReading] = {}
         for process in processes:
-            output, _ = process.communicate()
+            output, _ = process.communicate(timeout=WORKER_TIMEOUT_SECONDS)
             if process.returncode != 0:
                 raise RuntimeError(f"a replay worker failed with exit code {process.returncode}")
             readings.update((reading.day, reading) for reading in pickle.loads(output))
