@@ -182,8 +182,10 @@ class PoolIndex:
         reading in order gets right).
         """
         records = day.days.get(day_ordinal)
-        if records is not None and any(self._is_known(key) for key in records._tasks):
-            return False
+        if records is not None:
+            new = records._tasks.keys()
+            if any(not new.isdisjoint(known._tasks.keys()) for known in self.days.values()):
+                return False
         for response, _offset in strays:
             state = self.open.get(response["parent_id"])  # type: ignore[arg-type]
             if state is not None:
