@@ -167,3 +167,22 @@ def test_appends_after_a_parallel_replay_are_read_on_from_where_the_workers_stop
     assert posted["id"] in [task["id"] for task in store.pending_for("d5", limit=1000)]
     in_order, _ = replayed(directory, parallel=False, monkeypatch=monkeypatch)
     assert view(store) == in_order
+
+
+def test_the_checkpoint_written_after_a_parallel_replay_resumes_to_the_same_view(
+    tmp_path, monkeypatch
+):
+    class EagerStore(JsonlStore):
+        checkpoint_lines = 20
+
+    directory = tmp_path / "pool"
+    multi_day_pool(directory, 9)
+    in_order, _ = replayed(directory, parallel=False, monkeypatch=monkeypatch)
+    monkeypatch.setattr(parallel_replay, "MIN_BYTES", 0)
+    first = EagerStore(directory, fsync=False)
+    first.stats()
+    assert first._tail.days_replayed_in_parallel == 4
+    assert (directory / checkpoint.CHECKPOINT_FILE_NAME).exists()
+    again = NeverCheckpointingStore(directory, fsync=False)
+    assert again._tail.resumed
+    assert view(again) == in_order
