@@ -8,7 +8,6 @@ each of them right. Each test checks that the workers really ran.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
@@ -26,7 +25,7 @@ from tests.test_store_rescan import DEVICES, random_traffic, view
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        (os.cpu_count() or 1) < 2, reason="one CPU: the store never replays in parallel"
+        parallel_replay.available_cpus() < 2, reason="one CPU: the store never replays in parallel"
     ),
 ]
 

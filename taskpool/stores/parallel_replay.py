@@ -53,7 +53,7 @@ class DayReading:
 
 def worth_it(paths: list[Path]) -> bool:
     """Whether replaying these files in parallel should beat reading them in order."""
-    if len(paths) < 2 or (os.cpu_count() or 1) < 2 or not _runs_python():
+    if len(paths) < 2 or available_cpus() < 2 or not _runs_python():
         return False
     total = 0
     for path in paths:
@@ -62,6 +62,14 @@ def worth_it(paths: list[Path]) -> bool:
         except FileNotFoundError:
             return False
     return total >= MIN_BYTES
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _runs_python() -> bool:
@@ -78,7 +86,7 @@ def read_days(days: list[tuple[date, Path]], task_ttl: float, now: float) -> lis
     and answers with a pickle on its stdout: it depends on nothing of the
     server's process (not even its ``__main__``).
     """
-    lanes: list[list[tuple[date, Path]]] = [[] for _ in range(min(len(days), os.cpu_count() or 1))]
+    lanes: list[list[tuple[date, Path]]] = [[] for _ in range(min(len(days), available_cpus()))]
     loads = [0] * len(lanes)
     for day, path in sorted(days, key=lambda item: item[1].stat().st_size, reverse=True):
         lane = loads.index(min(loads))
