@@ -3,8 +3,8 @@
 Writes go through ``Appender``: one ``write()`` of one complete line, under
 an exclusive ``flock`` on ``DATA_DIR/.lock``. Under that lock the store
 first catches its index up with the files, so each decision (a 409, a claim)
-is made on everything any process wrote, then stamps the time and picks the
-day file. With ``FSYNC`` the line is synced after the lock is released, so
+is made on everything any process wrote (``stores.decisions``), then stamps
+the time and picks the day file. With ``FSYNC`` the line is synced after the lock is released, so
 writers that arrive together share one sync (group commit); a write is
 acknowledged only once its sync returns.
 
@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,27 +34,19 @@ from django.core import checks
 from taskpool.cursors import Cursor
 from taskpool.days import day_of
 from taskpool.exceptions import (
-    AlreadyAnswered,
-    IdempotencyConflict,
     InvalidMessage,
     MessageTooLarge,
-    NotAddressed,
-    NotClaimable,
     StoreImproperlyConfigured,
     UnknownTask,
 )
-from taskpool.lifecycle import FINISHED, TaskState, bits_to_statuses, replay
+from taskpool.lifecycle import bits_to_statuses, replay
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import (
     DEVICE_STATUSES,
     Message,
     decode_line,
-    device_address,
     encode_line,
-    format_timestamp,
-    new_message,
     parse_address,
-    same_request,
 )
 from taskpool.stores import browsing, day_summaries
 from taskpool.stores.appender import Appender
@@ -73,13 +66,12 @@ from taskpool.stores.base import (
 )
 from taskpool.stores.changes import Changes
 from taskpool.stores.day_files import DayFiles
+from taskpool.stores.decisions import Decisions
 from taskpool.stores.index import KnownTask, PoolIndex
 from taskpool.stores.tail import CHECKPOINT_LINES, IndexTail
 from taskpool.stores.validation import (
     RESPONSE_META_RESERVED,
     TASK_META_RESERVED,
-    closed_error,
-    deadline,
     own_meta,
 )
 
@@ -123,6 +115,7 @@ class JsonlStore(BaseStore):
             clock=self.now,
             checkpoint_lines=self.checkpoint_lines,
         )
+        self._decide = Decisions(self._tail, self._files, self.task_ttl)
 
     @property
     def fsync(self) -> bool:
@@ -189,7 +182,7 @@ class JsonlStore(BaseStore):
         return self._tail.advance(checkpoint_allowed=checkpoint_allowed)
 
     def _task_at(self, known: KnownTask) -> Message:
-        return self._files.message_starting_at(date.fromordinal(known.day_ordinal), known.offset)
+        return self._decide.task_at(known)
 
     # Writing ----------------------------------------------------------------
 
@@ -241,44 +234,6 @@ class JsonlStore(BaseStore):
         appended = self._appender.append(day, line, inode=inode, clean_end=clean_end)
         self._tail.take_appended(day, line, appended, clean_end, now)
 
-    def _replayed(
-        self, sender: str, key: str | None, candidate: Message, *, with_parent: bool = True
-    ) -> Message | None:
-        """The message first stored with ``key`` by ``sender``, if the request is a repeat."""
-        if key is None:
-            return None
-        found = self._index.locate_idempotent(sender, key)
-        if found is None:
-            return None
-        stored = self._files.message_starting_at(date.fromordinal(found[0]), found[1])
-        if not same_request(stored, candidate, with_parent=with_parent):
-            raise IdempotencyConflict(
-                f"Idempotency key {key!r} was used for a different request ({stored['id']})."
-            )
-        return stored
-
-    def _open_task_for(self, task_id: str, device_id: str, now: float) -> TaskState:
-        """The open task a device acts on, or the refusal that explains why it cannot."""
-        state = self._index.open.get(task_id)
-        if state is not None:
-            if not state.audience.includes(device_id):
-                raise NotAddressed(f"Task {task_id} is not addressed to device {device_id}.")
-            return state
-        known = self._index.locate(task_id)
-        if known is None:
-            raise UnknownTask(f"There is no task {task_id} in the pool.", field="parent_id")
-        task = self._task_at(known)
-        try:
-            addressed = parse_address(task["to"]).includes(device_id)
-        except InvalidMessage:
-            addressed = False
-        if not addressed:
-            raise NotAddressed(f"Task {task_id} is not addressed to device {device_id}.")
-        if known.closed == FINISHED and task["meta"].get("mode") != "any":
-            # Finished means every addressed device answered for good, this one too.
-            raise AlreadyAnswered(f"Device {device_id} has already answered task {task_id}.")
-        raise closed_error(task_id, known.closed)
-
     def post_task(
         self,
         *,
@@ -308,25 +263,19 @@ class JsonlStore(BaseStore):
             meta["mode"] = mode
         if idempotency_key is not None:
             meta["idempotency_key"] = idempotency_key
-
-        def decide(now: float) -> tuple[Message | None, Posted]:
-            task = new_message(
-                now,
+        return self._append(
+            partial(
+                self._decide.task,
                 sender=sender,
-                to=str(address),
-                kind="task",
+                address=address,
                 title=title,
                 body=body,
-                parent_id=None,
                 meta=meta,
+                ttl=ttl,
+                expires_at=expires_at,
+                idempotency_key=idempotency_key,
             )
-            replayed = self._replayed(sender, idempotency_key, task)
-            if replayed is not None:
-                return None, Posted(replayed, False)
-            meta["expires_at"] = format_timestamp(deadline(now, self.task_ttl, ttl, expires_at))
-            return task, Posted(task, True)
-
-        return self._append(decide)
+        )
 
     def post_response(
         self,
@@ -349,103 +298,42 @@ class JsonlStore(BaseStore):
         meta["status"] = status
         if idempotency_key is not None:
             meta["idempotency_key"] = idempotency_key
-        sender = device_address(device_id)
-
-        def decide(now: float) -> tuple[Message | None, Posted]:
-            response = new_message(
-                now,
-                sender=sender,
-                to="",
-                kind="response",
+        return self._append(
+            partial(
+                self._decide.response,
+                device_id=device_id,
+                parent_id=parent_id,
                 title=title,
                 body=body,
-                parent_id=parent_id,
                 meta=meta,
+                idempotency_key=idempotency_key,
             )
-            replayed = self._replayed(sender, idempotency_key, response)
-            if replayed is not None:
-                return None, Posted(replayed, False)
-            state = self._open_task_for(parent_id, device_id, now)
-            state.check_answer(device_id, now)
-            response["to"] = state.task["from"]
-            return response, Posted(response, True)
-
-        return self._append(decide)
+        )
 
     def post_heartbeat(
         self, *, device_id: str, body: str = "", meta: dict[str, Any] | None = None
     ) -> Message:
         meta = own_meta(meta, ())
-
-        def decide(now: float) -> tuple[Message, Message]:
-            heartbeat = new_message(
-                now,
-                sender=device_address(device_id),
-                to="backend",
-                kind="heartbeat",
-                title="",
-                body=body,
-                parent_id=None,
-                meta=meta,
-            )
-            return heartbeat, heartbeat
-
-        return self._append(decide, indexed=False)
+        return self._append(
+            partial(self._decide.heartbeat, device_id=device_id, body=body, meta=meta),
+            indexed=False,
+        )
 
     def claim(
         self, *, device_id: str, parent_id: str | None = None, idempotency_key: str | None = None
     ) -> Claim | None:
-        sender = device_address(device_id)
         meta: dict[str, Any] = {"status": "claimed"}
         if idempotency_key is not None:
             meta["idempotency_key"] = idempotency_key
-
-        def decide(now: float) -> tuple[Message | None, Claim | None]:
-            candidate = new_message(
-                now,
-                sender=sender,
-                to="",
-                kind="response",
-                title="",
-                body="",
+        return self._append(
+            partial(
+                self._decide.claim,
+                device_id=device_id,
                 parent_id=parent_id,
                 meta=meta,
+                idempotency_key=idempotency_key,
             )
-            replayed = self._replayed(
-                sender, idempotency_key, candidate, with_parent=parent_id is not None
-            )
-            if replayed is not None:
-                known = self._index.locate(replayed["parent_id"] or "")
-                if known is None:
-                    raise UnknownTask(f"There is no task {replayed['parent_id']} in the pool.")
-                task = self._task_at(known)
-                return None, Claim(task, replayed, False)
-            if parent_id is not None:
-                state = self._open_task_for(parent_id, device_id, now)
-                if not state.any_one:
-                    raise NotClaimable(
-                        f'Task {parent_id} is not an any-one task (meta.mode "any").',
-                        field="parent_id",
-                    )
-                if state.claimer == device_id and state.claim is not None:
-                    return None, Claim(state.task, state.claim, False)
-                state.check_answer(device_id, now)
-            else:
-                state = next(
-                    (
-                        state
-                        for state in self._index.pending_states(device_id, now)
-                        if state.any_one and state.claimer is None
-                    ),
-                    None,
-                )
-                if state is None:
-                    return None, None
-            candidate["parent_id"] = state.id
-            candidate["to"] = state.task["from"]
-            return candidate, Claim(state.task, candidate, True)
-
-        return self._append(decide)
+        )
 
     def cancel(
         self,
@@ -458,31 +346,16 @@ class JsonlStore(BaseStore):
         meta: dict[str, Any] = {"status": "cancelled"}
         if idempotency_key is not None:
             meta["idempotency_key"] = idempotency_key
-
-        def decide(now: float) -> tuple[Message | None, Posted]:
-            cancellation = new_message(
-                now,
+        return self._append(
+            partial(
+                self._decide.cancel,
                 sender=sender,
-                to="",
-                kind="response",
-                title="",
-                body=reason,
-                parent_id=task_id,
+                task_id=task_id,
+                reason=reason,
                 meta=meta,
+                idempotency_key=idempotency_key,
             )
-            replayed = self._replayed(sender, idempotency_key, cancellation)
-            if replayed is not None:
-                return None, Posted(replayed, False)
-            state = self._index.open.get(task_id)
-            if state is None:
-                known = self._index.locate(task_id)
-                if known is None:
-                    raise UnknownTask(f"There is no task {task_id} in the pool.")
-                raise closed_error(task_id, known.closed)
-            cancellation["to"] = state.task["to"]
-            return cancellation, Posted(cancellation, True)
-
-        return self._append(decide)
+        )
 
     # Reading ----------------------------------------------------------------
 
