@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 
 from taskpool.exceptions import InvalidMessage
 from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED, TaskState
-from taskpool.messages import Message
+from taskpool.messages import TERMINAL_STATUSES, Message
 
 #: Positions order lines as the day files do: the day, then the byte offset.
 OFFSET_BITS = 40
 _BROADCASTS = "*"  # the queue key of open ``device:*`` tasks
+#: The response statuses that can end a task: a terminal answer or a cancellation.
+_ENDING_STATUSES = TERMINAL_STATUSES | {"cancelled"}
 
 
 def position_of(day_ordinal: int, offset: int) -> int:
@@ -147,24 +149,25 @@ class PoolIndex:
 
     def add(self, message: Message, day_ordinal: int, offset: int, now: float) -> None:
         """Take the message whose line starts at ``offset`` in a day's file into account."""
+        # Every line of the history passes here at start-up: the common case first.
         self.lines += 1
         sender = message["from"]
         kind = message["type"]
         if sender.startswith("device:"):
             device_id = sender[7:]
-            self.last_message[device_id] = message["ts"]
+            ts = message["ts"]
+            self.last_message[device_id] = ts
             if kind == "heartbeat":
-                self.last_heartbeat[device_id] = message["ts"]
+                self.last_heartbeat[device_id] = ts
         key = message["meta"].get("idempotency_key")
-        if type(key) is str:
-            records = self._records(day_ordinal)
-            records.idempotency.setdefault((sender, key), offset)
-        if kind == "task":
-            self._add_task(message, day_ordinal, offset, now)
-        elif kind == "response":
+        if key is not None and type(key) is str:
+            self._records(day_ordinal).idempotency.setdefault((sender, key), offset)
+        if kind == "response":
             state = self.open.get(message["parent_id"])  # type: ignore[arg-type]
             if state is not None:
                 self._apply(state, message, now)
+        elif kind == "task":
+            self._add_task(message, day_ordinal, offset, now)
 
     def fold(
         self,
@@ -241,16 +244,21 @@ class PoolIndex:
 
     def _apply(self, state: TaskState, response: Message, now: float) -> None:
         claim_changed = state.apply(response)
-        reason = state.ended_reason()
-        if reason is not None:
-            self._close(state, reason, now)
-            return
+        status = response["meta"].get("status")
+        # Only a terminal answer or a cancellation can end a task (claims and
+        # progress never do): most responses skip the check.
+        if type(status) is str and status in _ENDING_STATUSES:
+            reason = state.ended_reason()
+            if reason is not None:
+                self._close(state, reason, now)
+                return
         if state.audience.everyone:
             return  # broadcasts are filtered per device when read
         if claim_changed:
             devices: tuple[str, ...] = state.audience.device_ids
         else:
-            devices = (response["from"][7:],) if response["from"].startswith("device:") else ()
+            sender = response["from"]
+            devices = (sender[7:],) if sender.startswith("device:") else ()
         for device_id in devices:
             if state.is_pending_for(device_id, now):
                 self._enqueue(device_id, state)
@@ -284,7 +292,7 @@ class PoolIndex:
         records = self.days.get(day_ordinal)
         if records is not None:
             records.note_task(state.id, offset, reason, state.status_bits([], now))
-        if len(self._expiries) > 2 * len(self.open) + 1024:
+        if len(self._expiries) > 4 * len(self.open) + 4096:
             # A closed task leaves its expiry in the heap until it comes; over a
             # week those would outnumber the open tasks a thousand to one.
             self._expiries = [
@@ -372,8 +380,10 @@ class PoolIndex:
 
     def _is_known(self, key: str | bytes) -> bool:
         """Whether any day's registry has the task: ``_locate_key`` without building the answer."""
-        days = self.days
-        return any(key in days[day_ordinal]._tasks for day_ordinal in self._newest_first)
+        for records in self.days.values():  # noqa: SIM110 - a loop: any() and its generator cost more
+            if key in records._tasks:
+                return True
+        return False
 
     def locate_idempotent(self, sender: str, key: str) -> tuple[int, int] | None:
         """The day ordinal and offset of the first message ``sender`` sent with ``key``."""
