@@ -2,15 +2,18 @@
 reading them in order sees (``taskpool.stores.parallel_replay``).
 
 The pools here span four days, with answers, claims and cancels reaching
-back to tasks of earlier days, so the fold of the per-day indexes has to put
-each of them right. Each test checks that the workers really ran.
+back to tasks of earlier days, so the fold of the segments' indexes has to
+put each of them right, and cuts falling inside day files. Each test checks
+that the workers really ran.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -55,14 +58,16 @@ def replayed(directory: Path, *, parallel: bool, monkeypatch) -> tuple[dict, Jso
     return view(store), store
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_a_parallel_replay_equals_reading_the_files_in_order(tmp_path, monkeypatch, seed):
+@pytest.mark.parametrize(("seed", "cpus"), [(1, 2), (2, 3), (3, 7)])
+def test_a_parallel_replay_equals_reading_the_files_in_order(tmp_path, monkeypatch, seed, cpus):
     directory = tmp_path / "pool"
     multi_day_pool(directory, seed)
     in_order, store = replayed(directory, parallel=False, monkeypatch=monkeypatch)
     assert store._tail.days_replayed_in_parallel == 0
+    monkeypatch.setattr(parallel_replay, "available_cpus", lambda: cpus)
     in_parallel, store = replayed(directory, parallel=True, monkeypatch=monkeypatch)
     assert store._tail.days_replayed_in_parallel == 4
+    assert store._tail.segments_replayed_in_parallel == cpus  # 7 cuts some days in two
     assert in_parallel == in_order
     assert any(in_order["pending"].values())  # something is still open to compare
 
@@ -185,3 +190,34 @@ def test_the_checkpoint_written_after_a_parallel_replay_resumes_to_the_same_view
     again = NeverCheckpointingStore(directory, fsync=False)
     assert again._tail.resumed
     assert view(again) == in_order
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 9])
+def test_segments_cover_every_byte_once_and_cut_at_line_starts(tmp_path, count):
+    rng = random.Random(count)
+    days = []
+    for number in range(4):
+        path = tmp_path / f"2026-06-0{number + 1}.jsonl"
+        lines = [b"x" * rng.randrange(1, 300) + b"\n" for _ in range(rng.randrange(1, 60))]
+        path.write_bytes(b"".join(lines))
+        days.append((day_of(time.time()) - timedelta(days=4 - number), path))
+    total = sum(path.stat().st_size for _day, path in days)
+
+    segments = parallel_replay.plan_segments(days, count)
+
+    assert len(segments) == count
+    pieces = [piece for segment in segments for piece in segment]
+    for day, path in days:
+        mine = [piece for piece in pieces if piece.day == day]
+        assert mine[0].start == 0
+        for before, after in itertools.pairwise(mine):
+            assert before.stop == after.start  # contiguous, nothing read twice
+            assert path.read_bytes()[after.start - 1 : after.start] == b"\n"
+        assert mine[-1].stop is None  # read to the file's end
+    assert [piece.day for piece in pieces] == sorted(piece.day for piece in pieces)
+    for segment in segments:
+        size = sum(
+            (piece.stop if piece.stop is not None else piece.path.stat().st_size) - piece.start
+            for piece in segment
+        )
+        assert abs(size - total / count) <= 300  # within a line of an equal share

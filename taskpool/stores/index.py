@@ -169,23 +169,17 @@ class PoolIndex:
         elif kind == "task":
             self._add_task(message, day_ordinal, offset, now)
 
-    def fold(
-        self,
-        day: PoolIndex,
-        day_ordinal: int,
-        strays: list[tuple[Message, int]],
-        now: float,
-    ) -> bool:
-        """Take in ``day``, the index of one later day file read on its own.
+    def fold(self, later: PoolIndex, strays: list[tuple[Message, int]], now: float) -> bool:
+        """Take in ``later``, the index of the lines just after those read here, read on its own.
 
-        ``strays`` are that file's answers to tasks it does not hold, in file
-        order: they go to the tasks still open here, as reading the file after
-        the others would have taken them. Returns ``False``, having changed
-        nothing, if the day repeats a task line of the days before (which only
+        ``strays`` are its answers to tasks it does not hold, in file order:
+        they go to the tasks still open here, as reading on would have taken
+        them. A day file may be split between the two (``later`` then starts
+        where this one stopped in it). Returns ``False``, having changed
+        nothing, if ``later`` repeats a task line read here (which only
         reading in order gets right).
         """
-        records = day.days.get(day_ordinal)
-        if records is not None:
+        for records in later.days.values():
             new = records._tasks.keys()
             if any(not new.isdisjoint(known._tasks.keys()) for known in self.days.values()):
                 return False
@@ -193,19 +187,25 @@ class PoolIndex:
             state = self.open.get(response["parent_id"])  # type: ignore[arg-type]
             if state is not None:
                 self._apply(state, response, now)
-        if records is not None:
-            self.days[day_ordinal] = records
-            self._newest_first = sorted(self.days, reverse=True)
-        self.open.update(day.open)
-        for key, queue in day.queues.items():
+        for day_ordinal, records in later.days.items():
+            mine = self.days.get(day_ordinal)
+            if mine is None:
+                self.days[day_ordinal] = records
+                continue
+            mine._tasks.update(records._tasks)  # after this day's earlier tasks: file order
+            for key, offset in records.idempotency.items():
+                mine.idempotency.setdefault(key, offset)
+        self._newest_first = sorted(self.days, reverse=True)
+        self.open.update(later.open)
+        for key, queue in later.queues.items():
             for state in queue.values():
                 self._enqueue(key, state)
-        self._expiries.extend(day._expiries)
+        self._expiries.extend(later._expiries)
         heapq.heapify(self._expiries)
-        self.last_message.update(day.last_message)
-        self.last_heartbeat.update(day.last_heartbeat)
-        self.lines += day.lines
-        self.skipped_lines += day.skipped_lines
+        self.last_message.update(later.last_message)
+        self.last_heartbeat.update(later.last_heartbeat)
+        self.lines += later.lines
+        self.skipped_lines += later.skipped_lines
         return True
 
     def skip_line(self) -> None:

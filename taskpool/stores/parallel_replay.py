@@ -1,15 +1,18 @@
-"""A first start with no checkpoint: the day files replayed in parallel processes.
+"""A first start with no checkpoint: the day files replayed in parallel.
 
-Replaying a week costs about 8 us of Python per line, on one core. When a
-store finds no checkpoint and the horizon is large, each day file is read by
-a worker process into an index of its own, as if it were the only file, and
-the store folds the indexes together in day order (``PoolIndex.fold``).
+Replaying a week costs about 7 us of Python per line, on one core. When a
+store finds no checkpoint and the horizon is large, the history is cut into
+one segment per CPU, of about as many bytes each (a cut may fall inside a
+day file, at a line start). The store's own process reads the first segment
+while worker processes read the others, each in order into an index of its
+own as if nothing came before; the store then folds the indexes together in
+order (``PoolIndex.fold``).
 
-A worker cannot know the tasks of other days, so it hands back the answers
-whose task its day did not have (``DayReading.strays``); the fold applies
-them to the tasks still open from the days before, as reading the files in
-order would have. A task line repeated from an earlier day is the one thing
-a fold cannot put right; the store then replays the files in order.
+A segment cannot know the tasks of the segments before it, so it hands back
+the answers whose task it does not hold (``SegmentReading.strays``); the
+fold applies them to the tasks still open from before, as reading the files
+in order would have. A task line repeated from an earlier segment is the one
+thing a fold cannot put right; the store then replays the files in order.
 
 Workers are new interpreters, not forks: the server may have threads.
 Anything that goes wrong in them is only a missed shortcut, and the store
@@ -38,22 +41,40 @@ WORKER_TIMEOUT_SECONDS = 600
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 
 
-@dataclass
-class DayReading:
-    """One day file read on its own."""
+@dataclass(frozen=True)
+class Piece:
+    """The lines of one day file from ``start`` (a line start) to ``stop`` (``None``: its end)."""
+
+    day: date
+    path: Path
+    start: int
+    stop: int | None
+
+
+@dataclass(frozen=True)
+class PieceRead:
+    """How much of its day file a piece read."""
 
     day: date
     inode: int
+    start: int
     end: int  # just past the last complete line read
-    size: int
+    size: int  # the file's size when read
+
+
+@dataclass
+class SegmentReading:
+    """A run of the history, one or more pieces in file order, read on its own."""
+
+    pieces: list[PieceRead]
     index: PoolIndex
-    #: Answers (and their offsets) to tasks this day file does not hold, in file order.
+    #: Answers (and their offsets) to tasks the segment does not hold, in file order.
     strays: list[tuple[Message, int]]
 
 
 def worth_it(paths: list[Path]) -> bool:
     """Whether replaying these files in parallel should beat reading them in order."""
-    if len(paths) < 2 or available_cpus() < 2 or not _runs_python():
+    if not paths or available_cpus() < 2 or not _runs_python():
         return False
     total = 0
     for path in paths:
@@ -78,82 +99,123 @@ def _runs_python() -> bool:
     return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
 
 
-def read_days(days: list[tuple[date, Path]], task_ttl: float, now: float) -> list[DayReading]:
-    """Each day file read in a worker process, in day order. Raises if any worker fails.
+def plan_segments(days: list[tuple[date, Path]], count: int) -> list[list[Piece]]:
+    """Cut the day files, in order, into at most ``count`` segments of about equal bytes.
 
-    One worker per CPU, each given about as many bytes to read. A worker is
-    ``python -m taskpool.stores.parallel_replay`` with the same interpreter,
-    and answers with a pickle on its stdout: it depends on nothing of the
-    server's process (not even its ``__main__``).
+    A cut inside a file falls at the first line start at or after its share.
     """
-    lanes: list[list[tuple[date, Path]]] = [[] for _ in range(min(len(days), available_cpus()))]
-    loads = [0] * len(lanes)
-    for day, path in sorted(days, key=lambda item: item[1].stat().st_size, reverse=True):
-        lane = loads.index(min(loads))
-        lanes[lane].append((day, path))
-        loads[lane] += path.stat().st_size
+    sizes = [path.stat().st_size for _day, path in days]
+    total = sum(sizes)
+    cuts = [total * number // count for number in range(1, count)]  # global byte positions
+    segments: list[list[Piece]] = [[]]
+    passed = 0  # bytes of the files before the current one
+    for (day, path), size in zip(days, sizes, strict=True):
+        start = 0
+        while cuts and cuts[0] < passed + size:
+            cut = _line_start_from(path, cuts.pop(0) - passed)
+            if cut > start:
+                segments[-1].append(Piece(day, path, start, cut))
+                start = cut
+            if segments[-1]:
+                segments.append([])
+        if size > start:
+            segments[-1].append(Piece(day, path, start, None))
+        passed += size
+    return [segment for segment in segments if segment]
+
+
+def _line_start_from(path: Path, offset: int) -> int:
+    """The first line start at or after ``offset`` (the file's size if none is left)."""
+    if offset <= 0:
+        return 0
+    with open(path, "rb", buffering=0) as file:
+        position = offset - 1  # a line starts at ``offset`` if a \n ends the byte before
+        while chunk := os.pread(file.fileno(), 64 * 1024, position):
+            found = chunk.find(b"\n")
+            if found >= 0:
+                return position + found + 1
+            position += len(chunk)
+        return position
+
+
+def read_segments(segments: list[list[Piece]], task_ttl: float, now: float) -> list[SegmentReading]:
+    """Read each segment, the first here and the others in workers, in order. Raises if any fails.
+
+    A worker is ``python -m taskpool.stores.parallel_replay`` with the same
+    interpreter, and answers with a pickle on its stdout: it depends on
+    nothing of the server's process (not even its ``__main__``).
+    """
     # The workers import taskpool from where this process did.
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     processes = []
     try:
-        for lane_days in lanes:
+        for segment in segments[1:]:
             command = [sys.executable, "-m", __name__, repr(task_ttl), repr(now)]
-            for day, path in lane_days:
-                command += [day.isoformat(), str(path)]
+            for piece in segment:
+                stop = "-" if piece.stop is None else str(piece.stop)
+                command += [piece.day.isoformat(), str(piece.path), str(piece.start), stop]
             processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, env=environment))
-        readings: dict[date, DayReading] = {}
+        readings = [read_segment(segments[0], task_ttl, now)]
         for process in processes:
             output, _ = process.communicate(timeout=WORKER_TIMEOUT_SECONDS)
             if process.returncode != 0:
                 raise RuntimeError(f"a replay worker failed with exit code {process.returncode}")
-            readings.update((reading.day, reading) for reading in pickle.loads(output))
+            readings.append(pickle.loads(output))
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    return [readings[day] for day, _path in days]
+    return readings
 
 
-def read_day(day: date, path: str, task_ttl: float, now: float) -> DayReading:
-    """Read one day file into an index of its own (in a worker process)."""
+def read_segment(pieces: list[Piece], task_ttl: float, now: float) -> SegmentReading:
+    """Read one segment's pieces, in order, into an index of its own."""
     index = PoolIndex(task_ttl)
     strays: list[tuple[Message, int]] = []
-    day_ordinal = day.toordinal()
-    with open(path, "rb", buffering=0) as file:
-        stat = os.fstat(file.fileno())
-        end = 0
-        for offset, run in whole_line_runs(file.fileno(), 0, stat.st_size, READ_CHUNK_BYTES):
-            start = offset
-            for line in run.split(b"\n"):
-                if line:
-                    try:
-                        message = decode_line(line)
-                    except InvalidMessage:
-                        index.skip_line()
-                    else:
-                        parent_id = message["parent_id"]
-                        if (
-                            message["type"] == "response"
-                            and parent_id is not None
-                            and not index.knows(parent_id)
-                        ):
-                            strays.append((message, start))
-                        index.add(message, day_ordinal, start, now)
-                start += len(line) + 1
-            end = start
-    return DayReading(day, stat.st_ino, end, stat.st_size, index, strays)
+    done = []
+    for piece in pieces:
+        day_ordinal = piece.day.toordinal()
+        with open(piece.path, "rb", buffering=0) as file:
+            stat = os.fstat(file.fileno())
+            stop = stat.st_size if piece.stop is None else min(piece.stop, stat.st_size)
+            end = piece.start
+            for offset, run in whole_line_runs(file.fileno(), piece.start, stop, READ_CHUNK_BYTES):
+                start = offset
+                for line in run.split(b"\n"):
+                    if line:
+                        try:
+                            message = decode_line(line)
+                        except InvalidMessage:
+                            index.skip_line()
+                        else:
+                            parent_id = message["parent_id"]
+                            if (
+                                message["type"] == "response"
+                                and parent_id is not None
+                                and not index.knows(parent_id)
+                            ):
+                                strays.append((message, start))
+                            index.add(message, day_ordinal, start, now)
+                    start += len(line) + 1
+                end = start
+        done.append(PieceRead(piece.day, stat.st_ino, piece.start, end, stat.st_size))
+    return SegmentReading(done, index, strays)
 
 
 def main(arguments: list[str]) -> None:
-    """A worker: read the day files named, write their ``DayReading`` list pickled to stdout.
+    """A worker: read the pieces named, write their ``SegmentReading`` pickled to stdout.
 
-    Arguments: ``TASK_TTL`` seconds, now, then a day and its file's path for each file.
+    Arguments: ``TASK_TTL`` seconds, now, then for each piece its day, its
+    file's path, its start and its stop (``-``: the file's end).
     """
     task_ttl, now = float(arguments[0]), float(arguments[1])
-    pairs = zip(arguments[2::2], arguments[3::2], strict=True)
-    readings = [read_day(date.fromisoformat(day), path, task_ttl, now) for day, path in pairs]
-    sys.stdout.buffer.write(pickle.dumps(readings, protocol=pickle.HIGHEST_PROTOCOL))
+    pieces = [
+        Piece(date.fromisoformat(day), Path(path), int(start), None if stop == "-" else int(stop))
+        for day, path, start, stop in zip(*[iter(arguments[2:])] * 4, strict=True)
+    ]
+    reading = read_segment(pieces, task_ttl, now)
+    sys.stdout.buffer.write(pickle.dumps(reading, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 if __name__ == "__main__":

@@ -77,8 +77,10 @@ class IndexTail:
         self._horizon_start: date | None = None
         #: Whether the index was resumed from a checkpoint rather than read from the files.
         self.resumed = False
-        #: How many day files worker processes replayed for it (``stores.parallel_replay``).
+        #: How many day files, and in how many segments, were replayed in
+        #: parallel for it (``stores.parallel_replay``).
         self.days_replayed_in_parallel = 0
+        self.segments_replayed_in_parallel = 0
         if from_checkpoint:
             saved = checkpoint.load(self.files.directory, self.task_ttl, self.files.path)
             if saved is not None:
@@ -156,7 +158,7 @@ class IndexTail:
         self.index.expire(now)
 
     def _replay_in_parallel(self) -> None:
-        """Read the horizon's day files in worker processes, if that is worth it.
+        """Read the horizon's day files in segments, in parallel, if that is worth it.
 
         The first start's shortcut (``stores.parallel_replay``); whatever it
         leaves unread, ``_advance`` reads as usual.
@@ -167,15 +169,28 @@ class IndexTail:
         if not parallel_replay.worth_it([path for _day, path in days]):
             return
         try:
-            readings = parallel_replay.read_days(days, self.task_ttl, now)
+            segments = parallel_replay.plan_segments(days, parallel_replay.available_cpus())
+            readings = parallel_replay.read_segments(segments, self.task_ttl, now)
         except Exception:  # noqa: BLE001 - only a shortcut: the files are read in order instead
             return
         for reading in readings:
-            if not self.index.fold(reading.index, reading.day.toordinal(), reading.strays, now):
+            if not self._follows(reading) or not self.index.fold(
+                reading.index, reading.strays, now
+            ):
                 self.start_over()
                 return
-            self.tails[reading.day] = DayTail(reading.inode, reading.end, reading.size)
-        self.days_replayed_in_parallel = len(readings)
+            for piece in reading.pieces:
+                self.tails[piece.day] = DayTail(piece.inode, piece.end, piece.size)
+        self.days_replayed_in_parallel = len(self.tails)
+        self.segments_replayed_in_parallel = len(readings)
+
+    def _follows(self, reading: parallel_replay.SegmentReading) -> bool:
+        """Whether a segment starts where the index stopped: the same file, the same offset."""
+        first = reading.pieces[0]
+        tail = self.tails.get(first.day)
+        if tail is None:
+            return first.start == 0
+        return tail.inode == first.inode and tail.offset == first.start
 
     def _write_checkpoint(self) -> None:
         """Save the index and how far it has read each file (see ``stores.checkpoint``)."""
