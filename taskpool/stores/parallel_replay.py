@@ -32,6 +32,7 @@ from pathlib import Path
 from taskpool.exceptions import InvalidMessage
 from taskpool.messages import Message, decode_line
 from taskpool.stores.day_reading import whole_line_runs
+from taskpool.stores.gc_pause import gc_paused
 from taskpool.stores.index import PoolIndex
 
 #: Below this many bytes in the horizon, starting workers costs more than it saves.
@@ -214,7 +215,8 @@ def main(arguments: list[str]) -> None:
         Piece(date.fromisoformat(day), Path(path), int(start), None if stop == "-" else int(stop))
         for day, path, start, stop in zip(*[iter(arguments[2:])] * 4, strict=True)
     ]
-    reading = read_segment(pieces, task_ttl, now)
+    with gc_paused():
+        reading = read_segment(pieces, task_ttl, now)
     sys.stdout.buffer.write(pickle.dumps(reading, protocol=pickle.HIGHEST_PROTOCOL))
 
 

@@ -30,6 +30,7 @@ from taskpool.stores.appender import Appended
 from taskpool.stores.changes import Journal, concern_of
 from taskpool.stores.day_files import DayFiles
 from taskpool.stores.day_reading import whole_line_runs
+from taskpool.stores.gc_pause import gc_paused
 from taskpool.stores.index import PoolIndex
 
 #: Lines read since the last start-up checkpoint before the next one is written.
@@ -82,7 +83,8 @@ class IndexTail:
         self.days_replayed_in_parallel = 0
         self.segments_replayed_in_parallel = 0
         if from_checkpoint:
-            saved = checkpoint.load(self.files.directory, self.task_ttl, self.files.path)
+            with gc_paused():
+                saved = checkpoint.load(self.files.directory, self.task_ttl, self.files.path)
             if saved is not None:
                 self.index = saved.index
                 self.tails = {
@@ -108,7 +110,7 @@ class IndexTail:
         if self._replay_due:
             self._replay_due = False
             if checkpoint_allowed:
-                with checkpoint.replay_lock(self.files.directory):
+                with checkpoint.replay_lock(self.files.directory), gc_paused():
                     # Whoever held the lock before us may have left a checkpoint.
                     self.start_over(from_checkpoint=True)
                     self._replay_due = False
