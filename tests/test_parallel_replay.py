@@ -9,6 +9,7 @@ that the workers really ran.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import sys
@@ -221,3 +222,23 @@ def test_segments_cover_every_byte_once_and_cut_at_line_starts(tmp_path, count):
             for piece in segment
         )
         assert abs(size - total / count) <= 300  # within a line of an equal share
+
+
+def test_a_segment_that_does_not_start_where_the_index_stopped_is_not_folded(tmp_path, monkeypatch):
+    """A gap between two segments (a file changed under the plan): the store reads in order."""
+    directory = tmp_path / "pool"
+    multi_day_pool(directory, 10)
+    in_order, _ = replayed(directory, parallel=False, monkeypatch=monkeypatch)
+    real = parallel_replay.read_segments
+
+    def read_with_a_gap(segments, task_ttl, now):
+        readings = real(segments, task_ttl, now)
+        first = readings[1].pieces[0]
+        readings[1].pieces[0] = dataclasses.replace(first, start=first.start + 1)
+        return readings
+
+    monkeypatch.setattr(parallel_replay, "available_cpus", lambda: 3)
+    monkeypatch.setattr(parallel_replay, "read_segments", read_with_a_gap)
+    in_parallel, store = replayed(directory, parallel=True, monkeypatch=monkeypatch)
+    assert store._tail.days_replayed_in_parallel == 0
+    assert in_parallel == in_order
