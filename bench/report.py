@@ -99,7 +99,12 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
             "cold start: full replay",
             f"{figures['replay_seconds']:.3f} s",
             f"{per_second(ratio(figures['replay_lines'], figures['replay_seconds']))}; "
-            f"{_percent(cold_share(figures, replay=True))} of the floor's rate (first start)",
+            f"{_percent(cold_share(figures, replay=True))} of the floor's rate (first start, "
+            + (
+                f"{figures['replay_segments']} segments in worker processes)"
+                if figures.get("replay_segments")
+                else "read in order)"
+            ),
         ),
         (
             "RSS after start-up",

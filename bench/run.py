@@ -181,8 +181,10 @@ def parse_floor(directory: Path) -> tuple[float, int]:
     return time.perf_counter() - started, count
 
 
-def build_index(directory: Path) -> tuple[float, int]:
-    """Seconds for a fresh store to build its index and answer once, and the lines it read."""
+def build_index(directory: Path) -> tuple[float, int, int]:
+    """Seconds for a fresh store to build its index and answer once, the lines it read,
+    and in how many segments worker processes replayed them (0: read in order or resumed).
+    """
     from taskpool.stores.jsonl import JsonlStore
 
     started = time.perf_counter()
@@ -190,8 +192,9 @@ def build_index(directory: Path) -> tuple[float, int]:
     store.pending_for("dev-0000")
     seconds = time.perf_counter() - started
     lines = store.stats()["lines"]
+    segments = store._tail.segments_replayed_in_parallel  # noqa: SLF001 - reported, not used
     store.close()
-    return seconds, lines
+    return seconds, lines, segments
 
 
 def forget_checkpoint(directory: Path) -> None:
@@ -293,16 +296,17 @@ def prepare_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> d
     resumes = [build_index(directory) for _ in range(plan.cold_repeats(size))]
     figures["floor_seconds"] = median([seconds for seconds, _ in floors])
     figures["floor_lines"] = floors[0][1]
-    figures["replay_seconds"] = median([seconds for seconds, _ in replays])
+    figures["replay_seconds"] = median([seconds for seconds, *_ in replays])
     figures["replay_lines"] = replays[0][1]
-    figures["cold_seconds"] = median([seconds for seconds, _ in resumes])
+    figures["replay_segments"] = replays[0][2]
+    figures["cold_seconds"] = median([seconds for seconds, *_ in resumes])
     figures["cold_lines"] = resumes[0][1]
     # The worst case in service: the checkpoint is as far behind as it gets.
     behind = JsonlStore.checkpoint_lines - 1
     figures["lag_lines"] = behind
     if leave_lagging_checkpoint(directory, behind):
         lagging = [build_index(directory) for _ in range(plan.cold_repeats(size))]
-        figures["lag_seconds"] = median([seconds for seconds, _ in lagging])
+        figures["lag_seconds"] = median([seconds for seconds, *_ in lagging])
         figures["lag_lines_total"] = lagging[0][1]
     else:
         figures["lag_seconds"], figures["lag_lines_total"] = figures["replay_seconds"], 0
