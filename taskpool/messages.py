@@ -50,7 +50,7 @@ RESPONSE_STATUSES = (*DEVICE_STATUSES, "claimed", "cancelled")
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MESSAGE_ID_RE = re.compile(r"msg_[0-9a-f]{32}")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", re.ASCII)
 
 # Characters str.splitlines() breaks on that JSON encoders leave raw (DESIGN 1).
 _RAW_LINE_BREAKS = (

@@ -67,3 +67,18 @@ def test_the_day_of_a_moment_is_its_utc_date_also_around_midnight():
         ):
             assert day_of(moment) == date(*time.gmtime(moment)[:3]), moment
             assert day_of(moment).isoformat() == format_timestamp(moment)[:10], moment
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-06-03T1\u0662:34:56Z",
+        "\u0662\u0660\u0662\u0666-06-03T12:34:56Z",
+        "2026-06-03T12:34:5\uff16Z",
+    ],
+    ids=["arabic-indic-hour", "arabic-indic-year", "fullwidth-second"],
+)
+def test_digits_other_than_ascii_are_refused(text):
+    """``int()`` reads any Unicode digit: the format check must not let them through."""
+    with pytest.raises(ValueError):
+        parse_timestamp(text)
