@@ -73,40 +73,30 @@ def test_a_parallel_replay_equals_reading_the_files_in_order(tmp_path, monkeypat
     assert any(in_order["pending"].values())  # something is still open to compare
 
 
+def done_by(device: str, parent_id: str, *, seconds_ago: float) -> dict:
+    """A ``done`` answer from ``device`` to ``parent_id``, as a line in a day file has it."""
+    return message(
+        kind="response",
+        sender=f"device:{device}",
+        to="user:ops@example.com",
+        ts=time.time() - seconds_ago,
+        parent_id=parent_id,
+        meta={"status": "done"},
+    )
+
+
 def test_lines_the_workers_cannot_place_alone_are_placed_as_in_order(tmp_path, monkeypatch):
     """Answers to other days' tasks, an answer before its task, one to no task, a torn line."""
     directory = tmp_path / "pool"
     multi_day_pool(directory, 4)
     today = day_of(time.time())
     earlier = message(to="device:[d0,d1]", ts=time.time() - 2 * DAY, title="two days ago")
-    early_answer = message(
-        kind="response",
-        sender="device:d0",
-        to="user:ops@example.com",
-        ts=time.time() - 60,
-        parent_id="msg_" + "0" * 32,
-        meta={"status": "done"},
-    )
     task = message(to="device:d2", ts=time.time() - 30, title="answered before it was sent")
-    early_answer["parent_id"] = task["id"]
+    early_answer = done_by("d0", task["id"], seconds_ago=60)
     append_raw(directory, day_of(time.time() - 2 * DAY), encode_line(earlier))
     append_raw(directory, today, encode_line(early_answer) + encode_line(task))
-    answer = message(
-        kind="response",
-        sender="device:d0",
-        to="user:ops@example.com",
-        ts=time.time() - 20,
-        parent_id=earlier["id"],
-        meta={"status": "done"},
-    )
-    nowhere = message(
-        kind="response",
-        sender="device:d1",
-        to="user:ops@example.com",
-        ts=time.time() - 10,
-        parent_id="msg_" + "f" * 32,
-        meta={"status": "done"},
-    )
+    answer = done_by("d0", earlier["id"], seconds_ago=20)
+    nowhere = done_by("d1", "msg_" + "f" * 32, seconds_ago=10)
     append_raw(directory, today, encode_line(answer) + encode_line(nowhere) + b'{"torn":')
 
     in_order, _ = replayed(directory, parallel=False, monkeypatch=monkeypatch)
