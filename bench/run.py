@@ -199,7 +199,7 @@ def build_index(directory: Path) -> tuple[float, int, int]:
 
 def forget_checkpoint(directory: Path) -> None:
     """Remove the store's start-up checkpoint, so the next store replays the files."""
-    from taskpool.stores.checkpoint import CHECKPOINT_FILE_NAME
+    from taskpool.stores.jsonl.checkpoint import CHECKPOINT_FILE_NAME
 
     (directory / CHECKPOINT_FILE_NAME).unlink(missing_ok=True)
 
@@ -212,7 +212,7 @@ def leave_lagging_checkpoint(directory: Path, behind: int) -> bool:
     lines are put back in place. Returns whether a checkpoint was written.
     """
     from taskpool.days import day_of_file_name
-    from taskpool.stores.checkpoint import CHECKPOINT_FILE_NAME
+    from taskpool.stores.jsonl.checkpoint import CHECKPOINT_FILE_NAME
 
     files = sorted(path for path in directory.iterdir() if day_of_file_name(path.name))
     remaining, later = behind, []
@@ -269,8 +269,8 @@ def prepare_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> d
     from bench.history import write_history
     from bench.naive import pending_in, read_horizon
     from taskpool.stores import get_store
-    from taskpool.stores.checkpoint import CHECKPOINT_FILE_NAME
     from taskpool.stores.jsonl import JsonlStore
+    from taskpool.stores.jsonl.checkpoint import CHECKPOINT_FILE_NAME
 
     directory = work / f"pool-{size}"
     progress(f"{lines_label(size)}: writing history")

@@ -112,8 +112,8 @@ def test_the_day_list_counts_big_files_a_part_at_each_view(boss, store, monkeypa
     for number in range(40):
         store.post_heartbeat(device_id="pi-1", body=f"beat {number}")
     monkeypatch.setattr(day_files.DayFileAdmin, "count_limit", 1)  # one chunk a view
-    monkeypatch.setattr("taskpool.stores.day_reading.FIRST_CHUNK_BYTES", 1000)
-    monkeypatch.setattr("taskpool.stores.day_reading.MAX_CHUNK_BYTES", 1000)
+    monkeypatch.setattr("taskpool.stores.jsonl.day_reading.FIRST_CHUNK_BYTES", 1000)
+    monkeypatch.setattr("taskpool.stores.jsonl.day_reading.MAX_CHUNK_BYTES", 1000)
     views = []
     while not views or views[-1].context["counting"]:
         views.append(boss.get("/admin/taskpool/dayfile/"))

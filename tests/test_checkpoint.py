@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from taskpool.days import day_of
-from taskpool.stores import checkpoint
-from taskpool.stores.jsonl import JsonlStore
+from taskpool.stores.jsonl import JsonlStore, checkpoint
 from tests.test_store_rescan import random_traffic, view
 
 

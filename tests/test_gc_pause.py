@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from taskpool.stores.gc_pause import gc_paused
+from taskpool.stores.jsonl.gc_pause import gc_paused
 
 
 @pytest.fixture
@@ -41,8 +41,7 @@ def test_the_collector_runs_again_after_an_error(collector_state):
 
 
 def test_a_first_start_replays_with_the_collector_paused(tmp_path, collector_state, monkeypatch):
-    from taskpool.stores import checkpoint, index
-    from taskpool.stores.jsonl import JsonlStore
+    from taskpool.stores.jsonl import JsonlStore, checkpoint, index
 
     seen = []
     original = index.PoolIndex.add

@@ -2,7 +2,7 @@
 
 from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED
 from taskpool.messages import format_timestamp
-from taskpool.stores.index import DayRecords, PoolIndex
+from taskpool.stores.jsonl.index import DayRecords, PoolIndex
 
 NOW = 1_780_000_000.0
 

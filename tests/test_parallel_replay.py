@@ -1,5 +1,5 @@
 """A first start that replays the day files in worker processes sees exactly what
-reading them in order sees (``taskpool.stores.parallel_replay``).
+reading them in order sees (``taskpool.stores.jsonl.parallel_replay``).
 
 The pools here span four days, with answers, claims and cancels reaching
 back to tasks of earlier days, so the fold of the segments' indexes has to
@@ -21,8 +21,7 @@ import pytest
 
 from taskpool.days import day_of
 from taskpool.messages import encode_line
-from taskpool.stores import checkpoint, parallel_replay
-from taskpool.stores.jsonl import JsonlStore
+from taskpool.stores.jsonl import JsonlStore, checkpoint, parallel_replay
 from tests.support import append_raw, message
 from tests.test_store_rescan import DEVICES, random_traffic, view
 

@@ -12,8 +12,8 @@ from taskpool.cursors import Cursor
 from taskpool.exceptions import InvalidCursor, InvalidMessage
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import decode_line
-from taskpool.stores import day_reading
 from taskpool.stores.base import PageEntry
+from taskpool.stores.jsonl import day_reading
 
 
 def all_entries(path) -> list[PageEntry]:
@@ -207,7 +207,7 @@ def test_summaries_count_only_what_was_appended_and_notice_a_rewrite(store, busy
         decoded.append((start, end))
         return real(descriptor, start, end, chunk_test)
 
-    monkeypatch.setattr("taskpool.stores.day_summaries.read_forward", counting_read)
+    monkeypatch.setattr("taskpool.stores.jsonl.day_summaries.read_forward", counting_read)
     before = busy_day.stat().st_size
     (unchanged,) = store.day_summaries([day])
     assert decoded == [] and unchanged.messages == 12
@@ -245,7 +245,7 @@ def test_device_messages_are_newest_first_and_name_the_device(store, busy_day):
 
 
 def test_day_lines_are_the_complete_lines_as_stored(store, busy_day, tiny_chunks, monkeypatch):
-    monkeypatch.setattr("taskpool.stores.day_files.DUMP_CHUNK_BYTES", 64)
+    monkeypatch.setattr("taskpool.stores.jsonl.day_files.DUMP_CHUNK_BYTES", 64)
     with open(busy_day, "ab") as file:
         file.write(b'{"unfinished')
     chunks = list(store.day_lines(day_of_file(busy_day)))

@@ -213,7 +213,7 @@ def test_an_idle_process_catches_up_before_it_takes_the_pool_lock(pool_dir, monk
     idle.stats()
     for number in range(500):
         busy.post_task(sender="user:ops", to="device:d1", title=f"t{number}")
-    monkeypatch.setattr("taskpool.stores.jsonl.CATCH_UP_UNLOCKED_AFTER", 0.0)  # it has idled
+    monkeypatch.setattr("taskpool.stores.jsonl.store.CATCH_UP_UNLOCKED_AFTER", 0.0)  # it has idled
     reads = watch_catch_ups(idle, pool_dir)
     idle.post_task(sender="user:ops", to="device:d1", title="after a while")
     assert reads[0] == (False, 500)

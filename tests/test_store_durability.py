@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from taskpool.stores.appender import Appender
 from taskpool.stores.jsonl import JsonlStore
+from taskpool.stores.jsonl.appender import Appender
 
 
 class WatchedAppender(Appender):

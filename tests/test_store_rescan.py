@@ -19,8 +19,8 @@ import pytest
 
 from taskpool.days import day_of
 from taskpool.exceptions import PoolError
-from taskpool.stores.appender import Appender
 from taskpool.stores.jsonl import JsonlStore
+from taskpool.stores.jsonl.appender import Appender
 
 DEVICES = [f"d{number}" for number in range(6)]
 

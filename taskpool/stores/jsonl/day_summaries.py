@@ -21,7 +21,7 @@ from django.core.cache import cache
 from taskpool.exceptions import InvalidMessage
 from taskpool.messages import decode_line
 from taskpool.stores.base import DaySummary
-from taskpool.stores.day_reading import complete_end, read_forward
+from taskpool.stores.jsonl.day_reading import complete_end, read_forward
 
 CACHE_PREFIX = "taskpool:day-summary:"
 #: How many bytes before the counted end are kept to notice a rewritten file.

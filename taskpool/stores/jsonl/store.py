@@ -3,7 +3,7 @@
 Writes go through ``Appender``: one ``write()`` of one complete line, under
 an exclusive ``flock`` on ``DATA_DIR/.lock``. Under that lock the store
 first catches its index up with the files, so each decision (a 409, a claim)
-is made on everything any process wrote (``stores.decisions``), then stamps
+is made on everything any process wrote (``stores.jsonl.decisions``), then stamps
 the time and picks the day file. With ``FSYNC`` the line is synced after the lock is released, so
 writers that arrive together share one sync (group commit); a write is
 acknowledged only once its sync returns.
@@ -12,7 +12,7 @@ Reads: each process keeps a ``PoolIndex``, built once from the day files in
 the ``TASK_TTL`` horizon and then advanced by reading only the bytes appended
 since its last look, up to the last complete line (the "tail"). A file that
 shrinks, is replaced, or appears older than the files already read makes the
-index start over from the files. A start-up checkpoint (``stores.checkpoint``),
+index start over from the files. A start-up checkpoint (``stores.jsonl.checkpoint``),
 written every ``CHECKPOINT_LINES`` lines, lets a new process skip replaying
 the week. Reading the files for anything else (the log, pages, the admin) is
 ``DayFiles``'s, without the index.
@@ -48,8 +48,6 @@ from taskpool.messages import (
     encode_line,
     parse_address,
 )
-from taskpool.stores import browsing, day_summaries
-from taskpool.stores.appender import Appender
 from taskpool.stores.base import (
     BaseStore,
     Claim,
@@ -65,10 +63,12 @@ from taskpool.stores.base import (
     TaskSummary,
 )
 from taskpool.stores.changes import Changes
-from taskpool.stores.day_files import DayFiles
-from taskpool.stores.decisions import Decisions
-from taskpool.stores.index import KnownTask, PoolIndex
-from taskpool.stores.tail import CHECKPOINT_LINES, IndexTail
+from taskpool.stores.jsonl import browsing, day_summaries
+from taskpool.stores.jsonl.appender import Appender
+from taskpool.stores.jsonl.day_files import DayFiles
+from taskpool.stores.jsonl.decisions import Decisions
+from taskpool.stores.jsonl.index import KnownTask, PoolIndex
+from taskpool.stores.jsonl.tail import CHECKPOINT_LINES, IndexTail
 from taskpool.stores.validation import (
     RESPONSE_META_RESERVED,
     TASK_META_RESERVED,
@@ -85,7 +85,7 @@ CATCH_UP_UNLOCKED_AFTER = 0.5
 class JsonlStore(BaseStore):
     """The pool in ``DATA_DIR/YYYY-MM-DD.jsonl`` files; see the module docstring."""
 
-    #: Lines read between two start-up checkpoints (see ``taskpool.stores.checkpoint``).
+    #: Lines read between two start-up checkpoints (see ``taskpool.stores.jsonl.checkpoint``).
     checkpoint_lines = CHECKPOINT_LINES
 
     def __init__(

@@ -33,9 +33,9 @@ from taskpool.messages import (
     same_request,
 )
 from taskpool.stores.base import Claim, Posted
-from taskpool.stores.day_files import DayFiles
-from taskpool.stores.index import KnownTask
-from taskpool.stores.tail import IndexTail
+from taskpool.stores.jsonl.day_files import DayFiles
+from taskpool.stores.jsonl.index import KnownTask
+from taskpool.stores.jsonl.tail import IndexTail
 from taskpool.stores.validation import closed_error, deadline
 
 Decision = tuple[Message | None, Any]

@@ -4,7 +4,7 @@ The index is built once from the day files in the ``TASK_TTL`` horizon, then
 advanced by reading only the bytes appended since the last look, up to the
 last complete line. A file that shrinks, is replaced, or appears older than
 the files already read makes it start over from the files. A start-up
-checkpoint (``stores.checkpoint``), written every ``checkpoint_lines`` lines,
+checkpoint (``stores.jsonl.checkpoint``), written every ``checkpoint_lines`` lines,
 lets a new process skip replaying the week. While anyone waits, a journal
 records whom each new line concerns (``stores.changes``).
 
@@ -25,13 +25,13 @@ from taskpool.cursors import Cursor
 from taskpool.days import day_of
 from taskpool.exceptions import InvalidMessage
 from taskpool.messages import decode_line
-from taskpool.stores import checkpoint, parallel_replay
-from taskpool.stores.appender import Appended
 from taskpool.stores.changes import Journal, concern_of
-from taskpool.stores.day_files import DayFiles
-from taskpool.stores.day_reading import whole_line_runs
-from taskpool.stores.gc_pause import gc_paused
-from taskpool.stores.index import PoolIndex
+from taskpool.stores.jsonl import checkpoint, parallel_replay
+from taskpool.stores.jsonl.appender import Appended
+from taskpool.stores.jsonl.day_files import DayFiles
+from taskpool.stores.jsonl.day_reading import whole_line_runs
+from taskpool.stores.jsonl.gc_pause import gc_paused
+from taskpool.stores.jsonl.index import PoolIndex
 
 #: Lines read since the last start-up checkpoint before the next one is written.
 CHECKPOINT_LINES = 50_000
@@ -79,7 +79,7 @@ class IndexTail:
         #: Whether the index was resumed from a checkpoint rather than read from the files.
         self.resumed = False
         #: How many day files, and in how many segments, were replayed in
-        #: parallel for it (``stores.parallel_replay``).
+        #: parallel for it (``stores.jsonl.parallel_replay``).
         self.days_replayed_in_parallel = 0
         self.segments_replayed_in_parallel = 0
         if from_checkpoint:
@@ -162,7 +162,7 @@ class IndexTail:
     def _replay_in_parallel(self) -> None:
         """Read the horizon's day files in segments, in parallel, if that is worth it.
 
-        The first start's shortcut (``stores.parallel_replay``); whatever it
+        The first start's shortcut (``stores.jsonl.parallel_replay``); whatever it
         leaves unread, ``_advance`` reads as usual.
         """
         now = self.clock()
@@ -195,7 +195,7 @@ class IndexTail:
         return tail.inode == first.inode and tail.offset == first.start
 
     def _write_checkpoint(self) -> None:
-        """Save the index and how far it has read each file (see ``stores.checkpoint``)."""
+        """Save the index and how far it has read each file (see ``stores.jsonl.checkpoint``)."""
         self._checkpointed_lines = self.lines_read
         try:
             positions = {

@@ -32,7 +32,7 @@ from typing import Any
 
 from taskpool.lifecycle import TaskState
 from taskpool.messages import Address
-from taskpool.stores.index import DayRecords, KnownTask, PoolIndex
+from taskpool.stores.jsonl.index import DayRecords, KnownTask, PoolIndex
 
 CHECKPOINT_FILE_NAME = ".index-checkpoint"
 REPLAY_LOCK_NAME = ".index-checkpoint.lock"
@@ -79,11 +79,11 @@ class Checkpoint:
 #: The only globals a checkpoint may name: its own data classes and ``date``.
 _ALLOWED_GLOBALS = frozenset(
     {
-        ("taskpool.stores.checkpoint", "Checkpoint"),
-        ("taskpool.stores.checkpoint", "DayPosition"),
-        ("taskpool.stores.index", "PoolIndex"),
-        ("taskpool.stores.index", "DayRecords"),
-        ("taskpool.stores.index", "KnownTask"),
+        ("taskpool.stores.jsonl.checkpoint", "Checkpoint"),
+        ("taskpool.stores.jsonl.checkpoint", "DayPosition"),
+        ("taskpool.stores.jsonl.index", "PoolIndex"),
+        ("taskpool.stores.jsonl.index", "DayRecords"),
+        ("taskpool.stores.jsonl.index", "KnownTask"),
         ("taskpool.lifecycle", "TaskState"),
         ("taskpool.messages", "Address"),
         ("datetime", "date"),

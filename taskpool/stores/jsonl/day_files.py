@@ -21,7 +21,7 @@ from taskpool.cursors import Cursor
 from taskpool.days import day_file_name, day_of_file_name
 from taskpool.exceptions import InvalidCursor, InvalidMessage
 from taskpool.messages import Message, decode_line
-from taskpool.stores import day_reading
+from taskpool.stores.jsonl import day_reading
 
 #: Chunks of the raw dump (``day_lines``).
 DUMP_CHUNK_BYTES = 1024 * 1024

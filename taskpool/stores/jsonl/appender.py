@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import NamedTuple
 
-from taskpool.stores.day_files import DayFiles
+from taskpool.stores.jsonl.day_files import DayFiles
 
 LOCK_FILE_NAME = ".lock"
 

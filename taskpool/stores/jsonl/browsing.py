@@ -13,9 +13,9 @@ from taskpool.cursors import Cursor
 from taskpool.exceptions import InvalidCursor, InvalidMessage
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import Message, decode_line, device_address, parse_address
-from taskpool.stores import day_reading
 from taskpool.stores.base import DayPage, PageEntry
-from taskpool.stores.day_files import DayFiles
+from taskpool.stores.jsonl import day_reading
+from taskpool.stores.jsonl.day_files import DayFiles
 
 
 def day_page(

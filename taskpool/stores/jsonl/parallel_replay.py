@@ -33,9 +33,9 @@ from pathlib import Path
 
 from taskpool.exceptions import InvalidMessage
 from taskpool.messages import Message, decode_line
-from taskpool.stores.day_reading import whole_line_runs
-from taskpool.stores.gc_pause import gc_paused
-from taskpool.stores.index import PoolIndex
+from taskpool.stores.jsonl.day_reading import whole_line_runs
+from taskpool.stores.jsonl.gc_pause import gc_paused
+from taskpool.stores.jsonl.index import PoolIndex
 
 #: Below this many bytes in the horizon, starting workers costs more than it saves.
 MIN_BYTES = 32 * 1024 * 1024
@@ -144,7 +144,7 @@ def _line_start_from(path: Path, offset: int) -> int:
 def read_segments(segments: list[list[Piece]], task_ttl: float, now: float) -> list[SegmentReading]:
     """Read each segment in a worker process, all at once. Raises if any worker fails.
 
-    A worker is ``python -m taskpool.stores.parallel_replay`` with the same
+    A worker is ``python -m taskpool.stores.jsonl.parallel_replay`` with the same
     interpreter, and answers with a pickle on its stdout: it depends on
     nothing of the server's process (not even its ``__main__``).
     """
@@ -224,6 +224,6 @@ def main(arguments: list[str]) -> None:
 
 if __name__ == "__main__":
     # Through the module's own name, so the pickle names its classes as the store knows them.
-    from taskpool.stores import parallel_replay
+    from taskpool.stores.jsonl import parallel_replay
 
     parallel_replay.main(sys.argv[1:])
