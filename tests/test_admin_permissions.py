@@ -53,7 +53,7 @@ def pool(store, db):
             f"/admin/taskpool/dayfile/{day.isoformat()}/",
             f"/admin/taskpool/dayfile/{day.isoformat()}/?type=task&after={entry.cursor}",
             f"/admin/taskpool/dayfile/{day.isoformat()}/raw/",
-            f"/admin/taskpool/dayfile/{day.isoformat()}/{entry.cursor.offset}/",
+            f"/admin/taskpool/dayfile/{day.isoformat()}/{entry.cursor}/",
         ],
         "task pages": [
             "/admin/taskpool/task/",

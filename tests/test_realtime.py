@@ -10,7 +10,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from taskpool.cursors import Cursor
 from taskpool.realtime import sse
 from taskpool.realtime.hub import Hub, Waiter
 from taskpool.realtime.scope import ADMIN, DEVICE, MASTER, Scope, StreamFilter
@@ -99,7 +98,7 @@ def test_an_event_takes_its_name_from_the_known_types_only_and_keeps_to_one_line
         "parent_id": None,
         "meta": {},
     }
-    event = sse.event(Cursor.parse("20260603-000000000100"), message)
+    event = sse.event("20260603-000000000100", message)
     lines = event.split(b"\n")
     assert lines[:2] == [b"id: 20260603-000000000100", b"event: message"]
     assert lines[2].startswith(b"data: ") and lines[3:] == [b"", b""]
@@ -144,13 +143,13 @@ def test_a_waiter_not_woken_may_resume_where_the_watcher_got_to(store, pool_dir)
                 read_to,
                 for_a.woken,
                 hub.resume_point(read_to),
-                hub.resume_point(Cursor.parse("29991231-000000000000")),
+                hub.resume_point("29991231-000000000000"),
             )
 
     read_to, a_woken, resumed, ahead = asyncio.run(scenario())
     assert read_to is None and not a_woken
     assert resumed == store.end_cursor() is not None
-    assert ahead == Cursor.parse("29991231-000000000000")
+    assert ahead == "29991231-000000000000"
 
 
 def test_a_wake_up_due_with_the_timeout_counts_as_a_wake_up():

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
-from taskpool.cursors import Cursor
 from taskpool.exceptions import InvalidCursor
 from taskpool.messages import decode_line, encode_line, format_timestamp, new_message_id
 from taskpool.stores.jsonl import JsonlStore
+from taskpool.stores.jsonl.cursors import Cursor
 
 DAY_ONE = date(2026, 6, 3)
 NOON = 1780488000.0  # 2026-06-03T12:00:00Z
@@ -76,10 +78,10 @@ def test_end_cursor_is_just_past_the_last_complete_line(day_store, pool_dir):
     post(day_store)
     path = pool_dir / "2026-06-03.jsonl"
     size = path.stat().st_size
-    assert day_store.end_cursor() == Cursor(DAY_ONE, size)
+    assert day_store.end_cursor() == str(Cursor(DAY_ONE, size))
     with open(path, "ab") as file:
         file.write(b'{"torn":')
-    assert day_store.end_cursor() == Cursor(DAY_ONE, size)
+    assert day_store.end_cursor() == str(Cursor(DAY_ONE, size))
 
 
 def test_check_cursor_takes_line_ends_and_the_start_of_an_existing_day(day_store, pool_dir):
@@ -88,16 +90,16 @@ def test_check_cursor_takes_line_ends_and_the_start_of_an_existing_day(day_store
     lines = (pool_dir / "2026-06-03.jsonl").read_bytes().splitlines(keepends=True)
     first_end = len(lines[0])
     for good in (
-        Cursor(DAY_ONE, 0),
-        Cursor(DAY_ONE, first_end),
-        Cursor(DAY_ONE, first_end + len(lines[1])),
+        str(Cursor(DAY_ONE, 0)),
+        str(Cursor(DAY_ONE, first_end)),
+        str(Cursor(DAY_ONE, first_end + len(lines[1]))),
     ):
         day_store.check_cursor(good)
     for bad in (
-        Cursor(DAY_ONE, first_end - 1),  # inside a line
-        Cursor(DAY_ONE, first_end + 1),
-        Cursor(DAY_ONE, 10**9),  # past the end
-        Cursor(DAY_ONE + timedelta(days=1), 0),  # no such day file
+        str(Cursor(DAY_ONE, first_end - 1)),  # inside a line
+        str(Cursor(DAY_ONE, first_end + 1)),
+        str(Cursor(DAY_ONE, 10**9)),  # past the end
+        str(Cursor(DAY_ONE + timedelta(days=1), 0)),  # no such day file
     ):
         with pytest.raises(InvalidCursor):
             day_store.check_cursor(bad)
@@ -121,7 +123,7 @@ def test_paging_a_day_gives_the_day_file_in_order(day_store, pool_dir):
         pages += 1
     assert seen == posted == [m["id"] for m in file_messages(pool_dir / "2026-06-03.jsonl")]
     assert pages == 3
-    end = Cursor(DAY_ONE, (pool_dir / "2026-06-03.jsonl").stat().st_size)
+    end = str(Cursor(DAY_ONE, (pool_dir / "2026-06-03.jsonl").stat().st_size))
     assert page.next_cursor == end
     # Nothing new: the same cursor comes back.
     again = day_store.messages_after(end, limit=3)
@@ -134,8 +136,8 @@ def test_each_entry_carries_the_cursor_just_past_its_line(day_store, pool_dir):
     lines = (pool_dir / "2026-06-03.jsonl").read_bytes().splitlines(keepends=True)
     page = day_store.messages_after(None, limit=10)
     assert [entry.cursor for entry in page.entries] == [
-        Cursor(DAY_ONE, len(lines[0])),
-        Cursor(DAY_ONE, len(lines[0]) + len(lines[1])),
+        str(Cursor(DAY_ONE, len(lines[0]))),
+        str(Cursor(DAY_ONE, len(lines[0]) + len(lines[1]))),
     ]
     after_first = day_store.messages_after(page.entries[0].cursor, limit=10)
     assert after_first.results == page.results[1:]
@@ -151,7 +153,7 @@ def test_pages_run_on_into_later_days(day_store, clock):
     assert end_of_day_one.results == [first] and end_of_day_one.has_more
     rest = day_store.messages_after(end_of_day_one.next_cursor, limit=10)
     assert rest.results == [second, third]
-    assert rest.next_cursor.day == DAY_ONE + timedelta(days=3)
+    assert Cursor.parse(rest.next_cursor).day == DAY_ONE + timedelta(days=3)
     # A day without messages starts at the next day that has some.
     assert day_store.messages_from_day(DAY_ONE + timedelta(days=2), limit=10).results == [third]
 
@@ -174,7 +176,7 @@ def test_pages_step_over_lines_that_are_not_messages_and_stop_before_a_torn_one(
         file.write(b'{"torn": ')
     page = day_store.messages_after(None, limit=10)
     assert len(page.results) == 1
-    assert page.next_cursor == Cursor(DAY_ONE, after_garbage)
+    assert page.next_cursor == str(Cursor(DAY_ONE, after_garbage))
     # The next writer ends the torn line; the message after it is read.
     second = post(day_store)
     assert day_store.messages_after(page.next_cursor, limit=10).results == [second]
@@ -271,15 +273,23 @@ def test_a_rebuilt_index_reports_everything(day_store, pool_dir):
     assert day_store.changes_since(mark).everything
 
 
-def test_the_signature_changes_when_a_day_file_grows_or_appears(day_store, pool_dir, clock):
-    before = day_store.change_signature()
-    assert day_store.change_signature() == before
-    post(day_store)
-    grown = day_store.change_signature()
-    assert grown != before
-    with open(pool_dir / "2026-06-03.jsonl", "ab") as file:
-        file.write(hand_line())
-    assert day_store.change_signature() != grown
+def test_waiting_for_changes_ends_when_a_day_file_grows_or_times_out(day_store, pool_dir):
+    mark = day_store.changes_since(None).mark
+    quiet = day_store.wait_for_changes(mark, 0.2)  # nothing written: the timeout ends it
+    assert (quiet.mark, quiet.messages) == (mark, 0)
+
+    def write_by_hand_soon() -> None:
+        time.sleep(0.2)
+        with open(pool_dir / "2026-06-03.jsonl", "ab") as file:
+            file.write(hand_line("device:w"))
+
+    writer = threading.Thread(target=write_by_hand_soon)
+    writer.start()
+    try:
+        woken = day_store.wait_for_changes(mark, 30)
+    finally:
+        writer.join()
+    assert woken.messages == 1 and woken.devices == {"w"}
 
 
 def test_find_task(day_store):

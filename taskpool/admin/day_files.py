@@ -22,7 +22,6 @@ from taskpool.admin.access import DAY_FILES_ROLE, PoolPagesAdmin
 from taskpool.admin.downloads import download
 from taskpool.admin.forms import DayFilterForm
 from taskpool.admin.rows import message_rows, pretty_json, thread_id_of
-from taskpool.cursors import Cursor
 from taskpool.days import day_file_name, parse_day
 from taskpool.exceptions import InvalidCursor, InvalidMessage
 from taskpool.message_filter import MessageFilter
@@ -52,7 +51,7 @@ class DayFileAdmin(PoolPagesAdmin):
             self.page("", self.day_list_view, "changelist"),
             self.page("<str:day>/", self.day_view, "day"),
             self.page("<str:day>/raw/", self.raw_view, "raw"),
-            self.page("<str:day>/<int:offset>/", self.message_view, "message"),
+            self.page("<str:day>/<str:cursor>/", self.message_view, "message"),
         ]
 
     # The list of day files ------------------------------------------------
@@ -124,18 +123,18 @@ class DayFileAdmin(PoolPagesAdmin):
             "scan_limit": self.scan_limit,
         }
         if query.get("after"):
-            options["after"] = Cursor.parse(query["after"])
+            options["after"] = query["after"]
         elif query.get("before"):
-            options["before"] = Cursor.parse(query["before"])
+            options["before"] = query["before"]
         elif query.get("last"):
             options["from_end"] = True
         return get_store().day_page(day, **options)
 
     # One message -----------------------------------------------------------
 
-    def message_view(self, request: HttpRequest, day: str, offset: int) -> HttpResponse:
+    def message_view(self, request: HttpRequest, day: str, cursor: str) -> HttpResponse:
         self.require_role(request)
-        cursor = Cursor(self._existing_day(day), offset)
+        the_day = self._existing_day(day)
         try:
             message = get_store().message_at(cursor)
         except (InvalidCursor, InvalidMessage):
@@ -145,14 +144,15 @@ class DayFileAdmin(PoolPagesAdmin):
             request,
             "admin/taskpool/dayfile/message.html",
             _("Message %(id)s") % {"id": message["id"]},
-            day=cursor.day,
+            day=the_day,
             cursor=cursor,
+            day_files=get_store().supports_day_files,
             message=message,
             message_json=pretty_json(message),
             thread_url=reverse("admin:taskpool_task_thread", args=[thread_id])
             if thread_id
             else None,
-            day_url=reverse("admin:taskpool_dayfile_day", args=[cursor.day.isoformat()]),
+            day_url=reverse("admin:taskpool_dayfile_day", args=[the_day.isoformat()]),
         )
 
     # The raw file ------------------------------------------------------------

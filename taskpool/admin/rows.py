@@ -9,7 +9,6 @@ from typing import Any
 from django.urls import reverse
 
 from taskpool.admin.access import can_read_day_files, can_use_tasks
-from taskpool.cursors import Cursor
 from taskpool.messages import Message, response_status
 
 
@@ -18,7 +17,7 @@ class MessageRow:
     """A message, with the links the viewer may follow."""
 
     message: Message
-    cursor: Cursor | None
+    cursor: str | None
     #: The task the message is or answers, when the viewer may open threads.
     thread_url: str | None
     #: The message's own page (its JSON), when the viewer may read day files.
@@ -69,7 +68,7 @@ def message_rows(entries: list[Any], user: Any) -> list[MessageRow]:
                 else None,
                 message_url=reverse(
                     "admin:taskpool_dayfile_message",
-                    args=[cursor.day.isoformat(), cursor.offset],
+                    args=[message["ts"][:10], cursor],
                 )
                 if raw and cursor is not None
                 else None,

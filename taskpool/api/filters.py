@@ -7,7 +7,7 @@ from typing import Any
 import django_filters
 from django import forms
 
-from taskpool.cursors import Cursor
+from taskpool.api.serializers import checked_cursor_text
 from taskpool.exceptions import InvalidCursor, InvalidMessage
 from taskpool.lifecycle import EXECUTION_STATUSES
 from taskpool.messages import parse_address
@@ -31,7 +31,7 @@ class CursorField(forms.CharField):
         if value in self.empty_values:
             return None
         try:
-            return Cursor.parse(value)
+            return checked_cursor_text(value)
         except InvalidCursor as error:
             raise forms.ValidationError(error.message) from None
 
@@ -106,7 +106,7 @@ TaskFilter.base_filters["from"] = django_filters.CharFilter(
 )
 
 
-def task_query(data: Any) -> tuple[TaskQuery, Cursor | None, int]:
+def task_query(data: Any) -> tuple[TaskQuery, str | None, int]:
     """Validate the query string: the store query, the ``before`` cursor and the page size.
 
     Raises ``ValueError`` with ``{field: [messages]}`` for values that do not validate.

@@ -1,4 +1,4 @@
-"""The log (DESIGN 4 and 9): a day as a JSON array, pages with cursors, or the day's raw lines.
+"""The log: a day as a JSON array, pages with cursors, or the day's raw lines.
 
 - ``?date=D`` (or nothing: today): the day's messages as a JSON array, as in the seed;
 - ``?date=D&limit=N``, ``?after=C&limit=N``: a page, ``{"results", "next_cursor", "has_more"}``,
@@ -64,9 +64,8 @@ class LogView(views.LogView):
         else:
             day = query.get("date") or day_of(store.now())
             page = store.messages_from_day(day, limit=query["limit"])
-        next_cursor = None if page.next_cursor is None else str(page.next_cursor)
         return Response(
-            {"results": page.results, "next_cursor": next_cursor, "has_more": page.has_more}
+            {"results": page.results, "next_cursor": page.next_cursor, "has_more": page.has_more}
         )
 
     def day_lines(self, request: Request) -> StreamingHttpResponse:

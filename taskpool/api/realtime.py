@@ -1,4 +1,4 @@
-"""The real-time endpoints (DESIGN 9), as async views: ``GET stream``, and the
+"""The real-time endpoints, as async views: ``GET stream``, and the
 long-poll ``GET pending?wait=S`` that ``taskpool.asgi`` serves without a thread.
 
 Plain async Django views (DRF has no async views): they authenticate with the
@@ -33,7 +33,6 @@ from taskpool.api.plain import (
     json_response,
     valid_query,
 )
-from taskpool.cursors import Cursor
 from taskpool.exceptions import InvalidCursor, PoolError
 from taskpool.permissions import IsDevice
 from taskpool.realtime import sse
@@ -98,13 +97,13 @@ def stream_scope(request: HttpRequest) -> Scope:
     return scope
 
 
-def start_cursor(store: BaseStore, request: HttpRequest) -> Cursor | None:
+def start_cursor(store: BaseStore, request: HttpRequest) -> str | None:
     """Where a stream starts: after ``Last-Event-ID`` or ``?after=``, else at the pool's end."""
     header = request.headers.get("Last-Event-ID")
     if header is not None:
         field = "Last-Event-ID"
         try:
-            cursor = Cursor.parse(header)
+            cursor = api.checked_cursor_text(header)
         except InvalidCursor as error:
             raise InvalidCursor(error.message, field=field) from None
     else:

@@ -14,7 +14,6 @@ from rest_framework import serializers
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 
 from taskpool.conf import pool_settings
-from taskpool.cursors import Cursor
 from taskpool.days import parse_day
 from taskpool.exceptions import InvalidCursor
 from taskpool.lifecycle import EXECUTION_STATUSES
@@ -283,18 +282,30 @@ class QuerySecondsField(serializers.Field):
         return value
 
 
+#: What any store's cursor looks like: a short run of visible ASCII. Whether it
+#: names a position is the store's to say (``BaseStore.check_cursor``).
+_CURSOR_TEXT = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def checked_cursor_text(text: object) -> str:
+    """``text`` if it can be a cursor at all; ``InvalidCursor`` otherwise."""
+    if not isinstance(text, str) or not _CURSOR_TEXT.fullmatch(text):
+        raise InvalidCursor(f"{text!r} is not a cursor.")
+    return text
+
+
 @extend_schema_field(OpenApiTypes.STR)
 class CursorField(serializers.Field):
-    """A cursor as the stream and the log give them: ``YYYYMMDD-OOOOOOOOOOOO``."""
+    """A cursor as the stream and the log give them (opaque: only the store reads it)."""
 
-    def to_internal_value(self, data: Any) -> Cursor:
+    def to_internal_value(self, data: Any) -> str:
         try:
-            return Cursor.parse(data)
+            return checked_cursor_text(data)
         except InvalidCursor as error:
             raise serializers.ValidationError(error.message) from None
 
     def to_representation(self, value: Any) -> Any:
-        return str(value)
+        return value
 
 
 @extend_schema_field(OpenApiTypes.DATE)

@@ -27,7 +27,7 @@ from taskpool.api.renderers import JSONRenderer
 from taskpool.authentication import DeviceJWTAuthentication
 from taskpool.conf import pool_settings
 from taskpool.days import day_of, parse_day
-from taskpool.exceptions import NotAddressed
+from taskpool.exceptions import InvalidCursor, NotAddressed
 from taskpool.fleet import device_rows, validated_device_ids
 from taskpool.models import DeviceUser
 from taskpool.permissions import HasRole, IsDevice, IsMasterOrAddressedDevice
@@ -263,16 +263,19 @@ class TaskListView(PoolAPIView):
             query, before, limit = task_query(request.query_params)
         except ValueError as error:
             raise serializers.ValidationError(error.args[0]) from None
-        page = get_store().recent_tasks(
-            query, before=before, limit=limit, registered_devices=validated_device_ids()
-        )
+        try:
+            page = get_store().recent_tasks(
+                query, before=before, limit=limit, registered_devices=validated_device_ids()
+            )
+        except InvalidCursor as error:
+            raise InvalidCursor(error.message, field="before") from None
         return Response(
             {
                 "results": [
                     {"task": summary.task, "statuses": sorted(summary.statuses)}
                     for summary in page.results
                 ],
-                "next_cursor": str(page.next_cursor) if page.next_cursor else None,
+                "next_cursor": page.next_cursor,
                 "has_more": page.has_more,
             }
         )

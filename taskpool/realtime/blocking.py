@@ -1,11 +1,12 @@
-"""Waiting in a thread of its own: the hub for blocking requests (DESIGN 9).
+"""Waiting in a thread of its own: the hub for blocking requests.
 
 Through Django itself (WSGI, or Django's ASGI handler without
 ``taskpool.asgi.serve_waiting``) every request has a thread, and a long-poll
-blocks it. So that a thousand of them do not each look at the day files, one
-watcher thread per process and store does, every ``interval``, and wakes
-only the waiting requests whose scope the new lines concern, like the event
-loop's ``Hub`` does for requests that hold no thread.
+blocks it. So that a thousand of them do not each look at the pool, one
+watcher thread per process and store waits for changes
+(``BaseStore.wait_for_changes``) and wakes only the waiting requests whose
+scope the new messages concern, like the event loop's ``Hub`` does for
+requests that hold no thread.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ logger = logging.getLogger("taskpool.realtime")
 class ThreadHub:
     """The blocked waiters of one store in this process, and their watcher thread."""
 
-    #: Seconds between two looks at the day files' extents.
-    interval = 0.05
+    #: Seconds the watcher waits for changes at a time (how soon it notices it is idle).
+    wait_seconds = 1.0
+    #: Seconds before trying again after the store failed to say what changed.
+    retry_seconds = 0.5
     #: Seconds the watcher outlives its last waiter, so a device asking again finds it running.
     linger = 5.0
 
@@ -68,7 +71,6 @@ class ThreadHub:
     def _watch(self) -> None:
         store = self.store
         try:
-            signature = store.change_signature()
             mark = store.changes_since(None).mark
         except Exception:
             logger.exception("taskpool: watching the pool failed.")
@@ -80,7 +82,6 @@ class ThreadHub:
         idle_since: float | None = None
         failing = False
         while True:
-            time.sleep(self.interval)
             with self._lock:
                 if self._waiters:
                     idle_since = None
@@ -90,17 +91,15 @@ class ThreadHub:
                     self._watcher = None
                     return
             try:
-                current = store.change_signature()
-                if current == signature:
-                    continue
-                changes = store.changes_since(mark)
+                changes = store.wait_for_changes(mark, self.wait_seconds)
             except Exception:
-                if not failing:  # once per failure, not every interval
+                if not failing:  # once per failure, not every look
                     logger.exception("taskpool: watching the pool failed; retrying.")
                 failing = True
+                time.sleep(self.retry_seconds)
                 continue
             failing = False
-            signature, mark = current, changes.mark
+            mark = changes.mark
             scopes = concerned_scopes(changes)
             with self._lock:
                 woken = [

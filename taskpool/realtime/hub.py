@@ -1,16 +1,12 @@
-"""This process's waiters, and the watcher that wakes them when the pool grows (DESIGN 9).
+"""This process's waiters, and the watcher that wakes them when the pool grows.
 
 One ``Hub`` per event loop. A request that waits registers a ``Waiter`` for
 its scope, then checks the pool, then sleeps on the waiter. While any waiter
-is registered, a watcher task looks at the day files' extents every
-``interval`` (``store.change_signature``: a few ``stat`` calls on the loop);
-when they changed, it asks the store whom the new lines concern, in a worker
-thread, and wakes only those waiters. Lines written by any process, or
-appended by hand, are seen the same way.
-
-Polling ``stat`` was chosen over inotify: it needs no dependency, works on
-every filesystem (NFS included) and for every way a line can arrive, and at
-50 ms costs a few microseconds per look (see the README's figures).
+is registered, a watcher task asks the store, in a worker thread, to wait
+for new messages (``BaseStore.wait_for_changes``: the JSON Lines store
+looks at the day files' sizes every 50 ms, the database store listens for
+its notifications) and to say whom they concern, and wakes only those
+waiters. Messages stored by any process are seen the same way.
 """
 
 from __future__ import annotations
@@ -19,10 +15,9 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from taskpool.cursors import Cursor
 from taskpool.realtime.scope import Scope, concerned_scopes
 from taskpool.stores.base import BaseStore
 from taskpool.stores.changes import Changes
@@ -69,21 +64,22 @@ class Waiter:
 class Hub:
     """The waiters of one event loop, grouped by scope, and their watcher."""
 
-    #: Seconds between two looks at the day files' extents.
-    interval = 0.05
+    #: Seconds the watcher waits for changes at a time (how soon it notices it is idle).
+    wait_seconds = 1.0
     #: Seconds the watcher outlives its last waiter, so a device asking again finds it running.
     linger = 5.0
+    #: Seconds before trying again after the store failed to say what changed.
+    retry_seconds = 0.5
 
     def __init__(self, store: BaseStore) -> None:
         self.store = store
         self._waiters: dict[Scope, set[Waiter]] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
-        self._signature: Hashable = None
         self._mark = 0
         self._failing = False
-        #: Where the watcher got to: every line before it has woken whom it concerns.
-        self.through: Cursor | None = None
+        #: Where the watcher got to: every message before it has woken whom it concerns.
+        self.through: str | None = None
 
     @property
     def waiting(self) -> int:
@@ -119,9 +115,8 @@ class Hub:
 
     async def _start(self) -> None:
         try:
-            signature = self.store.change_signature()
             changes = await asyncio.to_thread(self.store.changes_since, None)
-            self._signature, self._mark, self.through = signature, changes.mark, changes.through
+            self._mark, self.through = changes.mark, changes.through
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         finally:
             self._starting = None
@@ -131,7 +126,6 @@ class Hub:
         idle_since: float | None = None
         try:
             while True:
-                await asyncio.sleep(self.interval)
                 if self._waiters:
                     idle_since = None
                 elif idle_since is None:
@@ -143,28 +137,28 @@ class Hub:
             self._watcher = None
 
     async def _look(self) -> None:
-        store = self.store
         try:
-            signature = store.change_signature()
-            if signature == self._signature:
-                return
-            changes = await asyncio.to_thread(store.changes_since, self._mark)
+            changes = await asyncio.to_thread(
+                self.store.wait_for_changes, self._mark, self.wait_seconds
+            )
         except Exception:
-            if not self._failing:  # once per failure, not every interval
+            if not self._failing:  # once per failure, not every look
                 logger.exception("taskpool: watching the pool failed; retrying.")
             self._failing = True
+            await asyncio.sleep(self.retry_seconds)
             return
         self._failing = False
-        self._signature, self._mark, self.through = signature, changes.mark, changes.through
+        self._mark, self.through = changes.mark, changes.through
         self._wake(changes)
 
-    def resume_point(self, cursor: Cursor | None) -> Cursor | None:
+    def resume_point(self, cursor: str | None) -> str | None:
         """Where a reader may go on from, having read to ``cursor`` and not been woken since.
 
         Call it only with a waiter that was cleared before that read and has
         not been woken: every line the watcher looked at since then concerned
         other scopes, so the reader can skip to where the watcher got to
-        instead of reading those lines itself.
+        instead of reading those lines itself. Cursors of a store sort as
+        strings in pool order.
         """
         through = self.through
         if through is None or (cursor is not None and cursor >= through):

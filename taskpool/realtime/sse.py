@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from taskpool.cursors import Cursor
 from taskpool.messages import MESSAGE_TYPES, Message, encode_line
 
 MEDIA_TYPE = "text/event-stream; charset=utf-8"
@@ -11,7 +10,7 @@ OPENED = b": stream open\n\n"
 _EVENT_NAMES = {kind: kind.encode() for kind in MESSAGE_TYPES}
 
 
-def event(cursor: Cursor, message: Message) -> bytes:
+def event(cursor: str, message: Message) -> bytes:
     """``id:`` the cursor, ``event:`` the message type, ``data:`` the message on one line.
 
     The event name is one of the known message types (``message`` for any
@@ -19,4 +18,4 @@ def event(cursor: Cursor, message: Message) -> bytes:
     message's day-file encoding, in which no line break can occur.
     """
     name = _EVENT_NAMES.get(message["type"], b"message")
-    return b"id: %s\nevent: %s\ndata: %s\n" % (str(cursor).encode(), name, encode_line(message))
+    return b"id: %s\nevent: %s\ndata: %s\n" % (cursor.encode(), name, encode_line(message))

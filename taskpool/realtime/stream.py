@@ -1,4 +1,4 @@
-"""The event stream: the messages of a scope after a cursor, replayed, then live (DESIGN 9).
+"""The event stream: the messages of a scope after a cursor, replayed, then live.
 
 Reading is driven by the cursor alone: each look reads the pool after the
 last position read, so a replay runs straight into the live part with no gap
@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 
-from taskpool.cursors import Cursor
 from taskpool.exceptions import InvalidCursor
 from taskpool.realtime import sse
 from taskpool.realtime.hub import hub_for
@@ -31,8 +30,8 @@ _PAGE = 500
 
 
 def read_events(
-    store: BaseStore, stream_filter: StreamFilter, cursor: Cursor | None
-) -> tuple[bytes, Cursor | None, bool]:
+    store: BaseStore, stream_filter: StreamFilter, cursor: str | None
+) -> tuple[bytes, str | None, bool]:
     """The events after ``cursor`` this stream carries (one page), where it got to, and whether more follow."""
     page = store.messages_after(cursor, limit=_PAGE)
     events = [
@@ -46,7 +45,7 @@ def read_events(
 async def events(
     store: BaseStore,
     scope: Scope,
-    cursor: Cursor | None,
+    cursor: str | None,
     *,
     keep_alive: float = KEEP_ALIVE_SECONDS,
 ) -> AsyncIterator[bytes]:
@@ -67,7 +66,7 @@ async def events(
                     read_events, store, stream_filter, cursor
                 )
             except InvalidCursor:
-                logger.warning("taskpool: a stream's day file went away at %s; closing it.", cursor)
+                logger.warning("taskpool: a stream's position %s went away; closing it.", cursor)
                 return
             if chunk:
                 yield chunk
@@ -85,7 +84,7 @@ async def events(
 def sync_events(
     store: BaseStore,
     scope: Scope,
-    cursor: Cursor | None,
+    cursor: str | None,
     *,
     keep_alive: float = KEEP_ALIVE_SECONDS,
 ) -> Iterator[bytes]:
@@ -97,7 +96,7 @@ def sync_events(
         try:
             chunk, cursor, more = read_events(store, stream_filter, cursor)
         except InvalidCursor:
-            logger.warning("taskpool: a stream's day file went away at %s; closing it.", cursor)
+            logger.warning("taskpool: a stream's position %s went away; closing it.", cursor)
             return
         if chunk:
             yield chunk

@@ -1,42 +1,50 @@
-"""``BaseStore``: the interface every taskpool store implements (DESIGN 8).
+"""``BaseStore``: the contract every taskpool store keeps.
 
 Views, the admin and the management commands talk to a store only through
-these methods, never to files or tables. Every write method validates before
-it stores, raises a ``taskpool.exceptions.PoolError`` subclass to refuse, and
-stores nothing when it refuses.
+these methods, never to files or tables. The writes are written here once:
+each checks the request, then asks the store to run a decision of
+``taskpool.stores.rules`` atomically (``BaseStore.transact``), so that every
+store refuses the same requests the same way and stores nothing when it
+refuses.
+
+What only some stores can do is an ability flag (``supports_day_files``)
+that the admin and the commands consult. Cursors are opaque strings above
+the store: each store has its own spelling, and the cursors of one store
+sort as strings in pool order.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any, NamedTuple, TypeVar
 
 from django.core.checks import CheckMessage
 
-from taskpool.cursors import Cursor
 from taskpool.exceptions import InvalidMessage
 from taskpool.lifecycle import TaskState
 from taskpool.message_filter import MessageFilter
-from taskpool.messages import Address, Message, format_timestamp, parse_address
+from taskpool.messages import (
+    DEVICE_STATUSES,
+    Address,
+    Message,
+    format_timestamp,
+    parse_address,
+)
+from taskpool.stores import rules
 from taskpool.stores.changes import Changes
+from taskpool.stores.rules import Claim, Decision, Ledger, Posted
+from taskpool.stores.validation import (
+    RESPONSE_META_RESERVED,
+    TASK_META_RESERVED,
+    own_meta,
+)
 
-
-class Posted(NamedTuple):
-    """A stored message, and whether this call stored it (``False``: an idempotent replay)."""
-
-    message: Message
-    created: bool
-
-
-class Claim(NamedTuple):
-    """An any-one task and the response that claimed it for the caller."""
-
-    task: Message
-    claim: Message
-    created: bool
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +122,7 @@ class TaskPage:
     """A page of the task list, newest first; ``next_cursor`` continues with older tasks."""
 
     results: list[TaskSummary]
-    next_cursor: Cursor | None
+    next_cursor: str | None
     has_more: bool
 
 
@@ -135,6 +143,9 @@ class DaySummary:
     #: How many of the file's bytes the counts cover (less than ``size`` while
     #: counting is under way, see ``BaseStore.day_summaries``).
     counted: int = 0
+    #: Whether ``size`` and ``torn`` describe a file on disk (``supports_day_files``);
+    #: otherwise ``size`` is the bytes of the day's lines as an export would write them.
+    on_disk: bool = True
 
     @property
     def lines(self) -> int:
@@ -147,36 +158,29 @@ class DaySummary:
 
 
 class PageEntry(NamedTuple):
-    """A message and the cursor just past its line (where to resume after it)."""
+    """A message and the cursor just past it (where to resume after it)."""
 
-    cursor: Cursor
+    cursor: str
     message: Message
 
 
 @dataclass(frozen=True, slots=True)
 class DayPage:
-    """Some of a day's messages, in pool order, and the stretch of the day that was read.
+    """Some of a day's messages, in pool order, and where the pages around it begin.
 
-    Every message of the day between ``start`` and ``end`` that the filter
-    takes is in ``entries``; the next page begins at ``end``, the previous
-    one ends at ``start``.
+    Every message of the day in the stretch that was read, that the filter
+    takes, is in ``entries``.
     """
 
     entries: list[PageEntry]
-    start: Cursor
-    end: Cursor
-    #: Whether ``end`` is the end of the day's last complete line (when read).
+    #: Where the page before this one ends, or ``None`` at the start of the day.
+    previous_cursor: str | None
+    #: Where the page after this one starts, or ``None`` at the end of the day.
+    next_cursor: str | None
+    #: Whether the page reaches the day's last message (as far as it was written).
     at_end: bool
-
-    @property
-    def previous_cursor(self) -> Cursor | None:
-        """Where the page before this one ends, or ``None`` at the start of the day."""
-        return self.start if self.start.offset > 0 else None
-
-    @property
-    def next_cursor(self) -> Cursor | None:
-        """Where the page after this one starts, or ``None`` at the end of the day."""
-        return None if self.at_end else self.end
+    #: For day files, the bytes of the file the page read: (start, end).
+    span: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +189,8 @@ class Page:
 
     entries: list[PageEntry]
     #: Just past the last message read (past skipped lines too); the cursor
-    #: given when nothing is new; ``None`` only for a pool without day files.
-    next_cursor: Cursor | None
+    #: given when nothing is new; ``None`` only for an empty pool.
+    next_cursor: str | None
     #: Whether more messages follow ``next_cursor`` right now.
     has_more: bool
 
@@ -196,14 +200,21 @@ class Page:
 
 
 class BaseStore(abc.ABC):
-    """The task pool's storage: append messages, answer what is pending.
+    """The task pool's storage: stores messages by the rules, answers what is pending.
 
     A store is built once per process from the ``TASKPOOL`` settings and used
     from many threads; implementations make each method safe for that.
     """
 
-    #: Whether ``claim`` is atomic across processes and hosts.
-    supports_claims: bool = True
+    #: Whether the pool lives in day files in ``DATA_DIR`` (one per UTC day,
+    #: appended to, readable with ``cat``): the admin then shows file sizes,
+    #: torn lines and the raw files, and ``taskpool_verify`` and
+    #: ``taskpool_prune`` work on them.
+    supports_day_files: bool = False
+
+    #: The longest a task lives, in seconds (``TASK_TTL``); the horizon of what
+    #: can still be pending.
+    task_ttl: float = 7 * 86400
 
     @classmethod
     @abc.abstractmethod
@@ -218,9 +229,31 @@ class BaseStore(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections; the store is not used afterwards."""
 
-    # Writing -------------------------------------------------------------
+    @abc.abstractmethod
+    def now(self) -> float:
+        """The store's clock, in epoch seconds (the time it stamps messages with)."""
+
+    # Writing: the rules, once for every store --------------------------------
 
     @abc.abstractmethod
+    def transact(
+        self, decide: Callable[[Ledger, float], Decision], *, reads_pool: bool = True
+    ) -> Any:
+        """Run ``decide(ledger, now)`` atomically with every other writer, and store its message.
+
+        While ``decide`` runs, no other writer in any process (on any host, for
+        a store shared between hosts) can store a message, and the ledger
+        shows every message stored before. ``decide`` returns the message to
+        store (``None``: nothing) and the result, which this returns once the
+        message is durably stored; a ``PoolError`` it raises stores nothing.
+        ``now`` is the time the message is stamped with. With
+        ``reads_pool=False`` the decision reads nothing (a heartbeat), and a
+        store may skip catching up before it.
+
+        Raises ``MessageTooLarge`` for a message over ``MAX_MESSAGE_BYTES``,
+        and ``StoreUnavailable`` when the message cannot be stored now.
+        """
+
     def post_task(
         self,
         *,
@@ -244,8 +277,37 @@ class BaseStore(abc.ABC):
         (``created=False``); the key with another request raises
         ``IdempotencyConflict``.
         """
+        try:
+            address = parse_address(to)
+        except InvalidMessage as error:
+            raise InvalidMessage(error.message, field="to") from None
+        if address.kind != "device":
+            raise InvalidMessage(
+                "A task is addressed to devices: device:<id>, device:* or device:[<id>,...].",
+                field="to",
+            )
+        if mode not in (None, "any"):
+            raise InvalidMessage('mode is "any" or absent.', field="mode")
+        meta = own_meta(meta, TASK_META_RESERVED)
+        if mode is not None:
+            meta["mode"] = mode
+        if idempotency_key is not None:
+            meta["idempotency_key"] = idempotency_key
+        return self.transact(
+            partial(
+                rules.task,
+                sender=sender,
+                address=address,
+                title=title,
+                body=body,
+                meta=meta,
+                ttl=ttl,
+                expires_at=expires_at,
+                task_ttl=self.task_ttl,
+                idempotency_key=idempotency_key,
+            )
+        )
 
-    @abc.abstractmethod
     def post_response(
         self,
         *,
@@ -265,14 +327,36 @@ class BaseStore(abc.ABC):
         task, ``ClaimedByOther`` for an any-one task another device holds. The
         first answer to an unclaimed any-one task claims it, atomically.
         """
+        if status not in DEVICE_STATUSES:
+            raise InvalidMessage(
+                f"status must be one of {', '.join(DEVICE_STATUSES)}.", field="status"
+            )
+        meta = own_meta(meta, RESPONSE_META_RESERVED)
+        if meta.get("status", status) != status:
+            raise InvalidMessage("meta.status differs from status.", field="meta")
+        meta["status"] = status
+        if idempotency_key is not None:
+            meta["idempotency_key"] = idempotency_key
+        return self.transact(
+            partial(
+                rules.response,
+                device_id=device_id,
+                parent_id=parent_id,
+                title=title,
+                body=body,
+                meta=meta,
+                idempotency_key=idempotency_key,
+            )
+        )
 
-    @abc.abstractmethod
     def post_heartbeat(
         self, *, device_id: str, body: str = "", meta: dict[str, Any] | None = None
     ) -> Message:
         """Store a heartbeat from a device to the backend."""
+        meta = own_meta(meta, ())
+        decide = partial(rules.heartbeat, device_id=device_id, body=body, meta=meta)
+        return self.transact(lambda _ledger, now: decide(now), reads_pool=False)
 
-    @abc.abstractmethod
     def claim(
         self, *, device_id: str, parent_id: str | None = None, idempotency_key: str | None = None
     ) -> Claim | None:
@@ -283,8 +367,19 @@ class BaseStore(abc.ABC):
         is claimable; a repeated claim by the holder returns its first claim
         with ``created=False``. ``NotClaimable`` for a task that is not any-one.
         """
+        meta: dict[str, Any] = {"status": "claimed"}
+        if idempotency_key is not None:
+            meta["idempotency_key"] = idempotency_key
+        return self.transact(
+            partial(
+                rules.claim,
+                device_id=device_id,
+                parent_id=parent_id,
+                meta=meta,
+                idempotency_key=idempotency_key,
+            )
+        )
 
-    @abc.abstractmethod
     def cancel(
         self,
         *,
@@ -298,31 +393,41 @@ class BaseStore(abc.ABC):
         ``UnknownTask`` for an unknown id; ``TaskClosed`` if it is already
         cancelled, expired or finished on every device.
         """
+        meta: dict[str, Any] = {"status": "cancelled"}
+        if idempotency_key is not None:
+            meta["idempotency_key"] = idempotency_key
+        return self.transact(
+            partial(
+                rules.cancel,
+                sender=sender,
+                task_id=task_id,
+                reason=reason,
+                meta=meta,
+                idempotency_key=idempotency_key,
+            )
+        )
 
     # Reading -------------------------------------------------------------
 
     @abc.abstractmethod
     def pending_for(self, device_id: str, *, limit: int = 100) -> list[Message]:
-        """At most ``limit`` tasks pending for the device, oldest first (DESIGN 3).
+        """At most ``limit`` tasks pending for the device, oldest first.
 
-        Sees every message stored before the call, by any process.
+        Sees every message stored before the call, by any process. Costs in
+        proportion to what it returns, not to the history.
         """
 
     @abc.abstractmethod
     def pending_counts(self, device_ids: list[str]) -> dict[str, int]:
-        """How many tasks are pending for each device."""
+        """How many tasks are pending for each device (``len(pending_for(...))`` without a limit)."""
 
     @abc.abstractmethod
     def device_activity(self, device_ids: list[str]) -> dict[str, DeviceActivity]:
         """For each device, the time of its last message and of its last heartbeat."""
 
     @abc.abstractmethod
-    def days(self) -> list[date]:
-        """Every day the pool holds messages for, oldest first."""
-
-    @abc.abstractmethod
-    def day_messages(self, day: date) -> list[Message]:
-        """That day's messages in pool order (empty for a day without any)."""
+    def find_task(self, task_id: str) -> Message | None:
+        """The task with this id within the ``TASK_TTL`` horizon, or ``None``; cheap."""
 
     @abc.abstractmethod
     def task_detail(self, task_id: str) -> TaskDetail:
@@ -333,67 +438,16 @@ class BaseStore(abc.ABC):
         self,
         query: TaskQuery,
         *,
-        before: Cursor | None = None,
+        before: str | None = None,
         limit: int = 50,
         registered_devices: list[str] | None = None,
     ) -> TaskPage:
         """Tasks in the horizon, newest first, that match ``query``.
 
-        ``before`` continues a previous page (its ``next_cursor``).
+        ``before`` continues a previous page (its ``next_cursor``);
+        ``InvalidCursor`` for one this store did not give.
         ``registered_devices`` are the devices a ``device:*`` task counts as
         addressed to when its statuses are computed.
-        """
-
-    @abc.abstractmethod
-    def now(self) -> float:
-        """The store's clock, in epoch seconds (the time it stamps messages with)."""
-
-    # Browsing day files (the admin) ----------------------------------------
-    # Positions are ``Cursor``s; a message is named by the cursor just past it
-    # (``PageEntry.cursor``), as the stream names it.
-
-    @abc.abstractmethod
-    def day_summaries(
-        self, days: list[date], *, count_limit: int | None = None
-    ) -> list[DaySummary]:
-        """A summary of each of ``days`` that has a file, in the order given.
-
-        Cheap to ask again: a store remembers what it counted and, for a day
-        that grew, counts only what was added. With ``count_limit``, a call
-        counts at most about that many new bytes and the rest of the days
-        are summarised as far as they were counted (``DaySummary.complete``
-        is false); the next call goes on from there.
-        """
-
-    @abc.abstractmethod
-    def day_page(
-        self,
-        day: date,
-        *,
-        after: Cursor | None = None,
-        before: Cursor | None = None,
-        from_end: bool = False,
-        limit: int = 50,
-        where: MessageFilter | None = None,
-        scan_limit: int | None = None,
-    ) -> DayPage:
-        """Up to ``limit`` of the day's messages that ``where`` takes, in pool order.
-
-        The page starts at ``after`` (by default at the day's start) and reads
-        forward; or it ends at ``before``, or at the day's end with
-        ``from_end``, and reads backward. It reads only as far as the page
-        needs, and with ``scan_limit`` examines at most about that many bytes,
-        so a filter that matches little gives a short page that still moves
-        on (``DayPage.next_cursor``). ``InvalidCursor`` for a cursor of another
-        day or one where no line starts; a day without a file is an empty page.
-        """
-
-    @abc.abstractmethod
-    def message_at(self, cursor: Cursor) -> Message:
-        """The message a ``PageEntry.cursor`` names: the one whose line ends at ``cursor``.
-
-        ``InvalidCursor`` if no line of the day ends there, ``InvalidMessage``
-        if the line is not a message (a torn line).
         """
 
     @abc.abstractmethod
@@ -403,31 +457,48 @@ class BaseStore(abc.ABC):
         Looks back over the ``TASK_TTL`` horizon.
         """
 
-    # Real time: cursors, pages, raw lines, and what waiting needs ------------
+    # The log: every message in pool order, by cursor -------------------------
 
     @abc.abstractmethod
-    def check_cursor(self, cursor: Cursor) -> None:
-        """Raise ``InvalidCursor`` unless ``cursor`` is a position in the pool.
+    def days(self) -> list[date]:
+        """Every UTC day the pool holds messages for, oldest first."""
 
-        A position is the start of an existing day file (offset 0) or the
-        end of one of its complete lines.
+    @abc.abstractmethod
+    def day_messages(self, day: date) -> list[Message]:
+        """That day's messages in pool order (empty for a day without any)."""
+
+    @abc.abstractmethod
+    def day_lines(self, day: date) -> Iterator[bytes]:
+        """The day's messages as JSON Lines, in chunks that end at line ends.
+
+        The lines exactly as stored; never the whole day in memory; messages
+        stored after the call began are not included. Nothing for a day
+        without messages.
         """
 
     @abc.abstractmethod
-    def end_cursor(self) -> Cursor | None:
-        """The position just past the last complete message of the pool; ``None`` if it is empty.
+    def check_cursor(self, cursor: str) -> None:
+        """Raise ``InvalidCursor`` unless ``cursor`` is a position this store gave out.
+
+        A position is the start of a day or the end of one of its messages.
+        """
+
+    @abc.abstractmethod
+    def end_cursor(self) -> str | None:
+        """The position just past the last message of the pool; ``None`` if it is empty.
 
         A reader that starts there sees only messages stored afterwards.
         """
 
     @abc.abstractmethod
-    def messages_after(self, cursor: Cursor | None, *, limit: int) -> Page:
-        """At most ``limit`` messages after ``cursor``, running on into later days.
+    def messages_after(self, cursor: str | None, *, limit: int) -> Page:
+        """At most ``limit`` messages after ``cursor``, in pool order, running on into later days.
 
         ``None`` reads from the pool's first message. ``InvalidCursor`` if the
-        cursor is not a position in the pool (see ``check_cursor``). Lines
-        that are not messages are skipped; ``next_cursor`` is ``cursor``
-        itself when nothing is new.
+        cursor is not a position in the pool (see ``check_cursor``).
+        ``next_cursor`` is ``cursor`` itself when nothing is new. A reader that
+        follows ``next_cursor`` sees every message exactly once, also one
+        whose writer finished after a later writer (no message is skipped).
         """
 
     @abc.abstractmethod
@@ -441,25 +512,50 @@ class BaseStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def day_lines(self, day: date) -> Iterator[bytes]:
-        """The day's complete lines exactly as stored, in chunks that end at line ends.
+    def message_at(self, cursor: str) -> Message:
+        """The message a ``PageEntry.cursor`` names: the one just before ``cursor``.
 
-        Never holds the whole day in memory; lines stored after the call
-        began are not included. Nothing for a day without messages.
+        ``InvalidCursor`` if no message ends there, ``InvalidMessage`` if what
+        is there is not a message (a torn line).
         """
 
     @abc.abstractmethod
-    def find_task(self, task_id: str) -> Message | None:
-        """The task with this id within the ``TASK_TTL`` horizon, or ``None``; cheap."""
+    def day_summaries(
+        self, days: list[date], *, count_limit: int | None = None
+    ) -> list[DaySummary]:
+        """A summary of each of ``days`` that has messages, in the order given.
+
+        Cheap to ask again. With ``count_limit``, a store that counts by
+        reading (day files) reads at most about that many new bytes per call
+        and summarises the rest as far as it got (``DaySummary.complete`` is
+        false); the next call goes on from there.
+        """
 
     @abc.abstractmethod
-    def change_signature(self) -> Hashable:
-        """A fingerprint of the pool's extent that differs once new messages may have arrived.
+    def day_page(
+        self,
+        day: date,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        from_end: bool = False,
+        limit: int = 50,
+        where: MessageFilter | None = None,
+        scan_limit: int | None = None,
+    ) -> DayPage:
+        """Up to ``limit`` of the day's messages that ``where`` takes, in pool order.
 
-        Cheap and non-blocking (no reading, no waiting for writers), so a
-        watcher may call it often from an event loop; a differing value is
-        only a hint to call ``changes_since``.
+        The page starts at ``after`` (by default at the day's start) and reads
+        forward; or it ends at ``before``, or at the day's end with
+        ``from_end``, and reads backward. It reads only as far as the page
+        needs, and with ``scan_limit`` examines at most about that many bytes,
+        so a filter that matches little gives a short page that still moves
+        on (``DayPage.next_cursor``). ``InvalidCursor`` for a cursor of another
+        day or one this store did not give; a day without messages is an
+        empty page.
         """
+
+    # Waking waiters ----------------------------------------------------------
 
     @abc.abstractmethod
     def changes_since(self, mark: int | None) -> Changes:
@@ -468,6 +564,26 @@ class BaseStore(abc.ABC):
         ``mark`` comes from the previous call; ``None`` starts watching now
         (nothing is reported). Sees messages stored by any process. When the
         store cannot tell (it lost track, or ``mark`` is too old),
-        ``Changes.everything`` is set. ``Changes.through`` is the position
-        before which every line has been accounted for.
+        ``Changes.everything`` is set. ``Changes.through`` is a cursor before
+        which every message has been accounted for.
         """
+
+    def wait_for_changes(self, mark: int | None, timeout: float) -> Changes:
+        """``changes_since(mark)``, once something may have been stored or ``timeout`` passed.
+
+        Blocks its thread; one watcher per process calls it in a loop. This
+        default looks every ``change_poll_interval`` seconds; stores that can
+        be told (file sizes, a database's notifications) override it.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            changes = self.changes_since(mark)
+            if changes.messages or changes.everything or mark is None:
+                return changes
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return changes
+            time.sleep(min(self.change_poll_interval, remaining))
+
+    #: Seconds between two looks in the default ``wait_for_changes``.
+    change_poll_interval: float = 0.05

@@ -1,4 +1,4 @@
-"""Whom new messages concern: what a store reports so waiters can be woken (DESIGN 9).
+"""Whom new messages concern: what a store reports so waiters can be woken.
 
 A store reads each new line once; at that moment it knows whose pending list
 the line can change and which master it is news for. ``concern_of`` says so
@@ -12,7 +12,6 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from taskpool.cursors import Cursor
 from taskpool.exceptions import InvalidMessage
 from taskpool.lifecycle import TaskState
 from taskpool.messages import Message, parse_address, response_status
@@ -43,7 +42,7 @@ class Changes:
     #: The store cannot say whom: wake every waiter.
     everything: bool = False
     #: Every line before this position is accounted for, in these or earlier changes.
-    through: Cursor | None = None
+    through: str | None = None
 
 
 def concern_of(message: Message, open_tasks: Mapping[str, TaskState]) -> Concern:
@@ -97,7 +96,7 @@ class Journal:
         self.record(Concern())  # takes a number, so every earlier mark falls behind the reset
         self._reset_at = self._next
 
-    def since(self, mark: int | None, through: Cursor | None = None) -> Changes:
+    def since(self, mark: int | None, through: str | None = None) -> Changes:
         """The entries numbered ``mark`` and after, folded; ``through`` is where the reader got to."""
         self.enabled = True
         if mark is None or mark == self._next:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from datetime import date
 
-from taskpool.cursors import Cursor
 from taskpool.exceptions import InvalidCursor, InvalidMessage
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import Message, decode_line, device_address, parse_address
 from taskpool.stores.base import DayPage, PageEntry
 from taskpool.stores.jsonl import day_reading
+from taskpool.stores.jsonl.cursors import Cursor
 from taskpool.stores.jsonl.day_files import DayFiles
 
 
@@ -36,16 +36,22 @@ def day_page(
     where = where if where is not None and not where.is_empty else None
     with files.open(day) as (descriptor, end):
         if descriptor is None:
-            return DayPage([], Cursor.start_of(day), Cursor.start_of(day), True)
+            return DayPage([], None, None, True, (0, 0))
         if before is not None or from_end:
             stop = end if before is None else before.offset
             day_reading.check_line_start(descriptor, stop, end)
             entries, start = _scan_backward(day, descriptor, stop, limit, where, scan_limit)
-            return DayPage(entries, Cursor(day, start), Cursor(day, stop), stop >= end)
-        start = 0 if after is None else after.offset
-        day_reading.check_line_start(descriptor, start, end)
-        entries, stop = _scan_forward(day, descriptor, start, end, limit, where, scan_limit)
-        return DayPage(entries, Cursor(day, start), Cursor(day, stop), stop >= end)
+        else:
+            start = 0 if after is None else after.offset
+            day_reading.check_line_start(descriptor, start, end)
+            entries, stop = _scan_forward(day, descriptor, start, end, limit, where, scan_limit)
+        return DayPage(
+            entries,
+            previous_cursor=str(Cursor(day, start)) if start > 0 else None,
+            next_cursor=None if stop >= end else str(Cursor(day, stop)),
+            at_end=stop >= end,
+            span=(start, stop),
+        )
 
 
 def device_messages(
@@ -72,7 +78,7 @@ def device_messages(
                     except InvalidMessage:
                         continue
                     if message["from"] == address or _addressed_to(message, device_id):
-                        found.append(PageEntry(Cursor(day, offset + len(line) + 1), message))
+                        found.append(PageEntry(str(Cursor(day, offset + len(line) + 1)), message))
                         if len(found) >= limit:
                             return found
     return found
@@ -94,7 +100,7 @@ def _scan_forward(
         for offset, line in lines:
             message = _wanted(line, where)
             if message is not None:
-                entries.append(PageEntry(Cursor(day, offset + len(line) + 1), message))
+                entries.append(PageEntry(str(Cursor(day, offset + len(line) + 1)), message))
                 if len(entries) >= limit:
                     return entries, offset + len(line) + 1
         if scan_limit is not None and chunk_end - start >= scan_limit:
@@ -117,7 +123,7 @@ def _scan_backward(
         for offset, line in lines:
             message = _wanted(line, where)
             if message is not None:
-                entries.append(PageEntry(Cursor(day, offset + len(line) + 1), message))
+                entries.append(PageEntry(str(Cursor(day, offset + len(line) + 1)), message))
                 if len(entries) >= limit:
                     return entries[::-1], offset
         if scan_limit is not None and stop - chunk_start >= scan_limit:

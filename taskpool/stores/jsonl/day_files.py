@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from taskpool.cursors import Cursor
 from taskpool.days import day_file_name, day_of_file_name
 from taskpool.exceptions import InvalidCursor, InvalidMessage
 from taskpool.messages import Message, decode_line
 from taskpool.stores.jsonl import day_reading
+from taskpool.stores.jsonl.cursors import Cursor
 
 #: Chunks of the raw dump (``day_lines``).
 DUMP_CHUNK_BYTES = 1024 * 1024

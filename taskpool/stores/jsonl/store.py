@@ -1,10 +1,10 @@
-"""``JsonlStore``: the pool as JSON Lines day files (DESIGN 2), the reference store.
+"""``JsonlStore``: the pool as JSON Lines day files, one per UTC day: the reference store.
 
 Writes go through ``Appender``: one ``write()`` of one complete line, under
 an exclusive ``flock`` on ``DATA_DIR/.lock``. Under that lock the store
-first catches its index up with the files, so each decision (a 409, a claim)
-is made on everything any process wrote (``stores.jsonl.decisions``), then stamps
-the time and picks the day file. With ``FSYNC`` the line is synced after the lock is released, so
+first catches its index up with the files, so each decision of
+``taskpool.stores.rules`` (a 409, a claim) is made on everything any process
+wrote (``stores.jsonl.ledger``), then stamps the time and picks the day file. With ``FSYNC`` the line is synced after the lock is released, so
 writers that arrive together share one sync (group commit); a write is
 acknowledged only once its sync returns.
 
@@ -23,15 +23,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator
-from datetime import date, datetime
-from functools import partial
+from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from django.core import checks
 
-from taskpool.cursors import Cursor
 from taskpool.days import day_of
 from taskpool.exceptions import (
     InvalidMessage,
@@ -41,22 +39,14 @@ from taskpool.exceptions import (
 )
 from taskpool.lifecycle import bits_to_statuses, replay
 from taskpool.message_filter import MessageFilter
-from taskpool.messages import (
-    DEVICE_STATUSES,
-    Message,
-    decode_line,
-    encode_line,
-    parse_address,
-)
+from taskpool.messages import Message, decode_line, encode_line
 from taskpool.stores.base import (
     BaseStore,
-    Claim,
     DayPage,
     DaySummary,
     DeviceActivity,
     Page,
     PageEntry,
-    Posted,
     TaskDetail,
     TaskPage,
     TaskQuery,
@@ -65,17 +55,12 @@ from taskpool.stores.base import (
 from taskpool.stores.changes import Changes
 from taskpool.stores.jsonl import browsing, day_summaries
 from taskpool.stores.jsonl.appender import Appender
+from taskpool.stores.jsonl.cursors import Cursor
 from taskpool.stores.jsonl.day_files import DayFiles
-from taskpool.stores.jsonl.decisions import Decisions
-from taskpool.stores.jsonl.index import KnownTask, PoolIndex
+from taskpool.stores.jsonl.index import PoolIndex
+from taskpool.stores.jsonl.ledger import IndexLedger
 from taskpool.stores.jsonl.tail import CHECKPOINT_LINES, IndexTail
-from taskpool.stores.validation import (
-    RESPONSE_META_RESERVED,
-    TASK_META_RESERVED,
-    own_meta,
-)
-
-Result = TypeVar("Result")
+from taskpool.stores.rules import Decision, Ledger
 
 #: A write by a process whose index is older than this (seconds) catches up
 #: before taking the pool's lock; a busier one has little to read under it.
@@ -85,6 +70,9 @@ CATCH_UP_UNLOCKED_AFTER = 0.5
 class JsonlStore(BaseStore):
     """The pool in ``DATA_DIR/YYYY-MM-DD.jsonl`` files; see the module docstring."""
 
+    supports_day_files = True
+    #: Seconds between two looks at the day files' sizes while a watcher waits.
+    change_poll_interval = 0.05
     #: Lines read between two start-up checkpoints (see ``taskpool.stores.jsonl.checkpoint``).
     checkpoint_lines = CHECKPOINT_LINES
 
@@ -115,7 +103,7 @@ class JsonlStore(BaseStore):
             clock=self.now,
             checkpoint_lines=self.checkpoint_lines,
         )
-        self._decide = Decisions(self._tail, self._files, self.task_ttl)
+        self._ledger = IndexLedger(self._tail, self._files)
 
     @property
     def fsync(self) -> bool:
@@ -181,36 +169,30 @@ class JsonlStore(BaseStore):
     def _advance(self, *, checkpoint_allowed: bool = True) -> float:
         return self._tail.advance(checkpoint_allowed=checkpoint_allowed)
 
-    def _task_at(self, known: KnownTask) -> Message:
-        return self._decide.task_at(known)
-
     # Writing ----------------------------------------------------------------
 
-    def _append(
-        self, decide: Callable[[float], tuple[Message | None, Result]], *, indexed: bool = True
-    ) -> Result:
+    def transact(
+        self, decide: Callable[[Ledger, float], Decision], *, reads_pool: bool = True
+    ) -> Any:
         """Decide under the pool's lock, append the line ``decide`` returns, then sync it.
 
-        ``decide(now)`` sees the index caught up with every process's writes
-        and returns the message to store (``None`` to store nothing) and the
-        result to give back; it raises a ``PoolError`` to refuse.
-
-        ``indexed=False`` is for messages no decision reads (heartbeats): the
+        The decision sees the index caught up with every process's lines.
+        With ``reads_pool=False`` (heartbeats, which no decision reads) the
         writer neither catches its index up first nor takes its line into
-        it. Its next read does, in file order, as for any other process's
+        it: its next read does, in file order, as for any other process's
         line, so concurrent writers do not parse each other's lines under
         the lock.
         """
         with self._mutex:
-            if indexed and not self._tail.advanced_within(CATCH_UP_UNLOCKED_AFTER):
+            if reads_pool and not self._tail.advanced_within(CATCH_UP_UNLOCKED_AFTER):
                 # Catch up before taking the pool's lock, so that only the
                 # lines appended in between are read under it: a process whose
                 # first request writes would otherwise replay the week while
                 # every writer waits.
                 self._advance()
             with self._appender.locked():
-                now = self._advance(checkpoint_allowed=False) if indexed else self._clock()
-                message, result = decide(now)
+                now = self._advance(checkpoint_allowed=False) if reads_pool else self._clock()
+                message, result = decide(self._ledger, now)
                 if message is None:
                     return result
                 line = encode_line(message)
@@ -220,7 +202,7 @@ class JsonlStore(BaseStore):
                         f"{self.max_message_bytes}."
                     )
                 day = day_of(now)
-                if indexed:
+                if reads_pool:
                     self._append_indexed(day, line, now)
                 else:
                     self._appender.append(day, line)
@@ -233,129 +215,6 @@ class JsonlStore(BaseStore):
         inode, clean_end = self._tail.append_position(day)
         appended = self._appender.append(day, line, inode=inode, clean_end=clean_end)
         self._tail.take_appended(day, line, appended, clean_end, now)
-
-    def post_task(
-        self,
-        *,
-        sender: str,
-        to: str,
-        title: str,
-        body: str = "",
-        meta: dict[str, Any] | None = None,
-        ttl: float | None = None,
-        expires_at: datetime | None = None,
-        mode: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> Posted:
-        try:
-            address = parse_address(to)
-        except InvalidMessage as error:
-            raise InvalidMessage(error.message, field="to") from None
-        if address.kind != "device":
-            raise InvalidMessage(
-                "A task is addressed to devices: device:<id>, device:* or device:[<id>,...].",
-                field="to",
-            )
-        if mode not in (None, "any"):
-            raise InvalidMessage('mode is "any" or absent.', field="mode")
-        meta = own_meta(meta, TASK_META_RESERVED)
-        if mode is not None:
-            meta["mode"] = mode
-        if idempotency_key is not None:
-            meta["idempotency_key"] = idempotency_key
-        return self._append(
-            partial(
-                self._decide.task,
-                sender=sender,
-                address=address,
-                title=title,
-                body=body,
-                meta=meta,
-                ttl=ttl,
-                expires_at=expires_at,
-                idempotency_key=idempotency_key,
-            )
-        )
-
-    def post_response(
-        self,
-        *,
-        device_id: str,
-        parent_id: str,
-        status: str,
-        title: str = "",
-        body: str = "",
-        meta: dict[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> Posted:
-        if status not in DEVICE_STATUSES:
-            raise InvalidMessage(
-                f"status must be one of {', '.join(DEVICE_STATUSES)}.", field="status"
-            )
-        meta = own_meta(meta, RESPONSE_META_RESERVED)
-        if meta.get("status", status) != status:
-            raise InvalidMessage("meta.status differs from status.", field="meta")
-        meta["status"] = status
-        if idempotency_key is not None:
-            meta["idempotency_key"] = idempotency_key
-        return self._append(
-            partial(
-                self._decide.response,
-                device_id=device_id,
-                parent_id=parent_id,
-                title=title,
-                body=body,
-                meta=meta,
-                idempotency_key=idempotency_key,
-            )
-        )
-
-    def post_heartbeat(
-        self, *, device_id: str, body: str = "", meta: dict[str, Any] | None = None
-    ) -> Message:
-        meta = own_meta(meta, ())
-        return self._append(
-            partial(self._decide.heartbeat, device_id=device_id, body=body, meta=meta),
-            indexed=False,
-        )
-
-    def claim(
-        self, *, device_id: str, parent_id: str | None = None, idempotency_key: str | None = None
-    ) -> Claim | None:
-        meta: dict[str, Any] = {"status": "claimed"}
-        if idempotency_key is not None:
-            meta["idempotency_key"] = idempotency_key
-        return self._append(
-            partial(
-                self._decide.claim,
-                device_id=device_id,
-                parent_id=parent_id,
-                meta=meta,
-                idempotency_key=idempotency_key,
-            )
-        )
-
-    def cancel(
-        self,
-        *,
-        sender: str,
-        task_id: str,
-        reason: str = "",
-        idempotency_key: str | None = None,
-    ) -> Posted:
-        meta: dict[str, Any] = {"status": "cancelled"}
-        if idempotency_key is not None:
-            meta["idempotency_key"] = idempotency_key
-        return self._append(
-            partial(
-                self._decide.cancel,
-                sender=sender,
-                task_id=task_id,
-                reason=reason,
-                meta=meta,
-                idempotency_key=idempotency_key,
-            )
-        )
 
     # Reading ----------------------------------------------------------------
 
@@ -394,7 +253,7 @@ class JsonlStore(BaseStore):
             known = self._index.locate(task_id)
             if known is None:
                 raise UnknownTask(f"There is no task {task_id} in the pool.")
-            task = self._task_at(known)
+            task = self._ledger.task_at(known)
         days = [day for day in self._files.days() if day.toordinal() >= known.day_ordinal]
         responses = [
             message
@@ -408,12 +267,15 @@ class JsonlStore(BaseStore):
         self,
         query: TaskQuery,
         *,
-        before: Cursor | None = None,
+        before: str | None = None,
         limit: int = 50,
         registered_devices: list[str] | None = None,
     ) -> TaskPage:
         registered = registered_devices or []
-        bound = (before.day.toordinal(), before.offset) if before is not None else None
+        bound = None
+        if before is not None:
+            at = Cursor.parse(before)
+            bound = (at.day.toordinal(), at.offset)
         found: list[tuple[TaskSummary, Cursor]] = []
         with self._mutex:
             self._advance()
@@ -433,7 +295,10 @@ class JsonlStore(BaseStore):
                 if task["id"] != task_id or not query.matches(task):
                     continue
                 found.append(
-                    (TaskSummary(task, statuses), Cursor(date.fromordinal(day_ordinal), offset))
+                    (
+                        TaskSummary(task, statuses),
+                        str(Cursor(date.fromordinal(day_ordinal), offset)),
+                    )
                 )
                 if len(found) > limit:
                     return TaskPage(
@@ -459,28 +324,30 @@ class JsonlStore(BaseStore):
                 tasks.append((task_id, offset, statuses))
             return tasks
 
-    # Real time: cursors, pages, raw lines, changes ------------------------
+    # The log: cursors, pages, raw lines -----------------------------------
 
-    def check_cursor(self, cursor: Cursor) -> None:
-        self._files.check_cursor(cursor)
+    def check_cursor(self, cursor: str) -> None:
+        self._files.check_cursor(Cursor.parse(cursor))
 
-    def end_cursor(self) -> Cursor | None:
-        return self._files.end_cursor()
+    def end_cursor(self) -> str | None:
+        end = self._files.end_cursor()
+        return None if end is None else str(end)
 
-    def messages_after(self, cursor: Cursor | None, *, limit: int) -> Page:
+    def messages_after(self, cursor: str | None, *, limit: int) -> Page:
         if cursor is None:
             days = self._files.days()
             if not days:
                 return Page([], None, False)
-            cursor = Cursor.start_of(days[0])
+            start = Cursor.start_of(days[0])
         else:
-            self._files.check_cursor(cursor)
-        return self._page(cursor, limit)
+            start = Cursor.parse(cursor)
+            self._files.check_cursor(start)
+        return self._page(start, limit)
 
     def messages_from_day(self, day: date, *, limit: int) -> Page:
         first = next((listed for listed in self._files.days() if listed >= day), None)
         if first is None:
-            return Page([], self._files.end_cursor(), False)
+            return Page([], self.end_cursor(), False)
         return self._page(Cursor.start_of(first), limit)
 
     def _page(self, start: Cursor, limit: int) -> Page:
@@ -497,8 +364,8 @@ class JsonlStore(BaseStore):
                 if len(entries) == limit:
                     return Page(entries, entries[-1].cursor, True)
                 position = Cursor(day, end)
-                entries.append(PageEntry(position, message))
-        return Page(entries, position, False)
+                entries.append(PageEntry(str(position), message))
+        return Page(entries, str(position), False)
 
     def day_lines(self, day: date) -> Iterator[bytes]:
         return self._files.raw_chunks(day)
@@ -511,16 +378,38 @@ class JsonlStore(BaseStore):
                 known = self._index.locate(task_id)
                 if known is None:
                     return None
-            return self._task_at(known)
+            return self._ledger.task_at(known)
 
-    def change_signature(self) -> Hashable:
-        # Without the mutex: a watcher calls this from an event loop.
-        return self._files.extents(day_of(self._clock() - self.task_ttl))
+    # Waking waiters ------------------------------------------------------
 
     def changes_since(self, mark: int | None) -> Changes:
         with self._mutex:
             self._advance()
-            return self._tail.journal.since(mark, self._tail.through())
+            through = self._tail.through()
+            return self._tail.journal.since(mark, None if through is None else str(through))
+
+    def wait_for_changes(self, mark: int | None, timeout: float) -> Changes:
+        """Looks at the day files' sizes (a few ``stat`` calls) until they grow.
+
+        Polling ``stat`` rather than inotify: no dependency, every filesystem,
+        and every way a line can arrive (another process, ``cat >>``).
+        """
+        deadline = time.monotonic() + timeout
+        extents = self._extents()
+        changes = self.changes_since(mark)
+        while not (changes.messages or changes.everything or mark is None):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(self.change_poll_interval, remaining))
+            current = self._extents()
+            if current != extents:
+                extents = current
+                changes = self.changes_since(mark)
+        return changes
+
+    def _extents(self) -> tuple[int, tuple[tuple[date, int, int], ...]]:
+        return self._files.extents(day_of(self._clock() - self.task_ttl))
 
     def stats(self) -> dict[str, int]:
         """Figures about the index: lines read, lines skipped, open tasks."""
@@ -548,8 +437,8 @@ class JsonlStore(BaseStore):
         self,
         day: date,
         *,
-        after: Cursor | None = None,
-        before: Cursor | None = None,
+        after: str | None = None,
+        before: str | None = None,
         from_end: bool = False,
         limit: int = 50,
         where: MessageFilter | None = None,
@@ -558,16 +447,16 @@ class JsonlStore(BaseStore):
         return browsing.day_page(
             self._files,
             day,
-            after=after,
-            before=before,
+            after=None if after is None else Cursor.parse(after),
+            before=None if before is None else Cursor.parse(before),
             from_end=from_end,
             limit=limit,
             where=where,
             scan_limit=scan_limit,
         )
 
-    def message_at(self, cursor: Cursor) -> Message:
-        return self._files.message_ending_at(cursor)
+    def message_at(self, cursor: str) -> Message:
+        return self._files.message_ending_at(Cursor.parse(cursor))
 
     def device_messages(self, device_id: str, *, limit: int = 20) -> list[PageEntry]:
         first_day = day_of(self._clock() - self.task_ttl)

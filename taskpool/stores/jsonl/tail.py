@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from taskpool.cursors import Cursor
 from taskpool.days import day_of
 from taskpool.exceptions import InvalidMessage
 from taskpool.messages import decode_line
 from taskpool.stores.changes import Journal, concern_of
 from taskpool.stores.jsonl import checkpoint, parallel_replay
 from taskpool.stores.jsonl.appender import Appended
+from taskpool.stores.jsonl.cursors import Cursor
 from taskpool.stores.jsonl.day_files import DayFiles
 from taskpool.stores.jsonl.day_reading import whole_line_runs
 from taskpool.stores.jsonl.gc_pause import gc_paused
