@@ -17,6 +17,8 @@ from django.dispatch import receiver
 DEFAULTS: dict[str, Any] = {
     "DATA_DIR": None,
     "STORE": "taskpool.stores.jsonl.JsonlStore",
+    # The database alias DatabaseStore keeps the pool in.
+    "DATABASE": "default",
     "TASK_TTL": timedelta(days=7),
     "FSYNC": True,
     "MAX_MESSAGE_BYTES": 64 * 1024,

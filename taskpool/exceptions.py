@@ -58,5 +58,9 @@ class InvalidCursor(PoolError):
     """A cursor that names no day file, or no line end in it."""
 
 
+class StoreUnavailable(PoolError):
+    """The store cannot take or read messages now (a full disk, a database that does not answer)."""
+
+
 class StoreImproperlyConfigured(ImproperlyConfigured):
     """``TASKPOOL["STORE"]`` or its options cannot be used."""

@@ -1,15 +1,17 @@
 """The life of one task: whom it is for, who answered what, and when it is over.
 
-``TaskState`` is the one place that knows the rules of DESIGN 3 and 9: which
-answers end a task for a device, how an any-one task is claimed and released,
-when a task is cancelled or expired, and what each device's execution status
-is. The pending index keeps a ``TaskState`` for every open task; the task
-detail view replays a task's responses into a fresh one.
+``TaskState`` is the one place that knows these rules: which answers end a
+task for a device, how an any-one task is claimed and released, when a task
+is cancelled or expired, and what each device's execution status is. The
+JSON Lines store's index keeps a ``TaskState`` for every open task; the
+database store keeps its parts in rows and restores one per decision; the
+task detail replays a task's responses into a fresh one.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from taskpool.exceptions import (
     AlreadyAnswered,
@@ -140,8 +142,43 @@ class TaskState:
         self.answers[device] = (status, response["ts"])
         return claim_changed
 
+    @classmethod
+    def restore(
+        cls,
+        task: Message,
+        position: int,
+        default_ttl: float,
+        *,
+        record: dict[str, Any],
+        answers: dict[str, tuple[str, str]],
+    ) -> TaskState:
+        """A state a store kept: ``record`` as ``task_record`` gave it, and devices' answers.
+
+        ``answers`` may hold only some devices' (those a decision looks at):
+        the state then speaks for those devices only.
+        """
+        state = cls(task, position, default_ttl)
+        state.claim = record.get("claim")
+        state.claimer = state.claim["from"][7:] if state.claim is not None else None
+        state.cancellation = record.get("cancellation")
+        state.answers = dict(answers)
+        return state
+
+    def task_record(self) -> dict[str, Any]:
+        """What ``restore`` needs besides the answers: the claim and the cancellation (JSON)."""
+        return {"claim": self.claim, "cancellation": self.cancellation}
+
+    def offered_to(self, device_id: str) -> bool:
+        """Whether the task is pending for the device whatever the time (expiry aside)."""
+        if self.cancellation is not None or not self.audience.includes(device_id):
+            return False
+        answer = self.answers.get(device_id)
+        if answer is not None and answer[0] in TERMINAL_STATUSES:
+            return False
+        return not (self.any_one and self.claimer is not None and self.claimer != device_id)
+
     def is_pending_for(self, device_id: str, now: float) -> bool:
-        """DESIGN 3: addressed, not ended for this device, not cancelled, expired or held by another."""
+        """Addressed, not ended for this device, not cancelled, expired or held by another."""
         if self.cancellation is not None or now >= self.expires_at:
             return False
         if not self.audience.includes(device_id):

@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "taskpool",
+    "taskpool.stores.database",
 ]
 
 MIDDLEWARE = [
@@ -58,6 +59,17 @@ DATABASES = {
     }
 }
 
+# The PostgreSQL the database store's tests use, when TASKPOOL_TEST_POSTGRES names one.
+# Its test database is named for this process, so that runs side by side do not meet.
+if os.environ.get("TASKPOOL_TEST_POSTGRES"):
+    import dj_database_url
+
+    DATABASES["pool"] = {
+        **dj_database_url.parse(os.environ["TASKPOOL_TEST_POSTGRES"]),
+        "TEST": {"NAME": f"test_taskpool_pool_{os.getpid()}"},
+    }
+DATABASE_ROUTERS = ["taskpool.stores.database.routers.PoolDatabaseRouter"]
+
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -66,6 +78,8 @@ TASKPOOL = {
     # Replaced per test by the `pool_dir` fixture; this default keeps imports working.
     "DATA_DIR": os.path.join(tempfile.gettempdir(), "taskpool-tests-default"),
     "FSYNC": False,
+    # The database store's tests use the alias above.
+    "DATABASE": "pool",
     "LAST_SEEN_INTERVAL": timedelta(seconds=5),
 }
 

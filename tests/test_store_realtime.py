@@ -1,4 +1,5 @@
-"""The store's real-time section: cursors, pages, raw lines, and the changes waiters wake on."""
+"""The JSON Lines store's log: byte-offset cursors, torn and hand-written lines, raw day
+files, and the changes they cause. (What every store does is in ``tests/contract``.)"""
 
 from __future__ import annotations
 
@@ -219,39 +220,6 @@ def test_day_lines_come_in_chunks_that_end_at_line_ends(day_store, pool_dir):
 # Changes --------------------------------------------------------------------
 
 
-def test_changes_say_whom_new_messages_concern(day_store):
-    start = day_store.changes_since(None)
-    assert (start.messages, start.everything) == (0, False)
-    task = post(day_store, to="device:[a,b]")
-    changes = day_store.changes_since(start.mark)
-    assert changes.messages == 1
-    assert changes.devices == {"a", "b"} and not changes.all_devices
-    assert changes.masters == {"user:ops"}
-
-    day_store.post_response(device_id="a", parent_id=task["id"], status="done")
-    answered = day_store.changes_since(changes.mark)
-    assert (answered.devices, answered.masters) == (frozenset(), {"user:ops"})
-
-    day_store.cancel(sender="user:ops", task_id=task["id"])
-    cancelled = day_store.changes_since(answered.mark)
-    assert cancelled.devices == {"a", "b"}
-
-    post(day_store, to="device:*")
-    broadcast = day_store.changes_since(cancelled.mark)
-    assert broadcast.all_devices and broadcast.devices == frozenset()
-
-    quiet = day_store.changes_since(broadcast.mark)
-    assert (quiet.mark, quiet.messages) == (broadcast.mark, 0)
-    assert quiet.through == broadcast.through == day_store.end_cursor()
-
-
-def test_claims_of_an_any_one_task_concern_every_device_it_was_offered_to(day_store):
-    task = post(day_store, to="device:[a,b,c]", mode="any")
-    mark = day_store.changes_since(None).mark
-    day_store.claim(device_id="b", parent_id=task["id"])
-    assert day_store.changes_since(mark).devices == {"a", "b", "c"}
-
-
 def test_changes_include_lines_written_by_hand_and_by_other_stores(day_store, pool_dir, clock):
     mark = day_store.changes_since(None).mark
     with open(pool_dir / "2026-06-03.jsonl", "ab") as file:
@@ -290,12 +258,6 @@ def test_waiting_for_changes_ends_when_a_day_file_grows_or_times_out(day_store, 
     finally:
         writer.join()
     assert woken.messages == 1 and woken.devices == {"w"}
-
-
-def test_find_task(day_store):
-    task = post(day_store)
-    assert day_store.find_task(task["id"]) == task
-    assert day_store.find_task("msg_" + "0" * 32) is None
 
 
 def test_a_hand_written_line_round_trips_through_pages(day_store, pool_dir):

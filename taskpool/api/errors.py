@@ -23,6 +23,7 @@ from taskpool.exceptions import (
     NotAddressed,
     NotClaimable,
     PoolError,
+    StoreUnavailable,
     TaskClosed,
     UnknownTask,
 )
@@ -38,7 +39,11 @@ POOL_ERROR_STATUS: list[tuple[type[PoolError], int]] = [
     (ClaimedByOther, status.HTTP_409_CONFLICT),
     (MessageTooLarge, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
     (IdempotencyConflict, status.HTTP_422_UNPROCESSABLE_ENTITY),
+    (StoreUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
 ]
+
+#: Seconds a client is asked to wait before retrying a write the store could not take.
+RETRY_AFTER_SECONDS = 5
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -84,7 +89,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """DRF's handler, with domain errors mapped and every body in the one shape."""
     if isinstance(exc, PoolError):
         errors = {exc.field: [exc.message]} if exc.field else None
-        return Response(error_body(exc.message, errors), status=status_of(exc))
+        response = Response(error_body(exc.message, errors), status=status_of(exc))
+        if isinstance(exc, StoreUnavailable):
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

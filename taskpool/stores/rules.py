@@ -77,8 +77,12 @@ class Ledger(Protocol):
     known.
     """
 
-    def open_task(self, task_id: str) -> TaskState | None:
-        """The state of the open task ``task_id``, or ``None`` if it is closed or unknown."""
+    def open_task(self, task_id: str, for_device: str | None = None) -> TaskState | None:
+        """The state of the open task ``task_id``, or ``None`` if it is closed or unknown.
+
+        The state speaks at least for ``for_device`` (a store may leave out
+        other devices' answers to a broadcast): ask for the device that acts.
+        """
 
     def closed_task(self, task_id: str) -> ClosedTask | None:
         """The task ``task_id`` if it is closed, and why; ``None`` if open or unknown."""
@@ -283,7 +287,7 @@ def _replayed(
 
 def _open_task_for(ledger: Ledger, task_id: str, device_id: str) -> TaskState:
     """The open task a device acts on, or the refusal that explains why it cannot."""
-    state = ledger.open_task(task_id)
+    state = ledger.open_task(task_id, device_id)
     if state is not None:
         if not state.audience.includes(device_id):
             raise NotAddressed(f"Task {task_id} is not addressed to device {device_id}.")

@@ -25,8 +25,8 @@ class IndexLedger:
         self.tail = tail
         self.files = files
 
-    def open_task(self, task_id: str) -> TaskState | None:
-        return self.tail.index.open.get(task_id)
+    def open_task(self, task_id: str, for_device: str | None = None) -> TaskState | None:
+        return self.tail.index.open.get(task_id)  # the index keeps every device's answers
 
     def closed_task(self, task_id: str) -> ClosedTask | None:
         if task_id in self.tail.index.open:

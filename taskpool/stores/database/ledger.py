@@ -1,0 +1,364 @@
+"""``SqlLedger``: the pool as the rules see it in the database, and how a stored message
+changes the rows.
+
+A decision runs in one transaction. ``open_task`` locks the task's row
+(``FOR UPDATE``), so two decisions on one task, from any host, run one
+after the other, and decisions on different tasks do not wait for each
+other. Idempotency keys are serialised by a transaction-level advisory
+lock on the (sender, key) pair. ``record`` then writes what the message
+changes: the task's row, the executions, the device's row.
+
+Lock order, the same in every transaction (so none deadlocks): an
+idempotency key's lock, a task row, the broadcasts' lock, a device row,
+execution rows. (Giving a device its broadcast rows takes the broadcasts'
+lock shared and then the device's row; a claim of the oldest task takes
+that first and then task rows, but never waits for one: ``SKIP LOCKED``.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from taskpool.exceptions import InvalidMessage
+from taskpool.lifecycle import EXPIRED, FINISHED, TaskState
+from taskpool.messages import Message, response_status
+from taskpool.stores.rules import ClosedTask
+
+#: The advisory lock a broadcast task's writer holds exclusively until it
+#: commits, and that giving a device rows for broadcasts holds shared: so
+#: broadcasts commit in the order of their ``seq``, and a device's
+#: ``broadcast_mark`` never passes one still being written.
+BROADCASTS_LOCK = 0x7461736B706F6F6C  # "taskpool"
+
+#: Responses after which every execution of the task is looked at again.
+_CHANGES_EVERY_DEVICE = frozenset({"cancelled"})
+
+
+class SqlLedger:
+    """The rules' view of the pool inside one transaction (see ``rules.Ledger``)."""
+
+    def __init__(
+        self,
+        cursor: Any,
+        now: float,
+        *,
+        task_ttl: float,
+        horizon_day: Any,
+        history: bool = False,
+    ) -> None:
+        self.cursor = cursor
+        self.now = now
+        self.task_ttl = task_ttl
+        self.horizon_day = horizon_day
+        #: Loading history (an import): tasks past their expiry still take their answers,
+        #: as they did when the answers were written.
+        self.history = history
+        #: Open tasks loaded (and locked) in this transaction.
+        self.states: dict[str, TaskState] = {}
+        #: Of those, the ones loaded with every device's answers.
+        self.complete: set[str] = set()
+        self._closed: dict[str, ClosedTask | None] = {}
+
+    # The Ledger protocol -------------------------------------------------------
+
+    def open_task(self, task_id: str, for_device: str | None = None) -> TaskState | None:
+        if not storable(task_id):
+            return None
+        state = self.states.get(task_id)
+        if state is not None:
+            if for_device is not None and task_id not in self.complete:
+                self._load_answers(state, [for_device])
+            return state
+        self.cursor.execute(
+            "SELECT t.seq, t.record, t.closed, t.expires_at, t.broadcast, m.line "
+            "FROM taskpool_db_task t JOIN taskpool_db_message m ON m.seq = t.seq "
+            "WHERE t.task_id = %s AND t.day >= %s FOR UPDATE OF t",
+            [task_id, self.horizon_day],
+        )
+        row = self.cursor.fetchone()
+        if row is None:
+            self._closed[task_id] = None
+            return None
+        seq, record, closed, expires_at, broadcast, line = row
+        task = orjson.loads(line)
+        if closed is not None or (expires_at <= self.now and not self.history):
+            self._closed[task_id] = ClosedTask(task, closed or EXPIRED)
+            return None
+        state = TaskState.restore(task, seq, self.task_ttl, record=_record_of(record), answers={})
+        self.states[task_id] = state
+        if broadcast:
+            # A broadcast's answers can be thousands: only those the decision reads.
+            self._load_answers(state, [d for d in (for_device, state.claimer) if d is not None])
+        else:
+            self.load_every_answer(state)
+        return state
+
+    def closed_task(self, task_id: str) -> ClosedTask | None:
+        if task_id in self.states or not storable(task_id):
+            return None
+        if task_id not in self._closed:
+            self.cursor.execute(
+                "SELECT t.closed, t.expires_at, m.line FROM taskpool_db_task t "
+                "JOIN taskpool_db_message m ON m.seq = t.seq WHERE t.task_id = %s AND t.day >= %s",
+                [task_id, self.horizon_day],
+            )
+            row = self.cursor.fetchone()
+            if row is None or (row[0] is None and row[1] > self.now):
+                return None
+            self._closed[task_id] = ClosedTask(orjson.loads(row[2]), row[0] or EXPIRED)
+        return self._closed[task_id]
+
+    def sent_with_key(self, sender: str, key: str) -> Message | None:
+        # Held until commit: the same key from two hosts at once is decided once.
+        # (hashtextextended: PostgreSQL 11 and later.)
+        self.cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"{sender} {key}"]
+        )
+        self.cursor.execute(
+            "SELECT m.line FROM taskpool_db_idempotency i "
+            "JOIN taskpool_db_message m ON m.seq = i.seq "
+            "WHERE i.sender = %s AND i.key = %s AND m.day >= %s",
+            [sender, key, self.horizon_day],
+        )
+        row = self.cursor.fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def oldest_claimable(self, device_id: str, now: float) -> TaskState | None:
+        give_broadcasts(self.cursor, device_id)
+        self.cursor.execute(
+            "SELECT e.task_id FROM taskpool_db_execution e "
+            "JOIN taskpool_db_task t ON t.task_id = e.task_id "
+            "WHERE e.device_id = %s AND e.active AND t.any_one AND t.claimer IS NULL "
+            "AND t.closed IS NULL AND t.expires_at > %s "
+            "ORDER BY e.seq LIMIT 1 FOR UPDATE OF t SKIP LOCKED",
+            [device_id, now],
+        )
+        row = self.cursor.fetchone()
+        if row is None:
+            return None
+        state = self.open_task(row[0], device_id)
+        if state is None or not state.is_pending_for(device_id, now) or state.claimer is not None:
+            return None
+        return state
+
+    # Loading answers ------------------------------------------------------------
+
+    def load_every_answer(self, state: TaskState) -> None:
+        """Give ``state`` every device's answer (those already in it win: they are newer)."""
+        if state.id in self.complete:
+            return
+        self.cursor.execute(
+            "SELECT device_id, status, updated FROM taskpool_db_execution "
+            "WHERE task_id = %s AND status <> 'pending'",
+            [state.id],
+        )
+        stored = {device: (status, updated) for device, status, updated in self.cursor.fetchall()}
+        state.answers = {**stored, **state.answers}
+        self.complete.add(state.id)
+
+    def _load_answers(self, state: TaskState, devices: list[str]) -> None:
+        wanted = [device for device in devices if device not in state.answers]
+        if not wanted:
+            return
+        self.cursor.execute(
+            "SELECT device_id, status, updated FROM taskpool_db_execution "
+            "WHERE task_id = %s AND device_id = ANY(%s) AND status <> 'pending'",
+            [state.id, wanted],
+        )
+        for device, status, updated in self.cursor.fetchall():
+            state.answers.setdefault(device, (status, updated))
+
+    # Recording a stored message -------------------------------------------------
+
+    def record(self, message: Message, seq: int) -> None:
+        """Write what the message stored as row ``seq`` changes: its task, executions, device."""
+        sender = message["from"]
+        device = sender[7:] if sender.startswith("device:") else None
+        state = None
+        if message["type"] == "response" and message["parent_id"]:
+            state = self.open_task(message["parent_id"], device)
+            if state is not None and device is not None and state.audience.everyone:
+                # Its rows for every broadcast up to this one first, so that no row
+                # of it lies past its mark (the device's row is locked after this).
+                give_broadcasts(self.cursor, device)
+        if device is not None:
+            heartbeat = message["ts"] if message["type"] == "heartbeat" else None
+            self.cursor.execute(
+                "INSERT INTO taskpool_db_device (device_id, broadcast_mark, last_message, "
+                "last_heartbeat) VALUES (%s, 0, %s, %s) ON CONFLICT (device_id) DO UPDATE SET "
+                "last_message = EXCLUDED.last_message, "
+                "last_heartbeat = COALESCE(EXCLUDED.last_heartbeat, taskpool_db_device.last_heartbeat)",
+                [sender[7:], message["ts"], heartbeat],
+            )
+        key = message["meta"].get("idempotency_key")
+        if type(key) is str:
+            self.cursor.execute(
+                "INSERT INTO taskpool_db_idempotency (sender, key, seq) VALUES (%s, %s, %s) "
+                "ON CONFLICT (sender, key) DO NOTHING",
+                [sender, key[:128], seq],
+            )
+        if message["type"] == "task":
+            self._record_task(message, seq)
+        elif state is not None:
+            self._record_response(message, state, device)
+
+    def _record_task(self, task: Message, seq: int) -> None:
+        try:
+            state = TaskState(task, seq, self.task_ttl)
+        except InvalidMessage:
+            # Not addressed to devices (a line written by hand): pending for no one.
+            self._insert_task(task, seq, broadcast=False, any_one=False, expires_at=0.0)
+            self.cursor.execute(
+                "UPDATE taskpool_db_task SET closed = %s WHERE task_id = %s", [FINISHED, task["id"]]
+            )
+            return
+        audience = state.audience
+        if not self._insert_task(
+            task,
+            seq,
+            broadcast=audience.everyone,
+            any_one=state.any_one,
+            expires_at=state.expires_at,
+        ):
+            return  # the same task id again: the first one counts
+        if not audience.everyone:
+            self.cursor.executemany(
+                "INSERT INTO taskpool_db_execution (task_id, device_id, seq, status, updated, "
+                "active) VALUES (%s, %s, %s, 'pending', '', TRUE) "
+                "ON CONFLICT (task_id, device_id) DO NOTHING",
+                [(task["id"], device_id, seq) for device_id in audience.device_ids],
+            )
+
+    def _insert_task(
+        self, task: Message, seq: int, *, broadcast: bool, any_one: bool, expires_at: float
+    ) -> bool:
+        self.cursor.execute(
+            "INSERT INTO taskpool_db_task (task_id, seq, day, sender, broadcast, any_one, "
+            "expires_at, claimer, record, closed, status_bits) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, '{}', NULL, 0) "
+            "ON CONFLICT (task_id) DO NOTHING RETURNING seq",
+            [task["id"], seq, task["ts"][:10], task["from"], broadcast, any_one, expires_at],
+        )
+        return self.cursor.fetchone() is not None
+
+    def _record_response(self, response: Message, state: TaskState, device: str | None) -> None:
+        task_id = state.id
+        status = response_status(response)
+        if status in _CHANGES_EVERY_DEVICE or state.any_one:
+            self.load_every_answer(state)
+        claim_changed = state.apply(response)
+        closed = state.ended_reason()  # expiry closes tasks apart (``close_expired``)
+        if closed is not None:
+            self.load_every_answer(state)
+        self.cursor.execute(
+            "UPDATE taskpool_db_task SET claimer = %s, record = %s, closed = %s, status_bits = %s "
+            "WHERE task_id = %s",
+            [
+                state.claimer,
+                orjson.dumps(state.task_record()).decode(),
+                closed,
+                state.status_bits([], self.now) if closed is not None else 0,
+                task_id,
+            ],
+        )
+        if device is not None and device in state.answers:
+            answer_status, answered_at = state.answers[device]
+            self.cursor.execute(
+                "INSERT INTO taskpool_db_execution (task_id, device_id, seq, status, updated, "
+                "active) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (task_id, device_id) "
+                "DO UPDATE SET status = EXCLUDED.status, updated = EXCLUDED.updated, "
+                "active = EXCLUDED.active",
+                [
+                    task_id,
+                    device,
+                    state.position,
+                    answer_status,
+                    answered_at,
+                    closed is None and state.offered_to(device),
+                ],
+            )
+        if closed is not None:
+            # Closed for every device: pending for none.
+            self.cursor.execute(
+                "UPDATE taskpool_db_execution SET active = FALSE WHERE task_id = %s AND active",
+                [task_id],
+            )
+        elif claim_changed:
+            self._reoffer(state)
+
+    def _reoffer(self, state: TaskState) -> None:
+        """After an any-one task changed hands: whom it is pending for now, row by row."""
+        self.cursor.execute(
+            "SELECT device_id, active FROM taskpool_db_execution WHERE task_id = %s", [state.id]
+        )
+        changed = [
+            (state.offered_to(device), state.id, device)
+            for device, active in self.cursor.fetchall()
+            if state.offered_to(device) != active
+        ]
+        if changed:
+            self.cursor.executemany(
+                "UPDATE taskpool_db_execution SET active = %s WHERE task_id = %s AND device_id = %s",
+                changed,
+            )
+
+
+def give_broadcasts(cursor: Any, device_id: str) -> None:
+    """Give the device an execution row for each open broadcast newer than its mark.
+
+    Broadcasts are not given a row per device when posted (the fleet may be
+    thousands and change): a device gets its rows the first time it asks
+    after them, so its pending list stays one index range. Under the
+    broadcasts' lock, held shared, no broadcast is half-written, so the
+    mark never passes one that commits later.
+    """
+    cursor.execute(
+        "SELECT (SELECT max(seq) FROM taskpool_db_task WHERE broadcast), "
+        "(SELECT broadcast_mark FROM taskpool_db_device WHERE device_id = %s)",
+        [device_id],
+    )
+    newest, mark = cursor.fetchone()
+    if newest is None or (mark is not None and newest <= mark):
+        return
+    cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [BROADCASTS_LOCK])
+    cursor.execute(
+        "INSERT INTO taskpool_db_device (device_id, broadcast_mark) VALUES (%s, 0) "
+        "ON CONFLICT (device_id) DO NOTHING",
+        [device_id],
+    )
+    cursor.execute(
+        "SELECT broadcast_mark, (SELECT max(seq) FROM taskpool_db_task WHERE broadcast) "
+        "FROM taskpool_db_device WHERE device_id = %s FOR UPDATE",
+        [device_id],
+    )
+    mark, newest = cursor.fetchone()
+    if newest is None or newest <= mark:
+        return
+    cursor.execute(
+        "INSERT INTO taskpool_db_execution (task_id, device_id, seq, status, updated, active) "
+        "SELECT t.task_id, %s, t.seq, 'pending', '', (NOT t.any_one OR t.claimer IS NULL) "
+        "FROM taskpool_db_task t WHERE t.broadcast AND t.closed IS NULL AND t.seq > %s "
+        "AND t.seq <= %s ON CONFLICT (task_id, device_id) DO NOTHING",
+        [device_id, mark, newest],
+    )
+    cursor.execute(
+        "UPDATE taskpool_db_device SET broadcast_mark = %s WHERE device_id = %s",
+        [newest, device_id],
+    )
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be in a text column (PostgreSQL's text holds no NUL character).
+
+    An id a client sends with one names nothing stored.
+    """
+    return "\x00" not in text
+
+
+def _record_of(value: Any) -> dict[str, Any]:
+    """The task's kept record, whatever the driver gave back for the JSON column."""
+    if isinstance(value, str):
+        value = orjson.loads(value)
+    return value if isinstance(value, dict) else {}

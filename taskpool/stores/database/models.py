@@ -1,0 +1,155 @@
+"""The tables of ``DatabaseStore``.
+
+- ``StoredMessage``: the log, append-only. Each row is one message as the
+  day files would hold it (``line``, byte for byte), with the columns the
+  store looks things up by. Rows are read in ``(xid, seq)`` order: ``xid``
+  is the writing transaction's id, so a reader that only reads below the
+  oldest transaction still running never skips a row that commits late
+  (sequence values commit out of order).
+- ``TaskRecord``: each task's state for decisions: whether it is open, who
+  holds an any-one task, its cancellation.
+- ``Execution``: one task on one device: the device's last answer, and
+  whether the task is pending for it (``active``), so that a device's
+  pending list is one index range. Broadcasts get a device's row when the
+  device first polls after them (or answers).
+- ``IdempotencyKey``: the first message each sender stored with a key.
+- ``DeviceState``: per device, how far broadcasts were given rows, and when
+  it was last heard from.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class StoredMessage(models.Model):
+    seq = models.BigAutoField(primary_key=True)
+    #: The id of the transaction that wrote the row (set by the database).
+    xid = models.BigIntegerField()
+    message_id = models.CharField(max_length=255, unique=True)
+    day = models.DateField()
+    ts = models.CharField(max_length=32)
+    kind = models.CharField(max_length=16)
+    sender = models.CharField(max_length=255)
+    recipient = models.TextField()
+    parent_id = models.CharField(max_length=255, null=True)  # noqa: DJ001 - null as in the message
+    #: The message's JSON line, as a day file holds it (without the newline).
+    line = models.TextField()
+
+    class Meta:
+        db_table = "taskpool_db_message"
+        indexes = [
+            models.Index(fields=["xid", "seq"], name="tp_message_log"),
+            models.Index(fields=["day", "xid", "seq"], name="tp_message_day"),
+            models.Index(
+                fields=["parent_id", "xid", "seq"],
+                name="tp_message_parent",
+                condition=models.Q(parent_id__isnull=False),
+            ),
+            models.Index(fields=["sender", "xid", "seq"], name="tp_message_sender"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.message_id}"
+
+
+class TaskRecord(models.Model):
+    task_id = models.CharField(max_length=255, primary_key=True)
+    #: The task message's row: the order tasks are pending in.
+    seq = models.BigIntegerField(unique=True)
+    day = models.DateField()
+    sender = models.CharField(max_length=255)
+    broadcast = models.BooleanField()
+    any_one = models.BooleanField()
+    expires_at = models.FloatField()
+    #: The device holding an any-one task.
+    claimer = models.CharField(max_length=255, null=True)  # noqa: DJ001 - null: nobody holds it
+    #: ``TaskState.task_record()``: the claim and the cancellation.
+    record = models.JSONField(default=dict)
+    #: ``None`` while open, else finished, cancelled or expired.
+    closed = models.CharField(max_length=16, null=True)  # noqa: DJ001 - null: still open
+    #: Once closed, its execution statuses (``lifecycle.statuses_to_bits``).
+    status_bits = models.IntegerField(default=0)
+
+    class Meta:
+        db_table = "taskpool_db_task"
+        indexes = [
+            models.Index(
+                fields=["seq"],
+                name="tp_task_open_broadcast",
+                condition=models.Q(broadcast=True, closed__isnull=True),
+            ),
+            models.Index(
+                fields=["seq"], name="tp_task_broadcast", condition=models.Q(broadcast=True)
+            ),
+            models.Index(
+                fields=["expires_at"],
+                name="tp_task_open_expiry",
+                condition=models.Q(closed__isnull=True),
+            ),
+            models.Index(fields=["sender", "seq"], name="tp_task_sender"),
+            models.Index(fields=["day", "seq"], name="tp_task_day"),
+        ]
+
+    def __str__(self) -> str:
+        return self.task_id
+
+
+class Execution(models.Model):
+    task_id = models.CharField(max_length=255)
+    device_id = models.CharField(max_length=255)
+    #: The task's ``seq``: a device's pending tasks in order.
+    seq = models.BigIntegerField()
+    #: The device's last answer (``pending`` before any).
+    status = models.CharField(max_length=16)
+    #: When it answered (its ``ts``).
+    updated = models.CharField(max_length=32, default="")
+    #: Whether the task is pending for the device, expiry aside (``TaskState.offered_to``).
+    active = models.BooleanField()
+
+    class Meta:
+        db_table = "taskpool_db_execution"
+        constraints = [
+            models.UniqueConstraint(fields=["task_id", "device_id"], name="tp_execution_once")
+        ]
+        indexes = [
+            models.Index(
+                fields=["device_id", "seq"],
+                name="tp_execution_pending",
+                condition=models.Q(active=True),
+            ),
+            models.Index(fields=["device_id", "seq"], name="tp_execution_device"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} on {self.device_id}: {self.status}"
+
+
+class IdempotencyKey(models.Model):
+    sender = models.CharField(max_length=255)
+    key = models.CharField(max_length=128)
+    #: The message first stored with it.
+    seq = models.BigIntegerField()
+
+    class Meta:
+        db_table = "taskpool_db_idempotency"
+        constraints = [
+            models.UniqueConstraint(fields=["sender", "key"], name="tp_idempotency_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sender}: {self.key}"
+
+
+class DeviceState(models.Model):
+    device_id = models.CharField(max_length=255, primary_key=True)
+    #: The newest broadcast task this device has an ``Execution`` for, or was past.
+    broadcast_mark = models.BigIntegerField(default=0)
+    last_message = models.CharField(max_length=32, null=True)  # noqa: DJ001 - null: never heard
+    last_heartbeat = models.CharField(max_length=32, null=True)  # noqa: DJ001 - null: never heard
+
+    class Meta:
+        db_table = "taskpool_db_device"
+
+    def __str__(self) -> str:
+        return self.device_id

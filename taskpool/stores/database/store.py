@@ -1,0 +1,838 @@
+"""``DatabaseStore``: the pool in PostgreSQL (13 or later), shared by every application host.
+
+The same nine-field messages as the day files, in an append-only table
+(``models.StoredMessage``), with the state decisions and reads need kept in
+small tables beside it (see ``models``), so that pending lists, task
+details, claims and the devices list are index lookups. Decisions run in
+short transactions that lock only the rows they decide on
+(``ledger.SqlLedger``); a new process serves at once, with nothing to
+replay.
+
+The log is read in ``(xid, seq)`` order, only below the oldest transaction
+still running (``pg_snapshot_xmin``), so a tailing reader never skips a row
+whose transaction commits after a later one's: cursors name ``(xid, seq)``.
+Waiters are woken by ``LISTEN``/``NOTIFY`` hints with a poll behind them
+(``wakeups``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import date
+from typing import Any
+
+import orjson
+from django.core import checks
+from django.db import DatabaseError, OperationalError, connections, transaction
+
+from taskpool.days import day_of
+from taskpool.exceptions import (
+    InvalidCursor,
+    InvalidMessage,
+    MessageTooLarge,
+    StoreUnavailable,
+    UnknownTask,
+)
+from taskpool.lifecycle import EXPIRED, TaskState, bits_to_statuses, replay
+from taskpool.message_filter import MessageFilter
+from taskpool.messages import Message, decode_line, encode_line, parse_address
+from taskpool.stores.base import (
+    BaseStore,
+    DayPage,
+    DaySummary,
+    DeviceActivity,
+    Page,
+    PageEntry,
+    TaskDetail,
+    TaskPage,
+    TaskQuery,
+    TaskSummary,
+)
+from taskpool.stores.changes import Changes, Journal, concern_of
+from taskpool.stores.database.ledger import (
+    BROADCASTS_LOCK,
+    SqlLedger,
+    give_broadcasts,
+    storable,
+)
+from taskpool.stores.database.wakeups import Wakeups
+from taskpool.stores.rules import Decision, Ledger
+
+#: A log position: the writing transaction and the row, ``<xid>-<seq>`` in 16 hex digits each.
+_POSITION = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})")
+#: A task list position: the task's row, in 16 hex digits.
+_TASK_POSITION = re.compile(r"[0-9a-f]{16}")
+#: Rows read from the log at a time.
+_BATCH = 500
+#: The log, read only below the oldest transaction still running.
+_HORIZON = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
+#: SQLSTATEs worth running a decision again for: a deadlock, a serialisation failure.
+_RETRY_STATES = {"40P01", "40001"}
+
+
+def position(xid: int, seq: int) -> str:
+    return f"{xid:016x}-{seq:016x}"
+
+
+def parse_position(cursor: str) -> tuple[int, int]:
+    match = _POSITION.fullmatch(cursor) if isinstance(cursor, str) else None
+    if match is None:
+        raise InvalidCursor(f"{cursor!r} is not a cursor of this pool.")
+    return int(match[1], 16), int(match[2], 16)
+
+
+class DatabaseStore(BaseStore):
+    """The pool in the database named by ``TASKPOOL["DATABASE"]``; see the module docstring."""
+
+    supports_day_files = False
+    #: Seconds a waiter waits for a notification before it looks at the log anyway.
+    poll_seconds = 0.5
+    #: Seconds between two sweeps that close expired tasks, at most (per process).
+    expiry_sweep_seconds = 1.0
+
+    def __init__(
+        self,
+        alias: str = "default",
+        *,
+        task_ttl: float = 7 * 86400,
+        max_message_bytes: int = 64 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.alias = alias
+        self.task_ttl = float(task_ttl)
+        self.max_message_bytes = max_message_bytes
+        self._clock = clock
+        self._wakeups = Wakeups(self._connection_params)
+        self._tail_lock = threading.Lock()
+        self._journal = Journal()
+        self._tail: tuple[int, int] | None = None
+        self._swept_at = -1e18
+        self._summaries: dict[date, tuple[float, DaySummary]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DatabaseStore:
+        return cls(
+            settings.DATABASE,
+            task_ttl=settings.TASK_TTL.total_seconds(),
+            max_message_bytes=settings.MAX_MESSAGE_BYTES,
+        )
+
+    @classmethod
+    def check(cls, options: dict[str, Any]) -> list[checks.CheckMessage]:
+        from django.apps import apps
+        from django.conf import settings
+
+        alias = options.get("DATABASE", "default")
+        if alias not in settings.DATABASES:
+            return [
+                checks.Error(
+                    f"TASKPOOL['DATABASE'] is {alias!r}, which is not in DATABASES.",
+                    id="taskpool.E010",
+                )
+            ]
+        engine = settings.DATABASES[alias].get("ENGINE", "")
+        if engine != "django.db.backends.postgresql":
+            return [
+                checks.Error(
+                    f"The database store needs PostgreSQL, and the database {alias!r} is {engine}.",
+                    hint="Point TASKPOOL['DATABASE'] at a PostgreSQL 13+ database, or use "
+                    "taskpool.stores.jsonl.JsonlStore.",
+                    id="taskpool.E011",
+                )
+            ]
+        if not apps.is_installed("taskpool.stores.database"):
+            return [
+                checks.Error(
+                    "The database store's tables come with its app.",
+                    hint='Add "taskpool.stores.database" to INSTALLED_APPS and run migrate.',
+                    id="taskpool.E012",
+                )
+            ]
+        return []
+
+    def close(self) -> None:
+        self._wakeups.close()
+
+    def now(self) -> float:
+        return self._clock()
+
+    # Connections -------------------------------------------------------------
+
+    def _cursor(self) -> Any:
+        return connections[self.alias].cursor()
+
+    def _connection_params(self) -> dict[str, Any]:
+        params = connections[self.alias].get_connection_params()
+        return {k: v for k, v in params.items() if isinstance(v, (str, int)) and v != ""}
+
+    def _horizon_day(self, now: float) -> date:
+        return day_of(now - self.task_ttl)
+
+    # Writing -------------------------------------------------------------------
+
+    def transact(
+        self, decide: Callable[[Ledger, float], Decision], *, reads_pool: bool = True
+    ) -> Any:
+        """Decide in one transaction holding the rows' locks; notify after it commits."""
+        for attempt in range(5):
+            try:
+                with transaction.atomic(using=self.alias), self._cursor() as cursor:
+                    now = self.now()
+                    ledger = SqlLedger(
+                        cursor, now, task_ttl=self.task_ttl, horizon_day=self._horizon_day(now)
+                    )
+                    message, result = decide(ledger, now)
+                    if message is None:
+                        return result
+                    self._store(cursor, ledger, message)
+                    transaction.on_commit(self._wakeups.committed, using=self.alias)
+                return result
+            except OperationalError as error:
+                if _sqlstate(error) in _RETRY_STATES and attempt < 4:
+                    continue  # a deadlock or serialisation failure: decided again from scratch
+                raise StoreUnavailable("The pool's database cannot take the write now.") from error
+            except DatabaseError as error:
+                if isinstance(error, OperationalError):
+                    raise
+                raise StoreUnavailable("The pool's database refused the write.") from error
+        raise StoreUnavailable("The pool's database cannot take the write now.")
+
+    def _store(self, cursor: Any, ledger: SqlLedger, message: Message) -> int:
+        line = encode_line(message)
+        if len(line) > self.max_message_bytes:
+            raise MessageTooLarge(
+                f"The message is {len(line)} bytes; the pool takes at most "
+                f"{self.max_message_bytes}."
+            )
+        if message["type"] == "task" and message["to"] == "device:*":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [BROADCASTS_LOCK])
+        seq = _insert(cursor, message, line[:-1].decode())
+        if seq is not None:
+            ledger.record(message, seq)
+        return seq or 0
+
+    def import_lines(self, lines: list[bytes], *, now: float | None = None) -> tuple[int, int]:
+        """Store day-file lines as they are (an import): (stored, skipped as already there).
+
+        Lines that are not messages are left out by the caller. Each line is
+        taken in the order given, with what it changes, as a day file's
+        reader would take it; a message whose id is stored already is
+        skipped, so importing twice stores nothing twice.
+        """
+        stored = skipped = 0
+        now = self.now() if now is None else now
+        with transaction.atomic(using=self.alias), self._cursor() as cursor:
+            ledger = SqlLedger(
+                cursor,
+                now,
+                task_ttl=self.task_ttl,
+                horizon_day=date.min,
+                history=True,
+            )
+            for line in lines:
+                message = decode_line(line)
+                seq = _insert(cursor, message, line.decode())
+                if seq is None:
+                    skipped += 1
+                    continue
+                ledger.record(message, seq)
+                stored += 1
+            transaction.on_commit(self._wakeups.committed, using=self.alias)
+        return stored, skipped
+
+    def close_expired(self, now: float | None = None) -> int:
+        """Close every open task whose expiry has come, or whose day left the horizon."""
+        now = self.now() if now is None else now
+        with transaction.atomic(using=self.alias), self._cursor() as cursor:
+            cursor.execute(
+                "SELECT t.task_id, t.seq, t.record, m.line FROM taskpool_db_task t "
+                "JOIN taskpool_db_message m ON m.seq = t.seq WHERE t.closed IS NULL "
+                "AND (t.expires_at <= %s OR t.day < %s) FOR UPDATE OF t SKIP LOCKED",
+                [now, self._horizon_day(now)],
+            )
+            expired = cursor.fetchall()
+            if not expired:
+                return 0
+            ledger = SqlLedger(
+                cursor, now, task_ttl=self.task_ttl, horizon_day=date.min, history=True
+            )
+            updates = []
+            for task_id, seq, record, line in expired:
+                state = TaskState.restore(
+                    orjson.loads(line),
+                    seq,
+                    self.task_ttl,
+                    record=record if isinstance(record, dict) else orjson.loads(record),
+                    answers={},
+                )
+                ledger.load_every_answer(state)
+                updates.append((EXPIRED, state.status_bits([], now), task_id))
+            cursor.executemany(
+                "UPDATE taskpool_db_task SET closed = %s, status_bits = %s WHERE task_id = %s",
+                updates,
+            )
+            cursor.execute(
+                "UPDATE taskpool_db_execution SET active = FALSE WHERE active AND task_id = ANY(%s)",
+                [[task_id for _closed, _bits, task_id in updates]],
+            )
+        return len(updates)
+
+    def _sweep(self, now: float) -> None:
+        """``close_expired`` at most every ``expiry_sweep_seconds``, so reads stay cheap."""
+        if now - self._swept_at >= self.expiry_sweep_seconds or now < self._swept_at:
+            self._swept_at = now
+            # Another process sweeping the same rows is no harm: reads filter expiry anyway.
+            with contextlib.suppress(OperationalError):
+                self.close_expired(now)
+
+    # Reading -------------------------------------------------------------------
+
+    def pending_for(self, device_id: str, *, limit: int = 100) -> list[Message]:
+        now = self.now()
+        self._sweep(now)
+        with self._cursor() as cursor:
+            with transaction.atomic(using=self.alias):
+                give_broadcasts(cursor, device_id)
+            cursor.execute(
+                "SELECT m.line FROM taskpool_db_execution e "
+                "JOIN taskpool_db_task t ON t.task_id = e.task_id "
+                "JOIN taskpool_db_message m ON m.seq = e.seq "
+                "WHERE e.device_id = %s AND e.active AND t.closed IS NULL AND t.expires_at > %s "
+                "ORDER BY e.seq LIMIT %s",
+                [device_id, now, limit],
+            )
+            return [orjson.loads(line) for (line,) in cursor.fetchall()]
+
+    def pending_counts(self, device_ids: list[str]) -> dict[str, int]:
+        now = self.now()
+        self._sweep(now)
+        counts = dict.fromkeys(device_ids, 0)
+        if not device_ids:
+            return counts
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT e.device_id, count(*) FROM taskpool_db_execution e "
+                "JOIN taskpool_db_task t ON t.task_id = e.task_id "
+                "WHERE e.device_id = ANY(%s) AND e.active AND t.closed IS NULL "
+                "AND t.expires_at > %s GROUP BY e.device_id",
+                [device_ids, now],
+            )
+            for device_id, count in cursor.fetchall():
+                counts[device_id] = count
+            # Broadcasts a device has no row for yet are pending for it too.
+            cursor.execute(
+                "SELECT seq FROM taskpool_db_task WHERE broadcast AND closed IS NULL "
+                "AND expires_at > %s AND (NOT any_one OR claimer IS NULL) ORDER BY seq",
+                [now],
+            )
+            broadcasts = [seq for (seq,) in cursor.fetchall()]
+            if broadcasts:
+                cursor.execute(
+                    "SELECT device_id, broadcast_mark FROM taskpool_db_device "
+                    "WHERE device_id = ANY(%s)",
+                    [device_ids],
+                )
+                marks = dict(cursor.fetchall())
+                for device_id in device_ids:
+                    mark = marks.get(device_id, 0)
+                    counts[device_id] += len(broadcasts) - bisect.bisect_right(broadcasts, mark)
+        return counts
+
+    def device_activity(self, device_ids: list[str]) -> dict[str, DeviceActivity]:
+        found: dict[str, DeviceActivity] = {}
+        if device_ids:
+            with self._cursor() as cursor:
+                cursor.execute(
+                    "SELECT device_id, last_message, last_heartbeat FROM taskpool_db_device "
+                    "WHERE device_id = ANY(%s)",
+                    [device_ids],
+                )
+                for device_id, last_message, last_heartbeat in cursor.fetchall():
+                    found[device_id] = DeviceActivity(last_message, last_heartbeat)
+        empty = DeviceActivity(None, None)
+        return {device_id: found.get(device_id, empty) for device_id in device_ids}
+
+    def find_task(self, task_id: str) -> Message | None:
+        if not storable(task_id):
+            return None
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT m.line FROM taskpool_db_task t JOIN taskpool_db_message m ON m.seq = t.seq "
+                "WHERE t.task_id = %s AND t.day >= %s",
+                [task_id, self._horizon_day(self.now())],
+            )
+            row = cursor.fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def task_detail(self, task_id: str) -> TaskDetail:
+        task = self.find_task(task_id)
+        if task is None:
+            raise UnknownTask(f"There is no task {task_id} in the pool.")
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT line FROM taskpool_db_message WHERE parent_id = %s AND kind = 'response' "
+                "ORDER BY xid, seq",
+                [task_id],
+            )
+            responses = [orjson.loads(line) for (line,) in cursor.fetchall()]
+        return TaskDetail(task, responses, replay(task, responses, self.task_ttl))
+
+    def recent_tasks(
+        self,
+        query: TaskQuery,
+        *,
+        before: str | None = None,
+        limit: int = 50,
+        registered_devices: list[str] | None = None,
+    ) -> TaskPage:
+        if before is not None and not (
+            isinstance(before, str) and _TASK_POSITION.fullmatch(before)
+        ):
+            raise InvalidCursor(f"{before!r} is not a cursor of the task list.")
+        registered = registered_devices or []
+        now = self.now()
+        self._sweep(now)
+        bound = int(before, 16) if before is not None else None
+        found: list[TaskSummary] = []
+        found_seq = 0
+        last_seq = bound
+        with self._cursor() as cursor:
+            while True:
+                conditions = ["t.day >= %s"]
+                params: list[Any] = [self._horizon_day(now)]
+                if last_seq is not None:
+                    conditions.append("t.seq < %s")
+                    params.append(last_seq)
+                if query.sender is not None:
+                    conditions.append("t.sender = %s")
+                    params.append(query.sender)
+                cursor.execute(
+                    "SELECT t.seq, t.closed, t.status_bits, t.record, m.line "
+                    "FROM taskpool_db_task t JOIN taskpool_db_message m ON m.seq = t.seq "
+                    f"WHERE {' AND '.join(conditions)} ORDER BY t.seq DESC LIMIT %s",
+                    [*params, _BATCH],
+                )
+                rows = cursor.fetchall()
+                for seq, closed, bits, record, line in rows:
+                    last_seq = seq
+                    task = orjson.loads(line)
+                    if not query.matches(task):
+                        continue
+                    statuses = (
+                        bits_to_statuses(bits)
+                        if closed is not None
+                        else self._open_statuses(cursor, task, seq, record, registered, now)
+                    )
+                    if statuses is None:
+                        continue
+                    if query.statuses is not None and not statuses & query.statuses:
+                        continue
+                    if len(found) == limit:
+                        return TaskPage(found, f"{found_seq:016x}", True)
+                    found.append(TaskSummary(task, statuses))
+                    found_seq = seq
+                if len(rows) < _BATCH:
+                    break
+        return TaskPage(found, f"{found_seq:016x}" if found else before, False)
+
+    def _open_statuses(
+        self,
+        cursor: Any,
+        task: Message,
+        seq: int,
+        record: Any,
+        registered: list[str],
+        now: float,
+    ) -> frozenset[str] | None:
+        try:
+            state = TaskState.restore(
+                task,
+                seq,
+                self.task_ttl,
+                record=record if isinstance(record, dict) else orjson.loads(record),
+                answers={},
+            )
+        except InvalidMessage:
+            return None
+        cursor.execute(
+            "SELECT device_id, status, updated FROM taskpool_db_execution "
+            "WHERE task_id = %s AND status <> 'pending'",
+            [task["id"]],
+        )
+        state.answers = {device: (status, at) for device, status, at in cursor.fetchall()}
+        return state.statuses(registered, now)
+
+    def device_messages(self, device_id: str, *, limit: int = 20) -> list[PageEntry]:
+        horizon = self._horizon_day(self.now())
+        newest_first = "ORDER BY m.xid DESC, m.seq DESC LIMIT %s"
+        with self._cursor() as cursor:
+            cursor.execute(
+                "(SELECT m.xid, m.seq, m.line FROM taskpool_db_message m "
+                f"WHERE m.sender = %s AND m.day >= %s {newest_first}) UNION ALL "
+                "(SELECT m.xid, m.seq, m.line FROM taskpool_db_execution e "
+                "JOIN taskpool_db_message m ON m.seq = e.seq "
+                f"WHERE e.device_id = %s AND m.day >= %s {newest_first}) UNION ALL "
+                "(SELECT m.xid, m.seq, m.line FROM taskpool_db_task t "
+                "JOIN taskpool_db_message m ON m.seq = t.seq "
+                f"WHERE t.broadcast AND t.day >= %s {newest_first})",
+                [f"device:{device_id}", horizon, limit, device_id, horizon, limit, horizon, limit],
+            )
+            rows = sorted(set(cursor.fetchall()), reverse=True)[:limit]
+        return [PageEntry(position(xid, seq), orjson.loads(line)) for xid, seq, line in rows]
+
+    # The log -------------------------------------------------------------------
+
+    def days(self) -> list[date]:
+        with self._cursor() as cursor:
+            # Each next day by one index lookup, not by reading every row.
+            cursor.execute(
+                "WITH RECURSIVE d(day) AS ("
+                "SELECT min(day) FROM taskpool_db_message UNION ALL "
+                "SELECT (SELECT min(day) FROM taskpool_db_message WHERE day > d.day) "
+                "FROM d WHERE d.day IS NOT NULL) SELECT day FROM d WHERE day IS NOT NULL"
+            )
+            return [day for (day,) in cursor.fetchall()]
+
+    def day_messages(self, day: date) -> list[Message]:
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT line FROM taskpool_db_message WHERE day = %s ORDER BY xid, seq", [day]
+            )
+            return [orjson.loads(line) for (line,) in cursor.fetchall()]
+
+    def day_lines(self, day: date) -> Iterator[bytes]:
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT xid, seq FROM taskpool_db_message WHERE day = %s "
+                "ORDER BY xid DESC, seq DESC LIMIT 1",
+                [day],
+            )
+            last = cursor.fetchone()
+        if last is None:
+            return
+        after = (-1, -1)
+        while True:
+            with self._cursor() as cursor:
+                cursor.execute(
+                    "SELECT xid, seq, line FROM taskpool_db_message WHERE day = %s "
+                    "AND (xid, seq) > (%s, %s) AND (xid, seq) <= (%s, %s) "
+                    "ORDER BY xid, seq LIMIT %s",
+                    [day, *after, *last, _BATCH * 4],
+                )
+                rows = cursor.fetchall()
+            if not rows:
+                return
+            yield "".join(f"{line}\n" for _xid, _seq, line in rows).encode()
+            after = rows[-1][0], rows[-1][1]
+
+    def check_cursor(self, cursor: str) -> None:
+        xid, seq = parse_position(cursor)
+        with self._cursor() as sql:
+            sql.execute("SELECT 1 FROM taskpool_db_message WHERE seq = %s AND xid = %s", [seq, xid])
+            if sql.fetchone() is None:
+                raise InvalidCursor(f"Cursor {cursor} names no message of this pool.")
+
+    def end_cursor(self) -> str | None:
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT xid, seq FROM taskpool_db_message WHERE xid < {_HORIZON} "
+                "ORDER BY xid DESC, seq DESC LIMIT 1"
+            )
+            row = cursor.fetchone()
+        return None if row is None else position(*row)
+
+    def messages_after(self, cursor: str | None, *, limit: int) -> Page:
+        if cursor is None:
+            start = (-1, -1)
+        else:
+            self.check_cursor(cursor)
+            start = parse_position(cursor)
+        return self._page(start, limit, cursor)
+
+    def messages_from_day(self, day: date, *, limit: int) -> Page:
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT xid, seq FROM taskpool_db_message WHERE day >= %s AND xid < {_HORIZON} "
+                "ORDER BY xid, seq LIMIT 1",
+                [day],
+            )
+            first = cursor.fetchone()
+        if first is None:
+            return Page([], self.end_cursor(), False)
+        return self._page((first[0], first[1] - 1), limit, self.end_cursor())
+
+    def _page(self, start: tuple[int, int], limit: int, given: str | None) -> Page:
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT xid, seq, line FROM taskpool_db_message "
+                f"WHERE (xid, seq) > (%s, %s) AND xid < {_HORIZON} ORDER BY xid, seq LIMIT %s",
+                [*start, limit + 1],
+            )
+            rows = cursor.fetchall()
+        entries = [PageEntry(position(xid, seq), orjson.loads(line)) for xid, seq, line in rows]
+        if len(entries) > limit:
+            return Page(entries[:limit], entries[limit - 1].cursor, True)
+        return Page(entries, entries[-1].cursor if entries else given, False)
+
+    def message_at(self, cursor: str) -> Message:
+        xid, seq = parse_position(cursor)
+        with self._cursor() as sql:
+            sql.execute(
+                "SELECT line FROM taskpool_db_message WHERE seq = %s AND xid = %s", [seq, xid]
+            )
+            row = sql.fetchone()
+        if row is None:
+            raise InvalidCursor(f"Cursor {cursor} names no message of this pool.")
+        return orjson.loads(row[0])
+
+    def day_summaries(
+        self, days: list[date], *, count_limit: int | None = None
+    ) -> list[DaySummary]:
+        summaries = []
+        today = day_of(self.now())
+        for day in days:
+            kept = self._summaries.get(day)
+            if kept is not None and day < today and time.monotonic() - kept[0] < 60:
+                summaries.append(kept[1])
+                continue
+            with self._cursor() as cursor:
+                cursor.execute(
+                    "SELECT kind, count(*), sum(octet_length(line) + 1) FROM taskpool_db_message "
+                    "WHERE day = %s GROUP BY kind",
+                    [day],
+                )
+                rows = cursor.fetchall()
+            if not rows:
+                continue
+            size = sum(int(total) for _kind, _count, total in rows)
+            summary = DaySummary(
+                day=day,
+                size=size,
+                messages=sum(count for _kind, count, _total in rows),
+                torn=0,
+                types={kind: count for kind, count, _total in rows},
+                counted=size,
+                on_disk=False,
+            )
+            self._summaries[day] = (time.monotonic(), summary)
+            summaries.append(summary)
+        return summaries
+
+    def day_page(
+        self,
+        day: date,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        from_end: bool = False,
+        limit: int = 50,
+        where: MessageFilter | None = None,
+        scan_limit: int | None = None,
+    ) -> DayPage:
+        for cursor in (after, before):
+            if cursor is not None:
+                self._check_in_day(cursor, day)
+        where = where if where is not None and not where.is_empty else None
+        backward = before is not None or from_end
+        start = before if backward else after
+        rows = self._day_rows(
+            day, backward=backward, edge=parse_position(start) if start is not None else None
+        )
+        entries: list[PageEntry] = []
+        scanned = 0
+        edge: tuple[int, int] | None = None  # the last row examined
+        exhausted = True
+        for xid, seq, line in rows:
+            edge = (xid, seq)
+            scanned += len(line) + 1
+            message = _wanted(line, where)
+            if message is not None:
+                entries.append(PageEntry(position(xid, seq), message))
+            if len(entries) >= limit or (scan_limit is not None and scanned >= scan_limit):
+                exhausted = False
+                break
+        if backward:
+            entries.reverse()
+            at_end = before is None or not self._has_after(day, parse_position(before))
+            return DayPage(
+                entries,
+                previous_cursor=None if exhausted else self._before_position(day, edge),
+                next_cursor=None if at_end else before,
+                at_end=at_end,
+            )
+        stop = edge if edge is not None else (parse_position(after) if after else None)
+        at_end = exhausted or not self._has_after(day, stop)
+        return DayPage(
+            entries,
+            previous_cursor=after,
+            next_cursor=None if at_end or stop is None else position(*stop),
+            at_end=at_end,
+        )
+
+    def _day_rows(
+        self, day: date, *, backward: bool, edge: tuple[int, int] | None
+    ) -> Iterator[tuple[int, int, str]]:
+        """The day's rows after ``edge`` in order, or (``backward``) up to ``edge`` itself
+        included, newest first; a batch at a time."""
+        inclusive = backward
+        while True:
+            if backward:
+                comparison = "<=" if inclusive else "<"
+                condition = f"AND (xid, seq) {comparison} (%s, %s)" if edge else ""
+                order = "ORDER BY xid DESC, seq DESC"
+            else:
+                condition = "AND (xid, seq) > (%s, %s)" if edge else ""
+                order = "ORDER BY xid, seq"
+            with self._cursor() as cursor:
+                cursor.execute(
+                    "SELECT xid, seq, line FROM taskpool_db_message WHERE day = %s "
+                    f"{condition} {order} LIMIT %s",
+                    [day, *(edge or ()), _BATCH],
+                )
+                rows = cursor.fetchall()
+            yield from rows
+            if len(rows) < _BATCH:
+                return
+            edge, inclusive = (rows[-1][0], rows[-1][1]), False
+
+    def _check_in_day(self, cursor: str, day: date) -> None:
+        xid, seq = parse_position(cursor)
+        with self._cursor() as sql:
+            sql.execute(
+                "SELECT day FROM taskpool_db_message WHERE seq = %s AND xid = %s", [seq, xid]
+            )
+            row = sql.fetchone()
+        if row is None or row[0] != day:
+            raise InvalidCursor(f"Cursor {cursor} is not in the day {day.isoformat()}.")
+
+    def _has_after(self, day: date, edge: tuple[int, int] | None) -> bool:
+        if edge is None:
+            return False
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT 1 FROM taskpool_db_message WHERE day = %s AND (xid, seq) > (%s, %s) LIMIT 1",
+                [day, *edge],
+            )
+            return cursor.fetchone() is not None
+
+    def _before_position(self, day: date, edge: tuple[int, int] | None) -> str | None:
+        """The position of the day's message just before ``edge`` (where a page before ends)."""
+        if edge is None:
+            return None
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT xid, seq FROM taskpool_db_message WHERE day = %s AND (xid, seq) < (%s, %s) "
+                "ORDER BY xid DESC, seq DESC LIMIT 1",
+                [day, *edge],
+            )
+            row = cursor.fetchone()
+        return None if row is None else position(*row)
+
+    # Waking waiters ------------------------------------------------------------
+
+    def changes_since(self, mark: int | None) -> Changes:
+        with self._tail_lock:
+            if self._tail is None:
+                end = self.end_cursor()
+                self._tail = parse_position(end) if end is not None else (-1, -1)
+                self._journal.reset()
+            self._read_tail()
+            through = position(*self._tail) if self._tail != (-1, -1) else None
+            return self._journal.since(mark, through)
+
+    def _read_tail(self) -> None:
+        """Read the log past the tail (below the horizon) into the journal of concerns."""
+        self._journal.enabled = True
+        while True:
+            with self._cursor() as cursor:
+                cursor.execute(
+                    "SELECT xid, seq, line FROM taskpool_db_message "
+                    f"WHERE (xid, seq) > (%s, %s) AND xid < {_HORIZON} "
+                    "ORDER BY xid, seq LIMIT %s",
+                    [*self._tail, _BATCH],
+                )
+                rows = cursor.fetchall()
+                messages = [orjson.loads(line) for _xid, _seq, line in rows]
+                tasks = self._tasks_answered(cursor, messages)
+            for (xid, seq, _line), message in zip(rows, messages, strict=True):
+                self._journal.record(concern_of(message, tasks))
+                self._tail = (xid, seq)
+            if len(rows) < _BATCH:
+                return
+
+    def _tasks_answered(self, cursor: Any, messages: list[Message]) -> dict[str, TaskState]:
+        """The open tasks the responses among ``messages`` answer (for whom they concern)."""
+        wanted = list(
+            {m["parent_id"] for m in messages if m["type"] == "response" and m["parent_id"]}
+        )
+        if not wanted:
+            return {}
+        cursor.execute(
+            "SELECT m.line FROM taskpool_db_task t JOIN taskpool_db_message m ON m.seq = t.seq "
+            "WHERE t.task_id = ANY(%s)",
+            [wanted],
+        )
+        tasks = {}
+        for (line,) in cursor.fetchall():
+            task = orjson.loads(line)
+            try:
+                tasks[task["id"]] = TaskState(task, 0, self.task_ttl)
+            except InvalidMessage:
+                continue
+        return tasks
+
+    def wait_for_changes(self, mark: int | None, timeout: float) -> Changes:
+        """Listen for another process's notification, and look at the log at least every
+        ``poll_seconds`` whatever comes."""
+        deadline = time.monotonic() + timeout
+        changes = self.changes_since(mark)
+        while not (changes.messages or changes.everything or mark is None):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._wakeups.wait(min(self.poll_seconds, remaining))
+            changes = self.changes_since(mark)
+        return changes
+
+
+def _insert(cursor: Any, message: Message, line: str) -> int | None:
+    """Append ``message`` (its ``line``) to the log; ``None`` if its id is stored already."""
+    cursor.execute(
+        "INSERT INTO taskpool_db_message (message_id, day, ts, kind, sender, recipient, "
+        "parent_id, line) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (message_id) DO NOTHING RETURNING seq",
+        [
+            message["id"],
+            message["ts"][:10],
+            message["ts"],
+            message["type"],
+            message["from"],
+            message["to"],
+            message["parent_id"],
+            line,
+        ],
+    )
+    row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def _wanted(line: str, where: MessageFilter | None) -> Message | None:
+    if where is not None and not where.could_match(line.encode()):
+        return None
+    message = orjson.loads(line)
+    return message if where is None or where.matches(message) else None
+
+
+def _sqlstate(error: Exception) -> str | None:
+    cause = error.__cause__
+    return getattr(getattr(cause, "diag", None), "sqlstate", None) or getattr(
+        cause, "sqlstate", None
+    )
+
+
+__all__ = ["DatabaseStore", "parse_address", "position"]
