@@ -20,6 +20,8 @@ from taskpool.messages import encode_line, new_message_id
 from taskpool.models import DeviceUser, UserRole
 from tests.conftest import post_json
 
+pytestmark = pytest.mark.every_store
+
 
 @pytest.fixture
 def boss(db) -> Client:
@@ -80,6 +82,7 @@ def message(
 # Day files ---------------------------------------------------------------------
 
 
+@pytest.mark.day_files_only
 def test_the_day_list_counts_each_file_newest_first(boss, store, pool_dir):
     store.post_task(sender="user:x", to="device:pi-1", title="a")
     store.post_heartbeat(device_id="pi-1")
@@ -108,6 +111,7 @@ def test_the_day_list_counts_each_file_newest_first(boss, store, pool_dir):
     )
 
 
+@pytest.mark.day_files_only
 def test_the_day_list_counts_big_files_a_part_at_each_view(boss, store, monkeypatch):
     for number in range(40):
         store.post_heartbeat(device_id="pi-1", body=f"beat {number}")
@@ -168,11 +172,12 @@ def test_rows_link_to_the_thread_and_to_the_message(boss, store):
     assert [row.thread_url for row in rows] == [f"/admin/taskpool/task/{task['id']}/"] * 2
     message_page = boss.get(rows[0].message_url)
     assert message_page.status_code == 200
-    assert f"the line before cursor <code>{rows[0].cursor}</code>" in message_page.content.decode()
+    assert f"cursor <code>{rows[0].cursor}</code>" in message_page.content.decode()
     assert json.loads(message_page.context["message_json"]) == task
     assert message_page.context["thread_url"] == f"/admin/taskpool/task/{task['id']}/"
 
 
+@pytest.mark.day_files_only
 def test_bad_days_and_cursors(boss, store):
     store.post_heartbeat(device_id="pi-1")
     day = today(store).isoformat()
@@ -195,6 +200,7 @@ def test_bad_days_and_cursors(boss, store):
     assert other_day.status_code == 302
 
 
+@pytest.mark.day_files_only
 def test_the_raw_download_is_the_days_complete_lines(boss, store, pool_dir):
     store.post_heartbeat(device_id="pi-1", body="é")
     day = today(store)
@@ -207,6 +213,20 @@ def test_the_raw_download_is_the_days_complete_lines(boss, store, pool_dir):
     assert response["Content-Disposition"] == f'attachment; filename="{day.isoformat()}.jsonl"'
     data = path.read_bytes()
     assert b"".join(response.streaming_content) == data[: data.rfind(b"\n") + 1]
+
+
+def test_every_store_lists_its_days_and_their_lines(boss, store):
+    store.post_task(sender="user:x", to="device:pi-1", title="a")
+    store.post_heartbeat(device_id="pi-1", body="é")
+    day = today(store)
+    response = boss.get("/admin/taskpool/dayfile/")
+    (row,) = response.context["rows"]
+    assert (row["summary"].day, row["summary"].messages) == (day, 2)
+    page = response.content.decode()
+    assert ("Torn" in page) == store.supports_day_files
+    download = boss.get(f"/admin/taskpool/dayfile/{day.isoformat()}/raw/")
+    lines = b"".join(download.streaming_content)
+    assert [json.loads(line) for line in lines.splitlines()] == store.day_messages(day)
 
 
 def test_downloads_stream_a_chunk_at_a_time_under_asgi_and_wsgi():

@@ -25,9 +25,10 @@ from tests.support import (
     ids,
     message,
     noon,
-    read_day,
     today,
 )
+
+pytestmark = pytest.mark.every_store
 
 
 def post_task(client, to="device:pi-1", title="t", **fields):
@@ -94,7 +95,7 @@ def test_a_heartbeat_is_stored_from_the_device_to_the_backend(device_client):
     beat = response.json()
     assert (beat["from"], beat["to"], beat["type"]) == ("device:pi-1", "backend", "heartbeat")
     assert (beat["body"], beat["meta"], beat["parent_id"]) == ("ok", {"load": 0.25}, None)
-    assert read_day(get_store().directory, today()) == [beat]
+    assert get_store().day_messages(today()) == [beat]
     assert post_json(device_client, "/pool/heartbeat", {}).status_code == 201
 
 
@@ -113,9 +114,9 @@ def test_pending_limit_defaults_to_100_and_goes_up_to_1000(device_client, store)
     assert ids(device_client.get("/pool/pending", {"limit": "1000"}).json()) == ids(sent[:1000])
 
 
-def test_yesterdays_task_written_by_hand_is_pending(device_client, pool_dir):
+def test_yesterdays_task_written_by_hand_is_pending(device_client, other_process):
     old = message(ts=noon(days_ago(1)), title="from yesterday")
-    append_messages(pool_dir, old)
+    other_process(old)
     new = store_task(get_store())
     assert ids(device_client.get("/pool/pending").json()) == [old["id"], new["id"]]
     answer(device_client, old)
@@ -126,6 +127,7 @@ def store_task(store, to="device:pi-1"):
     return store.post_task(sender="backend", to=to, title="today").message
 
 
+@pytest.mark.day_files_only
 def test_a_line_appended_by_another_process_is_seen_by_the_next_request(device_client, pool_dir):
     assert device_client.get("/pool/pending").json() == []  # the index is built now
     script = (
@@ -140,6 +142,7 @@ def test_a_line_appended_by_another_process_is_seen_by_the_next_request(device_c
     assert ids(device_client.get("/pool/pending").json()) == [other.stdout.strip()]
 
 
+@pytest.mark.day_files_only
 def test_a_line_appended_with_cat_is_seen_by_the_next_request(device_client, pool_dir):
     first = store_task(get_store())
     assert ids(device_client.get("/pool/pending").json()) == [first["id"]]
@@ -151,6 +154,7 @@ def test_a_line_appended_with_cat_is_seen_by_the_next_request(device_client, poo
     assert ids(device_client.get("/pool/pending").json()) == [first["id"], by_hand["id"]]
 
 
+@pytest.mark.day_files_only
 def test_a_torn_line_does_not_hide_the_next_task(device_client, master_client, pool_dir):
     first = post_task(master_client, title="first")
     torn = encode_line(message(ts=format_timestamp(time.time()), title="torn"))
@@ -176,20 +180,28 @@ def test_the_log_is_todays_messages_in_file_order(master_client, device_client, 
     assert admin_client_api.get("/pool/log", {"date": today().isoformat()}).json() == log.json()
 
 
-def test_the_log_of_another_day(admin_client_api, pool_dir):
+def test_the_log_of_another_day(admin_client_api, other_process):
     day = days_ago(3)
     first = message(ts=f"{day.isoformat()}T08:00:00Z")
     second = message(ts=f"{day.isoformat()}T07:00:00Z", kind="info", to="backend")
-    append_messages(pool_dir, first, second)
-    append_raw(pool_dir, day, b"not a message\n")
+    other_process(first, second)
     assert admin_client_api.get("/pool/log", {"date": day.isoformat()}).json() == [first, second]
     assert admin_client_api.get("/pool/log", {"date": "1999-01-01"}).json() == []
     assert admin_client_api.get("/pool/log").json() == []
 
 
-def test_the_log_of_a_day_beyond_the_ttl_horizon_is_still_readable(admin_client_api, pool_dir):
+@pytest.mark.day_files_only
+def test_the_log_leaves_out_lines_that_are_not_messages(admin_client_api, pool_dir):
+    day = days_ago(3)
+    first = message(ts=f"{day.isoformat()}T08:00:00Z")
+    append_messages(pool_dir, first)
+    append_raw(pool_dir, day, b"not a message\n")
+    assert admin_client_api.get("/pool/log", {"date": day.isoformat()}).json() == [first]
+
+
+def test_the_log_of_a_day_beyond_the_ttl_horizon_is_still_readable(admin_client_api, other_process):
     old = message(ts=noon(days_ago(30)))
-    append_messages(pool_dir, old)
+    other_process(old)
     assert admin_client_api.get("/pool/log", {"date": days_ago(30).isoformat()}).json() == [old]
 
 
@@ -232,14 +244,13 @@ def test_devices_list_every_registered_device_with_its_fields(
 
 
 def test_last_seen_and_last_heartbeat_come_from_the_devices_messages(
-    make_device, admin_client_api, pool_dir
+    make_device, admin_client_api, other_process
 ):
     make_device("pi-2")
     # pi-2 never called the API: another process stored its heartbeat and an answer.
     beat_ts = format_timestamp(time.time() - 30)
     said_ts = format_timestamp(time.time() - 20)
-    append_messages(
-        pool_dir,
+    other_process(
         message(kind="heartbeat", sender="device:pi-2", to="backend", ts=beat_ts),
         message(kind="info", sender="device:pi-2", to="backend", ts=said_ts),
     )
@@ -308,12 +319,14 @@ def test_online_means_seen_within_the_online_window(make_device, admin_client_ap
     assert rows["stale"]["last_seen"] == format_timestamp((now - timedelta(seconds=70)).timestamp())
 
 
-def test_last_seen_is_the_later_of_request_and_message(make_device, admin_client_api, pool_dir):
+def test_last_seen_is_the_later_of_request_and_message(
+    make_device, admin_client_api, other_process
+):
     make_device("pi-2")
     now = time.time()
     DeviceUser.objects.filter(pk="pi-2").update(last_seen=datetime.fromtimestamp(now - 500, UTC))
     said = format_timestamp(now - 100)
-    append_messages(pool_dir, message(kind="info", sender="device:pi-2", to="backend", ts=said))
+    other_process(message(kind="info", sender="device:pi-2", to="backend", ts=said))
     assert row_of(admin_client_api, "pi-2")["last_seen"] == said
     DeviceUser.objects.filter(pk="pi-2").update(last_seen=datetime.fromtimestamp(now - 5, UTC))
     assert row_of(admin_client_api, "pi-2")["last_seen"] == format_timestamp(now - 5)

@@ -10,6 +10,8 @@ from taskpool.exceptions import MessageTooLarge
 from tests.conftest import client_with, post_json
 from tests.support import ManualClock, store_at
 
+pytestmark = pytest.mark.every_store
+
 UNKNOWN_ID = "msg_" + "0" * 32
 
 

@@ -17,6 +17,8 @@ from taskpool.models import DeviceUser
 from taskpool.tokens import DeviceToken
 from tests.conftest import client_with, post_json
 
+pytestmark = pytest.mark.every_store
+
 DEVICE_ENDPOINTS = [
     ("get", "/pool/pending", None),
     ("post", "/pool/heartbeat", {}),

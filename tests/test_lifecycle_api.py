@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import client_with, post_json
 
+pytestmark = pytest.mark.every_store
+
 MISSING = "msg_" + "f" * 32
 
 

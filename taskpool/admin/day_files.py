@@ -80,6 +80,7 @@ class DayFileAdmin(PoolPagesAdmin):
             page_range=paginator.get_elided_page_range(page.number, on_each_side=2, on_ends=1),
             day_count=len(days),
             counting=not all(summary.complete for summary in summaries),
+            day_files=store.supports_day_files,
         )
 
     # One day --------------------------------------------------------------

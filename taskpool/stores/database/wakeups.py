@@ -55,22 +55,24 @@ class Wakeups:
 
     def _send_forever(self) -> None:
         connection: psycopg.Connection | None = None
-        while not self._closed:
-            self._to_send.wait()
-            if self._closed:
-                break
-            self._to_send.clear()
-            try:
-                if connection is None or connection.closed:
-                    connection = psycopg.connect(**self._params(), autocommit=True)
-                connection.execute(f"NOTIFY {CHANNEL}")
-            except psycopg.Error:
-                logger.warning("taskpool: could not notify other processes; they will poll.")
-                connection = None
-                time.sleep(1.0)
-            time.sleep(self.debounce_seconds)
-        if connection is not None:
-            connection.close()
+        try:
+            while not self._closed:
+                self._to_send.wait()
+                if self._closed:
+                    break
+                self._to_send.clear()
+                try:
+                    if connection is None or connection.closed:
+                        connection = psycopg.connect(**self._params(), autocommit=True)
+                    connection.execute(f"NOTIFY {CHANNEL}")
+                except psycopg.Error:
+                    logger.warning("taskpool: could not notify other processes; they will poll.")
+                    connection = None
+                    time.sleep(1.0)
+                time.sleep(self.debounce_seconds)
+        finally:
+            if connection is not None:
+                connection.close()
 
     # Listening ----------------------------------------------------------------
 
@@ -115,7 +117,11 @@ class Wakeups:
                 self._listener = None
 
     def close(self) -> None:
+        """Close both connections (the sender's within ``debounce_seconds``)."""
         self._closed = True
         self._to_send.set()
         with self._listen_lock:
             self._drop_listener()
+        sender = self._sender
+        if sender is not None and sender is not threading.current_thread():
+            sender.join(timeout=2)
