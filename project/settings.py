@@ -1,7 +1,9 @@
 """The demo site: taskpool on the embedded defaults (SQLite + JSONL files under var/).
 
-Environment: TASKPOOL_DATA_DIR, DATABASE_URL, DJANGO_SECRET_KEY, DJANGO_DEBUG,
-DJANGO_ALLOWED_HOSTS. Without them the site runs for local development only.
+Environment: TASKPOOL_STORE (``jsonl``, the default, or ``database``: the pool
+in the PostgreSQL of DATABASE_URL), TASKPOOL_DATA_DIR, DATABASE_URL,
+DJANGO_SECRET_KEY, DJANGO_DEBUG, DJANGO_ALLOWED_HOSTS. Without them the site
+runs for local development only.
 """
 
 import os
@@ -43,6 +45,17 @@ INSTALLED_APPS = [
     "taskpool",
     "project",
 ]
+
+# Where the pool lives: day files under var/ (one host), or PostgreSQL (any number).
+STORES = {
+    "jsonl": "taskpool.stores.jsonl.JsonlStore",
+    "database": "taskpool.stores.database.DatabaseStore",
+}
+POOL_STORE = os.environ.get("TASKPOOL_STORE", "jsonl")
+if POOL_STORE not in STORES:
+    raise RuntimeError(f"TASKPOOL_STORE is {POOL_STORE!r}: use one of {', '.join(STORES)}.")
+if POOL_STORE == "database":
+    INSTALLED_APPS.append("taskpool.stores.database")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -102,6 +115,7 @@ STATIC_ROOT = VAR_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 TASKPOOL = {
+    "STORE": STORES[POOL_STORE],
     "DATA_DIR": os.environ.get("TASKPOOL_DATA_DIR") or str(VAR_DIR / "pool"),
 }
 

@@ -212,6 +212,9 @@ class BaseStore(abc.ABC):
     #: ``taskpool_prune`` work on them.
     supports_day_files: bool = False
 
+    #: Whether ``import_lines`` loads day-file lines into this store (``taskpool_import``).
+    supports_import: bool = False
+
     #: The longest a task lives, in seconds (``TASK_TTL``); the horizon of what
     #: can still be pending.
     task_ttl: float = 7 * 86400
@@ -406,6 +409,16 @@ class BaseStore(abc.ABC):
                 idempotency_key=idempotency_key,
             )
         )
+
+    def import_lines(self, lines: list[bytes]) -> tuple[int, int]:
+        """Store day-file lines as they are, in order, with what each changes (an import).
+
+        Each line keeps its id and time. A line whose message id is stored
+        already is skipped, so importing twice stores nothing twice. Returns
+        (stored, skipped). ``InvalidMessage`` for a line that is not a message.
+        Only for stores with ``supports_import``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not import day files.")
 
     # Reading -------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from taskpool.exceptions import (
 )
 from taskpool.lifecycle import EXPIRED, TaskState, bits_to_statuses, replay
 from taskpool.message_filter import MessageFilter
-from taskpool.messages import Message, decode_line, encode_line, parse_address
+from taskpool.messages import Message, decode_line, encode_line, parse_address, parse_timestamp
 from taskpool.stores.base import (
     BaseStore,
     DayPage,
@@ -90,6 +90,7 @@ class DatabaseStore(BaseStore):
     """The pool in the database named by ``TASKPOOL["DATABASE"]``; see the module docstring."""
 
     supports_day_files = False
+    supports_import = True
     #: Seconds a waiter waits for a notification before it looks at the log anyway.
     poll_seconds = 0.5
     #: Seconds between two sweeps that close expired tasks, at most (per process).
@@ -216,16 +217,11 @@ class DatabaseStore(BaseStore):
             ledger.record(message, seq)
         return seq or 0
 
-    def import_lines(self, lines: list[bytes], *, now: float | None = None) -> tuple[int, int]:
-        """Store day-file lines as they are (an import): (stored, skipped as already there).
-
-        Lines that are not messages are left out by the caller. Each line is
-        taken in the order given, with what it changes, as a day file's
-        reader would take it; a message whose id is stored already is
-        skipped, so importing twice stores nothing twice.
-        """
+    def import_lines(self, lines: list[bytes]) -> tuple[int, int]:
+        """One transaction per call: a batch of lines is stored whole or not at all."""
+        messages = [_importable(line) for line in lines]
         stored = skipped = 0
-        now = self.now() if now is None else now
+        now = self.now()
         with transaction.atomic(using=self.alias), self._cursor() as cursor:
             ledger = SqlLedger(
                 cursor,
@@ -234,8 +230,7 @@ class DatabaseStore(BaseStore):
                 horizon_day=date.min,
                 history=True,
             )
-            for line in lines:
-                message = decode_line(line)
+            for line, message in zip(lines, messages, strict=True):
                 seq = _insert(cursor, message, line.decode())
                 if seq is None:
                     skipped += 1
@@ -819,6 +814,24 @@ def _insert(cursor: Any, message: Message, line: str) -> int | None:
     )
     row = cursor.fetchone()
     return None if row is None else row[0]
+
+
+def _importable(line: bytes) -> Message:
+    """The message of a day-file line, if the store can keep it as it is."""
+    message = decode_line(line)
+    try:
+        parse_timestamp(message["ts"])
+    except ValueError:
+        raise InvalidMessage(
+            f"The message's ts is not a UTC timestamp: {message['ts']!r}."
+        ) from None
+    columns = [message["id"], message["from"], message["to"], message["parent_id"] or ""]
+    if (
+        any("\x00" in text for text in columns)
+        or max(len(message["id"]), len(message["from"]), len(message["parent_id"] or "")) > 255
+    ):
+        raise InvalidMessage("The message has a NUL character, or an id or sender too long.")
+    return message
 
 
 def _wanted(line: str, where: MessageFilter | None) -> Message | None:

@@ -1,0 +1,67 @@
+"""``taskpool_export DIR [--since D] [--until D]``: the pool's messages as day files in DIR."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from taskpool.days import day_file_name, parse_day
+from taskpool.management.progress import add_progress_argument, progress_bar
+from taskpool.stores import get_store
+
+
+def day_argument(text: str) -> date:
+    try:
+        return parse_day(text)
+    except ValueError as error:
+        raise CommandError(f"{text!r} is not a day: {error}") from None
+
+
+class Command(BaseCommand):
+    help = (
+        "Write the pool's messages as day files (YYYY-MM-DD.jsonl, one message a line) in DIR, "
+        "which a JSON Lines store can read and taskpool_import can load. A day file already in "
+        "DIR is replaced whole."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("directory", help="Where to write the day files (created if needed).")
+        parser.add_argument("--since", type=day_argument, help="First day to export (YYYY-MM-DD).")
+        parser.add_argument("--until", type=day_argument, help="Last day to export (YYYY-MM-DD).")
+        add_progress_argument(parser)
+
+    def handle(self, *args: Any, directory: str, **options: Any) -> None:
+        store = get_store()
+        target = Path(directory).resolve()
+        own = getattr(store, "directory", None)
+        if own is not None and Path(own).resolve() == target:
+            raise CommandError("DIR is the pool's own DATA_DIR: export somewhere else.")
+        target.mkdir(parents=True, exist_ok=True)
+        since, until = options["since"] or date.min, options["until"] or date.max
+        days = [day for day in store.days() if since <= day <= until]
+        summaries = store.day_summaries(days)
+        total = sum(summary.messages for summary in summaries)
+        written = 0
+        with progress_bar(options, total=total, unit="msg", label="export") as bar:
+            for day in days:
+                lines = self._write_day(store, day, target / day_file_name(day))
+                written += lines
+                bar.update(lines)
+        self.stdout.write(f"Exported {written} messages in {len(days)} day files to {target}.")
+
+    def _write_day(self, store: Any, day: date, path: Path) -> int:
+        """Write one day through a temporary file, renamed into place once whole."""
+        partial = path.with_name(f".{path.name}.partial")
+        lines = 0
+        with open(partial, "wb") as file:
+            for chunk in store.day_lines(day):
+                file.write(chunk)
+                lines += chunk.count(b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+        return lines

@@ -1,0 +1,103 @@
+"""``taskpool_import DIR``: load day files into the pool's database, idempotently."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from taskpool.days import parse_day
+from taskpool.exceptions import InvalidMessage
+from taskpool.management.progress import add_progress_argument, progress_bar
+from taskpool.messages import decode_line
+from taskpool.stores import get_store
+
+#: Lines stored per transaction.
+BATCH_LINES = 1000
+
+
+def day_files(directory: Path) -> list[Path]:
+    """The day files of ``directory`` (YYYY-MM-DD.jsonl), in day order."""
+    found = []
+    for path in directory.glob("*.jsonl"):
+        try:
+            parse_day(path.stem)
+        except ValueError:
+            continue
+        found.append(path)
+    return sorted(found, key=lambda path: path.stem)
+
+
+def complete_lines(path: Path) -> Iterator[bytes]:
+    """Each complete line of a file, without its newline (an unfinished last line is left out)."""
+    with open(path, "rb") as file:
+        for line in file:
+            if line.endswith(b"\n") and line.strip():
+                yield line[:-1]
+
+
+class Command(BaseCommand):
+    help = (
+        "Load the day files of DIR (YYYY-MM-DD.jsonl, as a JSON Lines store or taskpool_export "
+        "writes them) into a store that keeps the pool in a database. Each message keeps its id "
+        "and time; one stored already is skipped, so importing twice stores nothing twice. "
+        "Lines that are not messages are counted and left out."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("directory", help="The directory of day files to load.")
+        add_progress_argument(parser)
+
+    def handle(self, *args: Any, directory: str, **options: Any) -> None:
+        store = get_store()
+        if not store.supports_import:
+            raise CommandError(
+                f"{type(store).__name__} keeps the pool in day files already: copy the files "
+                "into its DATA_DIR instead (taskpool_import loads them into a database)."
+            )
+        source = Path(directory)
+        if not source.is_dir():
+            raise CommandError(f"{directory} is not a directory.")
+        files = day_files(source)
+        totals: Counter[str] = Counter()
+        total_bytes = sum(path.stat().st_size for path in files)
+        with progress_bar(options, total=total_bytes, unit="B", label="import") as bar:
+            for path in files:
+                batch: list[bytes] = []
+                for line in complete_lines(path):
+                    bar.update(len(line) + 1)
+                    try:
+                        decode_line(line)
+                    except InvalidMessage:
+                        totals["refused"] += 1
+                        continue
+                    batch.append(line)
+                    if len(batch) == BATCH_LINES:
+                        totals.update(self._load(store, batch))
+                        batch = []
+                if batch:
+                    totals.update(self._load(store, batch))
+        self.stdout.write(
+            f"Imported {totals['stored']} messages from {len(files)} day files in {source} "
+            f"({totals['skipped']} already stored, {totals['refused']} lines that are not "
+            "messages left out)."
+        )
+
+    def _load(self, store: Any, batch: list[bytes]) -> Counter[str]:
+        """Store a batch; a line the store cannot keep is left out (and counted), not the batch."""
+        try:
+            stored, skipped = store.import_lines(batch)
+            return Counter(stored=stored, skipped=skipped)
+        except InvalidMessage:
+            counts: Counter[str] = Counter()
+            for line in batch:
+                try:
+                    stored, skipped = store.import_lines([line])
+                except InvalidMessage:
+                    counts["refused"] += 1
+                    continue
+                counts.update(stored=stored, skipped=skipped)
+            return counts

@@ -1,0 +1,33 @@
+"""Progress bars for the long commands (import, export, verify, prune), with tqdm.
+
+A bar goes to stderr, so a command's output stays clean for scripts; it is
+shown only on a terminal, and never with ``--no-progress``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import CommandParser
+from tqdm import tqdm
+
+
+def add_progress_argument(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--no-progress", action="store_true", help="No progress bar, even on a terminal."
+    )
+
+
+def progress_bar(options: dict[str, Any], *, total: int, unit: str, label: str) -> tqdm:
+    """A bar counting to ``total`` ``unit``s, quiet off a terminal or with ``--no-progress``."""
+    quiet = options.get("no_progress") or not sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        unit=unit,
+        unit_scale=unit == "B",
+        desc=label,
+        disable=quiet,
+        file=sys.stderr,
+        leave=False,
+    )

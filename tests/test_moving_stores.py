@@ -1,0 +1,122 @@
+"""Moving a pool between stores: ``taskpool_export`` writes day files, ``taskpool_import``
+loads them into the database store, and the pool goes on living there."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from taskpool.exceptions import AlreadyAnswered
+from taskpool.stores import get_store
+from taskpool.stores.jsonl import JsonlStore
+from tests.contract.support import DAY, Clock, stored
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(
+        not os.environ.get("TASKPOOL_TEST_POSTGRES"), reason="TASKPOOL_TEST_POSTGRES is not set"
+    ),
+    pytest.mark.django_db(transaction=True, databases=["default", "pool"]),
+]
+
+
+@pytest.fixture
+def on_database(settings):
+    settings.TASKPOOL = {**settings.TASKPOOL, "STORE": "taskpool.stores.database.DatabaseStore"}
+    return get_store()
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, "--no-progress", stdout=out)
+    return out.getvalue()
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.glob("*.jsonl"))}
+
+
+def a_week_of_day_files(directory: Path) -> JsonlStore:
+    """Day files as a JSON Lines store writes them: tasks, answers, claims, cancels, keys."""
+    clock = Clock(time.time() - 3 * DAY)  # inside the horizon of a store on the real clock
+    pool = JsonlStore(directory, fsync=False, clock=clock)
+    for day in range(3):
+        listed = pool.post_task(
+            sender="user:ops", to="device:[a,b]", title=f"job {day}", idempotency_key=f"k{day}"
+        ).message
+        anyone = pool.post_task(sender="user:ops", to="device:*", title="any", mode="any").message
+        pool.post_response(device_id="a", parent_id=listed["id"], status="done", body="é\u2028")
+        pool.claim(device_id="b", parent_id=anyone["id"])
+        pool.post_heartbeat(device_id="a", meta={"load": 0.5})
+        doomed = pool.post_task(sender="user:ops", to="device:c", title="never").message
+        pool.cancel(sender="user:ops", task_id=doomed["id"], reason="wrong")
+        clock.advance(DAY)
+    pool.close()
+    return pool
+
+
+def test_export_then_import_round_trips_a_pool_byte_for_byte(on_database, tmp_path):
+    source = tmp_path / "source"
+    a_week_of_day_files(source)
+    original = files_of(source)
+    assert len(original) == 3
+
+    out = run("taskpool_import", str(source))
+    assert out.strip().startswith("Imported 21 messages from 3 day files")
+    run("taskpool_export", str(tmp_path / "first"))
+    assert files_of(tmp_path / "first") == original
+
+    again = run("taskpool_import", str(tmp_path / "first"))  # nothing new
+    assert "Imported 0 messages" in again and "21 already stored" in again
+    run("taskpool_export", str(tmp_path / "second"))
+    assert files_of(tmp_path / "second") == original
+    since = sorted(original)[1][:10]
+    run("taskpool_export", str(tmp_path / "later"), "--since", since)
+    assert files_of(tmp_path / "later") == {n: b for n, b in original.items() if n[:10] >= since}
+
+
+def test_an_imported_pool_is_live(on_database, tmp_path):
+    source = tmp_path / "source"
+    a_week_of_day_files(source)
+    run("taskpool_import", str(source))
+    store = on_database
+    messages = stored(store)
+    first = next(m for m in messages if m["title"] == "job 0")
+    with pytest.raises(AlreadyAnswered):
+        store.post_response(device_id="a", parent_id=first["id"], status="done")
+    replay = store.post_task(
+        sender="user:ops", to="device:[a,b]", title="job 0", idempotency_key="k0"
+    )
+    assert replay.created is False and replay.message == first
+    # b holds each day's any-one task (it claimed them) and has not answered the lists.
+    assert [t["title"] for t in store.pending_for("b")] == [
+        "job 0",
+        "any",
+        "job 1",
+        "any",
+        "job 2",
+        "any",
+    ]
+    assert [t["title"] for t in store.pending_for("a")] == []  # its answers and b's claims
+    assert store.pending_for("c") == []  # cancelled
+
+
+def test_lines_that_are_not_messages_are_counted_and_left_out(on_database, tmp_path):
+    source = tmp_path / "source"
+    a_week_of_day_files(source)
+    first = sorted(source.glob("*.jsonl"))[0]
+    with open(first, "ab") as file:
+        file.write(b'not json\n{"torn')
+    (source / "notes.jsonl").write_bytes(b"ignored: not a day file\n")
+    out = run("taskpool_import", str(source))
+    assert "Imported 21 messages" in out and "1 lines that are not messages" in out
+
+
+def test_import_needs_a_store_that_imports(settings, tmp_path):
+    with pytest.raises(CommandError, match="day files already"):
+        run("taskpool_import", str(tmp_path))
