@@ -1,0 +1,181 @@
+"""What only the database store has to get right: rows that commit out of order, a new
+process that serves at once, its own refusals. (The contract every store keeps is in
+``tests/contract``.)"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import orjson
+import psycopg
+import pytest
+from django.core import checks
+from django.db import connections
+from django.test import override_settings
+
+from taskpool.messages import encode_line, new_message
+from taskpool.realtime.scope import ADMIN, Scope
+from taskpool.realtime.stream import events
+from taskpool.stores.database.store import DatabaseStore
+from tests.contract.support import stored
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(
+        not os.environ.get("TASKPOOL_TEST_POSTGRES"), reason="TASKPOOL_TEST_POSTGRES is not set"
+    ),
+    pytest.mark.django_db(transaction=True, databases=["default", "pool"]),
+]
+
+
+@pytest.fixture
+def store():
+    store = DatabaseStore("pool")
+    yield store
+    store.close()
+
+
+def a_slow_writer(message: dict) -> psycopg.Connection:
+    """A writer whose transaction has stored a message and has not committed yet."""
+    params = connections["pool"].get_connection_params()
+    connection = psycopg.connect(
+        **{k: v for k, v in params.items() if isinstance(v, (str, int)) and v != ""}
+    )
+    connection.execute(
+        "INSERT INTO taskpool_db_message (message_id, day, ts, kind, sender, recipient, "
+        "parent_id, line) VALUES (%s, %s, %s, %s, %s, %s, NULL, %s)",
+        [
+            message["id"],
+            message["ts"][:10],
+            message["ts"],
+            message["type"],
+            message["from"],
+            message["to"],
+            encode_line(message)[:-1].decode(),
+        ],
+    )
+    return connection
+
+
+def heartbeat(store: DatabaseStore, device: str) -> dict:
+    message = new_message(
+        store.now(),
+        sender=f"device:{device}",
+        to="backend",
+        kind="heartbeat",
+        title="",
+        body="",
+        parent_id=None,
+        meta={},
+    )
+    return message
+
+
+def test_a_tailing_reader_gets_a_row_that_commits_after_a_later_one(store):
+    start = store.end_cursor()
+    slow = a_slow_writer(heartbeat(store, "slow"))  # takes its row number first...
+    try:
+        fast = store.post_heartbeat(device_id="fast")  # ...and this one commits first
+        page = store.messages_after(start, limit=10)
+        # The reader does not go past the slow writer's place while it may still commit.
+        assert page.results == [] and page.next_cursor == start
+        slow.commit()
+    finally:
+        slow.close()
+    page = store.messages_after(start, limit=10)
+    assert [m["from"] for m in page.results] == ["device:slow", "device:fast"]
+    assert page.results[1] == fast
+    assert store.messages_after(page.next_cursor, limit=10).results == []
+
+
+def test_a_tailing_stream_delivers_both_once_each(store):
+    async def scenario() -> list[str]:
+        start = await asyncio.to_thread(store.end_cursor)
+        stream = events(store, Scope(ADMIN), start, keep_alive=60)
+        assert await anext(stream) == b": stream open\n\n"
+        slow = await asyncio.to_thread(a_slow_writer, heartbeat(store, "slow"))
+        await asyncio.to_thread(store.post_heartbeat, device_id="fast")
+        pending = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(1.0)  # the stream looked meanwhile and sent nothing
+        assert not pending.done()
+        await asyncio.to_thread(slow.commit)
+        await asyncio.to_thread(store.post_heartbeat, device_id="third")  # a hint, as any write
+        chunks = [await asyncio.wait_for(pending, 20)]
+        senders = _senders(chunks)
+        while len(senders) < 3:
+            chunks.append(await asyncio.wait_for(anext(stream), 20))
+            senders = _senders(chunks)
+        await stream.aclose()
+        slow.close()
+        return senders
+
+    assert asyncio.run(scenario()) == ["device:slow", "device:fast", "device:third"]
+
+
+def _senders(chunks: list[bytes]) -> list[str]:
+    return [
+        orjson.loads(line[6:])["from"]
+        for chunk in chunks
+        for line in chunk.split(b"\n")
+        if line.startswith(b"data: ")
+    ]
+
+
+def test_a_new_process_serves_at_once_without_reading_the_history(store):
+    for number in range(50):
+        store.post_task(sender="user:ops", to="device:a", title=str(number))
+    fresh = DatabaseStore("pool")
+    try:
+        assert len(fresh.pending_for("a", limit=1000)) == 50
+    finally:
+        fresh.close()
+
+
+def test_two_processes_answering_one_broadcast_at_once_store_both(store):
+    task = store.post_task(sender="user:ops", to="device:*", title="all").message
+    others = [DatabaseStore("pool") for _ in range(6)]
+    barrier = threading.Barrier(len(others))
+    errors: list[BaseException] = []
+
+    def answer(other: DatabaseStore, device: str) -> None:
+        try:
+            barrier.wait()
+            other.post_response(device_id=device, parent_id=task["id"], status="done")
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            other.close()
+
+    threads = [
+        threading.Thread(target=answer, args=(other, f"d{n}")) for n, other in enumerate(others)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    answers = [m for m in stored(store) if m["type"] == "response"]
+    assert sorted(m["from"] for m in answers) == [f"device:d{n}" for n in range(6)]
+    assert all(store.pending_for(f"d{n}") == [] for n in range(6))
+
+
+def test_a_parent_id_with_a_nul_character_names_no_task(store):
+    from taskpool.exceptions import UnknownTask
+
+    with pytest.raises(UnknownTask):
+        store.post_response(device_id="a", parent_id="msg_\x00", status="done")
+    assert store.find_task("msg_\x00") is None
+
+
+def test_the_system_check_refuses_a_database_that_is_not_postgresql(settings):
+    errors = DatabaseStore.check({"DATABASE": "default"})  # SQLite in the tests
+    assert [error.id for error in errors] == ["taskpool.E011"]
+    assert "needs PostgreSQL" in errors[0].msg
+    assert [e.id for e in DatabaseStore.check({"DATABASE": "nowhere"})] == ["taskpool.E010"]
+    assert DatabaseStore.check({"DATABASE": "pool"}) == []
+    with override_settings(
+        TASKPOOL={**settings.TASKPOOL, "STORE": "taskpool.stores.database.DatabaseStore"}
+    ):
+        assert [e for e in checks.run_checks() if e.id.startswith("taskpool.")] == []
