@@ -18,6 +18,7 @@ from django.test import override_settings
 from taskpool.messages import encode_line, new_message
 from taskpool.realtime.scope import ADMIN, Scope
 from taskpool.realtime.stream import events
+from taskpool.stores.database.horizon import register_writer
 from taskpool.stores.database.store import DatabaseStore
 from tests.contract.support import stored
 
@@ -37,12 +38,17 @@ def store():
     store.close()
 
 
-def a_slow_writer(message: dict) -> psycopg.Connection:
-    """A writer whose transaction has stored a message and has not committed yet."""
+def connect() -> psycopg.Connection:
     params = connections["pool"].get_connection_params()
-    connection = psycopg.connect(
+    return psycopg.connect(
         **{k: v for k, v in params.items() if isinstance(v, (str, int)) and v != ""}
     )
+
+
+def a_slow_writer(message: dict) -> psycopg.Connection:
+    """A writer whose transaction has stored a message and has not committed yet."""
+    connection = connect()
+    register_writer(connection.cursor())
     connection.execute(
         "INSERT INTO taskpool_db_message (message_id, day, ts, kind, sender, recipient, "
         "parent_id, line) VALUES (%s, %s, %s, %s, %s, %s, NULL, %s)",
@@ -88,6 +94,18 @@ def test_a_tailing_reader_gets_a_row_that_commits_after_a_later_one(store):
     assert [m["from"] for m in page.results] == ["device:slow", "device:fast"]
     assert page.results[1] == fast
     assert store.messages_after(page.next_cursor, limit=10).results == []
+
+
+def test_a_long_transaction_that_does_not_write_the_log_holds_no_reader_back(store):
+    elsewhere = connect()  # say, another application's transaction on the same server
+    try:
+        elsewhere.execute("SELECT pg_current_xact_id()")  # it has an id, and keeps it
+        start = store.end_cursor()
+        beat = store.post_heartbeat(device_id="later")
+        assert store.messages_after(start, limit=10).results == [beat]
+    finally:
+        elsewhere.rollback()
+        elsewhere.close()
 
 
 def test_a_tailing_stream_delivers_both_once_each(store):

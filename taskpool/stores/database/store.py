@@ -8,9 +8,9 @@ short transactions that lock only the rows they decide on
 (``ledger.SqlLedger``); a new process serves at once, with nothing to
 replay.
 
-The log is read in ``(xid, seq)`` order, only below the oldest transaction
-still running (``pg_snapshot_xmin``), so a tailing reader never skips a row
-whose transaction commits after a later one's: cursors name ``(xid, seq)``.
+The log is read in ``(xid, seq)`` order, only below the oldest of the pool's
+own writers still running (``horizon``), so a tailing reader never skips a
+row whose transaction commits after a later one's: cursors name ``(xid, seq)``.
 Waiters are woken by ``LISTEN``/``NOTIFY`` hints with a poll behind them
 (``wakeups``).
 """
@@ -54,6 +54,7 @@ from taskpool.stores.base import (
     TaskSummary,
 )
 from taskpool.stores.changes import Changes, Journal, concern_of
+from taskpool.stores.database.horizon import horizon, register_writer
 from taskpool.stores.database.ledger import (
     BROADCASTS_LOCK,
     SqlLedger,
@@ -69,8 +70,6 @@ _POSITION = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})")
 _TASK_POSITION = re.compile(r"[0-9a-f]{16}")
 #: Rows read from the log at a time.
 _BATCH = 500
-#: The log, read only below the oldest transaction still running.
-_HORIZON = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
 #: SQLSTATEs worth running a decision again for: a deadlock, a serialisation failure.
 _RETRY_STATES = {"40P01", "40001"}
 
@@ -183,6 +182,7 @@ class DatabaseStore(BaseStore):
         for attempt in range(5):
             try:
                 with transaction.atomic(using=self.alias), self._cursor() as cursor:
+                    register_writer(cursor)
                     now = self.now()
                     ledger = SqlLedger(
                         cursor, now, task_ttl=self.task_ttl, horizon_day=self._horizon_day(now)
@@ -223,6 +223,7 @@ class DatabaseStore(BaseStore):
         stored = skipped = 0
         now = self.now()
         with transaction.atomic(using=self.alias), self._cursor() as cursor:
+            register_writer(cursor)
             ledger = SqlLedger(
                 cursor,
                 now,
@@ -535,8 +536,9 @@ class DatabaseStore(BaseStore):
     def end_cursor(self) -> str | None:
         with self._cursor() as cursor:
             cursor.execute(
-                f"SELECT xid, seq FROM taskpool_db_message WHERE xid < {_HORIZON} "
-                "ORDER BY xid DESC, seq DESC LIMIT 1"
+                "SELECT xid, seq FROM taskpool_db_message WHERE xid < %s "
+                "ORDER BY xid DESC, seq DESC LIMIT 1",
+                [horizon(cursor)],
             )
             row = cursor.fetchone()
         return None if row is None else position(*row)
@@ -552,9 +554,9 @@ class DatabaseStore(BaseStore):
     def messages_from_day(self, day: date, *, limit: int) -> Page:
         with self._cursor() as cursor:
             cursor.execute(
-                f"SELECT xid, seq FROM taskpool_db_message WHERE day >= %s AND xid < {_HORIZON} "
+                "SELECT xid, seq FROM taskpool_db_message WHERE day >= %s AND xid < %s "
                 "ORDER BY xid, seq LIMIT 1",
-                [day],
+                [day, horizon(cursor)],
             )
             first = cursor.fetchone()
         if first is None:
@@ -565,8 +567,8 @@ class DatabaseStore(BaseStore):
         with self._cursor() as cursor:
             cursor.execute(
                 "SELECT xid, seq, line FROM taskpool_db_message "
-                f"WHERE (xid, seq) > (%s, %s) AND xid < {_HORIZON} ORDER BY xid, seq LIMIT %s",
-                [*start, limit + 1],
+                "WHERE (xid, seq) > (%s, %s) AND xid < %s ORDER BY xid, seq LIMIT %s",
+                [*start, horizon(cursor), limit + 1],
             )
             rows = cursor.fetchall()
         entries = [PageEntry(position(xid, seq), orjson.loads(line)) for xid, seq, line in rows]
@@ -747,9 +749,8 @@ class DatabaseStore(BaseStore):
             with self._cursor() as cursor:
                 cursor.execute(
                     "SELECT xid, seq, line FROM taskpool_db_message "
-                    f"WHERE (xid, seq) > (%s, %s) AND xid < {_HORIZON} "
-                    "ORDER BY xid, seq LIMIT %s",
-                    [*self._tail, _BATCH],
+                    "WHERE (xid, seq) > (%s, %s) AND xid < %s ORDER BY xid, seq LIMIT %s",
+                    [*self._tail, horizon(cursor), _BATCH],
                 )
                 rows = cursor.fetchall()
                 messages = [orjson.loads(line) for _xid, _seq, line in rows]
