@@ -27,11 +27,21 @@ DEFAULTS: dict[str, Any] = {
     "LONG_POLL_MAX": timedelta(seconds=60),
     # How often a device's accepted polls are written to last_seen, at most.
     "LAST_SEEN_INTERVAL": timedelta(seconds=5),
+    # How often each server process writes the lines jobs are owed (timeouts, retries,
+    # rollout steps, aborts, starts); 0 leaves it to the taskpool_tick command.
+    "TICK_INTERVAL": timedelta(seconds=1),
 }
 
 # Durations may be given as a timedelta or as a number of seconds.
 DURATIONS = frozenset(
-    {"TASK_TTL", "ONLINE_WINDOW", "DEVICE_TOKEN_LIFETIME", "LONG_POLL_MAX", "LAST_SEEN_INTERVAL"}
+    {
+        "TASK_TTL",
+        "ONLINE_WINDOW",
+        "DEVICE_TOKEN_LIFETIME",
+        "LONG_POLL_MAX",
+        "LAST_SEEN_INTERVAL",
+        "TICK_INTERVAL",
+    }
 )
 
 

@@ -42,6 +42,15 @@ class ClaimedByOther(PoolError):
     """An any-one task that another device holds."""
 
 
+class AttemptEnded(PoolError):
+    """An answer to an attempt that has ended (timed out, failed and retried, or another one)."""
+
+
+class NotStarted(PoolError):
+    """A task that does not start before its ``not_before``, or that a rollout has not
+    offered to the device yet."""
+
+
 class NotClaimable(PoolError):
     """A claim on a task that is not an any-one task."""
 

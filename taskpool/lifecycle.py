@@ -10,16 +10,21 @@ task detail replays a task's responses into a fresh one.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from taskpool.exceptions import (
     AlreadyAnswered,
+    AttemptEnded,
     ClaimedByOther,
     InvalidMessage,
     NotAddressed,
+    NotStarted,
     TaskClosed,
 )
+from taskpool.jobs import JobOptions
 from taskpool.messages import (
     TERMINAL_STATUSES,
     Address,
@@ -39,13 +44,74 @@ EXECUTION_STATUSES = (
     "rejected",
     "cancelled",
     "expired",
+    # Jobs that look after themselves (``taskpool.jobs``):
+    "timed_out",  # the attempt did not finish in time (a line from the backend)
+    "retrying",  # the attempt failed or timed out; another one is offered after the backoff
+    "scheduled",  # not offered to the device yet: a rollout has not reached it, or not_before
 )
+
+#: What the backend writes as a job moves on (``meta.status`` of its responses).
+TIMED_OUT, RETRY, OFFERED, ABORTED, OPENED = "timed_out", "retry", "offered", "aborted", "opened"
+BACKEND_STATUSES = frozenset({TIMED_OUT, RETRY, OFFERED, ABORTED, OPENED})
+#: Devices an ``offered`` line names at most (a rollout step over more writes several).
+OFFERS_PER_LINE = 500
 
 #: Why a task stopped being open.
 FINISHED, CANCELLED, EXPIRED = "finished", "cancelled", "expired"
 
 _ANSWER_STATUSES = frozenset({"claimed", "progress", "done", "failed", "rejected"})
 _WORK_ENDING = frozenset({"done", "failed"})
+_RUNNING = frozenset({"claimed", "progress"})
+_ATTEMPT_ENDING = frozenset({"done", "failed", "rejected", "timed_out"})
+
+
+@dataclass(slots=True)
+class Run:
+    """One device's attempts at a job task (tasks with ``taskpool.jobs`` options only)."""
+
+    #: The attempt the device is on, counted from 1.
+    attempt: int = 1
+    #: When the current attempt began running (claimed, or first progress).
+    started: float | None = None
+    #: When the current attempt times out.
+    deadline: float | None = None
+    #: When the next attempt is offered, after a failed or timed-out one.
+    retry_at: float | None = None
+    #: For a rollout: whether the task was offered to the device.
+    offered: bool = False
+    #: Each ended attempt: (attempt, how it ended, when).
+    history: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "started": self.started,
+            "deadline": self.deadline,
+            "retry_at": self.retry_at,
+            "offered": self.offered,
+            "history": [list(entry) for entry in self.history],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Run:
+        return cls(
+            attempt=record.get("attempt", 1),
+            started=record.get("started"),
+            deadline=record.get("deadline"),
+            retry_at=record.get("retry_at"),
+            offered=record.get("offered", False),
+            history=[tuple(entry) for entry in record.get("history", [])],  # type: ignore[misc]
+        )
+
+
+class Transition(NamedTuple):
+    """A line the backend owes a job task now (``TaskState.due``)."""
+
+    status: str
+    devices: tuple[str, ...] = ()
+    attempt: int | None = None
+    reason: str = ""
+    rollout_clock: float | None = None
 
 
 def task_expiry(task: Message, default_ttl: float) -> float:
@@ -82,6 +148,11 @@ class TaskState:
         "claim",
         "answers",
         "cancellation",
+        "job",
+        "runs",
+        "aborted",
+        "opened",
+        "rollout_clock",
     )
 
     def __init__(self, task: Message, position: int, default_ttl: float) -> None:
@@ -101,6 +172,18 @@ class TaskState:
         #: Each answering device's latest status and its time: device -> (status, ts).
         self.answers: dict[str, tuple[str, str]] = {}
         self.cancellation: Message | None = None
+        #: Retries, timeout, rollout, abort, start time; ``None`` for a plain task.
+        self.job: JobOptions | None = JobOptions.of(task["meta"])
+        #: A job task's devices' attempts (see ``Run``).
+        self.runs: dict[str, Run] = {}
+        #: The backend's line that aborted the task, once it did.
+        self.aborted: Message | None = None
+        #: Whether the backend said the task started (``not_before`` came).
+        self.opened = False
+        #: A rollout's offer clock: offers are due at its rate from this time on.
+        self.rollout_clock: float | None = None
+
+    # Taking responses in --------------------------------------------------------
 
     def apply(self, response: Message) -> bool:
         """Take one response to this task into account.
@@ -110,6 +193,8 @@ class TaskState:
         hand-edited file cannot break the state. Returns whether the claim on
         an any-one task changed hands, which changes who may see it pending.
         """
+        if self.job is not None:
+            return self._apply_to_job(response)
         # Spelled out (no helper calls): every response of the history passes here at start-up.
         status = response["meta"].get("status")
         sender = response["from"]
@@ -142,6 +227,119 @@ class TaskState:
         self.answers[device] = (status, response["ts"])
         return claim_changed
 
+    def _apply_to_job(self, response: Message) -> bool:
+        """``apply`` for a task with job options: attempts, deadlines, offers, the abort."""
+        meta = response["meta"]
+        status = meta.get("status")
+        sender = response["from"]
+        if sender == "backend" and status in BACKEND_STATUSES:
+            return self._apply_backend(response)
+        if not sender.startswith("device:"):
+            if status == "cancelled" and self.cancellation is None:
+                self.cancellation = response
+            return False
+        device = sender[7:]
+        if type(status) is not str or status not in _ANSWER_STATUSES:
+            return False
+        if not self.audience.includes(device) or not self._may_answer(device):
+            return False
+        run = self._run(device)
+        attempt = meta.get("attempt")
+        if attempt is not None and attempt != run.attempt:
+            return False  # an answer to an attempt that has ended
+        previous = self.answers.get(device)
+        claim_changed = False
+        if self.any_one:
+            if status == "rejected":
+                if self.claimer == device:
+                    self.claimer, self.claim = None, None
+                    claim_changed = True
+            elif self.claimer is None:
+                self.claimer, self.claim = device, response
+                claim_changed = True
+            elif self.claimer != device:
+                return False
+        moment = _moment(response["ts"])
+        timeout = self.job.timeout  # type: ignore[union-attr]
+        if status in _RUNNING and run.started is None:
+            run.started = moment
+            if timeout is not None and moment is not None:
+                run.deadline = moment + timeout.in_progress
+        step = meta.get("step_timeout")
+        if (
+            status == "progress"
+            and timeout is not None
+            and run.started is not None
+            and moment is not None
+            and type(step) in (int, float)
+            and step > 0
+        ):
+            run.deadline = min(moment + step, run.started + timeout.in_progress)
+        if status in _ATTEMPT_ENDING:
+            self._end_attempt(device, run, status, response["ts"], moment)
+        if status == "claimed" and previous is not None and previous[0] != "pending":
+            return claim_changed  # already working on it: keep its progress
+        self.answers[device] = (status, response["ts"])
+        return claim_changed
+
+    def _apply_backend(self, line: Message) -> bool:
+        """A line the backend wrote as the job moved on (see ``due``)."""
+        meta = line["meta"]
+        status = meta["status"]
+        if status == ABORTED:
+            if self.aborted is None:
+                self.aborted = line
+            return False
+        if status == OPENED:
+            self.opened = True
+            return False
+        if status == OFFERED:
+            devices = meta.get("devices")
+            if type(devices) is list:
+                for device in devices:
+                    if type(device) is str and self.audience.includes(device):
+                        self._run(device).offered = True
+            clock = meta.get("rollout_clock")
+            if type(clock) in (int, float):
+                self.rollout_clock = float(clock)
+            return False
+        device, attempt = meta.get("device"), meta.get("attempt")
+        if type(device) is not str or device not in self.runs:
+            return False
+        run = self.runs[device]
+        if status == TIMED_OUT:
+            if attempt != run.attempt or not self._running(device):
+                return False
+            self._end_attempt(device, run, TIMED_OUT, line["ts"], _moment(line["ts"]))
+            self.answers[device] = (TIMED_OUT, line["ts"])
+            if self.claimer == device:
+                self.claimer, self.claim = None, None  # released: another device may take it
+                return True
+            return False
+        # RETRY: the next attempt, once the previous one failed or timed out.
+        if attempt != run.attempt + 1 or not self._retrying(device):
+            return False
+        run.attempt, run.started, run.deadline, run.retry_at = attempt, None, None, None
+        self.answers[device] = ("pending", line["ts"])
+        return False
+
+    def _end_attempt(
+        self, device: str, run: Run, status: str, ts: str, moment: float | None
+    ) -> None:
+        run.history.append((run.attempt, status, ts))
+        run.deadline = None
+        retries = self.job.retries  # type: ignore[union-attr]
+        if retries is not None and retries.covers(status, run.attempt) and moment is not None:
+            run.retry_at = moment + retries.backoff
+
+    def _run(self, device: str) -> Run:
+        run = self.runs.get(device)
+        if run is None:
+            run = self.runs[device] = Run()
+        return run
+
+    # What a store keeps of it ---------------------------------------------------
+
     @classmethod
     def restore(
         cls,
@@ -151,42 +349,117 @@ class TaskState:
         *,
         record: dict[str, Any],
         answers: dict[str, tuple[str, str]],
+        runs: dict[str, dict[str, Any]] | None = None,
     ) -> TaskState:
-        """A state a store kept: ``record`` as ``task_record`` gave it, and devices' answers.
+        """A state a store kept: ``record`` as ``task_record`` gave it, and devices' parts.
 
-        ``answers`` may hold only some devices' (those a decision looks at):
-        the state then speaks for those devices only.
+        ``answers`` (and a job task's ``runs``, as ``device_record`` gave them)
+        may hold only some devices' (those a decision looks at): the state then
+        speaks for those devices only.
         """
         state = cls(task, position, default_ttl)
         state.claim = record.get("claim")
         state.claimer = state.claim["from"][7:] if state.claim is not None else None
         state.cancellation = record.get("cancellation")
+        state.aborted = record.get("aborted")
+        state.opened = bool(record.get("opened", False))
+        state.rollout_clock = record.get("rollout_clock")
         state.answers = dict(answers)
+        state.runs = {device: Run.from_record(kept) for device, kept in (runs or {}).items()}
         return state
 
     def task_record(self) -> dict[str, Any]:
-        """What ``restore`` needs besides the answers: the claim and the cancellation (JSON)."""
-        return {"claim": self.claim, "cancellation": self.cancellation}
+        """What ``restore`` needs besides each device's parts (JSON)."""
+        record: dict[str, Any] = {"claim": self.claim, "cancellation": self.cancellation}
+        if self.job is not None:
+            record.update(
+                aborted=self.aborted, opened=self.opened, rollout_clock=self.rollout_clock
+            )
+        return record
+
+    def device_record(self, device_id: str) -> dict[str, Any] | None:
+        """A job task's attempts on one device (JSON), for ``restore``; ``None`` otherwise."""
+        run = self.runs.get(device_id)
+        return None if run is None else run.as_record()
+
+    def attempt_of(self, device_id: str) -> int | None:
+        """The attempt the device is on, for a task with retries (``None`` otherwise)."""
+        if self.job is None or self.job.retries is None:
+            return None
+        run = self.runs.get(device_id)
+        return 1 if run is None else run.attempt
+
+    # Who it is pending for ------------------------------------------------------
 
     def offered_to(self, device_id: str) -> bool:
-        """Whether the task is pending for the device whatever the time (expiry aside)."""
+        """Whether the task is pending for the device whatever the time (expiry and
+        ``not_before`` aside)."""
         if self.cancellation is not None or not self.audience.includes(device_id):
             return False
+        if self.job is not None:
+            return self._job_offered_to(device_id)
         answer = self.answers.get(device_id)
         if answer is not None and answer[0] in TERMINAL_STATUSES:
             return False
         return not (self.any_one and self.claimer is not None and self.claimer != device_id)
 
     def is_pending_for(self, device_id: str, now: float) -> bool:
-        """Addressed, not ended for this device, not cancelled, expired or held by another."""
+        """Addressed, not ended for this device, not cancelled, expired or held by another;
+        for a job, offered and started."""
         if self.cancellation is not None or now >= self.expires_at:
             return False
         if not self.audience.includes(device_id):
             return False
+        if self.job is not None:
+            not_before = self.job.not_before
+            return self._job_offered_to(device_id) and (not_before is None or now >= not_before)
         answer = self.answers.get(device_id)
         if answer is not None and answer[0] in TERMINAL_STATUSES:
             return False
         return not (self.any_one and self.claimer is not None and self.claimer != device_id)
+
+    def _job_offered_to(self, device_id: str) -> bool:
+        if not self._may_answer(device_id):
+            return False
+        return not (self.any_one and self.claimer is not None and self.claimer != device_id)
+
+    def _may_answer(self, device_id: str) -> bool:
+        """A job task's device is on a live attempt: offered, not over, not waiting for a retry."""
+        job = self.job
+        run = self.runs.get(device_id)
+        if job.rollout is not None and (run is None or not run.offered):  # type: ignore[union-attr]
+            return False
+        if self._ended_for(device_id) or self._retrying(device_id):
+            return False
+        return self.aborted is None or self._running(device_id)
+
+    def _running(self, device_id: str) -> bool:
+        answer = self.answers.get(device_id)
+        return answer is not None and answer[0] in _RUNNING
+
+    def _retrying(self, device_id: str) -> bool:
+        """A job task's device whose attempt failed or timed out, and that gets another."""
+        answer = self.answers.get(device_id)
+        if answer is None or self.aborted is not None or self.job is None:
+            return False
+        retries = self.job.retries
+        run = self.runs.get(device_id)
+        return retries is not None and run is not None and retries.covers(answer[0], run.attempt)
+
+    def _ended_for(self, device_id: str) -> bool:
+        """Whether the device is done with the task for good (terminal, or out of attempts)."""
+        answer = self.answers.get(device_id)
+        if self.job is None:
+            return answer is not None and answer[0] in TERMINAL_STATUSES
+        if answer is not None:
+            status = answer[0]
+            if status in ("done", "rejected"):
+                return True
+            if status in ("failed", TIMED_OUT):
+                return not self._retrying(device_id)
+        return False
+
+    # When it is over ------------------------------------------------------------
 
     def ended_reason(self) -> str | None:
         """Why the task is over for every device whatever the time: ``CANCELLED``, ``FINISHED`` or ``None``."""
@@ -198,11 +471,14 @@ class TaskState:
             and self.answers[self.claimer][0] in _WORK_ENDING
         ):
             return FINISHED
+        if self.job is not None and self.aborted is not None:
+            # Aborted: over once the devices that had started are done.
+            running = any(answer[0] in _RUNNING for answer in self.answers.values())
+            return None if running else FINISHED
         if self.audience.everyone:
             return None
         for device_id in self.audience.device_ids:
-            answer = self.answers.get(device_id)
-            if answer is None or answer[0] not in TERMINAL_STATUSES:
+            if not self._ended_for(device_id):
                 return None
         return FINISHED
 
@@ -213,14 +489,17 @@ class TaskState:
             return EXPIRED
         return reason
 
-    def check_answer(self, device_id: str, now: float) -> None:
-        """Raise the domain error that refuses an answer from ``device_id``, if any."""
+    def check_answer(self, device_id: str, now: float, attempt: int | None = None) -> None:
+        """Raise the domain error that refuses an answer from ``device_id``, if any.
+
+        ``attempt`` is the one the answer names (``meta.attempt``), if it does.
+        """
         if not self.audience.includes(device_id):
             raise NotAddressed(f"Task {self.id} is not addressed to device {device_id}.")
         answer = self.answers.get(device_id)
-        if answer is not None and answer[0] in TERMINAL_STATUSES:
+        if self._ended_for(device_id):
             raise AlreadyAnswered(
-                f"Device {device_id} has already answered task {self.id} with {answer[0]}."
+                f"Device {device_id} has already answered task {self.id} with {answer[0]}."  # type: ignore[index]
             )
         if self.cancellation is not None:
             raise TaskClosed(f"Task {self.id} was cancelled.")
@@ -228,10 +507,118 @@ class TaskState:
             raise TaskClosed(f"Task {self.id} expired at {format_timestamp(self.expires_at)}.")
         if self.any_one and self.claimer is not None and self.claimer != device_id:
             raise ClaimedByOther(f"Task {self.id} is held by device {self.claimer}.")
+        if self.job is not None:
+            self._check_job_answer(device_id, now, attempt)
+
+    def _check_job_answer(self, device_id: str, now: float, attempt: int | None) -> None:
+        job = self.job
+        run = self.runs.get(device_id)
+        current = 1 if run is None else run.attempt
+        if job.not_before is not None and now < job.not_before:  # type: ignore[union-attr]
+            raise NotStarted(
+                f"Task {self.id} does not start before {format_timestamp(job.not_before)}."  # type: ignore[union-attr]
+            )
+        if job.rollout is not None and (run is None or not run.offered):  # type: ignore[union-attr]
+            raise NotStarted(f"Task {self.id} has not been offered to device {device_id} yet.")
+        if self.aborted is not None and not self._running(device_id):
+            reason = self.aborted["meta"].get("reason") or "aborted"
+            raise TaskClosed(f"Task {self.id} was aborted: {reason}")
+        if self._retrying(device_id):
+            ended = self.answers[device_id][0]
+            raise AttemptEnded(
+                f"Attempt {current} of task {self.id} on device {device_id} ended ({ended}); "
+                f"attempt {current + 1} is offered at "
+                f"{format_timestamp(run.retry_at or now)}."  # type: ignore[union-attr]
+            )
+        if attempt is not None and attempt != current:
+            raise AttemptEnded(
+                f"Device {device_id} is on attempt {current} of task {self.id}, not {attempt}."
+            )
+        if run is not None and run.deadline is not None and now >= run.deadline:
+            raise AttemptEnded(
+                f"Attempt {current} of task {self.id} on device {device_id} timed out at "
+                f"{format_timestamp(run.deadline)}."
+            )
+
+    # What the backend owes it ---------------------------------------------------
+
+    def due(self, now: float, registered_devices: list[str]) -> list[Transition]:
+        """The lines a job task is owed at ``now``, in the order to write them.
+
+        ``registered_devices``: the devices a ``device:*`` rollout offers the
+        task to (validated devices, in a stable order); a device that joins
+        later is offered it too.
+        """
+        job = self.job
+        if job is None or self.cancellation is not None or now >= self.expires_at:
+            return []
+        owed: list[Transition] = []
+        if job.not_before is not None and not self.opened and now >= job.not_before:
+            owed.append(Transition(OPENED))
+        for device, run in self.runs.items():
+            if run.deadline is not None and now >= run.deadline and self._running(device):
+                owed.append(
+                    Transition(
+                        TIMED_OUT,
+                        (device,),
+                        run.attempt,
+                        "No answer within the attempt's time limit.",
+                    )
+                )
+            elif run.retry_at is not None and now >= run.retry_at and self._retrying(device):
+                owed.append(Transition(RETRY, (device,), run.attempt + 1))
+        if job.abort is not None and self.aborted is None:
+            finished = failures = 0
+            for device in self.answers:
+                if self._ended_for(device):
+                    finished += 1
+                    if self.answers[device][0] in job.abort.on:
+                        failures += 1
+            if job.abort.reached(finished, failures):
+                owed.append(
+                    Transition(
+                        ABORTED,
+                        reason=f"{failures} of {finished} finished executions failed "
+                        f"({', '.join(sorted(job.abort.on))}), at or over "
+                        f"{job.abort.failure_percentage:g}%.",
+                    )
+                )
+        if job.rollout is not None and self.aborted is None and not owed:
+            offer = self._offers_due(now, registered_devices)
+            if offer is not None:
+                owed.append(offer)
+        return owed
+
+    def _offers_due(self, now: float, registered_devices: list[str]) -> Transition | None:
+        """The next rollout step: the devices due an offer by now, at the rollout's rate."""
+        job = self.job
+        start = job.not_before if job.not_before is not None else _moment(self.task["ts"])  # type: ignore[union-attr]
+        if start is None or now < start:
+            return None
+        audience = registered_devices if self.audience.everyone else self.audience.device_ids
+        waiting = [
+            device for device in audience if not (device in self.runs and self.runs[device].offered)
+        ]
+        if not waiting:
+            return None
+        succeeded = sum(1 for answer in self.answers.values() if answer[0] == "done")
+        per_second = job.rollout.per_minute(succeeded) / 60  # type: ignore[union-attr]
+        # The first device at once; then one every 1/rate seconds, spread evenly.
+        clock = self.rollout_clock if self.rollout_clock is not None else start - 1 / per_second
+        clock = max(clock, now - 1 / per_second * len(waiting))  # no burst after a quiet spell
+        # (A little slack for the rounding of epoch seconds, about 1e-7 s today.)
+        count = min(math.floor((now - clock) * per_second + 1e-5), len(waiting), OFFERS_PER_LINE)
+        if count <= 0:
+            return None
+        return Transition(OFFERED, tuple(waiting[:count]), rollout_clock=clock + count / per_second)
+
+    # What it looks like ---------------------------------------------------------
 
     def _status(self, device_id: str, now: float) -> str:
         """The execution status on one device (``execution`` without its time)."""
         answer = self.answers.get(device_id)
+        if self.job is not None:
+            return self._job_status(device_id, answer, now)
         if answer is not None and answer[0] in TERMINAL_STATUSES:
             return answer[0]
         if self.cancellation is not None:
@@ -242,23 +629,54 @@ class TaskState:
             return "claimed"  # held by another device: nothing left for this one to do
         return "pending" if answer is None else answer[0]
 
-    def execution(self, device_id: str, now: float) -> dict[str, str]:
-        """This task's execution on one device: ``{"device", "status", "updated"}``."""
+    def _job_status(self, device_id: str, answer: tuple[str, str] | None, now: float) -> str:
+        if self._ended_for(device_id):
+            return answer[0]  # type: ignore[index]
+        if self.cancellation is not None:
+            return "cancelled"
+        if self.aborted is not None and not self._running(device_id):
+            return "cancelled"
+        if now >= self.expires_at:
+            return "expired"
+        if self._retrying(device_id):
+            return "retrying"
+        job = self.job
+        run = self.runs.get(device_id)
+        if job.rollout is not None and (run is None or not run.offered):  # type: ignore[union-attr]
+            return "scheduled"
+        if job.not_before is not None and now < job.not_before:  # type: ignore[union-attr]
+            return "scheduled"
+        if self.any_one and self.claimer is not None and self.claimer != device_id:
+            return "claimed"
+        return "pending" if answer is None else answer[0]
+
+    def execution(self, device_id: str, now: float) -> dict[str, Any]:
+        """This task's execution on one device: ``{"device", "status", "updated"}``, and for
+        a job with retries the attempt it is on and how each earlier one ended."""
         status = self._status(device_id, now)
         answer = self.answers.get(device_id)
-        if answer is not None and answer[0] == status:
+        if answer is not None and (answer[0] == status or status == "retrying"):
             updated = answer[1]
         elif status == "cancelled":
-            updated = self.cancellation["ts"]  # type: ignore[index]
+            closing = self.cancellation or self.aborted
+            updated = closing["ts"]  # type: ignore[index]
         elif status == "expired":
             updated = format_timestamp(self.expires_at)
         elif status == "claimed":
             updated = self.answers[self.claimer][1]  # type: ignore[index]
         else:
             updated = self.task["ts"]
-        return {"device": device_id, "status": status, "updated": updated}
+        row: dict[str, Any] = {"device": device_id, "status": status, "updated": updated}
+        if self.job is not None and self.job.retries is not None:
+            run = self.runs.get(device_id)
+            row["attempt"] = 1 if run is None else run.attempt
+            row["attempts"] = [
+                {"attempt": number, "status": ended, "updated": at}
+                for number, ended, at in (run.history if run is not None else [])
+            ]
+        return row
 
-    def executions(self, registered_devices: list[str], now: float) -> list[dict[str, str]]:
+    def executions(self, registered_devices: list[str], now: float) -> list[dict[str, Any]]:
         """One execution per addressed device.
 
         For ``device:*`` that is every registered device and every device that
@@ -287,6 +705,14 @@ class TaskState:
         for device_id in devices:
             bits |= _STATUS_BITS[self._status(device_id, now)]
         return bits
+
+
+def _moment(ts: str) -> float | None:
+    """Epoch seconds of a message's ``ts``, or ``None`` for a hand-written one that does not read."""
+    try:
+        return parse_timestamp(ts)
+    except ValueError:
+        return None
 
 
 _STATUS_BITS = {status: 1 << number for number, status in enumerate(EXECUTION_STATUSES)}

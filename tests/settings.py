@@ -81,6 +81,8 @@ TASKPOOL = {
     # The database store's tests use the alias above.
     "DATABASE": "pool",
     "LAST_SEEN_INTERVAL": timedelta(seconds=5),
+    # Tests tick by hand (taskpool.ticker.tick), on a clock they control.
+    "TICK_INTERVAL": 0,
 }
 
 REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}

@@ -15,6 +15,7 @@ import pytest
 
 from taskpool.stores.database.store import DatabaseStore
 from taskpool.stores.jsonl import JsonlStore
+from tests.contract.jobs import JobsContract
 from tests.contract.lifecycle import LifecycleContract
 from tests.contract.log import LogContract
 from tests.contract.support import Clock
@@ -34,7 +35,7 @@ def clock() -> Clock:
     return Clock()
 
 
-class TestJsonlStore(LifecycleContract, LogContract):
+class TestJsonlStore(LifecycleContract, LogContract, JobsContract):
     @pytest.fixture
     def pool(self, tmp_path: Path, clock: Clock):
         store = JsonlStore(tmp_path / "contract", fsync=False, clock=clock)
@@ -47,7 +48,7 @@ class TestJsonlStore(LifecycleContract, LogContract):
 
 
 @pytest.mark.usefixtures("transactional_db")
-class TestDatabaseStore(LifecycleContract, LogContract):
+class TestDatabaseStore(LifecycleContract, LogContract, JobsContract):
     pytestmark = ON_POSTGRES
 
     @pytest.fixture

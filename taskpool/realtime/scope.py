@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskpool.exceptions import InvalidMessage
+from taskpool.lifecycle import ABORTED, BACKEND_STATUSES, OFFERED, OPENED, TIMED_OUT
 from taskpool.messages import Message, parse_address, response_status
 from taskpool.principals import address_of, has_role, is_device
 from taskpool.stores.changes import Changes
@@ -89,10 +90,13 @@ class StreamFilter:
         return scope.kind == MASTER or self._changes_pending(task, message)
 
     def _may_change_pending(self, response: Message) -> bool:
-        """A cancel, or another device's answer (to what may be an any-one task)."""
+        """A cancel, a job's move that names the device (or everyone), or another device's
+        answer (to what may be an any-one task)."""
         status = response_status(response)
         if status == "cancelled":
             return True
+        if response["from"] == "backend" and status in BACKEND_STATUSES:
+            return True  # which devices it concerns is told with its task in hand
         return (status in _TAKING or status == "rejected") and response["from"] != (
             f"device:{self.scope.name}"
         )
@@ -110,6 +114,8 @@ class StreamFilter:
         status = response_status(response)
         if status == "cancelled":
             return True
+        if response["from"] == "backend" and status in BACKEND_STATUSES:
+            return _names_device(response, self.scope.name, task["meta"].get("mode") == "any")
         sender = response["from"]
         if task["meta"].get("mode") != "any" or not sender.startswith("device:"):
             return False
@@ -129,6 +135,19 @@ class StreamFilter:
         if len(holders) > _REMEMBERED_TASKS:
             holders.popitem(last=False)
         return True
+
+
+def _names_device(line: Message, device_id: str, any_one: bool) -> bool:
+    """Whether a backend line of a job may change the device's pending list."""
+    meta = line["meta"]
+    status = meta.get("status")
+    if status in (ABORTED, OPENED):
+        return True
+    if status == OFFERED:
+        devices = meta.get("devices")
+        return type(devices) is list and device_id in devices
+    # A timeout names its device, and releases an any-one task to the others.
+    return meta.get("device") == device_id or (status == TIMED_OUT and any_one)
 
 
 def concerned_scopes(changes: Changes) -> list[Scope] | None:

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 from django.core.checks import CheckMessage
 
 from taskpool.exceptions import InvalidMessage
+from taskpool.jobs import job_meta
 from taskpool.lifecycle import TaskState
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import (
@@ -41,6 +42,7 @@ from taskpool.stores.rules import Claim, Decision, Ledger, Posted
 from taskpool.stores.validation import (
     RESPONSE_META_RESERVED,
     TASK_META_RESERVED,
+    answer_meta,
     own_meta,
 )
 
@@ -269,16 +271,23 @@ class BaseStore(abc.ABC):
         expires_at: datetime | None = None,
         mode: str | None = None,
         idempotency_key: str | None = None,
+        retries: dict[str, Any] | None = None,
+        timeout: dict[str, Any] | None = None,
+        rollout: dict[str, Any] | None = None,
+        abort: dict[str, Any] | None = None,
+        not_before: datetime | None = None,
     ) -> Posted:
         """Store a task from ``sender`` (``user:…`` or ``backend``) to devices.
 
         ``to`` must be a device address. The task expires after ``ttl``
         seconds or at ``expires_at`` (aware), by default after ``TASK_TTL``,
         never later; ``meta.expires_at`` is always written. ``mode="any"``
-        makes an any-one task. With ``idempotency_key``, a repeat of the same
-        request by the same sender returns the first message unchanged
-        (``created=False``); the key with another request raises
-        ``IdempotencyConflict``.
+        makes an any-one task. ``retries``, ``timeout``, ``rollout``,
+        ``abort`` and ``not_before`` make a job that looks after itself
+        (``taskpool.jobs``), written into ``meta`` under those names. With
+        ``idempotency_key``, a repeat of the same request by the same sender
+        returns the first message unchanged (``created=False``); the key with
+        another request raises ``IdempotencyConflict``.
         """
         try:
             address = parse_address(to)
@@ -294,6 +303,18 @@ class BaseStore(abc.ABC):
         meta = own_meta(meta, TASK_META_RESERVED)
         if mode is not None:
             meta["mode"] = mode
+        meta.update(
+            job_meta(
+                now=self.now(),
+                task_ttl=self.task_ttl,
+                mode=mode,
+                retries=retries,
+                timeout=timeout,
+                rollout=rollout,
+                abort=abort,
+                not_before=not_before,
+            )
+        )
         if idempotency_key is not None:
             meta["idempotency_key"] = idempotency_key
         return self.transact(
@@ -335,6 +356,7 @@ class BaseStore(abc.ABC):
                 f"status must be one of {', '.join(DEVICE_STATUSES)}.", field="status"
             )
         meta = own_meta(meta, RESPONSE_META_RESERVED)
+        answer_meta(meta)
         if meta.get("status", status) != status:
             raise InvalidMessage("meta.status differs from status.", field="meta")
         meta["status"] = status
@@ -419,6 +441,20 @@ class BaseStore(abc.ABC):
         Only for stores with ``supports_import``.
         """
         raise NotImplementedError(f"{type(self).__name__} does not import day files.")
+
+    # Keeping time for jobs -------------------------------------------------
+
+    @abc.abstractmethod
+    def open_job_tasks(self) -> list[str]:
+        """The ids of the open tasks with job options (retries, timeout, rollout, abort,
+        start time), which may be owed a line as time passes (``taskpool.ticker``)."""
+
+    def transition(self, task_id: str, registered_devices: list[str]) -> Message | None:
+        """Write the next line the backend owes the job task now, if any (see
+        ``rules.transition``); each is written once, whoever else keeps time."""
+        return self.transact(
+            partial(rules.transition, task_id=task_id, registered_devices=registered_devices)
+        )
 
     # Reading -------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from taskpool.exceptions import InvalidMessage
-from taskpool.lifecycle import TaskState
+from taskpool.lifecycle import ABORTED, BACKEND_STATUSES, OFFERED, OPENED, TaskState
 from taskpool.messages import Message, parse_address, response_status
 
 
@@ -65,8 +65,18 @@ def concern_of(message: Message, open_tasks: Mapping[str, TaskState]) -> Concern
     if state is None:
         to = message["to"]
         return Concern(master=to if to.startswith("user:") or to == "backend" else None)
-    if state.any_one or response_status(message) == "cancelled":
-        audience = state.audience
+    status = response_status(message)
+    audience = state.audience
+    if message["from"] == "backend" and status in BACKEND_STATUSES:
+        # A job moved on: whom its rollout step, timeout or retry names; an abort or a
+        # start, everyone it is for (a timeout releases an any-one task to the others).
+        if status in (ABORTED, OPENED) or state.any_one:
+            return Concern(audience.device_ids, audience.everyone, state.task["from"])
+        meta = message["meta"]
+        named = meta.get("devices") if status == OFFERED else [meta.get("device")]
+        devices = tuple(d for d in named or [] if type(d) is str)
+        return Concern(devices, False, state.task["from"])
+    if state.any_one or status == "cancelled":
         return Concern(audience.device_ids, audience.everyone, state.task["from"])
     return Concern(master=state.task["from"])
 

@@ -13,8 +13,10 @@ or raises the ``PoolError`` that refuses the request:
   ``TaskState.check_answer`` says);
 - a claim takes the named any-one task, or the oldest one claimable.
 
-The rules of one task's life (pending, claims, statuses) are
-``taskpool.lifecycle.TaskState``'s; this module applies them to requests.
+The rules of one task's life (pending, claims, statuses, a job's attempts
+and deadlines) are ``taskpool.lifecycle.TaskState``'s; this module applies
+them to requests, and writes the backend's lines a job is owed as time
+passes (``transition``, driven by ``taskpool.ticker``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from taskpool.exceptions import (
     NotClaimable,
     UnknownTask,
 )
-from taskpool.lifecycle import FINISHED, TaskState
+from taskpool.lifecycle import FINISHED, OFFERED, TaskState
 from taskpool.messages import (
     Address,
     Message,
@@ -93,6 +95,9 @@ class Ledger(Protocol):
     def oldest_claimable(self, device_id: str, now: float) -> TaskState | None:
         """The oldest any-one task pending for the device that nobody holds, or ``None``."""
 
+    def whole_task(self, task_id: str) -> TaskState | None:
+        """``open_task`` speaking for every device (what a job's timekeeping reads)."""
+
 
 def task(
     ledger: Ledger,
@@ -153,7 +158,11 @@ def response(
     if replayed is not None:
         return None, Posted(replayed, False)
     state = _open_task_for(ledger, parent_id, device_id)
-    state.check_answer(device_id, now)
+    attempt = meta.get("attempt")
+    state.check_answer(device_id, now, attempt)
+    current = state.attempt_of(device_id)
+    if attempt is None and current is not None:
+        meta["attempt"] = current  # the answer says which attempt it ends
     message["to"] = state.task["from"]
     return message, Posted(message, True)
 
@@ -253,6 +262,44 @@ def cancel(
         raise closed_error(task_id, closed.reason)
     message["to"] = state.task["to"]
     return message, Posted(message, True)
+
+
+def transition(
+    ledger: Ledger, now: float, *, task_id: str, registered_devices: list[str]
+) -> Decision:
+    """The next line the backend owes a job task at ``now`` (``None``: nothing is due).
+
+    Decided under the store's lock like any write, so that of many processes
+    and hosts keeping time at once, each transition is written once.
+    """
+    state = ledger.whole_task(task_id)
+    if state is None:
+        return None, None
+    owed = state.due(now, registered_devices)
+    if not owed:
+        return None, None
+    step = owed[0]
+    meta: dict[str, Any] = {"status": step.status}
+    if step.status == OFFERED:
+        meta["devices"] = list(step.devices)
+        meta["rollout_clock"] = step.rollout_clock
+    elif step.devices:
+        meta["device"] = step.devices[0]
+    if step.attempt is not None:
+        meta["attempt"] = step.attempt
+    if step.reason:
+        meta["reason"] = step.reason
+    message = new_message(
+        now,
+        sender="backend",
+        to=state.task["from"],
+        kind="response",
+        title="",
+        body=step.reason,
+        parent_id=task_id,
+        meta=meta,
+    )
+    return message, message
 
 
 def task_message(ledger: Ledger, task_id: str) -> Message | None:

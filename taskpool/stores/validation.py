@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
 from taskpool.exceptions import InvalidMessage, TaskClosed
+from taskpool.jobs import JOB_KEYS
 from taskpool.lifecycle import CANCELLED, EXPIRED
 
 #: ``meta`` keys the server writes on a task, and on a response.
-TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status")
+TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status", *JOB_KEYS)
 RESPONSE_META_RESERVED = ("idempotency_key",)
 
 
@@ -23,6 +25,16 @@ def own_meta(meta: dict[str, Any] | None, reserved: tuple[str, ...]) -> dict[str
         if key in meta:
             raise InvalidMessage(f"meta.{key} is set by the server.", field="meta")
     return dict(meta)
+
+
+def answer_meta(meta: dict[str, Any]) -> None:
+    """Refuse ``meta`` entries of an answer that the pool reads but that do not read."""
+    attempt = meta.get("attempt")
+    if attempt is not None and (type(attempt) is not int or attempt < 1):
+        raise InvalidMessage("meta.attempt must be a whole number from 1.", field="meta")
+    step = meta.get("step_timeout")
+    if step is not None and (type(step) not in (int, float) or not 0 < step < math.inf):
+        raise InvalidMessage("meta.step_timeout must be a number of seconds above 0.", field="meta")
 
 
 def deadline(now: float, limit: float, ttl: float | None, expires_at: datetime | None) -> float:

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from taskpool.exceptions import InvalidMessage
-from taskpool.lifecycle import EXPIRED, FINISHED, TaskState
+from taskpool.lifecycle import ABORTED, EXPIRED, FINISHED, OFFERED, Run, TaskState
 from taskpool.messages import Message, response_status
 from taskpool.stores.rules import ClosedTask
 
@@ -72,7 +72,7 @@ class SqlLedger:
                 self._load_answers(state, [for_device])
             return state
         self.cursor.execute(
-            "SELECT t.seq, t.record, t.closed, t.expires_at, t.broadcast, m.line "
+            "SELECT t.seq, t.record, t.closed, t.expires_at, t.broadcast, t.jobs, m.line "
             "FROM taskpool_db_task t JOIN taskpool_db_message m ON m.seq = t.seq "
             "WHERE t.task_id = %s AND t.day >= %s FOR UPDATE OF t",
             [task_id, self.horizon_day],
@@ -81,14 +81,14 @@ class SqlLedger:
         if row is None:
             self._closed[task_id] = None
             return None
-        seq, record, closed, expires_at, broadcast, line = row
+        seq, record, closed, expires_at, broadcast, jobs, line = row
         task = orjson.loads(line)
         if closed is not None or (expires_at <= self.now and not self.history):
             self._closed[task_id] = ClosedTask(task, closed or EXPIRED)
             return None
         state = TaskState.restore(task, seq, self.task_ttl, record=_record_of(record), answers={})
         self.states[task_id] = state
-        if broadcast:
+        if broadcast and not jobs:
             # A broadcast's answers can be thousands: only those the decision reads.
             self._load_answers(state, [d for d in (for_device, state.claimer) if d is not None])
         else:
@@ -125,6 +125,12 @@ class SqlLedger:
         row = self.cursor.fetchone()
         return None if row is None else orjson.loads(row[0])
 
+    def whole_task(self, task_id: str) -> TaskState | None:
+        state = self.open_task(task_id)
+        if state is not None:
+            self.load_every_answer(state)
+        return state
+
     def oldest_claimable(self, device_id: str, now: float) -> TaskState | None:
         give_broadcasts(self.cursor, device_id)
         self.cursor.execute(
@@ -150,11 +156,16 @@ class SqlLedger:
         if state.id in self.complete:
             return
         self.cursor.execute(
-            "SELECT device_id, status, updated FROM taskpool_db_execution "
-            "WHERE task_id = %s AND status <> 'pending'",
+            "SELECT device_id, status, updated, detail FROM taskpool_db_execution "
+            "WHERE task_id = %s AND (status <> 'pending' OR detail IS NOT NULL)",
             [state.id],
         )
-        stored = {device: (status, updated) for device, status, updated in self.cursor.fetchall()}
+        stored: dict[str, tuple[str, str]] = {}
+        for device, status, updated, detail in self.cursor.fetchall():
+            if status != "pending" or updated:
+                stored[device] = (status, updated)
+            if detail is not None and device not in state.runs:
+                state.runs[device] = Run.from_record(_record_of(detail))
         state.answers = {**stored, **state.answers}
         self.complete.add(state.id)
 
@@ -209,44 +220,50 @@ class SqlLedger:
             state = TaskState(task, seq, self.task_ttl)
         except InvalidMessage:
             # Not addressed to devices (a line written by hand): pending for no one.
-            self._insert_task(task, seq, broadcast=False, any_one=False, expires_at=0.0)
-            self.cursor.execute(
-                "UPDATE taskpool_db_task SET closed = %s WHERE task_id = %s", [FINISHED, task["id"]]
-            )
+            if self._insert_task(task, seq, None):
+                self.cursor.execute(
+                    "UPDATE taskpool_db_task SET closed = %s WHERE task_id = %s",
+                    [FINISHED, task["id"]],
+                )
             return
-        audience = state.audience
-        if not self._insert_task(
-            task,
-            seq,
-            broadcast=audience.everyone,
-            any_one=state.any_one,
-            expires_at=state.expires_at,
-        ):
+        if not self._insert_task(task, seq, state):
             return  # the same task id again: the first one counts
-        if not audience.everyone:
+        if not state.audience.everyone:
+            # A rollout offers the task device by device: until then, pending for none.
+            offered = state.offered_to(state.audience.device_ids[0]) if state.job else True
             self.cursor.executemany(
                 "INSERT INTO taskpool_db_execution (task_id, device_id, seq, status, updated, "
-                "active) VALUES (%s, %s, %s, 'pending', '', TRUE) "
+                "active, attempt) VALUES (%s, %s, %s, 'pending', '', %s, 1) "
                 "ON CONFLICT (task_id, device_id) DO NOTHING",
-                [(task["id"], device_id, seq) for device_id in audience.device_ids],
+                [(task["id"], device, seq, offered) for device in state.audience.device_ids],
             )
 
-    def _insert_task(
-        self, task: Message, seq: int, *, broadcast: bool, any_one: bool, expires_at: float
-    ) -> bool:
+    def _insert_task(self, task: Message, seq: int, state: TaskState | None) -> bool:
+        job = state.job if state is not None else None
         self.cursor.execute(
             "INSERT INTO taskpool_db_task (task_id, seq, day, sender, broadcast, any_one, "
-            "expires_at, claimer, record, closed, status_bits) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, '{}', NULL, 0) "
+            "expires_at, claimer, record, closed, status_bits, jobs, rollout, not_before) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, '{}', NULL, 0, %s, %s, %s) "
             "ON CONFLICT (task_id) DO NOTHING RETURNING seq",
-            [task["id"], seq, task["ts"][:10], task["from"], broadcast, any_one, expires_at],
+            [
+                task["id"],
+                seq,
+                task["ts"][:10],
+                task["from"],
+                state is not None and state.audience.everyone,
+                state is not None and state.any_one,
+                state.expires_at if state is not None else 0.0,
+                job is not None,
+                job is not None and job.rollout is not None,
+                job.not_before if job is not None else None,
+            ],
         )
         return self.cursor.fetchone() is not None
 
     def _record_response(self, response: Message, state: TaskState, device: str | None) -> None:
         task_id = state.id
         status = response_status(response)
-        if status in _CHANGES_EVERY_DEVICE or state.any_one:
+        if status in _CHANGES_EVERY_DEVICE or state.any_one or state.job is not None:
             self.load_every_answer(state)
         claim_changed = state.apply(response)
         closed = state.ended_reason()  # expiry closes tasks apart (``close_expired``)
@@ -263,21 +280,20 @@ class SqlLedger:
                 task_id,
             ],
         )
-        if device is not None and device in state.answers:
-            answer_status, answered_at = state.answers[device]
-            self.cursor.execute(
+        touched = [device] if device is not None else _devices_named(response)
+        rows = [
+            self._row(state, name, closed is None)
+            for name in touched
+            if name in state.answers or name in state.runs
+        ]
+        if rows:
+            self.cursor.executemany(
                 "INSERT INTO taskpool_db_execution (task_id, device_id, seq, status, updated, "
-                "active) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (task_id, device_id) "
-                "DO UPDATE SET status = EXCLUDED.status, updated = EXCLUDED.updated, "
-                "active = EXCLUDED.active",
-                [
-                    task_id,
-                    device,
-                    state.position,
-                    answer_status,
-                    answered_at,
-                    closed is None and state.offered_to(device),
-                ],
+                "active, attempt, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (task_id, device_id) DO UPDATE SET status = EXCLUDED.status, "
+                "updated = EXCLUDED.updated, active = EXCLUDED.active, "
+                "attempt = EXCLUDED.attempt, detail = EXCLUDED.detail",
+                rows,
             )
         if closed is not None:
             # Closed for every device: pending for none.
@@ -285,8 +301,24 @@ class SqlLedger:
                 "UPDATE taskpool_db_execution SET active = FALSE WHERE task_id = %s AND active",
                 [task_id],
             )
-        elif claim_changed:
+        elif claim_changed or (status == ABORTED and device is None):
             self._reoffer(state)
+
+    def _row(self, state: TaskState, device: str, open_: bool) -> tuple[Any, ...]:
+        """An execution row as ``state`` has it for ``device``."""
+        status, updated = state.answers.get(device, ("pending", ""))
+        run = state.runs.get(device)
+        detail = state.device_record(device)
+        return (
+            state.id,
+            device,
+            state.position,
+            status,
+            updated,
+            open_ and state.offered_to(device),
+            run.attempt if run is not None else 1,
+            None if detail is None else orjson.dumps(detail).decode(),
+        )
 
     def _reoffer(self, state: TaskState) -> None:
         """After an any-one task changed hands: whom it is pending for now, row by row."""
@@ -337,16 +369,23 @@ def give_broadcasts(cursor: Any, device_id: str) -> None:
     if newest is None or newest <= mark:
         return
     cursor.execute(
-        "INSERT INTO taskpool_db_execution (task_id, device_id, seq, status, updated, active) "
-        "SELECT t.task_id, %s, t.seq, 'pending', '', (NOT t.any_one OR t.claimer IS NULL) "
-        "FROM taskpool_db_task t WHERE t.broadcast AND t.closed IS NULL AND t.seq > %s "
-        "AND t.seq <= %s ON CONFLICT (task_id, device_id) DO NOTHING",
+        "INSERT INTO taskpool_db_execution (task_id, device_id, seq, status, updated, active, "
+        "attempt) SELECT t.task_id, %s, t.seq, 'pending', '', (NOT t.any_one OR t.claimer IS NULL), 1 "
+        "FROM taskpool_db_task t WHERE t.broadcast AND NOT t.rollout AND t.closed IS NULL "
+        "AND t.seq > %s AND t.seq <= %s ON CONFLICT (task_id, device_id) DO NOTHING",
         [device_id, mark, newest],
     )
     cursor.execute(
         "UPDATE taskpool_db_device SET broadcast_mark = %s WHERE device_id = %s",
         [newest, device_id],
     )
+
+
+def _devices_named(line: Message) -> list[str]:
+    """The devices a backend line for a job names (the rollout's step, a timeout, a retry)."""
+    meta = line["meta"]
+    named = meta.get("devices") if meta.get("status") == OFFERED else [meta.get("device")]
+    return [device for device in named or [] if type(device) is str]
 
 
 def storable(text: str) -> bool:

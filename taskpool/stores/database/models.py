@@ -70,6 +70,12 @@ class TaskRecord(models.Model):
     closed = models.CharField(max_length=16, null=True)  # noqa: DJ001 - null: still open
     #: Once closed, its execution statuses (``lifecycle.statuses_to_bits``).
     status_bits = models.IntegerField(default=0)
+    #: Whether it has job options (``taskpool.jobs``): time may owe it lines.
+    jobs = models.BooleanField(default=False)
+    #: Whether a rollout offers it device by device (broadcasts get no rows until offered).
+    rollout = models.BooleanField(default=False)
+    #: Pending for no one before this time (epoch seconds).
+    not_before = models.FloatField(null=True)
 
     class Meta:
         db_table = "taskpool_db_task"
@@ -86,6 +92,11 @@ class TaskRecord(models.Model):
                 fields=["expires_at"],
                 name="tp_task_open_expiry",
                 condition=models.Q(closed__isnull=True),
+            ),
+            models.Index(
+                fields=["seq"],
+                name="tp_task_open_jobs",
+                condition=models.Q(jobs=True, closed__isnull=True),
             ),
             models.Index(fields=["sender", "seq"], name="tp_task_sender"),
             models.Index(fields=["day", "seq"], name="tp_task_day"),
@@ -106,6 +117,10 @@ class Execution(models.Model):
     updated = models.CharField(max_length=32, default="")
     #: Whether the task is pending for the device, expiry aside (``TaskState.offered_to``).
     active = models.BooleanField()
+    #: For a job with retries: the attempt the device is on.
+    attempt = models.IntegerField(default=1)
+    #: For a job: the device's attempts (``TaskState.device_record``).
+    detail = models.JSONField(null=True)
 
     class Meta:
         db_table = "taskpool_db_execution"

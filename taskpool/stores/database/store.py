@@ -38,6 +38,7 @@ from taskpool.exceptions import (
     StoreUnavailable,
     UnknownTask,
 )
+from taskpool.jobs import served
 from taskpool.lifecycle import EXPIRED, TaskState, bits_to_statuses, replay
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import Message, decode_line, encode_line, parse_address, parse_timestamp
@@ -295,14 +296,18 @@ class DatabaseStore(BaseStore):
             with transaction.atomic(using=self.alias):
                 give_broadcasts(cursor, device_id)
             cursor.execute(
-                "SELECT m.line FROM taskpool_db_execution e "
+                "SELECT m.line, t.jobs, e.attempt FROM taskpool_db_execution e "
                 "JOIN taskpool_db_task t ON t.task_id = e.task_id "
                 "JOIN taskpool_db_message m ON m.seq = e.seq "
                 "WHERE e.device_id = %s AND e.active AND t.closed IS NULL AND t.expires_at > %s "
+                "AND (t.not_before IS NULL OR t.not_before <= %s) "
                 "ORDER BY e.seq LIMIT %s",
-                [device_id, now, limit],
+                [device_id, now, now, limit],
             )
-            return [orjson.loads(line) for (line,) in cursor.fetchall()]
+            return [
+                served(orjson.loads(line), attempt if jobs else None)
+                for line, jobs, attempt in cursor.fetchall()
+            ]
 
     def pending_counts(self, device_ids: list[str]) -> dict[str, int]:
         now = self.now()
@@ -315,16 +320,18 @@ class DatabaseStore(BaseStore):
                 "SELECT e.device_id, count(*) FROM taskpool_db_execution e "
                 "JOIN taskpool_db_task t ON t.task_id = e.task_id "
                 "WHERE e.device_id = ANY(%s) AND e.active AND t.closed IS NULL "
-                "AND t.expires_at > %s GROUP BY e.device_id",
-                [device_ids, now],
+                "AND t.expires_at > %s AND (t.not_before IS NULL OR t.not_before <= %s) "
+                "GROUP BY e.device_id",
+                [device_ids, now, now],
             )
             for device_id, count in cursor.fetchall():
                 counts[device_id] = count
             # Broadcasts a device has no row for yet are pending for it too.
             cursor.execute(
-                "SELECT seq FROM taskpool_db_task WHERE broadcast AND closed IS NULL "
-                "AND expires_at > %s AND (NOT any_one OR claimer IS NULL) ORDER BY seq",
-                [now],
+                "SELECT seq FROM taskpool_db_task WHERE broadcast AND NOT rollout "
+                "AND closed IS NULL AND expires_at > %s AND (not_before IS NULL OR not_before <= %s) "
+                "AND (NOT any_one OR claimer IS NULL) ORDER BY seq",
+                [now, now],
             )
             broadcasts = [seq for (seq,) in cursor.fetchall()]
             if broadcasts:
@@ -338,6 +345,15 @@ class DatabaseStore(BaseStore):
                     mark = marks.get(device_id, 0)
                     counts[device_id] += len(broadcasts) - bisect.bisect_right(broadcasts, mark)
         return counts
+
+    def open_job_tasks(self) -> list[str]:
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT task_id FROM taskpool_db_task WHERE jobs AND closed IS NULL AND day >= %s "
+                "ORDER BY seq",
+                [self._horizon_day(self.now())],
+            )
+            return [task_id for (task_id,) in cursor.fetchall()]
 
     def device_activity(self, device_ids: list[str]) -> dict[str, DeviceActivity]:
         found: dict[str, DeviceActivity] = {}
@@ -455,12 +471,8 @@ class DatabaseStore(BaseStore):
             )
         except InvalidMessage:
             return None
-        cursor.execute(
-            "SELECT device_id, status, updated FROM taskpool_db_execution "
-            "WHERE task_id = %s AND status <> 'pending'",
-            [task["id"]],
-        )
-        state.answers = {device: (status, at) for device, status, at in cursor.fetchall()}
+        ledger = SqlLedger(cursor, now, task_ttl=self.task_ttl, horizon_day=date.min)
+        ledger.load_every_answer(state)
         return state.statuses(registered, now)
 
     def device_messages(self, device_id: str, *, limit: int = 20) -> list[PageEntry]:

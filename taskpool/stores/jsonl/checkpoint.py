@@ -30,7 +30,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from taskpool.lifecycle import TaskState
+from taskpool.lifecycle import EXECUTION_STATUSES, TaskState
 from taskpool.messages import Address
 from taskpool.stores.jsonl.index import DayRecords, KnownTask, PoolIndex
 
@@ -47,6 +47,7 @@ def _layout_fingerprint() -> str:
     """Changes whenever the pickled classes change shape, so old checkpoints are ignored."""
     shape = [
         FORMAT_VERSION,
+        EXECUTION_STATUSES,
         TaskState.__slots__,
         sorted(vars(PoolIndex(1.0))),
         [f.name for f in fields(DayRecords)],

@@ -15,14 +15,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from taskpool.exceptions import InvalidMessage
-from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED, TaskState
+from taskpool.jobs import served
+from taskpool.lifecycle import (
+    ABORTED,
+    CANCELLED,
+    EXECUTION_STATUSES,
+    EXPIRED,
+    FINISHED,
+    OFFERED,
+    TIMED_OUT,
+    TaskState,
+)
 from taskpool.messages import TERMINAL_STATUSES, Message
 
 #: Positions order lines as the day files do: the day, then the byte offset.
 OFFSET_BITS = 40
 _BROADCASTS = "*"  # the queue key of open ``device:*`` tasks
-#: The response statuses that can end a task: a terminal answer or a cancellation.
-_ENDING_STATUSES = TERMINAL_STATUSES | {"cancelled"}
+#: The response statuses that can end a task: a terminal answer, a cancellation, a job's
+#: timed-out attempt or its abort.
+_ENDING_STATUSES = TERMINAL_STATUSES | {"cancelled", TIMED_OUT, ABORTED}
 
 
 def position_of(day_ordinal: int, offset: int) -> int:
@@ -48,7 +59,10 @@ class KnownTask:
 
 _REASONS: tuple[str | None, ...] = (None, FINISHED, CANCELLED, EXPIRED)
 _REASON_CODES = {reason: code for code, reason in enumerate(_REASONS)}
-_STATUS_SHIFT, _OFFSET_SHIFT = 2, 10  # reason: 2 bits, status bits: 8, then the offset
+_STATUS_BITS = len(EXECUTION_STATUSES)
+_STATUS_MASK = (1 << _STATUS_BITS) - 1
+# reason: 2 bits, then one bit per execution status, then the offset
+_STATUS_SHIFT, _OFFSET_SHIFT = 2, 2 + _STATUS_BITS
 
 
 def _task_key(task_id: str) -> str | bytes:
@@ -120,7 +134,7 @@ class DayRecords:
 
 
 def _unpack(packed: int) -> tuple[int, str | None, int]:
-    return packed >> _OFFSET_SHIFT, _REASONS[packed & 3], (packed >> _STATUS_SHIFT) & 0xFF
+    return packed >> _OFFSET_SHIFT, _REASONS[packed & 3], (packed >> _STATUS_SHIFT) & _STATUS_MASK
 
 
 class PoolIndex:
@@ -236,6 +250,8 @@ class PoolIndex:
         records.note_task(task_id, offset, key=key)
         self.open[task_id] = state
         heapq.heappush(self._expiries, (state.expires_at, task_id))
+        if state.job is not None and state.job.rollout is not None:
+            return  # offered device by device, as the rollout's lines say
         if state.audience.everyone:
             self._enqueue(_BROADCASTS, state)
         else:
@@ -252,15 +268,19 @@ class PoolIndex:
             if reason is not None:
                 self._close(state, reason, now)
                 return
-        if state.audience.everyone:
+        rollout = state.job is not None and state.job.rollout is not None
+        if state.audience.everyone and not rollout:
             return  # broadcasts are filtered per device when read
-        if claim_changed:
-            devices: tuple[str, ...] = state.audience.device_ids
+        sender = response["from"]
+        if claim_changed or (sender == "backend" and status == ABORTED):
+            devices: tuple[str, ...] = _devices_of(state)
+        elif sender == "backend":
+            devices = _named(response)
         else:
-            sender = response["from"]
             devices = (sender[7:],) if sender.startswith("device:") else ()
         for device_id in devices:
-            if state.is_pending_for(device_id, now):
+            # Queued while offered; the time (its start, its expiry) is looked at when read.
+            if state.offered_to(device_id):
                 self._enqueue(device_id, state)
             else:
                 self._dequeue(device_id, state)
@@ -285,9 +305,8 @@ class PoolIndex:
         del self.open[state.id]
         if state.audience.everyone:
             self._dequeue(_BROADCASTS, state)
-        else:
-            for device_id in state.audience.device_ids:
-                self._dequeue(device_id, state)
+        for device_id in _devices_of(state):
+            self._dequeue(device_id, state)
         day_ordinal, offset = split_position(state.position)
         records = self.days.get(day_ordinal)
         if records is not None:
@@ -354,7 +373,7 @@ class PoolIndex:
         if limit <= 0:
             return pending
         for state in self.pending_states(device_id, now):
-            pending.append(state.task)
+            pending.append(served(state.task, state.attempt_of(device_id)))
             if len(pending) >= limit:
                 break
         return pending
@@ -392,6 +411,20 @@ class PoolIndex:
             if offset is not None:
                 return day_ordinal, offset
         return None
+
+
+def _devices_of(state: TaskState) -> tuple[str, ...]:
+    """The devices a task may sit in the queues of: its list, or a rollout's offered ones."""
+    if state.audience.everyone:
+        return tuple(state.runs)
+    return state.audience.device_ids
+
+
+def _named(line: Message) -> tuple[str, ...]:
+    """The devices a backend line for a job names (a rollout step, a timeout, a retry)."""
+    meta = line["meta"]
+    named = meta.get("devices") if meta.get("status") == OFFERED else [meta.get("device")]
+    return tuple(device for device in named or [] if type(device) is str)
 
 
 __all__ = ["CANCELLED", "EXPIRED", "FINISHED", "KnownTask", "PoolIndex", "position_of"]

@@ -28,6 +28,9 @@ class IndexLedger:
     def open_task(self, task_id: str, for_device: str | None = None) -> TaskState | None:
         return self.tail.index.open.get(task_id)  # the index keeps every device's answers
 
+    def whole_task(self, task_id: str) -> TaskState | None:
+        return self.tail.index.open.get(task_id)
+
     def closed_task(self, task_id: str) -> ClosedTask | None:
         if task_id in self.tail.index.open:
             return None

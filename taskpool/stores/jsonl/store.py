@@ -230,6 +230,11 @@ class JsonlStore(BaseStore):
                 device_id: self._index.pending_count(device_id, now) for device_id in device_ids
             }
 
+    def open_job_tasks(self) -> list[str]:
+        with self._mutex:
+            self._advance()
+            return [task_id for task_id, state in self._index.open.items() if state.job is not None]
+
     def device_activity(self, device_ids: list[str]) -> dict[str, DeviceActivity]:
         with self._mutex:
             self._advance()

@@ -1,0 +1,44 @@
+"""``taskpool_tick [--every S]``: write the lines jobs are owed now (timeouts, retries, rollout
+steps, aborts, starts), once or every S seconds."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import close_old_connections
+
+from taskpool.ticker import tick
+
+
+class Command(BaseCommand):
+    help = (
+        "Write the lines that jobs are owed as time passes: attempts that timed out, retries "
+        "after their backoff, the next devices of rollouts, aborts, scheduled starts. Server "
+        "processes do this every TICK_INTERVAL themselves; run this from cron or a systemd "
+        "timer (or with --every 1 as a service) where none runs. Safe beside them: each line "
+        "is written once."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--every",
+            type=float,
+            metavar="SECONDS",
+            help="Keep going, once every SECONDS (until stopped), instead of once.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        every = options["every"]
+        while True:
+            written = tick()
+            if written or not every:
+                kinds = sorted({line["meta"]["status"] for line in written})
+                self.stdout.write(
+                    f"Wrote {len(written)} lines" + (f" ({', '.join(kinds)})." if kinds else ".")
+                )
+            if not every:
+                return
+            time.sleep(every)
+            close_old_connections()

@@ -1,0 +1,96 @@
+"""Keeping time for jobs: the lines the backend writes as time passes.
+
+A job task (``taskpool.jobs``) is owed lines that no request brings: an
+attempt that timed out, a retry after the backoff, the next devices of a
+rollout, an abort once failures pile up, the start of a scheduled task.
+``tick()`` writes every one that is due. Each server process runs it every
+``TICK_INTERVAL`` seconds in a thread, started by the first request that
+reaches the pool; ``python manage.py taskpool_tick`` runs it for sites that
+only run WSGI workers (from cron, a systemd timer, or ``--every 1``). Any
+number of processes and hosts may tick at once: each line is decided under
+the store's lock (``rules.transition``), so it is written once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.db import close_old_connections
+
+from taskpool.conf import pool_settings
+from taskpool.messages import Message
+from taskpool.stores import get_store
+from taskpool.stores.base import BaseStore
+
+logger = logging.getLogger("taskpool.ticker")
+
+#: Lines written for one task in one tick at most (a rollout step writes one a line).
+LINES_PER_TASK = 100
+
+
+def tick(
+    store: BaseStore | None = None, *, registered_devices: list[str] | None = None
+) -> list[Message]:
+    """Write every line a job task is owed now; returns them.
+
+    ``registered_devices`` are the devices a ``device:*`` rollout offers its
+    task to; by default the validated devices.
+    """
+    store = store or get_store()
+    task_ids = store.open_job_tasks()
+    if not task_ids:
+        return []
+    if registered_devices is None:
+        from taskpool.fleet import validated_device_ids
+
+        registered_devices = validated_device_ids()
+    written: list[Message] = []
+    for task_id in task_ids:
+        for _ in range(LINES_PER_TASK):
+            line = store.transition(task_id, registered_devices)
+            if line is None:
+                break
+            written.append(line)
+    return written
+
+
+class Ticker:
+    """This process's thread that ticks every ``TICK_INTERVAL`` seconds."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        """Start the thread, unless it runs or ``TICK_INTERVAL`` is 0 (cheap to call often)."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            return
+        if pool_settings.TICK_INTERVAL.total_seconds() <= 0:
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="taskpool-tick", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        failing = False
+        while True:
+            interval = pool_settings.TICK_INTERVAL.total_seconds()
+            if interval <= 0:
+                return
+            time.sleep(interval)
+            close_old_connections()
+            try:
+                tick()
+            except Exception:
+                if not failing:  # once per failure, not every tick
+                    logger.exception("taskpool: keeping time for jobs failed; trying again.")
+                failing = True
+                continue
+            failing = False
+
+
+ticker = Ticker()
