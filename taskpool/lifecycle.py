@@ -11,6 +11,7 @@ task detail replays a task's responses into a fresh one.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -542,12 +543,12 @@ class TaskState:
 
     # What the backend owes it ---------------------------------------------------
 
-    def due(self, now: float, registered_devices: list[str]) -> list[Transition]:
+    def due(self, now: float, registered_devices: Callable[[], list[str]]) -> list[Transition]:
         """The lines a job task is owed at ``now``, in the order to write them.
 
-        ``registered_devices``: the devices a ``device:*`` rollout offers the
-        task to (validated devices, in a stable order); a device that joins
-        later is offered it too.
+        ``registered_devices()``: the devices a ``device:*`` rollout offers the
+        task to (validated devices, in a stable order; asked only then); a
+        device that joins later is offered it too.
         """
         job = self.job
         if job is None or self.cancellation is not None or now >= self.expires_at:
@@ -589,13 +590,15 @@ class TaskState:
                 owed.append(offer)
         return owed
 
-    def _offers_due(self, now: float, registered_devices: list[str]) -> Transition | None:
+    def _offers_due(
+        self, now: float, registered_devices: Callable[[], list[str]]
+    ) -> Transition | None:
         """The next rollout step: the devices due an offer by now, at the rollout's rate."""
         job = self.job
         start = job.not_before if job.not_before is not None else _moment(self.task["ts"])  # type: ignore[union-attr]
         if start is None or now < start:
             return None
-        audience = registered_devices if self.audience.everyone else self.audience.device_ids
+        audience = registered_devices() if self.audience.everyone else self.audience.device_ids
         waiting = [
             device for device in audience if not (device in self.runs and self.runs[device].offered)
         ]

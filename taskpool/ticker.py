@@ -13,6 +13,7 @@ the store's lock (``rules.transition``), so it is written once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -36,20 +37,26 @@ def tick(
     """Write every line a job task is owed now; returns them.
 
     ``registered_devices`` are the devices a ``device:*`` rollout offers its
-    task to; by default the validated devices.
+    task to; by default the validated devices (looked up only if a rollout
+    to every device needs them).
     """
     store = store or get_store()
     task_ids = store.open_job_tasks()
     if not task_ids:
         return []
-    if registered_devices is None:
+
+    @functools.cache
+    def devices() -> list[str]:
+        if registered_devices is not None:
+            return registered_devices
         from taskpool.fleet import validated_device_ids
 
-        registered_devices = validated_device_ids()
+        return validated_device_ids()
+
     written: list[Message] = []
     for task_id in task_ids:
         for _ in range(LINES_PER_TASK):
-            line = store.transition(task_id, registered_devices)
+            line = store.transition(task_id, devices)
             if line is None:
                 break
             written.append(line)

@@ -15,6 +15,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from taskpool.exceptions import (
     AlreadyAnswered,
+    AttemptEnded,
     ClaimedByOther,
     IdempotencyConflict,
     InvalidCursor,
@@ -22,6 +23,7 @@ from taskpool.exceptions import (
     MessageTooLarge,
     NotAddressed,
     NotClaimable,
+    NotStarted,
     PoolError,
     StoreUnavailable,
     TaskClosed,
@@ -37,6 +39,8 @@ POOL_ERROR_STATUS: list[tuple[type[PoolError], int]] = [
     (AlreadyAnswered, status.HTTP_409_CONFLICT),
     (TaskClosed, status.HTTP_409_CONFLICT),
     (ClaimedByOther, status.HTTP_409_CONFLICT),
+    (AttemptEnded, status.HTTP_409_CONFLICT),
+    (NotStarted, status.HTTP_409_CONFLICT),
     (MessageTooLarge, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
     (IdempotencyConflict, status.HTTP_422_UNPROCESSABLE_ENTITY),
     (StoreUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),

@@ -9,6 +9,7 @@ from django import forms
 
 from taskpool.api.serializers import checked_cursor_text
 from taskpool.exceptions import InvalidCursor, InvalidMessage
+from taskpool.jobs import JOB_KEYS
 from taskpool.lifecycle import EXECUTION_STATUSES
 from taskpool.messages import parse_address
 from taskpool.stores.base import TaskQuery
@@ -96,6 +97,12 @@ class TaskFilter(PoolFilterSet):
     q = django_filters.CharFilter(
         label="q", help_text="Text in the title or body (case-insensitive)."
     )
+    job = django_filters.MultipleChoiceFilter(
+        label="job",
+        choices=[(key, key) for key in JOB_KEYS],
+        help_text="Tasks with this job option (repeat for several): retries, timeout, rollout, "
+        "abort, not_before.",
+    )
     limit = PageSizeFilter(label="limit", help_text="Page size: 1 to 1000, default 50.")
     before = CursorFilter(label="before", help_text="next_cursor of the previous page.")
 
@@ -125,5 +132,6 @@ def task_query(data: Any) -> tuple[TaskQuery, str | None, int]:
         since=values.get("since"),
         until=values.get("until"),
         text=values.get("q") or None,
+        options=frozenset(values["job"]) if values.get("job") else None,
     )
     return query, values.get("before"), limit

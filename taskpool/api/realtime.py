@@ -41,6 +41,7 @@ from taskpool.realtime.scope import DEVICE, Scope
 from taskpool.realtime.stream import events, sync_events
 from taskpool.stores import get_store
 from taskpool.stores.base import BaseStore
+from taskpool.ticker import ticker
 
 _REFUSALS = (APIException, PoolError, DjangoPermissionDenied)
 
@@ -52,6 +53,7 @@ def served_by_event_loop(request: Any) -> bool:
 
 async def long_poll(request: HttpRequest) -> HttpResponseBase:
     """The tasks pending for the device, as soon as there are any, or ``[]`` after ``wait`` seconds."""
+    ticker.ensure_running()
     try:
         if request.method != "GET":
             raise MethodNotAllowed(request.method)
@@ -67,6 +69,7 @@ async def long_poll(request: HttpRequest) -> HttpResponseBase:
 
 async def stream(request: HttpRequest) -> HttpResponseBase:
     """Server-Sent Events: the caller's scope of the pool, replayed after a cursor, then live."""
+    ticker.ensure_running()
     try:
         if request.method != "GET":
             raise MethodNotAllowed(request.method)

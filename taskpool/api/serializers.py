@@ -112,6 +112,29 @@ class TaskRequestSerializer(StrictSerializer):
     mode = StrictChoiceField(
         choices=["any"], required=False, help_text='"any": one device does it.'
     )
+    retries = JSONObjectField(
+        required=False,
+        help_text='{"max_attempts": 1-10, "on": ["failed", "timed_out"], "backoff": seconds}: '
+        "a failed or timed-out attempt is offered again after the backoff.",
+    )
+    timeout = JSONObjectField(
+        required=False,
+        help_text='{"in_progress": seconds}: once claimed or in progress, the time to finish.',
+    )
+    rollout = JSONObjectField(
+        required=False,
+        help_text='{"max_per_minute": n}, or {"base_per_minute": n, "increment_factor": f, '
+        '"after_succeeded": k}: offer the task to its devices at that rate.',
+    )
+    abort = JSONObjectField(
+        required=False,
+        help_text='{"failure_percentage": p, "min_executed": n, "on": ["failed", ...]}: '
+        "past it, cancel the executions not started.",
+    )
+    not_before = UTCDateTimeField(
+        required=False,
+        help_text="Pending for no device before then (ISO 8601, at most TASK_TTL ahead).",
+    )
 
 
 class ResponseRequestSerializer(StrictSerializer):
@@ -221,10 +244,22 @@ class DeviceRowSerializer(serializers.Serializer):
 _EXECUTION_HELP = "One of: " + ", ".join(EXECUTION_STATUSES)
 
 
+class AttemptSerializer(serializers.Serializer):
+    attempt = serializers.IntegerField()
+    status = serializers.CharField(help_text="How the attempt ended.")
+    updated = serializers.CharField()
+
+
 class ExecutionSerializer(serializers.Serializer):
     device = serializers.CharField()
     status = serializers.CharField(help_text=_EXECUTION_HELP)
     updated = serializers.CharField()
+    attempt = serializers.IntegerField(
+        required=False, help_text="For a task with retries: the attempt the device is on."
+    )
+    attempts = AttemptSerializer(
+        many=True, required=False, help_text="For a task with retries: each ended attempt."
+    )
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -34,6 +34,7 @@ from taskpool.permissions import HasRole, IsDevice, IsMasterOrAddressedDevice
 from taskpool.principals import address_of, is_device
 from taskpool.realtime.longpoll import wait_for_pending_in_thread
 from taskpool.stores import get_store
+from taskpool.ticker import ticker
 
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
 
@@ -59,6 +60,10 @@ class PoolAPIView(APIView):
 
     def get_exception_handler(self) -> Any:
         return exception_handler
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        ticker.ensure_running()  # this process keeps time for jobs from its first request on
+        super().initial(request, *args, **kwargs)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -252,7 +257,10 @@ class TaskListView(PoolAPIView):
         operation_id="tasks_list",
         parameters=[
             OpenApiParameter(
-                name, str, many=name == "status", description=str(f.extra.get("help_text", ""))
+                name,
+                str,
+                many=name in ("status", "job"),
+                description=str(f.extra.get("help_text", "")),
             )
             for name, f in TaskFilter.base_filters.items()
         ],

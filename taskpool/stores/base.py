@@ -84,9 +84,13 @@ class TaskQuery:
     until: datetime | None = None
     #: Case-insensitive text in the title or body.
     text: str | None = None
+    #: Tasks with every one of these job options (``retries``, ``timeout``, ``rollout`` ...).
+    options: frozenset[str] | None = None
 
     def matches(self, task: Message) -> bool:
         """Whether ``task`` passes every filter except ``statuses``."""
+        if self.options is not None and not all(key in task["meta"] for key in self.options):
+            return False
         if self.sender is not None and task["from"] != self.sender:
             return False
         if self.since is not None and task["ts"] < format_timestamp(self.since.timestamp()):
@@ -449,9 +453,12 @@ class BaseStore(abc.ABC):
         """The ids of the open tasks with job options (retries, timeout, rollout, abort,
         start time), which may be owed a line as time passes (``taskpool.ticker``)."""
 
-    def transition(self, task_id: str, registered_devices: list[str]) -> Message | None:
+    def transition(
+        self, task_id: str, registered_devices: Callable[[], list[str]]
+    ) -> Message | None:
         """Write the next line the backend owes the job task now, if any (see
-        ``rules.transition``); each is written once, whoever else keeps time."""
+        ``rules.transition``); each is written once, whoever else keeps time.
+        ``registered_devices()`` lists the devices a ``device:*`` rollout offers it to."""
         return self.transact(
             partial(rules.transition, task_id=task_id, registered_devices=registered_devices)
         )

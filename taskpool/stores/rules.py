@@ -21,6 +21,7 @@ passes (``transition``, driven by ``taskpool.ticker``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -265,7 +266,7 @@ def cancel(
 
 
 def transition(
-    ledger: Ledger, now: float, *, task_id: str, registered_devices: list[str]
+    ledger: Ledger, now: float, *, task_id: str, registered_devices: Callable[[], list[str]]
 ) -> Decision:
     """The next line the backend owes a job task at ``now`` (``None``: nothing is due).
 

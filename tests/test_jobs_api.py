@@ -1,0 +1,145 @@
+"""Jobs through the HTTP API: the options of POST /pool/task, attempts in what devices are
+served and how they answer, time kept by the ticker (in this process, and by taskpool_tick),
+and every refusal. Each test runs on every store."""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import UTC, datetime
+
+import pytest
+from django.core.management import call_command
+
+from taskpool.messages import format_timestamp
+from taskpool.ticker import tick
+from tests.conftest import client_with, post_json
+
+pytestmark = pytest.mark.every_store
+
+
+@pytest.fixture
+def devices(make_device):
+    return {name: client_with(make_device(name)[1]) for name in ("a", "b")}
+
+
+def post_task(client, **data):
+    data.setdefault("title", "update")
+    answer = post_json(client, "/pool/task", data)
+    assert answer.status_code == 201, answer.json()
+    return answer.json()
+
+
+def answer(client, task_id, status="done", **extra):
+    return post_json(client, "/pool/response", {"parent_id": task_id, "status": status, **extra})
+
+
+def test_a_retried_task_says_its_attempt_and_refuses_an_ended_one(master_client, devices):
+    task = post_task(master_client, to="device:a", retries={"max_attempts": 2, "backoff": 0})
+    assert task["meta"]["retries"] == {
+        "max_attempts": 2,
+        "on": ["failed", "timed_out"],
+        "backoff": 0,
+    }
+    (served,) = devices["a"].get("/pool/pending").json()
+    assert served["meta"]["attempt"] == 1
+    assert answer(devices["a"], task["id"], "failed").json()["meta"]["attempt"] == 1
+    assert devices["a"].get("/pool/pending").json() == []
+    (retry,) = tick()
+    assert retry["meta"] == {"status": "retry", "device": "a", "attempt": 2}
+    assert devices["a"].get("/pool/pending").json()[0]["meta"]["attempt"] == 2
+    late = answer(devices["a"], task["id"], "done", meta={"attempt": 1})
+    assert late.status_code == 409
+    assert "attempt 2" in late.json()["detail"]
+    assert answer(devices["a"], task["id"], "done").status_code == 201
+    detail = master_client.get(f"/pool/tasks/{task['id']}").json()
+    (execution,) = detail["executions"]
+    assert (execution["status"], execution["attempt"]) == ("done", 2)
+    assert [(a["attempt"], a["status"]) for a in execution["attempts"]] == [
+        (1, "failed"),
+        (2, "done"),
+    ]
+
+
+def test_the_task_list_filters_by_job_option_and_new_statuses(master_client, devices):
+    plain = post_task(master_client, to="device:a")
+    retried = post_task(master_client, to="device:a", retries={"max_attempts": 3, "backoff": 600})
+    answer(devices["a"], retried["id"], "failed")
+    by_option = master_client.get("/pool/tasks?job=retries").json()["results"]
+    assert [row["task"]["id"] for row in by_option] == [retried["id"]]
+    retrying = master_client.get("/pool/tasks?status=retrying").json()["results"]
+    assert [row["task"]["id"] for row in retrying] == [retried["id"]]
+    assert plain["id"] in [
+        r["task"]["id"] for r in master_client.get("/pool/tasks").json()["results"]
+    ]
+    assert master_client.get("/pool/tasks?job=nonsense").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("retries", {"max_attempts": 0}),
+        ("retries", {"max_attempts": 2, "on": ["rejected"]}),
+        ("retries", {"max_attempts": "2"}),
+        ("retries", "3"),
+        ("timeout", {"in_progress": -1}),
+        ("timeout", {"in_progress": 60, "step": 5}),
+        ("rollout", {"max_per_minute": 5000}),
+        ("rollout", {"base_per_minute": 5, "increment_factor": 9, "after_succeeded": 1}),
+        ("abort", {"failure_percentage": 50}),
+        ("abort", {"failure_percentage": 50, "min_executed": 1, "on": ["expired"]}),
+        ("not_before", "tomorrow"),
+        ("not_before", "2026-06-03T12:00:00"),
+        ("not_before", "2999-01-01T00:00:00Z"),
+    ],
+)
+def test_malformed_job_fields_are_400_naming_the_field(
+    master_client, devices, snapshot, field, value
+):
+    before = snapshot()
+    refused = post_json(master_client, "/pool/task", {"to": "device:a", "title": "x", field: value})
+    assert refused.status_code == 400, refused.json()
+    assert field in refused.json()["errors"]
+    assert snapshot() == before
+
+
+def test_an_answer_before_a_scheduled_start_is_409(master_client, devices):
+    start = datetime.fromtimestamp(time.time() + 3600, UTC)
+    task = post_task(master_client, to="device:a", not_before=start.isoformat())
+    assert task["meta"]["not_before"] == format_timestamp(start.timestamp() + 0.999)
+    refused = answer(devices["a"], task["id"])
+    assert refused.status_code == 409 and "does not start before" in refused.json()["detail"]
+    assert devices["a"].get("/pool/pending").json() == []
+
+
+@pytest.mark.slow
+def test_a_long_poll_gets_a_scheduled_task_when_its_time_comes(master_client, devices, settings):
+    settings.TASKPOOL = {**settings.TASKPOOL, "TICK_INTERVAL": 0.2}
+    start = time.time() + 2
+    task = post_task(
+        master_client,
+        to="device:a",
+        not_before=datetime.fromtimestamp(start, UTC).isoformat(),
+    )
+    # The ticker thread (started by the requests) writes the start; the long-poll waits for it.
+    waited = devices["a"].get("/pool/pending?wait=20")
+    arrived = time.time()
+    assert [t["id"] for t in waited.json()] == [task["id"]]
+    assert arrived >= start - 1  # not before its time (second precision)
+    assert arrived < start + 15  # woken when it came, not at the end of the wait
+
+
+def test_taskpool_tick_writes_what_is_due_once(master_client, devices):
+    task = post_task(master_client, to="device:a", timeout={"in_progress": 1})
+    answer(devices["a"], task["id"], "progress")
+    time.sleep(1.1)
+    out = io.StringIO()
+    call_command("taskpool_tick", stdout=out)
+    assert out.getvalue().strip() == "Wrote 1 lines (timed_out)."
+    again = io.StringIO()
+    call_command("taskpool_tick", stdout=again)
+    assert again.getvalue().strip() == "Wrote 0 lines."
+    assert (
+        master_client.get(f"/pool/tasks/{task['id']}").json()["executions"][0]["status"]
+        == "timed_out"
+    )
