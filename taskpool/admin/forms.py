@@ -86,6 +86,43 @@ class SendTaskForm(forms.Form):
         ),
         help_text=_("Who does it: each addressed device, or the first one to claim it."),
     )
+    # Jobs that look after themselves: JSON objects, as the API takes them.
+    retries = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 1, "class": "taskpool-mono"}),
+        help_text=_(
+            'For example {"max_attempts": 3, "on": ["failed", "timed_out"], "backoff": 60}.'
+        ),
+    )
+    timeout = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 1, "class": "taskpool-mono"}),
+        help_text=_('For example {"in_progress": 600}: seconds to finish once started.'),
+    )
+    rollout = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 1, "class": "taskpool-mono"}),
+        help_text=_(
+            'For example {"max_per_minute": 60}, or {"base_per_minute": 10, '
+            '"increment_factor": 2, "after_succeeded": 20}.'
+        ),
+    )
+    abort = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 1, "class": "taskpool-mono"}),
+        help_text=_(
+            'For example {"failure_percentage": 20, "min_executed": 10, "on": ["failed"]}.'
+        ),
+    )
+    not_before = forms.CharField(
+        required=False,
+        label=_("Not before (UTC)"),
+        help_text=_("Pending for no device before then: 2026-06-03T12:00:00Z. Empty: now."),
+    )
     #: Sent back with the form, so a second click stores nothing new.
     idempotency_key = forms.CharField(widget=forms.HiddenInput, required=False)
 
@@ -111,18 +148,27 @@ class SendTaskForm(forms.Form):
             request["ttl"] = int(ttl) if _INTEGER.fullmatch(ttl) else ttl
         if data["mode"]:
             request["mode"] = data["mode"]
+        for name in JOB_FIELDS:
+            if data[name].strip():
+                request[name] = _load_json(data[name])  # checked in clean_<name>
+        if data["not_before"].strip():
+            request["not_before"] = data["not_before"].strip()
         return request
 
     def clean_meta(self) -> str:
-        text = self.cleaned_data["meta"]
-        if text.strip():
-            try:
-                _load_json(text)
-            except ValueError as error:
-                raise forms.ValidationError(
-                    _("Not valid JSON: %(error)s."), params={"error": getattr(error, "msg", error)}
-                ) from None
-        return text
+        return _json_text(self.cleaned_data["meta"])
+
+    def clean_retries(self) -> str:
+        return _json_text(self.cleaned_data["retries"])
+
+    def clean_timeout(self) -> str:
+        return _json_text(self.cleaned_data["timeout"])
+
+    def clean_rollout(self) -> str:
+        return _json_text(self.cleaned_data["rollout"])
+
+    def clean_abort(self) -> str:
+        return _json_text(self.cleaned_data["abort"])
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -142,6 +188,22 @@ class SendTaskForm(forms.Form):
     def refused(self, error: PoolError) -> None:
         """Show a store's refusal on the field it names (or the whole form)."""
         self.add_error(error.field if error.field in self.fields else None, error.message)
+
+
+#: The job options the form takes as JSON (``taskpool.jobs``).
+JOB_FIELDS = ("retries", "timeout", "rollout", "abort")
+
+
+def _json_text(text: str) -> str:
+    """``text`` if it is empty or JSON; the error a person can act on otherwise."""
+    if text.strip():
+        try:
+            _load_json(text)
+        except ValueError as error:
+            raise forms.ValidationError(
+                _("Not valid JSON: %(error)s."), params={"error": getattr(error, "msg", error)}
+            ) from None
+    return text
 
 
 def _load_json(text: str) -> Any:

@@ -23,12 +23,13 @@ from django.urls import URLPattern, reverse
 from django.utils.translation import gettext as _
 
 from taskpool.admin.access import TASKS_ROLE, PoolPagesAdmin, can_read_day_files
-from taskpool.admin.forms import CancelTaskForm, SendTaskForm
+from taskpool.admin.forms import JOB_FIELDS, CancelTaskForm, SendTaskForm
 from taskpool.admin.rows import message_rows, pretty_json
 from taskpool.api.filters import task_query
 from taskpool.days import parse_day
 from taskpool.exceptions import PoolError, TaskClosed, UnknownTask
 from taskpool.fleet import validated_device_ids
+from taskpool.jobs import JOB_KEYS
 from taskpool.lifecycle import EXECUTION_STATUSES
 from taskpool.models import Task
 from taskpool.principals import address_of
@@ -96,6 +97,7 @@ class TaskAdmin(PoolPagesAdmin):
         task = detail.task
         closed = detail.state.closed_reason(now)
         task_day = _day_of_ts(task["ts"])
+        job = [(key, task["meta"][key]) for key in JOB_KEYS if key in task["meta"]]
         return self.render(
             request,
             "admin/taskpool/task/thread.html",
@@ -104,6 +106,11 @@ class TaskAdmin(PoolPagesAdmin):
             task_meta=pretty_json(task["meta"]),
             responses=message_rows(detail.responses, request.user),
             executions=detail.executions(registered, now),
+            job=[
+                (key, value if isinstance(value, str) else pretty_json(value)) for key, value in job
+            ],
+            with_attempts="retries" in task["meta"],
+            aborted=detail.state.aborted,
             closed=closed,
             cancel_form=CancelTaskForm() if closed is None else None,
             day_url=reverse("admin:taskpool_dayfile_day", args=[task_day.isoformat()])
@@ -144,6 +151,7 @@ class TaskAdmin(PoolPagesAdmin):
             _("Send a task"),
             form=form,
             fieldset=[form[name] for name in ("to", "title", "body", "meta", "ttl", "mode")],
+            job_fieldset=[form[name] for name in (*JOB_FIELDS, "not_before")],
         )
 
     # Cancelling ------------------------------------------------------------------
