@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 # Re-installs only when the declared dependencies change.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[demo,test]"
+	$(BIN)/python -m pip install --quiet -e ".[demo,test,docs]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -34,6 +34,12 @@ bench: install
 lint: install
 	$(BIN)/ruff check taskpool project tests bench
 	$(BIN)/ruff format --check taskpool project tests bench
+	$(BIN)/mypy taskpool
+
+# The documentation site, in site/; a broken link or a page left out of the nav fails it.
+docs: install
+	$(BIN)/python manage.py spectacular --file docs/api/openapi.yaml --validate --fail-on-warn
+	$(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build site *.egg-info

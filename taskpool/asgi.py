@@ -135,7 +135,7 @@ async def _send_response(response: HttpResponseBase, send: Send) -> None:
     ]
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     if response.streaming:
-        async with aclosing(aiter(response)) as parts:  # type: ignore[call-overload]
+        async with aclosing(aiter(response)) as parts:  # type: ignore[arg-type,var-annotated]
             async for part in parts:
                 await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b""})

@@ -101,7 +101,7 @@ class Run:
             deadline=record.get("deadline"),
             retry_at=record.get("retry_at"),
             offered=record.get("offered", False),
-            history=[tuple(entry) for entry in record.get("history", [])],  # type: ignore[misc]
+            history=[tuple(entry) for entry in record.get("history", [])],
         )
 
 
@@ -272,7 +272,7 @@ class TaskState:
             and timeout is not None
             and run.started is not None
             and moment is not None
-            and type(step) in (int, float)
+            and (type(step) is int or type(step) is float)
             and step > 0
         ):
             run.deadline = min(moment + step, run.started + timeout.in_progress)
@@ -301,7 +301,7 @@ class TaskState:
                     if type(device) is str and self.audience.includes(device):
                         self._run(device).offered = True
             clock = meta.get("rollout_clock")
-            if type(clock) in (int, float):
+            if type(clock) is int or type(clock) is float:
                 self.rollout_clock = float(clock)
             return False
         device, attempt = meta.get("device"), meta.get("attempt")

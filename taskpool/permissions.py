@@ -41,7 +41,7 @@ class HasRole(BasePermission):
             self.message = _("This endpoint is for users, not devices.")
             return False
         if not has_role(user, self.role):
-            self.message = _("This needs the %(role)s role.") % {"role": self.role}
+            self.message = _("This needs the %(role)s role.") % {"role": self.role}  # type: ignore[assignment]
             return False
         return True
 

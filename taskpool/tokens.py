@@ -19,8 +19,8 @@ class DeviceToken(Token):
 
     token_type = DEVICE_TOKEN_TYPE
 
-    @property  # type: ignore[override]
-    def lifetime(self) -> timedelta:
+    @property
+    def lifetime(self) -> timedelta:  # type: ignore[override]
         return pool_settings.DEVICE_TOKEN_LIFETIME
 
     @classmethod

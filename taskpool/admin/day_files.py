@@ -14,7 +14,13 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.urls import URLPattern, reverse
 from django.utils.translation import gettext as _
 
@@ -158,7 +164,7 @@ class DayFileAdmin(PoolPagesAdmin):
 
     # The raw file ------------------------------------------------------------
 
-    def raw_view(self, request: HttpRequest, day: str) -> HttpResponse:
+    def raw_view(self, request: HttpRequest, day: str) -> StreamingHttpResponse:
         self.require_role(request)
         the_day = self._existing_day(day)
         return download(

@@ -219,7 +219,8 @@ class DeviceUserAdmin(admin.ModelAdmin):
 def _status(device: DeviceUser) -> DeviceStatus:
     status = getattr(device, "fleet_status", None)
     if status is None:  # a row rendered outside FleetChangeList
-        status = device.fleet_status = device_statuses([device])[device.id]
+        status = device_statuses([device])[device.id]
+        device.fleet_status = status  # type: ignore[attr-defined]
     return status
 
 

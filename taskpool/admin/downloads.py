@@ -9,6 +9,7 @@ each chunk in a worker thread under ASGI, the plain iterator under WSGI.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -29,12 +30,16 @@ def download(
     return response
 
 
+def _next_or_done(iterator: Iterator[bytes]) -> Any:
+    return next(iterator, _DONE)
+
+
 async def _pulled_in_threads(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     iterator = iter(chunks)
-    pull = sync_to_async(next, thread_sensitive=False)
+    pull = sync_to_async(_next_or_done, thread_sensitive=False)
     try:
-        while (chunk := await pull(iterator, _DONE)) is not _DONE:
-            yield chunk  # type: ignore[misc]
+        while (chunk := await pull(iterator)) is not _DONE:
+            yield chunk
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:

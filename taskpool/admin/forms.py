@@ -171,7 +171,7 @@ class SendTaskForm(forms.Form):
         return _json_text(self.cleaned_data["abort"])
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         if self.errors:
             return cleaned
         serializer = TaskRequestSerializer(data=self.api_request())

@@ -97,9 +97,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if isinstance(exc, StoreUnavailable):
             response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
-    response = drf_exception_handler(exc, context)
-    if response is None:
+    handled = drf_exception_handler(exc, context)
+    if handled is None:
         return None
+    response = handled
     if isinstance(exc, exceptions.ValidationError):
         errors = field_errors(exc.detail)
         field, messages = next(iter(errors.items()))

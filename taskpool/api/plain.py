@@ -46,7 +46,7 @@ def authenticate(request: HttpRequest, permission: type[BasePermission] | None =
         raise NotAuthenticated()
     if permission is not None:
         check = permission()
-        if not check.has_permission(drf_request, None):
+        if not check.has_permission(drf_request, None):  # type: ignore[arg-type]  # no view here
             raise PermissionDenied(getattr(check, "message", None))
     note_seen(principal)
     return principal
@@ -82,7 +82,7 @@ def _attach_session_user(request: HttpRequest) -> None:
 
     engine = import_module(settings.SESSION_ENGINE)
     request.session = engine.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
-    request.user = SimpleLazyObject(lambda: auth.get_user(request))
+    request.user = SimpleLazyObject(lambda: auth.get_user(request))  # type: ignore[assignment]
 
 
 def valid_query(
@@ -98,7 +98,7 @@ def error_response(error: Exception) -> HttpResponse:
     """The API's JSON error for a DRF, Django or pool error; anything else is raised again."""
     if isinstance(error, NotAuthenticated | AuthenticationFailed):
         first = PoolAPIView.authentication_classes[0]()
-        error.auth_header = first.authenticate_header(None)  # type: ignore[union-attr]
+        error.auth_header = first.authenticate_header(None)  # type: ignore[arg-type,union-attr]
     response = exception_handler(error, {})
     if response is None:
         raise error

@@ -56,7 +56,7 @@ async def long_poll(request: HttpRequest) -> HttpResponseBase:
     ticker.ensure_running()
     try:
         if request.method != "GET":
-            raise MethodNotAllowed(request.method)
+            raise MethodNotAllowed(str(request.method))
         device = await in_django_thread(authenticate, request, IsDevice)
         query = valid_query(api.LongPollQuerySerializer, request)
         tasks = await wait_for_pending(
@@ -72,7 +72,7 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
     ticker.ensure_running()
     try:
         if request.method != "GET":
-            raise MethodNotAllowed(request.method)
+            raise MethodNotAllowed(str(request.method))
         scope = await in_django_thread(stream_scope, request)
         store = get_store()
         # Fixed before answering: whatever is stored from now on is in the stream.
@@ -103,6 +103,7 @@ def stream_scope(request: HttpRequest) -> Scope:
 def start_cursor(store: BaseStore, request: HttpRequest) -> str | None:
     """Where a stream starts: after ``Last-Event-ID`` or ``?after=``, else at the pool's end."""
     header = request.headers.get("Last-Event-ID")
+    cursor: str | None
     if header is not None:
         field = "Last-Event-ID"
         try:

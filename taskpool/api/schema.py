@@ -7,7 +7,7 @@ class DeviceJWTScheme(SimpleJWTScheme):
     target_class = "taskpool.authentication.DeviceJWTAuthentication"
     name = "deviceJWT"
 
-    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+    def get_security_definition(self, auto_schema):
         definition = super().get_security_definition(auto_schema)
         definition["description"] = "A device token (taskpool_device ID --token)."
         return definition

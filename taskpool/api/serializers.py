@@ -264,7 +264,7 @@ class ExecutionSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
-    errors = serializers.DictField(
+    errors = serializers.DictField(  # type: ignore[assignment]  # the error body's field, not Serializer.errors
         child=serializers.ListField(child=serializers.CharField()), required=False
     )
 

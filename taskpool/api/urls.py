@@ -1,13 +1,15 @@
 """Routes of the REST API, without trailing slashes (DESIGN 4)."""
 
-from django.urls import path, re_path
+from typing import Any
+
+from django.urls import URLPattern, path, re_path
 from django.views.decorators.common import no_append_slash
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from taskpool.api import log, realtime, views
 
 
-def route(pattern: str, view: object, name: str) -> object:
+def route(pattern: str, view: Any, name: str) -> URLPattern:
     return path(pattern, no_append_slash(view), name=name)
 
 

@@ -87,6 +87,11 @@ def note_seen(principal: Any) -> None:
         principal.last_seen = now
 
 
+def device_id(request: Request) -> str:
+    """The calling device's id (once ``IsDevice`` or a device check let it in)."""
+    return str(request.user.pk)
+
+
 def idempotency_key(request: Request) -> str | None:
     """The ``Idempotency-Key`` header: 1 to 128 visible ASCII characters, or absent."""
     key = request.headers.get("Idempotency-Key")
@@ -137,10 +142,10 @@ class PendingView(PoolAPIView):
         store = get_store()
         if "wait" not in request.query_params:
             query = self.valid(api.PendingQuerySerializer, request.query_params)
-            return Response(store.pending_for(request.user.id, limit=query["limit"]))
+            return Response(store.pending_for(device_id(request), limit=query["limit"]))
         query = self.valid(api.LongPollQuerySerializer, request.query_params)
         tasks = wait_for_pending_in_thread(
-            store, request.user.id, limit=query["limit"], seconds=query["wait"]
+            store, device_id(request), limit=query["limit"], seconds=query["wait"]
         )
         return Response(tasks)
 
@@ -157,7 +162,7 @@ class ResponseView(PoolAPIView):
     def post(self, request: Request) -> Response:
         data = self.valid(api.ResponseRequestSerializer, request.data)
         posted = get_store().post_response(
-            device_id=request.user.id, idempotency_key=idempotency_key(request), **data
+            device_id=device_id(request), idempotency_key=idempotency_key(request), **data
         )
         return Response(posted.message, status=created_or_replayed(posted.created))
 
@@ -172,7 +177,7 @@ class HeartbeatView(PoolAPIView):
     )
     def post(self, request: Request) -> Response:
         data = self.valid(api.HeartbeatRequestSerializer, request.data)
-        message = get_store().post_heartbeat(device_id=request.user.id, **data)
+        message = get_store().post_heartbeat(device_id=device_id(request), **data)
         return Response(message, status=status.HTTP_201_CREATED)
 
 
@@ -236,8 +241,8 @@ class TaskDetailView(PoolAPIView):
     def get(self, request: Request, task_id: str) -> Response:
         store = get_store()
         detail = store.task_detail(task_id)
-        if is_device(request.user) and not detail.state.audience.includes(request.user.id):
-            raise NotAddressed(f"Task {task_id} is not addressed to device {request.user.id}.")
+        if is_device(request.user) and not detail.state.audience.includes(device_id(request)):
+            raise NotAddressed(f"Task {task_id} is not addressed to device {device_id(request)}.")
         registered = validated_device_ids() if detail.state.audience.everyone else []
         return Response(
             {
@@ -326,7 +331,7 @@ class ClaimView(PoolAPIView):
     def post(self, request: Request) -> Response:
         data = self.valid(api.ClaimRequestSerializer, request.data)
         claim = get_store().claim(
-            device_id=request.user.id, idempotency_key=idempotency_key(request), **data
+            device_id=device_id(request), idempotency_key=idempotency_key(request), **data
         )
         if claim is None:
             return Response(status=status.HTTP_204_NO_CONTENT)

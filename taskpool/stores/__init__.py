@@ -35,7 +35,7 @@ def get_store() -> BaseStore:
     if store is None:
         with _store_lock:
             if _store is None:
-                _store = store_class().from_settings(pool_settings)  # type: ignore[attr-defined]
+                _store = store_class().from_settings(pool_settings)
             store = _store
     return store
 

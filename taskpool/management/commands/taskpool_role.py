@@ -25,7 +25,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, username: str, role: str, **options: Any) -> None:
         User = get_user_model()
-        user, created = User.objects.get_or_create(**{User.USERNAME_FIELD: username})
+        user, created = User.objects.get_or_create(**{str(User.USERNAME_FIELD): username})  # type: ignore[arg-type]
         if created and not options["password"]:
             user.set_unusable_password()
         if options["password"]:

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from django.core import checks
@@ -305,7 +305,7 @@ class DatabaseStore(BaseStore):
                 [device_id, now, now, limit],
             )
             return [
-                served(orjson.loads(line), attempt if jobs else None)
+                cast(Message, served(orjson.loads(line), attempt if jobs else None))
                 for line, jobs, attempt in cursor.fetchall()
             ]
 
@@ -757,6 +757,7 @@ class DatabaseStore(BaseStore):
     def _read_tail(self) -> None:
         """Read the log past the tail (below the horizon) into the journal of concerns."""
         self._journal.enabled = True
+        assert self._tail is not None, "changes_since sets the tail first"
         while True:
             with self._cursor() as cursor:
                 cursor.execute(

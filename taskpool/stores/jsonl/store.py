@@ -281,7 +281,7 @@ class JsonlStore(BaseStore):
         if before is not None:
             at = Cursor.parse(before)
             bound = (at.day.toordinal(), at.offset)
-        found: list[tuple[TaskSummary, Cursor]] = []
+        found: list[tuple[TaskSummary, str]] = []
         with self._mutex:
             self._advance()
             day_ordinals = sorted(self._index.days, reverse=True)
