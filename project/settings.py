@@ -1,7 +1,8 @@
 """The demo site: taskpool on the embedded defaults (SQLite + JSONL files under var/).
 
 Environment: TASKPOOL_STORE (``jsonl``, the default, or ``database``: the pool
-in the PostgreSQL of DATABASE_URL), TASKPOOL_DATA_DIR, DATABASE_URL,
+in the PostgreSQL of DATABASE_URL), TASKPOOL_DATA_DIR, TASKPOOL_ARCHIVE_DIR,
+TASKPOOL_METRICS_TOKEN, DATABASE_URL,
 DJANGO_SECRET_KEY, DJANGO_DEBUG, DJANGO_ALLOWED_HOSTS. Without them the site
 runs for local development only.
 """
@@ -117,6 +118,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TASKPOOL = {
     "STORE": STORES[POOL_STORE],
     "DATA_DIR": os.environ.get("TASKPOOL_DATA_DIR") or str(VAR_DIR / "pool"),
+    # A Prometheus scraper's bearer token for /pool/metrics (admins may read it without).
+    "METRICS_TOKEN": os.environ.get("TASKPOOL_METRICS_TOKEN") or None,
+    # Where taskpool_prune puts old day files; the log and the admin still read them there.
+    "ARCHIVE_DIR": os.environ.get("TASKPOOL_ARCHIVE_DIR") or str(VAR_DIR / "archive"),
 }
 
 REST_FRAMEWORK = {

@@ -1,14 +1,19 @@
-"""``DeviceJWTAuthentication``: a device token in ``Authorization: Bearer`` -> ``DeviceUser``."""
+"""``DeviceJWTAuthentication``: a device token in ``Authorization: Bearer`` -> ``DeviceUser``;
+``MetricsTokenAuthentication``: the metrics scraper's token (``METRICS_TOKEN``)."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.utils.translation import gettext_lazy as _
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken, TokenError
 
+from taskpool.conf import pool_settings
 from taskpool.models import DeviceUser
 from taskpool.tokens import DeviceToken
 
@@ -48,3 +53,32 @@ class DeviceJWTAuthentication(JWTAuthentication):
         if not session or session != device.user_session:
             raise AuthenticationFailed(str(_("Token has been revoked.")), code="token_revoked")
         return device
+
+
+class MetricsToken:
+    """``request.auth`` of a request that showed the metrics token (see ``CanReadMetrics``)."""
+
+    def __repr__(self) -> str:
+        return "<MetricsToken>"
+
+
+class MetricsTokenAuthentication(BaseAuthentication):
+    """``Authorization: Bearer <METRICS_TOKEN>``, compared in constant time; else the next class.
+
+    The caller stays anonymous, with a ``MetricsToken`` as ``request.auth``:
+    only the metrics endpoint's permission lets that in.
+    """
+
+    def authenticate(self, request: Request) -> tuple[AnonymousUser, MetricsToken] | None:
+        expected = pool_settings.METRICS_TOKEN
+        if not expected:
+            return None
+        scheme, _space, credential = get_authorization_header(request).partition(b" ")
+        if scheme.lower() != b"bearer":
+            return None
+        if hmac.compare_digest(credential.strip(), str(expected).encode()):
+            return AnonymousUser(), MetricsToken()
+        return None
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="taskpool"'

@@ -30,6 +30,10 @@ DEFAULTS: dict[str, Any] = {
     # How often each server process writes the lines jobs are owed (timeouts, retries,
     # rollout steps, aborts, starts); 0 leaves it to the taskpool_tick command.
     "TICK_INTERVAL": timedelta(seconds=1),
+    # A bearer token that may read /metrics (a Prometheus scraper); None: pool admins only.
+    "METRICS_TOKEN": None,
+    # Where taskpool_prune archives day files (.jsonl.gz); the log and the admin read them there.
+    "ARCHIVE_DIR": None,
 }
 
 # Durations may be given as a timedelta or as a number of seconds.

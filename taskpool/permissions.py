@@ -59,3 +59,16 @@ class IsMasterOrAddressedDevice(BasePermission):
                 return False
             return True
         return has_role(user, "master")
+
+
+class CanReadMetrics(BasePermission):
+    """A pool admin, or a scraper that showed ``METRICS_TOKEN``."""
+
+    message = _("The metrics are for pool admins and the metrics token.")
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        from taskpool.authentication import MetricsToken
+
+        return isinstance(request.auth, MetricsToken) or (
+            not is_device(request.user) and has_role(request.user, "admin")
+        )

@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -116,13 +117,22 @@ class LivePool:
         return {"Authorization": f"Bearer {token}"}
 
 
-def start_uvicorn(app: str, environment: dict[str, str]) -> tuple[str, subprocess.Popen]:
+def start_uvicorn(
+    app: str, environment: dict[str, str], *, workers: int = 1
+) -> tuple[str, subprocess.Popen]:
     """A uvicorn process serving ``app`` on a free port, and its URL once it listens.
 
     Port 0 lets the kernel pick the port; uvicorn logs the one it got. (Not
     ``--fd``: uvicorn takes such a socket for a Unix one and leaves Nagle's
-    algorithm on, which adds 40 ms to every answer.)
+    algorithm on, which adds 40 ms to every answer.) With ``workers`` above 1,
+    uvicorn's supervisor and that many worker processes, on a port picked
+    here: the supervisor would log port 0 rather than the one it got.
     """
+    port = 0
+    if workers > 1:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
     process = subprocess.Popen(
         [
             sys.executable,
@@ -132,12 +142,13 @@ def start_uvicorn(app: str, environment: dict[str, str]) -> tuple[str, subproces
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(port),
             "--no-access-log",
             "--log-level",
             "info",
             "--timeout-graceful-shutdown",
             "2",
+            *(["--workers", str(workers)] if workers > 1 else []),
         ],
         cwd=ROOT,
         env=environment,
@@ -147,10 +158,15 @@ def start_uvicorn(app: str, environment: dict[str, str]) -> tuple[str, subproces
     started: queue.Queue[str] = queue.Queue()
 
     def read_log() -> None:  # and keep reading, so the pipe never fills
+        url, serving = None, 0
         for line in process.stderr:
             found = re.search(r"Uvicorn running on (http://\S+)", line)
             if found:
-                started.put(found.group(1))
+                url = found.group(1)
+            # Workers log their own start-up after the supervisor's address.
+            serving += "Application startup complete" in line
+            if url is not None and serving == workers:
+                started.put(url)
 
     threading.Thread(target=read_log, daemon=True).start()
     try:

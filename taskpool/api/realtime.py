@@ -24,6 +24,7 @@ from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import APIException, MethodNotAllowed, PermissionDenied
 
+from taskpool import metrics
 from taskpool.api import serializers as api
 from taskpool.api import views
 from taskpool.api.plain import (
@@ -54,6 +55,12 @@ def served_by_event_loop(request: Any) -> bool:
 async def long_poll(request: HttpRequest) -> HttpResponseBase:
     """The tasks pending for the device, as soon as there are any, or ``[]`` after ``wait`` seconds."""
     ticker.ensure_running()
+    response = await _long_poll(request)
+    metrics.count_request("pending", str(request.method), response.status_code)
+    return response
+
+
+async def _long_poll(request: HttpRequest) -> HttpResponseBase:
     try:
         if request.method != "GET":
             raise MethodNotAllowed(str(request.method))
@@ -70,6 +77,12 @@ async def long_poll(request: HttpRequest) -> HttpResponseBase:
 async def stream(request: HttpRequest) -> HttpResponseBase:
     """Server-Sent Events: the caller's scope of the pool, replayed after a cursor, then live."""
     ticker.ensure_running()
+    response = await _stream(request)
+    metrics.count_request("stream", str(request.method), response.status_code)
+    return response
+
+
+async def _stream(request: HttpRequest) -> HttpResponseBase:
     try:
         if request.method != "GET":
             raise MethodNotAllowed(str(request.method))

@@ -394,3 +394,43 @@ class LogPageSerializer(serializers.Serializer):
         allow_null=True, help_text="Where to continue: the cursor given when nothing is new."
     )
     has_more = serializers.BooleanField()
+
+
+# Operations ------------------------------------------------------------------
+
+
+class QueryFlagField(serializers.Field):
+    """A query-string switch: present (``?ready``, ``?ready=1``, ``?ready=true``) or not."""
+
+    def get_value(self, dictionary: Any) -> Any:
+        return dictionary.get(self.field_name, serializers.empty)
+
+    def to_internal_value(self, data: Any) -> bool:
+        if data in ("", "1", "true"):
+            return True
+        if data in ("0", "false"):
+            return False
+        raise serializers.ValidationError("Must be empty, 1, true, 0 or false.")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class HealthQuerySerializer(StrictSerializer):
+    ready = QueryFlagField(
+        required=False,
+        default=False,
+        help_text="Also fail while the store is getting ready (the day files' index being built).",
+    )
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "unavailable"])
+    detail = serializers.CharField(
+        required=False, help_text="The first failing check, in a sentence."
+    )
+    checks = serializers.DictField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Each failing check by name, and what fails.",
+    )

@@ -6,7 +6,7 @@ from django.urls import URLPattern, path, re_path
 from django.views.decorators.common import no_append_slash
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from taskpool.api import log, realtime, views
+from taskpool.api import log, operations, realtime, views
 
 
 def route(pattern: str, view: Any, name: str) -> URLPattern:
@@ -27,6 +27,8 @@ urlpatterns = [
     route("devices", views.DevicesView.as_view(), "devices"),
     route("auth/token", views.TokenObtainView.as_view(), "token"),
     route("auth/token/refresh", views.TokenRefreshPairView.as_view(), "token-refresh"),
+    route("health", operations.HealthView.as_view(), "health"),
+    route("metrics", operations.MetricsView.as_view(), "metrics"),
     route("schema", SpectacularAPIView.as_view(), "schema"),
     route("docs", SpectacularSwaggerView.as_view(url_name="taskpool:schema"), "docs"),
     re_path(r"^.*$", no_append_slash(views.not_found), name="not-found"),

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from taskpool import metrics
 from taskpool.api import schema as _schema  # noqa: F401  (registers the device token scheme)
 from taskpool.api import serializers as api
 from taskpool.api.errors import error_body, exception_handler
@@ -69,12 +70,20 @@ class PoolAPIView(APIView):
         response = super().finalize_response(request, response, *args, **kwargs)
         if response.status_code < 400:
             note_seen(request.user)
+        count_request(request, response)
         return response
 
     def valid(self, serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
         serializer = serializer_class(data=data)
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
+
+
+def count_request(request: Any, response: Any) -> None:
+    """One request in the metrics, under its URL's name (``pending``, ``task-detail`` ...)."""
+    match = getattr(request, "resolver_match", None)
+    endpoint = match.url_name if match is not None and match.url_name else "other"
+    metrics.count_request(endpoint, request.method, response.status_code)
 
 
 def note_seen(principal: Any) -> None:
@@ -351,6 +360,11 @@ class TokenObtainView(TokenObtainPairView):
     def get_exception_handler(self) -> Any:
         return exception_handler
 
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        count_request(request, response)
+        return response
+
 
 class TokenRefreshPairView(TokenRefreshView):
     """A new access token for a refresh token."""
@@ -363,8 +377,15 @@ class TokenRefreshPairView(TokenRefreshView):
     def get_exception_handler(self) -> Any:
         return exception_handler
 
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        count_request(request, response)
+        return response
+
 
 @csrf_exempt  # a wrong POST is a 404 like any other, not CSRF's HTML 403
 def not_found(request: Any, *args: Any, **kwargs: Any) -> JsonResponse:
     """A clean JSON 404 for any other path under the pool's prefix."""
-    return JsonResponse(error_body("Not found."), status=404)
+    response = JsonResponse(error_body("Not found."), status=404)
+    count_request(request, response)
+    return response

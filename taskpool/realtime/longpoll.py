@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from taskpool.messages import Message
+from taskpool.metrics import waiting
 from taskpool.realtime.blocking import thread_hub_for
 from taskpool.realtime.hub import hub_for
 from taskpool.realtime.scope import DEVICE, Scope
@@ -31,13 +32,14 @@ async def wait_for_pending(
     deadline = loop.time() + seconds
     # Registered before looking again: a task stored in between wakes it.
     async with hub_for(store).waiter(Scope(DEVICE, device_id)) as waiter:
-        while True:
-            waiter.clear()
-            pending = await asyncio.to_thread(store.pending_for, device_id, limit=limit)
-            remaining = deadline - loop.time()
-            if pending or remaining <= 0:
-                return pending
-            await waiter.wait(remaining)
+        with waiting("long_poll"):
+            while True:
+                waiter.clear()
+                pending = await asyncio.to_thread(store.pending_for, device_id, limit=limit)
+                remaining = deadline - loop.time()
+                if pending or remaining <= 0:
+                    return pending
+                await waiter.wait(remaining)
 
 
 def wait_for_pending_in_thread(
@@ -54,7 +56,7 @@ def wait_for_pending_in_thread(
         return pending
     deadline = time.monotonic() + seconds
     # Registered before looking again: a task stored in between wakes it.
-    with thread_hub_for(store).waiter(Scope(DEVICE, device_id)) as woken:
+    with thread_hub_for(store).waiter(Scope(DEVICE, device_id)) as woken, waiting("long_poll"):
         while True:
             woken.clear()
             pending = store.pending_for(device_id, limit=limit)

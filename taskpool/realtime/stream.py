@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 from taskpool.exceptions import InvalidCursor
+from taskpool.metrics import waiting
 from taskpool.realtime import sse
 from taskpool.realtime.hub import hub_for
 from taskpool.realtime.scope import Scope, StreamFilter
@@ -57,28 +58,31 @@ async def events(
     loop = asyncio.get_running_loop()
     hub = hub_for(store)
     async with hub.waiter(scope) as waiter:
-        yield sse.OPENED
-        quiet_until = loop.time() + keep_alive
-        while True:
-            waiter.clear()
-            try:
-                chunk, cursor, more = await asyncio.to_thread(
-                    read_events, store, stream_filter, cursor
-                )
-            except InvalidCursor:
-                logger.warning("taskpool: a stream's position %s went away; closing it.", cursor)
-                return
-            if chunk:
-                yield chunk
-                quiet_until = loop.time() + keep_alive
-            if more:
-                continue
-            while not await waiter.wait(min(CATCH_UP_SECONDS, quiet_until - loop.time())):
-                # Not woken: what others were sent since need not be read again.
-                cursor = hub.resume_point(cursor)
-                if loop.time() >= quiet_until:
-                    yield sse.KEEP_ALIVE
+        with waiting("stream"):
+            yield sse.OPENED
+            quiet_until = loop.time() + keep_alive
+            while True:
+                waiter.clear()
+                try:
+                    chunk, cursor, more = await asyncio.to_thread(
+                        read_events, store, stream_filter, cursor
+                    )
+                except InvalidCursor:
+                    logger.warning(
+                        "taskpool: a stream's position %s went away; closing it.", cursor
+                    )
+                    return
+                if chunk:
+                    yield chunk
                     quiet_until = loop.time() + keep_alive
+                if more:
+                    continue
+                while not await waiter.wait(min(CATCH_UP_SECONDS, quiet_until - loop.time())):
+                    # Not woken: what others were sent since need not be read again.
+                    cursor = hub.resume_point(cursor)
+                    if loop.time() >= quiet_until:
+                        yield sse.KEEP_ALIVE
+                        quiet_until = loop.time() + keep_alive
 
 
 def sync_events(
@@ -90,20 +94,21 @@ def sync_events(
 ) -> Iterator[bytes]:
     """The same stream for a thread of its own (WSGI, ``runserver``): it polls the pool."""
     stream_filter = StreamFilter(scope, store.find_task)
-    yield sse.OPENED
-    quiet_until = time.monotonic() + keep_alive
-    while True:
-        try:
-            chunk, cursor, more = read_events(store, stream_filter, cursor)
-        except InvalidCursor:
-            logger.warning("taskpool: a stream's position %s went away; closing it.", cursor)
-            return
-        if chunk:
-            yield chunk
-            quiet_until = time.monotonic() + keep_alive
-        if more:
-            continue
-        if time.monotonic() >= quiet_until:
-            yield sse.KEEP_ALIVE
-            quiet_until = time.monotonic() + keep_alive
-        time.sleep(SYNC_POLL_SECONDS)
+    with waiting("stream"):
+        yield sse.OPENED
+        quiet_until = time.monotonic() + keep_alive
+        while True:
+            try:
+                chunk, cursor, more = read_events(store, stream_filter, cursor)
+            except InvalidCursor:
+                logger.warning("taskpool: a stream's position %s went away; closing it.", cursor)
+                return
+            if chunk:
+                yield chunk
+                quiet_until = time.monotonic() + keep_alive
+            if more:
+                continue
+            if time.monotonic() >= quiet_until:
+                yield sse.KEEP_ALIVE
+                quiet_until = time.monotonic() + keep_alive
+            time.sleep(SYNC_POLL_SECONDS)

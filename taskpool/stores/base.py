@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from django.core.checks import CheckMessage
 
+from taskpool import metrics
 from taskpool.exceptions import InvalidMessage
 from taskpool.jobs import job_meta
 from taskpool.lifecycle import TaskState
@@ -47,6 +48,15 @@ from taskpool.stores.validation import (
 )
 
 Result = TypeVar("Result")
+
+
+def probe(name: str, look: Callable[[], object], problem: str) -> HealthCheck:
+    """A ``HealthCheck`` that passes when ``look()`` returns, and fails with ``problem`` if it raises."""
+    try:
+        look()
+    except Exception:  # noqa: BLE001 - any failure is the answer
+        return HealthCheck(name, problem)
+    return HealthCheck(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +215,36 @@ class Page:
         return [entry.message for entry in self.entries]
 
 
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """One thing a store needs to serve, checked: its name, and what fails (``None``: nothing).
+
+    ``problem`` is one sentence anyone may read (the health endpoint has no
+    authentication): no paths, no addresses, no secrets.
+    """
+
+    name: str
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFigures:
+    """Figures about the pool for monitoring (``/metrics``); ``None``: the store has no such thing."""
+
+    #: Tasks still open: pending for at least one device, not yet cancelled or expired.
+    open_tasks: int
+    #: Bytes in the day files that this process's index has not read yet.
+    index_lag_bytes: int | None = None
+    #: Seconds since the start-up checkpoint was last written (``None``: there is none).
+    checkpoint_age_seconds: float | None = None
+    #: Free bytes on the filesystem of ``DATA_DIR``.
+    disk_free_bytes: int | None = None
+
+
 class BaseStore(abc.ABC):
     """The task pool's storage: stores messages by the rules, answers what is pending.
 
@@ -242,6 +282,28 @@ class BaseStore(abc.ABC):
     def now(self) -> float:
         """The store's clock, in epoch seconds (the time it stamps messages with)."""
 
+    # Operations --------------------------------------------------------------
+
+    def health(self, *, ready: bool = False) -> list[HealthCheck]:
+        """Whether the store can serve now: one named check per thing it needs. Never raises.
+
+        This default checks that the pool can be read (``read``); each store
+        puts its own checks first (a writable directory, a database that
+        answers). With ``ready``, it also says whether the store is ready to
+        answer quickly: a store that builds something before it can (the day
+        files' index) fails a check while it does, and starts building if it
+        had not. Cheap enough for a load balancer to ask every few seconds.
+        """
+        return [probe("read", self.end_cursor, "The pool cannot be read.")]
+
+    @abc.abstractmethod
+    def figures(self) -> StoreFigures:
+        """Figures about the pool for monitoring: open tasks, and what the store can tell.
+
+        Asked on every scrape of the metrics: costs what a pending count does,
+        never a reading of the history.
+        """
+
     # Writing: the rules, once for every store --------------------------------
 
     @abc.abstractmethod
@@ -262,6 +324,12 @@ class BaseStore(abc.ABC):
         Raises ``MessageTooLarge`` for a message over ``MAX_MESSAGE_BYTES``,
         and ``StoreUnavailable`` when the message cannot be stored now.
         """
+
+    def _write(
+        self, decide: Callable[[Ledger, float], Decision], *, reads_pool: bool = True
+    ) -> Any:
+        """``transact``, with the decision's and the write's times and the message counted."""
+        return metrics.measured_write(self.transact, decide, reads_pool=reads_pool)
 
     def post_task(
         self,
@@ -321,7 +389,7 @@ class BaseStore(abc.ABC):
         )
         if idempotency_key is not None:
             meta["idempotency_key"] = idempotency_key
-        return self.transact(
+        return self._write(
             partial(
                 rules.task,
                 sender=sender,
@@ -366,7 +434,7 @@ class BaseStore(abc.ABC):
         meta["status"] = status
         if idempotency_key is not None:
             meta["idempotency_key"] = idempotency_key
-        return self.transact(
+        return self._write(
             partial(
                 rules.response,
                 device_id=device_id,
@@ -384,7 +452,7 @@ class BaseStore(abc.ABC):
         """Store a heartbeat from a device to the backend."""
         meta = own_meta(meta, ())
         decide = partial(rules.heartbeat, device_id=device_id, body=body, meta=meta)
-        return self.transact(lambda _ledger, now: decide(now), reads_pool=False)
+        return self._write(lambda _ledger, now: decide(now), reads_pool=False)
 
     def claim(
         self, *, device_id: str, parent_id: str | None = None, idempotency_key: str | None = None
@@ -399,7 +467,7 @@ class BaseStore(abc.ABC):
         meta: dict[str, Any] = {"status": "claimed"}
         if idempotency_key is not None:
             meta["idempotency_key"] = idempotency_key
-        return self.transact(
+        return self._write(
             partial(
                 rules.claim,
                 device_id=device_id,
@@ -425,7 +493,7 @@ class BaseStore(abc.ABC):
         meta: dict[str, Any] = {"status": "cancelled"}
         if idempotency_key is not None:
             meta["idempotency_key"] = idempotency_key
-        return self.transact(
+        return self._write(
             partial(
                 rules.cancel,
                 sender=sender,

@@ -47,8 +47,10 @@ from taskpool.stores.base import (
     DayPage,
     DaySummary,
     DeviceActivity,
+    HealthCheck,
     Page,
     PageEntry,
+    StoreFigures,
     TaskDetail,
     TaskPage,
     TaskQuery,
@@ -161,6 +163,38 @@ class DatabaseStore(BaseStore):
 
     def now(self) -> float:
         return self._clock()
+
+    # Operations ---------------------------------------------------------------
+
+    def health(self, *, ready: bool = False) -> list[HealthCheck]:
+        """``pool_database``: the database answers and takes writes; then ``read`` (the tables).
+
+        Nothing is built before serving, so ``ready`` adds nothing. How long a
+        database that does not answer at all holds the check is its
+        connection's ``connect_timeout`` (``OPTIONS`` in ``DATABASES``).
+        """
+        try:
+            with self._cursor() as cursor:
+                cursor.execute("SELECT current_setting('transaction_read_only')")
+                (read_only,) = cursor.fetchone()
+        except DatabaseError:
+            connections[self.alias].close()  # the next request connects afresh
+            return [HealthCheck("pool_database", "The pool's database does not answer.")]
+        if read_only == "on":
+            return [
+                HealthCheck("pool_database", "The pool's database takes no writes (read-only).")
+            ]
+        return [HealthCheck("pool_database"), *super().health(ready=ready)]
+
+    def figures(self) -> StoreFigures:
+        """Open tasks from the tasks' table; no index, no checkpoint, no data directory."""
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM taskpool_db_task WHERE closed IS NULL AND expires_at > %s",
+                [self.now()],
+            )
+            (open_tasks,) = cursor.fetchone()
+        return StoreFigures(open_tasks=open_tasks)
 
     # Connections -------------------------------------------------------------
 

@@ -21,8 +21,10 @@ the week. Reading the files for anything else (the log, pages, the admin) is
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -45,15 +47,17 @@ from taskpool.stores.base import (
     DayPage,
     DaySummary,
     DeviceActivity,
+    HealthCheck,
     Page,
     PageEntry,
+    StoreFigures,
     TaskDetail,
     TaskPage,
     TaskQuery,
     TaskSummary,
 )
 from taskpool.stores.changes import Changes
-from taskpool.stores.jsonl import browsing, day_summaries
+from taskpool.stores.jsonl import browsing, checkpoint, day_summaries
 from taskpool.stores.jsonl.appender import Appender
 from taskpool.stores.jsonl.cursors import Cursor
 from taskpool.stores.jsonl.day_files import DayFiles
@@ -104,6 +108,9 @@ class JsonlStore(BaseStore):
             checkpoint_lines=self.checkpoint_lines,
         )
         self._ledger = IndexLedger(self._tail, self._files)
+        #: Whether the index has been brought up to date once (``health(ready=True)``).
+        self._index_built = False
+        self._warming_up: threading.Thread | None = None
 
     @property
     def fsync(self) -> bool:
@@ -167,7 +174,75 @@ class JsonlStore(BaseStore):
         return self._tail.index
 
     def _advance(self, *, checkpoint_allowed: bool = True) -> float:
-        return self._tail.advance(checkpoint_allowed=checkpoint_allowed)
+        now = self._tail.advance(checkpoint_allowed=checkpoint_allowed)
+        self._index_built = True
+        return now
+
+    # Operations ---------------------------------------------------------------
+
+    def health(self, *, ready: bool = False) -> list[HealthCheck]:
+        """``data_dir``: the directory is there and takes a new file; then ``read``; ``index`` if ``ready``.
+
+        The directory is tested by creating and removing a file in it, which
+        is what an append needs and what a permission bit or a read-only
+        mount refuses, also to root.
+        """
+        directory = self._directory_problem()
+        if directory is not None:
+            return [HealthCheck("data_dir", directory)]
+        checks = [HealthCheck("data_dir"), *super().health(ready=ready)]
+        if ready:
+            checks.append(self._index_check())
+        return checks
+
+    def _directory_problem(self) -> str | None:
+        if not self.directory.is_dir():
+            return "The data directory is missing or not a directory."
+        probe = self.directory / f".health-{uuid.uuid4().hex}"
+        try:
+            descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            return f"The data directory takes no new file: {os.strerror(error.errno or 0)}."
+        os.close(descriptor)
+        try:
+            os.unlink(probe)
+        except OSError as error:
+            return f"The data directory lets no file be removed: {os.strerror(error.errno or 0)}."
+        return None
+
+    def _index_check(self) -> HealthCheck:
+        """Passes once the index was built; until then starts building it, in a thread of its own."""
+        if self._index_built:
+            return HealthCheck("index")
+        with self._mutex:
+            if self._warming_up is None or not self._warming_up.is_alive():
+                self._warming_up = threading.Thread(
+                    target=self._warm_up, name="taskpool-index", daemon=True
+                )
+                self._warming_up.start()
+        return HealthCheck("index", "The index of the day files is still being built.")
+
+    def _warm_up(self) -> None:
+        with self._mutex:
+            self._advance()
+
+    def figures(self) -> StoreFigures:
+        with self._mutex:
+            lag = self._tail.unread_bytes()  # before catching up: what this process lags
+            self._advance()
+            open_tasks = len(self._index.open)
+        try:
+            written = os.stat(self.directory / checkpoint.CHECKPOINT_FILE_NAME).st_mtime
+        except OSError:
+            age = None
+        else:
+            age = max(self._clock() - written, 0.0)
+        return StoreFigures(
+            open_tasks=open_tasks,
+            index_lag_bytes=lag,
+            checkpoint_age_seconds=age,
+            disk_free_bytes=shutil.disk_usage(self.directory).free,
+        )
 
     # Writing ----------------------------------------------------------------
 

@@ -142,6 +142,25 @@ class IndexTail:
             f"The day files in {self.files.directory} keep changing under the reader."
         )
 
+    def unread_bytes(self) -> int:
+        """Bytes of the horizon's day files the index has not read yet (a few ``stat`` calls).
+
+        An unfinished last line counts until it is finished.
+        """
+        first_day = day_of(self.clock() - self.task_ttl)
+        unread = 0
+        for day in self.files.days():
+            if day < first_day:
+                continue
+            try:
+                stat = os.stat(self.files.path(day))
+            except FileNotFoundError:
+                continue
+            tail = self.tails.get(day)
+            read = tail.offset if tail is not None and tail.inode == stat.st_ino else 0
+            unread += max(stat.st_size - read, 0)
+        return unread
+
     def through(self) -> Cursor | None:
         """Where the index has read to in the newest day file."""
         newest = max(self.tails, default=None)

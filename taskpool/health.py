@@ -1,0 +1,40 @@
+"""Whether this server can serve the pool: the store's own checks, and the site's database.
+
+``GET /pool/health`` answers from here. The database is the one that holds
+the devices and roles (for a day-file pool, the only one); a store that
+keeps the pool in a database checks that one itself.
+"""
+
+from __future__ import annotations
+
+from django.db import DatabaseError, connections, router
+
+from taskpool.models import DeviceUser
+from taskpool.stores import get_store
+from taskpool.stores.base import HealthCheck, probe
+
+
+def site_database_check() -> HealthCheck:
+    """``database``: the database of devices and roles answers a query."""
+    alias = router.db_for_read(DeviceUser)
+
+    def query() -> None:
+        try:
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except DatabaseError:
+            connections[alias].close()  # the next request connects afresh
+            raise
+
+    return probe("database", query, "The database of devices and roles does not answer.")
+
+
+def health_checks(*, ready: bool = False) -> list[HealthCheck]:
+    """Every check, the store's first; with ``ready``, also whether the store is ready to serve."""
+    try:
+        store = get_store()
+    except Exception:  # noqa: BLE001 - a store that cannot be built is the answer
+        store_checks = [HealthCheck("store", "The store cannot be opened.")]
+    else:
+        store_checks = store.health(ready=ready)
+    return [*store_checks, site_database_check()]

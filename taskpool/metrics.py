@@ -1,0 +1,174 @@
+"""The pool's Prometheus metrics, and their exposition for ``GET /pool/metrics``.
+
+Counters and histograms are kept per process by ``prometheus_client``. With
+``PROMETHEUS_MULTIPROC_DIR`` set in the environment of every server process
+(before it starts: ``prometheus_client`` reads it at import), each process
+writes its values to files there and a scrape answered by any one of them
+adds up every process's: several uvicorn workers read as one server. The
+directory must be emptied before the server starts (the values of processes
+that ended are kept otherwise).
+
+Figures about the pool itself (tasks pending, devices online, the index's
+lag, the checkpoint's age, free disk) are not counted: they are read from
+the store when the metrics are scraped, by the process that answers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE_LATEST", "count_request", "exposition", "measured_write", "waiting"]
+
+#: Seconds: from a heartbeat without a sync to a decision over a busy pool with one.
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUESTS = Counter(
+    "taskpool_requests",
+    "Requests answered by the pool's endpoints, by endpoint, method and status code.",
+    ["endpoint", "method", "status"],
+    registry=None,
+)
+APPEND_SECONDS = Histogram(
+    "taskpool_append_seconds",
+    "Time to store one message: the decision under the pool's lock, the write and its sync.",
+    ["type"],
+    buckets=_LATENCY_BUCKETS,
+    registry=None,
+)
+DECISION_SECONDS = Histogram(
+    "taskpool_decision_seconds",
+    "Time the rules take to decide a write (a 409, a claim), while the pool's lock is held.",
+    buckets=_LATENCY_BUCKETS,
+    registry=None,
+)
+APPENDED = Counter(
+    "taskpool_messages_appended",
+    "Messages stored through the API and the admin, by type.",
+    ["type"],
+    registry=None,
+)
+WAITING = Gauge(
+    "taskpool_waiting_requests",
+    "Requests waiting for the pool now: long-polls and event streams.",
+    ["kind"],
+    multiprocess_mode="livesum",
+    registry=None,
+)
+
+_OWN_METRICS: tuple[Collector, ...] = (
+    REQUESTS,
+    APPEND_SECONDS,
+    DECISION_SECONDS,
+    APPENDED,
+    WAITING,
+)
+
+
+def count_request(endpoint: str, method: str, status: int) -> None:
+    """One answered request of ``endpoint`` (a URL name: never a path, so labels stay few)."""
+    REQUESTS.labels(endpoint, method, str(status)).inc()
+
+
+@contextmanager
+def waiting(kind: str) -> Iterator[None]:
+    """Count a waiting request (``long_poll`` or ``stream``) while the block runs."""
+    gauge = WAITING.labels(kind)
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
+
+
+def measured_write(
+    transact: Callable[..., Any], decide: Callable[..., Any], *, reads_pool: bool
+) -> Any:
+    """``transact(decide)``, timing the decision and the whole write, counting what it stored."""
+    stored: list[str] = []
+
+    def timed(ledger: Any, now: float) -> Any:
+        started = time.perf_counter()
+        try:
+            message, result = decide(ledger, now)
+        finally:
+            DECISION_SECONDS.observe(time.perf_counter() - started)
+        stored[:] = [] if message is None else [message["type"]]
+        return message, result
+
+    started = time.perf_counter()
+    result = transact(timed, reads_pool=reads_pool)
+    if stored:
+        APPEND_SECONDS.labels(stored[0]).observe(time.perf_counter() - started)
+        APPENDED.labels(stored[0]).inc()
+    return result
+
+
+class PoolCollector(Collector):
+    """The pool's figures, read from the store (and the devices) at each scrape."""
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        from taskpool.fleet import online_device_ids
+        from taskpool.models import DeviceUser
+        from taskpool.stores import get_store
+
+        figures = get_store().figures()
+        yield _gauge(
+            "taskpool_tasks_pending",
+            "Tasks still open: pending for at least one device, not cancelled or expired.",
+            figures.open_tasks,
+        )
+        devices = list(DeviceUser.objects.all())
+        yield _gauge("taskpool_devices", "Registered devices.", len(devices))
+        yield _gauge(
+            "taskpool_devices_online",
+            "Devices heard from within ONLINE_WINDOW.",
+            len(online_device_ids(devices)),
+        )
+        optional = [
+            (
+                "taskpool_index_lag_bytes",
+                "Bytes of the day files the answering process's index had not read yet.",
+                figures.index_lag_bytes,
+            ),
+            (
+                "taskpool_checkpoint_age_seconds",
+                "Seconds since the index's start-up checkpoint was written.",
+                figures.checkpoint_age_seconds,
+            ),
+            (
+                "taskpool_data_dir_free_bytes",
+                "Free bytes on the filesystem of DATA_DIR.",
+                figures.disk_free_bytes,
+            ),
+        ]
+        for name, documentation, value in optional:
+            if value is not None:
+                yield _gauge(name, documentation, value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def exposition() -> bytes:
+    """The metrics in Prometheus's text format: every process's counters, and the pool's figures."""
+    registry = CollectorRegistry()
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry, path=directory)
+    else:
+        for metric in _OWN_METRICS:
+            registry.register(metric)
+    registry.register(PoolCollector())
+    return generate_latest(registry)

@@ -1,0 +1,152 @@
+"""``GET /pool/health``: 200 when the store can be read and written and the database answers,
+503 naming the failing check otherwise; ``?ready`` also waits for the day files' index."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from rest_framework.test import APIClient
+
+from taskpool.stores import get_store
+
+pytestmark = pytest.mark.every_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def health(query: str = ""):
+    return APIClient().get(f"/pool/health{query}")
+
+
+def test_a_sound_pool_is_ok_without_authentication(db, store_kind):
+    response = health()
+    assert response.status_code == 200, response.content
+    assert response.json() == {"status": "ok"}
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_every_store_passes_its_own_checks(store):
+    store.pending_for("pi-1")  # whatever a store builds first is built
+    checks = store.health(ready=True)
+    assert checks and all(check.ok for check in checks), checks
+    names = [check.name for check in checks]
+    assert "read" in names
+    assert ("data_dir" in names) == store.supports_day_files
+
+
+def test_an_unknown_query_parameter_is_refused(db):
+    assert health("?readyy").status_code == 400
+
+
+@contextmanager
+def unwritable(directory: Path):
+    """``directory`` refuses new files, to root too: immutable (``chattr +i``) as root."""
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "+i", str(directory)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"chattr +i is not supported here: {done.stderr.decode().strip()}")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+    else:
+        directory.chmod(0o555)
+        try:
+            yield
+        finally:
+            directory.chmod(0o755)
+
+
+@pytest.mark.day_files_only
+def test_a_data_directory_that_takes_no_file_is_a_503_naming_it(db, store, pool_dir):
+    with unwritable(pool_dir):
+        response = health()
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert list(body["checks"]) == ["data_dir"]
+    assert body["detail"].startswith("data_dir: ")
+    assert str(pool_dir) not in response.content.decode()  # no paths for anyone to read
+    assert health().status_code == 200  # and well again once it is writable
+
+
+@pytest.mark.day_files_only
+def test_a_missing_data_directory_is_a_503_naming_it(db, store, pool_dir):
+    shutil.rmtree(pool_dir)
+    response = health()
+    assert response.status_code == 503
+    assert list(response.json()["checks"]) == ["data_dir"]
+    assert "missing" in response.json()["checks"]["data_dir"]
+
+
+@pytest.mark.day_files_only
+def test_ready_fails_while_the_index_is_built_and_starts_building_it(db, store):
+    assert health().status_code == 200  # alive, even so
+    response = health("?ready")
+    assert response.status_code == 503
+    assert list(response.json()["checks"]) == ["index"]
+    deadline = time.monotonic() + 10
+    while health("?ready").status_code != 200:
+        assert time.monotonic() < deadline, "the index was never built"
+        time.sleep(0.05)
+
+
+def test_ready_on_a_store_with_nothing_to_build(db, store_kind):
+    if store_kind == "jsonl":
+        get_store().pending_for("pi-1")  # the index built
+    assert health("?ready=1").status_code == 200
+
+
+def free_port() -> int:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        return listener.getsockname()[1]
+
+
+# Run with the pool's database on a port where nothing listens: the store's
+# check and the endpoint, as a server configured so would answer them.
+DOWN = """
+import json, django
+django.setup()
+from django.test import Client, override_settings
+from taskpool.stores.database.store import DatabaseStore
+
+checks = DatabaseStore("pool").health(ready=True)
+with override_settings(TASKPOOL={"STORE": "taskpool.stores.database.DatabaseStore",
+                                 "DATABASE": "pool"}):
+    response = Client().get("/pool/health")
+print(json.dumps({"checks": [[c.name, c.problem] for c in checks],
+                  "status": response.status_code, "body": response.json()}))
+"""
+
+
+@pytest.mark.day_files_only
+def test_a_database_store_whose_server_does_not_answer_is_a_503_naming_it():
+    port = free_port()
+    done = subprocess.run(
+        [sys.executable, "-c", DOWN],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "TASKPOOL_TEST_POSTGRES": f"postgresql://postgres@127.0.0.1:{port}/nothing",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["checks"] == [["pool_database", "The pool's database does not answer."]]
+    assert answer["status"] == 503
+    assert list(answer["body"]["checks"]) == ["pool_database"]
+    assert str(port) not in json.dumps(answer["body"])
