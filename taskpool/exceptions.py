@@ -71,5 +71,9 @@ class StoreUnavailable(PoolError):
     """The store cannot take or read messages now (a full disk, a database that does not answer)."""
 
 
+class DayInHorizon(PoolError):
+    """A day that can still hold a pending task: it may not be removed from the pool."""
+
+
 class StoreImproperlyConfigured(ImproperlyConfigured):
     """``TASKPOOL["STORE"]`` or its options cannot be used."""

@@ -28,6 +28,7 @@ from taskpool.admin.access import DAY_FILES_ROLE, PoolPagesAdmin
 from taskpool.admin.downloads import download
 from taskpool.admin.forms import DayFilterForm
 from taskpool.admin.rows import message_rows, pretty_json, thread_id_of
+from taskpool.archive import DayArchive, archived_day, configured_archive
 from taskpool.days import day_file_name, parse_day
 from taskpool.exceptions import InvalidCursor, InvalidMessage
 from taskpool.message_filter import MessageFilter
@@ -65,15 +66,29 @@ class DayFileAdmin(PoolPagesAdmin):
     def day_list_view(self, request: HttpRequest) -> HttpResponse:
         self.require_role(request)
         store = get_store()
-        days = store.days()[::-1]
+        live = store.days()
+        archive = configured_archive()
+        archived = [day for day in archive.days() if day not in live] if archive else []
+        days = sorted([*live, *archived], reverse=True)
         paginator = Paginator(days, self.days_per_page)
         page = paginator.get_page(request.GET.get("p"))
-        summaries = store.day_summaries(list(page.object_list), count_limit=self.count_limit)
+        shown = list(page.object_list)
+        in_archive = set(archived)
+        summaries = store.day_summaries(
+            [day for day in shown if day not in in_archive], count_limit=self.count_limit
+        )
+        if archive is not None:
+            summaries += archive.day_summaries([day for day in shown if day in in_archive])
+        summaries.sort(key=lambda summary: summary.day, reverse=True)
         known = list(MESSAGE_TYPES)
         others = sorted({kind for s in summaries for kind in s.types if kind not in known})
         columns = known + others
         rows = [
-            {"summary": summary, "counts": [summary.types.get(kind, 0) for kind in columns]}
+            {
+                "summary": summary,
+                "counts": [summary.types.get(kind, 0) for kind in columns],
+                "archived": summary.day in in_archive,
+            }
             for summary in summaries
         ]
         return self.render(
@@ -93,11 +108,11 @@ class DayFileAdmin(PoolPagesAdmin):
 
     def day_view(self, request: HttpRequest, day: str) -> HttpResponse:
         self.require_role(request)
-        the_day = self._existing_day(day)
+        the_day, source = self._existing_day(day)
         filters = DayFilterForm(request.GET)
         where = filters.message_filter()
         try:
-            page = self._page(request, the_day, where)
+            page = self._page(request, source, the_day, where)
         except InvalidCursor as error:
             messages.error(request, error.message)
             query = request.GET.copy()
@@ -110,6 +125,7 @@ class DayFileAdmin(PoolPagesAdmin):
             _("Messages of %(day)s") % {"day": the_day.isoformat()},
             day=the_day,
             file_name=day_file_name(the_day),
+            archived=source is not get_store(),
             filters=filters,
             where=where,
             page=page,
@@ -122,7 +138,7 @@ class DayFileAdmin(PoolPagesAdmin):
             has_filters=not where.is_empty,
         )
 
-    def _page(self, request: HttpRequest, day: date, where: MessageFilter) -> DayPage:
+    def _page(self, request: HttpRequest, source: Any, day: date, where: MessageFilter) -> DayPage:
         query = request.GET
         options: dict[str, Any] = {
             "limit": self.messages_per_page,
@@ -135,15 +151,18 @@ class DayFileAdmin(PoolPagesAdmin):
             options["before"] = query["before"]
         elif query.get("last"):
             options["from_end"] = True
-        return get_store().day_page(day, **options)
+        return source.day_page(day, **options)
 
     # One message -----------------------------------------------------------
 
     def message_view(self, request: HttpRequest, day: str, cursor: str) -> HttpResponse:
         self.require_role(request)
-        the_day = self._existing_day(day)
+        the_day, source = self._existing_day(day)
         try:
-            message = get_store().message_at(cursor)
+            if isinstance(source, DayArchive):
+                message = source.message_on(the_day, cursor)
+            else:
+                message = source.message_at(cursor)
         except (InvalidCursor, InvalidMessage):
             raise Http404(_("No message ends at %(cursor)s.") % {"cursor": cursor}) from None
         thread_id = thread_id_of(message)
@@ -166,19 +185,25 @@ class DayFileAdmin(PoolPagesAdmin):
 
     def raw_view(self, request: HttpRequest, day: str) -> StreamingHttpResponse:
         self.require_role(request)
-        the_day = self._existing_day(day)
+        the_day, source = self._existing_day(day)
         return download(
             request,
-            get_store().day_lines(the_day),
+            source.day_lines(the_day),
             filename=day_file_name(the_day),
             content_type="application/jsonl; charset=utf-8",
         )
 
-    def _existing_day(self, text: str) -> date:
+    def _existing_day(self, text: str) -> tuple[date, Any]:
+        """The day, and what holds it: the store, or the archive (read-only) once pruned."""
         try:
             day = parse_day(text)
         except ValueError:
             raise Http404(_("%(day)s is not a day.") % {"day": text}) from None
-        if day not in get_store().days():
+        store = get_store()
+        days = store.days()
+        if day in days:
+            return day, store
+        archive = archived_day(days, day)
+        if archive is None:
             raise Http404(_("There is no day file for %(day)s.") % {"day": text})
-        return day
+        return day, archive

@@ -20,6 +20,7 @@ from taskpool.api import serializers as api
 from taskpool.api import views
 from taskpool.api.realtime import served_by_event_loop
 from taskpool.api.renderers import JSONLinesRenderer, JSONRenderer
+from taskpool.archive import archived_day
 from taskpool.days import day_file_name, day_of, parse_day
 from taskpool.exceptions import InvalidCursor
 from taskpool.realtime.offload import in_worker_thread
@@ -75,7 +76,7 @@ class LogView(views.LogView):
             day = day_of(store.now()) if text is None else parse_day(text)
         except ValueError as error:
             raise serializers.ValidationError({"date": [str(error)]}) from None
-        lines = store.day_lines(day)
+        lines = (archived_day(store.days(), day) or store).day_lines(day)
         # Under ASGI a blocking iterator would be read to its end before sending.
         content = in_worker_thread(lines) if served_by_event_loop(request) else lines
         response = StreamingHttpResponse(content, content_type=JSONLinesRenderer.media_type)

@@ -25,6 +25,7 @@ from taskpool.api.errors import error_body, exception_handler
 from taskpool.api.filters import TaskFilter, task_query
 from taskpool.api.parsers import StrictJSONParser
 from taskpool.api.renderers import JSONRenderer
+from taskpool.archive import archived_day
 from taskpool.authentication import DeviceJWTAuthentication
 from taskpool.conf import pool_settings
 from taskpool.days import day_of, parse_day
@@ -225,7 +226,8 @@ class LogView(PoolAPIView):
                 day = parse_day(text)
             except ValueError as error:
                 raise serializers.ValidationError({"date": [str(error)]}) from None
-        return Response(store.day_messages(day))
+        source = archived_day(store.days(), day) or store
+        return Response(source.day_messages(day))
 
 
 class DevicesView(PoolAPIView):

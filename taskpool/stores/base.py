@@ -26,7 +26,8 @@ from typing import Any, NamedTuple, TypeVar
 from django.core.checks import CheckMessage
 
 from taskpool import metrics
-from taskpool.exceptions import InvalidMessage
+from taskpool.days import day_of
+from taskpool.exceptions import DayInHorizon, InvalidMessage
 from taskpool.jobs import job_meta
 from taskpool.lifecycle import TaskState
 from taskpool.message_filter import MessageFilter
@@ -48,6 +49,14 @@ from taskpool.stores.validation import (
 )
 
 Result = TypeVar("Result")
+
+
+def refuse_in_horizon(store: BaseStore, day: date) -> None:
+    """``DayInHorizon`` if ``day`` can still hold a pending task of ``store``'s pool."""
+    if day >= day_of(store.now() - store.task_ttl):
+        raise DayInHorizon(
+            f"{day} is within TASK_TTL of now: a task of that day can still be pending."
+        )
 
 
 def probe(name: str, look: Callable[[], object], problem: str) -> HealthCheck:
@@ -295,6 +304,24 @@ class BaseStore(abc.ABC):
         had not. Cheap enough for a load balancer to ask every few seconds.
         """
         return [probe("read", self.end_cursor, "The pool cannot be read.")]
+
+    def prunable_days(self, before: date) -> list[date]:
+        """The days older than ``before`` that no longer matter to the pool, oldest first.
+
+        Those outside the ``TASK_TTL`` horizon: no task of theirs can still be
+        pending, since no task lives longer. ``remove_day`` takes them.
+        """
+        horizon = day_of(self.now() - self.task_ttl)
+        return [day for day in self.days() if day < before and day < horizon]
+
+    @abc.abstractmethod
+    def remove_day(self, day: date) -> None:
+        """Remove a day's messages for good (``taskpool_prune``, once they are archived).
+
+        Refuses, with ``DayInHorizon``, a day inside the ``TASK_TTL`` horizon:
+        one that can still hold a pending task. Readers that were on the day
+        find it gone (an ``InvalidCursor``), as for a day file deleted by hand.
+        """
 
     @abc.abstractmethod
     def figures(self) -> StoreFigures:

@@ -55,6 +55,7 @@ from taskpool.stores.base import (
     TaskPage,
     TaskQuery,
     TaskSummary,
+    refuse_in_horizon,
 )
 from taskpool.stores.changes import Changes, Journal, concern_of
 from taskpool.stores.database.horizon import horizon, register_writer
@@ -185,6 +186,28 @@ class DatabaseStore(BaseStore):
                 HealthCheck("pool_database", "The pool's database takes no writes (read-only).")
             ]
         return [HealthCheck("pool_database"), *super().health(ready=ready)]
+
+    def remove_day(self, day: date) -> None:
+        """Deletes the day's rows, with the state kept for its tasks, in one transaction.
+
+        Its tasks are closed by then (their day left the horizon); answers to
+        them stored on later days stay, as lines of those days.
+        """
+        refuse_in_horizon(self, day)
+        with transaction.atomic(using=self.alias), self._cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM taskpool_db_execution WHERE task_id IN "
+                "(SELECT task_id FROM taskpool_db_task WHERE day = %s)",
+                [day],
+            )
+            cursor.execute("DELETE FROM taskpool_db_task WHERE day = %s", [day])
+            cursor.execute(
+                "DELETE FROM taskpool_db_idempotency WHERE seq IN "
+                "(SELECT seq FROM taskpool_db_message WHERE day = %s)",
+                [day],
+            )
+            cursor.execute("DELETE FROM taskpool_db_message WHERE day = %s", [day])
+        self._summaries.pop(day, None)
 
     def figures(self) -> StoreFigures:
         """Open tasks from the tasks' table; no index, no checkpoint, no data directory."""

@@ -55,6 +55,7 @@ from taskpool.stores.base import (
     TaskPage,
     TaskQuery,
     TaskSummary,
+    refuse_in_horizon,
 )
 from taskpool.stores.changes import Changes
 from taskpool.stores.jsonl import browsing, checkpoint, day_summaries
@@ -225,6 +226,11 @@ class JsonlStore(BaseStore):
     def _warm_up(self) -> None:
         with self._mutex:
             self._advance()
+
+    def remove_day(self, day: date) -> None:
+        """Deletes the day file. Nothing else needs it: the index reads only the horizon."""
+        refuse_in_horizon(self, day)
+        self._files.path(day).unlink(missing_ok=True)
 
     def figures(self) -> StoreFigures:
         with self._mutex:

@@ -1,0 +1,94 @@
+"""``taskpool_prune --before D [--archive DIR | --delete] [--dry-run]``: old days out of the pool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from taskpool.archive import ArchiveExists, DayArchive
+from taskpool.conf import pool_settings
+from taskpool.management.commands.taskpool_export import day_argument
+from taskpool.management.progress import add_progress_argument, progress_bar
+from taskpool.stores import get_store
+
+
+class Command(BaseCommand):
+    help = (
+        "Take the days older than --before out of the pool: each is archived as "
+        "DIR/YYYY-MM-DD.jsonl.gz (--archive DIR, by default TASKPOOL['ARCHIVE_DIR']), read back "
+        "and compared, then removed from the pool; or removed without a copy (--delete). A day "
+        "within TASK_TTL of now is never taken: a task of that day could still be pending. "
+        "--dry-run says what would be done and does nothing."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--before",
+            type=day_argument,
+            required=True,
+            help="Take days before this one (YYYY-MM-DD), if TASK_TTL allows.",
+        )
+        where = parser.add_mutually_exclusive_group()
+        where.add_argument(
+            "--archive", metavar="DIR", help="Archive into DIR (default ARCHIVE_DIR)."
+        )
+        where.add_argument("--delete", action="store_true", help="Delete, keeping no copy.")
+        parser.add_argument("--dry-run", action="store_true", help="Say what would be done.")
+        add_progress_argument(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        store = get_store()
+        archive = None
+        if not options["delete"]:
+            directory = options["archive"] or pool_settings.ARCHIVE_DIR
+            if not directory:
+                raise CommandError(
+                    "Say where the days go: --archive DIR (or TASKPOOL['ARCHIVE_DIR']), "
+                    "or --delete to keep no copy."
+                )
+            archive = DayArchive(directory)
+            own = getattr(store, "directory", None)
+            if own is not None and archive.directory.resolve() == own.resolve():
+                raise CommandError("The archive cannot be the pool's own DATA_DIR.")
+        days = store.prunable_days(options["before"])
+        kept = [day for day in store.days() if day < options["before"] and day not in days]
+        for day in kept:
+            self.stdout.write(f"keep    {day}: within TASK_TTL, a task of it may be pending")
+        if options["dry_run"]:
+            verb = "archive" if archive is not None else "delete"
+            for day in days:
+                target = f" -> {archive.path(day)}" if archive is not None else ""
+                self.stdout.write(f"{verb} {day}{target}")
+            self.stdout.write(
+                f"Dry run: would {verb} {len(days)} days and keep {len(kept)}; nothing was done."
+            )
+            return
+        taken = skipped = 0
+        with progress_bar(options, total=len(days), unit="day", label="prune") as bar:
+            for day in days:
+                if archive is not None:
+                    try:
+                        lines, size = archive.write(day, store.day_lines(day))
+                    except ArchiveExists as error:
+                        self.stderr.write(
+                            f"skip    {day}: {error.message} Both are left as they are."
+                        )
+                        skipped += 1
+                        bar.update(1)
+                        continue
+                    note = f"archived {lines} lines ({size} bytes) to {archive.path(day)}"
+                else:
+                    note = "deleted"
+                store.remove_day(day)
+                self.stdout.write(
+                    f"{'archive' if archive is not None else 'delete '} {day}: {note}"
+                )
+                taken += 1
+                bar.update(1)
+        done = "archived" if archive is not None else "deleted"
+        self.stdout.write(
+            f"Pruned: {taken} days {done}, {len(kept)} kept within TASK_TTL, {skipped} skipped."
+        )
+        if skipped:
+            raise CommandError(f"{skipped} days were archived already and were left in the pool.")

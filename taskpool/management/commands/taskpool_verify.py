@@ -1,0 +1,73 @@
+"""``taskpool_verify [--since D] [--json]``: read the day files through and report what is wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from taskpool.conf import pool_settings
+from taskpool.management.commands.taskpool_export import day_argument
+from taskpool.management.progress import add_progress_argument, progress_bar
+from taskpool.stores import get_store
+from taskpool.verification import verify_directory
+
+
+class Command(BaseCommand):
+    help = (
+        "Read the pool's day files and report, with file and line (from 1), torn lines, lines "
+        "that are not JSON or not messages, duplicate ids, lines out of time order and answers "
+        "to tasks no earlier line posts. Exit code 0 only when all is sound. --directory "
+        "verifies other day files (an export, a copy)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--since", type=day_argument, help="First day to verify (YYYY-MM-DD).")
+        parser.add_argument("--json", action="store_true", help="One JSON report on stdout.")
+        parser.add_argument(
+            "--directory", help="Verify the day files in this directory instead of the pool's."
+        )
+        add_progress_argument(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["directory"]:
+            directory = Path(options["directory"])
+            if not directory.is_dir():
+                raise CommandError(f"{directory} is not a directory.")
+        else:
+            store = get_store()
+            if not store.supports_day_files:
+                raise CommandError(
+                    f"{type(store).__name__} keeps no day files: its database holds each message "
+                    "whole in a row, with unique ids, so there is no torn line or duplicate to "
+                    "find. To check the lines it would give, export them (taskpool_export DIR) "
+                    "and verify those: taskpool_verify --directory DIR."
+                )
+            directory = Path(store.directory)  # type: ignore[attr-defined]
+
+        def progress(total: int) -> Any:
+            self._bar = progress_bar(options, total=total, unit="B", label="verify")
+            return self._bar.update
+
+        report = verify_directory(
+            directory, since=options["since"], task_ttl=pool_settings.TASK_TTL, progress=progress
+        )
+        if getattr(self, "_bar", None) is not None:
+            self._bar.close()
+        if options["json"]:
+            self.stdout.write(json.dumps(report.as_json(), indent=2))
+        else:
+            for problem in report.problems:
+                self.stdout.write(
+                    f"{problem.file}:{problem.line}: {problem.kind}: {problem.detail}"
+                )
+            counts = ", ".join(f"{n} {kind}" for kind, n in report.counts().items() if n)
+            verdict = "sound" if report.sound else f"NOT sound ({counts})"
+            self.stdout.write(
+                f"{report.files} day files, {report.lines} lines, {report.messages} messages: "
+                f"{verdict}."
+            )
+        if not report.sound:
+            raise CommandError(f"{len(report.problems)} problems found.", returncode=1)

@@ -1,0 +1,217 @@
+"""Reading day files through for what should not be there (``taskpool_verify``).
+
+Each problem names its file and line (counted from 1):
+
+- ``torn``: a line cut short (a crash mid-write leaves the start of a
+  message, which the next writer ends with a newline), or an unfinished
+  last line;
+- ``bad_json``: a line that is not JSON at all (a hand edit);
+- ``invalid``: JSON that is not a message (missing or extra keys, a bad
+  address, a wrong type);
+- ``duplicate_id``: a message id seen before, with where;
+- ``out_of_order``: a message stamped earlier than the one before it, or
+  in the file of another day;
+- ``unknown_task``: a response whose ``parent_id`` names no task before it.
+
+Only complete files are judged: the verifier reads what is there when it
+opens each file, so lines appended meanwhile are left for the next run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import orjson
+
+from taskpool.days import day_of_file_name
+from taskpool.exceptions import InvalidMessage
+from taskpool.messages import decode_line
+
+PROBLEM_KINDS = (
+    "torn",
+    "bad_json",
+    "invalid",
+    "duplicate_id",
+    "out_of_order",
+    "unknown_task",
+)
+_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    #: Counted from 1.
+    line: int
+    kind: str
+    detail: str
+
+
+@dataclass(slots=True)
+class Report:
+    """What a verification found, and how much it read."""
+
+    files: int = 0
+    lines: int = 0
+    messages: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def sound(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(PROBLEM_KINDS, 0)
+        for problem in self.problems:
+            counts[problem.kind] += 1
+        return counts
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "sound": self.sound,
+            "files": self.files,
+            "lines": self.lines,
+            "messages": self.messages,
+            "counts": self.counts(),
+            "problems": [asdict(problem) for problem in self.problems],
+        }
+
+
+def day_files(directory: Path) -> list[tuple[date, Path]]:
+    """The day files of ``directory``, in day order."""
+    found = [
+        (day, directory / name)
+        for name in os.listdir(directory)
+        if (day := day_of_file_name(name)) is not None
+    ]
+    return sorted(found)
+
+
+class Verifier:
+    """Reads day files in pool order and keeps what later lines are judged against."""
+
+    def __init__(self) -> None:
+        self.report = Report()
+        self._ids: dict[bytes, tuple[str, int]] = {}
+        self._tasks: set[bytes] = set()
+        self._last_ts = ""
+
+    def learn_tasks(self, path: Path) -> None:
+        """Take the tasks of a file read only for context (before ``--since``), judging nothing."""
+        for _number, line in _lines(path, lambda _n: None):
+            if line is None:
+                continue
+            try:
+                message = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(message, dict) and message.get("type") == "task":
+                self._tasks.add(str(message.get("id")).encode())
+
+    def verify(self, day: date, path: Path, advance: Callable[[int], None]) -> None:
+        """Judge every line of one day file (``advance`` is told the bytes read)."""
+        name = path.name
+        self.report.files += 1
+        for number, line in _lines(path, advance):
+            self.report.lines += 1
+            if line is None:
+                self._found(name, number, "torn", "an unfinished last line (no newline)")
+                continue
+            self._judge(day, name, number, line)
+
+    def _judge(self, day: date, name: str, number: int, line: bytes) -> None:
+        try:
+            message = decode_line(line)
+        except InvalidMessage as error:
+            self._unparsed(name, number, line, error)
+            return
+        self.report.messages += 1
+        key = message["id"].encode()
+        seen = self._ids.get(key)
+        if seen is not None:  # a copy of an earlier line: judged there
+            self._found(
+                name, number, "duplicate_id", f"{message['id']} is also {seen[0]} line {seen[1]}"
+            )
+            return
+        self._ids[key] = (name, number)
+        ts = message["ts"]
+        if ts < self._last_ts:
+            self._found(
+                name, number, "out_of_order", f"stamped {ts}, after a line stamped {self._last_ts}"
+            )
+        elif ts[:10] != day.isoformat():
+            self._found(name, number, "out_of_order", f"stamped {ts}, in the file of {day}")
+        self._last_ts = max(self._last_ts, ts)
+        if message["type"] == "task":
+            self._tasks.add(key)
+        elif message["type"] == "response":
+            parent = message["parent_id"]
+            if parent is None or parent.encode() not in self._tasks:
+                self._found(
+                    name, number, "unknown_task", f"answers {parent}, which no earlier line posts"
+                )
+
+    def _unparsed(self, name: str, number: int, line: bytes, error: InvalidMessage) -> None:
+        try:
+            orjson.loads(line)
+        except orjson.JSONDecodeError as not_json:
+            if line.lstrip().startswith(b"{") and not_json.pos >= len(line.rstrip()) - 1:
+                self._found(name, number, "torn", "a message cut short")
+            else:
+                self._found(name, number, "bad_json", f"not JSON: {not_json.msg}")
+            return
+        self._found(name, number, "invalid", f"not a message: {error.message}")
+
+    def _found(self, name: str, number: int, kind: str, detail: str) -> None:
+        self.report.problems.append(Problem(name, number, kind, detail))
+
+
+def _lines(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[int, bytes | None]]:
+    """Each line of the file as it is now, numbered from 1; ``None`` for an unfinished last one."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        number = 0
+        carry = b""
+        remaining = size
+        while remaining > 0:
+            chunk = file.read(min(_CHUNK_BYTES, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            advance(len(chunk))
+            data = carry + chunk
+            *whole, carry = data.split(b"\n")
+            for line in whole:
+                number += 1
+                yield number, line
+        if carry:
+            yield number + 1, None
+
+
+def verify_directory(
+    directory: Path,
+    *,
+    since: date | None = None,
+    task_ttl: timedelta,
+    progress: Callable[[int], Callable[[int], None]] = lambda _total: lambda _n: None,
+) -> Report:
+    """Verify the day files of ``directory`` from ``since`` on (all of them by default).
+
+    The days within ``task_ttl`` before ``since`` are read too, for the
+    tasks that answers from ``since`` on may name; their lines are not judged.
+    ``progress(total_bytes)`` returns what is told each chunk's bytes.
+    """
+    files = day_files(directory)
+    judged = [(day, path) for day, path in files if since is None or day >= since]
+    context = [path for day, path in files if since is not None and since - task_ttl <= day < since]
+    verifier = Verifier()
+    for path in context:
+        verifier.learn_tasks(path)
+    advance = progress(sum(path.stat().st_size for _day, path in judged))
+    for day, path in judged:
+        verifier.verify(day, path, advance)
+    return verifier.report

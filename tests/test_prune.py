@@ -1,0 +1,146 @@
+"""``taskpool_prune``: days outside TASK_TTL go to the archive (or away), never a day that can
+hold a pending task; archived days stay readable in the log and the admin."""
+
+from __future__ import annotations
+
+import gzip
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from taskpool.exceptions import DayInHorizon
+from taskpool.messages import encode_line
+from tests.support import days_ago, message, noon, today
+
+pytestmark = pytest.mark.every_store
+
+
+def prune(*args: str) -> str:
+    out = StringIO()
+    call_command("taskpool_prune", *args, "--no-progress", stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+@pytest.fixture
+def history(other_process):
+    """A task on each of six days; the one three days ago is still pending (TASK_TTL is 7 days)."""
+    tasks = {
+        age: message(ts=noon(days_ago(age)), title=f"{age} days ago")
+        for age in (20, 12, 9, 8, 3, 0)
+    }
+    answers = [
+        message(
+            kind="response",
+            sender="device:pi-1",
+            to="user:ops@example.com",
+            ts=noon(days_ago(age)).replace("12:00", "12:30"),
+            parent_id=tasks[age]["id"],
+            meta={"status": "done"},
+        )
+        for age in (20, 12, 9, 8, 0)
+    ]
+    other_process(*sorted([*tasks.values(), *answers], key=lambda item: item["ts"]))
+    return tasks
+
+
+def test_days_outside_the_horizon_are_archived_and_the_rest_kept(
+    store, history, tmp_path, admin_client_api
+):
+    archive = tmp_path / "archive"
+    before = store.day_messages(days_ago(12))
+    pending = store.pending_for("pi-1")
+    assert [task["title"] for task in pending] == ["3 days ago"]
+
+    out = prune("--before", today().isoformat(), "--archive", str(archive))
+
+    assert sorted(path.name for path in archive.iterdir()) == [
+        f"{days_ago(age).isoformat()}.jsonl.gz" for age in (20, 12, 9, 8)
+    ]
+    assert store.days() == [days_ago(3), today()]  # within TASK_TTL: kept
+    assert f"keep    {days_ago(3)}" in out
+    assert [task["title"] for task in store.pending_for("pi-1")] == ["3 days ago"]
+    with gzip.open(archive / f"{days_ago(12).isoformat()}.jsonl.gz", "rb") as file:
+        assert file.read() == b"".join(encode_line(item) for item in before)
+
+
+def test_the_horizon_follows_task_ttl(store, history, tmp_path, settings):
+    settings.TASKPOOL = {**settings.TASKPOOL, "TASK_TTL": 10 * 86400}
+    prune("--before", today().isoformat(), "--archive", str(tmp_path / "archive"))
+    from taskpool.stores import get_store
+
+    assert get_store().days() == [days_ago(9), days_ago(8), days_ago(3), today()]
+
+
+def test_before_limits_what_is_taken(store, history, tmp_path):
+    prune("--before", days_ago(10).isoformat(), "--archive", str(tmp_path / "archive"))
+    assert store.days() == [days_ago(9), days_ago(8), days_ago(3), today()]
+
+
+def test_a_dry_run_does_nothing_and_says_what_it_would(store, history, tmp_path):
+    days = store.days()
+    out = prune("--before", today().isoformat(), "--archive", str(tmp_path / "a"), "--dry-run")
+    assert store.days() == days
+    assert not (tmp_path / "a").exists()
+    assert f"archive {days_ago(20)} -> " in out
+    assert "would archive 4 days and keep 1" in out
+
+
+def test_delete_keeps_no_copy(store, history, settings):
+    settings.TASKPOOL = {**settings.TASKPOOL, "ARCHIVE_DIR": None}
+    with pytest.raises(CommandError, match="--delete"):
+        prune("--before", today().isoformat())
+    from taskpool.stores import get_store
+
+    prune("--before", today().isoformat(), "--delete")
+    assert get_store().days() == [days_ago(3), today()]
+
+
+def test_a_day_in_the_horizon_is_refused_by_the_store(store, history):
+    with pytest.raises(DayInHorizon):
+        store.remove_day(days_ago(3))
+    assert days_ago(3) in store.days()
+
+
+def test_a_day_archived_already_is_left_in_the_pool(store, history, tmp_path):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / f"{days_ago(20).isoformat()}.jsonl.gz").write_bytes(gzip.compress(b""))
+    with pytest.raises(CommandError, match="archived already"):
+        prune("--before", today().isoformat(), "--archive", str(archive))
+    assert days_ago(20) in store.days()
+    assert days_ago(12) not in store.days()
+
+
+def test_archived_days_stay_readable_in_the_log_and_the_admin(
+    store, history, tmp_path, settings, admin_client_api, client
+):
+    settings.TASKPOOL = {**settings.TASKPOOL, "ARCHIVE_DIR": str(tmp_path / "archive")}
+    from taskpool.stores import get_store
+
+    store = get_store()
+    day = days_ago(12)
+    before = store.day_messages(day)
+    prune("--before", today().isoformat())
+    assert day not in store.days()
+
+    log = admin_client_api.get(f"/pool/log?date={day.isoformat()}")
+    assert log.status_code == 200
+    assert log.json() == before
+    raw = admin_client_api.get(f"/pool/log?date={day.isoformat()}&format=jsonl")
+    assert b"".join(raw.streaming_content) == b"".join(encode_line(item) for item in before)
+
+    client.force_login(get_user_model().objects.create_superuser("root", password="pw"))
+    listing = client.get("/admin/taskpool/dayfile/")
+    assert listing.status_code == 200
+    assert day.isoformat() in listing.content.decode() and "archived" in listing.content.decode()
+    page = client.get(f"/admin/taskpool/dayfile/{day.isoformat()}/")
+    assert page.status_code == 200
+    assert "12 days ago" in page.content.decode()
+    assert "Archived" in page.content.decode()
+    one = client.get(f"/admin/taskpool/dayfile/{day.isoformat()}/L1/")
+    assert one.status_code == 200
+    assert before[0]["id"] in one.content.decode()
+    raw_file = client.get(f"/admin/taskpool/dayfile/{day.isoformat()}/raw/")
+    assert b"".join(raw_file.streaming_content) == b"".join(encode_line(i) for i in before)

@@ -1,0 +1,135 @@
+"""``taskpool_verify``: each planted defect found with its file and line, a sound pool passes."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from taskpool.messages import encode_line
+from tests.support import append_messages, append_raw, days_ago, message, noon
+
+
+def verify(*args: str) -> tuple[int, str]:
+    out = StringIO()
+    try:
+        call_command("taskpool_verify", *args, "--no-progress", stdout=out)
+    except CommandError as error:
+        return error.returncode, out.getvalue()
+    return 0, out.getvalue()
+
+
+def a_sound_pool(pool_dir):
+    """Two days: tasks, their answers, a heartbeat; every line in order. Returns the tasks."""
+    first = message(ts=noon(days_ago(2)), title="one")
+    second = message(ts=noon(days_ago(1)), title="two", to="device:*")
+    append_messages(
+        pool_dir,
+        first,
+        message(
+            kind="response",
+            sender="device:pi-1",
+            to="user:ops@example.com",
+            ts=noon(days_ago(2)).replace("12:00", "12:05"),
+            parent_id=first["id"],
+            meta={"status": "done"},
+        ),
+        second,
+        message(
+            kind="heartbeat",
+            sender="device:pi-1",
+            to="backend",
+            ts=noon(days_ago(1)).replace("12:00", "12:01"),
+        ),
+    )
+    return first, second
+
+
+def test_a_sound_pool_passes(pool_dir):
+    a_sound_pool(pool_dir)
+    code, out = verify()
+    assert code == 0, out
+    assert out.strip().endswith("4 messages: sound.")
+
+
+def test_each_planted_defect_is_found_with_its_line(pool_dir):
+    first, second = a_sound_pool(pool_dir)
+    day = days_ago(1)
+    name = f"{day.isoformat()}.jsonl"
+    # Lines 1 and 2 of yesterday's file are sound (the task and the heartbeat).
+    torn = encode_line(message(ts=noon(day).replace("12:00", "12:02"), title="cut"))[:40] + b"\n"
+    append_raw(pool_dir, day, torn)  # line 3
+    append_raw(pool_dir, day, b"this is not json\n")  # line 4
+    append_raw(pool_dir, day, encode_line(second))  # line 5: the same id again
+    orphan = message(
+        kind="response",
+        sender="device:pi-1",
+        to="user:ops@example.com",
+        ts=noon(day).replace("12:00", "12:03"),
+        parent_id="msg_" + "0" * 32,
+        meta={"status": "done"},
+    )
+    append_raw(pool_dir, day, encode_line(orphan))  # line 6
+    append_raw(pool_dir, day, b'{"id": "msg_x", "ts": 5}\n')  # line 7: JSON, not a message
+    early = message(ts=noon(day).replace("12:00", "11:00"), title="early")
+    append_raw(pool_dir, day, encode_line(early))  # line 8: stamped before line 6
+    append_raw(pool_dir, day, encode_line(message(ts=noon(day), title="end"))[:30])  # line 9
+
+    code, out = verify("--json")
+    assert code == 1
+    report = json.loads(out)
+    found = {(problem["file"], problem["line"], problem["kind"]) for problem in report["problems"]}
+    assert found == {
+        (name, 3, "torn"),
+        (name, 4, "bad_json"),
+        (name, 5, "duplicate_id"),
+        (name, 6, "unknown_task"),
+        (name, 7, "invalid"),
+        (name, 8, "out_of_order"),
+        (name, 9, "torn"),
+    }, report["problems"]
+    assert report["sound"] is False
+    duplicate = next(p for p in report["problems"] if p["kind"] == "duplicate_id")
+    assert f"{name} line 1" in duplicate["detail"]
+
+    code, text = verify()
+    assert code == 1
+    assert f"{name}:6: unknown_task: answers msg_{'0' * 32}" in text
+    assert "NOT sound" in text.splitlines()[-1]
+
+
+def test_since_judges_later_days_and_knows_earlier_tasks(pool_dir):
+    task = message(ts=noon(days_ago(3)), title="old")
+    answer = message(
+        kind="response",
+        sender="device:pi-1",
+        to="user:ops@example.com",
+        ts=noon(days_ago(1)),
+        parent_id=task["id"],
+        meta={"status": "done"},
+    )
+    append_messages(pool_dir, task, answer)
+    append_raw(pool_dir, days_ago(4), b"garbage before --since\n")
+    code, out = verify("--since", days_ago(1).isoformat())
+    assert code == 0, out
+    assert verify()[0] == 1  # the garbage, judged without --since
+
+
+@pytest.mark.every_store
+def test_the_database_store_refuses_with_its_reason(store_kind, store):
+    if store_kind == "jsonl":
+        assert verify()[0] == 0
+        return
+    with pytest.raises(CommandError, match="keeps no day files"):
+        call_command("taskpool_verify", "--no-progress", stdout=StringIO())
+
+
+def test_another_directory_is_verified_too(tmp_path):
+    elsewhere = tmp_path / "export"
+    elsewhere.mkdir()
+    append_raw(elsewhere, days_ago(1), b"{}\n")
+    code, out = verify("--directory", str(elsewhere))
+    assert code == 1
+    assert ":1: invalid:" in out
