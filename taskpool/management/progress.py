@@ -1,7 +1,9 @@
 """Progress bars for the long commands (import, export, verify, prune), with tqdm.
 
 A bar goes to stderr, so a command's output stays clean for scripts; it is
-shown only on a terminal, and never with ``--no-progress``.
+shown only on a terminal, and never with ``--no-progress``. The day files'
+index shows one too while a first start replays the week (``replay_bar``),
+on a terminal only (a server under systemd shows none).
 """
 
 from __future__ import annotations
@@ -31,3 +33,8 @@ def progress_bar(options: dict[str, Any], *, total: int, unit: str, label: str) 
         file=sys.stderr,
         leave=False,
     )
+
+
+def replay_bar(total_bytes: int) -> tqdm:
+    """The index's first-start replay, in bytes of day files; quiet off a terminal."""
+    return progress_bar({}, total=total_bytes, unit="B", label="index")

@@ -40,6 +40,7 @@ from taskpool.exceptions import (
     UnknownTask,
 )
 from taskpool.lifecycle import bits_to_statuses, replay
+from taskpool.management.progress import replay_bar
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import Message, decode_line, encode_line
 from taskpool.stores.base import (
@@ -108,6 +109,8 @@ class JsonlStore(BaseStore):
             clock=self.now,
             checkpoint_lines=self.checkpoint_lines,
         )
+        # On a terminal, a first start shows its replay of the week.
+        self._tail.replay_progress = replay_bar
         self._ledger = IndexLedger(self._tail, self._files)
         #: Whether the index has been brought up to date once (``health(ready=True)``).
         self._index_built = False

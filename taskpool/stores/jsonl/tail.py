@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from taskpool.days import day_of
 from taskpool.exceptions import InvalidMessage
@@ -68,6 +69,10 @@ class IndexTail:
         self.checkpoint_lines = checkpoint_lines
         self.journal = Journal()
         self._advanced_at = -math.inf  # time.monotonic() of the last advance
+        #: A first start's progress: called with the bytes to replay, it returns a
+        #: bar (``update(bytes)``, ``close()``) that follows the replay.
+        self.replay_progress: Callable[[int], Any] | None = None
+        self._bar: Any = None
         self.start_over(from_checkpoint=True)
 
     def start_over(self, *, from_checkpoint: bool = False) -> None:
@@ -114,9 +119,19 @@ class IndexTail:
                     # Whoever held the lock before us may have left a checkpoint.
                     self.start_over(from_checkpoint=True)
                     self._replay_due = False
-                    if not self.resumed:
+                    if self.resumed:
+                        return self._advance(checkpoint_allowed)
+                    if self.replay_progress is not None:
+                        self._bar = self.replay_progress(self.unread_bytes())
+                    try:
                         self._replay_in_parallel()
-                    return self._advance(checkpoint_allowed)
+                        if self._bar is not None:
+                            self._bar.update(sum(tail.offset for tail in self.tails.values()))
+                        return self._advance(checkpoint_allowed)
+                    finally:
+                        if self._bar is not None:
+                            self._bar.close()
+                            self._bar = None
         return self._advance(checkpoint_allowed)
 
     def advanced_within(self, seconds: float) -> bool:
@@ -261,6 +276,8 @@ class IndexTail:
                     if line:
                         self._take(line, day_ordinal, start, now)
                     start += len(line) + 1
+                if self._bar is not None:
+                    self._bar.update(start - tail.offset)
                 tail.offset = start
 
     def _take(self, line: bytes, day_ordinal: int, offset: int, now: float) -> None:
