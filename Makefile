@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 WORKERS ?= 1
+# Where the workers' Prometheus metrics meet (emptied at each start).
+PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/var/prometheus
 
 .PHONY: install run test bench lint docs clean
 
@@ -22,6 +24,8 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py demo_setup --url http://$(HOST):$(PORT)
+	rm -rf $(PROMETHEUS_MULTIPROC_DIR) && mkdir -p $(PROMETHEUS_MULTIPROC_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(PROMETHEUS_MULTIPROC_DIR) \
 	$(BIN)/uvicorn project.asgi:application --host $(HOST) --port $(PORT) \
 		--workers $(WORKERS) --timeout-graceful-shutdown 5 --no-access-log
 
@@ -39,7 +43,7 @@ lint: install
 # The documentation site, in site/; a broken link or a page left out of the nav fails it.
 docs: install
 	$(BIN)/python manage.py spectacular --file docs/api/openapi.yaml --validate --fail-on-warn
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) var build site *.egg-info

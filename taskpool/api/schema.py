@@ -1,6 +1,7 @@
-"""OpenAPI descriptions drf-spectacular cannot infer: the device token scheme."""
+"""OpenAPI descriptions drf-spectacular cannot infer: the device and metrics token schemes."""
 
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
 class DeviceJWTScheme(SimpleJWTScheme):
@@ -11,3 +12,15 @@ class DeviceJWTScheme(SimpleJWTScheme):
         definition = super().get_security_definition(auto_schema)
         definition["description"] = "A device token (taskpool_device ID --token)."
         return definition
+
+
+class MetricsTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "taskpool.authentication.MetricsTokenAuthentication"
+    name = "metricsToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "TASKPOOL['METRICS_TOKEN']: reads the metrics and nothing else.",
+        }

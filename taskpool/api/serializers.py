@@ -399,6 +399,7 @@ class LogPageSerializer(serializers.Serializer):
 # Operations ------------------------------------------------------------------
 
 
+@extend_schema_field(OpenApiTypes.BOOL)
 class QueryFlagField(serializers.Field):
     """A query-string switch: present (``?ready``, ``?ready=1``, ``?ready=true``) or not."""
 
