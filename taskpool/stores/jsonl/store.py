@@ -207,12 +207,20 @@ class JsonlStore(BaseStore):
             descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as error:
             return f"The data directory takes no new file: {os.strerror(error.errno or 0)}."
-        os.close(descriptor)
+        problem = None
+        try:
+            os.write(descriptor, b"\n")  # a full disk refuses this, where it took the file
+        except OSError as error:
+            problem = f"The data directory takes no write: {os.strerror(error.errno or 0)}."
+        finally:
+            os.close(descriptor)
         try:
             os.unlink(probe)
         except OSError as error:
-            return f"The data directory lets no file be removed: {os.strerror(error.errno or 0)}."
-        return None
+            return problem or (
+                f"The data directory lets no file be removed: {os.strerror(error.errno or 0)}."
+            )
+        return problem
 
     def _index_check(self) -> HealthCheck:
         """Passes once the index was built; until then starts building it, in a thread of its own."""
