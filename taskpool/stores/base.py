@@ -554,7 +554,7 @@ class BaseStore(abc.ABC):
         """Write the next line the backend owes the job task now, if any (see
         ``rules.transition``); each is written once, whoever else keeps time.
         ``registered_devices()`` lists the devices a ``device:*`` rollout offers it to."""
-        return self.transact(
+        return self._write(
             partial(rules.transition, task_id=task_id, registered_devices=registered_devices)
         )
 
