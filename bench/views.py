@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from bench.naive import naive_pending
-from taskpool.api import serializers as api
+from taskpool.api import queries
 from taskpool.api.views import PoolAPIView
 from taskpool.conf import pool_settings
 from taskpool.permissions import IsDevice
@@ -29,9 +29,10 @@ class NaivePendingView(PoolAPIView):
     """``/pool/pending`` done the straightforward way: read every day file on every request."""
 
     permission_classes = [IsDevice]
+    query_serializer_class = queries.PendingQuerySerializer
 
     def get(self, request: Request) -> Response:
-        query = self.valid(api.PendingQuerySerializer, request.query_params)
+        query = self.query
         return Response(
             naive_pending(
                 pool_settings.DATA_DIR,

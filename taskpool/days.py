@@ -7,8 +7,9 @@ import math
 import re
 from datetime import date, timedelta
 
-DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-DAY_FILE_RE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl")
+# [0-9], not \d: \d would also take other scripts' digits.
+DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+DAY_FILE_RE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})\.jsonl")
 
 
 def parse_day(text: object) -> date:
@@ -16,9 +17,12 @@ def parse_day(text: object) -> date:
 
     ``date.fromisoformat`` alone would also take ``20260603`` and ``2026-W23-3``.
     """
-    if not isinstance(text, str) or not DAY_RE.fullmatch(text):
-        raise ValueError(f"{text!r} is not a date written YYYY-MM-DD.")
-    return date.fromisoformat(text)
+    if isinstance(text, str) and DAY_RE.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass  # its own words ("month must be in 1..12") do not say what a date is here
+    raise ValueError(f"{text!r} is not a real date written YYYY-MM-DD.")
 
 
 def day_of(epoch_seconds: float) -> date:

@@ -260,7 +260,7 @@ def test_send_a_task_and_see_it_appear(browser, site):
     page.fill("#id_meta", '{"delay": 5}')
     page.fill("#id_ttl", "600")
     page.click("input[name=_send]")
-    expect(page.locator(".field-to .errorlist")).to_contain_text("'pi-2' is not an address")
+    expect(page.locator(".field-to .errorlist")).to_contain_text("'pi-2' is not a task address")
 
     page.fill("#id_to", "device:pi-2")
     page.fill("#id_body", "sudo reboot")

@@ -417,3 +417,13 @@ def test_a_wrong_path_is_404_without_credentials_too(db):
     response = client.post("/pool/task/", {}, format="json")
     assert response.status_code == 404
     assert response.json()["detail"] == "Not found."
+
+
+def test_the_schema_describes_both_answers_of_the_log(client, db):
+    """Without limit and after the log is a plain array; with either, a page."""
+    schema = client.get("/pool/schema", {"format": "json"}).json()
+    answer = schema["paths"]["/pool/log"]["get"]["responses"]["200"]["content"]["application/json"]
+    ref = answer["schema"]["$ref"].rsplit("/", 1)[1]
+    forms = schema["components"]["schemas"][ref]["oneOf"]
+    assert {"type": "array", "items": {"$ref": "#/components/schemas/Message"}} in forms
+    assert {"$ref": "#/components/schemas/LogPage"} in forms

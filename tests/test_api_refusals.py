@@ -392,3 +392,142 @@ def test_a_refused_request_does_not_count_as_activity(
     assert DeviceUser.objects.get(pk="pi-1").last_seen is None
     (row,) = [r for r in admin_client_api.get("/pool/devices").json() if r["id"] == "pi-1"]
     assert row["last_seen"] is None and row["online"] is False
+
+
+# Numbers and cursors in other scripts' digits ----------------------------------------
+# Python's int(), float() and \d take Arabic-Indic or full-width digits; the pool does not.
+
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+@pytest.fixture
+def cursor(admin_client_api, task) -> str:
+    """A cursor the log gave, naming the task's line."""
+    page = admin_client_api.get("/pool/log", {"limit": 1}).json()
+    return page["next_cursor"]
+
+
+@pytest.mark.parametrize("wait", ["٣", "３", "1.٥", "１０", "0.２"])
+def test_a_wait_in_other_digits_is_400(refused, device_client, wait):
+    refused(lambda: device_client.get("/pool/pending", {"wait": wait}), 400, "wait")
+
+
+@pytest.mark.parametrize("digits", [ARABIC_INDIC, FULL_WIDTH])
+def test_a_log_cursor_in_other_digits_is_400(refused, admin_client_api, cursor, digits):
+    assert admin_client_api.get("/pool/log", {"after": cursor, "limit": 5}).status_code == 200
+    spelled = cursor.translate(digits)
+    refused(lambda: admin_client_api.get("/pool/log", {"after": spelled, "limit": 5}), 400, "after")
+
+
+@pytest.mark.parametrize("digits", [ARABIC_INDIC, FULL_WIDTH])
+def test_a_task_list_cursor_in_other_digits_is_400(refused, master_client, cursor, digits):
+    before = cursor.translate(digits)
+    refused(lambda: master_client.get("/pool/tasks", {"before": before}), 400, "before")
+
+
+@pytest.mark.parametrize("name", ["after", "Last-Event-ID"])
+def test_a_stream_cursor_in_other_digits_is_400(device_client, cursor, name):
+    spelled = cursor.translate(ARABIC_INDIC)
+    if name == "after":
+        answer = device_client.get("/pool/stream", {"after": spelled})
+    else:
+        answer = device_client.get("/pool/stream", HTTP_LAST_EVENT_ID=spelled)
+    try:
+        assert answer.status_code == 400
+        assert list(answer.json()["errors"]) == [name]
+    finally:
+        answer.close()
+
+
+@pytest.mark.parametrize("name", ["since", "until"])
+def test_a_task_list_time_in_other_digits_is_400(refused, master_client, name):
+    moment = "2026-06-03T12:00:00Z".translate(ARABIC_INDIC)
+    refused(lambda: master_client.get("/pool/tasks", {name: moment}), 400, name)
+
+
+# One voice: messages that say what is allowed here ---------------------------------
+
+
+@pytest.mark.parametrize("date", ["2026-13-01", "2026-02-30", "٢٠٢٦-٠٦-٠٣", "20260603"])
+def test_a_bad_log_date_says_what_a_date_is(refused, admin_client_api, date):
+    for params in ({"date": date}, {"date": date, "limit": 5}):
+        body = refused(lambda params=params: admin_client_api.get("/pool/log", params), 400)
+        assert body["errors"] == {
+            "date": ["Must be a real date written YYYY-MM-DD, like 2026-06-03."]
+        }
+
+
+@pytest.mark.parametrize("limit", ["0", "1001", "x", "٥"])
+def test_every_limit_says_the_same_thing(
+    refused, device_client, admin_client_api, master_client, limit
+):
+    expected = {"limit": ["Must be a whole number from 1 to 1000."]}
+    for client, path in [
+        (device_client, "/pool/pending"),
+        (admin_client_api, "/pool/log"),
+        (master_client, "/pool/tasks"),
+    ]:
+        body = refused(lambda client=client, path=path: client.get(path, {"limit": limit}), 400)
+        assert body["errors"] == expected, path
+
+
+@pytest.mark.parametrize("to", ["pi-1", "robot:1", "user:alice@example.com", "backend"])
+def test_a_bad_task_address_names_only_what_a_task_may_use(refused, master_client, to):
+    body = refused(lambda: post_json(master_client, "/pool/task", {"to": to, "title": "t"}), 400)
+    (message,) = body["errors"]["to"]
+    assert "device:<id>, device:* or device:[<id>,...]" in message
+    assert "user:" not in message.replace(to, "") and "backend" not in message.replace(to, "")
+
+
+# Unknown query parameters ----------------------------------------------------------
+
+
+@pytest.fixture
+def every_endpoint(task, device_client, master_client, admin_client_api):
+    """(client, method, path, body) for each endpoint, as its caller would use it."""
+    anyone = client_with(None)
+    return [
+        (device_client, "get", "/pool/pending", None),
+        (device_client, "get", "/pool/pending?wait=0", None),
+        (device_client, "get", "/pool/stream", None),
+        (device_client, "post", "/pool/response", {"parent_id": task["id"], "status": "done"}),
+        (device_client, "post", "/pool/heartbeat", {}),
+        (device_client, "post", "/pool/claim", {}),
+        (master_client, "post", "/pool/task", {"to": "device:pi-1", "title": "t"}),
+        (master_client, "get", "/pool/tasks", None),
+        (master_client, "get", f"/pool/tasks/{task['id']}", None),
+        (master_client, "post", f"/pool/tasks/{task['id']}/cancel", {}),
+        (admin_client_api, "get", "/pool/log", None),
+        (admin_client_api, "get", "/pool/log?limit=5", None),
+        (admin_client_api, "get", "/pool/log?format=jsonl", None),
+        (admin_client_api, "get", "/pool/devices", None),
+        (anyone, "post", "/pool/auth/token", {"username": "boss", "password": "pw-boss"}),
+        (anyone, "post", "/pool/auth/token/refresh", {"refresh": "x"}),
+        (anyone, "get", "/pool/schema", None),
+        (anyone, "get", "/pool/docs", None),
+    ]
+
+
+def test_an_unknown_query_parameter_is_400_naming_it_on_every_endpoint(every_endpoint, snapshot):
+    before = snapshot()
+    for client, method, path, body in every_endpoint:
+        url = path + ("&" if "?" in path else "?") + "colour=blue"
+        if method == "get":
+            answer = client.get(url)
+        else:
+            answer = post_json(client, url, body)
+        try:
+            assert answer.status_code == 400, (path, answer.status_code)
+            assert answer["Content-Type"] == "application/json", path
+            assert answer.json()["errors"] == {"colour": ["Unknown query parameter."]}, path
+            assert "colour" in answer.json()["detail"], path
+        finally:
+            answer.close()
+    assert snapshot() == before
+
+
+def test_the_task_list_does_not_ignore_a_misspelt_filter(refused, master_client):
+    body = refused(lambda: master_client.get("/pool/tasks", {"foo": "bar"}), 400, "foo")
+    assert body["detail"] == "Invalid request. foo: Unknown query parameter."
+    refused(lambda: master_client.get("/pool/tasks", {"stauts": "failed"}), 400, "stauts")

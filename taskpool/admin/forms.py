@@ -22,7 +22,7 @@ from taskpool.exceptions import PoolError
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import MESSAGE_TYPES, RESPONSE_STATUSES
 
-_INTEGER = re.compile(r"[+-]?\d{1,18}")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")  # \d and int() would take other digits too
 
 
 class DayFilterForm(forms.Form):

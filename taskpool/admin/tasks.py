@@ -25,7 +25,8 @@ from django.utils.translation import gettext as _
 from taskpool.admin.access import TASKS_ROLE, PoolPagesAdmin, can_read_day_files
 from taskpool.admin.forms import JOB_FIELDS, CancelTaskForm, SendTaskForm
 from taskpool.admin.rows import message_rows, pretty_json
-from taskpool.api.filters import task_query
+from taskpool.api.errors import field_errors
+from taskpool.api.queries import TaskListQuerySerializer, task_query
 from taskpool.days import parse_day
 from taskpool.exceptions import PoolError, TaskClosed, UnknownTask
 from taskpool.fleet import validated_device_ids
@@ -59,11 +60,15 @@ class TaskAdmin(PoolPagesAdmin):
     def task_list_view(self, request: HttpRequest) -> HttpResponse:
         """The tasks of the ``TASK_TTL`` horizon, newest first, filtered as ``GET /pool/tasks`` is."""
         self.require_role(request)
-        filter_errors: dict[str, list[str]] = {}
-        try:
-            query, before, limit = task_query(request.GET)
-        except ValueError as error:
-            filter_errors = error.args[0]
+        filters = TaskListQuerySerializer(data=request.GET)
+        if filters.is_valid():
+            filter_errors: dict[str, list[str]] = {}
+            query, before = task_query(filters.validated_data), filters.validated_data.get("before")
+            limit = (
+                filters.validated_data["limit"] if "limit" in request.GET else self.tasks_per_page
+            )
+        else:
+            filter_errors = field_errors(filters.errors)
             query, before, limit = TaskQuery(), None, self.tasks_per_page
         page = get_store().recent_tasks(
             query, before=before, limit=limit, registered_devices=validated_device_ids()

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from taskpool import metrics
+from taskpool.api import queries
 from taskpool.api import serializers as api
 from taskpool.api.views import ERRORS, PoolAPIView
 from taskpool.authentication import DeviceJWTAuthentication, MetricsTokenAuthentication
@@ -24,10 +25,11 @@ class HealthView(PoolAPIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    query_serializer_class = queries.HealthQuerySerializer
 
     @extend_schema(
         summary="Whether this server can serve the pool (for load balancers and probes)",
-        parameters=[api.HealthQuerySerializer],
+        parameters=[queries.HealthQuerySerializer],
         responses={
             200: api.HealthSerializer,
             503: OpenApiResponse(api.HealthSerializer, description="A check fails."),
@@ -36,8 +38,7 @@ class HealthView(PoolAPIView):
         auth=[],
     )
     def get(self, request: Request) -> Response:
-        query = self.valid(api.HealthQuerySerializer, request.query_params)
-        failing = [check for check in health_checks(ready=query["ready"]) if not check.ok]
+        failing = [check for check in health_checks(ready=self.query["ready"]) if not check.ok]
         if not failing:
             response = Response({"status": "ok"})
         else:

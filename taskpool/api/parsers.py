@@ -19,7 +19,7 @@ class StrictJSONParser(BaseParser):
         limit = pool_settings.MAX_MESSAGE_BYTES
         request = (parser_context or {}).get("request")
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"The request body is over {limit} bytes.")
         data = stream.read(limit + 1) if stream is not None else b""
         if len(data) > limit:

@@ -25,8 +25,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.exceptions import APIException, MethodNotAllowed, PermissionDenied
 
 from taskpool import metrics
-from taskpool.api import serializers as api
-from taskpool.api import views
+from taskpool.api import queries, views
 from taskpool.api.plain import (
     authenticate,
     error_response,
@@ -65,7 +64,7 @@ async def _long_poll(request: HttpRequest) -> HttpResponseBase:
         if request.method != "GET":
             raise MethodNotAllowed(str(request.method))
         device = await in_django_thread(authenticate, request, IsDevice)
-        query = valid_query(api.LongPollQuerySerializer, request)
+        query = valid_query(queries.PendingQuerySerializer, request)
         tasks = await wait_for_pending(
             get_store(), device.id, limit=query["limit"], seconds=query["wait"]
         )
@@ -87,9 +86,10 @@ async def _stream(request: HttpRequest) -> HttpResponseBase:
         if request.method != "GET":
             raise MethodNotAllowed(str(request.method))
         scope = await in_django_thread(stream_scope, request)
+        query = valid_query(queries.StreamQuerySerializer, request)
         store = get_store()
         # Fixed before answering: whatever is stored from now on is in the stream.
-        start = await asyncio.to_thread(start_cursor, store, request)
+        start = await asyncio.to_thread(start_cursor, store, request, query.get("after"))
     except _REFUSALS as error:
         return error_response(error)
     if served_by_event_loop(request):
@@ -113,19 +113,18 @@ def stream_scope(request: HttpRequest) -> Scope:
     return scope
 
 
-def start_cursor(store: BaseStore, request: HttpRequest) -> str | None:
+def start_cursor(store: BaseStore, request: HttpRequest, after: str | None) -> str | None:
     """Where a stream starts: after ``Last-Event-ID`` or ``?after=``, else at the pool's end."""
     header = request.headers.get("Last-Event-ID")
     cursor: str | None
     if header is not None:
         field = "Last-Event-ID"
         try:
-            cursor = api.checked_cursor_text(header)
+            cursor = queries.checked_cursor_text(header)
         except InvalidCursor as error:
             raise InvalidCursor(error.message, field=field) from None
     else:
-        field = "after"
-        cursor = valid_query(api.StreamQuerySerializer, request).get("after")
+        field, cursor = "after", after
         if cursor is None:
             return store.end_cursor()
     try:
@@ -150,7 +149,7 @@ class StreamSchema(views.PoolAPIView):
             "goes live. A keep-alive comment every 15 s."
         ),
         parameters=[
-            api.StreamQuerySerializer,
+            queries.StreamQuerySerializer,
             OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER),
         ],
         responses={(200, "text/event-stream"): OpenApiResponse(str), **views.ERRORS},

@@ -1,7 +1,12 @@
-"""OpenAPI descriptions drf-spectacular cannot infer: the device and metrics token schemes."""
+"""The OpenAPI schema and its docs page, and what drf-spectacular cannot infer: the device
+and metrics token schemes."""
 
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from taskpool.api import queries
+from taskpool.api.views import StrictQueryMixin
 
 
 class DeviceJWTScheme(SimpleJWTScheme):
@@ -24,3 +29,15 @@ class MetricsTokenScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "TASKPOOL['METRICS_TOKEN']: reads the metrics and nothing else.",
         }
+
+
+class SchemaView(StrictQueryMixin, SpectacularAPIView):
+    """The OpenAPI schema, refusing query parameters it does not read, like every endpoint."""
+
+    query_serializer_class = queries.SchemaQuerySerializer
+
+
+class DocsView(StrictQueryMixin, SpectacularSwaggerView):
+    """The docs page, refusing query parameters it does not read, like every endpoint."""
+
+    query_serializer_class = queries.DocsQuerySerializer

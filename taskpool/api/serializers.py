@@ -3,19 +3,14 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 
-from taskpool.conf import pool_settings
-from taskpool.days import parse_day
-from taskpool.exceptions import InvalidCursor
 from taskpool.lifecycle import EXECUTION_STATUSES
 from taskpool.messages import DEVICE_STATUSES
 
@@ -175,41 +170,6 @@ class RefreshSerializer(StrictSerializer, TokenRefreshSerializer):
         self.fields["refresh"] = StrictCharField(allow_blank=False)
 
 
-# Query strings -------------------------------------------------------------
-
-_DIGITS = re.compile(r"[0-9]{1,9}")  # \d would also take other scripts' digits
-
-
-@extend_schema_field(OpenApiTypes.INT)
-class QueryIntegerField(serializers.Field):
-    """A query-string integer written in plain digits."""
-
-    def __init__(self, *, min_value: int, max_value: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.min_value, self.max_value = min_value, max_value
-
-    def get_value(self, dictionary: Any) -> Any:
-        # DRF reads an empty form value as absent; in a query string it is a bad value.
-        return dictionary.get(self.field_name, serializers.empty)
-
-    def to_internal_value(self, data: Any) -> int:
-        if not isinstance(data, str) or not _DIGITS.fullmatch(data):
-            raise serializers.ValidationError("Must be a whole number.")
-        value = int(data)
-        if not self.min_value <= value <= self.max_value:
-            raise serializers.ValidationError(
-                f"Must be between {self.min_value} and {self.max_value}."
-            )
-        return value
-
-    def to_representation(self, value: Any) -> Any:
-        return value
-
-
-class PendingQuerySerializer(serializers.Serializer):
-    limit = QueryIntegerField(min_value=1, max_value=1000, required=False, default=100)
-
-
 # Responses (for the schema) ------------------------------------------------
 
 
@@ -292,98 +252,7 @@ class ClaimSerializer(serializers.Serializer):
     claim = MessageSerializer()
 
 
-# Real time: query strings (DESIGN 9) ------------------------------------------
-
-_SECONDS = re.compile(r"\d{1,6}(\.\d{1,3})?")
-
-
-@extend_schema_field(OpenApiTypes.FLOAT)
-class QuerySecondsField(serializers.Field):
-    """A query-string duration in seconds, ``0`` to ``maximum()``: ``30`` or ``2.5``."""
-
-    def __init__(self, *, maximum: Callable[[], float], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.maximum = maximum
-
-    def to_internal_value(self, data: Any) -> float:
-        if not isinstance(data, str) or not _SECONDS.fullmatch(data):
-            raise serializers.ValidationError("Must be a number of seconds, like 30 or 2.5.")
-        seconds, limit = float(data), self.maximum()
-        if seconds > limit:
-            raise serializers.ValidationError(f"Must be at most {limit:g} seconds (LONG_POLL_MAX).")
-        return seconds
-
-    def to_representation(self, value: Any) -> Any:
-        return value
-
-
-#: What any store's cursor looks like: a short run of visible ASCII. Whether it
-#: names a position is the store's to say (``BaseStore.check_cursor``).
-_CURSOR_TEXT = re.compile(r"[\x21-\x7e]{1,64}")
-
-
-def checked_cursor_text(text: object) -> str:
-    """``text`` if it can be a cursor at all; ``InvalidCursor`` otherwise."""
-    if not isinstance(text, str) or not _CURSOR_TEXT.fullmatch(text):
-        raise InvalidCursor(f"{text!r} is not a cursor.")
-    return text
-
-
-@extend_schema_field(OpenApiTypes.STR)
-class CursorField(serializers.Field):
-    """A cursor as the stream and the log give them (opaque: only the store reads it)."""
-
-    def to_internal_value(self, data: Any) -> str:
-        try:
-            return checked_cursor_text(data)
-        except InvalidCursor as error:
-            raise serializers.ValidationError(error.message) from None
-
-    def to_representation(self, value: Any) -> Any:
-        return value
-
-
-@extend_schema_field(OpenApiTypes.DATE)
-class DayField(serializers.Field):
-    """A real, zero-padded ``YYYY-MM-DD``."""
-
-    def to_internal_value(self, data: Any) -> date:
-        try:
-            return parse_day(data)
-        except ValueError as error:
-            raise serializers.ValidationError(str(error)) from None
-
-    def to_representation(self, value: Any) -> Any:
-        return value.isoformat()
-
-
-class LongPollQuerySerializer(PendingQuerySerializer):
-    wait = QuerySecondsField(
-        maximum=lambda: pool_settings.LONG_POLL_MAX.total_seconds(),
-        help_text="Hold the request up to this many seconds until a task is pending (at most LONG_POLL_MAX).",
-    )
-
-
-class StreamQuerySerializer(serializers.Serializer):
-    after = CursorField(
-        required=False,
-        help_text="Replay what came after this cursor, then go live (the Last-Event-ID header wins).",
-    )
-
-
-class LogPageQuerySerializer(serializers.Serializer):
-    date = DayField(
-        required=False, help_text="YYYY-MM-DD: the first page of that day (default today, UTC)."
-    )
-    after = CursorField(
-        required=False, help_text="The page after this cursor, running on into later days."
-    )
-    limit = QueryIntegerField(min_value=1, max_value=1000, required=False, default=100)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if "date" in attrs and "after" in attrs:
-            raise serializers.ValidationError({"after": ["Give date or after, not both."]})
-        return attrs
+# The log ------------------------------------------------------------------------
 
 
 class LogPageSerializer(serializers.Serializer):
@@ -396,33 +265,17 @@ class LogPageSerializer(serializers.Serializer):
     has_more = serializers.BooleanField()
 
 
+#: ``GET log`` answers the day as a plain array without ``limit`` and ``after``, a page with
+#: either: the schema says ``oneOf`` the two.
+LogSerializer = PolymorphicProxySerializer(
+    component_name="Log",
+    serializers=[MessageSerializer(many=True), LogPageSerializer],
+    resource_type_field_name=None,
+    many=False,
+)
+
+
 # Operations ------------------------------------------------------------------
-
-
-@extend_schema_field(OpenApiTypes.BOOL)
-class QueryFlagField(serializers.Field):
-    """A query-string switch: present (``?ready``, ``?ready=1``, ``?ready=true``) or not."""
-
-    def get_value(self, dictionary: Any) -> Any:
-        return dictionary.get(self.field_name, serializers.empty)
-
-    def to_internal_value(self, data: Any) -> bool:
-        if data in ("", "1", "true"):
-            return True
-        if data in ("0", "false"):
-            return False
-        raise serializers.ValidationError("Must be empty, 1, true, 0 or false.")
-
-    def to_representation(self, value: Any) -> Any:
-        return value
-
-
-class HealthQuerySerializer(StrictSerializer):
-    ready = QueryFlagField(
-        required=False,
-        default=False,
-        help_text="Also fail while the store is getting ready (the day files' index being built).",
-    )
 
 
 class HealthSerializer(serializers.Serializer):

@@ -1,12 +1,12 @@
-"""Routes of the REST API, without trailing slashes (DESIGN 4)."""
+"""Routes of the REST API, without trailing slashes (a wrong path is a clean 404)."""
 
 from typing import Any
 
 from django.urls import URLPattern, path, re_path
 from django.views.decorators.common import no_append_slash
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from taskpool.api import log, operations, realtime, views
+# schema also registers the token schemes with drf-spectacular.
+from taskpool.api import log, operations, realtime, schema, views
 
 
 def route(pattern: str, view: Any, name: str) -> URLPattern:
@@ -29,7 +29,7 @@ urlpatterns = [
     route("auth/token/refresh", views.TokenRefreshPairView.as_view(), "token-refresh"),
     route("health", operations.HealthView.as_view(), "health"),
     route("metrics", operations.MetricsView.as_view(), "metrics"),
-    route("schema", SpectacularAPIView.as_view(), "schema"),
-    route("docs", SpectacularSwaggerView.as_view(url_name="taskpool:schema"), "docs"),
+    route("schema", schema.SchemaView.as_view(), "schema"),
+    route("docs", schema.DocsView.as_view(url_name="taskpool:schema"), "docs"),
     re_path(r"^.*$", no_append_slash(views.not_found), name="not-found"),
 ]

@@ -1,4 +1,4 @@
-"""The REST endpoints of DESIGN 4. Each view parses its input, asks the store, serialises."""
+"""The REST endpoints. Each view parses its input, asks the store, serialises."""
 
 from __future__ import annotations
 
@@ -19,16 +19,13 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from taskpool import metrics
-from taskpool.api import schema as _schema  # noqa: F401  (registers the device token scheme)
+from taskpool.api import queries
 from taskpool.api import serializers as api
 from taskpool.api.errors import error_body, exception_handler
-from taskpool.api.filters import TaskFilter, task_query
 from taskpool.api.parsers import StrictJSONParser
 from taskpool.api.renderers import JSONRenderer
-from taskpool.archive import archived_day
 from taskpool.authentication import DeviceJWTAuthentication
 from taskpool.conf import pool_settings
-from taskpool.days import day_of, parse_day
 from taskpool.exceptions import InvalidCursor, NotAddressed
 from taskpool.fleet import device_rows, validated_device_ids
 from taskpool.models import DeviceUser
@@ -50,7 +47,33 @@ ERRORS = {
 }
 
 
-class PoolAPIView(APIView):
+class StrictQueryMixin:
+    """A DRF view whose query string is its ``query_serializer_class``'s; errors always JSON.
+
+    The validated parameters are ``self.query``. An unknown parameter is a
+    400 naming it, checked once the caller is known (a 401 or 403 first).
+    """
+
+    query_serializer_class: type[serializers.Serializer] = queries.NoQuerySerializer
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        serializer = self.query_serializer_class(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        self.query = serializer.validated_data
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(response, Response) and response.status_code >= 400:
+            # Errors are JSON, also when the client asked for another format.
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+
+class PoolAPIView(StrictQueryMixin, APIView):
     """What every taskpool endpoint shares: authentication, strict JSON, one error shape."""
 
     # Device tokens first, so a device's bad token is a 401, and so that the
@@ -59,9 +82,6 @@ class PoolAPIView(APIView):
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
     schema = AutoSchema()
-
-    def get_exception_handler(self) -> Any:
-        return exception_handler
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         ticker.ensure_running()  # this process keeps time for jobs from its first request on
@@ -134,28 +154,19 @@ class PendingView(PoolAPIView):
     """
 
     permission_classes = [IsDevice]
+    query_serializer_class = queries.PendingQuerySerializer
 
     @extend_schema(
         summary="Tasks pending for the calling device, oldest first; with wait, a long-poll",
-        parameters=[
-            api.PendingQuerySerializer,
-            OpenApiParameter(
-                "wait",
-                float,
-                description="Hold the request until a task is pending, at most this many "
-                "seconds (0 to LONG_POLL_MAX); then answer [].",
-            ),
-        ],
+        parameters=[queries.PendingQuerySerializer],
         responses={200: api.MessageSerializer(many=True), **ERRORS},
     )
     def get(self, request: Request) -> Response:
         store = get_store()
-        if "wait" not in request.query_params:
-            query = self.valid(api.PendingQuerySerializer, request.query_params)
-            return Response(store.pending_for(device_id(request), limit=query["limit"]))
-        query = self.valid(api.LongPollQuerySerializer, request.query_params)
+        if "wait" not in self.query:
+            return Response(store.pending_for(device_id(request), limit=self.query["limit"]))
         tasks = wait_for_pending_in_thread(
-            store, device_id(request), limit=query["limit"], seconds=query["wait"]
+            store, device_id(request), limit=self.query["limit"], seconds=self.query["wait"]
         )
         return Response(tasks)
 
@@ -208,28 +219,6 @@ class TaskView(PoolAPIView):
         return Response(posted.message, status=created_or_replayed(posted.created))
 
 
-class LogView(PoolAPIView):
-    permission_classes = [HasRole.at_least("admin")]
-
-    @extend_schema(
-        summary="One day's messages in file order",
-        parameters=[OpenApiParameter("date", str, description="YYYY-MM-DD (default: today, UTC)")],
-        responses={200: api.MessageSerializer(many=True), **ERRORS},
-    )
-    def get(self, request: Request) -> Response:
-        store = get_store()
-        text = request.query_params.get("date")
-        if text is None:
-            day = day_of(store.now())
-        else:
-            try:
-                day = parse_day(text)
-            except ValueError as error:
-                raise serializers.ValidationError({"date": [str(error)]}) from None
-        source = archived_day(store.days(), day) or store
-        return Response(source.day_messages(day))
-
-
 class DevicesView(PoolAPIView):
     permission_classes = [HasRole.at_least("admin")]
 
@@ -267,29 +256,22 @@ class TaskDetailView(PoolAPIView):
 
 class TaskListView(PoolAPIView):
     permission_classes = [HasRole.at_least("master")]
+    query_serializer_class = queries.TaskListQuerySerializer
 
     @extend_schema(
         summary="Recent tasks, newest first, filtered and paged",
         operation_id="tasks_list",
-        parameters=[
-            OpenApiParameter(
-                name,
-                str,
-                many=name in ("status", "job"),
-                description=str(f.extra.get("help_text", "")),
-            )
-            for name, f in TaskFilter.base_filters.items()
-        ],
+        parameters=[queries.TaskListQuerySerializer],
         responses={200: api.TaskPageSerializer, **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        try:
-            query, before, limit = task_query(request.query_params)
-        except ValueError as error:
-            raise serializers.ValidationError(error.args[0]) from None
+        query = self.query
         try:
             page = get_store().recent_tasks(
-                query, before=before, limit=limit, registered_devices=validated_device_ids()
+                queries.task_query(query),
+                before=query.get("before"),
+                limit=query["limit"],
+                registered_devices=validated_device_ids(),
             )
         except InvalidCursor as error:
             raise InvalidCursor(error.message, field="before") from None
@@ -351,7 +333,7 @@ class ClaimView(PoolAPIView):
         )
 
 
-class TokenObtainView(TokenObtainPairView):
+class TokenObtainView(StrictQueryMixin, TokenObtainPairView):
     """User login: a simplejwt access and refresh pair."""
 
     serializer_class = api.LoginSerializer
@@ -359,25 +341,19 @@ class TokenObtainView(TokenObtainPairView):
     renderer_classes = [JSONRenderer]
     schema = AutoSchema()
 
-    def get_exception_handler(self) -> Any:
-        return exception_handler
-
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
         count_request(request, response)
         return response
 
 
-class TokenRefreshPairView(TokenRefreshView):
+class TokenRefreshPairView(StrictQueryMixin, TokenRefreshView):
     """A new access token for a refresh token."""
 
     serializer_class = api.RefreshSerializer
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
     schema = AutoSchema()
-
-    def get_exception_handler(self) -> Any:
-        return exception_handler
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)

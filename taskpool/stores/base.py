@@ -46,6 +46,7 @@ from taskpool.stores.validation import (
     TASK_META_RESERVED,
     answer_meta,
     own_meta,
+    task_address,
 )
 
 Result = TypeVar("Result")
@@ -388,15 +389,7 @@ class BaseStore(abc.ABC):
         returns the first message unchanged (``created=False``); the key with
         another request raises ``IdempotencyConflict``.
         """
-        try:
-            address = parse_address(to)
-        except InvalidMessage as error:
-            raise InvalidMessage(error.message, field="to") from None
-        if address.kind != "device":
-            raise InvalidMessage(
-                "A task is addressed to devices: device:<id>, device:* or device:[<id>,...].",
-                field="to",
-            )
+        address = task_address(to)
         if mode not in (None, "any"):
             raise InvalidMessage('mode is "any" or absent.', field="mode")
         meta = own_meta(meta, TASK_META_RESERVED)

@@ -9,10 +9,28 @@ from typing import Any
 from taskpool.exceptions import InvalidMessage, TaskClosed
 from taskpool.jobs import JOB_KEYS
 from taskpool.lifecycle import CANCELLED, EXPIRED
+from taskpool.messages import Address, parse_address
 
 #: ``meta`` keys the server writes on a task, and on a response.
 TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status", *JOB_KEYS)
 RESPONSE_META_RESERVED = ("idempotency_key",)
+
+
+#: What a task's ``to`` may be, as messages spell it.
+TASK_ADDRESSES = "device:<id>, device:* or device:[<id>,...]"
+
+
+def task_address(to: object) -> Address:
+    """A task's ``to``: one device, every device, or a list of them; ``InvalidMessage`` otherwise."""
+    try:
+        address = parse_address(to)
+    except InvalidMessage as error:
+        if isinstance(to, str) and to.startswith("device:"):
+            raise InvalidMessage(error.message, field="to") from None  # says what is wrong in it
+        address = None
+    if address is None or address.kind != "device":
+        raise InvalidMessage(f"{to!r} is not a task address: use {TASK_ADDRESSES}.", field="to")
+    return address
 
 
 def own_meta(meta: dict[str, Any] | None, reserved: tuple[str, ...]) -> dict[str, Any]:

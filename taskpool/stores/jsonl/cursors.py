@@ -14,7 +14,8 @@ from datetime import date
 
 from taskpool.exceptions import InvalidCursor
 
-CURSOR_RE = re.compile(r"(\d{4})(\d{2})(\d{2})-(\d{12})")
+# [0-9], not \d: \d and int() would also take other scripts' digits.
+CURSOR_RE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})-([0-9]{12})")
 
 
 @dataclass(frozen=True, slots=True, order=True)
