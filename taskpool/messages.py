@@ -47,6 +47,11 @@ TERMINAL_STATUSES = frozenset({"done", "failed", "rejected"})
 #: Every ``meta.status`` a response may carry.
 RESPONSE_STATUSES = (*DEVICE_STATUSES, "claimed", "cancelled")
 
+#: How deep ``meta`` may nest objects and arrays, ``meta`` itself being the first level.
+#: JSON parsers take about 1,000 levels and the line encoder (orjson) stops at 255: below
+#: both, every message a client may send can be stored and read back.
+MAX_META_DEPTH = 32
+
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MESSAGE_ID_RE = re.compile(r"msg_[0-9a-f]{32}")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -191,6 +196,21 @@ def _list_item(item: str) -> str:
             raise InvalidMessage("A device list has an empty entry.")
         raise InvalidMessage(f"{item!r} is not a device id ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}}).")
     return item
+
+
+def nests_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects and arrays more than ``limit`` levels deep.
+
+    A loop, not a recursion: the value may be nested far deeper than Python recurses.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def device_address(device_id: str) -> str:

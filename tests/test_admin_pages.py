@@ -293,6 +293,9 @@ def test_sending_a_task_stores_it_from_the_logged_in_user(master, store, make_de
     assert len(store.pending_for("pi-1")) == 1
 
 
+#: A meta one level deeper than the pool takes: meta, then 32 arrays.
+TOO_DEEP = json.loads('{"a": ' + "[" * 32 + "]" * 32 + "}")
+
 BAD_TASKS = [
     {"to": "pi-1", "title": "x"},
     {"to": "", "title": "x"},
@@ -303,6 +306,11 @@ BAD_TASKS = [
     {"to": "device:pi-1", "title": "x", "ttl": 0},
     {"to": "device:pi-1", "title": "x", "ttl": 10**9},
     {"to": "device:pi-1", "title": "x", "mode": "all"},
+    {"to": "device:pi-1", "title": ""},
+    {"to": "device:pi-1", "title": "  "},
+    {"to": "device:pi-1", "title": "x", "ttl": "٣"},
+    {"to": "device:pi-1", "title": "x", "meta": TOO_DEEP},
+    {"to": "pi-1", "title": "", "meta": {"status": "x"}, "ttl": 10**9, "mode": "all"},
 ]
 
 
@@ -320,6 +328,39 @@ def test_the_send_form_refuses_what_the_api_refuses_with_its_words(
     assert response.status_code == 200
     form = response.context["form"]
     assert {field: list(errors) for field, errors in form.errors.items()} == api.json()["errors"]
+    assert snapshot() == before
+
+
+def test_the_send_form_shows_every_fields_error_at_once(master, snapshot):
+    before = snapshot()
+    response = master.post(
+        "/admin/taskpool/task/add/",
+        {"to": "pi-2", "title": "", "meta": '{"a": 1,', "ttl": "soon", "mode": "all"},
+    )
+    assert response.status_code == 200
+    assert set(response.context["form"].errors) == {"to", "title", "meta", "ttl", "mode"}
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("meta", "error"),
+    [
+        ('{"a": 1, "a": 2}', "Not valid JSON: the key 'a' appears twice in one object."),
+        ('{"a": NaN}', None),
+        (
+            '{"a": ' * 1000 + "{}" + "}" * 1000,
+            "meta may nest objects and arrays at most 32 levels deep.",
+        ),
+    ],
+)
+def test_the_send_form_reads_meta_as_the_api_does(master, snapshot, meta, error):
+    before = snapshot()
+    response = master.post(
+        "/admin/taskpool/task/add/", {"to": "device:pi-1", "title": "x", "meta": meta}
+    )
+    assert response.status_code == 200
+    (message,) = response.context["form"].errors["meta"]
+    assert message == error if error else message.startswith("Not valid JSON")
     assert snapshot() == before
 
 

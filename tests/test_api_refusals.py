@@ -323,16 +323,17 @@ def test_a_line_of_exactly_the_limit_is_taken_and_one_byte_more_is_not(tmp_path)
     clock = ManualClock("2026-06-03T12:00:00Z")
     probe = store_at(tmp_path / "probe", clock)
     overhead = (
-        len(orjson.dumps(probe.post_task(sender="backend", to="device:pi-1", title="").message)) + 1
+        len(orjson.dumps(probe.post_task(sender="backend", to="device:pi-1", title="t").message))
+        + 1
     )
 
     store = store_at(tmp_path / "pool", clock, max_message_bytes=1024)
     taken = store.post_task(
-        sender="backend", to="device:pi-1", title="", body="z" * (1024 - overhead)
+        sender="backend", to="device:pi-1", title="t", body="z" * (1024 - overhead)
     )
     assert len((tmp_path / "pool" / "2026-06-03.jsonl").read_bytes()) == 1024
     with pytest.raises(MessageTooLarge):
-        store.post_task(sender="backend", to="device:pi-1", title="", body="z" * (1025 - overhead))
+        store.post_task(sender="backend", to="device:pi-1", title="t", body="z" * (1025 - overhead))
     assert (tmp_path / "pool" / "2026-06-03.jsonl").read_bytes().count(b"\n") == 1
     assert [m["id"] for m in store.pending_for("pi-1")] == [taken.message["id"]]
 
@@ -513,10 +514,7 @@ def test_an_unknown_query_parameter_is_400_naming_it_on_every_endpoint(every_end
     before = snapshot()
     for client, method, path, body in every_endpoint:
         url = path + ("&" if "?" in path else "?") + "colour=blue"
-        if method == "get":
-            answer = client.get(url)
-        else:
-            answer = post_json(client, url, body)
+        answer = client.get(url) if method == "get" else post_json(client, url, body)
         try:
             assert answer.status_code == 400, (path, answer.status_code)
             assert answer["Content-Type"] == "application/json", path
@@ -531,3 +529,111 @@ def test_the_task_list_does_not_ignore_a_misspelt_filter(refused, master_client)
     body = refused(lambda: master_client.get("/pool/tasks", {"foo": "bar"}), 400, "foo")
     assert body["detail"] == "Invalid request. foo: Unknown query parameter."
     refused(lambda: master_client.get("/pool/tasks", {"stauts": "failed"}), 400, "stauts")
+
+
+# Duplicate keys, deep meta, empty titles ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"to": "device:pi-1", "title": "x", "to": "device:*"}',
+        b'{"to": "device:pi-1", "title": "x", "title": "y"}',
+        b'{"to": "device:pi-1", "title": "x", "t\\u0069tle": "y"}',
+        b'{"to": "device:pi-1", "title": "x", "meta": {"a": 1, "b": {"c": 1, "c": 2}}}',
+        b'{"to": "device:pi-1", "title": "x", "meta": {"list": [{"k": 1, "k": 1}]}}',
+    ],
+)
+def test_a_body_with_a_repeated_key_is_400(refused, master_client, raw):
+    body = refused(lambda: post_json(master_client, "/pool/task", raw), 400)
+    assert "twice" in body["detail"]
+
+
+def test_a_repeated_key_is_400_on_every_endpoint_with_a_body(refused, device_client, task):
+    parent = task["id"].encode()
+    for path, raw in [
+        ("/pool/response", b'{"parent_id": "%s", "status": "done", "status": "failed"}' % parent),
+        ("/pool/heartbeat", b'{"body": "a", "body": "b"}'),
+        ("/pool/claim", b'{"parent_id": "x", "parent_id": "y"}'),
+    ]:
+        refused(lambda path=path, raw=raw: post_json(device_client, path, raw), 400)
+    login = b'{"username": "boss", "password": "x", "password": "pw-boss"}'
+    refused(lambda: post_json(client_with(None), "/pool/auth/token", login), 400)
+
+
+def test_the_same_key_in_different_objects_is_fine(master_client, make_device):
+    make_device("pi-1")
+    raw = b'{"to": "device:pi-1", "title": "x", "meta": {"a": {"to": 1}, "b": {"to": 2, "a": 3}}}'
+    answer = post_json(master_client, "/pool/task", raw)
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["meta"]["b"] == {"to": 2, "a": 3}
+
+
+DEEP = "meta may nest objects and arrays at most 32 levels deep."
+
+
+def nested(depth: int, *, in_lists: bool = False) -> dict:
+    """A ``meta`` object ``depth`` levels deep (2 or more), ``meta`` itself being the first."""
+    inner: object = [] if in_lists else {}
+    for _ in range(depth - 2):
+        inner = [inner] if in_lists else {"a": inner}
+    return {"a": inner}
+
+
+@pytest.mark.parametrize("depth", [33, 300, 1000])
+def test_meta_nested_deeper_than_the_limit_is_400_naming_meta(
+    refused, master_client, device_client, task, depth
+):
+    meta = nested(depth)
+    for client, path, data in [
+        (master_client, "/pool/task", {"to": "device:pi-1", "title": "t", "meta": meta}),
+        (device_client, "/pool/heartbeat", {"meta": meta}),
+        (
+            device_client,
+            "/pool/response",
+            {"parent_id": task["id"], "status": "done", "meta": meta},
+        ),
+    ]:
+        raw = orjson.dumps(data) if depth < 250 else _deep_json(data)
+        body = refused(lambda client=client, path=path, raw=raw: post_json(client, path, raw), 400)
+        assert body["errors"] == {"meta": [DEEP]}, path
+
+
+def _deep_json(data) -> bytes:
+    """``data`` as JSON; orjson will not write more than 255 levels, so the nesting is spliced in."""
+    meta = data["meta"]
+    depth = 0
+    while meta:
+        meta, depth = meta["a"], depth + 1
+    outer = orjson.dumps({**data, "meta": "@"})
+    return outer.replace(b'"@"', b'{"a":' * depth + b"{}" + b"}" * depth)
+
+
+def test_meta_at_the_limit_is_taken_in_objects_and_lists(master_client, make_device):
+    make_device("pi-1")
+    for meta in (nested(32), nested(32, in_lists=True)):
+        answer = post_json(
+            master_client, "/pool/task", {"to": "device:pi-1", "title": "t", "meta": meta}
+        )
+        assert answer.status_code == 201, answer.json()
+    too_deep = {"to": "device:pi-1", "title": "t", "meta": nested(33, in_lists=True)}
+    assert post_json(master_client, "/pool/task", too_deep).status_code == 400
+
+
+@pytest.mark.parametrize("title", ["", " ", "\t\n"])
+def test_an_empty_title_is_400(refused, master_client, title):
+    body = refused(
+        lambda: post_json(master_client, "/pool/task", {"to": "device:pi-1", "title": title}), 400
+    )
+    assert body["errors"] == {"title": ["title must not be empty."]}
+
+
+def test_the_store_refuses_deep_meta_and_empty_titles_too(store):
+    from taskpool.exceptions import InvalidMessage
+
+    with pytest.raises(InvalidMessage) as refusal:
+        store.post_task(sender="backend", to="device:pi-1", title="")
+    assert refusal.value.field == "title"
+    with pytest.raises(InvalidMessage) as refusal:
+        store.post_heartbeat(device_id="pi-1", meta=nested(33))
+    assert refusal.value.field == "meta"

@@ -1,14 +1,14 @@
 """The admin's forms: a day's filters, sending a task, cancelling one.
 
 Sending validates exactly as ``POST /pool/task`` does: the form collects the
-fields as the API would receive them and hands them to the API's own
-``TaskRequestSerializer``; the store's domain errors are shown on the field
-they name.
+fields as the API would receive them (``meta`` parsed as the API parses a
+body) and hands them to the API's own ``TaskRequestSerializer``, so every
+field's error shows at once; the store's domain errors are shown on the
+field they name.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from typing import Any
@@ -17,6 +17,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from taskpool.api.errors import field_errors
+from taskpool.api.parsers import strict_loads
 from taskpool.api.serializers import TaskRequestSerializer
 from taskpool.exceptions import PoolError
 from taskpool.message_filter import MessageFilter
@@ -132,26 +133,27 @@ class SendTaskForm(forms.Form):
             self.initial.setdefault("idempotency_key", f"admin-{uuid.uuid4().hex}")
 
     def api_request(self) -> dict[str, Any]:
-        """The fields as the JSON body of ``POST /pool/task`` would carry them."""
+        """The fields as the JSON body of ``POST /pool/task`` would carry them.
+
+        A field that failed its own cleaning (``meta`` that is not JSON) is left out.
+        """
         data = self.cleaned_data
         request: dict[str, Any] = {
-            "to": data["to"],
-            "title": data["title"],
-            "body": data["body"],
+            name: data[name] for name in ("to", "title", "body") if name in data
         }
-        if data["meta"].strip():
-            request["meta"] = _load_json(data["meta"])  # checked in clean_meta
-        ttl = data["ttl"].strip()
+        if data.get("meta", "").strip():
+            request["meta"] = strict_loads(data["meta"])  # checked in clean_meta
+        ttl = data.get("ttl", "").strip()
         if ttl:
             # Whole numbers as JSON would carry them; anything else as the string
             # it is, so the API's own rule refuses it with the API's message.
             request["ttl"] = int(ttl) if _INTEGER.fullmatch(ttl) else ttl
-        if data["mode"]:
+        if data.get("mode"):
             request["mode"] = data["mode"]
         for name in JOB_FIELDS:
-            if data[name].strip():
-                request[name] = _load_json(data[name])  # checked in clean_<name>
-        if data["not_before"].strip():
+            if data.get(name, "").strip():
+                request[name] = strict_loads(data[name])  # checked in clean_<name>
+        if data.get("not_before", "").strip():
             request["not_before"] = data["not_before"].strip()
         return request
 
@@ -172,14 +174,14 @@ class SendTaskForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if self.errors:
-            return cleaned
         serializer = TaskRequestSerializer(data=self.api_request())
         if serializer.is_valid():
-            cleaned["task"] = serializer.validated_data
+            if not self.errors:
+                cleaned["task"] = serializer.validated_data
         else:
             for field, messages in field_errors(serializer.errors).items():
-                self.add_error(field if field in self.fields else None, messages)
+                if field not in self.errors:
+                    self.add_error(field if field in self.fields else None, messages)
         return cleaned
 
     def idempotency(self) -> str | None:
@@ -195,24 +197,15 @@ JOB_FIELDS = ("retries", "timeout", "rollout", "abort")
 
 
 def _json_text(text: str) -> str:
-    """``text`` if it is empty or JSON; the error a person can act on otherwise."""
+    """``text`` if it is empty or JSON as the API parses it; the error a person can act on."""
     if text.strip():
         try:
-            _load_json(text)
+            strict_loads(text)
         except ValueError as error:
             raise forms.ValidationError(
-                _("Not valid JSON: %(error)s."), params={"error": getattr(error, "msg", error)}
+                _("Not valid JSON: %(error)s."), params={"error": error}
             ) from None
     return text
-
-
-def _load_json(text: str) -> Any:
-    """Strict JSON, as the API parses it: ``NaN`` and ``Infinity`` are not JSON."""
-    return json.loads(text, parse_constant=_refuse_constant)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 class CancelTaskForm(forms.Form):

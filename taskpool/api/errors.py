@@ -104,7 +104,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.ValidationError):
         errors = field_errors(exc.detail)
         field, messages = next(iter(errors.items()))
-        where = "" if field == "non_field_errors" else f"{field}: "
+        # "meta: meta may nest..." would say the field twice.
+        where = "" if field == "non_field_errors" or messages[0].startswith(field) else f"{field}: "
         response.data = error_body(f"Invalid request. {where}{messages[0]}", errors)
     else:
         response.data = error_body(_sentence(getattr(exc, "detail", str(exc))))

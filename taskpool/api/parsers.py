@@ -1,7 +1,9 @@
-"""A JSON parser that enforces ``MAX_MESSAGE_BYTES`` (DRF's reads past Django's upload limit)."""
+"""A strict JSON parser: ``MAX_MESSAGE_BYTES`` enforced (DRF's reads past Django's upload
+limit), and a key repeated in one object refused (parsers keep the last one silently)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -10,6 +12,10 @@ from rest_framework.parsers import BaseParser
 
 from taskpool.api.errors import PayloadTooLarge
 from taskpool.conf import pool_settings
+
+# Strings and the marks that open, close and separate objects and arrays: enough to find
+# every key of a body that has already parsed as JSON.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]')
 
 
 class StrictJSONParser(BaseParser):
@@ -25,6 +31,56 @@ class StrictJSONParser(BaseParser):
         if len(data) > limit:
             raise PayloadTooLarge(f"The request body is over {limit} bytes.")
         try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError as error:
-            raise ParseError(f"The request body is not valid JSON ({error}).") from None
+            return strict_loads(data)
+        except ValueError as error:
+            raise ParseError(f"The request body is not valid JSON: {error}.") from None
+
+
+def strict_loads(data: bytes | str) -> Any:
+    """JSON as the pool takes it: no ``NaN``, no lone surrogates, no key twice in an object.
+
+    Raises ``ValueError`` with what is wrong (the admin's form shows it too).
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(str(error)) from None
+    if isinstance(value, dict | list):
+        repeated = repeated_key(data)
+        if repeated is not None:
+            raise ValueError(f"the key {repeated!r} appears twice in one object")
+    return value
+
+
+def repeated_key(data: bytes) -> str | None:
+    """The first key that one object of ``data`` (valid JSON) has twice, or ``None``.
+
+    A scan, not a recursive parse: a body may nest deeper than Python recurses.
+    """
+    objects: list[set[str] | None] = []  # per open object its keys; None for an array
+    expecting_key = False
+    for match in _TOKENS.finditer(data):
+        token = match.group()
+        first = token[0]
+        if first == 0x22:  # a string: a key where one is expected
+            if expecting_key:
+                key = orjson.loads(token) if b"\\" in token else token[1:-1].decode()
+                keys = objects[-1]
+                if key in keys:  # type: ignore[operator]
+                    return key
+                keys.add(key)  # type: ignore[union-attr]
+                expecting_key = False
+        elif first == 0x7B:  # {
+            objects.append(set())
+            expecting_key = True
+        elif first == 0x5B:  # [
+            objects.append(None)
+            expecting_key = False
+        elif first == 0x2C:  # ,
+            expecting_key = objects[-1] is not None
+        else:  # } or ]
+            objects.pop()
+            expecting_key = False
+    return None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,8 +12,19 @@ from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_fiel
 from rest_framework import serializers
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 
+from taskpool.conf import pool_settings
+from taskpool.exceptions import InvalidMessage
 from taskpool.lifecycle import EXECUTION_STATUSES
 from taskpool.messages import DEVICE_STATUSES
+from taskpool.stores.validation import (
+    TASK_ADDRESSES,
+    TASK_META_RESERVED,
+    check_meta_depth,
+    deadline,
+    own_meta,
+    task_address,
+    task_title,
+)
 
 
 class StrictCharField(serializers.CharField):
@@ -40,12 +52,12 @@ class StrictChoiceField(serializers.ChoiceField):
 
 @extend_schema_field(OpenApiTypes.OBJECT)
 class JSONObjectField(serializers.Field):
-    """A JSON object (``meta``); a string or a list is refused."""
+    """A JSON object (``meta``); a string or a list is refused, and so is deep nesting."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise serializers.ValidationError("Must be a JSON object.")
-        return data
+        return by_the_rule(check_meta_depth, data) or data
 
     def to_representation(self, value: Any) -> Any:
         return value
@@ -81,6 +93,18 @@ class UTCDateTimeField(serializers.Field):
         return value
 
 
+def by_the_rule(rule: Callable[..., Any], *args: Any) -> Any:
+    """``rule(*args)``, one of the pool's shared rules, its refusal as a field error.
+
+    The store applies the same rules; checking them here too lets a request
+    (or the admin's form) hear of every field at fault at once.
+    """
+    try:
+        return rule(*args)
+    except InvalidMessage as error:
+        raise serializers.ValidationError(error.message) from None
+
+
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not declare."""
 
@@ -96,8 +120,8 @@ class StrictSerializer(serializers.Serializer):
 
 
 class TaskRequestSerializer(StrictSerializer):
-    to = StrictCharField(allow_blank=False, help_text="device:<id>, device:* or device:[<id>,...]")
-    title = StrictCharField()
+    to = StrictCharField(help_text=f"{TASK_ADDRESSES}.")
+    title = StrictCharField(help_text="What to do, in a few words (not empty).")
     body = StrictCharField(required=False, default="")
     meta = JSONObjectField(required=False, default=dict)
     ttl = StrictIntegerField(
@@ -130,6 +154,21 @@ class TaskRequestSerializer(StrictSerializer):
         required=False,
         help_text="Pending for no device before then (ISO 8601, at most TASK_TTL ahead).",
     )
+
+    def validate_to(self, value: str) -> str:
+        by_the_rule(task_address, value)
+        return value
+
+    def validate_title(self, value: str) -> str:
+        return by_the_rule(task_title, value)
+
+    def validate_meta(self, value: dict[str, Any]) -> dict[str, Any]:
+        by_the_rule(own_meta, value, TASK_META_RESERVED)
+        return value
+
+    def validate_ttl(self, value: int) -> int:
+        by_the_rule(deadline, 0.0, pool_settings.TASK_TTL.total_seconds(), value, None)
+        return value
 
 
 class ResponseRequestSerializer(StrictSerializer):

@@ -47,6 +47,7 @@ from taskpool.stores.validation import (
     answer_meta,
     own_meta,
     task_address,
+    task_title,
 )
 
 Result = TypeVar("Result")
@@ -390,6 +391,7 @@ class BaseStore(abc.ABC):
         another request raises ``IdempotencyConflict``.
         """
         address = task_address(to)
+        title = task_title(title)
         if mode not in (None, "any"):
             raise InvalidMessage('mode is "any" or absent.', field="mode")
         meta = own_meta(meta, TASK_META_RESERVED)

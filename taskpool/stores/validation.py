@@ -9,7 +9,7 @@ from typing import Any
 from taskpool.exceptions import InvalidMessage, TaskClosed
 from taskpool.jobs import JOB_KEYS
 from taskpool.lifecycle import CANCELLED, EXPIRED
-from taskpool.messages import Address, parse_address
+from taskpool.messages import MAX_META_DEPTH, Address, nests_deeper_than, parse_address
 
 #: ``meta`` keys the server writes on a task, and on a response.
 TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status", *JOB_KEYS)
@@ -33,12 +33,31 @@ def task_address(to: object) -> Address:
     return address
 
 
+def task_title(title: object) -> str:
+    """A task's title: a string with something in it (the admin lists tasks by title)."""
+    if not isinstance(title, str):
+        raise InvalidMessage("title must be a string.", field="title")
+    if not title.strip():
+        raise InvalidMessage("title must not be empty.", field="title")
+    return title
+
+
+def check_meta_depth(meta: Any) -> None:
+    """Refuse a ``meta`` nested deeper than ``MAX_META_DEPTH``."""
+    if nests_deeper_than(meta, MAX_META_DEPTH):
+        raise InvalidMessage(
+            f"meta may nest objects and arrays at most {MAX_META_DEPTH} levels deep.",
+            field="meta",
+        )
+
+
 def own_meta(meta: dict[str, Any] | None, reserved: tuple[str, ...]) -> dict[str, Any]:
-    """A copy of a client's ``meta``, refusing keys the server writes itself."""
+    """A copy of a client's ``meta``, refusing keys the server writes itself and deep nesting."""
     if meta is None:
         return {}
     if type(meta) is not dict:
         raise InvalidMessage("meta must be a JSON object.", field="meta")
+    check_meta_depth(meta)
     for key in reserved:
         if key in meta:
             raise InvalidMessage(f"meta.{key} is set by the server.", field="meta")
