@@ -5,6 +5,8 @@ They know nothing of HTTP; ``taskpool.api.errors`` maps each to a status code.
 
 from __future__ import annotations
 
+import errno
+
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -19,7 +21,7 @@ class PoolError(Exception):
 
 
 class InvalidMessage(PoolError):
-    """A message or address that breaks the format (DESIGN 1)."""
+    """A message or address that breaks the format of a message."""
 
 
 class UnknownTask(PoolError):
@@ -69,6 +71,23 @@ class InvalidCursor(PoolError):
 
 class StoreUnavailable(PoolError):
     """The store cannot take or read messages now (a full disk, a database that does not answer)."""
+
+    #: Errors of the operating system that mean the storage cannot take a write now.
+    STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+    @classmethod
+    def from_os_error(cls, error: OSError) -> StoreUnavailable:
+        """The refusal for a write the operating system refused: ``StoreFull`` when out of room."""
+        reason = error.strerror or str(error)
+        refusal = StoreFull if error.errno in StoreFull.SPACE_ERRNOS else StoreUnavailable
+        return refusal(f"The pool cannot store the message now ({reason}); try again later.")
+
+
+class StoreFull(StoreUnavailable):
+    """The storage has no room for the message (a full disk, a quota): nothing was stored."""
+
+    #: Errors of the operating system that mean there is no room.
+    SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class DayInHorizon(PoolError):

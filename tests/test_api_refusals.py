@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from django.contrib.auth import get_user_model
 
 from taskpool.exceptions import MessageTooLarge
 from tests.conftest import client_with, post_json
@@ -637,3 +638,72 @@ def test_the_store_refuses_deep_meta_and_empty_titles_too(store):
     with pytest.raises(InvalidMessage) as refusal:
         store.post_heartbeat(device_id="pi-1", meta=nested(33))
     assert refusal.value.field == "meta"
+
+
+# A full disk -----------------------------------------------------------------------
+
+
+class FullDisk:
+    """``os`` for the day files' appender on a disk that has room for half a line more."""
+
+    def __getattr__(self, name: str):
+        import os
+
+        return getattr(os, name)
+
+    def write(self, descriptor: int, data: bytes) -> int:
+        import os
+
+        return os.write(descriptor, data[: len(data) // 2])
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    from taskpool.stores.jsonl import appender
+
+    monkeypatch.setattr(appender, "os", FullDisk())
+
+
+@pytest.mark.day_files_only
+def test_a_full_disk_is_a_json_507_with_retry_after(
+    refused, full_disk, master_client, device_client, task
+):
+    for send in (
+        lambda: post_json(master_client, "/pool/task", {"to": "device:pi-1", "title": "t"}),
+        lambda: post_json(device_client, "/pool/heartbeat", {}),
+        lambda: post_json(
+            device_client, "/pool/response", {"parent_id": task["id"], "status": "done"}
+        ),
+        lambda: post_json(master_client, f"/pool/tasks/{task['id']}/cancel", {}),
+    ):
+        response = send()
+        assert response.status_code == 507, response.content
+        assert int(response["Retry-After"]) > 0
+        body = refused(send, 507)
+        assert body["detail"].startswith("The pool cannot store the message now")
+
+
+@pytest.mark.day_files_only
+def test_the_admin_says_so_when_the_disk_is_full(task, full_disk, snapshot, db):
+    from django.test import Client
+
+    from taskpool.models import UserRole
+
+    user = get_user_model().objects.create_user("ops", email="ops@example.com", is_staff=True)
+    UserRole.objects.create(user=user, role="master")
+    admin = Client()
+    admin.force_login(user)
+    before = snapshot()
+    sent = admin.post("/admin/taskpool/task/add/", {"to": "device:pi-2", "title": "t"})
+    assert sent.status_code == 200
+    assert (
+        sent.context["form"]
+        .non_field_errors()[0]
+        .startswith("The pool cannot store the message now")
+    )
+    cancelled = admin.post(f"/admin/taskpool/task/{task['id']}/cancel/", follow=True)
+    assert cancelled.status_code == 200
+    assert str(list(cancelled.context["messages"])[0]).startswith(
+        "The pool cannot store the message now"
+    )
+    assert snapshot() == before

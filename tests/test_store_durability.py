@@ -1,19 +1,27 @@
-"""FSYNC: an append is acknowledged only after a sync that covers its line (issue 3).
+"""Durability: an append is acknowledged only after a sync that covers its line, and a
+disk that cannot take it refuses it without leaving half a line behind.
 
 The store syncs after releasing the pool's lock, so writers that arrive
 together share a sync (group commit). These tests watch the real syncs
 (``Appender.finish`` still calls ``fdatasync``) and check each acknowledged
 line was in its file when a sync of that file began, before the call returned.
+A full disk is made real with ``RLIMIT_FSIZE`` in a child process: the kernel
+then writes a line short, and refuses the next, as a full filesystem does.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from taskpool.exceptions import StoreFull
+from taskpool.messages import decode_line
 from taskpool.stores.jsonl import JsonlStore
 from taskpool.stores.jsonl.appender import Appender
 
@@ -95,3 +103,81 @@ def test_concurrent_writers_are_each_acknowledged_after_a_sync_covering_their_li
         for (inode, size), message_id in zip(syncs, ids, strict=True):
             file_inode, end = line_end(store, message_id)
             assert inode == file_inode and size >= end
+
+
+# A full disk -------------------------------------------------------------------------
+
+FILL_UP = """
+import json, resource, signal, sys
+from taskpool.exceptions import StoreUnavailable
+from taskpool.stores.jsonl import JsonlStore
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the kernel then answers EFBIG or a short write
+store = JsonlStore(sys.argv[1], fsync=True)
+store.post_task(sender="backend", to="device:pi-1", title="first")  # opens the day file
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+acknowledged, refusals = [], []
+for number in range(60):
+    try:
+        posted = store.post_task(sender="backend", to="device:pi-1", title=f"task {number}", body="x" * 90)
+    except StoreUnavailable as error:
+        refusals.append([error.message, type(error).__name__])
+    else:
+        acknowledged.append(posted.message["id"])
+print(json.dumps({"acknowledged": acknowledged, "refusals": refusals}))
+"""
+
+
+def test_a_full_disk_refuses_the_write_and_leaves_no_half_line(tmp_path):
+    directory = tmp_path / "pool"
+    done = subprocess.run(
+        [sys.executable, "-c", FILL_UP, str(directory), "4000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result = json.loads(done.stdout)
+    assert result["acknowledged"] and result["refusals"]
+    message, kind = result["refusals"][0]
+    assert message.startswith("The pool cannot store the message now") and kind == "StoreFull"
+    (day_file,) = directory.glob("*.jsonl")
+    data = day_file.read_bytes()
+    assert len(data) <= 4000 and data.endswith(b"\n")  # the short line was taken back
+    stored = [decode_line(line) for line in data[:-1].split(b"\n")]
+    assert [m["id"] for m in stored[1:]] == result["acknowledged"]
+
+    # Room again: the pool goes on, with every acknowledged task and nothing else.
+    store = JsonlStore(directory, fsync=True)
+    later = store.post_task(sender="backend", to="device:pi-1", title="later").message
+    pending = [m["id"] for m in store.pending_for("pi-1", limit=1000)]
+    assert pending == [stored[0]["id"], *result["acknowledged"], later["id"]]
+
+
+def test_a_sync_that_fails_is_a_refusal_not_an_acknowledgement(tmp_path, monkeypatch):
+    from taskpool.stores.jsonl import appender
+
+    class SyncFails:
+        def __getattr__(self, name: str):
+            return getattr(os, name)
+
+        def fdatasync(self, descriptor: int) -> None:
+            raise OSError(28, "No space left on device")
+
+    store = JsonlStore(tmp_path / "pool", fsync=True)
+    monkeypatch.setattr(appender, "os", SyncFails())
+    with pytest.raises(StoreFull) as refusal:
+        store.post_heartbeat(device_id="a")
+    assert "No space left on device" in refusal.value.message
+
+
+def test_other_os_errors_are_not_dressed_up_as_a_full_disk(tmp_path, monkeypatch):
+    store = JsonlStore(tmp_path / "pool", fsync=False)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(store._appender, "append", denied)
+    with pytest.raises(PermissionError):
+        store.post_heartbeat(device_id="a")

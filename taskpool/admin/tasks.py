@@ -28,7 +28,7 @@ from taskpool.admin.rows import message_rows, pretty_json
 from taskpool.api.errors import field_errors
 from taskpool.api.queries import TaskListQuerySerializer, task_query
 from taskpool.days import parse_day
-from taskpool.exceptions import PoolError, TaskClosed, UnknownTask
+from taskpool.exceptions import PoolError, StoreUnavailable, TaskClosed, UnknownTask
 from taskpool.fleet import validated_device_ids
 from taskpool.jobs import JOB_KEYS
 from taskpool.lifecycle import EXECUTION_STATUSES
@@ -171,7 +171,7 @@ class TaskAdmin(PoolPagesAdmin):
             get_store().cancel(sender=address_of(request.user), task_id=task_id, reason=reason)
         except UnknownTask:
             raise Http404(_("There is no task %(id)s in the pool.") % {"id": task_id}) from None
-        except TaskClosed as error:
+        except (TaskClosed, StoreUnavailable) as error:
             messages.error(request, error.message)
         else:
             messages.success(request, _("Task cancelled: it has left every device's pending list."))

@@ -1,5 +1,5 @@
 """One exception handler: every error is ``{"detail": "<one sentence>"}``, plus
-``"errors": {field: [messages]}`` where fields are at fault (DESIGN 4).
+``"errors": {field: [messages]}`` where fields are at fault.
 
 Domain errors (``taskpool.exceptions``) are mapped to status codes here and
 nowhere else.
@@ -25,6 +25,7 @@ from taskpool.exceptions import (
     NotClaimable,
     NotStarted,
     PoolError,
+    StoreFull,
     StoreUnavailable,
     TaskClosed,
     UnknownTask,
@@ -43,6 +44,7 @@ POOL_ERROR_STATUS: list[tuple[type[PoolError], int]] = [
     (NotStarted, status.HTTP_409_CONFLICT),
     (MessageTooLarge, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
     (IdempotencyConflict, status.HTTP_422_UNPROCESSABLE_ENTITY),
+    (StoreFull, status.HTTP_507_INSUFFICIENT_STORAGE),  # before its base class
     (StoreUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
 ]
 

@@ -1,4 +1,4 @@
-"""``Appender``: locked, single-write appends to the day files (DESIGN 2).
+"""``Appender``: locked, single-write appends to the day files.
 
 Every append is one ``write()`` of one complete line to an ``O_APPEND``
 descriptor, made while holding an exclusive ``flock`` on ``DATA_DIR/.lock``.
@@ -6,10 +6,17 @@ A file whose last line is torn gets a newline first, in the same write, so
 the new line stays whole. The descriptor of the day being written is kept
 open between appends (and reopened when the file is replaced, the day
 changes, or the process forks).
+
+A disk that cannot take a line is refused: ``StoreFull`` when it has no room
+(full, over quota), ``StoreUnavailable`` when it fails. A line written short
+is taken back at once, under the lock, so it never becomes half a message
+that the next writer's newline would end; a line whose sync fails is not
+acknowledged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -18,6 +25,7 @@ from datetime import date
 from pathlib import Path
 from typing import NamedTuple
 
+from taskpool.exceptions import StoreUnavailable
 from taskpool.stores.jsonl.day_files import DayFiles
 
 LOCK_FILE_NAME = ".lock"
@@ -98,6 +106,14 @@ class Appender:
         with a newline at that offset, sparing the check for a torn line;
         whether the line landed right there is for the caller to compare.
         """
+        try:
+            return self._append(day, line, inode, clean_end)
+        except OSError as error:
+            if error.errno in StoreUnavailable.STORAGE_ERRNOS:
+                raise StoreUnavailable.from_os_error(error) from error
+            raise
+
+    def _append(self, day: date, line: bytes, inode: int | None, clean_end: int | None) -> Appended:
         writer, size = self._writer_for(day, inode)
         if clean_end is None:
             if size < 0:
@@ -127,6 +143,10 @@ class Appender:
             return
         try:
             os.fdatasync(descriptor)
+        except OSError as error:
+            if error.errno in StoreUnavailable.STORAGE_ERRNOS:
+                raise StoreUnavailable.from_os_error(error) from error
+            raise
         finally:
             os.close(descriptor)
 
@@ -177,8 +197,14 @@ class Appender:
         """One ``write()`` of ``line``; returns the file offset just past it."""
         written = os.write(writer.descriptor, line)
         if written != len(line):
-            path = self.files.path(writer.day)
-            raise OSError(errno.EIO, f"short write to {path}: {written} of {len(line)} bytes")
+            # The disk took part of the line: take it back (no reader reads past the
+            # last newline, and this process holds the lock), keeping a newline that
+            # ended another writer's torn line.
+            start = os.lseek(writer.descriptor, 0, os.SEEK_CUR) - written
+            kept = 1 if line.startswith(b"\n") and written else 0
+            with contextlib.suppress(OSError):  # if not, a torn line, which readers skip
+                os.ftruncate(writer.descriptor, start + kept)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         writer.end = os.lseek(writer.descriptor, 0, os.SEEK_CUR)
         return writer.end
 
