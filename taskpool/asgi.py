@@ -1,4 +1,4 @@
-"""An ASGI front for the waiting endpoints, so a waiting request holds no thread (DESIGN 9).
+"""An ASGI front for the waiting endpoints, so a waiting request holds no thread.
 
 Django's ASGI handler runs each request inside a ``ThreadSensitiveContext``,
 which gives it a thread of its own for as long as it is open, idle while an
@@ -15,6 +15,12 @@ authentication and the same store, and pass every other request to Django::
 
 Database work (authentication) runs on the one thread Django keeps for
 thread-sensitive code; the store is read in the event loop's worker threads.
+
+Django's middleware does not run for these two requests. What of it matters
+before the view is done here: the ``Host`` header is checked against
+``ALLOWED_HOSTS`` as Django checks it (a 400, logged to
+``django.security.DisallowedHost``), and the views read the session cookie
+themselves. The README lists what else the site's middleware would have done.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from contextlib import aclosing
 from typing import Any
 from urllib.parse import parse_qsl
 
+from asgiref.sync import sync_to_async
 from django.http import HttpResponseBase
 
 Scope = MutableMapping[str, Any]
@@ -94,6 +101,10 @@ class WaitingEndpoints:
         from django.core.handlers.asgi import ASGIRequest
 
         request = ASGIRequest(scope, io.BytesIO())
+        refusal = await _disallowed_host(request)
+        if refusal is not None:
+            await _send_response(refusal, send)
+            return
         answering = asyncio.ensure_future(self._answer(view, request, send))
         leaving = asyncio.ensure_future(_disconnect(receive))
         try:
@@ -115,6 +126,18 @@ class WaitingEndpoints:
 
             response = json_response({"detail": "Internal server error."}, status=500)
         await _send_response(response, send)
+
+
+async def _disallowed_host(request: Any) -> HttpResponseBase | None:
+    """Django's answer to a ``Host`` not in ``ALLOWED_HOSTS`` (as ``CommonMiddleware`` gives it)."""
+    from django.core.exceptions import DisallowedHost
+    from django.core.handlers.exception import response_for_exception
+
+    try:
+        request.get_host()
+    except DisallowedHost as error:
+        return await sync_to_async(response_for_exception, thread_sensitive=False)(request, error)
+    return None
 
 
 async def _disconnect(receive: Receive) -> None:
