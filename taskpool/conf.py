@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_TOKEN": None,
     # Where taskpool_prune archives day files (.jsonl.gz); the log and the admin read them there.
     "ARCHIVE_DIR": None,
+    # Whether a task may name device ids that are not registered (yet).
+    "ALLOW_UNREGISTERED_DEVICES": False,
 }
 
 # Durations may be given as a timedelta or as a number of seconds.

@@ -1,5 +1,6 @@
 """The fleet at a glance: when each device was last heard from, whether it is online,
-and how much work waits for it. Shared by ``GET /pool/devices`` and the admin.
+and how much work waits for it. Shared by ``GET /pool/devices`` and the admin; and
+which device ids a task may name.
 
 A device is *seen* when it sends a message (the pool knows) or makes an
 accepted request (``DeviceUser.last_seen``, written at most every
@@ -14,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from taskpool.conf import pool_settings
-from taskpool.messages import format_timestamp
+from taskpool.exceptions import InvalidMessage
+from taskpool.messages import Address, format_timestamp
 from taskpool.models import DeviceUser
 from taskpool.stores import get_store
 from taskpool.stores.base import DeviceActivity
@@ -81,6 +83,24 @@ def validated_device_ids() -> list[str]:
     return list(
         DeviceUser.objects.filter(validated=True).order_by("id").values_list("id", flat=True)
     )
+
+
+def check_registered(address: Address) -> None:
+    """Refuse a task to device ids that are not registered, naming them.
+
+    Such a task would sit pending for its whole life on no device's page.
+    ``device:*`` names no id; ``ALLOW_UNREGISTERED_DEVICES`` lets a site
+    address devices before they are registered. The API and the admin's
+    send form both ask this (through the task serializer).
+    """
+    if address.everyone or pool_settings.ALLOW_UNREGISTERED_DEVICES:
+        return
+    known = set(DeviceUser.objects.filter(pk__in=address.device_ids).values_list("pk", flat=True))
+    unknown = [device_id for device_id in address.device_ids if device_id not in known]
+    if len(unknown) == 1:
+        raise InvalidMessage(f"No device {unknown[0]} is registered.", field="to")
+    if unknown:
+        raise InvalidMessage(f"No devices {', '.join(unknown)} are registered.", field="to")
 
 
 def online_device_ids(devices: Iterable[DeviceUser]) -> set[str]:

@@ -99,7 +99,9 @@ def test_a_heartbeat_is_stored_from_the_device_to_the_backend(device_client):
     assert post_json(device_client, "/pool/heartbeat", {}).status_code == 201
 
 
-def test_a_task_address_is_stored_in_its_plain_form(master_client):
+def test_a_task_address_is_stored_in_its_plain_form(master_client, make_device):
+    make_device("pi-1")
+    make_device("pi-2")
     assert post_task(master_client, 'device:[ pi-1 , "pi-2", pi-1 ]')["to"] == "device:[pi-1,pi-2]"
 
 
@@ -396,7 +398,8 @@ def test_the_docs_page_answers(client, db):
     ],
 )
 @pytest.mark.parametrize("method", ["get", "post"])
-def test_a_wrong_path_under_the_pool_is_a_json_404(make_user, snapshot, path, method):
+def test_a_wrong_path_under_the_pool_is_a_json_404(make_user, make_device, snapshot, path, method):
+    make_device("pi-1")
     # CSRF checks on, as a served site has them (the test client turns them off by default).
     client = APIClient(enforce_csrf_checks=True)
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_user('master', role='master')[1]}")

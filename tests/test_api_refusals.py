@@ -19,6 +19,7 @@ UNKNOWN_ID = "msg_" + "0" * 32
 @pytest.fixture
 def task(master_client, make_device):
     """A task for pi-1 already in today's file, so there is a file to keep unchanged."""
+    make_device("pi-1")
     make_device("pi-2")
     answer = post_json(master_client, "/pool/task", {"to": "device:pi-1", "title": "existing"})
     assert answer.status_code == 201
@@ -203,7 +204,10 @@ def test_a_parent_that_is_a_response_not_a_task_is_404(refused, device_client, t
 
 
 @pytest.mark.parametrize("to", ["device:pi-2", "device:[pi-2,pi-3]"])
-def test_answering_a_task_not_addressed_to_you_is_403(refused, master_client, device_client, to):
+def test_answering_a_task_not_addressed_to_you_is_403(
+    refused, master_client, device_client, make_device, to
+):
+    make_device("pi-3")
     other = post_json(master_client, "/pool/task", {"to": to, "title": "not yours"}).json()
     data = {"parent_id": other["id"], "status": "done"}
     refused(lambda: post_json(device_client, "/pool/response", data), 403)
@@ -706,4 +710,51 @@ def test_the_admin_says_so_when_the_disk_is_full(task, full_disk, snapshot, db):
     assert str(list(cancelled.context["messages"])[0]).startswith(
         "The pool cannot store the message now"
     )
+    assert snapshot() == before
+
+
+# Tasks for devices nobody registered -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("to", "named"),
+    [
+        ("device:ghost", ["ghost"]),
+        ("device:[pi-1,ghost,nosuch]", ["ghost", "nosuch"]),
+        ('device:["ghost"]', ["ghost"]),
+    ],
+)
+def test_a_task_for_an_unregistered_device_is_400_naming_it(refused, master_client, to, named):
+    body = refused(lambda: post_json(master_client, "/pool/task", {"to": to, "title": "t"}), 400)
+    (message,) = body["errors"]["to"]
+    for device_id in named:
+        assert device_id in message
+    assert "pi-1" not in message
+
+
+def test_every_device_needs_no_registry(master_client, make_device):
+    assert (
+        post_json(master_client, "/pool/task", {"to": "device:*", "title": "t"}).status_code == 201
+    )
+
+
+def test_a_setting_allows_devices_registered_later(master_client, settings, pool_dir):
+    settings.TASKPOOL = {**settings.TASKPOOL, "ALLOW_UNREGISTERED_DEVICES": True}
+    answer = post_json(master_client, "/pool/task", {"to": "device:[ghost,later-1]", "title": "t"})
+    assert answer.status_code == 201, answer.json()
+
+
+def test_the_send_form_refuses_unregistered_devices_too(task, snapshot, db):
+    from django.test import Client
+
+    from taskpool.models import UserRole
+
+    user = get_user_model().objects.create_user("ops", email="ops@example.com", is_staff=True)
+    UserRole.objects.create(user=user, role="master")
+    admin = Client()
+    admin.force_login(user)
+    before = snapshot()
+    sent = admin.post("/admin/taskpool/task/add/", {"to": "device:nosuch", "title": "t"})
+    assert sent.status_code == 200
+    assert "nosuch" in sent.context["form"].errors["to"][0]
     assert snapshot() == before

@@ -255,7 +255,8 @@ def test_a_role_below_master_may_not_post_tasks(make_user, snapshot, role):
     assert snapshot() == before
 
 
-def test_a_master_posts_tasks_but_does_not_read_the_log_or_devices(master_client):
+def test_a_master_posts_tasks_but_does_not_read_the_log_or_devices(master_client, make_device):
+    make_device("pi-1")
     assert (
         post_json(master_client, "/pool/task", {"to": "device:pi-1", "title": "t"}).status_code
         == 201
@@ -264,7 +265,8 @@ def test_a_master_posts_tasks_but_does_not_read_the_log_or_devices(master_client
     assert_403(master_client.get("/pool/devices"))
 
 
-def test_an_admin_does_all_a_master_does(admin_client_api):
+def test_an_admin_does_all_a_master_does(admin_client_api, make_device):
+    make_device("pi-1")
     sent = post_json(admin_client_api, "/pool/task", {"to": "device:pi-1", "title": "t"})
     assert sent.status_code == 201
     assert sent.json()["from"] == "user:boss"
@@ -272,7 +274,8 @@ def test_an_admin_does_all_a_master_does(admin_client_api):
     assert admin_client_api.get("/pool/devices").status_code == 200
 
 
-def test_a_superuser_without_a_role_counts_as_admin(make_user):
+def test_a_superuser_without_a_role_counts_as_admin(make_user, make_device):
+    make_device("pi-1")
     _, token = make_user("root", role=None, superuser=True, email="root@example.com")
     client = client_with(token)
     sent = post_json(client, "/pool/task", {"to": "device:pi-1", "title": "t"})
@@ -287,7 +290,8 @@ def test_a_superuser_with_a_lower_role_still_counts_as_admin(make_user):
     assert client_with(token).get("/pool/devices").status_code == 200
 
 
-def test_a_user_is_written_by_email_or_else_username(make_user):
+def test_a_user_is_written_by_email_or_else_username(make_user, make_device):
+    make_device("pi-1")
     _, with_email = make_user("alice", role="master", email="alice@example.com")
     _, without = make_user("bob", role="master")
     data = {"to": "device:pi-1", "title": "t"}

@@ -122,7 +122,8 @@ def test_role_changes_an_existing_users_role(db):
     assert UserRole.objects.count() == 1
 
 
-def test_a_password_lets_the_user_log_in_and_use_the_role(db):
+def test_a_password_lets_the_user_log_in_and_use_the_role(db, make_device):
+    make_device("pi-1")
     run("taskpool_role", "alice", "master", "--password", "s3cret-enough")
     response = login("alice", "s3cret-enough")
     assert response.status_code == 200
@@ -159,7 +160,8 @@ def test_an_unknown_role_is_refused(db):
     assert not get_user_model().objects.exists()
 
 
-def test_an_email_makes_the_users_address(db):
+def test_an_email_makes_the_users_address(db, make_device):
+    make_device("pi-1")
     run(
         "taskpool_role",
         "alice",

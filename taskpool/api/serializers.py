@@ -14,6 +14,7 @@ from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, Toke
 
 from taskpool.conf import pool_settings
 from taskpool.exceptions import InvalidMessage
+from taskpool.fleet import check_registered
 from taskpool.lifecycle import EXECUTION_STATUSES
 from taskpool.messages import DEVICE_STATUSES
 from taskpool.stores.validation import (
@@ -156,7 +157,7 @@ class TaskRequestSerializer(StrictSerializer):
     )
 
     def validate_to(self, value: str) -> str:
-        by_the_rule(task_address, value)
+        by_the_rule(check_registered, by_the_rule(task_address, value))
         return value
 
     def validate_title(self, value: str) -> str:
