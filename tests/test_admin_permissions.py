@@ -1,7 +1,8 @@
 """Who may open each admin page and take each action (the rules are in taskpool/admin/access.py).
 
 Pages of the pool need a staff login, then a pool role: master for tasks,
-admin for day files. Devices and roles follow Django's model permissions.
+admin for day files. Devices: masters see them, admins manage them; roles:
+admins manage them; staff without a pool role get Django's model permissions.
 """
 
 from __future__ import annotations
@@ -125,10 +126,15 @@ def index_entries(client) -> dict[str, dict[str, bool]]:
 def test_the_index_shows_each_role_its_pages(login, db):
     assert index_entries(login("plain")) == {}
     assert index_entries(login("lowly", role="user")) == {}
-    assert index_entries(login("master", role="master")) == {"Task": {"view": True, "add": True}}
+    assert index_entries(login("master", role="master")) == {
+        "DeviceUser": {"view": True, "add": False},
+        "Task": {"view": True, "add": True},
+    }
     assert index_entries(login("boss", role="admin")) == {
         "DayFile": {"view": True, "add": False},
+        "DeviceUser": {"view": True, "add": True},
         "Task": {"view": True, "add": True},
+        "UserRole": {"view": True, "add": True},
     }
     everything = index_entries(login("root", superuser=True))
     assert set(everything) == {"DayFile", "DeviceUser", "Task", "UserRole"}
@@ -191,7 +197,75 @@ def test_a_devices_messages_are_for_masters_and_admins(login, store, make_device
     assert "secret plan" in page.content.decode()
 
 
-def test_a_master_without_model_permissions_sees_no_devices(login, db):
+def test_a_pool_admin_manages_devices_and_roles_without_model_permissions(login, make_device, db):
+    make_device("new-1", validated=False)
+    boss = login("opsadmin", role="admin")
+    assert boss.get("/admin/taskpool/deviceuser/").status_code == 200
+    assert boss.get("/admin/taskpool/deviceuser/?online=no&q=new").status_code == 200
+    page = boss.get("/admin/taskpool/deviceuser/new-1/change/")
+    assert page.status_code == 200 and page.context["can_issue_token"] is True
+    response = boss.post(
+        "/admin/taskpool/deviceuser/",
+        {"action": "validate", "_selected_action": ["new-1"], "index": "0"},
+    )
+    assert response.status_code == 302
+    assert DeviceUser.objects.get(pk="new-1").validated is True
+    session = DeviceUser.objects.get(pk="new-1").user_session
+    issued = boss.post("/admin/taskpool/deviceuser/new-1/token/")
+    assert issued.status_code == 200 and issued.context["token"]
+    assert DeviceUser.objects.get(pk="new-1").user_session != session
+    added = boss.post("/admin/taskpool/deviceuser/add/", {"id": "pi-9", "kind": "pi"})
+    assert added.status_code == 302 and DeviceUser.objects.filter(pk="pi-9").exists()
+
+    assert boss.get("/admin/taskpool/userrole/").status_code == 200
+    someone = get_user_model().objects.create_user("someone", email="someone@example.com")
+    form = boss.get("/admin/taskpool/userrole/add/")
+    assert form.status_code == 200
+    added = boss.post("/admin/taskpool/userrole/add/", {"user": someone.pk, "role": "master"})
+    assert added.status_code == 302
+    assert UserRole.objects.get(user=someone).role == "master"
+
+
+def test_a_master_sees_devices_but_does_not_change_them(login, make_device, db):
+    make_device("new-1", validated=False)
     master = login("master", role="master")
-    assert master.get("/admin/taskpool/deviceuser/").status_code == 403
+    assert master.get("/admin/taskpool/deviceuser/").status_code == 200
+    page = master.get("/admin/taskpool/deviceuser/new-1/change/")
+    assert page.status_code == 200 and page.context["can_issue_token"] is False
+    master.post(
+        "/admin/taskpool/deviceuser/",
+        {"action": "validate", "_selected_action": ["new-1"], "index": "0"},
+    )
+    assert DeviceUser.objects.get(pk="new-1").validated is False
+    master.post("/admin/taskpool/deviceuser/new-1/change/", {"kind": "x", "validated": "on"})
+    assert DeviceUser.objects.get(pk="new-1").validated is False
+    assert master.post("/admin/taskpool/deviceuser/new-1/token/").status_code == 403
+    assert master.get("/admin/taskpool/deviceuser/add/").status_code == 403
     assert master.get("/admin/taskpool/userrole/").status_code == 403
+
+
+def test_model_permissions_still_open_roles_to_staff_without_a_pool_role(login, db):
+    assert login("plain").get("/admin/taskpool/userrole/").status_code == 403
+    viewer = login("viewer", perms=["view_userrole"])
+    assert viewer.get("/admin/taskpool/userrole/").status_code == 200
+    assert viewer.get("/admin/taskpool/userrole/add/").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("who", "url", "sentence"),
+    [
+        ({}, "/admin/taskpool/task/", "needs the pool role master"),
+        ({"role": "user"}, "/admin/taskpool/task/add/", "needs the pool role master"),
+        ({"role": "master"}, "/admin/taskpool/dayfile/", "needs the pool role admin"),
+        ({}, "/admin/taskpool/deviceuser/", "the pool role master"),
+        ({"role": "master"}, "/admin/taskpool/deviceuser/pi-1/token/", "the pool role admin"),
+        ({"role": "master"}, "/admin/taskpool/userrole/", "the pool role admin"),
+    ],
+)
+def test_a_refusal_is_an_admin_page_that_names_the_role_needed(login, pool, who, url, sentence):
+    response = login("someone", **who).get(url)
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert sentence in html
+    assert 'id="site-name"' in html and 'class="breadcrumbs"' in html  # the admin's frame
+    assert 'href="/admin/"' in html  # a way back

@@ -3,9 +3,12 @@
 Every page first needs what the admin always needs: an active staff account,
 logged in through the admin's own login (``admin_site.admin_view``). Then:
 
-- **Devices and roles** are ordinary models: Django's model permissions
-  (view, add, change, delete) decide, as for any model. Validating,
-  invalidating, revoking and issuing tokens need *change* on devices.
+- **Devices**: the pool role *master* sees them (to address tasks), the
+  pool role *admin* manages them (adds, changes, deletes, validates,
+  invalidates, revokes and issues tokens), as ``GET /pool/devices`` is an
+  admin's. **Roles**: the pool role *admin* manages them. Staff without
+  such a role get Django's model permissions (view, add, change, delete),
+  as for any model; validating, revoking and issuing tokens need *change*.
 - **Tasks** (a day's tasks, a thread, sending, cancelling) need the pool role
   *master* or above, as ``POST /pool/task`` does; so do the pending tasks
   and recent messages on a device's page, which show the pool's messages.
@@ -13,21 +16,25 @@ logged in through the admin's own login (``admin_site.admin_view``). Then:
   download) need the pool role *admin*, as ``GET /pool/log`` does.
 
 A superuser counts as an admin. A staff user without a pool role sees neither
-tasks nor day files.
+tasks nor day files. A refusal is a page in the admin's frame that says which
+role it needs (``forbidden``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from django.utils.translation import gettext as _
 
 from taskpool.models import UserRole
-from taskpool.principals import has_role
+from taskpool.principals import has_role, role_of
 
 #: The pool role the task pages need.
 TASKS_ROLE = UserRole.MASTER
@@ -43,6 +50,91 @@ def can_use_tasks(user: Any) -> bool:
 def can_read_day_files(user: Any) -> bool:
     """Whether ``user`` may read the day files and their raw messages."""
     return has_role(user, DAY_FILES_ROLE)
+
+
+def needs_role(role: str) -> str:
+    """The sentence of a refusal: the role a page needs."""
+    return _("This page needs the pool role %(role)s (or above).") % {"role": role}
+
+
+def forbidden(request: HttpRequest, model_admin: admin.ModelAdmin, reason: str) -> HttpResponse:
+    """A 403 in the admin's frame, saying why and what the viewer's role is."""
+    return TemplateResponse(
+        request,
+        "admin/taskpool/forbidden.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "opts": model_admin.opts,
+            "title": _("Permission denied"),
+            "reason": reason,
+            "role": role_of(request.user),
+        },
+        status=403,
+    )
+
+
+def with_forbidden_page(view: Callable[..., HttpResponse], model_admin: Any) -> Callable[..., Any]:
+    """``view``, answering a ``PermissionDenied`` with ``forbidden``.
+
+    The refusal's own message is the reason, else ``model_admin.refusal(request)``.
+    """
+
+    @functools.wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except PermissionDenied as denied:
+            return forbidden(request, model_admin, str(denied) or model_admin.refusal(request))
+
+    return guarded
+
+
+class ForbiddenPagesMixin:
+    """A ``ModelAdmin`` whose refusals are ``forbidden`` pages, saying ``refusal()``."""
+
+    def refusal(self, request: HttpRequest) -> str:
+        raise NotImplementedError
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            URLPattern(
+                pattern.pattern,
+                with_forbidden_page(pattern.callback, self),
+                pattern.default_args,
+                pattern.name,
+            )
+            for pattern in super().get_urls()  # type: ignore[misc]
+        ]
+
+
+class RoleOrModelPermissions(ForbiddenPagesMixin, admin.ModelAdmin):
+    """A model's admin open to pool roles, and to Django's model permissions for other staff.
+
+    ``view_role`` and above may see the model; ``manage_role`` and above may
+    also add, change and delete.
+    """
+
+    view_role: str = UserRole.ADMIN
+    manage_role: str = UserRole.ADMIN
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, self.view_role) or super().has_module_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, self.view_role) or super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, self.manage_role) or super().has_add_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, self.manage_role) or super().has_change_permission(
+            request, obj
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, self.manage_role) or super().has_delete_permission(
+            request, obj
+        )
 
 
 class PoolPagesAdmin(admin.ModelAdmin):
@@ -67,16 +159,19 @@ class PoolPagesAdmin(admin.ModelAdmin):
         opts = self.opts
         return path(
             route,
-            self.admin_site.admin_view(view),
+            with_forbidden_page(self.admin_site.admin_view(view), self),
             name=f"{opts.app_label}_{opts.model_name}_{name}",
         )
+
+    def refusal(self, request: HttpRequest) -> str:
+        return needs_role(self.role)
 
     def has_role(self, request: HttpRequest) -> bool:
         return has_role(request.user, self.role)
 
     def require_role(self, request: HttpRequest) -> None:
         if not self.has_role(request):
-            raise PermissionDenied
+            raise PermissionDenied(self.refusal(request))
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self.has_role(request)

@@ -2,9 +2,9 @@
 
 The changelist shows each device's online badge, last seen, last heartbeat
 and pending count from ``taskpool.fleet``, computed once per page (two store
-calls for the whole page, not per row). Validating, invalidating, revoking
-tokens and issuing a new one need the *change* permission on devices; a new
-token is shown once and stored nowhere.
+calls for the whole page, not per row). Masters see devices; admins (or staff
+with the *change* permission on devices) validate, invalidate, revoke tokens
+and issue a new one, which is shown once and stored nowhere (see ``access``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from taskpool.admin.access import can_use_tasks
+from taskpool.admin.access import RoleOrModelPermissions, can_use_tasks, with_forbidden_page
 from taskpool.admin.rows import message_rows
 from taskpool.fleet import DeviceStatus, device_statuses, online_device_ids
-from taskpool.models import DeviceUser
+from taskpool.models import DeviceUser, UserRole
 from taskpool.stores import get_store
 from taskpool.tokens import DeviceToken
 
@@ -64,7 +64,9 @@ class FleetChangeList(ChangeList):
 
 
 @admin.register(DeviceUser)
-class DeviceUserAdmin(admin.ModelAdmin):
+class DeviceUserAdmin(RoleOrModelPermissions):
+    view_role = UserRole.MASTER  # to address tasks
+    manage_role = UserRole.ADMIN
     list_display = [
         "id",
         "kind",
@@ -82,6 +84,12 @@ class DeviceUserAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": ["taskpool/admin.css"]}
+
+    def refusal(self, request: HttpRequest) -> str:
+        return _(
+            "Devices need the pool role master to see them and the pool role admin to "
+            "manage them, or Django's permissions on devices."
+        )
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return FleetChangeList
@@ -158,7 +166,7 @@ class DeviceUserAdmin(admin.ModelAdmin):
         return [
             path(
                 "<path:object_id>/token/",
-                self.admin_site.admin_view(self.token_view),
+                with_forbidden_page(self.admin_site.admin_view(self.token_view), self),
                 name=f"{opts.app_label}_{opts.model_name}_token",
             ),
             *super().get_urls(),
@@ -199,7 +207,12 @@ class DeviceUserAdmin(admin.ModelAdmin):
         if device is None:
             raise Http404(_("There is no device %(id)s.") % {"id": object_id})
         if not self.has_change_permission(request, device):
-            raise PermissionDenied
+            raise PermissionDenied(
+                _(
+                    "Issuing a token needs the pool role admin, or Django's change "
+                    "permission on devices."
+                )
+            )
         token = None
         if request.method == "POST":
             device.rotate_session()

@@ -8,20 +8,37 @@ registered again as a subclass with the inline: list ``taskpool`` after
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.http import HttpRequest
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from taskpool.admin.access import RoleOrModelPermissions
 from taskpool.models import UserRole
 
 
 @admin.register(UserRole)
-class UserRoleAdmin(admin.ModelAdmin):
+class UserRoleAdmin(RoleOrModelPermissions):
+    """Pool roles: managed by the pool role admin, or staff with Django's permissions on them."""
+
+    view_role = manage_role = UserRole.ADMIN
     list_display = ["user", "role", "user_email", "user_is_staff"]
     list_filter = ["role", "user__is_staff"]
     search_fields = ["user__username", "user__email"]
     list_select_related = ["user"]
-    autocomplete_fields = ["user"]
+
+    def refusal(self, request: HttpRequest) -> str:
+        return gettext("Pool roles need the pool role admin, or Django's permissions on them.")
+
+    def get_autocomplete_fields(self, request: HttpRequest) -> Sequence[str]:
+        # The search asks the user admin, which a pool admin may not see: a plain list then.
+        user_admin = self.admin_site._registry.get(get_user_model())
+        if user_admin is not None and user_admin.has_view_permission(request):
+            return ["user"]
+        return []
 
     @admin.display(description=_("email"), ordering="user__email")
     def user_email(self, role: UserRole) -> str:
