@@ -1,10 +1,13 @@
-"""The principals: devices (``DeviceUser``) and the roles of users (``UserRole``) (DESIGN 5)."""
+"""The principals: devices (``DeviceUser``) and the roles of users (``UserRole``)."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -82,6 +85,49 @@ class UserRole(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.role}"
+
+    def clean(self) -> None:
+        """One pool identity per user: refuse a role to a user another pool user is written as."""
+        if self.user_id is None:
+            return
+        other = identity_holder(self.user)
+        if other is not None:
+            raise ValidationError(
+                _(
+                    "%(user)s cannot have a pool role while %(other)s is user:%(identity)s "
+                    "in the pool: give %(user)s an email of their own first."
+                ),
+                code="identity_taken",
+                params={"user": self.user, "other": other, "identity": pool_identity(other)},
+            )
+
+
+def pool_identity(user: Any) -> str:
+    """What follows ``user:`` in the pool's messages: the email, or else the username."""
+    return getattr(user, user.get_email_field_name(), "") or user.get_username()
+
+
+def identity_holder(user: Any) -> Any:
+    """Another pool user (one with a role, or a superuser) written as ``user`` is, or ``None``.
+
+    Emails are compared without case: ``Ops@example.com`` is the same mailbox.
+    """
+    user_model = get_user_model()
+    identity = pool_identity(user)
+    email = user_model.get_email_field_name()
+    field_names = {field.name for field in user_model._meta.get_fields()}
+    pool_users = models.Q(taskpool_role__isnull=False)
+    if "is_superuser" in field_names:
+        pool_users |= models.Q(is_superuser=True)
+    written_so = models.Q(**{f"{user_model.USERNAME_FIELD}__iexact": identity})
+    if email in field_names:
+        written_so = models.Q(**{f"{email}__iexact": identity}) | (
+            models.Q(**{email: ""}) & written_so
+        )
+    others = user_model._default_manager.filter(pool_users & written_so)
+    if user.pk is not None:
+        others = others.exclude(pk=user.pk)
+    return others.first()
 
 
 class _NoRows(models.Manager):

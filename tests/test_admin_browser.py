@@ -116,9 +116,7 @@ def test_each_role_sees_its_pages_on_the_index(browser, site):
     screenshot(page, "index_master")
     page.goto(f"/admin/taskpool/dayfile/{today()}/")
     expect(page.locator("h1")).to_have_text("Permission denied")
-    expect(page.locator("#refusal")).to_have_text(
-        "This page needs the pool role admin (or above)."
-    )
+    expect(page.locator("#refusal")).to_have_text("This page needs the pool role admin (or above).")
     expect(page.locator("#content-main")).to_contain_text("Your pool role is master.")
     screenshot(page, "forbidden_day_files")
     page.get_by_role("link", name="Back to the admin's home").click()

@@ -1,4 +1,4 @@
-"""Provisioning commands (DESIGN 6): ``taskpool_device`` and ``taskpool_role``."""
+"""The provisioning commands, ``taskpool_device`` and ``taskpool_role``, as scripts use them."""
 
 from __future__ import annotations
 
@@ -180,3 +180,103 @@ def test_an_email_makes_the_users_address(db, make_device):
 def test_taskpool_role_gives_admin_access_to_admins_and_masters(db, role, staff):
     call_command("taskpool_role", f"someone-{role}", role, stdout=StringIO())
     assert get_user_model().objects.get(username=f"someone-{role}").is_staff is staff
+
+
+# One pool identity per user ------------------------------------------------------------
+
+
+def test_a_role_is_refused_to_a_user_whose_email_another_pool_user_has(db):
+    run("taskpool_role", "alice", "master", "--email", "ops@example.com")
+    for email in ("ops@example.com", "OPS@example.com"):
+        with pytest.raises(CommandError) as refusal:
+            run("taskpool_role", "bob", "master", "--email", email)
+        assert "user:ops@example.com" in str(refusal.value) and "alice" in str(refusal.value)
+    assert not get_user_model().objects.filter(username="bob").exists()
+    run("taskpool_role", "alice", "admin")  # alice's own identity is hers
+    assert UserRole.objects.get(user__username="alice").role == "admin"
+
+
+def test_an_identity_is_a_username_where_there_is_no_email(db):
+    run("taskpool_role", "alice", "master")
+    with pytest.raises(CommandError):
+        run("taskpool_role", "bob", "user", "--email", "alice")
+    get_user_model().objects.create_user("carol", email="alice")  # no pool role yet
+    with pytest.raises(CommandError):
+        run("taskpool_role", "carol", "master")
+    assert not UserRole.objects.filter(user__username="carol").exists()
+
+
+def test_a_superuser_holds_its_identity_and_users_without_a_role_do_not(db):
+    get_user_model().objects.create_superuser("root", email="root@example.com", password="x")
+    with pytest.raises(CommandError):
+        run("taskpool_role", "alice", "master", "--email", "root@example.com")
+    get_user_model().objects.create_user("dave", email="shared@example.com")
+    run("taskpool_role", "erin", "master", "--email", "shared@example.com")
+
+
+def test_the_role_admin_refuses_a_shared_identity_too(db):
+    from django.test import Client
+
+    root = get_user_model().objects.create_superuser("root", email="root@example.com", password="x")
+    admin = Client()
+    admin.force_login(root)
+    run("taskpool_role", "alice", "master", "--email", "ops@example.com")
+    bob = get_user_model().objects.create_user("bob", email="ops@example.com")
+    added = admin.post("/admin/taskpool/userrole/add/", {"user": bob.pk, "role": "master"})
+    assert added.status_code == 200
+    assert "user:ops@example.com" in " ".join(added.context["adminform"].form.non_field_errors())
+    assert not UserRole.objects.filter(user=bob).exists()
+
+    # On a user's page: an email changed to another pool user's, with the role inline.
+    carol = get_user_model().objects.create_user("carol", email="carol@example.com")
+    UserRole.objects.create(user=carol, role="master")
+    page = admin.get(f"/admin/auth/user/{carol.pk}/change/")
+    form = page.context["adminform"].form
+    data = {
+        **{name: value for name, value in form.initial.items() if value is not None},
+        "username": "carol",
+        "email": "ops@example.com",
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+        "taskpool_role-TOTAL_FORMS": "1",
+        "taskpool_role-INITIAL_FORMS": "1",
+        "taskpool_role-MIN_NUM_FORMS": "0",
+        "taskpool_role-MAX_NUM_FORMS": "1",
+        "taskpool_role-0-id": str(carol.taskpool_role.pk),
+        "taskpool_role-0-user": str(carol.pk),
+        "taskpool_role-0-role": "master",
+    }
+    for name in ("groups", "user_permissions", "last_login", "password"):
+        data.pop(name, None)
+    changed = admin.post(f"/admin/auth/user/{carol.pk}/change/", data)
+    assert changed.status_code == 200, changed.get("Location")
+    assert changed.context["adminform"].form.errors == {}
+    (inline,) = changed.context["inline_admin_formsets"]
+    assert "while alice is user:ops@example.com" in str(inline.formset.non_form_errors()) + str(
+        [form.non_field_errors() for form in inline.formset.forms]
+    )
+    carol.refresh_from_db()
+    assert carol.email == "carol@example.com"
+
+
+# Passwords -----------------------------------------------------------------------------
+
+VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+]
+
+
+@pytest.mark.parametrize(
+    ("password", "says"),
+    [("abc", "too short"), ("password", "too common"), ("alice1234", "too similar")],
+)
+def test_a_password_goes_through_the_sites_validators(db, settings, password, says):
+    settings.AUTH_PASSWORD_VALIDATORS = VALIDATORS
+    with pytest.raises(CommandError) as refusal:
+        run("taskpool_role", "alice", "admin", "--password", password)
+    assert says in str(refusal.value)
+    assert not get_user_model().objects.filter(username="alice").exists()
+    run("taskpool_role", "alice", "admin", "--password", "a-good-long-one-9")
+    assert login("alice", "a-good-long-one-9").status_code == 200

@@ -1,17 +1,22 @@
-"""``taskpool_role USERNAME admin|master|user [--password PW]`` (DESIGN 6)."""
+"""``taskpool_role USERNAME admin|master|user [--password PW] [--email E]``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.contrib.auth import get_user_model, password_validation
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from taskpool.models import UserRole
 
 
 class Command(BaseCommand):
-    help = "Create the user if needed and set their pool role."
+    help = (
+        "Create the user if needed and set their pool role. A password goes through the "
+        "site's validators; a role is refused to a user another pool user is written as."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
@@ -24,17 +29,29 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, username: str, role: str, **options: Any) -> None:
+        try:
+            with transaction.atomic():  # a refusal leaves no half-made user behind
+                created = self._set_role(username, role, options["password"], options["email"])
+        except ValidationError as error:
+            raise CommandError(" ".join(error.messages)) from error
+        verb = "Created" if created else "Updated"
+        self.stdout.write(f"{verb} user {username} with role {role}.")
+
+    def _set_role(self, username: str, role: str, password: str | None, email: str | None) -> bool:
         User = get_user_model()
         user, created = User.objects.get_or_create(**{str(User.USERNAME_FIELD): username})  # type: ignore[arg-type]
-        if created and not options["password"]:
+        if email is not None:
+            setattr(user, User.get_email_field_name(), email)
+        if password:
+            password_validation.validate_password(password, user)  # as createsuperuser does
+            user.set_password(password)
+        elif created:
             user.set_unusable_password()
-        if options["password"]:
-            user.set_password(options["password"])
-        if options["email"] is not None:
-            user.email = options["email"]
         if role in (UserRole.ADMIN, UserRole.MASTER):
             user.is_staff = True  # they send, follow and cancel tasks in the Django admin
         user.save()
-        UserRole.objects.update_or_create(user=user, defaults={"role": role})
-        verb = "Created" if created else "Updated"
-        self.stdout.write(f"{verb} user {username} with role {role}.")
+        pool_role = UserRole.objects.filter(user=user).first() or UserRole(user=user)
+        pool_role.role = role
+        pool_role.full_clean()
+        pool_role.save()
+        return created
