@@ -13,7 +13,15 @@ import pytest
 from taskpool.messages import encode_line
 from taskpool.realtime import sse
 from taskpool.realtime.hub import Hub, Waiter
-from taskpool.realtime.scope import ADMIN, DEVICE, MASTER, Scope, StreamFilter
+from taskpool.realtime.scope import (
+    ADMIN,
+    ALL_TASKS,
+    DEVICE,
+    MASTER,
+    Scope,
+    StreamFilter,
+    concerned_scopes,
+)
 from taskpool.realtime.stream import events
 
 pytestmark = pytest.mark.every_store
@@ -70,6 +78,25 @@ def test_a_master_stream_carries_its_tasks_and_their_responses(store):
     assert carried(store, Scope(MASTER, "user:ops")) == [mine["id"], progress["id"]]
 
 
+def test_a_master_who_asks_for_all_gets_every_task_and_response(store):
+    mine = post(store, "device:a", sender="user:ops")
+    theirs = post(store, "device:b", sender="user:other")
+    answer = store.post_response(device_id="b", parent_id=theirs["id"], status="done").message
+    store.post_heartbeat(device_id="a")
+    assert carried(store, Scope(ALL_TASKS)) == [mine["id"], theirs["id"], answer["id"]]
+
+
+def test_a_master_who_asks_for_all_is_woken_by_any_task_or_response(store):
+    waiting = Scope(ALL_TASKS)
+    mark = store.changes_since(None).mark
+    post(store, "device:b", sender="user:other")
+    changes = store.changes_since(mark)
+    assert waiting in concerned_scopes(changes) and waiting.concerned_by(changes)
+    mark = changes.mark
+    store.post_heartbeat(device_id="a")
+    assert not waiting.concerned_by(store.changes_since(mark))
+
+
 def test_an_admin_stream_carries_everything(store):
     post(store, "device:a")
     store.post_heartbeat(device_id="a")
@@ -86,6 +113,9 @@ def test_scopes_of_principals(make_device, make_user):
     assert Scope.of(master) == Scope(MASTER, "user:ops@example.com")
     assert Scope.of(admin) == Scope.of(superuser) == Scope(ADMIN)
     assert Scope.of(viewer) is None
+    assert Scope.of(master).asking_for_all() == Scope(ALL_TASKS)
+    assert Scope.of(admin).asking_for_all() == Scope(ADMIN)
+    assert Scope.of(device).asking_for_all() is None
 
 
 def test_an_event_takes_its_name_from_the_known_types_only_and_keeps_to_one_line():
@@ -259,6 +289,24 @@ def test_under_wsgi_a_stream_is_served_by_polling(device_client, store, pool_dir
     response.close()
     assert chunk.startswith(b"id: ") and b"event: task\n" in chunk
     assert orjson.loads(chunk.split(b"data: ", 1)[1]) == task
+
+
+@pytest.mark.slow
+def test_a_master_streams_every_masters_tasks_with_all(master_client, store, make_user):
+    response = master_client.get("/pool/stream", {"all": "1"})
+    assert response.status_code == 200
+    chunks = iter(response.streaming_content)
+    assert next(chunks) == sse.OPENED
+    task = post(store, "device:pi-1", sender="user:someone-else")
+    chunk = next(chunks)
+    response.close()
+    assert orjson.loads(chunk.split(b"data: ", 1)[1]) == task
+
+
+def test_only_masters_and_admins_may_ask_for_all(device_client):
+    answer = device_client.get("/pool/stream", {"all": "1"})
+    assert answer.status_code == 403
+    assert "masters and admins" in answer.json()["detail"]
 
 
 def test_under_wsgi_bad_values_are_400(device_client):

@@ -1,4 +1,4 @@
-"""Long-poll, stream and log paging against real uvicorn servers sharing one pool (DESIGN 9).
+"""Long-poll, stream and log paging against real uvicorn servers sharing one pool.
 
 Servers A and B serve ``project.asgi:application`` (the waiting endpoints in
 front of Django); server C serves ``project.asgi:django_application`` (Django's
@@ -227,6 +227,22 @@ def test_a_master_stream_carries_its_tasks_and_every_response_to_them(live):
     assert [(event.event, event.data) for event in received] == [
         ("task", task),
         ("response", progress),
+        ("response", done),
+    ]
+
+
+def test_a_master_who_asks_for_all_gets_every_masters_tasks_and_responses(live):
+    a, b, _ = live.servers
+    with open_stream(a, live.bearer("ops2"), all="1") as response:
+        events = read_events(response)
+        assert next(events).comment == "stream open"
+        theirs = post_task(live, b, "ops", "device:pi-7", "someone else's")
+        heartbeat = httpx.post(f"{b}/pool/heartbeat", json={}, headers=live.bearer("pi-7"))
+        assert heartbeat.status_code == 201
+        done = respond(live, b, "pi-7", theirs, "done")
+        received = [next_event(events) for _ in range(2)]
+    assert [(event.event, event.data) for event in received] == [
+        ("task", theirs),
         ("response", done),
     ]
 

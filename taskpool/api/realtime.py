@@ -87,6 +87,10 @@ async def _stream(request: HttpRequest) -> HttpResponseBase:
             raise MethodNotAllowed(str(request.method))
         scope = await in_django_thread(stream_scope, request)
         query = valid_query(queries.StreamQuerySerializer, request)
+        if query["all"]:
+            scope = scope.asking_for_all()
+            if scope is None:
+                raise PermissionDenied("Only masters and admins may ask for all (all=1).")
         store = get_store()
         # Fixed before answering: whatever is stored from now on is in the stream.
         start = await asyncio.to_thread(start_cursor, store, request, query.get("after"))
@@ -144,9 +148,9 @@ class StreamSchema(views.PoolAPIView):
         summary="Server-Sent Events: the caller's part of the pool, live",
         description=(
             "event: the message type; id: its cursor; data: the message. A device gets what "
-            "changes its pending list, a master its tasks and their responses, an admin "
-            "everything. Last-Event-ID (or after) replays what came after that cursor, then "
-            "goes live. A keep-alive comment every 15 s."
+            "changes its pending list, a master its tasks and their responses (every task and "
+            "response with all=1), an admin everything. Last-Event-ID (or after) replays what "
+            "came after that cursor, then goes live. A keep-alive comment every 15 s."
         ),
         parameters=[
             queries.StreamQuerySerializer,

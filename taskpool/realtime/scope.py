@@ -1,9 +1,11 @@
-"""Who is listening: what their stream carries, and which changes wake them (DESIGN 9).
+"""Who is listening: what their stream carries, and which changes wake them.
 
 - a device gets what changes its pending list: the tasks addressed to it,
   their cancellation, and other devices' claims (and releases) of the any-one
   tasks it was offered;
-- a master gets the tasks it sent and every response to them;
+- a master gets the tasks it sent and every response to them; a master who
+  asks for all (``?all=1``) gets every task and every response, as it may see
+  and cancel every task;
 - an admin gets every message;
 - anyone else gets no stream.
 """
@@ -22,7 +24,7 @@ from taskpool.messages import Message, parse_address, response_status
 from taskpool.principals import address_of, has_role, is_device
 from taskpool.stores.changes import Changes
 
-DEVICE, MASTER, ADMIN = "device", "master", "admin"
+DEVICE, MASTER, ALL_TASKS, ADMIN = "device", "master", "all-tasks", "admin"
 
 #: Answers by which a device takes an any-one task (the first one claims it).
 _TAKING = frozenset({"claimed", "progress", "done", "failed"})
@@ -31,10 +33,10 @@ _REMEMBERED_TASKS = 1024
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """A listener's view of the pool: a device, a master (by address), or an admin."""
+    """A listener's view of the pool: a device, a master (by address), every task, or an admin."""
 
     kind: str
-    #: The device id, or the master's address (``user:…``); empty for an admin.
+    #: The device id, or the master's address (``user:…``); empty otherwise.
     name: str = ""
 
     @classmethod
@@ -48,6 +50,12 @@ class Scope:
             return cls(MASTER, address_of(principal))
         return None
 
+    def asking_for_all(self) -> Scope | None:
+        """This listener asking for every task and response; ``None`` for a device."""
+        if self.kind == DEVICE:
+            return None
+        return self if self.kind == ADMIN else Scope(ALL_TASKS)
+
     def concerned_by(self, changes: Changes) -> bool:
         """Whether the messages behind ``changes`` may be for this listener."""
         if changes.everything:
@@ -58,6 +66,9 @@ class Scope:
             return True
         if self.kind == DEVICE:
             return changes.all_devices or self.name in changes.devices
+        if self.kind == ALL_TASKS:
+            # Tasks and responses concern devices or a sender; heartbeats concern no one.
+            return bool(changes.masters or changes.devices or changes.all_devices)
         return self.name in changes.masters
 
 
@@ -78,6 +89,8 @@ class StreamFilter:
         scope = self.scope
         if scope.kind == ADMIN:
             return True
+        if scope.kind == ALL_TASKS:
+            return message["type"] in ("task", "response")
         if message["type"] == "task":
             return self._is_own(message)
         if message["type"] != "response" or not message["parent_id"]:
@@ -161,6 +174,7 @@ def concerned_scopes(changes: Changes) -> list[Scope] | None:
         return []
     return [
         Scope(ADMIN),
+        Scope(ALL_TASKS),
         *(Scope(DEVICE, device_id) for device_id in changes.devices),
         *(Scope(MASTER, master) for master in changes.masters),
     ]
