@@ -68,6 +68,6 @@ def test_a_thread_shows_attempts_and_why_a_task_was_aborted(boss, store, make_de
     thread = boss.get(f"/admin/taskpool/task/{task['id']}/")
     page = thread.content.decode()
     assert 'id="abort-reason"' in page and "finished executions failed" in page
-    rows = {row["device"]: row for row in thread.context["executions"]}
+    rows = {row["device"]: row for row, _ in thread.context["executions"]}
     assert rows["c"]["status"] == "cancelled"
     assert rows["a"]["attempts"][0]["status"] == "failed"

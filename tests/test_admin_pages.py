@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -375,12 +376,12 @@ def test_the_thread_shows_responses_in_order_and_one_execution_per_device(
     store.post_response(device_id="pi-2", parent_id=task["id"], status="done")
     store.post_response(device_id="pi-3", parent_id=task["id"], status="rejected")
     page = master.get(f"/admin/taskpool/task/{task['id']}/").context
-    assert [(row.sender, row.status) for row in page["responses"]] == [
+    assert [(row.sender, row.status) for row, _ in page["responses"]] == [
         ("device:pi-2", "progress"),
         ("device:pi-2", "done"),
         ("device:pi-3", "rejected"),
     ]
-    assert [(e["device"], e["status"]) for e in page["executions"]] == [
+    assert [(e["device"], e["status"]) for e, _ in page["executions"]] == [
         ("pi-1", "pending"),
         ("pi-2", "done"),
         ("pi-3", "rejected"),
@@ -398,7 +399,7 @@ def test_cancelling_twice_says_why_the_second_time(master, store, snapshot):
         "Task cancelled: it has left every device's pending list."
     ]
     assert first.context["closed"] == "cancelled" and first.context["cancel_form"] is None
-    cancellation = first.context["responses"][-1].message
+    cancellation = first.context["responses"][-1][0].message
     assert (cancellation["from"], cancellation["body"]) == ("user:ops@example.com", "wrong device")
     before = snapshot()
     second = master.post(url + "cancel/", follow=True)
@@ -417,7 +418,8 @@ def test_the_task_list_is_newest_first_with_statuses_filters_and_paging(master, 
 
     def listed(query=""):
         page = master.get("/admin/taskpool/task/" + query).context
-        return [(row.message["title"], statuses) for row, statuses in page["rows"]], page
+        rows = [(row.message["title"], [g.status for g in groups]) for row, groups in page["rows"]]
+        return rows, page
 
     rows, page = listed()
     assert rows == [("third", ["pending"]), ("second", ["pending"]), ("first", ["done"])]
@@ -530,3 +532,139 @@ def test_the_devices_endpoint_is_unchanged(admin_client_api, device_client, stor
         },
     ]
     assert rows[0]["last_seen"] >= heartbeat_ts
+
+
+# What the task list, the thread, the day page and the device page show ----------------
+
+
+def execution_groups(page) -> dict[str, list[tuple[str, str | None, bool]]]:
+    """Per task title: (status, devices shown, every device?) for each execution status."""
+    return {
+        row.message["title"]: [
+            (group.status, ",".join(device.id for device in group.devices), group.everyone)
+            for group in groups
+        ]
+        for row, groups in page["rows"]
+    }
+
+
+def test_the_task_list_says_which_device_has_which_status_with_links(master, store, make_device):
+    for device_id in ("pi-1", "pi-2", "pi-3"):
+        make_device(device_id)
+    mixed = store.post_task(sender="user:x", to="device:[pi-1,pi-2,pi-3]", title="mixed").message
+    store.post_response(device_id="pi-1", parent_id=mixed["id"], status="failed")
+    store.post_response(device_id="pi-3", parent_id=mixed["id"], status="progress")
+    closed = store.post_task(sender="user:x", to="device:[pi-1,pi-2]", title="closed").message
+    store.post_response(device_id="pi-1", parent_id=closed["id"], status="done")
+    store.post_response(device_id="pi-2", parent_id=closed["id"], status="failed")
+    store.post_task(sender="user:x", to="device:*", title="everyone")
+    store.post_task(sender="user:x", to="device:pi-2", title="one")
+
+    response = master.get("/admin/taskpool/task/")
+    assert execution_groups(response.context) == {
+        "one": [("pending", "pi-2", False)],
+        "everyone": [("pending", "", True)],
+        "closed": [("done", "pi-1", False), ("failed", "pi-2", False)],
+        "mixed": [
+            ("failed", "pi-1", False),
+            ("pending", "pi-2", False),
+            ("progress", "pi-3", False),
+        ],
+    }
+    html = response.content.decode()
+    assert 'href="/admin/taskpool/deviceuser/pi-1/change/"' in html
+
+
+def test_a_big_broadcast_lists_a_few_devices_per_status_and_counts_the_rest(
+    master, store, make_device
+):
+    for number in range(12):
+        make_device(f"pi-{number:02d}")
+    task = store.post_task(sender="user:x", to="device:*", title="all").message
+    store.post_response(device_id="pi-03", parent_id=task["id"], status="done")
+    (groups,) = [groups for _, groups in master.get("/admin/taskpool/task/").context["rows"]]
+    done, pending = groups
+    assert (done.status, [d.id for d in done.devices], done.more) == ("done", ["pi-03"], 0)
+    assert (pending.status, len(pending.devices), pending.more) == ("pending", 5, 6)
+
+
+def test_the_threads_devices_link_to_their_pages(master, store, make_device):
+    make_device("pi-1")
+    task = store.post_task(sender="user:x", to="device:pi-1", title="t").message
+    store.post_response(device_id="pi-1", parent_id=task["id"], status="done")
+    html = master.get(f"/admin/taskpool/task/{task['id']}/").content.decode()
+    assert html.count('href="/admin/taskpool/deviceuser/pi-1/change/"') == 2  # execution, response
+
+
+def test_the_task_list_filters_by_the_day_sent(master, store, make_device, pool_dir):
+    make_device("pi-1")
+    today_task = store.post_task(sender="user:x", to="device:pi-1", title="today").message
+    day = today(store)
+    yesterday = day.fromordinal(day.toordinal() - 1)
+    old = message(
+        kind="task",
+        sender="user:x",
+        to="device:pi-1",
+        title="yesterday",
+        ts="T12:00:00Z",
+        day=yesterday.isoformat(),
+    )
+    write_day(pool_dir, yesterday, [old])
+    page = master.get("/admin/taskpool/task/").context
+    choices = {label: url for label, url, _ in page["date_choices"]}
+    assert list(choices)[:3] == ["Any date", "Today", "Yesterday"]
+    titles = lambda url: [row.message["title"] for row, _ in master.get(url).context["rows"]]  # noqa: E731
+    assert titles("/admin/taskpool/task/") == ["today", "yesterday"]
+    assert titles("/admin/taskpool/task/" + choices["Today"]) == ["today"]
+    assert titles("/admin/taskpool/task/" + choices["Yesterday"]) == ["yesterday"]
+    selected = master.get("/admin/taskpool/task/" + choices["Yesterday"]).context["date_choices"]
+    assert [label for label, _, chosen in selected if chosen] == ["Yesterday"]
+    assert today_task["id"]
+
+
+def test_the_thread_shows_an_idempotency_key_apart_from_the_meta(master, store, make_device):
+    make_device("pi-1")
+    form = master.get("/admin/taskpool/task/add/").context["form"]
+    key = form.initial["idempotency_key"]
+    sent = master.post(
+        "/admin/taskpool/task/add/",
+        {"to": "device:pi-1", "title": "t", "meta": '{"script": "a.sh"}', "idempotency_key": key},
+        follow=True,
+    )
+    assert json.loads(sent.context["task_meta"]) == {"script": "a.sh"}
+    assert sent.context["task"]["meta"]["idempotency_key"] == key
+    html = sent.content.decode()
+    assert html.count(key) == 1 and 'id="idempotency-key"' in html
+
+
+def test_the_day_page_keeps_titles_and_bodies_apart(boss, store):
+    task = store.post_task(sender="user:x", to="device:pi-1", title="Back up").message
+    store.post_response(device_id="pi-1", parent_id=task["id"], status="done", body="all 3 GB")
+    page = boss.get(f"/admin/taskpool/dayfile/{today(store).isoformat()}/")
+    html = page.content.decode()
+    rows = html.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    title_cells = [row.split('class="taskpool-title"')[1].split("</td>")[0] for row in rows]
+    assert "Back up" in title_cells[0] and "all 3 GB" not in title_cells[1]
+    assert "all 3 GB" in rows[1].split('class="taskpool-body"')[1]
+
+
+def test_the_device_page_shows_last_seen_once(boss, make_device, device_client):
+    make_device("pi-1")
+    assert device_client.get("/pool/pending").status_code == 200  # sets last_seen
+    html = boss.get("/admin/taskpool/deviceuser/pi-1/change/").content.decode()
+    assert "field-last_seen" not in html
+    assert html.count("Last seen") == 1
+
+
+def test_addresses_break_between_ids_not_inside_them(master, store, make_device):
+    for device_id in ("pi-1", "pi-2"):
+        make_device(device_id)
+    store.post_task(sender="user:x", to="device:[pi-1,pi-2]", title="t")
+    html = master.get("/admin/taskpool/task/").content.decode()
+    assert (
+        'device:[<span class="taskpool-id">pi-1</span>,<wbr><span class="taskpool-id">pi-2</span>]'
+        in html
+    )
+    css = (Path(__file__).parent.parent / "taskpool/static/taskpool/admin.css").read_text()
+    assert ".taskpool-id { white-space: nowrap; }" in css
+    assert "overflow-wrap: anywhere; min-width" not in css

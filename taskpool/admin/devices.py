@@ -78,8 +78,9 @@ class DeviceUserAdmin(RoleOrModelPermissions):
     ]
     list_filter = ["kind", "validated", OnlineFilter]
     search_fields = ["id", "kind"]
-    fields = ["id", "kind", "validated", "last_seen", "created_at", "updated_at"]
-    readonly_fields = ["last_seen", "created_at", "updated_at"]
+    # Last seen is in the page's Activity box, with the pool's messages counted in.
+    fields = ["id", "kind", "validated", "created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at"]
     actions = ["validate", "invalidate", "revoke_tokens"]
 
     class Media:

@@ -9,7 +9,8 @@ cancelling through ``store.cancel``. The sender is the logged-in user
 
 from __future__ import annotations
 
-from datetime import date
+import math
+from datetime import date, timedelta
 
 from django.contrib import admin, messages
 from django.http import (
@@ -23,11 +24,13 @@ from django.urls import URLPattern, reverse
 from django.utils.translation import gettext as _
 
 from taskpool.admin.access import TASKS_ROLE, PoolPagesAdmin, can_read_day_files
+from taskpool.admin.executions import DeviceLinks, status_groups
 from taskpool.admin.forms import JOB_FIELDS, CancelTaskForm, SendTaskForm
 from taskpool.admin.rows import message_rows, pretty_json
 from taskpool.api.errors import field_errors
 from taskpool.api.queries import TaskListQuerySerializer, task_query
-from taskpool.days import parse_day
+from taskpool.conf import pool_settings
+from taskpool.days import day_of, parse_day
 from taskpool.exceptions import PoolError, StoreUnavailable, TaskClosed, UnknownTask
 from taskpool.fleet import validated_device_ids
 from taskpool.jobs import JOB_KEYS
@@ -36,6 +39,7 @@ from taskpool.models import Task
 from taskpool.principals import address_of
 from taskpool.stores import get_store
 from taskpool.stores.base import TaskQuery
+from taskpool.stores.validation import TASK_META_RESERVED
 
 
 @admin.register(Task)
@@ -70,21 +74,37 @@ class TaskAdmin(PoolPagesAdmin):
         else:
             filter_errors = field_errors(filters.errors)
             query, before, limit = TaskQuery(), None, self.tasks_per_page
-        page = get_store().recent_tasks(
-            query, before=before, limit=limit, registered_devices=validated_device_ids()
+        store = get_store()
+        registered = validated_device_ids()
+        page = store.recent_tasks(query, before=before, limit=limit, registered_devices=registered)
+        # Which device has which status: asked of the store only where a task has several.
+        mixed = [summary.task["id"] for summary in page.results if len(summary.statuses) > 1]
+        executions = store.task_executions(mixed, registered) if mixed else {}
+        groups = [
+            status_groups(summary, executions.get(summary.task["id"])) for summary in page.results
+        ]
+        links = DeviceLinks(
+            self.admin_site,
+            request,
+            (device.id for row in groups for group in row for device in group.devices),
         )
-        summaries = {summary.task["id"]: summary for summary in page.results}
         rows = message_rows([summary.task for summary in page.results], request.user)
         return self.render(
             request,
             "admin/taskpool/task/change_list.html",
             _("Tasks"),
-            rows=[(row, sorted(summaries[row.message["id"]].statuses)) for row in rows],
+            rows=[
+                (row, links.groups(row_groups))
+                for row, row_groups in zip(rows, groups, strict=True)
+            ],
             page=page,
             filter_errors=filter_errors,
             status_choices=EXECUTION_STATUSES,
             selected_statuses=request.GET.getlist("status"),
-            has_filters=any(request.GET.get(name) for name in ("status", "to", "from", "q")),
+            date_choices=date_choices(request, day_of(store.now())),
+            has_filters=any(
+                request.GET.get(name) for name in ("status", "to", "from", "q", "since", "until")
+            ),
             is_first_page=before is None,
         )
 
@@ -103,14 +123,29 @@ class TaskAdmin(PoolPagesAdmin):
         closed = detail.state.closed_reason(now)
         task_day = _day_of_ts(task["ts"])
         job = [(key, task["meta"][key]) for key in JOB_KEYS if key in task["meta"]]
+        executions = detail.executions(registered, now)
+        responses = message_rows(detail.responses, request.user)
+        links = DeviceLinks(
+            self.admin_site,
+            request,
+            [e["device"] for e in executions] + [row.sender[7:] for row in responses],
+        )
         return self.render(
             request,
             "admin/taskpool/task/thread.html",
             task["title"] or task["id"],
             task=task,
-            task_meta=pretty_json(task["meta"]),
-            responses=message_rows(detail.responses, request.user),
-            executions=detail.executions(registered, now),
+            # What the sender chose; what the server wrote (expiry, mode, job options,
+            # the idempotency key) is shown in rows of its own.
+            task_meta=pretty_json(
+                {k: v for k, v in task["meta"].items() if k not in TASK_META_RESERVED}
+            ),
+            idempotency_key=task["meta"].get("idempotency_key"),
+            responses=[
+                (row, links(row.sender[7:]) if row.sender.startswith("device:") else None)
+                for row in responses
+            ],
+            executions=[(execution, links(execution["device"])) for execution in executions],
             job=[
                 (key, value if isinstance(value, str) else pretty_json(value)) for key, value in job
             ],
@@ -176,6 +211,24 @@ class TaskAdmin(PoolPagesAdmin):
         else:
             messages.success(request, _("Task cancelled: it has left every device's pending list."))
         return HttpResponseRedirect(reverse("admin:taskpool_task_thread", args=[task_id]))
+
+
+def date_choices(request: HttpRequest, today: date) -> list[tuple[str, str, bool]]:
+    """The list's date filter: (label, query string, chosen) for any date and each day of
+    the ``TASK_TTL`` horizon, newest first, as ``since`` and ``until``."""
+    query = request.GET.copy()
+    for name in ("since", "until", "before"):
+        query.pop(name, None)
+    choices = [(_("Any date"), f"?{query.urlencode()}", not request.GET.get("since"))]
+    for back in range(math.ceil(pool_settings.TASK_TTL.total_seconds() / 86400) + 1):
+        day = today - timedelta(days=back)
+        label = _("Today") if back == 0 else _("Yesterday") if back == 1 else day.isoformat()
+        since, until = f"{day.isoformat()}T00:00:00Z", f"{day.isoformat()}T23:59:59Z"
+        chosen = query.copy()
+        chosen["since"], chosen["until"] = since, until
+        selected = request.GET.get("since") == since and request.GET.get("until") == until
+        choices.append((label, f"?{chosen.urlencode()}", selected))
+    return choices
 
 
 def _day_of_ts(ts: str) -> date | None:

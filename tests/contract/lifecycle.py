@@ -92,6 +92,25 @@ class LifecycleContract:
         ]
         assert detail.task == t
 
+    def test_task_executions_are_each_tasks_executions(self, pool, clock):
+        registered = ["a", "b", "c"]
+        open_task = task(pool, "device:*")
+        pool.post_response(device_id="a", parent_id=open_task["id"], status="failed")
+        pool.post_response(device_id="d", parent_id=open_task["id"], status="progress")
+        finished = task(pool, "device:[a,b]")
+        pool.post_response(device_id="a", parent_id=finished["id"], status="done")
+        pool.post_response(device_id="b", parent_id=finished["id"], status="rejected")
+        cancelled = task(pool, "device:c")
+        pool.cancel(sender="user:ops@example.com", task_id=cancelled["id"])
+        clock.advance(60)
+        ids = [open_task["id"], finished["id"], cancelled["id"], "msg_" + "0" * 32]
+        executions = pool.task_executions(ids, registered)
+        assert set(executions) == set(ids[:3])  # an unknown task is left out
+        for task_id in ids[:3]:
+            assert executions[task_id] == pool.task_detail(task_id).executions(
+                registered, pool.now()
+            )
+
     def test_task_detail_of_unknown_task(self, pool):
         with pytest.raises(UnknownTask):
             pool.task_detail("msg_" + "0" * 32)

@@ -1,0 +1,107 @@
+"""Which device has which status, as the task list shows it, with links to the devices.
+
+A row groups a task's executions by status. Where a task has one status,
+every device it addresses has it, and the list says so without asking the
+store; otherwise the store gives the executions (``task_executions``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+
+from taskpool.exceptions import InvalidMessage
+from taskpool.messages import parse_address
+from taskpool.models import DeviceUser
+from taskpool.stores.base import TaskSummary
+
+#: Devices named per status in a row; the rest are counted.
+SHOWN_PER_STATUS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLink:
+    """A device id, and its admin page when it is registered and the viewer may open it."""
+
+    id: str
+    url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusGroup:
+    """One execution status of a task and the devices in it (the first few)."""
+
+    status: str
+    devices: list[DeviceLink]
+    #: How many more devices have this status than are named.
+    more: int = 0
+    #: Every device the task is for (``device:*`` with a single status).
+    everyone: bool = False
+
+
+class DeviceLinks:
+    """Links the devices named on one page to their admin pages, with one query."""
+
+    def __init__(self, site: admin.AdminSite, request: HttpRequest, ids: Iterable[str]) -> None:
+        device_admin = site._registry.get(DeviceUser)
+        may_open = device_admin is not None and device_admin.has_view_permission(request)
+        wanted = set(ids) if may_open else set()
+        self._registered = set(
+            DeviceUser.objects.filter(pk__in=wanted).values_list("pk", flat=True)
+        )
+
+    def __call__(self, device_id: str) -> DeviceLink:
+        if device_id not in self._registered:
+            return DeviceLink(device_id, None)
+        return DeviceLink(device_id, reverse("admin:taskpool_deviceuser_change", args=[device_id]))
+
+    def groups(self, groups: list[StatusGroup]) -> list[StatusGroup]:
+        """``groups`` with their devices linked."""
+        return [
+            StatusGroup(
+                group.status, [self(d.id) for d in group.devices], group.more, group.everyone
+            )
+            for group in groups
+        ]
+
+
+def addressed_ids(task: dict[str, Any]) -> list[str]:
+    """The device ids a task names (none for ``device:*``)."""
+    try:
+        return list(parse_address(task["to"]).device_ids)
+    except InvalidMessage:
+        return []
+
+
+def status_groups(
+    summary: TaskSummary, executions: list[dict[str, str]] | None
+) -> list[StatusGroup]:
+    """A task's statuses, each with its first devices (not linked yet), by status name.
+
+    ``executions`` may be ``None`` where the task has one status (or none).
+    """
+    if executions is None:  # one status: every addressed device has it
+        if not summary.statuses:
+            return []
+        (status,) = summary.statuses
+        ids = addressed_ids(summary.task)
+        if not ids:
+            return [StatusGroup(status, [], everyone=True)]
+        by_status = {status: ids}
+    else:
+        by_status = {}
+        for execution in executions:
+            by_status.setdefault(execution["status"], []).append(execution["device"])
+    return [
+        StatusGroup(
+            status,
+            [DeviceLink(device_id, None) for device_id in ids[:SHOWN_PER_STATUS]],
+            more=max(0, len(ids) - SHOWN_PER_STATUS),
+        )
+        for status, ids in sorted(by_status.items())
+    ]
