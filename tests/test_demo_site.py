@@ -218,3 +218,78 @@ def test_the_served_site_has_its_schema_and_docs(site):
     assert status == 200 and content_type.startswith("text/html")
     status, _, body = fetch(site.url + "/pool/pending")
     assert status == 401 and json.loads(body)["detail"]
+
+
+def test_another_address_rewrites_the_demo_login_file(site):
+    notes = site.var_dir / "demo-login.txt"
+    first = notes.read_text()
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    try:
+        said = manage(site.env, "demo_setup", "--url", elsewhere)
+        text = notes.read_text()
+        assert elsewhere in said and str(notes) in said
+        assert site.url not in text and f"{elsewhere}/pool/task" in text
+        assert oct(notes.stat().st_mode & 0o777) == "0o600"
+        # The same logins: only the address changed.
+        assert text == first.replace(site.url, elsewhere)
+    finally:
+        manage(site.env, "demo_setup", "--url", site.url)
+    assert notes.read_text() == first
+
+
+def test_a_demo_token_that_no_longer_works_is_replaced(site):
+    notes = site.var_dir / "demo-login.txt"
+    first = notes.read_text()
+    old_token = re.search(r"\n(eyJ\S+)\n", first).group(1)
+    manage(site.env, "taskpool_device", "demo-pi", "--token")  # revokes the demo's token
+    manage(site.env, "demo_setup", "--url", site.url)
+    new_token = re.search(r"\n(eyJ\S+)\n", notes.read_text()).group(1)
+    assert new_token != old_token
+    status, _, _ = fetch_with(site.url + "/pool/pending", new_token)
+    assert status == 200
+
+
+def fetch_with(url: str, token: str) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+@pytest.mark.skipif(
+    shutil.which("curl") is None, reason="the walk-through needs curl, which is not installed"
+)
+def test_the_walkthrough_says_what_went_wrong_when_nothing_answers(site, tmp_path):
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    script = walkthrough(site.var_dir).replace(site.url, nowhere)
+    done = subprocess.run(
+        ["bash"],
+        input=script,
+        cwd=tmp_path,
+        env=site.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stderr and "JSONDecodeError" not in done.stderr
+    assert f"No answer from {nowhere}" in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("curl") is None, reason="the walk-through needs curl, which is not installed"
+)
+def test_the_walkthrough_says_what_went_wrong_when_the_login_fails(site, tmp_path):
+    script = re.sub(r'"password": "[^"]*"', '"password": "wrong"', walkthrough(site.var_dir))
+    done = subprocess.run(
+        ["bash"],
+        input=script,
+        cwd=tmp_path,
+        env=site.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stderr
+    assert "No active account found with the given credentials" in done.stderr, done.stderr

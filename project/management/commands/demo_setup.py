@@ -1,11 +1,15 @@
-"""First run of the demo site: an admin, a validated device, and a curl walk-through.
+"""The demo site's logins: an admin, a validated device, and a curl walk-through.
 
-Runs on every ``make run``; only a site without users gets the demo logins.
-They are printed and kept in ``var/demo-login.txt`` (readable by you only).
+Runs on every ``make run``. A site without users gets the demo admin and
+device; their logins and the walk-through are printed and kept in
+``var/demo-login.txt`` (readable by you only). On later runs the file is
+written again for the address the site now runs at, with a new device token
+if the one in it no longer works.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import shlex
 from pathlib import Path
@@ -15,13 +19,34 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
+from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
 
+from taskpool.authentication import DeviceJWTAuthentication
+from taskpool.conf import pool_settings
 from taskpool.models import DeviceUser, UserRole
 from taskpool.tokens import DeviceToken
 
 DEMO_ADMIN = "admin"
 DEMO_DEVICE = "demo-pi"
-JSON_FIELD = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"{}\"])'"
+#: The logins in a file this command wrote.
+PASSWORD_RE = re.compile(rf"  user {DEMO_ADMIN}  password (?P<password>\S+)\n")
+TOKEN_RE = re.compile(r"token \(valid [^)]*\):\n(?P<token>\S+)\n")
+
+# One field of a JSON answer; otherwise what came instead, in a sentence (no traceback).
+FIELD_HELPER = """\
+field() {
+  python3 -c '
+import json, sys
+text = sys.stdin.read()
+try:
+    print(json.loads(text)[sys.argv[1]])
+except (ValueError, KeyError, TypeError):
+    answer = " ".join(text.split())[:300]
+    if not answer:
+        sys.exit(f"No answer from {sys.argv[2]}: is the site running there? (make run)")
+    sys.exit(f"Expected {sys.argv[1]} from {sys.argv[2]}, got: {answer}")
+' "$1" "$2"
+}"""
 
 
 def walkthrough(url: str, password: str, device_token: str) -> str:
@@ -32,42 +57,66 @@ def walkthrough(url: str, password: str, device_token: str) -> str:
     )
     return f"""\
 # 1. Log in as the admin (a user token, valid 30 minutes), and keep the device's token:
-USER_TOKEN=$(curl -s -X POST {url}/pool/auth/token \\
-  -H 'Content-Type: application/json' -d {login} | {JSON_FIELD.format("access")})
+{FIELD_HELPER}
+USER_TOKEN=$(curl -sS -X POST {url}/pool/auth/token \\
+  -H 'Content-Type: application/json' -d {login} | field access {url})
 DEVICE_TOKEN={device_token}
 
 # 2. Post a task to the demo device:
-TASK_ID=$(curl -s -X POST {url}/pool/task -H "Authorization: Bearer $USER_TOKEN" \\
-  -H 'Content-Type: application/json' -d {task} | {JSON_FIELD.format("id")})
+TASK_ID=$(curl -sS -X POST {url}/pool/task -H "Authorization: Bearer $USER_TOKEN" \\
+  -H 'Content-Type: application/json' -d {task} | field id {url})
 echo "posted $TASK_ID"
 
 # 3. As the device, see it pending:
-curl -s {url}/pool/pending -H "Authorization: Bearer $DEVICE_TOKEN"; echo
+curl -sS {url}/pool/pending -H "Authorization: Bearer $DEVICE_TOKEN"; echo
 
 # 4. As the device, answer it:
-curl -s -X POST {url}/pool/response -H "Authorization: Bearer $DEVICE_TOKEN" \\
+curl -sS -X POST {url}/pool/response -H "Authorization: Bearer $DEVICE_TOKEN" \\
   -H 'Content-Type: application/json' \\
   -d '{{"parent_id": "'"$TASK_ID"'", "status": "done", "body": "hello"}}'; echo
 
 # 5. Read today's log, as the admin:
-curl -s {url}/pool/log -H "Authorization: Bearer $USER_TOKEN"; echo
+curl -sS {url}/pool/log -H "Authorization: Bearer $USER_TOKEN"; echo
 """
 
 
+def demo_logins(url: str, password: str, token: str) -> str:
+    """What ``var/demo-login.txt`` holds."""
+    days = pool_settings.DEVICE_TOKEN_LIFETIME.days
+    return (
+        f"Admin:  {url}/admin/  user {DEMO_ADMIN}  password {password}\n"
+        f"Device: {DEMO_DEVICE} (validated), token (valid {days} days):\n{token}\n"
+        f"API docs: {url}/pool/docs\n\n{walkthrough(url, password, token)}"
+    )
+
+
+def works(token: str) -> bool:
+    """Whether ``token`` is a device token the pool takes now (not expired, not revoked)."""
+    authentication = DeviceJWTAuthentication()
+    try:
+        authentication.get_user(authentication.get_validated_token(token.encode()))
+    except (InvalidToken, AuthenticationFailed):
+        return False
+    return True
+
+
 class Command(BaseCommand):
-    help = "Create the demo admin and device on a site without users, and print how to use them."
+    help = (
+        "Create the demo admin and device on a site without users, and print how to use them; "
+        "on later runs, write var/demo-login.txt again for --url."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="Where the site runs.")
 
     def handle(self, *args: Any, url: str, **options: Any) -> None:
         notes = Path(settings.VAR_DIR) / "demo-login.txt"
-        User = get_user_model()
-        if User.objects.exists():
+        if get_user_model().objects.exists():
             if notes.exists():
-                self.stdout.write(f"Demo logins and the curl walk-through: {notes}")
+                self._write_again(notes, url)
             return
         password = secrets.token_urlsafe(12)
+        User = get_user_model()
         User.objects.create_superuser(DEMO_ADMIN, email="", password=password)
         UserRole.objects.update_or_create(
             user=User.objects.get(username=DEMO_ADMIN), defaults={"role": UserRole.ADMIN}
@@ -77,16 +126,33 @@ class Command(BaseCommand):
         )
         device = DeviceUser.objects.get(pk=DEMO_DEVICE)
         device.rotate_session()
-        token = str(DeviceToken.for_device(device))
-        text = (
-            f"Admin:  {url}/admin/  user {DEMO_ADMIN}  password {password}\n"
-            f"Device: {DEMO_DEVICE} (validated), token (valid 30 days):\n{token}\n"
-            f"API docs: {url}/pool/docs\n\n{walkthrough(url, password, token)}"
-        )
-        notes.write_text(text)
-        notes.chmod(0o600)
+        text = demo_logins(url, password, str(DeviceToken.for_device(device)))
+        _write(notes, text)
         rule = "=" * 72
         self.stdout.write(f"{rule}\nFirst run: demo logins (also in {notes})\n{rule}\n{text}{rule}")
+
+    def _write_again(self, notes: Path, url: str) -> None:
+        """The file for ``url``, with the same logins and a device token that works."""
+        text = notes.read_text()
+        password, token = PASSWORD_RE.search(text), TOKEN_RE.search(text)
+        if password is None or token is None:
+            self.stdout.write(f"Demo logins (written for another address): {notes}")
+            return
+        device_token = token.group("token")
+        if not works(device_token):
+            device = DeviceUser.objects.filter(pk=DEMO_DEVICE).first()
+            if device is not None:  # a token for the current session: others keep working
+                device_token = str(DeviceToken.for_device(device))
+        again = demo_logins(url, password.group("password"), device_token)
+        if again != text:
+            _write(notes, again)
+        self.stdout.write(f"Demo logins and the curl walk-through for {url}: {notes}")
+
+
+def _write(notes: Path, text: str) -> None:
+    notes.touch(mode=0o600)
+    notes.chmod(0o600)
+    notes.write_text(text)
 
 
 class _Null:
