@@ -758,3 +758,16 @@ def test_the_send_form_refuses_unregistered_devices_too(task, snapshot, db):
     assert sent.status_code == 200
     assert "nosuch" in sent.context["form"].errors["to"][0]
     assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/pool/log?format=xml", "Must be one of: json, jsonl."),
+        ("/pool/devices?format=xml", "Unknown query parameter."),
+        ("/pool/devices?format=json", "Unknown query parameter."),
+    ],
+)
+def test_a_format_no_renderer_has_is_a_400_in_words(refused, admin_client_api, path, message):
+    body = refused(lambda: admin_client_api.get(path), 400)
+    assert body["errors"] == {"format": [message]}

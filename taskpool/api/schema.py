@@ -1,12 +1,17 @@
 """The OpenAPI schema and its docs page, and what drf-spectacular cannot infer: the device
 and metrics token schemes."""
 
+from typing import Any
+
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from taskpool.api import queries
-from taskpool.api.views import StrictQueryMixin
+from taskpool.api.serializers import ErrorSerializer
+from taskpool.api.views import ERROR_DESCRIPTIONS, StrictQueryMixin
 
 
 class DeviceJWTScheme(SimpleJWTScheme):
@@ -35,6 +40,17 @@ class SchemaView(StrictQueryMixin, SpectacularAPIView):
     """The OpenAPI schema, refusing query parameters it does not read, like every endpoint."""
 
     query_serializer_class = queries.SchemaQuerySerializer
+
+    @extend_schema(
+        summary="This schema (YAML, or JSON with format=json)",
+        parameters=[queries.SchemaQuerySerializer],
+        responses={
+            200: OpenApiTypes.OBJECT,
+            400: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[400]),
+        },
+    )
+    def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return super().get(request, *args, **kwargs)
 
 
 class DocsView(StrictQueryMixin, SpectacularSwaggerView):

@@ -213,6 +213,18 @@ class RefreshSerializer(StrictSerializer, TokenRefreshSerializer):
 # Responses (for the schema) ------------------------------------------------
 
 
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField(help_text="Send as Authorization: Bearer <access>.")
+    refresh = serializers.CharField(help_text="For auth/token/refresh.")
+
+
+class AccessTokenSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField(
+        required=False, help_text="A new refresh token, where SIMPLE_JWT rotates them."
+    )
+
+
 class MessageSerializer(serializers.Serializer):
     """One message of the pool: one line of a day file."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.openapi import AutoSchema
@@ -14,6 +14,7 @@ from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings as drf_settings
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
@@ -37,14 +38,39 @@ from taskpool.ticker import ticker
 
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
 
-ERRORS = {
-    code: OpenApiResponse(api.ErrorSerializer, description=text)
-    for code, text in {
-        400: "Malformed body or parameter.",
-        401: "Missing, invalid, expired or revoked token.",
-        403: "Not allowed for this principal.",
-    }.items()
+ERROR_DESCRIPTIONS = {
+    400: "Malformed body or parameter.",
+    401: "Missing, invalid, expired or revoked token.",
+    403: "Not allowed for this principal.",
+    404: "No such task in the TASK_TTL horizon.",
+    409: "The task's state refuses it: already answered, cancelled, expired, held by another.",
+    413: "The body or the message is over MAX_MESSAGE_BYTES.",
+    415: "The body is not application/json.",
+    422: "An Idempotency-Key reused for a different request.",
+    507: "The store cannot take the write now (a full disk): retry after Retry-After seconds.",
 }
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """The error answers of an endpoint: 400, 401 and 403, and ``codes``."""
+    return {
+        code: OpenApiResponse(api.ErrorSerializer, description=ERROR_DESCRIPTIONS[code])
+        for code in sorted({400, 401, 403, *codes})
+    }
+
+
+#: What every endpoint may answer with an error.
+ERRORS = errors()
+#: What an endpoint that stores a message may answer besides.
+WRITE_ERRORS = errors(413, 415, 507)
+
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    int,
+    OpenApiParameter.HEADER,
+    response=[507],
+    description="Seconds after which a retry may succeed.",
+)
 
 
 class StrictQueryMixin:
@@ -64,6 +90,20 @@ class StrictQueryMixin:
 
     def get_exception_handler(self) -> Any:
         return exception_handler
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        try:
+            return super().perform_content_negotiation(request, force)  # type: ignore[misc]
+        except Http404:
+            # DRF's answer to a ?format= no renderer has: a 404 with no words. It is a
+            # bad parameter, refused as any other.
+            name = drf_settings.URL_FORMAT_OVERRIDE
+            if name in self.query_serializer_class().fields:
+                formats = ", ".join(renderer.format for renderer in self.get_renderers())  # type: ignore[attr-defined]
+                message = f"Must be one of: {formats}."
+            else:
+                message = "Unknown query parameter."
+            raise serializers.ValidationError({name: [message]}) from None
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(response, Response) and response.status_code >= 400:
@@ -177,8 +217,13 @@ class ResponseView(PoolAPIView):
     @extend_schema(
         summary="Answer a task: progress, done, failed or rejected",
         request=api.ResponseRequestSerializer,
-        parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: api.MessageSerializer, 200: api.MessageSerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_PARAMETER, RETRY_AFTER],
+        responses={
+            201: api.MessageSerializer,
+            200: api.MessageSerializer,
+            **WRITE_ERRORS,
+            **errors(404, 409, 422),
+        },
     )
     def post(self, request: Request) -> Response:
         data = self.valid(api.ResponseRequestSerializer, request.data)
@@ -194,7 +239,8 @@ class HeartbeatView(PoolAPIView):
     @extend_schema(
         summary="Tell the backend the device is alive",
         request=api.HeartbeatRequestSerializer,
-        responses={201: api.MessageSerializer, **ERRORS},
+        parameters=[RETRY_AFTER],
+        responses={201: api.MessageSerializer, **WRITE_ERRORS},
     )
     def post(self, request: Request) -> Response:
         data = self.valid(api.HeartbeatRequestSerializer, request.data)
@@ -208,8 +254,13 @@ class TaskView(PoolAPIView):
     @extend_schema(
         summary="Post a task to one device, a list, or all of them",
         request=api.TaskRequestSerializer,
-        parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: api.MessageSerializer, 200: api.MessageSerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_PARAMETER, RETRY_AFTER],
+        responses={
+            201: api.MessageSerializer,
+            200: api.MessageSerializer,
+            **WRITE_ERRORS,
+            **errors(422),
+        },
     )
     def post(self, request: Request) -> Response:
         data = self.valid(api.TaskRequestSerializer, request.data)
@@ -236,7 +287,7 @@ class TaskDetailView(PoolAPIView):
 
     @extend_schema(
         summary="A task, its responses in pool order, and one execution per addressed device",
-        responses={200: api.TaskDetailSerializer, **ERRORS},
+        responses={200: api.TaskDetailSerializer, **errors(404)},
     )
     def get(self, request: Request, task_id: str) -> Response:
         store = get_store()
@@ -293,8 +344,13 @@ class CancelView(PoolAPIView):
     @extend_schema(
         summary="Cancel a task on every device",
         request=api.CancelRequestSerializer,
-        parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: api.MessageSerializer, 200: api.MessageSerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_PARAMETER, RETRY_AFTER],
+        responses={
+            201: api.MessageSerializer,
+            200: api.MessageSerializer,
+            **WRITE_ERRORS,
+            **errors(404, 409, 422),
+        },
     )
     def post(self, request: Request, task_id: str) -> Response:
         data = self.valid(api.CancelRequestSerializer, request.data)
@@ -313,12 +369,13 @@ class ClaimView(PoolAPIView):
     @extend_schema(
         summary="Claim the named, or the oldest claimable, any-one task",
         request=api.ClaimRequestSerializer,
-        parameters=[IDEMPOTENCY_PARAMETER],
+        parameters=[IDEMPOTENCY_PARAMETER, RETRY_AFTER],
         responses={
             201: api.ClaimSerializer,
             200: api.ClaimSerializer,
             204: OpenApiResponse(description="Nothing to claim."),
-            **ERRORS,
+            **WRITE_ERRORS,
+            **errors(404, 409, 422),
         },
     )
     def post(self, request: Request) -> Response:
@@ -346,6 +403,14 @@ class TokenObtainView(StrictQueryMixin, TokenObtainPairView):
         count_request(request, response)
         return response
 
+    @extend_schema(
+        summary="Log in: an access and a refresh token",
+        request=api.LoginSerializer,
+        responses={200: api.TokenPairSerializer, **errors(413, 415)},
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
 
 class TokenRefreshPairView(StrictQueryMixin, TokenRefreshView):
     """A new access token for a refresh token."""
@@ -359,6 +424,14 @@ class TokenRefreshPairView(StrictQueryMixin, TokenRefreshView):
         response = super().finalize_response(request, response, *args, **kwargs)
         count_request(request, response)
         return response
+
+    @extend_schema(
+        summary="A new access token for a refresh token",
+        request=api.RefreshSerializer,
+        responses={200: api.AccessTokenSerializer, **errors(413, 415)},
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
 
 
 @csrf_exempt  # a wrong POST is a 404 like any other, not CSRF's HTML 403
