@@ -29,6 +29,7 @@ PEOPLE = {
     "boss": ("admin", ["taskpool.*", "auth.view_user", "auth.change_user"]),
     "master": ("master", ["taskpool.view_deviceuser"]),
     "staff": (None, ["taskpool.view_deviceuser"]),
+    "opsadmin": ("admin", []),  # the pool role alone: no superuser, no model permissions
 }
 #: device id -> validated
 DEVICES = {
@@ -38,6 +39,7 @@ DEVICES = {
     "token-1": True,
     "cancel-1": True,
     "quiet-1": True,  # never heard from
+    "far-1": True,  # never heard from, found by the pool admin
 }
 
 

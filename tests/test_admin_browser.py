@@ -182,6 +182,45 @@ def test_issue_a_new_token_on_the_device_page(browser, site):
     page.context.close()
 
 
+def test_a_pool_admin_finds_an_offline_device_and_issues_it_a_token(browser, site):
+    """A pool admin with no model permissions and no superuser flag: the role is enough."""
+    page = open_page(browser, site)
+    log_in(page, "opsadmin")
+    page.locator("#content-main").get_by_role("link", name="Devices", exact=True).click()
+    page.fill("#searchbar", "far")
+    page.click("#changelist-search input[type=submit]")
+    page.get_by_role("link", name="Offline", exact=True).click()
+    row = page.locator("#result_list tbody tr", has=page.get_by_role("link", name="far-1"))
+    expect(row.locator("td.field-online_badge")).to_have_text("offline")
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    screenshot(page, "pool_admin_finds_offline_device")
+    row.get_by_role("link", name="far-1").click()
+    expect(page.locator("#device-activity")).to_contain_text("offline")
+    page.click("#issue-token-link")
+    page.click("#issue-token")
+    token = page.locator("#device-token").input_value()
+    screenshot(page, "pool_admin_issues_token")
+    with site.client(site.device_tokens["far-1"]) as client:
+        assert client.get("/pool/pending").status_code == 401  # revoked by the new one
+    with site.client(token) as client:
+        assert client.get("/pool/pending").status_code == 200
+    page.context.close()
+
+
+def test_a_narrow_task_list_breaks_addresses_between_ids(browser, site):
+    post_task(site, to="device:[pi-1,pi-2,token-1,cancel-1,quiet-1,far-1]", title="Many")
+    page = open_page(browser, site)
+    page.set_viewport_size({"width": 900, "height": 860})
+    log_in(page, "master")
+    page.goto("/admin/taskpool/task/")
+    ids = page.locator("#result_list td.taskpool-address .taskpool-id")
+    expect(ids.first).to_be_visible()
+    lines_per_id = ids.evaluate_all("spans => spans.map(span => span.getClientRects().length)")
+    assert lines_per_id and set(lines_per_id) == {1}, lines_per_id
+    screenshot(page, "task_list_narrow")
+    page.context.close()
+
+
 def test_day_files_list_a_filtered_day_and_a_message(browser, site):
     task = post_task(site, to="device:pi-1", title="Rotate the logs", body="logrotate -f")
     with site.client(site.device_tokens["pi-1"]) as client:
