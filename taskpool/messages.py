@@ -1,5 +1,5 @@
 """The taskpool message: its nine fields, the addressing grammar, and the
-one-line JSON form it takes in a day file (DESIGN 1).
+one-line JSON form it takes in a day file.
 
 A message is a plain ``dict`` with exactly the nine keys of ``MESSAGE_KEYS``;
 ``Message`` names that shape for type checkers. Nothing here imports Django's
@@ -57,7 +57,7 @@ MESSAGE_ID_RE = re.compile(r"msg_[0-9a-f]{32}")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", re.ASCII)
 
-# Characters str.splitlines() breaks on that JSON encoders leave raw (DESIGN 1).
+# Characters str.splitlines() breaks on that JSON encoders leave raw: a message is one line.
 _RAW_LINE_BREAKS = (
     ("\u2028".encode(), b"\\u2028"),
     ("\u2029".encode(), b"\\u2029"),
@@ -246,7 +246,7 @@ def decode_line(line: bytes) -> Message:
 
 
 def check_message(message: Any) -> None:
-    """Raise ``InvalidMessage`` unless ``message`` has the shape of DESIGN 1."""
+    """Raise ``InvalidMessage`` unless ``message`` has the nine keys, each of its type."""
     if type(message) is not dict or message.keys() != MESSAGE_KEY_SET:
         raise InvalidMessage("A message is a JSON object with exactly the nine keys.")
     # Spelled out: every line of the history passes here when a process starts.

@@ -1,4 +1,4 @@
-"""The seed's endpoints through HTTP (DESIGN 3 and 4): pending, response, heartbeat, task, log,
+"""The seed's endpoints through HTTP: pending, response, heartbeat, task, log,
 devices, the schema and docs, and clean 404s."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every refusal (DESIGN 4): the right status, a JSON ``detail`` (and ``errors`` for fields),
+"""Every refusal: the right status, a JSON ``detail`` (and ``errors`` for fields),
 and day files left byte-identical."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Principals (DESIGN 5): device and user tokens, revocation, and who may call what."""
+"""Principals: device and user tokens, revocation, and who may call what."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cursors: positions in the pool that clients can resume from (DESIGN 9).
+"""Cursors: positions in the pool that clients can resume from.
 
 A cursor names a day file and a byte offset in it where a line ends (or 0,
 the start of the day). Written ``YYYYMMDD-OOOOOOOOOOOO`` (the offset in 12
