@@ -596,9 +596,8 @@ def test_the_threads_devices_link_to_their_pages(master, store, make_device):
     assert html.count('href="/admin/taskpool/deviceuser/pi-1/change/"') == 2  # execution, response
 
 
-def test_the_task_list_filters_by_the_day_sent(master, store, make_device, pool_dir):
+def test_the_task_list_filters_by_the_day_sent(master, store, make_device, other_process):
     make_device("pi-1")
-    today_task = store.post_task(sender="user:x", to="device:pi-1", title="today").message
     day = today(store)
     yesterday = day.fromordinal(day.toordinal() - 1)
     old = message(
@@ -609,7 +608,8 @@ def test_the_task_list_filters_by_the_day_sent(master, store, make_device, pool_
         ts="T12:00:00Z",
         day=yesterday.isoformat(),
     )
-    write_day(pool_dir, yesterday, [old])
+    other_process(old)
+    today_task = store.post_task(sender="user:x", to="device:pi-1", title="today").message
     page = master.get("/admin/taskpool/task/").context
     choices = {label: url for label, url, _ in page["date_choices"]}
     assert list(choices)[:3] == ["Any date", "Today", "Yesterday"]

@@ -47,7 +47,8 @@ ERROR_DESCRIPTIONS = {
     413: "The body or the message is over MAX_MESSAGE_BYTES.",
     415: "The body is not application/json.",
     422: "An Idempotency-Key reused for a different request.",
-    507: "The store cannot take the write now (a full disk): retry after Retry-After seconds.",
+    503: "The store cannot take the write now: retry after Retry-After seconds.",
+    507: "The store has no room for the write (a full disk): retry after Retry-After seconds.",
 }
 
 
@@ -62,13 +63,13 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
 #: What every endpoint may answer with an error.
 ERRORS = errors()
 #: What an endpoint that stores a message may answer besides.
-WRITE_ERRORS = errors(413, 415, 507)
+WRITE_ERRORS = errors(413, 415, 503, 507)
 
 RETRY_AFTER = OpenApiParameter(
     "Retry-After",
     int,
     OpenApiParameter.HEADER,
-    response=[507],
+    response=[503, 507],
     description="Seconds after which a retry may succeed.",
 )
 
