@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
 
 from taskpool.exceptions import InvalidMessage
-from taskpool.messages import parse_address
+from taskpool.messages import Message, parse_address
 from taskpool.models import DeviceUser
 from taskpool.stores.base import TaskSummary
 
@@ -70,7 +69,7 @@ class DeviceLinks:
         ]
 
 
-def addressed_ids(task: dict[str, Any]) -> list[str]:
+def addressed_ids(task: Message) -> list[str]:
     """The device ids a task names (none for ``device:*``)."""
     try:
         return list(parse_address(task["to"]).device_ids)

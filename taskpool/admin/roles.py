@@ -8,8 +8,6 @@ registered again as a subclass with the inline: list ``taskpool`` after
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest
@@ -33,7 +31,7 @@ class UserRoleAdmin(RoleOrModelPermissions):
     def refusal(self, request: HttpRequest) -> str:
         return gettext("Pool roles need the pool role admin, or Django's permissions on them.")
 
-    def get_autocomplete_fields(self, request: HttpRequest) -> Sequence[str]:
+    def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
         # The search asks the user admin, which a pool admin may not see: a plain list then.
         user_admin = self.admin_site._registry.get(get_user_model())
         if user_admin is not None and user_admin.has_view_permission(request):

@@ -197,15 +197,17 @@ class QueryTextField(serializers.CharField):
 
 
 @extend_schema_field(OpenApiTypes.STR)
-class QueryAddressField(QueryTextField):
+class QueryAddressField(QueryField):
     """An address to filter by (``device:pi-1``); empty means no filter."""
 
-    def to_internal_value(self, data: Any) -> Address | str:
-        text = super().to_internal_value(data)
-        if not text:
-            return text
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(required=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> Address | None:
+        if data == "":
+            return None
         try:
-            return parse_address(text)
+            return parse_address(data)
         except InvalidMessage as error:
             raise serializers.ValidationError(error.message) from None
 

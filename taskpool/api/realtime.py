@@ -88,9 +88,10 @@ async def _stream(request: HttpRequest) -> HttpResponseBase:
         scope = await in_django_thread(stream_scope, request)
         query = valid_query(queries.StreamQuerySerializer, request)
         if query["all"]:
-            scope = scope.asking_for_all()
-            if scope is None:
+            wider = scope.asking_for_all()
+            if wider is None:
                 raise PermissionDenied("Only masters and admins may ask for all (all=1).")
+            scope = wider
         store = get_store()
         # Fixed before answering: whatever is stored from now on is in the stream.
         start = await asyncio.to_thread(start_cursor, store, request, query.get("after"))
