@@ -32,8 +32,16 @@ run: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install
+# The bench's own extra (django-tasks-db, the PostgreSQL benchmark's baseline), on top of install.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[demo,test,bench]"
+	touch $@
+
+# The PostgreSQL part runs on the server named by TASKPOOL_BENCH_POSTGRES (default:
+# TASKPOOL_TEST_POSTGRES), in databases of its own that it drops at the end.
+bench: install $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	@url="$${TASKPOOL_BENCH_POSTGRES:-$$TASKPOOL_TEST_POSTGRES}"; if [ -n "$$url" ]; then TASKPOOL_BENCH_POSTGRES="$$url" $(BIN)/python -m bench.database $(BENCH_DATABASE_ARGS); else echo "bench.database skipped: no PostgreSQL (set TASKPOOL_BENCH_POSTGRES or TASKPOOL_TEST_POSTGRES)"; fi
 
 lint: install
 	$(BIN)/ruff check taskpool project tests bench

@@ -1,0 +1,187 @@
+"""What a device's ``GET /pool/pending`` costs through the whole stack on PostgreSQL.
+
+Django's own tables (devices, users) are in the ``default`` database; each
+pool is a ``DatabaseStore`` database of its own (``pool_empty``, and
+``pool_full`` loaded by ``bench.database_load``). Requests go through
+``bench.run.time_requests``: Django's test client (WSGI) and its ASGI
+handler, the demo site's middleware, DRF and a real device JWT, each one
+interleaved with an authenticated no-op view, the floor no endpoint beats.
+A third endpoint answers each device the very tasks the store answered it,
+from memory (``bench.database_views``): between it and the no-op lies what
+rendering the answer costs, between it and the real endpoint what the store
+costs. Rounds visit the pools in turn, so the machine's drift falls evenly
+on both.
+Beside the requests, ``pending_for`` itself is timed at the store, and the
+statements it runs are timed one by one (``EXPLAIN ANALYZE`` on the server),
+so a difference between the pools can be traced to what costs it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.stats import median, percentile
+
+PATHS = ("/pool/pending", "/bench/noop", "/bench/pending-from-memory")
+NAMES = ("pending", "noop", "memory")
+
+
+def migrate(aliases: list[str]) -> None:
+    """Django's tables in ``default``; each pool alias gets the store's tables only."""
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    for alias in aliases:
+        with pool_in(alias):
+            call_command("migrate", database=alias, verbosity=0)
+
+
+def register_devices(devices: list[str]) -> dict[str, str]:
+    """Validated devices, seen already (no first ``last_seen`` write); their tokens."""
+    from django.utils import timezone
+
+    from taskpool.models import DeviceUser
+    from taskpool.tokens import DeviceToken
+
+    DeviceUser.objects.bulk_create(
+        [
+            DeviceUser(id=device_id, kind="bench", validated=True, last_seen=timezone.now())
+            for device_id in devices
+        ]
+    )
+    return {device.id: str(DeviceToken.for_device(device)) for device in DeviceUser.objects.all()}
+
+
+def pool_in(alias: str) -> Any:
+    """``override_settings`` pointing the store at the pool database ``alias``."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    return override_settings(TASKPOOL={**settings.TASKPOOL, "DATABASE": alias})
+
+
+def measure(
+    pools: dict[str, str],
+    tokens: dict[str, str],
+    *,
+    rounds: int,
+    requests: int,
+    asgi_requests: int,
+    store_calls: int,
+    progress: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    """Latency of pending and of the no-op at each pool (label -> alias), in rounds."""
+    from bench.database_views import remember
+    from bench.run import time_requests
+    from taskpool.stores import get_store
+
+    transports = {"wsgi": requests, "asgi": asgi_requests}
+    samples: dict[tuple[str, str], dict[str, list[float]]] = {
+        (transport, label): {path: [] for path in PATHS}
+        for transport in transports
+        for label in pools
+    }
+    store_samples: dict[str, list[float]] = {label: [] for label in pools}
+    returned: dict[str, list[int]] = {label: [] for label in pools}
+    labels = list(pools)
+    devices = sorted(tokens)
+    answers = {}
+    for label in labels:
+        progress(
+            f"pending: each device's answer at {label}, for the endpoint that answers from memory"
+        )
+        with pool_in(pools[label]):
+            store = get_store()
+            shared: dict[str, Any] = {}
+            answers[label] = {
+                device_id: [shared.setdefault(t["id"], t) for t in store.pending_for(device_id)]
+                for device_id in devices
+            }
+    for number in range(rounds):
+        start = number % len(labels)
+        for label in labels[start:] + labels[:start]:
+            progress(f"pending: round {number + 1}/{rounds}, {label}")
+            with pool_in(pools[label]):
+                store = get_store()
+                store.pending_for(devices[0])
+                remember(answers[label])
+                for transport, total in transports.items():
+                    time_requests(tokens, PATHS, 20, -1, transport=transport)  # warm-up
+                    timed = time_requests(
+                        tokens,
+                        PATHS,
+                        max(1, total // rounds),
+                        hash((label, number, transport)) & 0xFFFF,
+                        transport=transport,
+                    )
+                    for path in PATHS:
+                        samples[transport, label][path] += timed[path]
+                rng = random.Random(number)
+                for _ in range(max(1, store_calls // rounds)):
+                    device_id = rng.choice(devices)
+                    started = time.perf_counter()
+                    tasks = store.pending_for(device_id)
+                    store_samples[label].append(time.perf_counter() - started)
+                    returned[label].append(len(tasks))
+    results: dict[str, dict[str, Any]] = {}
+    for label in labels:
+        figures: dict[str, Any] = {"rounds": rounds}
+        for transport in transports:
+            prefix = "" if transport == "wsgi" else "asgi_"
+            measured = samples[transport, label]
+            figures[f"{prefix}requests"] = len(measured[PATHS[0]])
+            for path, name in zip(PATHS, NAMES, strict=True):
+                figures[f"{prefix}{name}_p50"] = median(measured[path])
+                figures[f"{prefix}{name}_p99"] = percentile(measured[path], 0.99)
+        figures["store_p50"] = median(store_samples[label])
+        figures["store_p99"] = percentile(store_samples[label], 0.99)
+        figures["store_calls"] = len(store_samples[label])
+        figures["returned_p50"] = median([float(n) for n in returned[label]])
+        results[label] = figures
+    return results
+
+
+def statement_profile(alias: str, devices: list[str], *, calls: int) -> dict[str, float]:
+    """Median milliseconds of each statement ``pending_for`` runs (client-side, round trip
+    included), over ``calls`` calls for random devices; the key is the statement's start."""
+    from django.db import connections
+
+    from taskpool.stores import get_store
+
+    timings: dict[str, list[float]] = {}
+
+    def timed(execute, sql, params, many, context):  # noqa: ANN001 - Django's wrapper protocol
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            name = " ".join(sql.split())[:72]
+            timings.setdefault(name, []).append(time.perf_counter() - started)
+
+    rng = random.Random(17)
+    with pool_in(alias):
+        store = get_store()
+        store.pending_for(devices[0])
+        with connections[alias].execute_wrapper(timed):
+            for _ in range(calls):
+                store.pending_for(rng.choice(devices))
+    return {name: 1000 * median(values) for name, values in timings.items()}
+
+
+def explain_pending(alias: str, device_id: str) -> str:
+    """``EXPLAIN ANALYZE`` of the pending page query for one device (its plan, as text)."""
+    from django.db import connections
+
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT m.line FROM taskpool_db_execution e "
+            "JOIN taskpool_db_task t ON t.task_id = e.task_id "
+            "JOIN taskpool_db_message m ON m.seq = e.seq "
+            "WHERE e.device_id = %s AND e.active AND t.closed IS NULL AND t.expires_at > %s "
+            "ORDER BY e.seq LIMIT %s",
+            [device_id, time.time(), 100],
+        )
+        return "\n".join(row[0] for row in cursor.fetchall())
