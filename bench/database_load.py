@@ -4,8 +4,8 @@
 decision's worth of statements); a million would take many minutes. This
 writes the rows that the import, and then a fleet in steady state, leave:
 
-- ``taskpool_db_message``: every line, in file order (one transaction, so one
-  ``xid``; ``seq`` counts the lines).
+- ``taskpool_db_message``: every line, in file order (``seq`` counts the
+  lines; rows copied in one transaction share an ``xid``).
 - ``taskpool_db_task``: each task's row. Open tasks' claim and cancellation
   come from a ``JsonlStore`` that replayed the same files (``PoolIndex.open``);
   closed tasks' reasons and status bits are replayed here with ``TaskState``
@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,6 @@ class Loaded:
     database_bytes: int = 0
     checked_devices: int = 0
     checked_pending: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,7 +111,11 @@ def load(
     jsonl: JsonlStore,
 ) -> Loaded:
     """Copy the history of ``directory`` into the empty store tables behind ``connection``
-    (a psycopg connection, not in autocommit), as of ``now``."""
+    (a psycopg connection), as of ``now``.
+
+    Each transaction is short (``CHUNK_ROWS`` rows): the server is shared, and the log's
+    readers in every database read only below its oldest running transaction.
+    """
     figures = Loaded()
     index: PoolIndex = jsonl._index  # noqa: SLF001 - the replayed state is what we load
     horizon = day_of(now - task_ttl).isoformat()
@@ -121,132 +124,151 @@ def load(
     last_heartbeat: dict[str, str] = {}
     idempotency: dict[tuple[str, str], int] = {}
     closed_executions: list[tuple[str, str, int, str, str, bool]] = []
-    started = time.perf_counter()
-    with connection.cursor() as cursor:
-        dropped = _drop_plain_indexes(cursor)
-        with cursor.copy(
-            "COPY taskpool_db_message (seq, message_id, day, ts, kind, sender, recipient, "
-            "parent_id, line) FROM STDIN"
-        ) as copy:
-            for seq, line, message in _messages(directory):
-                sender, kind, ts = message["from"], message["type"], message["ts"]
-                copy.write_row(
-                    (
-                        seq,
-                        message["id"],
-                        ts[:10],
-                        ts,
-                        kind,
-                        sender,
-                        message["to"],
-                        message["parent_id"],
-                        line,
-                    )
-                )
-                if sender.startswith("device:"):
-                    last_message[sender[7:]] = ts
-                    if kind == "heartbeat":
-                        last_heartbeat[sender[7:]] = ts
-                key = message["meta"].get("idempotency_key")
-                if type(key) is str:
-                    idempotency.setdefault((sender, key[:128]), seq)
-                if kind == "task":
-                    _take_task(tasks, message, seq, task_ttl)
-                elif kind == "response":
-                    known = tasks.get(message["parent_id"] or "")
-                    if known is not None and known.state is not None and known.closed is None:
-                        known.responded = True
-                        known.state.apply(message)
-                        reason = known.state.ended_reason()
-                        if reason is not None:
-                            _close(known, reason, now, closed_executions)
-                figures.messages = seq
-        for known in tasks.values():
-            if known.closed is None and (known.expires_at <= now or known.day < horizon):
-                _close(known, EXPIRED, now, closed_executions)
-        figures.replay_seconds = time.perf_counter() - started
-        _compare(tasks, index)
+    connection.autocommit = True
+    dropped = _drop_plain_indexes(connection)
 
-        # Every device was given its rows up to the newest broadcast, open or closed.
-        mark = max((known.seq for known in tasks.values() if known.broadcast), default=0)
-        everyone = sorted(set(devices) | set(last_message))
-        timings = figures.timings
-        step = time.perf_counter()
-        with cursor.copy(
-            "COPY taskpool_db_task (task_id, seq, day, sender, broadcast, any_one, expires_at, "
-            "claimer, record, closed, status_bits) FROM STDIN"
-        ) as copy:
-            for task_id, known in tasks.items():
-                state = index.open.get(task_id) if known.closed is None else known.state
-                record = (
-                    orjson.dumps(state.task_record()).decode()
-                    if known.responded and state is not None
-                    else "{}"
-                )
-                copy.write_row(
-                    (
-                        task_id,
-                        known.seq,
-                        known.day,
-                        known.sender,
-                        known.broadcast,
-                        known.any_one,
-                        known.expires_at,
-                        state.claimer if state is not None else None,
-                        record,
-                        known.closed,
-                        known.status_bits,
-                    )
-                )
-                figures.tasks += 1
-                if known.closed is None:
-                    figures.open_tasks += 1
-                    figures.open_broadcasts += known.broadcast
-        timings["tasks"] = time.perf_counter() - step
-        step = time.perf_counter()
-        with cursor.copy(
-            "COPY taskpool_db_execution (task_id, device_id, seq, status, updated, active) "
-            "FROM STDIN"
-        ) as copy:
-            for row in _executions(tasks, index, everyone, closed_executions):
-                copy.write_row(row)
-                figures.executions += 1
-        timings["executions"] = time.perf_counter() - step
-        with cursor.copy(
-            "COPY taskpool_db_device (device_id, broadcast_mark, last_message, last_heartbeat) "
-            "FROM STDIN"
-        ) as copy:
-            for device_id in everyone:
-                copy.write_row(
-                    (device_id, mark, last_message.get(device_id), last_heartbeat.get(device_id))
-                )
-                figures.devices += 1
-        with cursor.copy("COPY taskpool_db_idempotency (sender, key, seq) FROM STDIN") as copy:
-            for (sender, key), seq in idempotency.items():
-                copy.write_row((sender, key, seq))
-                figures.idempotency_keys += 1
-        cursor.execute(
-            "SELECT setval(pg_get_serial_sequence('taskpool_db_message', 'seq'), %s)",
-            [max(figures.messages, 1)],
-        )
-        figures.copy_seconds = time.perf_counter() - started - figures.replay_seconds
-        step = time.perf_counter()
-        for statement in dropped:
-            cursor.execute(statement)
-        figures.index_seconds = time.perf_counter() - step
-    connection.commit()
+    def message_rows() -> Iterator[tuple]:
+        for seq, line, message in _messages(directory):
+            sender, kind, ts = message["from"], message["type"], message["ts"]
+            yield (
+                seq,
+                message["id"],
+                ts[:10],
+                ts,
+                kind,
+                sender,
+                message["to"],
+                message["parent_id"],
+                line,
+            )
+            if sender.startswith("device:"):
+                last_message[sender[7:]] = ts
+                if kind == "heartbeat":
+                    last_heartbeat[sender[7:]] = ts
+            key = message["meta"].get("idempotency_key")
+            if type(key) is str:
+                idempotency.setdefault((sender, key[:128]), seq)
+            if kind == "task":
+                _take_task(tasks, message, seq, task_ttl)
+            elif kind == "response":
+                known = tasks.get(message["parent_id"] or "")
+                if known is not None and known.state is not None and known.closed is None:
+                    known.responded = True
+                    known.state.apply(message)
+                    reason = known.state.ended_reason()
+                    if reason is not None:
+                        _close(known, reason, now, closed_executions)
+            figures.messages = seq
+
+    started = time.perf_counter()
+    _copy(
+        connection,
+        "taskpool_db_message (seq, message_id, day, ts, kind, sender, recipient, parent_id, line)",
+        message_rows(),
+    )
+    for known in tasks.values():
+        if known.closed is None and (known.expires_at <= now or known.day < horizon):
+            _close(known, EXPIRED, now, closed_executions)
+    figures.replay_seconds = time.perf_counter() - started
+    _compare(tasks, index)
+
+    # Every device was given its rows up to the newest broadcast, open or closed.
+    mark = max((known.seq for known in tasks.values() if known.broadcast), default=0)
+    everyone = sorted(set(devices) | set(last_message))
+    figures.tasks = len(tasks)
+    figures.open_tasks = sum(known.closed is None for known in tasks.values())
+    figures.open_broadcasts = sum(
+        known.closed is None and known.broadcast for known in tasks.values()
+    )
+    figures.executions = _copy(
+        connection,
+        "taskpool_db_execution (task_id, device_id, seq, status, updated, active)",
+        _executions(tasks, index, everyone, closed_executions),
+    )
+    _copy(
+        connection,
+        "taskpool_db_task (task_id, seq, day, sender, broadcast, any_one, expires_at, claimer, "
+        "record, closed, status_bits)",
+        _task_rows(tasks, index),
+    )
+    figures.devices = _copy(
+        connection,
+        "taskpool_db_device (device_id, broadcast_mark, last_message, last_heartbeat)",
+        (
+            (device_id, mark, last_message.get(device_id), last_heartbeat.get(device_id))
+            for device_id in everyone
+        ),
+    )
+    figures.idempotency_keys = _copy(
+        connection,
+        "taskpool_db_idempotency (sender, key, seq)",
+        ((sender, key, seq) for (sender, key), seq in idempotency.items()),
+    )
+    connection.execute(
+        "SELECT setval(pg_get_serial_sequence('taskpool_db_message', 'seq'), %s)",
+        [max(figures.messages, 1)],
+    )
+    figures.copy_seconds = time.perf_counter() - started - figures.replay_seconds
     step = time.perf_counter()
-    autocommit, connection.autocommit = connection.autocommit, True
-    try:
-        # As autovacuum leaves a table in steady state: statistics, and the visibility map.
-        connection.execute(f"VACUUM ANALYZE {', '.join(TABLES)}")
-        figures.database_bytes = connection.execute(
-            "SELECT pg_database_size(current_database())"
-        ).fetchone()[0]
-    finally:
-        connection.autocommit = autocommit
+    for statement in dropped:
+        connection.execute(statement)
+    figures.index_seconds = time.perf_counter() - step
+    step = time.perf_counter()
+    # As autovacuum leaves a table in steady state: statistics, and the visibility map.
+    connection.execute(f"VACUUM ANALYZE {', '.join(TABLES)}")
+    figures.database_bytes = connection.execute(
+        "SELECT pg_database_size(current_database())"
+    ).fetchone()[0]
     figures.vacuum_seconds = time.perf_counter() - step
     return figures
+
+
+#: Rows copied per transaction.
+CHUNK_ROWS = 100_000
+
+
+def _copy(connection: Any, table: str, rows: Iterable[tuple]) -> int:
+    """``COPY table FROM STDIN`` in transactions of ``CHUNK_ROWS`` rows; the rows copied."""
+    rows = iter(rows)
+    copied = 0
+    while True:
+        chunk = 0
+        with (
+            connection.transaction(),
+            connection.cursor() as cursor,
+            cursor.copy(f"COPY {table} FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+                chunk += 1
+                if chunk == CHUNK_ROWS:
+                    break
+        copied += chunk
+        if chunk < CHUNK_ROWS:
+            return copied
+
+
+def _task_rows(tasks: dict[str, _Task], index: PoolIndex) -> Iterator[tuple]:
+    for task_id, known in tasks.items():
+        state = index.open.get(task_id) if known.closed is None else known.state
+        record = (
+            orjson.dumps(state.task_record()).decode()
+            if known.responded and state is not None
+            else "{}"
+        )
+        yield (
+            task_id,
+            known.seq,
+            known.day,
+            known.sender,
+            known.broadcast,
+            known.any_one,
+            known.expires_at,
+            state.claimer if state is not None else None,
+            record,
+            known.closed,
+            known.status_bits,
+        )
 
 
 def _messages(directory: Path) -> Iterator[tuple[int, str, Message]]:
@@ -345,17 +367,16 @@ def _compare(tasks: dict[str, _Task], index: PoolIndex) -> None:
             )
 
 
-def _drop_plain_indexes(cursor: Any) -> list[str]:
+def _drop_plain_indexes(connection: Any) -> list[str]:
     """Drop the store tables' indexes that back no constraint; the statements that rebuild them."""
-    cursor.execute(
+    found = connection.execute(
         "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = ANY(%s) "
         "AND i.schemaname = current_schema() AND NOT EXISTS "
         "(SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
         [list(TABLES)],
-    )
-    found = cursor.fetchall()
+    ).fetchall()
     for name, _definition in found:
-        cursor.execute(f'DROP INDEX "{name}"')
+        connection.execute(f'DROP INDEX "{name}"')
     return [definition for _name, definition in found]
 
 
