@@ -337,6 +337,21 @@ class SqlLedger:
             )
 
 
+def broadcasts_behind(cursor: Any, device_id: str) -> bool:
+    """Whether a broadcast newer than the device's mark is stored (it has rows to be given).
+
+    One read, needing no transaction: a poll asks it first, and opens one
+    only when there is something to give.
+    """
+    cursor.execute(
+        "SELECT (SELECT max(seq) FROM taskpool_db_task WHERE broadcast), "
+        "(SELECT broadcast_mark FROM taskpool_db_device WHERE device_id = %s)",
+        [device_id],
+    )
+    newest, mark = cursor.fetchone()
+    return newest is not None and (mark is None or newest > mark)
+
+
 def give_broadcasts(cursor: Any, device_id: str) -> None:
     """Give the device an execution row for each open broadcast newer than its mark.
 
@@ -346,13 +361,7 @@ def give_broadcasts(cursor: Any, device_id: str) -> None:
     broadcasts' lock, held shared, no broadcast is half-written, so the
     mark never passes one that commits later.
     """
-    cursor.execute(
-        "SELECT (SELECT max(seq) FROM taskpool_db_task WHERE broadcast), "
-        "(SELECT broadcast_mark FROM taskpool_db_device WHERE device_id = %s)",
-        [device_id],
-    )
-    newest, mark = cursor.fetchone()
-    if newest is None or (mark is not None and newest <= mark):
+    if not broadcasts_behind(cursor, device_id):
         return
     cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [BROADCASTS_LOCK])
     cursor.execute(

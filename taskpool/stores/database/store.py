@@ -62,6 +62,7 @@ from taskpool.stores.database.horizon import horizon, register_writer
 from taskpool.stores.database.ledger import (
     BROADCASTS_LOCK,
     SqlLedger,
+    broadcasts_behind,
     give_broadcasts,
     storable,
 )
@@ -350,8 +351,10 @@ class DatabaseStore(BaseStore):
         now = self.now()
         self._sweep(now)
         with self._cursor() as cursor:
-            with transaction.atomic(using=self.alias):
-                give_broadcasts(cursor, device_id)
+            # A transaction (two more round trips) only when there are rows to give.
+            if broadcasts_behind(cursor, device_id):
+                with transaction.atomic(using=self.alias):
+                    give_broadcasts(cursor, device_id)
             cursor.execute(
                 "SELECT m.line, t.jobs, e.attempt FROM taskpool_db_execution e "
                 "JOIN taskpool_db_task t ON t.task_id = e.task_id "
