@@ -355,14 +355,22 @@ class DatabaseStore(BaseStore):
             if broadcasts_behind(cursor, device_id):
                 with transaction.atomic(using=self.alias):
                     give_broadcasts(cursor, device_id)
+            # The device's rows in order, each checked against its task, up to ``limit``;
+            # then their lines. (As a join, the planner, estimating few rows, read all the
+            # device's pending rows and their lines and sorted them: 50 ms at 2,000 open
+            # broadcasts. The check as a subquery makes it walk the index and stop; by the
+            # task's seq, which the index holds, it need not read the rows themselves. A
+            # job's attempt is looked up for the rows kept only.)
             cursor.execute(
-                "SELECT m.line, t.jobs, e.attempt FROM taskpool_db_execution e "
-                "JOIN taskpool_db_task t ON t.task_id = e.task_id "
-                "JOIN taskpool_db_message m ON m.seq = e.seq "
-                "WHERE e.device_id = %s AND e.active AND t.closed IS NULL AND t.expires_at > %s "
-                "AND (t.not_before IS NULL OR t.not_before <= %s) "
-                "ORDER BY e.seq LIMIT %s",
-                [device_id, now, now, limit],
+                "SELECT m.line, t.jobs, (SELECT e2.attempt FROM taskpool_db_execution e2 "
+                "WHERE t.jobs AND e2.task_id = t.task_id AND e2.device_id = %s) "
+                "FROM (SELECT e.seq FROM taskpool_db_execution e "
+                "WHERE e.device_id = %s AND e.active AND (SELECT t.closed IS NULL "
+                "AND t.expires_at > %s AND (t.not_before IS NULL OR t.not_before <= %s) "
+                "FROM taskpool_db_task t WHERE t.seq = e.seq) "
+                "ORDER BY e.seq LIMIT %s) p JOIN taskpool_db_message m ON m.seq = p.seq "
+                "JOIN taskpool_db_task t ON t.seq = p.seq ORDER BY p.seq",
+                [device_id, device_id, now, now, limit],
             )
             return [
                 cast(Message, served(orjson.loads(line), attempt if jobs else None))
