@@ -325,6 +325,12 @@ def measure_heartbeats(plan: Plan, work: Path) -> dict[str, Any]:
             "best": best.rate("heartbeats"),
             "per_worker": best.worker_rates("heartbeats"),
         }
+        if "client_cpu_us" in best.totals and best.totals["heartbeats"]:
+            figures[name]["cpu_ms"] = {
+                side: best.totals[f"{side}_cpu_us"] / 1000 / best.totals["heartbeats"]
+                for side in ("client", "server")
+            }
+    figures["cpus"] = os.cpu_count()
     return figures
 
 

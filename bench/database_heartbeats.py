@@ -2,7 +2,10 @@
 
 A heartbeat is the cheapest write (nothing to decide): for ``DatabaseStore``
 one short transaction (the log row, the device's row) committed durably;
-for ``JsonlStore`` one locked append, synced when ``FSYNC`` is on.
+for ``JsonlStore`` one locked append, synced when ``FSYNC`` is on. For the
+database, each worker also counts the CPU it and its PostgreSQL backend used
+(the server is on this machine): what one heartbeat costs the machine, apart
+from waiting for the disk.
 """
 
 from __future__ import annotations
@@ -10,26 +13,41 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bench.process_rates import Loop, Rates, run_processes
+from bench.process_rates import Loop, Rates, process_cpu_seconds, run_processes
+
+
+def _cpu_counters(client: float, backend: int, server: float) -> dict[str, int]:
+    """The CPU microseconds this process and its PostgreSQL backend used since the readings."""
+    return {
+        "client_cpu_us": round(1e6 * (time.process_time() - client)),
+        "server_cpu_us": round(1e6 * (process_cpu_seconds(backend) - server)),
+    }
 
 
 def database_heartbeats(alias: str, workers: int, seconds: float) -> Rates:
     """Heartbeats per second into the ``DatabaseStore`` of database ``alias``."""
 
     def make_loop(number: int) -> Loop:
+        from django.db import connections
+
         from taskpool.stores.database import DatabaseStore
 
         store = DatabaseStore(alias)
         device_id = f"beat-{number}"
         store.post_heartbeat(device_id=device_id)  # connected, and the device's row exists
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend = cursor.fetchone()[0]
 
         def loop(deadline: float) -> dict[str, int]:
             count = 0
+            client, server = time.process_time(), process_cpu_seconds(backend)
             while time.perf_counter() < deadline:
                 store.post_heartbeat(device_id=device_id)
                 count += 1
+            counters = _cpu_counters(client, backend, server)
             store.close()
-            return {"heartbeats": count}
+            return {"heartbeats": count, **counters}
 
         return loop
 
@@ -78,11 +96,14 @@ def raw_commits(alias: str, workers: int, seconds: float) -> Rates:
 
         def loop(deadline: float) -> dict[str, int]:
             count = 0
+            backend = connection.info.backend_pid
+            client, server = time.process_time(), process_cpu_seconds(backend)
             while time.perf_counter() < deadline:
                 connection.execute("INSERT INTO bench_raw_commit (line) VALUES (%s)", [line])
                 count += 1
+            counters = _cpu_counters(client, backend, server)
             connection.close()
-            return {"heartbeats": count}
+            return {"heartbeats": count, **counters}
 
         return loop
 

@@ -114,7 +114,7 @@ def measure(
                         tokens,
                         PATHS,
                         max(1, total // rounds),
-                        hash((label, number, transport)) & 0xFFFF,
+                        number * 100 + labels.index(label) * 10 + len(transport),
                         transport=transport,
                     )
                     for path in PATHS:
@@ -172,16 +172,22 @@ def statement_profile(alias: str, devices: list[str], *, calls: int) -> dict[str
 
 
 def explain_pending(alias: str, device_id: str) -> str:
-    """``EXPLAIN ANALYZE`` of the pending page query for one device (its plan, as text)."""
+    """``EXPLAIN ANALYZE`` of the statement ``pending_for`` reads the device's tasks with (the
+    one that returns lines), as the store ran it; the plan as text."""
     from django.db import connections
 
-    with connections[alias].cursor() as cursor:
-        cursor.execute(
-            "EXPLAIN (ANALYZE, BUFFERS) SELECT m.line FROM taskpool_db_execution e "
-            "JOIN taskpool_db_task t ON t.task_id = e.task_id "
-            "JOIN taskpool_db_message m ON m.seq = e.seq "
-            "WHERE e.device_id = %s AND e.active AND t.closed IS NULL AND t.expires_at > %s "
-            "ORDER BY e.seq LIMIT %s",
-            [device_id, time.time(), 100],
-        )
-        return "\n".join(row[0] for row in cursor.fetchall())
+    from taskpool.stores import get_store
+
+    seen: list[tuple[str, Any]] = []
+
+    def keep(execute, sql, params, many, context):  # noqa: ANN001 - Django's wrapper protocol
+        seen.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with pool_in(alias):
+        with connections[alias].execute_wrapper(keep):
+            get_store().pending_for(device_id)
+        sql, params = next((sql, p) for sql, p in seen if sql.startswith("SELECT m.line"))
+        with connections[alias].cursor() as cursor:
+            cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", params)
+            return "\n".join(row[0] for row in cursor.fetchall())

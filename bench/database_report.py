@@ -138,8 +138,16 @@ def _pending(figures: dict[str, Any], targets: list[Target]) -> list[str]:
             lines.append(f"    {before:7.3f} -> {after:7.3f}  {name}")
     plan = figures.get("pending_plan", "")
     timing = [line.strip() for line in plan.splitlines() if "Time:" in line]
+    nodes = [
+        line.split("->")[-1].split("  (")[0].strip()
+        for line in plan.splitlines()
+        if "(cost=" in line
+    ]
     if timing:
-        lines.append(f"  the pending page's plan at {label} (EXPLAIN ANALYZE): {'; '.join(timing)}")
+        lines.append(
+            f"  the pending page's plan at {label} (EXPLAIN ANALYZE): {'; '.join(timing)};"
+            f" {' > '.join(nodes)}"
+        )
     lines.append("")
     for transport, prefix in (("WSGI", ""), ("ASGI", "asgi_")):
         value = ratio(full[f"{prefix}pending_p50"], zero[f"{prefix}pending_p50"])
@@ -278,12 +286,19 @@ def _heartbeats(heartbeats: dict[str, Any], targets: list[Target]) -> list[str]:
         run = heartbeats.get(key)
         if run is None:
             continue
+        cpu = run.get("cpu_ms")
         rows.append(
             (
                 name,
                 per_second(run["best"], "heartbeats"),
                 f"per process {_spread(run['per_worker'])}; runs:"
-                f" {', '.join(per_second(rate, '') for rate in run['rates'])}",
+                f" {', '.join(per_second(rate, '') for rate in run['rates'])}"
+                + (
+                    f"; CPU per heartbeat {cpu['client']:.3f} ms client +"
+                    f" {cpu['server']:.3f} ms server backend"
+                    if cpu
+                    else ""
+                ),
             )
         )
     lines = [
@@ -299,6 +314,19 @@ def _heartbeats(heartbeats: dict[str, Any], targets: list[Target]) -> list[str]:
                     "DatabaseStore / raw, 8 processes",
                     f"{100 * share:.0f}%",
                     "raw: one-row INSERTs over psycopg, autocommit, same server and settings",
+                )
+            ]
+        )
+    cpu = heartbeats["database x8"].get("cpu_ms")
+    if cpu and heartbeats.get("cpus"):
+        ceiling = heartbeats["cpus"] / ((cpu["client"] + cpu["server"]) / 1000)
+        lines += _rows(
+            [
+                (
+                    "CPU ceiling of DatabaseStore, 8 processes",
+                    per_second(ceiling, "heartbeats"),
+                    f"{heartbeats['cpus']} CPUs / CPU per heartbeat (client + backend), were"
+                    " the machine ours alone and never waiting for the disk",
                 )
             ]
         )

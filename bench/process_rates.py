@@ -12,6 +12,7 @@ end. A worker that raises makes the whole measurement raise.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 import traceback
 from collections import Counter
@@ -92,6 +93,17 @@ def run_processes(make_loop: Callable[[int], Loop], workers: int, seconds: float
         totals.update(counts)
     finished = max(finished for _counts, finished in outcomes)
     return Rates([counts for counts, _ in outcomes], finished - start_at.value, dict(totals))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) a local process has used, from ``/proc``: a PostgreSQL
+    backend's, when the server runs on this machine (``nan`` when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def best_of(measure: Callable[[], Rates], counter: str, repeats: int) -> tuple[Rates, list[float]]:
