@@ -184,10 +184,7 @@ def measure_pending(plan: Plan, work: Path, figures: dict[str, Any], devices: li
         progress=progress,
     )
     progress("pending: each statement's cost, and the plan of the pending page")
-    figures["statements"] = {
-        name: database_pending.statement_profile(alias, devices, calls=100)
-        for name, alias in pools.items()
-    }
+    figures["statements"] = database_pending.statement_profile(pools, devices, calls=200)
     figures["pending_plan"] = database_pending.explain_pending("pool_full", devices[1])
     figures["pool_bytes"] = {
         name: _database_size(alias) for name, alias in pools.items() if alias in connections

@@ -18,6 +18,7 @@ so a difference between the pools can be traced to what costs it.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -144,31 +145,46 @@ def measure(
     return results
 
 
-def statement_profile(alias: str, devices: list[str], *, calls: int) -> dict[str, float]:
-    """Median milliseconds of each statement ``pending_for`` runs (client-side, round trip
-    included), over ``calls`` calls for random devices; the key is the statement's start."""
+def statement_profile(
+    pools: dict[str, str], devices: list[str], *, calls: int
+) -> dict[str, dict[str, float]]:
+    """Median milliseconds of each statement ``pending_for`` runs (client side, round trip
+    included), per pool (label -> alias), over ``calls`` calls each for random devices, the
+    pools taking turns call by call; the key is the statement's start."""
     from django.db import connections
 
-    from taskpool.stores import get_store
+    from taskpool.stores.database import DatabaseStore
 
-    timings: dict[str, list[float]] = {}
+    timings: dict[str, dict[str, list[float]]] = {label: {} for label in pools}
 
-    def timed(execute, sql, params, many, context):  # noqa: ANN001 - Django's wrapper protocol
-        started = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            name = " ".join(sql.split())[:72]
-            timings.setdefault(name, []).append(time.perf_counter() - started)
+    def timer(label: str):  # noqa: ANN202 - Django's wrapper protocol
+        def timed(execute, sql, params, many, context):  # noqa: ANN001
+            started = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                name = " ".join(sql.split())[:72]
+                timings[label].setdefault(name, []).append(time.perf_counter() - started)
 
-    rng = random.Random(17)
-    with pool_in(alias):
-        store = get_store()
+        return timed
+
+    stores = {label: DatabaseStore(alias) for label, alias in pools.items()}
+    for store in stores.values():
         store.pending_for(devices[0])
-        with connections[alias].execute_wrapper(timed):
-            for _ in range(calls):
-                store.pending_for(rng.choice(devices))
-    return {name: 1000 * median(values) for name, values in timings.items()}
+    rng = random.Random(17)
+    with contextlib.ExitStack() as wrappers:
+        for label, alias in pools.items():
+            wrappers.enter_context(connections[alias].execute_wrapper(timer(label)))
+        for _ in range(calls):
+            device_id = rng.choice(devices)
+            for store in stores.values():
+                store.pending_for(device_id)
+    for store in stores.values():
+        store.close()
+    return {
+        label: {name: 1000 * median(values) for name, values in found.items()}
+        for label, found in timings.items()
+    }
 
 
 def explain_pending(alias: str, device_id: str) -> str:

@@ -344,6 +344,7 @@ def _heartbeats(heartbeats: dict[str, Any], targets: list[Target]) -> list[str]:
 
 def _wakeups(wakeups: dict[str, Any], targets: list[Target]) -> list[str]:
     latency, posting = wakeups["latency"], wakeups["posting"]
+    after = wakeups.get("after_post", {})
     lines = [
         f"== wake-ups across hosts: two uvicorn processes of the demo site over one database;"
         f" {wakeups['polls']} long-polls on A, {wakeups['tasks']} tasks posted on B at"
@@ -361,6 +362,12 @@ def _wakeups(wakeups: dict[str, Any], targets: list[Target]) -> list[str]:
                     f"p50 {posting.get('p50_ms', math.nan)} ms, p99"
                     f" {posting.get('p99_ms', math.nan)} ms",
                     "decision, commit, answer",
+                ),
+                (
+                    "B answers the POST -> long-poll on A answers",
+                    f"p50 {after.get('p50_ms', math.nan)} ms, p99"
+                    f" {after.get('p99_ms', math.nan)} ms",
+                    "NOTIFY after commit, A's listener, its read of the log, the waiter's answer",
                 ),
             ]
         ),

@@ -156,7 +156,15 @@ async def _run(
     await asyncio.gather(*pollers, return_exceptions=True)
     master.close()
     latencies = list(results.delivered.values())
+    # From the moment B answered the POST: what the wake-up itself takes (B's notification,
+    # A's listener and read of the log, the waiter's answer).
+    after_post = [
+        results.delivered[f"task-{number}"] - posting
+        for number, posting in enumerate(results.posting)
+        if f"task-{number}" in results.delivered
+    ]
     return {
+        "after_post": summary(after_post),
         "polls": len(tokens["polls"]),
         "tasks": tasks,
         "rate": rate,
