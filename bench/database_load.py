@@ -182,14 +182,14 @@ def load(
     )
     figures.executions = _copy(
         connection,
-        "taskpool_db_execution (task_id, device_id, seq, status, updated, active)",
-        _executions(tasks, index, everyone, closed_executions),
+        "taskpool_db_execution (task_id, device_id, seq, status, updated, active, attempt)",
+        ((*row, 1) for row in _executions(tasks, index, everyone, closed_executions)),
     )
     _copy(
         connection,
         "taskpool_db_task (task_id, seq, day, sender, broadcast, any_one, expires_at, claimer, "
-        "record, closed, status_bits)",
-        _task_rows(tasks, index),
+        "record, closed, status_bits, jobs, rollout)",
+        ((*row, False, False) for row in _task_rows(tasks, index)),
     )
     figures.devices = _copy(
         connection,
@@ -288,6 +288,10 @@ def _take_task(tasks: dict[str, _Task], task: Message, seq: int, task_ttl: float
         raise LoadMismatch(f"Task {task['id']} is in the history twice: load it with the import.")
     try:
         state = TaskState(task, seq, task_ttl)
+        if state.job is not None:
+            raise LoadMismatch(
+                f"Task {task['id']} is a job: load a history of jobs with the import."
+            )
     except InvalidMessage:
         tasks[task["id"]] = _Task(
             seq, task["ts"][:10], task["from"], False, False, 0.0, None, closed=FINISHED
