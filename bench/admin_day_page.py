@@ -1,4 +1,4 @@
-"""How long the admin takes on a day of a million lines (issue 6: "opens in under a second").
+"""How long the admin takes on a day of a million lines (the target: it opens in under a second).
 
     python -m bench.admin_day_page [--lines 1000000]
 

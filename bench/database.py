@@ -186,6 +186,8 @@ def measure_pending(plan: Plan, work: Path, figures: dict[str, Any], devices: li
     progress("pending: each statement's cost, and the plan of the pending page")
     figures["statements"] = database_pending.statement_profile(pools, devices, calls=200)
     figures["pending_plan"] = database_pending.explain_pending("pool_full", devices[1])
+    progress("the devices list, every device with its pending count")
+    figures["devices_list"] = database_pending.devices_list(pools)
     figures["pool_bytes"] = {
         name: _database_size(alias) for name, alias in pools.items() if alias in connections
     }

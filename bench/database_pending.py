@@ -187,6 +187,32 @@ def statement_profile(
     }
 
 
+def devices_list(pools: dict[str, str], *, calls: int = 15) -> dict[str, float]:
+    """Median seconds of ``GET /pool/devices`` (every registered device with its pending
+    count) as a pool admin, through the whole stack, per pool; the pools taking turns."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from taskpool.models import UserRole
+
+    user = get_user_model().objects.create_user("bench-admin", is_staff=True)
+    UserRole.objects.create(user=user, role="admin")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
+    timings: dict[str, list[float]] = {label: [] for label in pools}
+    for number in range(calls + 2):
+        for label, alias in pools.items():
+            with pool_in(alias):
+                started = time.perf_counter()
+                answer = client.get("/pool/devices")
+                elapsed = time.perf_counter() - started
+            if answer.status_code != 200:
+                raise RuntimeError(f"GET /pool/devices answered {answer.status_code}")
+            if number >= 2:  # the first two warm the caches
+                timings[label].append(elapsed)
+    return {label: median(values) for label, values in timings.items()}
+
+
 def explain_pending(alias: str, device_id: str) -> str:
     """``EXPLAIN ANALYZE`` of the statement ``pending_for`` reads the device's tasks with (the
     one that returns lines), as the store ran it; the plan as text."""

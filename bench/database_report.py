@@ -6,6 +6,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.history import DEVICE_COUNT
 from bench.report import Target
 from bench.stats import lines_label, mebibytes, milliseconds, per_second, ratio, times
 
@@ -123,6 +124,16 @@ def _pending(figures: dict[str, Any], targets: list[Target]) -> list[str]:
                 f"{pool['store_calls']} calls, no HTTP",
             )
         )
+    devices_list = figures.get("devices_list")
+    if devices_list:
+        rows.append(
+            (
+                f"GET /pool/devices p50 {label} / 0",
+                times(ratio(devices_list[label], devices_list["0"])),
+                f"{milliseconds(devices_list['0'])} -> {milliseconds(devices_list[label])};"
+                f" {DEVICE_COUNT:,} devices with their pending counts, WSGI",
+            )
+        )
     lines += _rows(rows)
     statements = figures.get("statements", {})
     if statements:
@@ -157,6 +168,16 @@ def _pending(figures: dict[str, Any], targets: list[Target]) -> list[str]:
                 f" messages, whole stack on PostgreSQL, {transport}",
                 times(value),
                 _check(value, 1.2, at_most=True),
+            )
+        )
+    if devices_list:
+        value = ratio(devices_list[label], devices_list["0"])
+        targets.append(
+            Target(
+                f"GET /pool/devices ({DEVICE_COUNT:,} devices) p50 at {label} <= 3x at 0,"
+                " on PostgreSQL",
+                times(value),
+                _check(value, 3.0, at_most=True),
             )
         )
     return lines

@@ -1,4 +1,4 @@
-"""Device tokens: simplejwt access tokens carrying ``device_id`` and ``sid`` (DESIGN 5)."""
+"""Device tokens: simplejwt access tokens carrying ``device_id`` and ``sid``."""
 
 from __future__ import annotations
 

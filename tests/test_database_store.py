@@ -20,7 +20,7 @@ from taskpool.realtime.scope import ADMIN, Scope
 from taskpool.realtime.stream import events
 from taskpool.stores.database.horizon import register_writer
 from taskpool.stores.database.store import DatabaseStore
-from tests.contract.support import stored
+from tests.contract.support import Clock, stored
 
 pytestmark = [
     pytest.mark.postgres,
@@ -177,6 +177,61 @@ def test_two_processes_answering_one_broadcast_at_once_store_both(store):
     answers = [m for m in stored(store) if m["type"] == "response"]
     assert sorted(m["from"] for m in answers) == [f"device:d{n}" for n in range(6)]
     assert all(store.pending_for(f"d{n}") == [] for n in range(6))
+
+
+def test_counts_leave_out_tasks_expired_since_the_last_sweep():
+    clock = Clock()
+    store = DatabaseStore("pool", clock=clock)
+    try:
+        store.expiry_sweep_seconds = float("inf")  # no sweep closes them: the reads must
+        store.post_task(sender="user:ops", to="device:[a,b]", title="short", ttl=60)
+        store.post_task(sender="user:ops", to="device:*", title="short too", ttl=60)
+        kept = store.post_task(sender="user:ops", to="device:a", title="kept").message
+        assert store.pending_counts(["a", "b"]) == {"a": 3, "b": 2}
+        clock.advance(61)
+        assert [t["id"] for t in store.pending_for("a")] == [kept["id"]]
+        assert store.pending_counts(["a", "b"]) == {"a": 1, "b": 0}
+    finally:
+        store.close()
+
+
+def test_counts_kept_by_triggers_equal_the_rows_before_and_after_each_fold(store):
+    devices = ["a", "b", "c", "d"]
+
+    def agree() -> dict[str, int]:
+        counts = store.pending_counts(devices)
+        assert counts == {d: len(store.pending_for(d, limit=1000)) for d in devices}
+        return counts
+
+    listed = store.post_task(sender="user:ops", to="device:[a,b,c]", title="list").message
+    everyone = store.post_task(sender="user:ops", to="device:*", title="all").message
+    anyone = store.post_task(sender="user:ops", to="device:*", title="one", mode="any").message
+    assert agree() == {"a": 3, "b": 3, "c": 3, "d": 2}
+    assert store.fold_pending_changes() > 0
+    assert agree() == {"a": 3, "b": 3, "c": 3, "d": 2}
+    store.post_response(device_id="a", parent_id=listed["id"], status="done")
+    store.post_response(device_id="b", parent_id=everyone["id"], status="failed")
+    store.claim(device_id="c", parent_id=anyone["id"])
+    assert agree() == {"a": 1, "b": 1, "c": 3, "d": 1}
+    store.fold_pending_changes()
+    store.cancel(sender="user:ops", task_id=everyone["id"])
+    assert agree() == {"a": 0, "b": 1, "c": 2, "d": 0}
+    store.fold_pending_changes()
+    assert agree() == {"a": 0, "b": 1, "c": 2, "d": 0}
+    with connections["pool"].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM taskpool_db_pending_change")
+        assert cursor.fetchone() == (0,)
+        cursor.execute(
+            "SELECT device_id, pending_rows FROM taskpool_db_device WHERE device_id = ANY(%s)",
+            [devices],
+        )
+        kept = dict(cursor.fetchall())
+        cursor.execute(
+            "SELECT device_id, count(*) FROM taskpool_db_execution WHERE active "
+            "AND device_id = ANY(%s) GROUP BY device_id",
+            [devices],
+        )
+        assert {d: n for d, n in kept.items() if n} == dict(cursor.fetchall())
 
 
 def test_a_parent_id_with_a_nul_character_names_no_task(store):

@@ -1,4 +1,4 @@
-"""Task lifecycle through the HTTP API (issue 4): task detail and list, cancel, expiry,
+"""Task lifecycle through the HTTP API: task detail and list, cancel, expiry,
 any-one claims, Idempotency-Key. Every refusal is checked to append nothing."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The message (DESIGN 1): nine keys, ids, timestamps, addresses, one line per message."""
+"""The message: nine keys, ids, timestamps, addresses, one line per message."""
 
 from __future__ import annotations
 

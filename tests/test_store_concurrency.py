@@ -1,4 +1,4 @@
-"""Several writers at once (DESIGN 2): real processes and threads, real flocks, nothing lost or mixed."""
+"""Several writers at once, each append under the directory's lock: real processes and threads, real flocks, nothing lost or mixed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``JsonlStore`` on its own: pending (DESIGN 3) and the day files (DESIGN 2), on a clock we drive."""
+"""``JsonlStore`` on its own: pending and the day files, on a clock we drive."""
 
 from __future__ import annotations
 

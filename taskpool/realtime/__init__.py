@@ -1,4 +1,4 @@
-"""Real time (DESIGN 9): waiting for pending tasks, Server-Sent Events, and what wakes them.
+"""Real time: waiting for pending tasks, Server-Sent Events, and what wakes them.
 
 - ``scope``: who listens, what their stream carries, which changes concern them;
 - ``hub``: this process's waiters, and the watcher that wakes them when day files grow;

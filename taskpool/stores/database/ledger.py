@@ -31,6 +31,8 @@ from taskpool.stores.rules import ClosedTask
 #: broadcasts commit in the order of their ``seq``, and a device's
 #: ``broadcast_mark`` never passes one still being written.
 BROADCASTS_LOCK = 0x7461736B706F6F6C  # "taskpool"
+#: Held by the process folding the devices' pending changes into their counts.
+PENDING_CHANGES_LOCK = BROADCASTS_LOCK + 1
 
 #: Responses after which every execution of the task is looked at again.
 _CHANGES_EVERY_DEVICE = frozenset({"cancelled"})

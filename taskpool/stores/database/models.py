@@ -162,9 +162,32 @@ class DeviceState(models.Model):
     broadcast_mark = models.BigIntegerField(default=0)
     last_message = models.CharField(max_length=32, null=True)  # noqa: DJ001 - null: never heard
     last_heartbeat = models.CharField(max_length=32, null=True)  # noqa: DJ001 - null: never heard
+    #: Its active ``Execution`` rows, as of the last fold of ``PendingChange`` rows.
+    pending_rows = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         db_table = "taskpool_db_device"
 
     def __str__(self) -> str:
         return self.device_id
+
+
+class PendingChange(models.Model):
+    """How many active ``Execution`` rows a statement gave or took from a device.
+
+    Written by triggers on the executions' table, so that no write path can
+    forget it, and appended rather than updated, so that writers never wait
+    on one another for a counter. A device's pending count is its
+    ``DeviceState.pending_rows`` plus its changes not folded in yet; the store
+    folds them in about once a second.
+    """
+
+    device_id = models.CharField(max_length=255)
+    delta = models.BigIntegerField()
+
+    class Meta:
+        db_table = "taskpool_db_pending_change"
+        indexes = [models.Index(fields=["device_id"], name="tp_pending_change_device")]
+
+    def __str__(self) -> str:
+        return f"{self.device_id}: {self.delta:+d}"
