@@ -51,6 +51,7 @@ tokens = {"polls": []}
 for number in range(POLLS):
     device = DeviceUser.objects.create(pk=f"poll-{number:04d}", validated=True)
     tokens["polls"].append(str(DeviceToken.for_device(device)))
+DeviceUser.objects.create(pk="nobody")  # the warm-up task's: registered, never polling
 user = get_user_model().objects.create_user("master", password="bench-master")
 UserRole.objects.create(user=user, role="master")
 tokens["master"] = str(AccessToken.for_user(user))
