@@ -254,6 +254,10 @@ class StoreFigures:
     checkpoint_age_seconds: float | None = None
     #: Free bytes on the filesystem of ``DATA_DIR``.
     disk_free_bytes: int | None = None
+    #: Bytes the pool's messages take where they are stored (day files, or tables and indexes).
+    stored_bytes: int | None = None
+    #: Messages stored, as the store can tell cheaply (a database's estimate).
+    stored_rows: int | None = None
 
 
 #: The answers the dashboard counts as failures: a device's ``failed``, a job's ``timed_out``.
@@ -315,6 +319,8 @@ class HourActivity:
     answers: int = 0
     failures: int = 0
     heartbeats: int = 0
+    #: Every message of the hour, of any type.
+    messages: int = 0
 
 
 @dataclass(frozen=True, slots=True)

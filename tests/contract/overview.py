@@ -25,11 +25,11 @@ def answer(pool: BaseStore, device: str, parent: dict, status: str, **kwargs) ->
     ).message
 
 
-def busy_hours(pool: BaseStore) -> dict[str, tuple[int, int, int, int]]:
+def busy_hours(pool: BaseStore) -> dict[str, tuple[int, int, int, int, int]]:
     return {
-        hour.hour: (hour.tasks, hour.answers, hour.failures, hour.heartbeats)
+        hour.hour: (hour.tasks, hour.answers, hour.failures, hour.heartbeats, hour.messages)
         for hour in pool.overview(REGISTERED).hours
-        if (hour.tasks, hour.answers, hour.failures, hour.heartbeats) != (0, 0, 0, 0)
+        if hour.messages
     }
 
 
@@ -116,8 +116,8 @@ class OverviewContract:
     def test_activity_is_counted_per_hour(self, pool, clock):
         self.two_days_of_work(pool, clock)
         assert busy_hours(pool) == {
-            "2026-05-28T20": (6, 7, 2, 3),
-            "2026-05-29T20": (2, 1, 1, 0),
+            "2026-05-28T20": (6, 7, 2, 3, 16),
+            "2026-05-29T20": (2, 1, 1, 0, 3),
         }
 
     def test_the_newest_failures_come_first_with_their_first_line(self, pool, clock):

@@ -240,7 +240,13 @@ class DatabaseStore(BaseStore):
                 [self.now()],
             )
             (open_tasks,) = cursor.fetchone()
-        return StoreFigures(open_tasks=open_tasks)
+            # The planner's estimate: counting a large table's rows would read all of it.
+            cursor.execute(
+                "SELECT greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid) "
+                "FROM pg_class c WHERE c.oid = 'taskpool_db_message'::regclass"
+            )
+            rows, size = cursor.fetchone()
+        return StoreFigures(open_tasks=open_tasks, stored_bytes=size, stored_rows=rows)
 
     # Connections -------------------------------------------------------------
 
@@ -679,7 +685,8 @@ class DatabaseStore(BaseStore):
                 [missing[0]],
             )
             for hour, kind, failed, count in cursor.fetchall():
-                counts = found.setdefault(hour, [0, 0, 0, 0])
+                counts = found.setdefault(hour, [0, 0, 0, 0, 0])
+                counts[4] += count
                 if kind == "task":
                     counts[0] += count
                 elif kind == "response":
@@ -694,7 +701,7 @@ class DatabaseStore(BaseStore):
             for hour in hours:
                 of_hour = kept.get(hour)
                 if of_hour is None:
-                    of_hour = HourActivity(hour, *found.get(hour, (0, 0, 0, 0)))
+                    of_hour = HourActivity(hour, *found.get(hour, ()))
                     if hour <= settled:
                         self._hours[hour] = (monotonic, of_hour)
                 activity.append(of_hour)

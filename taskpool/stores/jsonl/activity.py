@@ -23,7 +23,7 @@ from taskpool.stores.base import (
 )
 
 #: The counters of one hour, in this order.
-TASKS, ANSWERS, FAILURES, HEARTBEATS = range(4)
+TASKS, ANSWERS, FAILURES, HEARTBEATS, MESSAGES = range(5)
 #: Failures kept, newest last: as many as an overview gives.
 KEPT_FAILURES = MOST_FAILURES
 _STATUS_COUNT = len(EXECUTION_STATUSES)
@@ -33,7 +33,7 @@ _STATUS_COUNT = len(EXECUTION_STATUSES)
 class Activity:
     """Counts kept as lines are read; see the module docstring."""
 
-    #: ``YYYY-MM-DDTHH`` -> [tasks, answers, failures, heartbeats] stored in that hour.
+    #: ``YYYY-MM-DDTHH`` -> [tasks, answers, failures, heartbeats, messages] stored in that hour.
     hours: dict[str, list[int]] = field(default_factory=dict)
     #: The latest failures, oldest first: (response id, task id, device, ts, status, summary).
     failures: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
@@ -47,7 +47,8 @@ class Activity:
         ts = message["ts"]
         counts = self.hours.get(ts[:13])
         if counts is None:
-            counts = self.hours[ts[:13]] = [0, 0, 0, 0]
+            counts = self.hours[ts[:13]] = [0, 0, 0, 0, 0]
+        counts[MESSAGES] += 1
         if kind == "response":
             counts[ANSWERS] += 1
             status = message["meta"].get("status")

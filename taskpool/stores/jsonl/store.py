@@ -266,6 +266,7 @@ class JsonlStore(BaseStore):
             index_lag_bytes=lag,
             checkpoint_age_seconds=age,
             disk_free_bytes=shutil.disk_usage(self.directory).free,
+            stored_bytes=self._files.total_size(),
         )
 
     # Writing ----------------------------------------------------------------
@@ -355,7 +356,7 @@ class JsonlStore(BaseStore):
             activity = index.activity
             first_day, first_hour = overview_window(now, days, self.task_ttl)
             hours = [
-                HourActivity(hour, *activity.hours.get(hour, (0, 0, 0, 0)))
+                HourActivity(hour, *activity.hours.get(hour, ()))
                 for hour in window_hours(first_hour, now)
             ]
             ordinals = range(first_day.toordinal(), day_of(now).toordinal() + 1)
