@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html import escape
+
+from django.utils.safestring import SafeString, mark_safe
 
 #: The drawing's height in viewBox units; bars are scaled to it.
 HEIGHT = 40
@@ -51,6 +54,33 @@ class BarChart:
     @property
     def view_box(self) -> str:
         return f"0 0 {self.width} {self.height}"
+
+    def svg(self) -> SafeString:
+        """The chart as an ``<svg>`` element: a baseline and one ``<rect>`` per bar.
+
+        Quiet bars (zero, unknown) are left out, except the current one, which
+        scripts and tests look for. Built as one string: hundreds of bars through
+        the template engine would cost more than everything else on the page.
+        """
+        parts = [
+            f'<svg class="taskpool-bars taskpool-series-{escape(self.name)}" '
+            f'viewBox="{self.view_box}" preserveAspectRatio="none" role="img" '
+            f'aria-label="{escape(self.label)}: {escape(self.first_key)} – {escape(self.last_key)}">'
+            f'<rect class="taskpool-baseline" x="0" y="{self.height - 1}" '
+            f'width="{self.width}" height="1"/>'
+        ]
+        for bar in self.bars:
+            if not bar.height and not bar.current:
+                continue
+            classes = "taskpool-bar taskpool-bar-current" if bar.current else "taskpool-bar"
+            value = "" if bar.value is None else bar.value
+            parts.append(
+                f'<rect class="{classes}" data-key="{escape(bar.key)}" data-value="{value}" '
+                f'x="{bar.x}" y="{bar.y:.2f}" width="{bar.width}" height="{bar.height:.2f}">'
+                f"<title>{escape(bar.title)}</title></rect>"
+            )
+        parts.append("</svg>")
+        return mark_safe("".join(parts))  # noqa: S308 - every text in it is escaped above
 
 
 def bar_chart(
