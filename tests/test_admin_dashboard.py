@@ -100,6 +100,10 @@ def test_the_dashboard_counts_a_known_pool(known_pool):
     assert found["tasks-expired-7d"] == "0"
     assert found["messages-today"] == "7"
     assert found["open-tasks"] == "1"
+    assert found["hourly-tasks-total"] == "3"
+    assert found["hourly-failures-total"] == "1"
+    assert found["hourly-heartbeats-total"] == "1"
+    assert found["daily-answers-total"] == "3"
 
 
 def test_the_latest_failures_link_their_thread_and_device(known_pool):

@@ -113,6 +113,26 @@ class OverviewContract:
                 on_day = [summary for summary in listed if summary.task["ts"][:10] == str(day.day)]
                 assert len(on_day) == count, (day.day, status)
 
+    def test_counts_follow_a_task_of_an_earlier_day_that_closes(self, pool, clock):
+        tasks = self.two_days_of_work(pool, clock)
+        assert days_with_tasks(pool)[FIRST_DAY][1]["progress"] == 1  # counted once already
+        pool.cancel(sender="user:ops@example.com", task_id=tasks["broadcast"]["id"])
+        expected = {
+            "cancelled": 2,
+            "done": 1,
+            "expired": 1,
+            "failed": 1,
+            "rejected": 1,
+            "timed_out": 1,
+        }
+        assert days_with_tasks(pool)[FIRST_DAY] == (6, expected)
+        assert days_with_tasks(pool)[FIRST_DAY] == (6, expected)  # and asked again
+        other = self.restarted(pool)
+        try:
+            assert days_with_tasks(other)[FIRST_DAY] == (6, expected)
+        finally:
+            other.close()
+
     def test_activity_is_counted_per_hour(self, pool, clock):
         self.two_days_of_work(pool, clock)
         assert busy_hours(pool) == {

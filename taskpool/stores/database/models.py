@@ -110,6 +110,12 @@ class TaskRecord(models.Model):
             ),
             models.Index(fields=["sender", "seq"], name="tp_task_sender"),
             models.Index(fields=["day", "seq"], name="tp_task_day"),
+            # The dashboard's closed tasks per day and status, from the index alone.
+            models.Index(
+                fields=["day", "status_bits"],
+                name="tp_task_day_closed",
+                condition=models.Q(closed__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

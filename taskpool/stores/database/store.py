@@ -24,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, cast
 
@@ -139,6 +140,8 @@ class DatabaseStore(BaseStore):
         self._summaries: dict[date, tuple[float, DaySummary]] = {}
         #: Counts of past hours for the dashboard: hour -> (when counted, counts).
         self._hours: dict[str, tuple[float, HourActivity]] = {}
+        #: The tasks of past days for the dashboard (see ``_task_day_counts``).
+        self._task_days: dict[date, _TaskDayCounts] = {}
         self._hours_lock = threading.Lock()
 
     @classmethod
@@ -592,35 +595,27 @@ class DatabaseStore(BaseStore):
     def overview(
         self, registered_devices: list[str], *, days: int = 7, failures: int = 10
     ) -> PoolOverview:
-        """Counts grouped in SQL over indexed columns; the open tasks' answers in one query.
+        """Counts grouped in SQL over indexed columns, the latest kept; the open tasks one by one.
 
         Each hour is counted from the ``ts`` index (``tp_message_ts`` covers
-        the kind and status); an hour that ended a while ago is kept in this
-        process for some minutes, so a view of the dashboard counts only the
-        latest hours again.
+        the kind and status); the tasks of a day by their status bits
+        (``tp_task_day_closed`` covers them). What cannot change any more is
+        kept in this process (``_TaskDayCounts``, ``_hour_counts``), so a
+        view of the dashboard counts again only today and the latest hours.
+        Every statement reads one snapshot (repeatable read), so a task that
+        closes meanwhile is counted once.
         """
         now = self.now()
         self._sweep(now)
         first_day, first_hour = overview_window(now, days, self.task_ttl)
         horizon_day = self._horizon_day(now)
-        with self._cursor() as cursor:
+        # Inside a transaction begun by the caller (ATOMIC_REQUESTS) the statements may see
+        # different snapshots: nothing is kept then.
+        own_snapshot = not connections[self.alias].in_atomic_block
+        with transaction.atomic(using=self.alias), self._cursor() as cursor:
+            if own_snapshot:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             hours = self._hour_counts(cursor, window_hours(first_hour, now), now)
-            cursor.execute(
-                "SELECT day, count(*) FROM taskpool_db_task WHERE day >= %s GROUP BY day",
-                [first_day],
-            )
-            sent = dict(cursor.fetchall())
-            cursor.execute(
-                "SELECT day, status_bits, count(*) FROM taskpool_db_task "
-                "WHERE day >= %s AND closed IS NOT NULL AND status_bits <> 0 "
-                "GROUP BY day, status_bits",
-                [first_day],
-            )
-            statuses: dict[date, Counter[str]] = {}
-            for day, bits, count in cursor.fetchall():
-                counts = statuses.setdefault(day, Counter())
-                for status in bits_to_statuses(bits):
-                    counts[status] += count
             cursor.execute(
                 "SELECT t.task_id, t.day, t.expires_at, m.line FROM taskpool_db_task t "
                 "JOIN taskpool_db_message m ON m.seq = t.seq "
@@ -628,6 +623,12 @@ class DatabaseStore(BaseStore):
                 [horizon_day],
             )
             open_tasks = cursor.fetchall()
+            open_ids: dict[date, set[str]] = {}
+            for task_id, day, _expires, _line in open_tasks:
+                open_ids.setdefault(day, set()).add(task_id)
+            counted = self._task_day_counts(
+                cursor, first_day, day_of(now), open_ids, now, keep=own_snapshot
+            )
             answers: dict[str, list[Message]] = {}
             in_window = [task_id for task_id, day, _e, _l in open_tasks if day >= first_day]
             if in_window:
@@ -646,6 +647,7 @@ class DatabaseStore(BaseStore):
                     [horizon_day, min(failures, MOST_FAILURES)],
                 )
                 recent = [Failure.of(orjson.loads(line)) for (line,) in cursor.fetchall()]
+        statuses = {day: Counter(kept.closed) for day, kept in counted.items()}
         oldest = None
         for _task_id, day, expires_at, line in open_tasks:
             task = orjson.loads(line)
@@ -658,14 +660,89 @@ class DatabaseStore(BaseStore):
             except InvalidMessage:
                 continue
             statuses.setdefault(day, Counter()).update(state.statuses(registered_devices, now))
-        task_days = []
-        day = first_day
-        while day <= day_of(now):
-            task_days.append(
-                TaskDay(day, sent.get(day, 0), dict(sorted(statuses.get(day, Counter()).items())))
-            )
-            day += timedelta(days=1)
+        task_days = [
+            TaskDay(day, kept.sent, dict(sorted(statuses.get(day, Counter()).items())))
+            for day, kept in sorted(counted.items())
+        ]
         return PoolOverview(task_days=task_days, hours=hours, failures=recent, oldest_open=oldest)
+
+    def _task_day_counts(
+        self,
+        cursor: Any,
+        first_day: date,
+        today: date,
+        open_ids: dict[date, set[str]],
+        now: float,
+        *,
+        keep: bool = True,
+    ) -> dict[date, _TaskDayCounts]:
+        """Each day's tasks sent and closed tasks by status, from ``first_day`` to today.
+
+        A day that ended a while ago gets no new tasks, and its open tasks only
+        ever close: its counts are kept, with the ids of its tasks open then;
+        asked again, the tasks no longer open are looked up by id and added.
+        Today, and a day kept too long (an import may add to past days), are
+        counted again.
+        """
+        monotonic = time.monotonic()
+        settled = day_of(now - _HOUR_SETTLES)
+        with self._hours_lock:
+            kept = {
+                day: counts
+                for day, counts in self._task_days.items()
+                if keep and first_day <= day < settled and monotonic - counts.counted < _HOUR_KEPT
+            }
+        days = []
+        day = first_day
+        while day <= today:
+            days.append(day)
+            day += timedelta(days=1)
+        fresh = [day for day in days if day not in kept]
+        result: dict[date, _TaskDayCounts] = {}
+        if fresh:
+            cursor.execute(
+                "SELECT day, count(*) FROM taskpool_db_task WHERE day = ANY(%s) GROUP BY day",
+                [fresh],
+            )
+            sent = dict(cursor.fetchall())
+            cursor.execute(
+                "SELECT day, status_bits, count(*) FROM taskpool_db_task "
+                "WHERE day = ANY(%s) AND closed IS NOT NULL GROUP BY day, status_bits",
+                [fresh],
+            )
+            closed: dict[date, Counter[str]] = {day: Counter() for day in fresh}
+            for day, bits, count in cursor.fetchall():
+                for status in bits_to_statuses(bits):
+                    closed[day][status] += count
+            for day in fresh:
+                result[day] = _TaskDayCounts(
+                    monotonic, sent.get(day, 0), closed[day], frozenset(open_ids.get(day, ()))
+                )
+        closed_since = {
+            task_id
+            for day, counts in kept.items()
+            for task_id in counts.open_ids - open_ids.get(day, set())
+        }
+        added: dict[date, Counter[str]] = {}
+        if closed_since:
+            cursor.execute(
+                "SELECT day, status_bits FROM taskpool_db_task "
+                "WHERE task_id = ANY(%s) AND closed IS NOT NULL",
+                [list(closed_since)],
+            )
+            for day, bits in cursor.fetchall():
+                added.setdefault(day, Counter()).update(bits_to_statuses(bits))
+        for day, counts in kept.items():
+            result[day] = _TaskDayCounts(
+                counts.counted,
+                counts.sent,
+                counts.closed + added.get(day, Counter()),
+                frozenset(open_ids.get(day, ())),
+            )
+        if keep:
+            with self._hours_lock:
+                self._task_days = {day: counts for day, counts in result.items() if day < settled}
+        return result
 
     def _hour_counts(self, cursor: Any, hours: list[str], now: float) -> list[HourActivity]:
         """Each hour's activity, from what is kept and one grouped count of the rest."""
@@ -1023,6 +1100,17 @@ class DatabaseStore(BaseStore):
             self._wakeups.wait(min(self.poll_seconds, remaining))
             changes = self.changes_since(mark)
         return changes
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskDayCounts:
+    """A day's tasks as last counted: sent, closed ones by status, and those open then."""
+
+    #: When counted (``time.monotonic``).
+    counted: float
+    sent: int
+    closed: Counter[str]
+    open_ids: frozenset[str]
 
 
 def stored_status(message: Message) -> str | None:

@@ -32,4 +32,12 @@ class Migration(migrations.Migration):
                 name="tp_message_failure",
             ),
         ),
+        migrations.AddIndex(
+            model_name="taskrecord",
+            index=models.Index(
+                condition=models.Q(("closed__isnull", False)),
+                fields=["day", "status_bits"],
+                name="tp_task_day_closed",
+            ),
+        ),
     ]
