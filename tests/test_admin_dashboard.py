@@ -182,3 +182,20 @@ def test_an_empty_pool_has_a_dashboard_of_zeros(db):
     assert found["tasks-sent-today"] == "0"
     assert found["devices-online"] == "0"
     assert found["messages-today"] == "0"
+
+
+def test_devices_gone_quiet_are_offline_the_latest_first(known_pool):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    DeviceUser.objects.filter(pk="c").update(last_seen=now - timedelta(hours=1))
+    DeviceUser.objects.create(id="d", kind="pi", validated=True, last_seen=now - timedelta(days=2))
+    response = staff("boss", "admin").get(URL)
+    found = metrics(response).values
+    assert found["devices-offline"] == "2"
+    assert found["devices-never-seen"] == "0"
+    page = response.content.decode()
+    listed = page[page.index('id="recently-offline"') :]
+    assert listed.index("/deviceuser/c/change/") < listed.index("/deviceuser/d/change/")

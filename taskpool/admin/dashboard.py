@@ -173,12 +173,17 @@ class DashboardAdmin(PoolPagesAdmin):
         seen = presence(validated)
         online = [device for device in validated if seen[device.id][1]]
         never = [device for device in validated if seen[device.id][0] is None]
-        offline = [
-            device
+        # Offline: heard from once, not lately; the latest heard from first.
+        last_seen = {
+            device.id: moment
             for device in validated
-            if seen[device.id][0] is not None and not seen[device.id][1]
-        ]
-        offline.sort(key=lambda device: seen[device.id][0], reverse=True)  # type: ignore[arg-type,return-value]
+            if (moment := seen[device.id][0]) is not None and not seen[device.id][1]
+        }
+        offline = sorted(
+            (device for device in validated if device.id in last_seen),
+            key=lambda device: last_seen[device.id],
+            reverse=True,
+        )
         changelist = reverse("admin:taskpool_deviceuser_changelist")
         return {
             "online": len(online),
@@ -194,7 +199,7 @@ class DashboardAdmin(PoolPagesAdmin):
                 OfflineDevice(
                     device.id,
                     device.kind,
-                    seen[device.id][0],  # type: ignore[arg-type]
+                    last_seen[device.id],
                     reverse("admin:taskpool_deviceuser_change", args=[device.id]),
                 )
                 for device in offline[: self.recently_offline]
