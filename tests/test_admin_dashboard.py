@@ -146,6 +146,14 @@ def test_the_dashboard_listens_to_the_stream_with_the_session(known_pool):
     assert 'data-live-stream="/pool/stream?all=1"' in page
 
 
+def test_a_thread_page_listens_for_its_task(known_pool):
+    task_id = known_pool["waiting"]["id"]
+    page = staff("ops", "master").get(f"/admin/taskpool/task/{task_id}/").content.decode()
+    assert f'data-live-task="{task_id}"' in page
+    assert 'data-live="executions"' in page and 'data-live="responses"' in page
+    assert "taskpool/live.js" in page
+
+
 def test_a_master_sees_the_dashboard(known_pool):
     response = staff("ops", "master").get(URL)
     assert response.status_code == 200
@@ -199,3 +207,29 @@ def test_devices_gone_quiet_are_offline_the_latest_first(known_pool):
     page = response.content.decode()
     listed = page[page.index('id="recently-offline"') :]
     assert listed.index("/deviceuser/c/change/") < listed.index("/deviceuser/d/change/")
+
+
+def test_days_before_the_week_are_charted_from_their_summaries(known_pool, other_process):
+    from taskpool.days import day_of
+    from taskpool.messages import format_timestamp, new_message_id
+
+    store = get_store()
+    long_ago = store.now() - 20 * 86400
+    day = day_of(long_ago).isoformat()
+    heartbeat = {
+        "id": new_message_id(),
+        "ts": format_timestamp(long_ago),
+        "from": "device:a",
+        "to": "backend",
+        "type": "heartbeat",
+        "title": "",
+        "body": "",
+        "parent_id": None,
+        "meta": {},
+    }
+    other_process(heartbeat, {**heartbeat, "id": new_message_id()})
+    page = staff("boss", "admin").get(URL).content.decode()
+    daily = page[page.index('id="dashboard-daily"') :]
+    assert re.search(rf'data-key="{day}" data-value="2"', daily)  # its heartbeats
+    # The week's figures are the known pool's: an old day changes none of them.
+    assert metrics(staff("ops", "master").get(URL)).values["tasks-sent-7d"] == "3"
