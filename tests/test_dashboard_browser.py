@@ -256,8 +256,23 @@ def test_the_admin_index_links_the_dashboard_first_under_the_pool(browser, site)
     page.context.close()
 
 
+@pytest.fixture(scope="module")
+def past_week(running: RunningSite) -> None:
+    """The days before today of a generated week (``bench.history``), copied in as day
+    files, so the charts have a week's shape to show."""
+    from bench.history import write_history
+
+    generated = running.var_dir / "generated"
+    write_history(generated, 6000)
+    today_file = day_file_name(datetime.now(UTC).date())
+    (running.var_dir / "pool").mkdir(exist_ok=True)
+    for path in generated.glob("*.jsonl"):
+        if path.name != today_file:
+            (running.var_dir / "pool" / path.name).write_bytes(path.read_bytes())
+
+
 @pytest.mark.parametrize("theme", ["light", "dark"])
-def test_screenshots_in_each_theme(browser, site, theme):
+def test_screenshots_in_each_theme(browser, site, past_week, theme):
     page = open_dashboard(browser, site, "boss", dark=theme == "dark")
     expect(page.locator("#dashboard-hourly svg")).to_have_count(4)
     # The bars take the admin's colours: in the dark theme, its dark link colour.
@@ -274,7 +289,7 @@ def test_screenshots_in_each_theme(browser, site, theme):
     page.context.close()
 
 
-def test_on_a_phone_the_cards_stack_and_the_charts_fit(browser, site):
+def test_on_a_phone_the_cards_stack_and_the_charts_fit(browser, site, past_week):
     context = browser.new_context(
         base_url=site.url, viewport={"width": 390, "height": 844}, is_mobile=True
     )
