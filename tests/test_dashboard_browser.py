@@ -189,12 +189,21 @@ def test_a_thread_page_shows_new_answers_as_they_come(browser, site):
     expect(executions).to_contain_text("pending")
     time.sleep(0.5)  # the page's stream is open by now; the answer is what we wait for
 
+    page.fill("#id_reason", "half typed")
     answer(site, "pi-1", task["id"], "progress", title="halfway")
     expect(page.locator("#responses tbody")).to_contain_text("halfway", timeout=LIVE_WITHIN_MS)
+    expect(page.locator("#id_reason")).to_have_value("half typed")  # the form is left alone
     answer(site, "pi-2", task["id"], "done", title="keys rotated")
     expect(page.locator("#responses tbody")).to_contain_text("keys rotated", timeout=LIVE_WITHIN_MS)
     pi2 = executions.locator("tr", has_text="pi-2")
     expect(pi2.locator(".taskpool-badge")).to_have_text("done", timeout=LIVE_WITHIN_MS)
+    answer(site, "pi-1", task["id"], "failed", title="no key")
+    expect(executions.locator("tr", has_text="pi-1").locator(".taskpool-badge")).to_have_text(
+        "failed", timeout=LIVE_WITHIN_MS
+    )
+    # Every device has finished: the task shows closed, and may no longer be cancelled.
+    expect(page.locator("#task-state")).to_have_text("finished", timeout=LIVE_WITHIN_MS)
+    expect(page.locator("#cancel-form")).to_have_count(0)
     assert page.evaluate("window.notReloaded") is True
     page.context.close()
 

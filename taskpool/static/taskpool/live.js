@@ -6,7 +6,9 @@
    the page (every message for the dashboard; the task and its answers for a
    thread, named by data-live-task), the page fetches itself again and swaps
    each of its [data-live="<name>"] parts for the fresh one: the numbers, lists
-   and charts are the server's, drawn once, in one place.
+   and charts are the server's, drawn once, in one place. A part marked
+   data-live-keep (a form) stays as it is, and goes once the page no longer
+   has it.
 
    After a dropped connection the browser reconnects by itself and sends
    Last-Event-ID, so the stream replays what was missed; if it gives up (the
@@ -72,7 +74,13 @@
         for (var i = 0; i < parts.length; i++) {
           var name = parts[i].getAttribute("data-live");
           var fresh = page.querySelector('[data-live="' + name + '"]');
-          if (fresh) {
+          if (parts[i].hasAttribute("data-live-keep")) {
+            // A form someone may be filling in: left as it is while the page still has
+            // it, removed once it has not (a thread's cancel form, once the task closed).
+            if (!fresh) {
+              parts[i].remove();
+            }
+          } else if (fresh) {
             parts[i].replaceWith(document.importNode(fresh, true));
           }
         }
