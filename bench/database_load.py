@@ -40,6 +40,7 @@ from taskpool.days import day_of, day_of_file_name
 from taskpool.exceptions import InvalidMessage
 from taskpool.lifecycle import EXPIRED, FINISHED, TaskState
 from taskpool.messages import Message
+from taskpool.stores.database.store import stored_status
 from taskpool.stores.jsonl import JsonlStore
 from taskpool.stores.jsonl.index import PoolIndex
 
@@ -140,6 +141,7 @@ def load(
                 message["to"],
                 message["parent_id"],
                 line,
+                stored_status(message),
             )
             if sender.startswith("device:"):
                 last_message[sender[7:]] = ts
@@ -163,7 +165,8 @@ def load(
     started = time.perf_counter()
     _copy(
         connection,
-        "taskpool_db_message (seq, message_id, day, ts, kind, sender, recipient, parent_id, line)",
+        "taskpool_db_message (seq, message_id, day, ts, kind, sender, recipient, parent_id, line, "
+        "status)",
         message_rows(),
     )
     for known in tasks.values():

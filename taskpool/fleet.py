@@ -105,12 +105,19 @@ def check_registered(address: Address) -> None:
 
 def online_device_ids(devices: Iterable[DeviceUser]) -> set[str]:
     """The ids of the devices that are online now (pending counts are not needed)."""
+    return {device_id for device_id, (_seen, online) in presence(devices).items() if online}
+
+
+def presence(devices: Iterable[DeviceUser]) -> dict[str, tuple[datetime | None, bool]]:
+    """Each device's last seen time and whether it is online, by id (no pending counts)."""
     devices = list(devices)
     activity = get_store().device_activity([device.id for device in devices])
     now = _store_now()
-    return {
-        device.id for device in devices if _is_online(_last_seen(device, activity[device.id]), now)
-    }
+    found = {}
+    for device in devices:
+        last_seen = _last_seen(device, activity[device.id])
+        found[device.id] = (last_seen, _is_online(last_seen, now))
+    return found
 
 
 def _last_seen(device: DeviceUser, heard: DeviceActivity) -> datetime | None:

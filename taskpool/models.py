@@ -170,3 +170,11 @@ class Task(AdminEntryPoint):
     class Meta(AdminEntryPoint.Meta):
         verbose_name = _("task")
         verbose_name_plural = _("tasks")
+
+
+class Dashboard(AdminEntryPoint):
+    """The fleet at a glance, the pool's front page in the admin (``taskpool.admin.dashboard``)."""
+
+    class Meta(AdminEntryPoint.Meta):
+        verbose_name = _("dashboard")
+        verbose_name_plural = _("dashboard")

@@ -48,6 +48,11 @@ class Site:
     url: str
     var_dir: Path
     device_tokens: dict[str, str]
+    server: subprocess.Popen | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -81,20 +86,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(var_dir: Path) -> Iterator[Site]:
-    """Seed a fresh site in ``var_dir`` and serve it with uvicorn until the block ends."""
+def serve(var_dir: Path, *, port: int | None = None, seeded: bool = False) -> Iterator[Site]:
+    """Seed a fresh site in ``var_dir`` and serve it with uvicorn until the block ends.
+
+    ``seeded``: the site in ``var_dir`` was seeded by an earlier ``serve`` (a restart,
+    on the same ``port``): its database and pool are served as they are.
+    """
     environment = site_environment(var_dir)
     seed_file = var_dir / "seed.json"
-    subprocess.run(
-        [sys.executable, "-m", "tests.browser_site", str(seed_file)],
-        cwd=ROOT,
-        env=environment,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    port = free_port()
-    log = open(var_dir / "server.log", "wb")  # noqa: SIM115 - closed below
+    if not seeded:
+        subprocess.run(
+            [sys.executable, "-m", "tests.browser_site", str(seed_file)],
+            cwd=ROOT,
+            env=environment,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    port = port or free_port()
+    log = open(var_dir / "server.log", "ab")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
         [
             sys.executable,
@@ -115,7 +125,7 @@ def serve(var_dir: Path) -> Iterator[Site]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(server, url, var_dir / "server.log")
-        yield Site(url, var_dir, json.loads(seed_file.read_text())["tokens"])
+        yield Site(url, var_dir, json.loads(seed_file.read_text())["tokens"], server)
     finally:
         server.terminate()
         try:

@@ -127,17 +127,19 @@ def test_the_index_shows_each_role_its_pages(login, db):
     assert index_entries(login("plain")) == {}
     assert index_entries(login("lowly", role="user")) == {}
     assert index_entries(login("master", role="master")) == {
+        "Dashboard": {"view": True, "add": False},
         "DeviceUser": {"view": True, "add": False},
         "Task": {"view": True, "add": True},
     }
     assert index_entries(login("boss", role="admin")) == {
+        "Dashboard": {"view": True, "add": False},
         "DayFile": {"view": True, "add": False},
         "DeviceUser": {"view": True, "add": True},
         "Task": {"view": True, "add": True},
         "UserRole": {"view": True, "add": True},
     }
     everything = index_entries(login("root", superuser=True))
-    assert set(everything) == {"DayFile", "DeviceUser", "Task", "UserRole"}
+    assert set(everything) == {"Dashboard", "DayFile", "DeviceUser", "Task", "UserRole"}
 
 
 def test_sending_and_cancelling_need_the_master_role(login, pool, snapshot):

@@ -252,3 +252,43 @@ def test_the_system_check_refuses_a_database_that_is_not_postgresql(settings):
         TASKPOOL={**settings.TASKPOOL, "STORE": "taskpool.stores.database.DatabaseStore"}
     ):
         assert [e for e in checks.run_checks() if e.id.startswith("taskpool.")] == []
+
+
+def test_the_overview_inside_a_callers_transaction_keeps_nothing(store):
+    """A site with ATOMIC_REQUESTS asks in its own transaction: no snapshot of its own then."""
+    from django.db import transaction
+
+    task = store.post_task(sender="user:ops", to="device:a", title="t").message
+    with transaction.atomic(using="pool"):
+        connections["pool"].cursor().execute("SELECT 1")  # the transaction has begun
+        overview = store.overview(["a"])
+    assert overview.task_days[-1].sent == 1
+    assert overview.task_days[-1].statuses == {"pending": 1}
+    assert overview.oldest_open["id"] == task["id"]
+    assert store._task_days == {}
+
+
+def test_a_status_column_is_written_for_responses_and_filled_in_for_older_rows(store):
+    import importlib
+
+    from django.db import migrations
+
+    task = store.post_task(sender="user:ops", to="device:a", title="t").message
+    store.post_response(device_id="a", parent_id=task["id"], status="failed")
+    store.post_heartbeat(device_id="a")
+
+    def kinds_and_statuses() -> list[tuple]:
+        with connections["pool"].cursor() as cursor:
+            cursor.execute("SELECT kind, status FROM taskpool_db_message ORDER BY seq")
+            return cursor.fetchall()
+
+    assert kinds_and_statuses() == [("task", None), ("response", "failed"), ("heartbeat", None)]
+    # Rows stored before the column: the migration fills it in from their lines.
+    with connections["pool"].cursor() as cursor:
+        cursor.execute("UPDATE taskpool_db_message SET status = NULL")
+        migration = importlib.import_module(
+            "taskpool.stores.database.migrations.0003_dashboard"
+        ).Migration
+        (fill,) = [op for op in migration.operations if isinstance(op, migrations.RunSQL)]
+        cursor.execute(fill.sql)
+    assert kinds_and_statuses() == [("task", None), ("response", "failed"), ("heartbeat", None)]

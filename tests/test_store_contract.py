@@ -18,6 +18,7 @@ from taskpool.stores.jsonl import JsonlStore
 from tests.contract.jobs import JobsContract
 from tests.contract.lifecycle import LifecycleContract
 from tests.contract.log import LogContract
+from tests.contract.overview import OverviewContract
 from tests.contract.support import Clock
 
 ON_POSTGRES = [
@@ -35,7 +36,7 @@ def clock() -> Clock:
     return Clock()
 
 
-class TestJsonlStore(LifecycleContract, LogContract, JobsContract):
+class TestJsonlStore(LifecycleContract, LogContract, JobsContract, OverviewContract):
     @pytest.fixture
     def pool(self, tmp_path: Path, clock: Clock):
         store = JsonlStore(tmp_path / "contract", fsync=False, clock=clock)
@@ -48,7 +49,7 @@ class TestJsonlStore(LifecycleContract, LogContract, JobsContract):
 
 
 @pytest.mark.usefixtures("transactional_db")
-class TestDatabaseStore(LifecycleContract, LogContract, JobsContract):
+class TestDatabaseStore(LifecycleContract, LogContract, JobsContract, OverviewContract):
     pytestmark = ON_POSTGRES
 
     @pytest.fixture

@@ -53,6 +53,8 @@ def view(store: JsonlStore) -> dict[str, Any]:
         "stats": store.stats(),
         "activity": {device: (a.last_message, a.last_heartbeat) for device, a in activity.items()},
         "locations": locations,
+        # The dashboard's counts, kept by the index as it reads.
+        "overview": store.overview(DEVICES, failures=100),
     }
 
 

@@ -157,6 +157,8 @@ class TaskAdmin(PoolPagesAdmin):
             + f"?q={task['id']}"
             if task_day is not None and can_read_day_files(request.user)
             else None,
+            # New answers and execution statuses appear as they come (``static/taskpool/live.js``).
+            stream_url=reverse("taskpool:stream") + "?all=1",
         )
 
     # Sending ---------------------------------------------------------------------

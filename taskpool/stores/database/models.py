@@ -35,6 +35,9 @@ class StoredMessage(models.Model):
     parent_id = models.CharField(max_length=255, null=True)  # noqa: DJ001 - null as in the message
     #: The message's JSON line, as a day file holds it (without the newline).
     line = models.TextField()
+    #: A response's ``meta.status`` (``None`` for other messages): the dashboard
+    #: counts and lists failures by it.
+    status = models.CharField(max_length=16, null=True)  # noqa: DJ001 - null: not a response
 
     class Meta:
         db_table = "taskpool_db_message"
@@ -47,6 +50,13 @@ class StoredMessage(models.Model):
                 condition=models.Q(parent_id__isnull=False),
             ),
             models.Index(fields=["sender", "xid", "seq"], name="tp_message_sender"),
+            # The dashboard's activity per hour, counted from the index alone.
+            models.Index(fields=["ts"], include=["kind", "status"], name="tp_message_ts"),
+            models.Index(
+                fields=["xid", "seq"],
+                name="tp_message_failure",
+                condition=models.Q(status__in=["failed", "timed_out"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -100,6 +110,12 @@ class TaskRecord(models.Model):
             ),
             models.Index(fields=["sender", "seq"], name="tp_task_sender"),
             models.Index(fields=["day", "seq"], name="tp_task_day"),
+            # The dashboard's closed tasks per day and status, from the index alone.
+            models.Index(
+                fields=["day", "status_bits"],
+                name="tp_task_day_closed",
+                condition=models.Q(closed__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

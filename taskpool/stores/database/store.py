@@ -22,8 +22,10 @@ import contextlib
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any, cast
 
 import orjson
@@ -41,21 +43,35 @@ from taskpool.exceptions import (
 from taskpool.jobs import served
 from taskpool.lifecycle import EXPIRED, TaskState, bits_to_statuses, replay
 from taskpool.message_filter import MessageFilter
-from taskpool.messages import Message, decode_line, encode_line, parse_address, parse_timestamp
+from taskpool.messages import (
+    Message,
+    decode_line,
+    encode_line,
+    format_timestamp,
+    parse_address,
+    parse_timestamp,
+)
 from taskpool.stores.base import (
+    MOST_FAILURES,
     BaseStore,
     DayPage,
     DaySummary,
     DeviceActivity,
+    Failure,
     HealthCheck,
+    HourActivity,
     Page,
     PageEntry,
+    PoolOverview,
     StoreFigures,
+    TaskDay,
     TaskDetail,
     TaskPage,
     TaskQuery,
     TaskSummary,
+    overview_window,
     refuse_in_horizon,
+    window_hours,
 )
 from taskpool.stores.changes import Changes, Journal, concern_of
 from taskpool.stores.database.horizon import horizon, register_writer
@@ -76,6 +92,10 @@ _POSITION = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})")
 _TASK_POSITION = re.compile(r"[0-9a-f]{16}")
 #: Rows read from the log at a time.
 _BATCH = 500
+#: Seconds after an hour ends before its counts are kept (a writer may commit a row
+#: stamped within it a little later), and seconds they are kept before being counted
+#: again (``taskpool_import`` can add rows to past hours).
+_HOUR_SETTLES, _HOUR_KEPT = 120.0, 600.0
 #: SQLSTATEs worth running a decision again for: a deadlock, a serialisation failure.
 _RETRY_STATES = {"40P01", "40001"}
 
@@ -119,6 +139,11 @@ class DatabaseStore(BaseStore):
         self._tail: tuple[int, int] | None = None
         self._swept_at = -1e18
         self._summaries: dict[date, tuple[float, DaySummary]] = {}
+        #: Counts of past hours for the dashboard: hour -> (when counted, counts).
+        self._hours: dict[str, tuple[float, HourActivity]] = {}
+        #: The tasks of past days for the dashboard (see ``_task_day_counts``).
+        self._task_days: dict[date, _TaskDayCounts] = {}
+        self._hours_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Any) -> DatabaseStore:
@@ -219,7 +244,13 @@ class DatabaseStore(BaseStore):
                 [self.now()],
             )
             (open_tasks,) = cursor.fetchone()
-        return StoreFigures(open_tasks=open_tasks)
+            # The planner's estimate: counting a large table's rows would read all of it.
+            cursor.execute(
+                "SELECT greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid) "
+                "FROM pg_class c WHERE c.oid = 'taskpool_db_message'::regclass"
+            )
+            rows, size = cursor.fetchone()
+        return StoreFigures(open_tasks=open_tasks, stored_bytes=size, stored_rows=rows)
 
     # Connections -------------------------------------------------------------
 
@@ -595,6 +626,200 @@ class DatabaseStore(BaseStore):
             rows = sorted(set(cursor.fetchall()), reverse=True)[:limit]
         return [PageEntry(position(xid, seq), orjson.loads(line)) for xid, seq, line in rows]
 
+    def overview(
+        self, registered_devices: list[str], *, days: int = 7, failures: int = 10
+    ) -> PoolOverview:
+        """Counts grouped in SQL over indexed columns, the latest kept; the open tasks one by one.
+
+        Each hour is counted from the ``ts`` index (``tp_message_ts`` covers
+        the kind and status); the tasks of a day by their status bits
+        (``tp_task_day_closed`` covers them). What cannot change any more is
+        kept in this process (``_TaskDayCounts``, ``_hour_counts``), so a
+        view of the dashboard counts again only today and the latest hours.
+        Every statement reads one snapshot (repeatable read), so a task that
+        closes meanwhile is counted once.
+        """
+        now = self.now()
+        self._sweep(now)
+        first_day, first_hour = overview_window(now, days, self.task_ttl)
+        horizon_day = self._horizon_day(now)
+        # Inside a transaction begun by the caller (ATOMIC_REQUESTS) the statements may see
+        # different snapshots: nothing is kept then.
+        own_snapshot = not connections[self.alias].in_atomic_block
+        with transaction.atomic(using=self.alias), self._cursor() as cursor:
+            if own_snapshot:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            hours = self._hour_counts(cursor, window_hours(first_hour, now), now)
+            cursor.execute(
+                "SELECT t.task_id, t.day, t.expires_at, m.line FROM taskpool_db_task t "
+                "JOIN taskpool_db_message m ON m.seq = t.seq "
+                "WHERE t.closed IS NULL AND t.day >= %s ORDER BY t.seq",
+                [horizon_day],
+            )
+            open_tasks = cursor.fetchall()
+            open_ids: dict[date, set[str]] = {}
+            for task_id, day, _expires, _line in open_tasks:
+                open_ids.setdefault(day, set()).add(task_id)
+            counted = self._task_day_counts(
+                cursor, first_day, day_of(now), open_ids, now, keep=own_snapshot
+            )
+            answers: dict[str, list[Message]] = {}
+            in_window = [task_id for task_id, day, _e, _l in open_tasks if day >= first_day]
+            if in_window:
+                cursor.execute(
+                    "SELECT parent_id, line FROM taskpool_db_message "
+                    "WHERE parent_id = ANY(%s) AND kind = 'response' ORDER BY xid, seq",
+                    [in_window],
+                )
+                for parent_id, line in cursor.fetchall():
+                    answers.setdefault(parent_id, []).append(orjson.loads(line))
+            recent: list[Failure] = []
+            if failures > 0:
+                cursor.execute(
+                    "SELECT line FROM taskpool_db_message WHERE status IN ('failed', 'timed_out') "
+                    "AND day >= %s ORDER BY xid DESC, seq DESC LIMIT %s",
+                    [horizon_day, min(failures, MOST_FAILURES)],
+                )
+                recent = [Failure.of(orjson.loads(line)) for (line,) in cursor.fetchall()]
+        statuses = {day: Counter(kept.closed) for day, kept in counted.items()}
+        oldest = None
+        for _task_id, day, expires_at, line in open_tasks:
+            task = orjson.loads(line)
+            if oldest is None and expires_at > now:
+                oldest = task
+            if day < first_day:
+                continue
+            try:
+                state = replay(task, answers.get(task["id"], []), self.task_ttl)
+            except InvalidMessage:
+                continue
+            statuses.setdefault(day, Counter()).update(state.statuses(registered_devices, now))
+        task_days = [
+            TaskDay(day, kept.sent, dict(sorted(statuses.get(day, Counter()).items())))
+            for day, kept in sorted(counted.items())
+        ]
+        return PoolOverview(task_days=task_days, hours=hours, failures=recent, oldest_open=oldest)
+
+    def _task_day_counts(
+        self,
+        cursor: Any,
+        first_day: date,
+        today: date,
+        open_ids: dict[date, set[str]],
+        now: float,
+        *,
+        keep: bool = True,
+    ) -> dict[date, _TaskDayCounts]:
+        """Each day's tasks sent and closed tasks by status, from ``first_day`` to today.
+
+        A day that ended a while ago gets no new tasks, and its open tasks only
+        ever close: its counts are kept, with the ids of its tasks open then;
+        asked again, the tasks no longer open are looked up by id and added.
+        Today, and a day kept too long (an import may add to past days), are
+        counted again.
+        """
+        monotonic = time.monotonic()
+        settled = day_of(now - _HOUR_SETTLES)
+        with self._hours_lock:
+            kept = {
+                day: counts
+                for day, counts in self._task_days.items()
+                if keep and first_day <= day < settled and monotonic - counts.counted < _HOUR_KEPT
+            }
+        days = []
+        day = first_day
+        while day <= today:
+            days.append(day)
+            day += timedelta(days=1)
+        fresh = [day for day in days if day not in kept]
+        result: dict[date, _TaskDayCounts] = {}
+        if fresh:
+            cursor.execute(
+                "SELECT day, count(*) FROM taskpool_db_task WHERE day = ANY(%s) GROUP BY day",
+                [fresh],
+            )
+            sent = dict(cursor.fetchall())
+            cursor.execute(
+                "SELECT day, status_bits, count(*) FROM taskpool_db_task "
+                "WHERE day = ANY(%s) AND closed IS NOT NULL GROUP BY day, status_bits",
+                [fresh],
+            )
+            closed: dict[date, Counter[str]] = {day: Counter() for day in fresh}
+            for day, bits, count in cursor.fetchall():
+                for status in bits_to_statuses(bits):
+                    closed[day][status] += count
+            for day in fresh:
+                result[day] = _TaskDayCounts(
+                    monotonic, sent.get(day, 0), closed[day], frozenset(open_ids.get(day, ()))
+                )
+        closed_since = {
+            task_id
+            for day, counts in kept.items()
+            for task_id in counts.open_ids - open_ids.get(day, set())
+        }
+        added: dict[date, Counter[str]] = {}
+        if closed_since:
+            cursor.execute(
+                "SELECT day, status_bits FROM taskpool_db_task "
+                "WHERE task_id = ANY(%s) AND closed IS NOT NULL",
+                [list(closed_since)],
+            )
+            for day, bits in cursor.fetchall():
+                added.setdefault(day, Counter()).update(bits_to_statuses(bits))
+        for day, counts in kept.items():
+            result[day] = _TaskDayCounts(
+                counts.counted,
+                counts.sent,
+                counts.closed + added.get(day, Counter()),
+                frozenset(open_ids.get(day, ())),
+            )
+        if keep:
+            with self._hours_lock:
+                self._task_days = {day: counts for day, counts in result.items() if day < settled}
+        return result
+
+    def _hour_counts(self, cursor: Any, hours: list[str], now: float) -> list[HourActivity]:
+        """Each hour's activity, from what is kept and one grouped count of the rest."""
+        monotonic = time.monotonic()
+        with self._hours_lock:
+            kept = {
+                hour: counts
+                for hour, (counted, counts) in self._hours.items()
+                if monotonic - counted < _HOUR_KEPT
+            }
+        missing = [hour for hour in hours if hour not in kept]
+        found: dict[str, list[int]] = {}
+        if missing:
+            cursor.execute(
+                "SELECT substr(ts, 1, 13), kind, status IN ('failed', 'timed_out'), count(*) "
+                "FROM taskpool_db_message WHERE ts >= %s GROUP BY 1, 2, 3",
+                [missing[0]],
+            )
+            for hour, kind, failed, count in cursor.fetchall():
+                counts = found.setdefault(hour, [0, 0, 0, 0, 0])
+                counts[4] += count
+                if kind == "task":
+                    counts[0] += count
+                elif kind == "response":
+                    counts[1] += count
+                    if failed:
+                        counts[2] += count
+                elif kind == "heartbeat":
+                    counts[3] += count
+        settled = format_timestamp(now - 3600 - _HOUR_SETTLES)[:13]
+        activity = []
+        with self._hours_lock:
+            for hour in hours:
+                of_hour = kept.get(hour)
+                if of_hour is None:
+                    of_hour = HourActivity(hour, *found.get(hour, ()))
+                    if hour <= settled:
+                        self._hours[hour] = (monotonic, of_hour)
+                activity.append(of_hour)
+            for hour in [hour for hour in self._hours if hour < hours[0]]:
+                del self._hours[hour]
+        return activity
+
     # The log -------------------------------------------------------------------
 
     def days(self) -> list[date]:
@@ -911,11 +1136,28 @@ class DatabaseStore(BaseStore):
         return changes
 
 
+@dataclass(frozen=True, slots=True)
+class _TaskDayCounts:
+    """A day's tasks as last counted: sent, closed ones by status, and those open then."""
+
+    #: When counted (``time.monotonic``).
+    counted: float
+    sent: int
+    closed: Counter[str]
+    open_ids: frozenset[str]
+
+
+def stored_status(message: Message) -> str | None:
+    """The ``status`` column of a message's row: a response's ``meta.status``, else ``None``."""
+    status = message["meta"].get("status") if message["type"] == "response" else None
+    return status[:16] if isinstance(status, str) else None
+
+
 def _insert(cursor: Any, message: Message, line: str) -> int | None:
     """Append ``message`` (its ``line``) to the log; ``None`` if its id is stored already."""
     cursor.execute(
         "INSERT INTO taskpool_db_message (message_id, day, ts, kind, sender, recipient, "
-        "parent_id, line) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "parent_id, line, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (message_id) DO NOTHING RETURNING seq",
         [
             message["id"],
@@ -926,6 +1168,7 @@ def _insert(cursor: Any, message: Message, line: str) -> int | None:
             message["to"],
             message["parent_id"],
             line,
+            stored_status(message),
         ],
     )
     row = cursor.fetchone()

@@ -32,6 +32,7 @@ from typing import Any
 
 from taskpool.lifecycle import EXECUTION_STATUSES, TaskState
 from taskpool.messages import Address
+from taskpool.stores.jsonl.activity import Activity
 from taskpool.stores.jsonl.index import DayRecords, KnownTask, PoolIndex
 
 CHECKPOINT_FILE_NAME = ".index-checkpoint"
@@ -52,6 +53,7 @@ def _layout_fingerprint() -> str:
         sorted(vars(PoolIndex(1.0))),
         [f.name for f in fields(DayRecords)],
         [f.name for f in fields(KnownTask)],
+        [f.name for f in fields(Activity)],
         [f.name for f in fields(Address)],
     ]
     return hashlib.sha256(repr(shape).encode()).hexdigest()
@@ -85,6 +87,7 @@ _ALLOWED_GLOBALS = frozenset(
         ("taskpool.stores.jsonl.index", "PoolIndex"),
         ("taskpool.stores.jsonl.index", "DayRecords"),
         ("taskpool.stores.jsonl.index", "KnownTask"),
+        ("taskpool.stores.jsonl.activity", "Activity"),
         ("taskpool.lifecycle", "TaskState"),
         ("taskpool.messages", "Address"),
         ("datetime", "date"),

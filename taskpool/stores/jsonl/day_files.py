@@ -80,6 +80,10 @@ class DayFiles:
                 extents.append((day, stat.st_ino, stat.st_size))
         return mtime, tuple(extents)
 
+    def total_size(self) -> int:
+        """The bytes of every day file (a ``stat`` each)."""
+        return sum(size for _day, _inode, size in self.extents(date.min)[1])
+
     @contextmanager
     def open(self, day: date) -> Iterator[tuple[int | None, int]]:
         """The day's descriptor and the end of its last complete line (``None``, 0 without a file)."""

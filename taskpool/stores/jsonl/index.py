@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 
 from taskpool.exceptions import InvalidMessage
 from taskpool.jobs import served
@@ -27,6 +28,7 @@ from taskpool.lifecycle import (
     TaskState,
 )
 from taskpool.messages import TERMINAL_STATUSES, Message
+from taskpool.stores.jsonl.activity import Activity
 
 #: Positions order lines as the day files do: the day, then the byte offset.
 OFFSET_BITS = 40
@@ -158,6 +160,8 @@ class PoolIndex:
         #: Lines that are not messages (torn writes, hand edits), skipped.
         self.skipped_lines = 0
         self.lines = 0
+        #: What the admin's dashboard shows, counted as lines are read.
+        self.activity = Activity()
 
     # Feeding -----------------------------------------------------------
 
@@ -165,6 +169,7 @@ class PoolIndex:
         """Take the message whose line starts at ``offset`` in a day's file into account."""
         # Every line of the history passes here at start-up: the common case first.
         self.lines += 1
+        self.activity.count(message)
         sender = message["from"]
         kind = message["type"]
         if sender.startswith("device:"):
@@ -220,6 +225,7 @@ class PoolIndex:
         self.last_heartbeat.update(later.last_heartbeat)
         self.lines += later.lines
         self.skipped_lines += later.skipped_lines
+        self.activity.merge(later.activity)
         return True
 
     def skip_line(self) -> None:
@@ -310,7 +316,9 @@ class PoolIndex:
         day_ordinal, offset = split_position(state.position)
         records = self.days.get(day_ordinal)
         if records is not None:
-            records.note_task(state.id, offset, reason, state.status_bits([], now))
+            bits = state.status_bits([], now)
+            records.note_task(state.id, offset, reason, bits)
+            self.activity.task_closed(day_ordinal, bits)
         if len(self._expiries) > 4 * len(self.open) + 4096:
             # A closed task leaves its expiry in the heap until it comes; over a
             # week those would outnumber the open tasks a thousand to one.
@@ -339,6 +347,7 @@ class PoolIndex:
         first = position_of(day_ordinal, 0)
         for state in [state for state in self.open.values() if state.position < first]:
             self._close(state, EXPIRED, now)
+        self.activity.forget_before(day_ordinal, date.fromordinal(day_ordinal).isoformat() + "T00")
 
     # Reading -----------------------------------------------------------
 

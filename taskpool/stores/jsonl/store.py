@@ -25,6 +25,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -48,22 +49,28 @@ from taskpool.stores.base import (
     DayPage,
     DaySummary,
     DeviceActivity,
+    Failure,
     HealthCheck,
+    HourActivity,
     Page,
     PageEntry,
+    PoolOverview,
     StoreFigures,
+    TaskDay,
     TaskDetail,
     TaskPage,
     TaskQuery,
     TaskSummary,
+    overview_window,
     refuse_in_horizon,
+    window_hours,
 )
 from taskpool.stores.changes import Changes
 from taskpool.stores.jsonl import browsing, checkpoint, day_summaries
 from taskpool.stores.jsonl.appender import Appender
 from taskpool.stores.jsonl.cursors import Cursor
 from taskpool.stores.jsonl.day_files import DayFiles
-from taskpool.stores.jsonl.index import PoolIndex
+from taskpool.stores.jsonl.index import PoolIndex, split_position
 from taskpool.stores.jsonl.ledger import IndexLedger
 from taskpool.stores.jsonl.tail import CHECKPOINT_LINES, IndexTail
 from taskpool.stores.rules import Decision, Ledger
@@ -259,6 +266,7 @@ class JsonlStore(BaseStore):
             index_lag_bytes=lag,
             checkpoint_age_seconds=age,
             disk_free_bytes=shutil.disk_usage(self.directory).free,
+            stored_bytes=self._files.total_size(),
         )
 
     # Writing ----------------------------------------------------------------
@@ -337,6 +345,47 @@ class JsonlStore(BaseStore):
                 )
                 for device_id in device_ids
             }
+
+    def overview(
+        self, registered_devices: list[str], *, days: int = 7, failures: int = 10
+    ) -> PoolOverview:
+        """From the index's counts (``stores.jsonl.activity``) and its open tasks."""
+        with self._mutex:
+            now = self._advance()
+            index = self._index
+            activity = index.activity
+            first_day, first_hour = overview_window(now, days, self.task_ttl)
+            hours = [
+                HourActivity(hour, *activity.hours.get(hour, ()))
+                for hour in window_hours(first_hour, now)
+            ]
+            ordinals = range(first_day.toordinal(), day_of(now).toordinal() + 1)
+            statuses = {ordinal: Counter(activity.closed_statuses(ordinal)) for ordinal in ordinals}
+            oldest = None
+            # Only the open tasks are looked at one by one: a closed one's statuses are counted.
+            for state in index.open.values():
+                if oldest is None or state.position < oldest.position:
+                    oldest = state
+                counts = statuses.get(split_position(state.position)[0])
+                if counts is not None:
+                    counts.update(state.statuses(registered_devices, now))
+            task_days = []
+            for ordinal in ordinals:
+                records = index.days.get(ordinal)
+                task_days.append(
+                    TaskDay(
+                        date.fromordinal(ordinal),
+                        records.task_count() if records is not None else 0,
+                        dict(sorted(statuses[ordinal].items())),
+                    )
+                )
+            recent = [Failure(*entry) for entry in reversed(activity.failures[-failures:])]
+            return PoolOverview(
+                task_days=task_days,
+                hours=hours,
+                failures=recent if failures > 0 else [],
+                oldest_open=None if oldest is None else oldest.task,
+            )
 
     def days(self) -> list[date]:
         return self._files.days()
