@@ -287,7 +287,7 @@ def test_a_status_column_is_written_for_responses_and_filled_in_for_older_rows(s
     with connections["pool"].cursor() as cursor:
         cursor.execute("UPDATE taskpool_db_message SET status = NULL")
         migration = importlib.import_module(
-            "taskpool.stores.database.migrations.0003_dashboard"
+            "taskpool.stores.database.migrations.0004_dashboard"
         ).Migration
         (fill,) = [op for op in migration.operations if isinstance(op, migrations.RunSQL)]
         cursor.execute(fill.sql)

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("taskpool_database", "0002_jobs"),
+        ("taskpool_database", "0003_pending_counts"),
     ]
 
     operations = [
