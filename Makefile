@@ -44,9 +44,9 @@ bench: install $(VENV)/.bench-installed
 	@url="$${TASKPOOL_BENCH_POSTGRES:-$$TASKPOOL_TEST_POSTGRES}"; if [ -n "$$url" ]; then TASKPOOL_BENCH_POSTGRES="$$url" $(BIN)/python -m bench.database $(BENCH_DATABASE_ARGS); else echo "bench.database skipped: no PostgreSQL (set TASKPOOL_BENCH_POSTGRES or TASKPOOL_TEST_POSTGRES)"; fi
 
 lint: install
-	$(BIN)/ruff check taskpool project tests bench
-	$(BIN)/ruff format --check taskpool project tests bench
-	$(BIN)/mypy taskpool
+	$(BIN)/ruff check taskpool taskpool_agent project tests bench
+	$(BIN)/ruff format --check taskpool taskpool_agent project tests bench
+	$(BIN)/mypy taskpool taskpool_agent
 
 # The documentation site, in site/; a broken link or a page left out of the nav fails it.
 docs: install
