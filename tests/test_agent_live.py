@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from taskpool_agent import __version__
+from taskpool_agent.cli import parser
 from tests.live import ROOT, LivePool
 from tests.support import free_port
 
@@ -382,3 +383,14 @@ def test_the_agent_needs_no_django():
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_the_systemd_units_command_line_is_one_the_agent_takes():
+    unit = (ROOT / "deploy" / "taskpool-agent.service").read_text()
+    line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    program, *arguments = line.removeprefix("ExecStart=").split()
+    assert program.endswith("/taskpool-agent")
+    parsed = parser().parse_args(arguments)
+    assert parsed.command == "run"
+    assert str(parsed.config) == "/etc/taskpool-agent/config.toml"
+    assert "RestartPreventExitStatus=78" in unit  # the agent's exit status for a refused token
