@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="taskpool-agent-bench-") as temporary:
         directory = Path(temporary)
         os.environ["TASKPOOL_VAR_DIR"] = str(directory)
+        os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
         tokens = provision(2)
         server, url = serve(directory, workers=1)
         handlers = directory / "handlers"

@@ -7,8 +7,9 @@
 Each virtual device does what ``taskpool-agent`` does, in a few lines of
 asyncio: it long-polls ``GET pending?wait=30`` on a keep-alive connection of
 its own, heartbeats every ``--heartbeat`` seconds, and answers each task it
-gets after the task's duration, with an ``Idempotency-Key``; a dropped
-connection is retried with the same key, with jittered backoff. A master
+gets after the task's duration, with an ``Idempotency-Key``; writes go each
+on a new connection, as the agent's ``urllib`` makes them, and a failed one
+is retried with the same key, with jittered backoff. A master
 posts ``--rate`` tasks a second, each to one device picked at random, with
 the duration and the outcome (done, failed at ``--fail-rate``, rejected at
 ``--reject-rate``) the device is to play. ``--drop-rate`` drops that share of
@@ -193,9 +194,6 @@ class Run:
         self.server_pid = server_pid
         self.figures = Figures()
         self.stopping = asyncio.Event()
-        self.writers: asyncio.Queue[Connection] = asyncio.Queue()
-        for _ in range(options.write_connections):
-            self.writers.put_nowait(Connection(self.port, self.host))
 
     def drop(self) -> bool:
         if self.options.drop_rate and random.random() < self.options.drop_rate:
@@ -204,11 +202,15 @@ class Run:
         return False
 
     async def write(self, token: str, path: str, body: dict, *, key: str, kind: str) -> int:
-        """POST, retried with backoff and the same Idempotency-Key; the final status (0: none)."""
+        """POST, retried with backoff and the same Idempotency-Key; the final status (0: none).
+
+        Each on a connection of its own, closed after, as ``taskpool-agent`` does (``urllib``):
+        a device's write never waits for another device's.
+        """
         data = json.dumps(body).encode()
         headers = {"Idempotency-Key": key}
         for failures in range(1, 12):
-            connection = await self.writers.get()
+            connection = Connection(self.port, self.host)
             try:
                 if self.drop():
                     await connection.send("POST", self.prefix + path, token, data, headers)
@@ -218,13 +220,11 @@ class Run:
                     REQUEST_TIMEOUT,
                 )
             except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
-                connection.close()
-                connection.writer = None
                 if not isinstance(error, _Dropped):
                     self.figures.error(f"{kind} {type(error).__name__}")
                 status = 0
             finally:
-                self.writers.put_nowait(connection)
+                connection.close()
             if status:
                 self.figures.requests[kind] += 1
             if status in (200, 201):
@@ -541,7 +541,6 @@ def parser() -> argparse.ArgumentParser:
     arguments.add_argument("--fail-rate", type=float, default=0.0)
     arguments.add_argument("--reject-rate", type=float, default=0.0)
     arguments.add_argument("--drop-rate", type=float, default=0.0, help="requests dropped")
-    arguments.add_argument("--write-connections", type=int, default=64)
     arguments.add_argument("--every", type=float, default=5.0, help="seconds between lines")
     arguments.add_argument("--json", type=Path, help="also write the report to this file")
     return arguments
@@ -552,8 +551,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     raise_open_files_limit()
     with tempfile.TemporaryDirectory(prefix="taskpool-fleet-") as temporary:
         process = None
-        if options.serve:
+        if options.serve:  # the demo site, whatever this environment names
             os.environ["TASKPOOL_VAR_DIR"] = temporary
+            os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
         tokens = provision(options.devices)
         server_pid = options.server_pid
         if options.serve:
