@@ -38,11 +38,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
 import re
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -561,15 +563,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             server_pid = process.pid
         try:
             report = asyncio.run(Run(options, tokens, server_pid).main())
+            text = json.dumps(report, indent=2)
+            print(text, flush=True)
+            if options.json:
+                options.json.write_text(text + "\n")
         finally:
             if process is not None:
-                process.terminate()
-                process.wait(timeout=30)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if options.json:
-        options.json.write_text(text + "\n")
+                stop_server(process)
     return report
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM, and SIGKILL to it and its workers if it has not stopped in 30 s."""
+    workers = descendants(process.pid)
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
