@@ -580,11 +580,11 @@ def stop_server(process: subprocess.Popen) -> None:
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
+        for pid in workers:  # still its workers: the supervisor waits for them
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.kill()
         process.wait()
-    for pid in workers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
