@@ -78,6 +78,8 @@ class Agent:
         log.info(
             "taskpool-agent %s for %s at %s", __version__, self.config.device_id, self.config.server
         )
+        if not self.options.handlers.is_dir():
+            log.warning("no handlers directory %s: every task is rejected", self.options.handlers)
         self.journal.forget_old()
         threading.Thread(target=self._heartbeats, name="taskpool-heartbeat", daemon=True).start()
         try:

@@ -59,6 +59,8 @@ class LivePool:
     """A pool directory, a database, principals, and the servers over them."""
 
     directory: Path
+    #: More environment for the servers and commands (settings the tests' server reads).
+    extra_environment: dict[str, str] = field(default_factory=dict)
     servers: list[str] = field(default_factory=list)
     devices: dict[str, str] = field(default_factory=dict)
     users: dict[str, str] = field(default_factory=dict)
@@ -75,6 +77,7 @@ class LivePool:
             "TASKPOOL_TEST_SERVER_DB": str(self.directory / "db.sqlite3"),
             "TASKPOOL_TEST_SERVER_DATA_DIR": str(self.data_dir),
             "PYTHONPATH": str(ROOT),
+            **self.extra_environment,
         }
 
     def django(self, *arguments: str) -> str:

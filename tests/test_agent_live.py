@@ -216,6 +216,38 @@ def test_enrolling_a_registered_id_fails_with_the_servers_reason(pool, tmp_path)
     assert not config.exists()
 
 
+def test_enrolling_with_a_wrong_key_fails_and_the_right_key_joins(tmp_path):
+    keyed = LivePool(tmp_path / "keyed", {"TASKPOOL_TEST_SERVER_ENROLLMENT_KEY": "fleet-key"})
+    keyed.provision()
+    keyed.start_server()
+    try:
+        config = tmp_path / "config.toml"
+        wrong = subprocess.run(
+            [*enroll_command(keyed, config, "pi-keyed"), "--enrollment-key", "guess"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert wrong.returncode == 1
+        assert "403" in wrong.stderr and "Enrollment-Key" in wrong.stderr
+        assert not config.exists()
+        right = subprocess.Popen(
+            [*enroll_command(keyed, config, "pi-keyed"), "--enrollment-key", "fleet-key"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert "waiting for staff to approve" in right.stdout.readline()
+            keyed.django("taskpool_device", "pi-keyed", "--validate")
+            assert right.wait(timeout=20) == 0
+        finally:
+            right.kill()
+    finally:
+        keyed.stop()
+
+
 # Running tasks ------------------------------------------------------------------------
 
 
