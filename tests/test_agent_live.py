@@ -34,7 +34,8 @@ HANDLERS = {
     "refuse": 'echo "not for me" >&2; exit 65',
     # Starts a child that would outlive it, and notes both pids (in the file named by $1).
     "sleepy": 'sleep 60 & echo "$$ $!" > "$1"; wait',
-    "report": 'echo "progress: half way"; sleep 1.3; echo "progress: nearly"; sleep 0.2; echo end',
+    # The second line comes past the one-a-second limit, and well before the end.
+    "report": 'echo "progress: half way"; sleep 1.3; echo "progress: nearly"; sleep 1; echo end',
     # Notes each run (in $1), then takes its time.
     "slow": 'echo run >> "$1"; sleep "${2:-3}"; echo slept',
 }
