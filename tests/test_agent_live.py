@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -402,6 +403,22 @@ def test_the_agent_recovers_when_the_server_comes_back(tmp_path, handlers):
         live.stop()
     log = (tmp_path / "agent.log").read_text()
     assert "again in" in log  # it retried, with backoff
+
+
+def test_the_agent_runs_without_site_packages(pool, tmp_path):
+    """A copy of the package and a bare interpreter (no site-packages: no Django, no httpx)
+    enroll a device: what a device gets from the agent's own distribution."""
+    shutil.copytree(ROOT / "taskpool_agent", tmp_path / "taskpool_agent")
+    config = tmp_path / "config.toml"
+    command = [sys.executable, "-S", *enroll_command(pool, config, "pi-bare")[1:]]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "waiting for staff to approve" in process.stdout.readline()
+        pool.django("taskpool_device", "pi-bare", "--validate")
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+    assert 'token = "' in config.read_text()
 
 
 def test_the_agent_needs_no_django():
