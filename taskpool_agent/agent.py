@@ -1,9 +1,12 @@
 """The main loop: wait for pending tasks, run each one's handler, answer; heartbeat meanwhile.
 
 One task at a time, oldest first, as the server lists them. While a handler
-runs the agent checks every ``check_interval`` seconds that its task is still
-pending for the device: a task cancelled (or expired, or whose attempt ended)
-is no longer, and its handler is stopped and never answered.
+runs the agent follows the device's event stream, where a cancel of its task
+shows at once, and, as a backstop for what the stream may miss (a cancel
+before it opened, a dropped connection, an expiry), checks every
+``check_interval`` seconds that its task is still pending for the device. A
+task cancelled (or expired, or whose attempt ended) is no longer: its handler
+is stopped and never answered.
 
 On SIGTERM the agent stops a running handler (its process group), answers the
 task ``failed`` with the reason, and exits; if the answer cannot be sent then,
@@ -12,6 +15,7 @@ the journal keeps it for the next start.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import threading
@@ -52,6 +56,7 @@ class Options:
     handler_timeout: float = 3600.0  # when the task says no meta.timeout
     kill_grace: float = 2.0  # SIGTERM, then SIGKILL after this
     progress_interval: float = 1.0  # at most one progress answer per this many seconds
+    stream: bool = True  # follow the event stream while a handler runs (cancels at once)
     backoff: Backoff | None = None
 
 
@@ -172,6 +177,10 @@ class Agent:
             target=self._check_still_pending, args=(key, closed, process), daemon=True
         )
         checker.start()
+        if self.options.stream:
+            threading.Thread(
+                target=self._follow_stream, args=(task, closed, process), daemon=True
+            ).start()
         outcome = None
         try:
             while not process.wait(0.2):
@@ -223,6 +232,28 @@ class Agent:
             if not process.exited.is_set() and key not in {attempt_key(task) for task in tasks}:
                 closed.set()
                 return
+
+    def _follow_stream(
+        self, task: dict[str, Any], closed: threading.Event, process: HandlerProcess
+    ) -> None:
+        """Close the task as soon as the stream shows its cancel; give up quietly on errors
+        (the pending check is the backstop). Ends at the first event or keep-alive after the
+        handler's end."""
+        try:
+            for name, data in self.client.events("stream"):
+                if process.exited.is_set() or closed.is_set():
+                    return
+                meta = data.get("meta", {}) if isinstance(data, dict) else {}
+                if (
+                    name == "response"
+                    and data.get("parent_id") == task["id"]
+                    and meta.get("status") == "cancelled"
+                ):
+                    log.info("%s: cancelled (seen on the stream)", attempt_key(task))
+                    closed.set()
+                    return
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            log.debug("stream: %s", error)
 
     def answer(self, key: str, task: dict[str, Any], outcome: Outcome) -> None:
         """Send the answer (retried until it is stored or refused); journal that it was."""

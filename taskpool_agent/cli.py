@@ -60,6 +60,13 @@ def parser() -> argparse.ArgumentParser:
         help="A handler's time when its task has no meta.timeout, seconds (default 3600).",
     )
     running.add_argument(
+        "--no-stream",
+        dest="stream",
+        action="store_false",
+        help="Do not follow the event stream while a handler runs (a proxy that buffers it); "
+        "cancels are then seen by the check every --check-interval seconds.",
+    )
+    running.add_argument(
         "--kill-grace", type=float, default=2.0, help="SIGTERM to SIGKILL, seconds (default 2)."
     )
     return main
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             check_interval=arguments.check_interval,
             handler_timeout=arguments.handler_timeout,
             kill_grace=arguments.kill_grace,
+            stream=arguments.stream,
             backoff=backoff,
         )
         return Agent(config, options, stop).run()

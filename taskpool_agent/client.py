@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -113,6 +113,37 @@ class PoolClient:
                 log.warning("%s %s: %s; again in %.1f s", method, path, error, delay)
                 if self.stop.wait(delay):
                     raise Stopped from None
+
+    def events(self, path: str, *, read_timeout: float = 20.0) -> Iterator[tuple[str, Any]]:
+        """The events of a Server-Sent Events stream as ``(event, data)``, one try.
+
+        A comment (the server's keep-alive, its ``stream open``) comes as
+        ``("", None)``, so that a reader can look up between events. The stream
+        ends when the server ends it; a network error or a refusal raises
+        (``OSError``, ``urllib.error.URLError``), and so does ``read_timeout``
+        seconds of silence (the server sends a keep-alive every 15 s).
+        """
+        headers = {"Accept": "text/event-stream", "User-Agent": USER_AGENT}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.base_url + path, headers=headers)
+        with urllib.request.urlopen(request, timeout=read_timeout) as response:
+            name, data = "", None
+            for raw in response:
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if not line:
+                    if data is not None:
+                        yield name, data
+                    name, data = "", None
+                elif line.startswith(":"):
+                    yield "", None
+                else:
+                    field, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if field == "event":
+                        name = value
+                    elif field == "data":
+                        data = json.loads(value)
 
     def _once(
         self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float

@@ -314,7 +314,7 @@ def test_a_jobs_timeout_is_the_handlers_too(pool, agent, tmp_path):
 
 
 def test_a_cancelled_task_stops_its_handler_and_is_not_answered(pool, agent, tmp_path):
-    agent("pi-3")
+    agent("pi-3", "--no-stream")  # seen by the check of its pending tasks
     pids = tmp_path / "pids"
     task = post_task(pool, "pi-3", "sleepy", args=[str(pids)])
     wait_for(pids.exists, 20, "the handler started")
@@ -324,6 +324,24 @@ def test_a_cancelled_task_stops_its_handler_and_is_not_answered(pool, agent, tmp
     assert cancelled.status_code == 201
     for pid in map(int, pids.read_text().split()):
         wait_for(lambda pid=pid: not alive(pid), 10, f"pid {pid} gone")
+    time.sleep(1)
+    assert [r["from"] for r in responses(pool, task)] == ["user:ops"]
+
+
+def test_a_cancel_on_the_stream_stops_the_handler_at_once(pool, agent, tmp_path):
+    agent("pi-9", "--check-interval", "60")  # the pending check would come a minute later
+    pids = tmp_path / "pids"
+    task = post_task(pool, "pi-9", "sleepy", args=[str(pids)])
+    wait_for(pids.exists, 20, "the handler started")
+    time.sleep(0.5)  # the stream opens
+    began = time.monotonic()
+    cancelled = httpx.post(
+        f"{pool.servers[0]}/pool/tasks/{task}/cancel", json={}, headers=pool.bearer("ops")
+    )
+    assert cancelled.status_code == 201
+    for pid in map(int, pids.read_text().split()):
+        wait_for(lambda pid=pid: not alive(pid), 10, f"pid {pid} gone")
+    assert time.monotonic() - began < 10
     time.sleep(1)
     assert [r["from"] for r in responses(pool, task)] == ["user:ops"]
 
