@@ -1,4 +1,4 @@
-"""``taskpool_device ID [--kind K] [--validate|--invalidate] [--token]`` (DESIGN 6)."""
+"""``taskpool_device ID [--kind K] [--validate|--invalidate] [--token]``."""
 
 from __future__ import annotations
 
