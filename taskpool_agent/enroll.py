@@ -30,6 +30,10 @@ def enroll(
 ) -> Config:
     """Enroll ``device_id`` at ``server`` and wait for its token; the saved config."""
     stop = stop or threading.Event()
+    enrolled = _enrolled(path, server, device_id)
+    if enrolled is not None:
+        print(f"{device_id} is enrolled already: its token is in {path}.", flush=True)
+        return enrolled
     config = _resumable(path, server, device_id) or Config(server=server, device_id=device_id)
     client = PoolClient(config.base_url, backoff=backoff or Backoff(), stop=stop)
     if not config.enrollment_secret:
@@ -54,6 +58,17 @@ def enroll(
         delay = poll_interval or float(answer.headers.get("Retry-After") or 5)
         if stop.wait(delay):
             raise KeyboardInterrupt
+
+
+def _enrolled(path: Path, server: str, device_id: str) -> Config | None:
+    """The config of this device at this server when it has its token (``enroll`` run again)."""
+    try:
+        config = load(path)
+    except ConfigError:
+        return None
+    if config.server == server and config.device_id == device_id and config.token:
+        return config
+    return None
 
 
 def _resumable(path: Path, server: str, device_id: str) -> Config | None:

@@ -202,6 +202,11 @@ def test_enroll_waits_for_approval_and_saves_the_token_0600(pool, tmp_path):
     saved = config.read_text()
     assert "enrollment_secret" not in saved
     token = saved.split('token = "')[1].split('"')[0]
+    again = subprocess.run(
+        enroll_command(pool, config, "pi-enrolled"), cwd=ROOT, capture_output=True, text=True
+    )
+    assert again.returncode == 0 and "enrolled already" in again.stdout
+    assert config.read_text() == saved
     answer = httpx.get(
         f"{pool.servers[0]}/pool/pending", headers={"Authorization": f"Bearer {token}"}
     )
