@@ -8,7 +8,7 @@ WORKERS ?= 1
 # Where the workers' Prometheus metrics meet (emptied at each start).
 PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/var/prometheus
 
-.PHONY: install run test bench lint docs clean
+.PHONY: install run test bench fleet lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +43,16 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	@url="$${TASKPOOL_BENCH_POSTGRES:-$$TASKPOOL_TEST_POSTGRES}"; if [ -n "$$url" ]; then TASKPOOL_BENCH_POSTGRES="$$url" $(BIN)/python -m bench.database $(BENCH_DATABASE_ARGS); else echo "bench.database skipped: no PostgreSQL (set TASKPOOL_BENCH_POSTGRES or TASKPOOL_TEST_POSTGRES)"; fi
 
+# A busy fleet for the demo: virtual devices against the server `make run` serves (run it
+# first, in another terminal); they are created in its database (var/) as sim-00000 ...
+FLEET_ARGS ?= --devices 200 --duration 600 --rate 2 --task-seconds 1,8 --fail-rate 0.05 --reject-rate 0.02
+fleet: install
+	$(BIN)/python -m bench.fleet --server http://$(HOST):$(PORT)/pool/ $(FLEET_ARGS)
+
 lint: install
-	$(BIN)/ruff check taskpool project tests bench
-	$(BIN)/ruff format --check taskpool project tests bench
-	$(BIN)/mypy taskpool
+	$(BIN)/ruff check taskpool taskpool_agent project tests bench
+	$(BIN)/ruff format --check taskpool taskpool_agent project tests bench
+	$(BIN)/mypy taskpool taskpool_agent
 
 # The documentation site, in site/; a broken link or a page left out of the nav fails it.
 docs: install

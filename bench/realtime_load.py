@@ -51,22 +51,31 @@ WAIT_SECONDS = 60
 class Connection:
     """One keep-alive HTTP/1.1 connection to the server."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.port = port
+        self.host = host
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
-    async def send(self, method: str, path: str, token: str, body: bytes | None = None) -> None:
+    async def send(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if self.writer is None:
             await self.open()
-        head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {token}"]
+        head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Authorization: Bearer {token}"]
+        head += [f"{name}: {value}" for name, value in (headers or {}).items()]
         if body is not None:
             head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
         self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + (body or b""))
@@ -83,11 +92,16 @@ class Connection:
         return int(status_line.split()[1]), headers
 
     async def request(
-        self, method: str, path: str, token: str, body: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        token: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
         reused = self.writer is not None
         try:
-            await self.send(method, path, token, body)
+            await self.send(method, path, token, body, headers)
             status, headers = await self.head()
         except (ConnectionError, asyncio.IncompleteReadError):
             if not reused:
@@ -95,7 +109,7 @@ class Connection:
             # The server closes idle keep-alive connections: open a new one, once.
             self.close()
             self.writer = None
-            await self.send(method, path, token, body)
+            await self.send(method, path, token, body, headers)
             status, headers = await self.head()
         if headers.get("transfer-encoding") == "chunked":
             content = b"".join([chunk async for chunk in self.chunks()])

@@ -2,7 +2,7 @@
 
 Environment: TASKPOOL_STORE (``jsonl``, the default, or ``database``: the pool
 in the PostgreSQL of DATABASE_URL), TASKPOOL_DATA_DIR, TASKPOOL_ARCHIVE_DIR,
-TASKPOOL_METRICS_TOKEN, DATABASE_URL,
+TASKPOOL_METRICS_TOKEN, TASKPOOL_ENROLLMENT_KEY, DATABASE_URL,
 DJANGO_SECRET_KEY, DJANGO_DEBUG, DJANGO_ALLOWED_HOSTS. Without them the site
 runs for local development only.
 """
@@ -122,6 +122,8 @@ TASKPOOL = {
     "METRICS_TOKEN": os.environ.get("TASKPOOL_METRICS_TOKEN") or None,
     # Where taskpool_prune puts old day files; the log and the admin still read them there.
     "ARCHIVE_DIR": os.environ.get("TASKPOOL_ARCHIVE_DIR") or str(VAR_DIR / "archive"),
+    # The key devices send as Enrollment-Key to ask to join (staff still approve each one).
+    "ENROLLMENT_KEY": os.environ.get("TASKPOOL_ENROLLMENT_KEY") or None,
 }
 
 REST_FRAMEWORK = {

@@ -34,6 +34,10 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_TOKEN": None,
     # Where taskpool_prune archives day files (.jsonl.gz); the log and the admin read them there.
     "ARCHIVE_DIR": None,
+    # Whether devices may ask to join (POST enroll); staff still validate each one.
+    "ENROLLMENT": True,
+    # A shared key an enrollment must send as the Enrollment-Key header; None: no key.
+    "ENROLLMENT_KEY": None,
     # Whether a task may name device ids that are not registered (yet).
     "ALLOW_UNREGISTERED_DEVICES": False,
 }

@@ -90,6 +90,26 @@ class StoreFull(StoreUnavailable):
     SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
+class EnrollmentRefused(PoolError):
+    """An enrollment this server does not take: enrollment off, or a wrong enrollment key."""
+
+
+class DeviceExists(PoolError):
+    """An enrollment for a device id that is already registered (validated or not)."""
+
+
+class WrongEnrollmentSecret(PoolError):
+    """A token asked for with a secret that is not the one the enrollment was given."""
+
+
+class UnknownDevice(PoolError):
+    """A device id that names no registered device."""
+
+
+class TokenCollected(PoolError):
+    """An enrolled device's token, asked for again after it was handed out once."""
+
+
 class DayInHorizon(PoolError):
     """A day that can still hold a pending task: it may not be removed from the pool."""
 

@@ -38,6 +38,22 @@ class DeviceUser(models.Model):
     )
     user_session = models.CharField(_("token session"), max_length=64, default=new_session)
     last_seen = models.DateTimeField(_("last request"), null=True, blank=True, editable=False)
+    # Enrollment (``taskpool.enrollment``): a device that asked to join by itself.
+    enrolled_at = models.DateTimeField(
+        _("enrollment requested"), null=True, blank=True, editable=False
+    )
+    enrollment_secret_hash = models.CharField(
+        _("enrollment secret (SHA-256)"), max_length=64, blank=True, default="", editable=False
+    )
+    enrollment_meta = models.JSONField(
+        _("what it said when enrolling"), default=dict, blank=True, editable=False
+    )
+    enrollment_address = models.GenericIPAddressField(
+        _("enrolled from"), null=True, blank=True, editable=False
+    )
+    token_collected_at = models.DateTimeField(
+        _("token collected"), null=True, blank=True, editable=False
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -59,6 +75,11 @@ class DeviceUser(models.Model):
     @property
     def address(self) -> str:
         return f"device:{self.id}"
+
+    @property
+    def awaiting_approval(self) -> bool:
+        """An enrollment request staff have not validated yet."""
+        return self.enrolled_at is not None and not self.validated
 
     def rotate_session(self) -> None:
         """Revoke every token issued so far."""

@@ -59,6 +59,8 @@ class LivePool:
     """A pool directory, a database, principals, and the servers over them."""
 
     directory: Path
+    #: More environment for the servers and commands (settings the tests' server reads).
+    extra_environment: dict[str, str] = field(default_factory=dict)
     servers: list[str] = field(default_factory=list)
     devices: dict[str, str] = field(default_factory=dict)
     users: dict[str, str] = field(default_factory=dict)
@@ -75,6 +77,7 @@ class LivePool:
             "TASKPOOL_TEST_SERVER_DB": str(self.directory / "db.sqlite3"),
             "TASKPOOL_TEST_SERVER_DATA_DIR": str(self.data_dir),
             "PYTHONPATH": str(ROOT),
+            **self.extra_environment,
         }
 
     def django(self, *arguments: str) -> str:
@@ -96,8 +99,8 @@ class LivePool:
         credentials = json.loads(self.django("shell", "-c", script).strip().splitlines()[-1])
         self.devices, self.users = credentials["devices"], credentials["users"]
 
-    def start_server(self, app: str = "project.asgi:application") -> str:
-        url, process = start_uvicorn(app, self.environment())
+    def start_server(self, app: str = "project.asgi:application", *, port: int = 0) -> str:
+        url, process = start_uvicorn(app, self.environment(), port=port)
         self._processes.append(process)
         self.servers.append(url)
         return url
@@ -118,7 +121,7 @@ class LivePool:
 
 
 def start_uvicorn(
-    app: str, environment: dict[str, str], *, workers: int = 1
+    app: str, environment: dict[str, str], *, workers: int = 1, port: int = 0
 ) -> tuple[str, subprocess.Popen]:
     """A uvicorn process serving ``app`` on a free port, and its URL once it listens.
 
@@ -126,10 +129,10 @@ def start_uvicorn(
     ``--fd``: uvicorn takes such a socket for a Unix one and leaves Nagle's
     algorithm on, which adds 40 ms to every answer.) With ``workers`` above 1,
     uvicorn's supervisor and that many worker processes, on a port picked
-    here: the supervisor would log port 0 rather than the one it got.
+    here: the supervisor would log port 0 rather than the one it got. A
+    ``port`` given is used as it is (a server restarted where clients know it).
     """
-    port = 0
-    if workers > 1:
+    if workers > 1 and not port:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]

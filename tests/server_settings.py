@@ -17,4 +17,8 @@ DATABASES = {
         "OPTIONS": {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"},
     }
 }
-TASKPOOL = {**TASKPOOL, "DATA_DIR": os.environ["TASKPOOL_TEST_SERVER_DATA_DIR"]}
+TASKPOOL = {
+    **TASKPOOL,
+    "DATA_DIR": os.environ["TASKPOOL_TEST_SERVER_DATA_DIR"],
+    "ENROLLMENT_KEY": os.environ.get("TASKPOOL_TEST_SERVER_ENROLLMENT_KEY") or None,
+}

@@ -5,6 +5,9 @@ and pending count from ``taskpool.fleet``, computed once per page (two store
 calls for the whole page, not per row). Masters see devices; admins (or staff
 with the *change* permission on devices) validate, invalidate, revoke tokens
 and issue a new one, which is shown once and stored nowhere (see ``access``).
+Devices that enrolled by themselves wait for approval: the *enrollment*
+filter lists them, and the *approve* action or the device page's button
+validates them, after which the device collects its token once.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
@@ -53,6 +56,30 @@ class OnlineFilter(admin.SimpleListFilter):
         return queryset.exclude(pk__in=online)
 
 
+class EnrollmentFilter(admin.SimpleListFilter):
+    """Where a device that enrolled by itself stands: waiting, approved, or joined."""
+
+    title = gettext_lazy("enrollment")
+    parameter_name = "enrollment"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [
+            ("waiting", gettext_lazy("Waiting for approval")),
+            ("approved", gettext_lazy("Approved, token not collected")),
+            ("joined", gettext_lazy("Token collected")),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        enrolled = queryset.filter(enrolled_at__isnull=False)
+        if self.value() == "waiting":
+            return enrolled.filter(validated=False)
+        if self.value() == "approved":
+            return enrolled.filter(validated=True, token_collected_at__isnull=True)
+        if self.value() == "joined":
+            return enrolled.filter(token_collected_at__isnull=False)
+        return None
+
+
 class FleetChangeList(ChangeList):
     """A changelist that asks the pool about the page's devices once, for all rows."""
 
@@ -75,13 +102,31 @@ class DeviceUserAdmin(RoleOrModelPermissions):
         "last_seen_display",
         "last_heartbeat_display",
         "pending_count",
+        "enrollment_display",
     ]
-    list_filter = ["kind", "validated", OnlineFilter]
+    list_filter = ["kind", "validated", OnlineFilter, EnrollmentFilter]
     search_fields = ["id", "kind"]
     # Last seen is in the page's Activity box, with the pool's messages counted in.
-    fields = ["id", "kind", "validated", "created_at", "updated_at"]
-    readonly_fields = ["created_at", "updated_at"]
-    actions = ["validate", "invalidate", "revoke_tokens"]
+    fields = [
+        "id",
+        "kind",
+        "validated",
+        "created_at",
+        "updated_at",
+        "enrolled_at",
+        "enrollment_address",
+        "enrollment_meta",
+        "token_collected_at",
+    ]
+    readonly_fields = [
+        "created_at",
+        "updated_at",
+        "enrolled_at",
+        "enrollment_address",
+        "enrollment_meta",
+        "token_collected_at",
+    ]
+    actions = ["approve", "validate", "invalidate", "revoke_tokens"]
 
     class Media:
         css = {"all": ["taskpool/admin.css"]}
@@ -117,7 +162,42 @@ class DeviceUserAdmin(RoleOrModelPermissions):
     def pending_count(self, device: DeviceUser) -> int:
         return _status(device).pending
 
+    @admin.display(description=gettext_lazy("enrollment"))
+    def enrollment_display(self, device: DeviceUser) -> str:
+        if device.enrolled_at is None:
+            return "-"
+        if device.awaiting_approval:
+            return format_html(
+                '<span class="taskpool-badge taskpool-offline">{}</span>', _("waiting for approval")
+            )
+        if device.token_collected_at is None:
+            return _("approved, token not collected")
+        return _("token collected")
+
     # Actions ---------------------------------------------------------------
+
+    @admin.action(
+        description=gettext_lazy("Approve selected enrollment requests"), permissions=["change"]
+    )
+    def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
+        waiting = list(queryset.filter(enrolled_at__isnull=False, validated=False))
+        approve_devices(waiting)
+        for device in waiting:
+            self.log_change(request, device, _("Approved its enrollment request."))
+        skipped = queryset.count() - len(waiting)
+        text = ngettext(
+            "%(count)d enrollment request approved: the device collects its token at its next ask.",
+            "%(count)d enrollment requests approved: the devices collect their tokens at their "
+            "next ask.",
+            len(waiting),
+        ) % {"count": len(waiting)}
+        if skipped:
+            text += " " + ngettext(
+                "%(count)d selected device was not waiting for approval.",
+                "%(count)d selected devices were not waiting for approval.",
+                skipped,
+            ) % {"count": skipped}
+        self.message_user(request, text, messages.SUCCESS)
 
     @admin.action(description=gettext_lazy("Validate selected devices"), permissions=["change"])
     def validate(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -166,6 +246,11 @@ class DeviceUserAdmin(RoleOrModelPermissions):
         opts = self.opts
         return [
             path(
+                "<path:object_id>/approve/",
+                with_forbidden_page(self.admin_site.admin_view(self.approve_view), self),
+                name=f"{opts.app_label}_{opts.model_name}_approve",
+            ),
+            path(
                 "<path:object_id>/token/",
                 with_forbidden_page(self.admin_site.admin_view(self.token_view), self),
                 name=f"{opts.app_label}_{opts.model_name}_token",
@@ -186,6 +271,8 @@ class DeviceUserAdmin(RoleOrModelPermissions):
             context.update(
                 fleet_status=device_statuses([device])[device.id],
                 can_issue_token=self.has_change_permission(request, device),
+                can_approve=device.awaiting_approval
+                and self.has_change_permission(request, device),
             )
             if can_use_tasks(request.user):  # the pool's messages: master role (see access)
                 store = get_store()
@@ -228,6 +315,55 @@ class DeviceUserAdmin(RoleOrModelPermissions):
             "token": token,
         }
         return TemplateResponse(request, "admin/taskpool/deviceuser/token.html", context)
+
+    def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: who asks to join and what it said. POST: approve it (it collects its token)."""
+        device = self.get_object(request, unquote(object_id))
+        if device is None:
+            raise Http404(_("There is no device %(id)s.") % {"id": object_id})
+        if not self.has_change_permission(request, device):
+            raise PermissionDenied(
+                _(
+                    "Approving a device needs the pool role admin, or Django's change "
+                    "permission on devices."
+                )
+            )
+        change_url = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[device.pk]
+        )
+        if request.method == "POST":
+            if device.awaiting_approval:
+                approve_devices([device])
+                self.log_change(request, device, _("Approved its enrollment request."))
+                self.message_user(
+                    request,
+                    _("%(id)s is approved: it collects its token at its next ask.")
+                    % {"id": device.id},
+                    messages.SUCCESS,
+                )
+            else:
+                self.message_user(
+                    request,
+                    _("%(id)s is not waiting for approval.") % {"id": device.id},
+                    messages.WARNING,
+                )
+            return HttpResponseRedirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": device,
+            "device": device,
+            "title": _("Approve %(id)s?") % {"id": device.id},
+            "change_url": change_url,
+        }
+        return TemplateResponse(request, "admin/taskpool/deviceuser/approve.html", context)
+
+
+def approve_devices(devices: list[DeviceUser]) -> None:
+    """Validate devices waiting for approval; each collects its token at its next ask."""
+    DeviceUser.objects.filter(pk__in=[device.pk for device in devices]).update(
+        validated=True, updated_at=timezone.now()
+    )
 
 
 def _status(device: DeviceUser) -> DeviceStatus:

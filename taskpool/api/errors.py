@@ -17,6 +17,8 @@ from taskpool.exceptions import (
     AlreadyAnswered,
     AttemptEnded,
     ClaimedByOther,
+    DeviceExists,
+    EnrollmentRefused,
     IdempotencyConflict,
     InvalidCursor,
     InvalidMessage,
@@ -28,7 +30,10 @@ from taskpool.exceptions import (
     StoreFull,
     StoreUnavailable,
     TaskClosed,
+    TokenCollected,
+    UnknownDevice,
     UnknownTask,
+    WrongEnrollmentSecret,
 )
 
 POOL_ERROR_STATUS: list[tuple[type[PoolError], int]] = [
@@ -36,7 +41,12 @@ POOL_ERROR_STATUS: list[tuple[type[PoolError], int]] = [
     (InvalidCursor, status.HTTP_400_BAD_REQUEST),
     (NotClaimable, status.HTTP_400_BAD_REQUEST),
     (NotAddressed, status.HTTP_403_FORBIDDEN),
+    (EnrollmentRefused, status.HTTP_403_FORBIDDEN),
+    (WrongEnrollmentSecret, status.HTTP_403_FORBIDDEN),
     (UnknownTask, status.HTTP_404_NOT_FOUND),
+    (UnknownDevice, status.HTTP_404_NOT_FOUND),
+    (DeviceExists, status.HTTP_409_CONFLICT),
+    (TokenCollected, status.HTTP_410_GONE),
     (AlreadyAnswered, status.HTTP_409_CONFLICT),
     (TaskClosed, status.HTTP_409_CONFLICT),
     (ClaimedByOther, status.HTTP_409_CONFLICT),

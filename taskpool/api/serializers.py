@@ -16,7 +16,7 @@ from taskpool.conf import pool_settings
 from taskpool.exceptions import InvalidMessage
 from taskpool.fleet import check_registered
 from taskpool.lifecycle import EXECUTION_STATUSES
-from taskpool.messages import DEVICE_STATUSES
+from taskpool.messages import DEVICE_STATUSES, is_device_id
 from taskpool.stores.validation import (
     TASK_ADDRESSES,
     TASK_META_RESERVED,
@@ -193,6 +193,26 @@ class CancelRequestSerializer(StrictSerializer):
     reason = StrictCharField(required=False, default="")
 
 
+class EnrollRequestSerializer(StrictSerializer):
+    device_id = StrictCharField(
+        allow_blank=False, help_text="The id to join as: [A-Za-z0-9][A-Za-z0-9._-]{0,63}."
+    )
+    kind = StrictCharField(
+        required=False,
+        default="",
+        max_length=64,
+        help_text="What the device is (raspberry-pi ...).",
+    )
+    meta = JSONObjectField(
+        required=False, default=dict, help_text="Anything staff should see before approving it."
+    )
+
+    def validate_device_id(self, value: str) -> str:
+        if not is_device_id(value):
+            raise serializers.ValidationError("Not a device id: [A-Za-z0-9][A-Za-z0-9._-]{0,63}.")
+        return value
+
+
 class LoginSerializer(StrictSerializer, TokenObtainPairSerializer):
     """simplejwt's login, with strict string fields."""
 
@@ -222,6 +242,27 @@ class AccessTokenSerializer(serializers.Serializer):
     access = serializers.CharField()
     refresh = serializers.CharField(
         required=False, help_text="A new refresh token, where SIMPLE_JWT rotates them."
+    )
+
+
+class EnrollmentSerializer(serializers.Serializer):
+    device_id = serializers.CharField()
+    enrollment_secret = serializers.CharField(
+        help_text="Keep it: send it as Enrollment-Secret to collect the token. Shown only once."
+    )
+
+
+class EnrollmentWaitingSerializer(serializers.Serializer):
+    device_id = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=["waiting"], help_text="Staff have not approved the device yet: ask again later."
+    )
+
+
+class DeviceTokenSerializer(serializers.Serializer):
+    device_id = serializers.CharField()
+    token = serializers.CharField(
+        help_text="The device's token (Authorization: Bearer <token>). Handed out only once."
     )
 
 

@@ -6,7 +6,7 @@ from django.urls import URLPattern, path, re_path
 from django.views.decorators.common import no_append_slash
 
 # schema also registers the token schemes with drf-spectacular.
-from taskpool.api import log, operations, realtime, schema, views
+from taskpool.api import enrollment, log, operations, realtime, schema, views
 
 
 def route(pattern: str, view: Any, name: str) -> URLPattern:
@@ -25,6 +25,8 @@ urlpatterns = [
     route("tasks/<str:task_id>/cancel", views.CancelView.as_view(), "task-cancel"),
     route("log", log.LogView.as_view(), "log"),
     route("devices", views.DevicesView.as_view(), "devices"),
+    route("enroll", enrollment.EnrollView.as_view(), "enroll"),
+    route("enroll/<str:device_id>", enrollment.EnrollmentTokenView.as_view(), "enroll-token"),
     route("auth/token", views.TokenObtainView.as_view(), "token"),
     route("auth/token/refresh", views.TokenRefreshPairView.as_view(), "token-refresh"),
     route("health", operations.HealthView.as_view(), "health"),

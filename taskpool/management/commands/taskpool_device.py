@@ -48,6 +48,11 @@ class Command(BaseCommand):
         state = "validated" if device.validated else "not validated"
         verb = "Created" if created else "Updated"
         self.stdout.write(f"{verb} device {device.id} (kind {device.kind or '-'}, {state}).")
+        if device.enrolled_at is not None and device.token_collected_at is None:
+            if device.validated:
+                self.stdout.write("It asked to join: it collects its token at its next ask.")
+            else:
+                self.stdout.write("It asked to join and waits for approval (--validate).")
         if options["token"]:
             device.rotate_session()
             self.stdout.write(str(DeviceToken.for_device(device)))

@@ -1,0 +1,591 @@
+"""The fleet simulator: N virtual device agents in one process, against a real server.
+
+    python -m bench.fleet --devices 1000 --serve            # starts the server itself
+    python -m bench.fleet --devices 1000 --server http://127.0.0.1:8000/pool/ \\
+        --server-pid "$(pgrep -of 'uvicorn project.asgi')"   # a server you started (make run)
+
+Each virtual device does what ``taskpool-agent`` does, in a few lines of
+asyncio: it long-polls ``GET pending?wait=30`` on a keep-alive connection of
+its own, heartbeats every ``--heartbeat`` seconds, and answers each task it
+gets after the task's duration, with an ``Idempotency-Key``; writes go each
+on a new connection, as the agent's ``urllib`` makes them, and a failed one
+is retried with the same key, with jittered backoff. A master
+posts ``--rate`` tasks a second, each to one device picked at random, with
+the duration and the outcome (done, failed at ``--fail-rate``, rejected at
+``--reject-rate``) the device is to play. ``--drop-rate`` drops that share of
+the devices' requests on purpose (the connection closed once the request is
+sent, the answer unread), as a flaky network would.
+
+Devices start over ``--ramp`` seconds (their polls and heartbeats spread
+out), then tasks are posted for ``--duration`` seconds; the run waits up to
+``--drain`` seconds for the last answers. A summary line is printed every
+``--every`` seconds, and a final report: tasks posted and answered, latency
+from the moment the master starts posting a task to the moment the device's
+answer is stored (its 201 received), errors by kind, and the CPU of the
+server (with ``--serve`` or ``--server-pid``: its processes, from /proc) and
+of the simulator itself, over the posting window.
+
+``--serve`` builds a throwaway demo site (SQLite and a pool directory in a
+temporary directory) and serves it with the production command: uvicorn,
+``--workers 2``. Against ``--server``, the devices (``sim-00000`` ...) and a
+master are created in the database of the demo site's settings in this
+process's environment (``TASKPOOL_VAR_DIR``, ``DATABASE_URL``), which must be
+the server's. The simulator shares the machine with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import random
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench.realtime_load import ROOT, Connection, summary
+
+POLL_WAIT = 30
+REQUEST_TIMEOUT = 30.0  # any request but a long-poll
+
+
+# The figures ------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    posted: int = 0
+    answered: collections.Counter = field(default_factory=collections.Counter)
+    latency: list[float] = field(default_factory=list)  # post -> done stored, seconds
+    latency_window: list[float] = field(default_factory=list)  # since the last summary line
+    errors: collections.Counter = field(default_factory=collections.Counter)
+    requests: collections.Counter = field(default_factory=collections.Counter)
+    drops: int = 0
+    polling: int = 0  # devices whose long-poll is open now
+    outstanding: set[str] = field(default_factory=set)  # tasks posted, not answered yet
+    finished: set[str] = field(default_factory=set)  # tasks answered
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] += 1
+
+
+# One virtual device ---------------------------------------------------------------------
+
+
+class Device:
+    def __init__(self, number: int, device_id: str, token: str, run: Run) -> None:
+        self.number, self.id, self.token, self.run = number, device_id, token, run
+        self.poll = Connection(run.port, run.host)
+        self.answered: set[str] = set()
+
+    async def live(self) -> None:
+        await asyncio.sleep(random.uniform(0, self.run.options.ramp))
+        heartbeat = asyncio.create_task(self.heartbeats())
+        try:
+            await self.work()
+        finally:
+            heartbeat.cancel()
+            self.poll.close()
+
+    async def work(self) -> None:
+        run, failures = self.run, 0
+        while not run.stopping.is_set():
+            run.figures.polling += 1
+            try:
+                status, content = await self.request_polling()
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
+                run.figures.polling -= 1
+                self.poll.close()
+                self.poll.writer = None
+                if not isinstance(error, _Dropped):
+                    run.figures.error(f"poll {type(error).__name__}")
+                failures += 1
+                await asyncio.sleep(backoff(failures))
+                continue
+            run.figures.polling -= 1
+            run.figures.requests["poll"] += 1
+            if status != 200:
+                run.figures.error(f"poll {status}")
+                failures += 1
+                await asyncio.sleep(backoff(failures))
+                continue
+            failures = 0
+            for task in json.loads(content):
+                if task["id"] not in self.answered:
+                    await self.do(task)
+
+    async def request_polling(self) -> tuple[int, bytes]:
+        path = f"{self.run.prefix}pending?wait={POLL_WAIT}"
+        if self.run.drop():
+            await self.poll.send("GET", path, self.token)
+            raise _Dropped
+        return await asyncio.wait_for(
+            self.poll.request("GET", path, self.token), POLL_WAIT + REQUEST_TIMEOUT
+        )
+
+    async def do(self, task: dict[str, Any]) -> None:
+        meta = task.get("meta", {})
+        await asyncio.sleep(float(meta.get("sim_seconds", 0)))
+        status = meta.get("sim_outcome", "done")
+        body = {"parent_id": task["id"], "status": status, "body": "simulated"}
+        answer = await self.run.write(
+            self.token, "response", body, key=f"{task['id']}.{status}", kind="response"
+        )
+        if answer:
+            self.answered.add(task["id"])  # a refusal is final too: never again
+        if answer not in (200, 201):
+            return
+        figures = self.run.figures
+        figures.finished.add(task["id"])
+        figures.answered[status] += 1
+        figures.outstanding.discard(task["id"])
+        if "sim_posted" in meta:
+            elapsed = time.perf_counter() - float(meta["sim_posted"])
+            figures.latency.append(elapsed)
+            figures.latency_window.append(elapsed)
+
+    async def heartbeats(self) -> None:
+        interval = self.run.options.heartbeat
+        beat = 0
+        await asyncio.sleep(random.uniform(0, 1))
+        while not self.run.stopping.is_set():
+            meta = {"agent": "bench.fleet", "uptime": beat * interval, "load": []}
+            await self.run.write(
+                self.token,
+                "heartbeat",
+                {"meta": meta},
+                key=f"hb.{self.id}.{beat}",
+                kind="heartbeat",
+            )
+            beat += 1
+            await asyncio.sleep(interval * random.uniform(0.9, 1.1))
+
+
+class _Dropped(ConnectionError):
+    """A request dropped on purpose (``--drop-rate``)."""
+
+
+def backoff(failures: int, first: float = 0.5, most: float = 30.0) -> float:
+    step = min(most, first * 2 ** min(failures, 10))
+    return random.uniform(step / 2, step)
+
+
+# The run --------------------------------------------------------------------------------
+
+
+class Run:
+    def __init__(self, options: argparse.Namespace, tokens: dict[str, Any], server_pid: int | None):
+        url = urlsplit(options.server)
+        self.options = options
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        self.prefix = url.path if url.path.endswith("/") else url.path + "/"
+        self.tokens = tokens
+        self.server_pid = server_pid
+        self.figures = Figures()
+        self.stopping = asyncio.Event()
+
+    def drop(self) -> bool:
+        if self.options.drop_rate and random.random() < self.options.drop_rate:
+            self.figures.drops += 1
+            return True
+        return False
+
+    async def write(self, token: str, path: str, body: dict, *, key: str, kind: str) -> int:
+        """POST, retried with backoff and the same Idempotency-Key; the final status (0: none).
+
+        Each on a connection of its own, closed after, as ``taskpool-agent`` does (``urllib``):
+        a device's write never waits for another device's.
+        """
+        data = json.dumps(body).encode()
+        headers = {"Idempotency-Key": key}
+        for failures in range(1, 12):
+            connection = Connection(self.port, self.host)
+            try:
+                if self.drop():
+                    await connection.send("POST", self.prefix + path, token, data, headers)
+                    raise _Dropped
+                status, content = await asyncio.wait_for(
+                    connection.request("POST", self.prefix + path, token, data, headers),
+                    REQUEST_TIMEOUT,
+                )
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
+                if not isinstance(error, _Dropped):
+                    self.figures.error(f"{kind} {type(error).__name__}")
+                status = 0
+            finally:
+                connection.close()
+            if status:
+                self.figures.requests[kind] += 1
+            if status in (200, 201):
+                return status
+            if 400 <= status < 500 and status != 429:
+                self.figures.error(f"{kind} {status} {content[:80]!r}")
+                return status
+            if status:
+                self.figures.error(f"{kind} {status}")
+            await asyncio.sleep(backoff(failures))
+        return 0
+
+    async def post_tasks(self) -> None:
+        """Post ``--rate`` tasks a second, each on its own: a slow answer does not slow the rate
+        (the load offered stays what was asked, whatever the server's latency)."""
+        options = self.options
+        devices = list(self.tokens["devices"])
+        masters: list[Connection] = []  # idle keep-alive connections of the master
+        posts: set[asyncio.Task] = set()
+        started = time.perf_counter()
+        sent = 0
+        try:
+            while not self.stopping.is_set():
+                await asyncio.sleep(max(0.0, started + sent / options.rate - time.perf_counter()))
+                sent += 1
+                post = asyncio.create_task(self.post_task(masters, random.choice(devices)))
+                posts.add(post)
+                post.add_done_callback(posts.discard)
+        finally:
+            await asyncio.gather(*posts, return_exceptions=True)
+            for connection in masters:
+                connection.close()
+
+    async def post_task(self, masters: list[Connection], device_id: str) -> None:
+        options, figures = self.options, self.figures
+        draw = random.random()
+        outcome = "done"
+        if draw < options.fail_rate:
+            outcome = "failed"
+        elif draw < options.fail_rate + options.reject_rate:
+            outcome = "rejected"
+        meta = {
+            "sim_seconds": round(random.uniform(*options.task_seconds), 3),
+            "sim_outcome": outcome,
+            "sim_posted": time.perf_counter(),
+        }
+        body = json.dumps({"to": f"device:{device_id}", "title": "sim", "meta": meta}).encode()
+        master = masters.pop() if masters else Connection(self.port, self.host)
+        try:
+            status, content = await asyncio.wait_for(
+                master.request("POST", self.prefix + "task", self.tokens["master"], body),
+                REQUEST_TIMEOUT,
+            )
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
+            figures.error(f"task {type(error).__name__}")
+            master.close()
+            return
+        masters.append(master)
+        figures.requests["task"] += 1
+        if status != 201:
+            figures.error(f"task {status} {content[:80]!r}")
+            return
+        figures.posted += 1
+        task_id = json.loads(content)["id"]
+        if task_id not in figures.finished:  # its answer may come before the 201 here
+            figures.outstanding.add(task_id)
+
+    async def report_lines(self, began: float) -> None:
+        figures = self.figures
+        last_requests = 0
+        while True:
+            await asyncio.sleep(self.options.every)
+            requests = sum(figures.requests.values())
+            window = summary(figures.latency_window)
+            figures.latency_window = []
+            print(
+                f"{time.monotonic() - began:6.0f} s  polling {figures.polling:6d}  "
+                f"req/s {(requests - last_requests) / self.options.every:7.1f}  "
+                f"posted {figures.posted:6d}  answered {sum(figures.answered.values()):6d}  "
+                f"p50 {window.get('p50_ms', '-'):>6} ms  p99 {window.get('p99_ms', '-'):>6} ms  "
+                f"errors {sum(figures.errors.values())}  drops {figures.drops}",
+                flush=True,
+            )
+            last_requests = requests
+
+    async def main(self) -> dict[str, Any]:
+        options = self.options
+        began = time.monotonic()
+        reporter = asyncio.create_task(self.report_lines(began))
+        devices = [
+            asyncio.create_task(Device(number, device_id, token, self).live())
+            for number, (device_id, token) in enumerate(self.tokens["devices"].items())
+        ]
+        print(f"{len(devices)} devices starting over {options.ramp:g} s", flush=True)
+        await asyncio.sleep(options.ramp + 2)
+        before = self.cpu()
+        requests_before = collections.Counter(self.figures.requests)
+        window_began = time.monotonic()
+        poster = asyncio.create_task(self.post_tasks())
+        await asyncio.sleep(options.duration)
+        posting = self.stop_posting(poster)
+        await posting
+        window = time.monotonic() - window_began
+        after = self.cpu()
+        in_window = collections.Counter(self.figures.requests)
+        in_window.subtract(requests_before)
+        drain_until = time.monotonic() + options.drain
+        while self.figures.outstanding and time.monotonic() < drain_until:
+            await asyncio.sleep(0.2)
+        self.stopping.set()
+        reporter.cancel()
+        for device in devices:
+            device.cancel()
+        await asyncio.gather(*devices, return_exceptions=True)
+        return self.report(window, before, after, in_window)
+
+    async def stop_posting(self, poster: asyncio.Task) -> None:
+        poster.cancel()
+        await asyncio.gather(poster, return_exceptions=True)  # the posts under way finish
+
+    def cpu(self) -> dict[str, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        figures = {"simulator_cpu_s": usage.ru_utime + usage.ru_stime}
+        if self.server_pid is not None:
+            figures.update(server_figures(self.server_pid))
+        return figures
+
+    def report(
+        self, window: float, before: dict, after: dict, in_window: collections.Counter
+    ) -> dict[str, Any]:
+        options, figures = self.options, self.figures
+        cpu = {
+            "simulator_cpu_percent": round(
+                100 * (after["simulator_cpu_s"] - before["simulator_cpu_s"]) / window, 1
+            ),
+        }
+        if "server_cpu_s" in after:
+            cpu["server_cpu_percent"] = round(
+                100 * (after["server_cpu_s"] - before["server_cpu_s"]) / window, 1
+            )
+            cpu["server_rss_mib"] = round(after["server_rss_kib"] / 1024, 1)
+            cpu["server_processes"] = after["server_processes"]
+        return {
+            "devices": len(self.tokens["devices"]),
+            "rate_per_s": options.rate,
+            "posting_seconds": round(window, 1),
+            "heartbeat_s": options.heartbeat,
+            "task_seconds": list(options.task_seconds),
+            "fail_rate": options.fail_rate,
+            "reject_rate": options.reject_rate,
+            "drop_rate": options.drop_rate,
+            "tasks_posted": figures.posted,
+            "answered": dict(figures.answered),
+            "unanswered": len(figures.outstanding),
+            "latency_post_to_answer_stored": summary(figures.latency),
+            "requests_while_posting": dict(in_window),
+            "request_rate_per_s": round(sum(in_window.values()) / max(window, 1e-9), 1),
+            "requests_whole_run": dict(figures.requests),
+            "drops_on_purpose": figures.drops,
+            "errors": dict(figures.errors),
+            **cpu,
+            "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
+        }
+
+
+def server_figures(pid: int) -> dict[str, float]:
+    """CPU seconds and resident memory of the server: ``pid`` and every process under it."""
+    pids = [pid, *descendants(pid)]
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu, rss = 0.0, 0
+    for each in pids:
+        try:
+            stat = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/{each}/status").read_text()
+        except OSError:
+            continue
+        cpu += (int(stat[11]) + int(stat[12])) / ticks
+        found = re.search(r"VmRSS:\s+(\d+)", status)
+        rss += int(found.group(1)) if found else 0
+    return {"server_cpu_s": cpu, "server_rss_kib": rss, "server_processes": len(pids)}
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children[parent].append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+# The site ---------------------------------------------------------------------------------
+
+
+def provision(devices: int) -> dict[str, Any]:
+    """The devices ``sim-00000`` ... and a master in the demo site's database; their tokens."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from taskpool.models import DeviceUser, UserRole
+    from taskpool.tokens import DeviceToken
+
+    call_command("migrate", verbosity=0)
+    names = [f"sim-{number:05d}" for number in range(devices)]
+    DeviceUser.objects.bulk_create(
+        [DeviceUser(id=name, validated=True, kind="simulated") for name in names],
+        ignore_conflicts=True,
+    )
+    DeviceUser.objects.filter(pk__in=names).update(validated=True)
+    by_id = DeviceUser.objects.in_bulk(names)
+    user, _ = get_user_model().objects.get_or_create(username="fleet-simulator")
+    UserRole.objects.update_or_create(user=user, defaults={"role": UserRole.MASTER})
+    return {
+        "devices": {name: str(DeviceToken.for_device(by_id[name])) for name in names},
+        "master": str(AccessToken.for_user(user)),
+    }
+
+
+def serve(var_dir: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    """The demo site as production serves it: uvicorn with ``workers`` worker processes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics = var_dir / "prometheus"
+    metrics.mkdir()
+    environment = {
+        **os.environ,
+        "TASKPOOL_VAR_DIR": str(var_dir),
+        "PYTHONPATH": str(ROOT),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "project.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--timeout-graceful-shutdown",
+            "5",
+            "--no-access-log",
+            "--backlog",
+            "16384",
+        ],  # fmt: skip
+        cwd=ROOT,
+        env=environment,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ready = threading.Event()
+    serving = 0
+
+    def read_log() -> None:  # and keep reading, so the pipe never fills
+        nonlocal serving
+        for line in process.stderr:
+            serving += "Application startup complete" in line
+            if serving == workers:
+                ready.set()
+            if "Traceback" in line or "ERROR" in line:
+                print("server:", line.rstrip(), file=sys.stderr)
+
+    threading.Thread(target=read_log, daemon=True).start()
+    if not ready.wait(120):
+        process.kill()
+        raise RuntimeError("the server did not start")
+    return process, f"http://127.0.0.1:{port}/pool/"
+
+
+def raise_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def seconds_range(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(",")
+    return float(low), float(high or low)
+
+
+def parser() -> argparse.ArgumentParser:
+    arguments = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    arguments.add_argument("--devices", type=int, default=1000)
+    target = arguments.add_mutually_exclusive_group(required=True)
+    target.add_argument("--server", help="the pool's URL, e.g. http://127.0.0.1:8000/pool/")
+    target.add_argument("--serve", action="store_true", help="start the demo site (uvicorn)")
+    arguments.add_argument("--workers", type=int, default=2, help="with --serve (default 2)")
+    arguments.add_argument("--server-pid", type=int, help="measure this server's CPU and memory")
+    arguments.add_argument("--rate", type=float, default=20.0, help="tasks posted per second")
+    arguments.add_argument("--duration", type=float, default=60.0, help="seconds of posting")
+    arguments.add_argument("--ramp", type=float, default=30.0, help="seconds to start devices")
+    arguments.add_argument("--drain", type=float, default=15.0, help="seconds to wait at the end")
+    arguments.add_argument("--heartbeat", type=float, default=30.0, help="heartbeat interval")
+    arguments.add_argument(
+        "--task-seconds", type=seconds_range, default=(0.0, 0.0), help="MIN[,MAX] a task takes"
+    )
+    arguments.add_argument("--fail-rate", type=float, default=0.0)
+    arguments.add_argument("--reject-rate", type=float, default=0.0)
+    arguments.add_argument("--drop-rate", type=float, default=0.0, help="requests dropped")
+    arguments.add_argument("--every", type=float, default=5.0, help="seconds between lines")
+    arguments.add_argument("--json", type=Path, help="also write the report to this file")
+    return arguments
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    options = parser().parse_args(argv)
+    raise_open_files_limit()
+    with tempfile.TemporaryDirectory(prefix="taskpool-fleet-") as temporary:
+        process = None
+        if options.serve:  # the demo site, whatever this environment names
+            os.environ["TASKPOOL_VAR_DIR"] = temporary
+            os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+        tokens = provision(options.devices)
+        server_pid = options.server_pid
+        if options.serve:
+            process, options.server = serve(Path(temporary), options.workers)
+            server_pid = process.pid
+        try:
+            report = asyncio.run(Run(options, tokens, server_pid).main())
+            text = json.dumps(report, indent=2)
+            print(text, flush=True)
+            if options.json:
+                options.json.write_text(text + "\n")
+        finally:
+            if process is not None:
+                stop_server(process)
+    return report
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM, and SIGKILL to it and its workers if it has not stopped in 30 s."""
+    workers = descendants(process.pid)
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        for pid in workers:  # still its workers: the supervisor waits for them
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.kill()
+        process.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""``POST enroll`` and ``GET enroll/<id>``: devices that join by themselves, without a token.
+
+The rules (who may enroll, the secret, the token handed out once) are in
+``taskpool.enrollment``; these views parse, call them and serialise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import SimpleRateThrottle
+
+from taskpool import enrollment
+from taskpool.api import serializers as api
+from taskpool.api.views import PoolAPIView, errors
+
+#: Enrollment requests one address may make, unless REST_FRAMEWORK's
+#: DEFAULT_THROTTLE_RATES names the scope ``taskpool_enroll``.
+DEFAULT_ENROLL_RATE = "30/min"
+
+
+class EnrollmentThrottle(SimpleRateThrottle):
+    """Enrollment requests per client address, in Django's cache (per process with LocMem)."""
+
+    scope = "taskpool_enroll"
+
+    def get_rate(self) -> str | None:
+        # Read at each request, not at import (DRF's class attribute), so settings may change.
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope, DEFAULT_ENROLL_RATE)
+        return None if rate is None else str(rate)
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+ENROLLMENT_KEY = OpenApiParameter(
+    "Enrollment-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="The site's enrollment key, where TASKPOOL['ENROLLMENT_KEY'] sets one.",
+)
+ENROLLMENT_SECRET = OpenApiParameter(
+    "Enrollment-Secret",
+    str,
+    OpenApiParameter.HEADER,
+    required=True,
+    description="The enrollment_secret that POST enroll answered.",
+)
+THROTTLED = OpenApiResponse(
+    api.ErrorSerializer, description="Too many enrollment requests from this address."
+)
+
+
+class EnrollView(PoolAPIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = [EnrollmentThrottle]
+
+    @extend_schema(
+        summary="Ask to join the fleet: staff validate the device, then it collects its token",
+        request=api.EnrollRequestSerializer,
+        parameters=[ENROLLMENT_KEY],
+        responses={
+            202: api.EnrollmentSerializer,
+            400: errors()[400],
+            403: OpenApiResponse(
+                api.ErrorSerializer, description="Enrollment is off, or a wrong Enrollment-Key."
+            ),
+            409: OpenApiResponse(
+                api.ErrorSerializer, description="The device id is already registered."
+            ),
+            **errors(413, 415),
+            429: THROTTLED,
+        },
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        enrollment.check_enrollment_key(request.headers.get("Enrollment-Key"))
+        data = self.valid(api.EnrollRequestSerializer, request.data)
+        secret = enrollment.request_enrollment(
+            data["device_id"],
+            kind=data["kind"],
+            meta=data["meta"],
+            address=request.META.get("REMOTE_ADDR") or None,
+        )
+        answer = api.EnrollmentSerializer(
+            {"device_id": data["device_id"], "enrollment_secret": secret}
+        )
+        return Response(answer.data, status=status.HTTP_202_ACCEPTED)
+
+
+class EnrollmentTokenView(PoolAPIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="The enrolled device's token: 202 while it waits for approval, 200 once, then 410",
+        parameters=[ENROLLMENT_SECRET],
+        responses={
+            200: api.DeviceTokenSerializer,
+            202: api.EnrollmentWaitingSerializer,
+            400: errors()[400],
+            403: OpenApiResponse(api.ErrorSerializer, description="Wrong Enrollment-Secret."),
+            404: OpenApiResponse(api.ErrorSerializer, description="No such device."),
+            410: OpenApiResponse(
+                api.ErrorSerializer, description="The token was handed out already."
+            ),
+        },
+        auth=[],
+    )
+    def get(self, request: Request, device_id: str) -> Response:
+        secret = request.headers.get("Enrollment-Secret")
+        if not secret:
+            raise serializers.ValidationError({"Enrollment-Secret": ["This header is required."]})
+        collected = enrollment.collect_token(device_id, secret)
+        if collected.waiting:
+            waiting = api.EnrollmentWaitingSerializer({"device_id": device_id, "status": "waiting"})
+            response = Response(waiting.data, status=status.HTTP_202_ACCEPTED)
+            response["Retry-After"] = str(enrollment.POLL_SECONDS)
+        else:
+            token = api.DeviceTokenSerializer({"device_id": device_id, "token": collected.token})
+            response = Response(token.data)
+        response["Cache-Control"] = "no-store"
+        return response

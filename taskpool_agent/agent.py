@@ -1,0 +1,402 @@
+"""The main loop: wait for pending tasks, run each one's handler, answer; heartbeat meanwhile.
+
+One task at a time, oldest first, as the server lists them. While a handler
+runs the agent follows the device's event stream, where a cancel of its task
+shows at once, and, as a backstop for what the stream may miss (a cancel
+before it opened, a dropped connection, an expiry), checks every
+``check_interval`` seconds that its task is still pending for the device. A
+task cancelled (or expired, or whose attempt ended) is no longer: its handler
+is stopped and never answered.
+
+On SIGTERM the agent stops a running handler (its process group), answers the
+task ``failed`` with the reason, and exits; if the answer cannot be sent then,
+the journal keeps it for the next start.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskpool_agent import __version__
+from taskpool_agent.client import Backoff, PoolClient, Refused, Stopped, Unreachable, interruptible
+from taskpool_agent.config import Config
+from taskpool_agent.journal import ANSWERED, FINISHED, STARTED, Journal, attempt_key
+from taskpool_agent.runner import (
+    HandlerProcess,
+    NoHandler,
+    Outcome,
+    find_handler,
+    outcome_of,
+    timeout_of,
+    wrapper_alive,
+)
+
+log = logging.getLogger("taskpool_agent")
+
+#: Exit status for a token the server no longer takes: run enroll again (sysexits' EX_CONFIG).
+EX_CONFIG = 78
+PENDING_LIMIT = 1000
+PROGRESS_TEXT_MAX = 1024
+
+
+@dataclass
+class Options:
+    handlers: Path
+    state_dir: Path
+    wait: float = 30.0  # seconds a long-poll waits
+    heartbeat_interval: float = 30.0
+    check_interval: float = 5.0  # how often a running task is checked for cancellation
+    handler_timeout: float = 3600.0  # when the task says no meta.timeout
+    kill_grace: float = 2.0  # SIGTERM, then SIGKILL after this
+    progress_interval: float = 1.0  # at most one progress answer per this many seconds
+    stream: bool = True  # follow the event stream while a handler runs (cancels at once)
+    backoff: Backoff | None = None
+
+
+class TokenRevoked(Exception):
+    """The server answers 401: the device's token is revoked or expired."""
+
+
+class Agent:
+    def __init__(self, config: Config, options: Options, stop: threading.Event | None = None):
+        self.config = config
+        self.options = options
+        self.stop = stop or threading.Event()
+        self.client = PoolClient(
+            config.base_url, config.token, options.backoff or Backoff(), self.stop
+        )
+        self.journal = Journal(options.state_dir)
+        self.started = time.monotonic()
+        self.running: str | None = None
+
+    # The loop -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until ``stop`` is set; the process's exit status."""
+        log.info(
+            "taskpool-agent %s for %s at %s", __version__, self.config.device_id, self.config.server
+        )
+        if not self.options.handlers.is_dir():
+            log.warning("no handlers directory %s: every task is rejected", self.options.handlers)
+        self.journal.forget_old()
+        threading.Thread(target=self._heartbeats, name="taskpool-heartbeat", daemon=True).start()
+        try:
+            self.recover()
+            while not self.stop.is_set():
+                self.serve_once()
+        except Stopped:
+            pass
+        except TokenRevoked as error:
+            log.error("%s: enroll again, or put a new token in the config file.", error)
+            self.stop.set()
+            return EX_CONFIG
+        log.info("stopped")
+        return 0
+
+    def serve_once(self) -> None:
+        tasks = self.pending(wait=self.options.wait)
+        runnable = [task for task in tasks if self.journal.read(attempt_key(task)) is None]
+        if runnable:
+            self.take(runnable[0])
+        elif tasks:
+            # Only tasks this agent has already answered (and the server refused): the
+            # long-poll would answer at once, so wait here instead of spinning.
+            self.stop.wait(self.options.check_interval)
+
+    def pending(self, *, wait: float | None = None) -> list[dict[str, Any]]:
+        path = f"pending?limit={PENDING_LIMIT}" + (f"&wait={wait:g}" if wait else "")
+        timeout = (wait or 0) + 30
+        while True:
+            try:
+                answer = interruptible(
+                    lambda: self.client.call("GET", path, timeout=timeout), self.stop
+                )
+                return answer.data
+            except Refused as error:
+                if error.status == 401:
+                    raise TokenRevoked(
+                        f"The server refuses the device's token ({error.detail})"
+                    ) from None
+                log.error(
+                    "GET pending refused (%s); again in %.0f s", error, self.client.backoff.most
+                )
+                if self.stop.wait(self.client.backoff.most):
+                    raise Stopped from None
+
+    # One task -------------------------------------------------------------------------
+
+    def take(self, task: dict[str, Any]) -> None:
+        key = attempt_key(task)
+        if (task.get("meta") or {}).get("mode") == "any" and not self.claim(key, task):
+            return
+        try:
+            path, args = find_handler(self.options.handlers, task)
+        except NoHandler as error:
+            log.info("%s: %s", key, error)
+            outcome = Outcome("rejected", "no handler", str(error), {"reason": str(error)})
+            self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
+            self.answer(key, task, outcome)
+            return
+        started_at = time.time()
+        entry = {"state": STARTED, "task": task, "started_at": started_at, "handler": str(path)}
+        self.journal.write(key, entry)  # before the handler starts: it never runs twice
+        process = HandlerProcess.start(self.journal.directory(key), path, args, task)
+        self.journal.write(key, {**entry, "pid": process.pid})
+        log.info("%s: started %s (pid %d)", key, path.name, process.pid)
+        self.watch(key, task, process, started_at)
+
+    def claim(self, key: str, task: dict[str, Any]) -> bool:
+        """Take an any-one task before running it; ``False`` when another device holds it."""
+        try:
+            self.client.call(
+                "POST", "claim", {"parent_id": task["id"]}, idempotency_key=f"{key}.claim"
+            )
+            return True
+        except Refused as error:
+            log.info("%s: not claimed (%s)", key, error)
+            self.journal.write(key, {"state": ANSWERED, "task": task, "refused": str(error)})
+            return False
+
+    def watch(
+        self, key: str, task: dict[str, Any], process: HandlerProcess, started_at: float
+    ) -> None:
+        """Wait for the handler's end, reporting its progress, minding timeout, cancel and stop."""
+        self.running = key
+        timeout = timeout_of(task, self.options.handler_timeout)
+        deadline = time.monotonic() + timeout - (time.time() - started_at)
+        closed = threading.Event()  # the task is no longer this device's to answer
+        reporter = ProgressReporter(self, key, task, closed)
+        checker = threading.Thread(
+            target=self._check_still_pending, args=(key, closed, process), daemon=True
+        )
+        checker.start()
+        if self.options.stream:
+            threading.Thread(
+                target=self._follow_stream, args=(task, closed, process), daemon=True
+            ).start()
+        outcome = None
+        try:
+            while not process.wait(0.2):
+                for text in process.progress_lines():
+                    reporter.report(text)
+                if closed.is_set():
+                    process.kill(self.options.kill_grace)
+                    log.info("%s: cancelled, or no longer pending: handler stopped", key)
+                    self.journal.write(key, {"state": ANSWERED, "task": task, "cancelled": True})
+                    return
+                if self.stop.is_set():
+                    process.kill(self.options.kill_grace)
+                    reason = "The agent was stopped while the handler ran."
+                    outcome = Outcome(
+                        "failed", "stopped", process.output_tail(), {"reason": reason}
+                    )
+                    break
+                if time.monotonic() >= deadline:
+                    process.kill(self.options.kill_grace)
+                    reason = f"The handler timed out after {timeout:g} s."
+                    outcome = Outcome(
+                        "failed",
+                        "timed out",
+                        process.output_tail(),
+                        {"reason": reason, "timeout": timeout},
+                    )
+                    break
+        finally:
+            reporter.close()
+            self.running = None
+        if outcome is None:
+            outcome = outcome_of(
+                process.exit_code(), process.output_tail(), time.time() - started_at
+            )
+        self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
+        log.info("%s: %s (%s)", key, outcome.status, outcome.title)
+        self.answer(key, task, outcome)
+
+    def _check_still_pending(
+        self, key: str, closed: threading.Event, process: HandlerProcess
+    ) -> None:
+        while not process.exited.wait(self.options.check_interval):
+            try:
+                tasks = self.client.call(
+                    "GET", f"pending?limit={PENDING_LIMIT}", retry_for=self.options.check_interval
+                ).data
+            except (Refused, Unreachable, Stopped):
+                continue  # unknown: keep running; the answer will tell
+            if not process.exited.is_set() and key not in {attempt_key(task) for task in tasks}:
+                closed.set()
+                return
+
+    def _follow_stream(
+        self, task: dict[str, Any], closed: threading.Event, process: HandlerProcess
+    ) -> None:
+        """Close the task as soon as the stream shows its cancel; give up quietly on errors
+        (the pending check is the backstop). Ends at the first event or keep-alive after the
+        handler's end."""
+        try:
+            for name, data in self.client.events("stream"):
+                if process.exited.is_set() or closed.is_set():
+                    return
+                meta = data.get("meta", {}) if isinstance(data, dict) else {}
+                if (
+                    name == "response"
+                    and data.get("parent_id") == task["id"]
+                    and meta.get("status") == "cancelled"
+                ):
+                    log.info("%s: cancelled (seen on the stream)", attempt_key(task))
+                    closed.set()
+                    return
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            log.debug("stream: %s", error)
+
+    def answer(self, key: str, task: dict[str, Any], outcome: Outcome) -> None:
+        """Send the answer (retried until it is stored or refused); journal that it was."""
+        body = answer_body(task, outcome)
+        try:
+            self.client.call("POST", "response", body, idempotency_key=f"{key}.{outcome.status}")
+        except Refused as error:
+            log.warning("%s: the server refused the answer (%s); it is final", key, error)
+            self.journal.write(
+                key,
+                {
+                    "state": ANSWERED,
+                    "task": task,
+                    "answer": outcome.as_dict(),
+                    "refused": str(error),
+                },
+            )
+            return
+        except (Stopped, Unreachable):
+            log.warning("%s: answer not sent yet; it is in the journal for the next start", key)
+            return
+        self.journal.write(key, {"state": ANSWERED, "task": task, "answer": outcome.as_dict()})
+
+    # After a crash or a reboot -----------------------------------------------------------
+
+    def recover(self) -> None:
+        """Answer what the journal says was finished, and see started handlers to their end."""
+        for key, entry in self.journal.unanswered():
+            task = entry["task"]
+            if entry["state"] == FINISHED:
+                log.info("%s: sending the answer left from before", key)
+                self.answer(key, task, Outcome(**entry["answer"]))
+                continue
+            directory = self.journal.directory(key)
+            pid = entry.get("pid")
+            if pid and ((directory / "status").exists() or wrapper_alive(pid)):
+                log.info("%s: the handler started before (pid %d): waiting for its end", key, pid)
+                self.watch(key, task, HandlerProcess.adopt(directory, pid), entry["started_at"])
+                continue
+            process = HandlerProcess.adopt(directory, pid or 0)
+            outcome = outcome_of(None, process.output_tail(), time.time() - entry["started_at"])
+            self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
+            self.answer(key, task, outcome)
+
+    # Heartbeats --------------------------------------------------------------------------
+
+    def _heartbeats(self) -> None:
+        beat = 0
+        boot = f"{os.getpid()}.{int(time.time())}"
+        while not self.stop.is_set():
+            try:
+                self.client.call(
+                    "POST",
+                    "heartbeat",
+                    {"meta": self.status()},
+                    idempotency_key=f"heartbeat.{boot}.{beat}",
+                    retry_for=self.options.heartbeat_interval,
+                )
+            except (Refused, Unreachable) as error:
+                log.warning("heartbeat not sent: %s", error)
+            except Stopped:
+                return
+            beat += 1
+            self.stop.wait(self.options.heartbeat_interval)
+
+    def status(self) -> dict[str, Any]:
+        """The small status a heartbeat carries."""
+        try:
+            load = [round(value, 2) for value in os.getloadavg()]
+        except OSError:
+            load = []
+        return {
+            "agent": __version__,
+            "uptime": round(time.monotonic() - self.started),
+            "load": load,
+            "running": self.running,
+        }
+
+
+def answer_body(task: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+    meta = dict(outcome.meta)
+    attempt = (task.get("meta") or {}).get("attempt")
+    if attempt is not None:
+        meta["attempt"] = attempt  # the answer ends this attempt, not a later one
+    return {
+        "parent_id": task["id"],
+        "status": outcome.status,
+        "title": outcome.title,
+        "body": outcome.body,
+        "meta": meta,
+    }
+
+
+class ProgressReporter:
+    """Sends ``progress:`` lines as progress answers, at most one per interval (the latest).
+
+    A refusal (409: the task was cancelled or its attempt ended) closes the task.
+    """
+
+    def __init__(self, agent: Agent, key: str, task: dict[str, Any], closed: threading.Event):
+        self.agent, self.key, self.task, self.closed = agent, key, task, closed
+        self.latest: str | None = None
+        self.done = False
+        self.sent = 0
+        self.condition = threading.Condition()
+        self.thread = threading.Thread(target=self._send, name="taskpool-progress", daemon=True)
+        self.thread.start()
+
+    def report(self, text: str) -> None:
+        with self.condition:
+            self.latest = text[:PROGRESS_TEXT_MAX]
+            self.condition.notify()
+
+    def close(self) -> None:
+        with self.condition:
+            self.done = True
+            self.latest = None
+            self.condition.notify()
+        self.thread.join(timeout=2)
+
+    def _send(self) -> None:
+        interval = self.agent.options.progress_interval
+        while True:
+            with self.condition:
+                while self.latest is None and not self.done:
+                    self.condition.wait()
+                if self.done:
+                    return
+                text, self.latest = self.latest, None
+            outcome = Outcome("progress", "progress", text or "")
+            try:
+                self.agent.client.call(
+                    "POST",
+                    "response",
+                    answer_body(self.task, outcome),
+                    idempotency_key=f"{self.key}.progress.{self.sent}",
+                    retry_for=10 * interval,
+                )
+                self.sent += 1
+            except Refused as error:
+                log.info("%s: progress refused (%s): the task is closed", self.key, error)
+                self.closed.set()
+                return
+            except (Unreachable, Stopped):
+                pass
+            time.sleep(interval)  # what is printed meanwhile: its latest line, next

@@ -1,0 +1,125 @@
+"""``taskpool-agent enroll`` and ``taskpool-agent run``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from taskpool_agent import __version__
+from taskpool_agent.agent import Agent, Options
+from taskpool_agent.client import Backoff, Refused, Stopped, Unreachable
+from taskpool_agent.config import DEFAULT_PATH, ConfigError, load
+from taskpool_agent.enroll import enroll
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="taskpool-agent", description="The device side of a taskpool fleet."
+    )
+    main.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    main.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_PATH,
+        help=f"The config file (default {DEFAULT_PATH}).",
+    )
+    main.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    main.add_argument(
+        "--backoff-max", type=float, default=60.0, help="Longest wait between retries, seconds."
+    )
+    commands = main.add_subparsers(dest="command", required=True)
+
+    joining = commands.add_parser("enroll", help="Ask to join the fleet and wait for approval.")
+    joining.add_argument("--server", required=True, help="The pool's URL, e.g. https://host/pool/")
+    joining.add_argument("--device-id", required=True)
+    joining.add_argument("--kind", default="", help="What the device is (raspberry-pi ...).")
+    joining.add_argument("--enrollment-key", help="The site's enrollment key, if it has one.")
+    joining.add_argument(
+        "--poll-interval", type=float, help="Seconds between asks (default: what the server says)."
+    )
+
+    running = commands.add_parser("run", help="Run the tasks pending for this device.")
+    running.add_argument("--handlers", type=Path, help="The handlers directory.")
+    running.add_argument("--state-dir", type=Path, help="Where the journal is kept.")
+    running.add_argument("--wait", type=float, default=30.0, help="Long-poll seconds (default 30).")
+    running.add_argument("--heartbeat-interval", type=float, default=30.0)
+    running.add_argument(
+        "--check-interval",
+        type=float,
+        default=5.0,
+        help="How often a running task is checked for cancellation, seconds (default 5).",
+    )
+    running.add_argument(
+        "--handler-timeout",
+        type=float,
+        default=3600.0,
+        help="A handler's time when its task has no meta.timeout, seconds (default 3600).",
+    )
+    running.add_argument(
+        "--no-stream",
+        dest="stream",
+        action="store_false",
+        help="Do not follow the event stream while a handler runs (a proxy that buffers it); "
+        "cancels are then seen by the check every --check-interval seconds.",
+    )
+    running.add_argument(
+        "--kill-grace", type=float, default=2.0, help="SIGTERM to SIGKILL, seconds (default 2)."
+    )
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parser().parse_args(argv)
+    logging.basicConfig(
+        level=arguments.log_level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    stop = threading.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: stop.set())
+    backoff = Backoff(first=min(1.0, arguments.backoff_max), most=arguments.backoff_max)
+    config_path = arguments.config.expanduser()
+    try:
+        if arguments.command == "enroll":
+            enroll(
+                config_path,
+                server=arguments.server,
+                device_id=arguments.device_id,
+                kind=arguments.kind,
+                enrollment_key=arguments.enrollment_key,
+                poll_interval=arguments.poll_interval,
+                backoff=backoff,
+                stop=stop,
+            )
+            return 0
+        config = load(config_path)
+        if not config.token:
+            raise ConfigError(f"{config_path} has no token yet: run taskpool-agent enroll.")
+        base = config_path.parent
+        options = Options(
+            handlers=(
+                arguments.handlers or Path(config.handlers or base / "handlers")
+            ).expanduser(),
+            state_dir=(
+                arguments.state_dir or Path(config.state_dir or "~/.local/state/taskpool-agent")
+            ).expanduser(),
+            wait=arguments.wait,
+            heartbeat_interval=arguments.heartbeat_interval,
+            check_interval=arguments.check_interval,
+            handler_timeout=arguments.handler_timeout,
+            kill_grace=arguments.kill_grace,
+            stream=arguments.stream,
+            backoff=backoff,
+        )
+        return Agent(config, options, stop).run()
+    except ConfigError as error:
+        print(f"taskpool-agent: {error}", file=sys.stderr)
+        return 78
+    except Refused as error:
+        print(f"taskpool-agent: the server refused: {error}", file=sys.stderr)
+        return 1
+    except (Stopped, KeyboardInterrupt, Unreachable):
+        return 130 if stop.is_set() else 1

@@ -1,0 +1,214 @@
+"""HTTP to the pool: JSON in and out, retries with jittered exponential backoff.
+
+Network errors, 5xx and 429 are retried (a write with the same
+``Idempotency-Key``, so the server stores it once); any other 4xx is final,
+409 included: the server has decided and asking again cannot change it.
+Only the standard library: ``urllib``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from taskpool_agent import __version__
+
+log = logging.getLogger("taskpool_agent")
+
+USER_AGENT = f"taskpool-agent/{__version__}"
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """The agent was asked to stop while it waited."""
+
+
+class Refused(Exception):
+    """A final 4xx answer: the server refused the request and will refuse it again."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class Unreachable(Exception):
+    """The server did not answer usefully within the time a call was given."""
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    data: Any
+
+
+@dataclass
+class Backoff:
+    """Delays between retries: doubling from ``first`` up to ``most``, each jittered.
+
+    The jitter ("equal jitter": a delay between half and all of the step) keeps
+    a fleet that lost its server together from coming back in lockstep.
+    """
+
+    first: float = 1.0
+    most: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        step = min(self.most, self.first * 2 ** min(failures, 30))
+        return random.uniform(step / 2, step)
+
+
+@dataclass
+class PoolClient:
+    """Calls to one server as one device (or as nobody, for enrollment)."""
+
+    base_url: str
+    token: str = ""
+    backoff: Backoff = field(default_factory=Backoff)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeout: float = 30.0,
+        retry_for: float | None = None,
+    ) -> Answer:
+        """One request, retried on network errors, 5xx and 429 for ``retry_for`` seconds
+        (``None``: until it succeeds or the agent stops)."""
+        request_headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if self.token:
+            request_headers["Authorization"] = f"Bearer {self.token}"
+        if idempotency_key:
+            request_headers["Idempotency-Key"] = idempotency_key
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            request_headers["Content-Type"] = "application/json"
+        request_headers.update(headers or {})
+        url = self.base_url + path
+        give_up = None if retry_for is None else time.monotonic() + retry_for
+        failures = 0
+        while True:  # one try even once stopping: the answer to a handler stopped on SIGTERM
+            try:
+                return self._once(method, url, data, request_headers, timeout)
+            except _Retryable as error:
+                delay = error.retry_after or self.backoff.delay(failures)
+                failures += 1
+                if give_up is not None and time.monotonic() + delay > give_up:
+                    raise Unreachable(f"{method} {path}: {error}") from None
+                log.warning("%s %s: %s; again in %.1f s", method, path, error, delay)
+                if self.stop.wait(delay):
+                    raise Stopped from None
+
+    def events(self, path: str, *, read_timeout: float = 20.0) -> Iterator[tuple[str, Any]]:
+        """The events of a Server-Sent Events stream as ``(event, data)``, one try.
+
+        A comment (the server's keep-alive, its ``stream open``) comes as
+        ``("", None)``, so that a reader can look up between events. The stream
+        ends when the server ends it; a network error or a refusal raises
+        (``OSError``, ``urllib.error.URLError``), and so does ``read_timeout``
+        seconds of silence (the server sends a keep-alive every 15 s).
+        """
+        headers = {"Accept": "text/event-stream", "User-Agent": USER_AGENT}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.base_url + path, headers=headers)
+        with urllib.request.urlopen(request, timeout=read_timeout) as response:
+            name, data = "", None
+            for raw in response:
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if not line:
+                    if data is not None:
+                        yield name, data
+                    name, data = "", None
+                elif line.startswith(":"):
+                    yield "", None
+                else:
+                    field, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if field == "event":
+                        name = value
+                    elif field == "data":
+                        data = json.loads(value)
+
+    def _once(
+        self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float
+    ) -> Answer:
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                raw = response.read()
+                return Answer(response.status, dict(response.headers), _json(raw))
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            detail = _detail(raw) or error.reason
+            if error.code >= 500 or error.code == 429:
+                raise _Retryable(f"{error.code} {detail}", _retry_after(error.headers)) from None
+            raise Refused(error.code, str(detail)) from None
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            # ValueError: a body that is not JSON (a proxy's error page).
+            raise _Retryable(str(getattr(error, "reason", error))) from None
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _json(raw: bytes) -> Any:
+    return json.loads(raw) if raw else None
+
+
+def _detail(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw).get("detail", ""))
+    except (ValueError, AttributeError):
+        return raw[:200].decode(errors="replace")
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return min(float(value), 300.0) if value else None
+    except ValueError:
+        return None
+
+
+def interruptible(call: Callable[[], T], stop: threading.Event, *, tick: float = 0.2) -> T:
+    """``call()`` in a thread of its own, given up (``Stopped``) as soon as ``stop`` is set.
+
+    For the long-poll: a blocked read cannot be interrupted, but it need not be
+    waited for (the thread is a daemon, and its answer is dropped).
+    """
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # handed to the caller below
+            outcome["error"] = error
+        done.set()
+
+    threading.Thread(target=run, name="taskpool-agent-call", daemon=True).start()
+    while not done.wait(tick):
+        if stop.is_set():
+            raise Stopped
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

@@ -1,0 +1,81 @@
+"""The agent's config file: TOML, readable by its owner only (it holds the device's token).
+
+```toml
+server = "https://pool.example.com/pool/"
+device_id = "pi-kitchen"
+token = "eyJ..."
+# optional:
+handlers = "/etc/taskpool-agent/handlers"
+state_dir = "/var/lib/taskpool-agent"
+```
+
+While a device waits for approval the file holds its ``enrollment_secret``
+instead of a token, so that ``enroll`` can be run again and resume waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+DEFAULT_PATH = Path("~/.config/taskpool-agent/config.toml")
+
+
+class ConfigError(Exception):
+    """A config file that is missing, unreadable or incomplete."""
+
+
+@dataclass
+class Config:
+    server: str
+    device_id: str
+    token: str = ""
+    enrollment_secret: str = ""
+    handlers: str = ""
+    state_dir: str = ""
+
+    @property
+    def base_url(self) -> str:
+        """The server's pool prefix, ending in a slash (``http://host/pool/``)."""
+        return self.server if self.server.endswith("/") else self.server + "/"
+
+
+def load(path: Path) -> Config:
+    """The config at ``path``; ``ConfigError`` saying what is wrong with it."""
+    try:
+        with path.open("rb") as file:
+            values = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"No config file at {path}: run taskpool-agent enroll first.") from None
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"Cannot read the config file {path}: {error}") from None
+    known = {field.name for field in fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {', '.join(unknown)}.")
+    for key, value in values.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {key} must be a string.")
+    if not values.get("server") or not values.get("device_id"):
+        raise ConfigError(f"{path}: server and device_id are required.")
+    return Config(**values)
+
+
+def save(path: Path, config: Config) -> None:
+    """Write ``config`` to ``path``, mode 0600 from its first byte, replacing it whole."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # JSON's string escapes are valid TOML basic strings.
+    text = "".join(
+        f"{key} = {json.dumps(value)}\n" for key, value in asdict(config).items() if value
+    )
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        os.fchmod(descriptor, 0o600)  # also when a temporary file was left with another mode
+        file.write(text)
+        file.flush()
+        os.fsync(descriptor)
+    os.replace(temporary, path)

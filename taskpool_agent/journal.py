@@ -1,0 +1,95 @@
+"""The journal: what the agent started, finished and answered, on disk, per task attempt.
+
+Each task attempt the agent takes has a directory under ``<state_dir>/tasks/``
+holding ``entry.json`` and the handler's files (its stdin, its output, its
+exit status). The entry is written before the handler starts (``started``),
+when it ends (``finished``, with the answer to send) and once the server has
+the answer (``answered``). After a crash or a reboot the agent reads the
+journal first: it sends what it had finished, waits for a handler that still
+runs, and never runs an attempt it has an entry for again.
+
+Every write is a whole new file renamed into place, so a crash leaves the old
+entry or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+STARTED, FINISHED, ANSWERED = "started", "finished", "answered"
+
+#: How long answered entries are kept (a task lives at most a week by default).
+KEEP_SECONDS = 8 * 24 * 3600
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def attempt_key(task: dict[str, Any]) -> str:
+    """The journal's name for this attempt of this task: ``<task id>.<attempt>``."""
+    attempt = task.get("meta", {}).get("attempt") or 1
+    return _UNSAFE.sub("_", f"{task['id']}.{attempt}")
+
+
+class Journal:
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "tasks"
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def directory(self, key: str) -> Path:
+        """The attempt's directory (created): the entry and the handler's files."""
+        path = self.root / key
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+    def read(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.root / key / "entry.json").read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError:  # cannot happen with whole-file renames; treat as unknown
+            return None
+
+    def write(self, key: str, entry: dict[str, Any]) -> None:
+        directory = self.directory(key)
+        entry = {**entry, "updated_at": time.time()}
+        temporary = directory / "entry.json.tmp"
+        with temporary.open("w", encoding="utf-8") as file:
+            json.dump(entry, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, directory / "entry.json")
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)  # the rename itself survives a power cut
+        finally:
+            os.close(descriptor)
+
+    def unanswered(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Entries started or finished but not answered, oldest first."""
+        entries = []
+        for path in self.root.iterdir():
+            entry = self.read(path.name) if path.is_dir() else None
+            if entry is not None and entry.get("state") != ANSWERED:
+                entries.append((entry.get("started_at", 0.0), path.name, entry))
+        for _, key, entry in sorted(entries, key=lambda item: (item[0], item[1])):
+            yield key, entry
+
+    def forget_old(self, now: float | None = None) -> int:
+        """Remove answered entries older than ``KEEP_SECONDS``; how many were removed."""
+        now = time.time() if now is None else now
+        removed = 0
+        for path in self.root.iterdir():
+            entry = self.read(path.name) if path.is_dir() else None
+            if entry is None:
+                continue
+            if entry.get("state") == ANSWERED and now - entry["updated_at"] > KEEP_SECONDS:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed

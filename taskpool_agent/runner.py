@@ -1,0 +1,241 @@
+"""One handler process: finding it, starting it, watching it, and what its end means.
+
+A handler is an executable in the handlers directory, named by the task's
+``meta.handler``, else by the first word of its title. It gets the task as
+JSON on stdin and ``meta.args`` as arguments, runs in the attempt's journal
+directory, in a process group (a session) of its own, so that a timeout or a
+cancellation stops it and everything it started.
+
+It runs under a tiny ``sh`` wrapper that writes its exit status to a file:
+an agent that was killed and restarted still learns how a handler it
+started has ended.
+
+Exit status 0 is ``done``, 65 (``EX_DATAERR``) ``rejected``, anything else
+``failed``; the last 1 KiB of its output (stdout and stderr) is the answer's
+body. A line ``progress: <text>`` is a progress report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EX_DATAERR = 65
+TAIL_BYTES = 1024
+PROGRESS_PREFIX = b"progress:"
+#: The wrapper: runs the handler, then writes its status where the agent finds it.
+WRAPPER = 'status="$1"; shift; "$@"; code=$?; echo "$code" > "$status.tmp"; mv "$status.tmp" "$status"; exit "$code"'
+WRAPPER_NAME = "taskpool-handler"
+
+
+class NoHandler(Exception):
+    """The task names no handler there is (or names one badly): it is rejected."""
+
+
+@dataclass
+class Outcome:
+    """The answer a handler's end makes: a status, a title, a body and meta."""
+
+    status: str
+    title: str
+    body: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "title": self.title, "body": self.body, "meta": self.meta}
+
+
+def find_handler(handlers: Path, task: dict[str, Any]) -> tuple[Path, list[str]]:
+    """The handler's path and arguments for ``task``, or ``NoHandler`` saying why not."""
+    meta = task.get("meta") or {}
+    name = meta.get("handler")
+    if name is None:
+        words = str(task.get("title", "")).split()
+        name = words[0] if words else ""
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise NoHandler(f"No handler: {name!r} is not a handler name.")
+    args = meta.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        raise NoHandler("meta.args must be a list of strings.")
+    path = handlers / name
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise NoHandler(f"No handler named {name} in {handlers}.")
+    return path, args
+
+
+def timeout_of(task: dict[str, Any], default: float) -> float:
+    """The handler's time limit, in seconds: the task's ``meta.handler_timeout``, else its
+    job timeout (``meta.timeout``, ``{"in_progress": s}``, which the server also enforces),
+    else ``default``."""
+    meta = task.get("meta") or {}
+    job_timeout = meta.get("timeout")
+    for value in (
+        meta.get("handler_timeout"),
+        job_timeout.get("in_progress") if isinstance(job_timeout, dict) else job_timeout,
+    ):
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return default
+
+
+class HandlerProcess:
+    """A handler running (or that ran) in ``directory``: started here or by an earlier agent."""
+
+    def __init__(self, directory: Path, pid: int, popen: subprocess.Popen | None = None) -> None:
+        self.directory = directory
+        self.pid = pid  # also the process group: the wrapper leads a session of its own
+        self._popen = popen
+        self.exited = threading.Event()
+        self._code: int | None = None
+        self._read_at = 0
+        self._partial = b""
+        if popen is not None:
+            threading.Thread(target=self._wait, name="taskpool-handler-wait", daemon=True).start()
+
+    @classmethod
+    def start(
+        cls, directory: Path, path: Path, args: list[str], task: dict[str, Any]
+    ) -> HandlerProcess:
+        (directory / "task.json").write_text(json.dumps(task))
+        for stale in ("status", "status.tmp", "output"):
+            (directory / stale).unlink(missing_ok=True)
+        with (
+            (directory / "task.json").open("rb") as stdin,
+            (directory / "output").open("wb") as out,
+        ):
+            popen = subprocess.Popen(
+                [
+                    "/bin/sh",
+                    "-c",
+                    WRAPPER,
+                    WRAPPER_NAME,
+                    str(directory / "status"),
+                    str(path),
+                    *args,
+                ],
+                stdin=stdin,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=directory,
+                start_new_session=True,
+            )
+        return cls(directory, popen.pid, popen)
+
+    @classmethod
+    def adopt(cls, directory: Path, pid: int) -> HandlerProcess:
+        """A handler an earlier agent started: watched through its status file and its pid."""
+        process = cls(directory, pid)
+        process._read_at = (
+            (directory / "output").stat().st_size if (directory / "output").exists() else 0
+        )
+        return process
+
+    def _wait(self) -> None:
+        assert self._popen is not None
+        code = self._popen.wait()
+        self._code = 128 - code if code < 0 else code  # killed by signal n: 128 + n, as sh says
+        self.exited.set()
+
+    def poll(self) -> bool:
+        """Whether it has ended (for an adopted handler: its status file, or its process gone)."""
+        ended = (self.directory / "status").exists() or not wrapper_alive(self.pid)
+        if self._popen is None and not self.exited.is_set() and ended:
+            self.exited.set()
+        return self.exited.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        if self._popen is not None:
+            return self.exited.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while not self.poll():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.05, seconds))
+        return True
+
+    def exit_code(self) -> int | None:
+        """Its exit status; ``None`` when it ended without one (killed with the machine)."""
+        if self._code is not None:
+            return self._code
+        try:
+            return int((self.directory / "status").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def progress_lines(self) -> list[str]:
+        """The ``progress:`` texts it printed since the last call."""
+        try:
+            with (self.directory / "output").open("rb") as output:
+                output.seek(self._read_at)
+                chunk = output.read()
+        except FileNotFoundError:
+            return []
+        self._read_at += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()[-4096:]  # an unfinished line waits for its end
+        return [
+            line[len(PROGRESS_PREFIX) :].strip().decode(errors="replace")
+            for line in lines
+            if line.startswith(PROGRESS_PREFIX)
+        ]
+
+    def output_tail(self) -> str:
+        """The last 1 KiB of its output, as text (a character cut in two is dropped)."""
+        try:
+            with (self.directory / "output").open("rb") as output:
+                output.seek(max(0, output.seek(0, os.SEEK_END) - TAIL_BYTES))
+                return output.read().decode(errors="ignore")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self, grace: float = 2.0) -> None:
+        """Stop it and everything it started: SIGTERM to its group, SIGKILL after ``grace``."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _group_alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(self.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+        self.wait(grace)
+
+
+def outcome_of(code: int | None, tail: str, seconds: float) -> Outcome:
+    """The answer to an ended handler: its status from the exit code, its output tail as body."""
+    meta: dict[str, Any] = {"exit_code": code, "duration": round(seconds, 3)}
+    if code is None:
+        meta["reason"] = "The handler ended without an exit status (the device restarted?)."
+        return Outcome("failed", "interrupted", tail, meta)
+    if code == 0:
+        return Outcome("done", "exit 0", tail, meta)
+    if code == EX_DATAERR:
+        return Outcome("rejected", f"exit {code}", tail, meta)
+    return Outcome("failed", f"exit {code}", tail, meta)
+
+
+def wrapper_alive(pid: int) -> bool:
+    """Whether ``pid`` is still a handler wrapper (not a process that reused the number)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return WRAPPER_NAME.encode() in cmdline.read()
+    except OSError:
+        return _group_alive(pid)  # no /proc: trust the group
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

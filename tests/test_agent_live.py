@@ -1,0 +1,469 @@
+"""The device agent, as a real process, against the demo site served by uvicorn.
+
+Each test runs ``python -m taskpool_agent`` (what the ``taskpool-agent`` command
+runs) with short intervals, as one device of the pool, with handlers that are
+small shell scripts; it posts tasks as a master and reads what the device
+answered through the API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from taskpool_agent import __version__
+from taskpool_agent.cli import parser
+from tests.live import ROOT, LivePool
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+
+HANDLERS = {
+    "hello": 'echo "hello $*"; head -c 60 ; echo',
+    "fail": 'i=0; while [ $i -lt 60 ]; do echo "noise line $i ................"; i=$((i+1)); done; echo "the last line"; exit 3',
+    "refuse": 'echo "not for me" >&2; exit 65',
+    # Starts a child that would outlive it, and notes both pids (in the file named by $1).
+    "sleepy": 'sleep 60 & echo "$$ $!" > "$1"; wait',
+    # The second line comes past the one-a-second limit, and well before the end.
+    "report": 'echo "progress: half way"; sleep 1.3; echo "progress: nearly"; sleep 1; echo end',
+    # Notes each run (in $1), then takes its time.
+    "slow": 'echo run >> "$1"; sleep "${2:-3}"; echo slept',
+}
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> Iterator[LivePool]:
+    live = LivePool(tmp_path_factory.mktemp("agent"))
+    live.provision()
+    live.start_server()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def handlers(tmp_path) -> Path:
+    directory = tmp_path / "handlers"
+    directory.mkdir()
+    for name, script in HANDLERS.items():
+        path = directory / name
+        path.write_text(f"#!/bin/sh\n{script}\n")
+        path.chmod(0o755)
+    return directory
+
+
+class AgentProcess:
+    """``python -m taskpool_agent run`` for one device, with its config, state and log."""
+
+    def __init__(self, directory: Path, server: str, device_id: str, token: str, handlers: Path):
+        self.directory = directory
+        self.config = directory / "config.toml"
+        self.config.write_text(
+            f'server = "{server}/pool/"\ndevice_id = "{device_id}"\ntoken = "{token}"\n'
+        )
+        self.handlers = handlers
+        self.log = directory / "agent.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, *extra: str) -> AgentProcess:
+        command = [
+            sys.executable, "-m", "taskpool_agent", "--config", str(self.config),
+            "--backoff-max", "0.5", "--log-level", "DEBUG",
+            "run", "--handlers", str(self.handlers), "--state-dir", str(self.directory / "state"),
+            "--wait", "2", "--heartbeat-interval", "1", "--check-interval", "0.3",
+            "--kill-grace", "0.5", *extra,
+        ]  # fmt: skip
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, stderr=log, stdout=log)
+        return self
+
+    def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=15)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def agent(tmp_path, pool, handlers) -> Iterator[Callable[..., AgentProcess]]:
+    started: list[AgentProcess] = []
+
+    def start(device_id: str, *extra: str, server: str | None = None) -> AgentProcess:
+        process = AgentProcess(
+            tmp_path, server or pool.servers[0], device_id, pool.devices[device_id], handlers
+        ).start(*extra)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.process is not None and process.process.poll() is None:
+            process.kill()
+
+
+def post_task(
+    pool: LivePool, device_id: str, title: str, server: str | None = None, fields=None, **meta
+):
+    answer = httpx.post(
+        f"{server or pool.servers[0]}/pool/task",
+        json={"to": f"device:{device_id}", "title": title, "meta": meta, **(fields or {})},
+        headers=pool.bearer("ops"),
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()["id"]
+
+
+def responses(pool: LivePool, task_id: str, server: str | None = None) -> list[dict]:
+    answer = httpx.get(
+        f"{server or pool.servers[0]}/pool/tasks/{task_id}", headers=pool.bearer("ops")
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["responses"]
+
+
+def wait_for(condition: Callable[[], object], seconds: float = 20, what: str = "") -> object:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def final_answer(pool: LivePool, task_id: str, seconds: float = 20, **kwargs) -> dict:
+    def answered():
+        return [
+            r
+            for r in responses(pool, task_id, **kwargs)
+            if r["meta"]["status"] in ("done", "failed", "rejected")
+        ]
+
+    found = wait_for(answered, seconds, f"an answer to {task_id}")
+    return found[0]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has been killed; only its parent has not collected it yet.
+    with open(f"/proc/{pid}/stat") as stat_file:
+        return stat_file.read().split(")")[-1].split()[0] != "Z"
+
+
+# Enrollment ---------------------------------------------------------------------------
+
+
+def enroll_command(pool: LivePool, config: Path, device_id: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "taskpool_agent", "--config", str(config), "--backoff-max", "0.5",
+        "enroll", "--server", f"{pool.servers[0]}/pool/", "--device-id", device_id,
+        "--kind", "raspberry-pi", "--poll-interval", "0.3", *extra,
+    ]  # fmt: skip
+
+
+def test_enroll_waits_for_approval_and_saves_the_token_0600(pool, tmp_path):
+    config = tmp_path / "etc" / "config.toml"
+    process = subprocess.Popen(
+        enroll_command(pool, config, "pi-enrolled"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert "waiting for staff to approve" in process.stdout.readline()
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600  # the secret is in it already
+        time.sleep(1)
+        assert process.poll() is None  # still waiting
+        pool.django("taskpool_device", "pi-enrolled", "--validate")
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+    assert "Approved" in process.stdout.read()
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    saved = config.read_text()
+    assert "enrollment_secret" not in saved
+    token = saved.split('token = "')[1].split('"')[0]
+    again = subprocess.run(
+        enroll_command(pool, config, "pi-enrolled"), cwd=ROOT, capture_output=True, text=True
+    )
+    assert again.returncode == 0 and "enrolled already" in again.stdout
+    assert config.read_text() == saved
+    answer = httpx.get(
+        f"{pool.servers[0]}/pool/pending", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200
+
+
+def test_enrolling_a_registered_id_fails_with_the_servers_reason(pool, tmp_path):
+    config = tmp_path / "config.toml"
+    done = subprocess.run(
+        enroll_command(pool, config, "pi-9"), cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    assert "409" in done.stderr and "already registered" in done.stderr
+    assert not config.exists()
+
+
+def test_enrolling_with_a_wrong_key_fails_and_the_right_key_joins(tmp_path):
+    keyed = LivePool(tmp_path / "keyed", {"TASKPOOL_TEST_SERVER_ENROLLMENT_KEY": "fleet-key"})
+    keyed.provision()
+    keyed.start_server()
+    try:
+        config = tmp_path / "config.toml"
+        wrong = subprocess.run(
+            [*enroll_command(keyed, config, "pi-keyed"), "--enrollment-key", "guess"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert wrong.returncode == 1
+        assert "403" in wrong.stderr and "Enrollment-Key" in wrong.stderr
+        assert not config.exists()
+        right = subprocess.Popen(
+            [*enroll_command(keyed, config, "pi-keyed"), "--enrollment-key", "fleet-key"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert "waiting for staff to approve" in right.stdout.readline()
+            keyed.django("taskpool_device", "pi-keyed", "--validate")
+            assert right.wait(timeout=20) == 0
+        finally:
+            right.kill()
+    finally:
+        keyed.stop()
+
+
+# Running tasks ------------------------------------------------------------------------
+
+
+def test_handlers_answer_done_failed_and_rejected(pool, agent):
+    agent("pi-1")
+    hello = post_task(pool, "pi-1", "hello world", args=["a", "b c"])
+    failing = post_task(pool, "pi-1", "fail now")
+    refusing = post_task(pool, "pi-1", "something", handler="refuse")
+    unknown = post_task(pool, "pi-1", "nosuch thing")
+    not_a_list = post_task(pool, "pi-1", "hello", args="a b")
+
+    answer = final_answer(pool, hello)
+    assert answer["meta"]["status"] == "done"
+    assert answer["meta"]["exit_code"] == 0
+    assert answer["body"].startswith("hello a b c\n")
+    assert f'{{"id": "{hello}"' in answer["body"]  # the task, on stdin
+
+    answer = final_answer(pool, failing)
+    assert (answer["meta"]["status"], answer["meta"]["exit_code"]) == ("failed", 3)
+    assert answer["body"].endswith("the last line\n")
+    assert len(answer["body"].encode()) <= 1024
+    assert not answer["body"].startswith("noise line 0 ")  # the tail, not the head
+
+    answer = final_answer(pool, refusing)
+    assert (answer["meta"]["status"], answer["body"]) == ("rejected", "not for me\n")
+
+    answer = final_answer(pool, unknown)
+    assert answer["meta"]["status"] == "rejected"
+    assert "No handler named nosuch" in answer["body"]
+    assert "nosuch" in answer["meta"]["reason"]
+
+    answer = final_answer(pool, not_a_list)
+    assert answer["meta"]["status"] == "rejected"
+    assert "meta.args" in answer["body"]
+
+    log = httpx.get(f"{pool.servers[0]}/pool/log", headers=pool.bearer("boss")).json()
+    beats = [m for m in log if m["type"] == "heartbeat" and m["from"] == "device:pi-1"]
+    assert beats and beats[0]["meta"]["agent"] == __version__
+    assert {"uptime", "load"} <= set(beats[0]["meta"])
+
+
+def test_a_handler_over_its_timeout_is_killed_with_its_children(pool, agent, tmp_path):
+    agent("pi-2")
+    pids = tmp_path / "pids"
+    task = post_task(pool, "pi-2", "sleepy", args=[str(pids)], handler_timeout=1)
+    answer = final_answer(pool, task)
+    assert answer["meta"]["status"] == "failed"
+    assert "timed out after 1 s" in answer["meta"]["reason"]
+    for pid in map(int, pids.read_text().split()):
+        wait_for(lambda pid=pid: not alive(pid), 5, f"pid {pid} gone")
+
+
+def test_a_jobs_timeout_is_the_handlers_too(pool, agent, tmp_path):
+    agent("pi-8")
+    pids = tmp_path / "pids"
+    task = post_task(
+        pool, "pi-8", "sleepy", fields={"timeout": {"in_progress": 1}}, args=[str(pids)]
+    )
+    answer = final_answer(pool, task)
+    assert answer["meta"]["status"] == "failed"
+    assert "timed out after 1 s" in answer["meta"]["reason"]
+
+
+def test_a_cancelled_task_stops_its_handler_and_is_not_answered(pool, agent, tmp_path):
+    agent("pi-3", "--no-stream")  # seen by the check of its pending tasks
+    pids = tmp_path / "pids"
+    task = post_task(pool, "pi-3", "sleepy", args=[str(pids)])
+    wait_for(pids.exists, 20, "the handler started")
+    cancelled = httpx.post(
+        f"{pool.servers[0]}/pool/tasks/{task}/cancel", json={}, headers=pool.bearer("ops")
+    )
+    assert cancelled.status_code == 201
+    for pid in map(int, pids.read_text().split()):
+        wait_for(lambda pid=pid: not alive(pid), 10, f"pid {pid} gone")
+    time.sleep(1)
+    assert [r["from"] for r in responses(pool, task)] == ["user:ops"]
+
+
+def test_a_cancel_on_the_stream_stops_the_handler_at_once(pool, agent, tmp_path):
+    agent("pi-9", "--check-interval", "60")  # the pending check would come a minute later
+    pids = tmp_path / "pids"
+    task = post_task(pool, "pi-9", "sleepy", args=[str(pids)])
+    wait_for(pids.exists, 20, "the handler started")
+    time.sleep(0.5)  # the stream opens
+    began = time.monotonic()
+    cancelled = httpx.post(
+        f"{pool.servers[0]}/pool/tasks/{task}/cancel", json={}, headers=pool.bearer("ops")
+    )
+    assert cancelled.status_code == 201
+    for pid in map(int, pids.read_text().split()):
+        wait_for(lambda pid=pid: not alive(pid), 10, f"pid {pid} gone")
+    assert time.monotonic() - began < 10
+    time.sleep(1)
+    assert [r["from"] for r in responses(pool, task)] == ["user:ops"]
+
+
+def test_progress_lines_become_progress_answers(pool, agent):
+    agent("pi-4")
+    task = post_task(pool, "pi-4", "report")
+    answer = final_answer(pool, task)
+    assert answer["meta"]["status"] == "done"
+    progress = [r["body"] for r in responses(pool, task) if r["meta"]["status"] == "progress"]
+    assert progress == ["half way", "nearly"]
+
+
+def test_an_agent_killed_mid_task_answers_once_after_restart(pool, agent, tmp_path):
+    runs = tmp_path / "runs"
+    first = agent("pi-5")
+    task = post_task(pool, "pi-5", "slow", args=[str(runs), "2"])
+    wait_for(runs.exists, 20, "the handler started")
+    first.kill()  # SIGKILL: no chance to clean up; the handler lives on
+    time.sleep(2.5)  # the handler ends while no agent runs
+    first.start()
+    answer = final_answer(pool, task)
+    assert answer["meta"]["status"] == "done"
+    assert answer["body"] == "slept\n"
+    time.sleep(1.5)
+    assert runs.read_text() == "run\n"  # it ran once
+    answers = [r for r in responses(pool, task) if r["from"] == "device:pi-5"]
+    assert len(answers) == 1
+    first.stop()
+
+
+def test_an_agent_restarted_while_its_handler_still_runs_waits_for_it(pool, agent, tmp_path):
+    runs = tmp_path / "runs"
+    first = agent("pi-6")
+    task = post_task(pool, "pi-6", "slow", args=[str(runs), "3"])
+    wait_for(runs.exists, 20, "the handler started")
+    first.kill()
+    first.start()  # at once: the handler is still running
+    answer = final_answer(pool, task)
+    assert (answer["meta"]["status"], answer["body"]) == ("done", "slept\n")
+    assert runs.read_text() == "run\n"
+    first.stop()
+
+
+def test_sigterm_stops_the_agent_and_its_handler_in_seconds(pool, agent, tmp_path):
+    pids = tmp_path / "pids"
+    running = agent("pi-7")
+    task = post_task(pool, "pi-7", "sleepy", args=[str(pids)])
+    wait_for(pids.exists, 20, "the handler started")
+    began = time.monotonic()
+    assert running.stop() == 0
+    assert time.monotonic() - began < 5
+    for pid in map(int, pids.read_text().split()):
+        assert not alive(pid)
+    answer = final_answer(pool, task, 5)
+    assert (answer["meta"]["status"], answer["title"]) == ("failed", "stopped")
+
+
+def test_the_agent_recovers_when_the_server_comes_back(tmp_path, handlers):
+    live = LivePool(tmp_path / "restarting")
+    live.provision()
+    port = free_port()
+    try:
+        server = live.start_server(port=port)
+        running = AgentProcess(tmp_path, server, "pi-1", live.devices["pi-1"], handlers).start()
+        first = post_task(live, "pi-1", "hello", server=server)
+        assert final_answer(live, first, server=server)["meta"]["status"] == "done"
+        live.stop()
+        live.servers.clear()
+        time.sleep(2)  # the agent's polls fail meanwhile
+        assert running.process.poll() is None
+        live.start_server(port=port)
+        second = post_task(live, "pi-1", "hello", server=server)
+        assert final_answer(live, second, server=server)["meta"]["status"] == "done"
+        assert running.stop() == 0
+    finally:
+        live.stop()
+    log = (tmp_path / "agent.log").read_text()
+    assert "again in" in log  # it retried, with backoff
+
+
+def test_the_agent_runs_without_site_packages(pool, tmp_path):
+    """A copy of the package and a bare interpreter (no site-packages: no Django, no httpx)
+    enroll a device: what a device gets from the agent's own distribution."""
+    shutil.copytree(ROOT / "taskpool_agent", tmp_path / "taskpool_agent")
+    config = tmp_path / "config.toml"
+    command = [sys.executable, "-S", *enroll_command(pool, config, "pi-bare")[1:]]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "waiting for staff to approve" in process.stdout.readline()
+        pool.django("taskpool_device", "pi-bare", "--validate")
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+    assert 'token = "' in config.read_text()
+
+
+def test_the_agent_needs_no_django():
+    """The agent's modules import nothing of Django (a device need not install it)."""
+    code = (
+        "import sys, taskpool_agent.cli, taskpool_agent.agent, taskpool_agent.enroll;"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('django', 'rest_framework', 'taskpool'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "import json;" + code], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+
+
+def test_the_systemd_units_command_line_is_one_the_agent_takes():
+    unit = (ROOT / "deploy" / "taskpool-agent.service").read_text()
+    line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    program, *arguments = line.removeprefix("ExecStart=").split()
+    assert program.endswith("/taskpool-agent")
+    parsed = parser().parse_args(arguments)
+    assert parsed.command == "run"
+    assert str(parsed.config) == "/etc/taskpool-agent/config.toml"
+    assert "RestartPreventExitStatus=78" in unit  # the agent's exit status for a refused token

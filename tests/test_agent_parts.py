@@ -1,0 +1,183 @@
+"""The device agent's parts on their own, without a server: the config file, handler
+lookup, time limits, the journal, backoff, and refusals from a real HTTP server."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import stat
+import threading
+import time
+
+import pytest
+
+from taskpool_agent.client import Backoff, PoolClient, Refused, Unreachable
+from taskpool_agent.config import Config, ConfigError, load, save
+from taskpool_agent.journal import ANSWERED, FINISHED, STARTED, Journal, attempt_key
+from taskpool_agent.runner import NoHandler, find_handler, outcome_of, timeout_of
+
+
+def test_the_config_round_trips_and_is_0600(tmp_path):
+    path = tmp_path / "deep" / "config.toml"
+    config = Config(server="http://h/pool/", device_id="pi-1", token='a"b\\c\u2028')
+    save(path, config)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert load(path) == config
+    path.chmod(0o644)
+    save(path, config)  # a rewrite is 0600 again
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('server = "http://h/"\n', "server and device_id are required"),
+        ('server = "http://h/"\ndevice_id = 5\n', "device_id must be a string"),
+        ('server = "http://h/"\ndevice_id = "x"\ncolour = "red"\n', "unknown keys colour"),
+        ("server = \n", "Cannot read"),
+    ],
+)
+def test_a_bad_config_says_what_is_wrong(tmp_path, text, says):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=says):
+        load(path)
+    with pytest.raises(ConfigError, match="run taskpool-agent enroll"):
+        load(tmp_path / "missing.toml")
+
+
+@pytest.fixture
+def handlers(tmp_path):
+    directory = tmp_path / "handlers"
+    directory.mkdir()
+    for name, mode in (("run", 0o755), ("notexec", 0o644), (".hidden", 0o755)):
+        (directory / name).write_text("#!/bin/sh\n")
+        (directory / name).chmod(mode)
+    (tmp_path / "outside").write_text("#!/bin/sh\n")
+    (tmp_path / "outside").chmod(0o755)
+    return directory
+
+
+def test_a_handler_is_named_by_meta_or_the_titles_first_word(handlers):
+    assert find_handler(handlers, {"title": "run it now", "meta": {}}) == (handlers / "run", [])
+    found = find_handler(handlers, {"title": "x", "meta": {"handler": "run", "args": ["-v"]}})
+    assert found == (handlers / "run", ["-v"])
+
+
+@pytest.mark.parametrize(
+    ("task", "says"),
+    [
+        ({"title": "notexec", "meta": {}}, "No handler named notexec"),
+        ({"title": "missing", "meta": {}}, "No handler named missing"),
+        ({"title": ".hidden", "meta": {}}, "not a handler name"),
+        ({"title": "x", "meta": {"handler": "../outside"}}, "not a handler name"),
+        ({"title": "x", "meta": {"handler": 3}}, "not a handler name"),
+        ({"title": "", "meta": {}}, "not a handler name"),
+        ({"title": "run", "meta": {"args": "a b"}}, "meta.args must be a list of strings"),
+        ({"title": "run", "meta": {"args": [1]}}, "meta.args must be a list of strings"),
+    ],
+)
+def test_no_handler_outside_the_directory_or_not_executable(handlers, task, says):
+    with pytest.raises(NoHandler, match=says):
+        find_handler(handlers, task)
+
+
+def test_the_time_limit():
+    assert timeout_of({"meta": {}}, 60) == 60
+    assert timeout_of({"meta": {"handler_timeout": 5}}, 60) == 5
+    assert timeout_of({"meta": {"timeout": {"in_progress": 30}}}, 60) == 30
+    both = {"handler_timeout": 5, "timeout": {"in_progress": 30}}
+    assert timeout_of({"meta": both}, 60) == 5
+    for bad in (0, -1, True, "5", None):
+        assert timeout_of({"meta": {"handler_timeout": bad}}, 60) == 60
+
+
+def test_exit_statuses():
+    assert outcome_of(0, "ok", 1.0).status == "done"
+    assert outcome_of(65, "", 1.0).status == "rejected"
+    assert outcome_of(1, "", 1.0).status == "failed"
+    assert outcome_of(137, "", 1.0).status == "failed"
+    interrupted = outcome_of(None, "half", 1.0)
+    assert (interrupted.status, interrupted.title) == ("failed", "interrupted")
+
+
+def test_the_journal(tmp_path):
+    journal = Journal(tmp_path)
+    task = {"id": "msg_" + "a" * 32, "meta": {"attempt": 2}}
+    key = attempt_key(task)
+    assert key == "msg_" + "a" * 32 + ".2"
+    assert attempt_key({"id": "../../etc", "meta": {}}) == ".._.._etc.1"
+    assert journal.read(key) is None
+    journal.write(key, {"state": STARTED, "task": task, "started_at": 2.0})
+    journal.write("other.1", {"state": FINISHED, "task": task, "started_at": 1.0})
+    journal.write("done.1", {"state": ANSWERED, "task": task, "started_at": 0.5})
+    assert [k for k, _ in journal.unanswered()] == ["other.1", key]
+    assert journal.forget_old(now=time.time()) == 0
+    assert journal.forget_old(now=time.time() + 9 * 24 * 3600) == 1
+    assert journal.read("done.1") is None and journal.read(key)["state"] == STARTED
+
+
+def test_backoff_doubles_with_jitter_up_to_its_most():
+    backoff = Backoff(first=1, most=8)
+    for failures, step in ((0, 1), (1, 2), (2, 4), (3, 8), (10, 8)):
+        delays = {backoff.delay(failures) for _ in range(50)}
+        assert all(step / 2 <= delay <= step for delay in delays)
+        assert len(delays) > 1  # jittered
+
+
+class Answers(http.server.BaseHTTPRequestHandler):
+    """A real HTTP server that answers from a script: (status, body) per request."""
+
+    script: list[tuple[int, dict]] = []
+    seen: list[dict] = []
+
+    def do_POST(self):
+        length = int(self.headers["Content-Length"])
+        Answers.seen.append(
+            {"key": self.headers["Idempotency-Key"], "body": json.loads(self.rfile.read(length))}
+        )
+        status, body = Answers.script.pop(0)
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Answers.seen = []
+    yield server
+    server.shutdown()
+
+
+def client_for(server) -> PoolClient:
+    return PoolClient(
+        f"http://127.0.0.1:{server.server_address[1]}/pool/", "t", Backoff(0.01, 0.02)
+    )
+
+
+def test_5xx_is_retried_with_the_same_key_and_4xx_is_final(scripted):
+    Answers.script = [(503, {"detail": "busy"}), (500, {}), (201, {"id": "msg_1"})]
+    answer = client_for(scripted).call("POST", "response", {"a": 1}, idempotency_key="k1")
+    assert answer.status == 201 and answer.data == {"id": "msg_1"}
+    assert [seen["key"] for seen in Answers.seen] == ["k1", "k1", "k1"]
+
+    Answers.script = [(409, {"detail": "Already answered."})]
+    with pytest.raises(Refused) as refused:
+        client_for(scripted).call("POST", "response", {}, idempotency_key="k2")
+    assert (refused.value.status, refused.value.detail) == (409, "Already answered.")
+    assert len(Answers.seen) == 4  # once: a 409 is not asked again
+
+
+def test_retries_end_when_their_time_is_up():
+    closed = PoolClient("http://127.0.0.1:9/pool/", "t", Backoff(0.01, 0.02))  # discard port
+    with pytest.raises(Unreachable):
+        closed.call("POST", "heartbeat", {}, retry_for=0.2)

@@ -1,0 +1,283 @@
+"""Enrollment: a device asks to join, staff validate it, the device collects its token once.
+
+And every refusal: enrollment off, a wrong key, an id already registered, a wrong
+secret, a token asked for twice, too many requests from one address.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.cache import cache
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from taskpool.models import DeviceUser
+from tests.conftest import client_with
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttle():
+    """The throttle counts in Django's cache, which outlives a test: start each one at zero."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def enroll(client: APIClient, body: dict, **headers: str):
+    return client.post("/pool/enroll", body, format="json", headers=headers)
+
+
+def ask_token(client: APIClient, device_id: str, secret: str | None):
+    headers = {} if secret is None else {"Enrollment-Secret": secret}
+    return client.get(f"/pool/enroll/{device_id}", headers=headers)
+
+
+def test_enroll_wait_approve_collect_once():
+    client = APIClient()
+    answer = enroll(client, {"device_id": "pi-new", "kind": "raspberry-pi", "meta": {"os": "12"}})
+    assert answer.status_code == 202, answer.content
+    assert answer.json()["device_id"] == "pi-new"
+    secret = answer.json()["enrollment_secret"]
+    device = DeviceUser.objects.get(pk="pi-new")
+    assert (device.validated, device.kind, device.enrollment_meta) == (
+        False,
+        "raspberry-pi",
+        {"os": "12"},
+    )
+    assert device.awaiting_approval
+    assert secret not in device.enrollment_secret_hash  # only its hash is kept
+
+    waiting = ask_token(client, "pi-new", secret)
+    assert waiting.status_code == 202
+    assert waiting.json() == {"device_id": "pi-new", "status": "waiting"}
+    assert waiting["Retry-After"]
+
+    said = io.StringIO()
+    call_command("taskpool_device", "pi-new", "--validate", stdout=said)
+    assert "collects its token at its next ask" in said.getvalue()
+    collected = ask_token(client, "pi-new", secret)
+    assert collected.status_code == 200
+    assert collected["Cache-Control"] == "no-store"
+    token = collected.json()["token"]
+    assert client_with(token).get("/pool/pending").status_code == 200
+
+    again = ask_token(client, "pi-new", secret)
+    assert again.status_code == 410
+    assert "handed out" in again.json()["detail"]
+
+
+def test_a_wrong_secret_is_403_before_and_after_approval():
+    client = APIClient()
+    enroll(client, {"device_id": "pi-new"})
+    assert ask_token(client, "pi-new", "not-the-secret").status_code == 403
+    DeviceUser.objects.filter(pk="pi-new").update(validated=True)
+    refused = ask_token(client, "pi-new", "not-the-secret")
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": "Wrong Enrollment-Secret for this device."}
+    assert DeviceUser.objects.get(pk="pi-new").token_collected_at is None
+
+
+def test_a_device_made_by_staff_has_no_secret_to_guess(make_device):
+    make_device("pi-1")
+    assert ask_token(APIClient(), "pi-1", "").status_code == 400
+    assert ask_token(APIClient(), "pi-1", "anything").status_code == 403
+
+
+def test_asking_without_the_secret_or_for_no_device():
+    client = APIClient()
+    missing = ask_token(client, "pi-x", None)
+    assert missing.status_code == 400
+    assert "Enrollment-Secret" in missing.json()["errors"]
+    assert ask_token(client, "pi-x", "s").status_code == 404
+
+
+@pytest.mark.parametrize("validated", [True, False], ids=["validated", "unvalidated"])
+def test_a_registered_id_cannot_be_taken_over(make_device, validated):
+    device, _ = make_device("pi-1", validated=validated)
+    session = device.user_session
+    refused = enroll(APIClient(), {"device_id": "pi-1", "kind": "evil"})
+    assert refused.status_code == 409
+    assert "already registered" in refused.json()["detail"]
+    device.refresh_from_db()
+    assert (device.kind, device.validated, device.user_session) == ("pi", validated, session)
+    assert device.enrollment_secret_hash == ""
+
+
+def test_enrolling_twice_is_409_and_keeps_the_first_secret():
+    client = APIClient()
+    first = enroll(client, {"device_id": "pi-new"}).json()["enrollment_secret"]
+    assert enroll(client, {"device_id": "pi-new"}).status_code == 409
+    assert ask_token(client, "pi-new", first).status_code == 202
+
+
+def test_the_enrollment_key(settings):
+    settings.TASKPOOL = {**settings.TASKPOOL, "ENROLLMENT_KEY": "fleet-key-1"}
+    client = APIClient()
+    for headers in ({}, {"Enrollment-Key": "wrong"}):
+        refused = enroll(client, {"device_id": "pi-new"}, **headers)
+        assert refused.status_code == 403
+        assert refused.json() == {"detail": "Wrong or missing Enrollment-Key."}
+    assert not DeviceUser.objects.filter(pk="pi-new").exists()
+    assert (
+        enroll(client, {"device_id": "pi-new"}, **{"Enrollment-Key": "fleet-key-1"}).status_code
+        == 202
+    )
+
+
+def test_enrollment_turned_off(settings):
+    settings.TASKPOOL = {**settings.TASKPOOL, "ENROLLMENT": False}
+    refused = enroll(APIClient(), {"device_id": "pi-new"})
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": "Enrollment is turned off on this server."}
+    assert not DeviceUser.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "device_id"),
+        ({"device_id": "bad id!"}, "device_id"),
+        ({"device_id": 5}, "device_id"),
+        ({"device_id": "pi-new", "kind": 3}, "kind"),
+        ({"device_id": "pi-new", "meta": []}, "meta"),
+        ({"device_id": "pi-new", "token": "x"}, "token"),
+    ],
+)
+def test_bad_bodies_are_400_and_record_nothing(body, field):
+    refused = enroll(APIClient(), body)
+    assert refused.status_code == 400
+    assert field in refused.json()["errors"]
+    assert not DeviceUser.objects.exists()
+
+
+def test_enrollment_requests_are_throttled_per_address():
+    client = APIClient()
+    answers = [enroll(client, {"device_id": f"pi-{n}"}).status_code for n in range(40)]
+    assert answers[:10] == [202] * 10  # the default lets at least 10 a minute through
+    assert 429 in answers
+    throttled = enroll(client, {"device_id": "pi-late"})
+    assert throttled.status_code == 429
+    assert throttled["Retry-After"]
+    assert "detail" in throttled.json()
+    assert not DeviceUser.objects.filter(pk="pi-late").exists()
+
+
+def test_the_throttle_rate_is_a_drf_setting(settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"taskpool_enroll": "2/min"},
+    }
+    client = APIClient()
+    answers = [enroll(client, {"device_id": f"pi-{n}"}).status_code for n in range(3)]
+    assert answers == [202, 202, 429]
+
+
+# The admin: the waiting list, the approve action and the approve page -------------
+
+
+@pytest.fixture
+def staff(db):
+    """``staff("name", role=..., perms=[...])`` -> a logged-in admin client."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    from taskpool.models import UserRole
+
+    def make(username, *, role=None, perms=()):
+        user = get_user_model().objects.create_user(
+            username, email=f"{username}@example.com", password="pw", is_staff=True
+        )
+        if role:
+            UserRole.objects.create(user=user, role=role)
+        for codename in perms:
+            user.user_permissions.add(Permission.objects.get(codename=codename))
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+def enrolled(device_id: str) -> str:
+    answer = enroll(APIClient(), {"device_id": device_id, "kind": "pi", "meta": {"serial": "ab12"}})
+    assert answer.status_code == 202
+    return answer.json()["enrollment_secret"]
+
+
+def test_the_admin_lists_devices_waiting_for_approval(staff, make_device):
+    enrolled("pi-asks")
+    make_device("pi-made", validated=False)
+    boss = staff("boss", role="admin")
+    page = boss.get("/admin/taskpool/deviceuser/?enrollment=waiting")
+    assert page.status_code == 200
+    assert [device.id for device in page.context["cl"].result_list] == ["pi-asks"]
+    assert "waiting for approval" in page.content.decode()
+
+
+def test_the_approve_action_validates_only_waiting_requests(staff, make_device):
+    secret = enrolled("pi-asks")
+    make_device("pi-made", validated=False)
+    boss = staff("boss", role="admin")
+    answer = boss.post(
+        "/admin/taskpool/deviceuser/",
+        {"action": "approve", "_selected_action": ["pi-asks", "pi-made"], "index": "0"},
+        follow=True,
+    )
+    assert answer.status_code == 200
+    text = answer.content.decode()
+    assert "1 enrollment request approved" in text and "1 selected device was not" in text
+    assert DeviceUser.objects.get(pk="pi-asks").validated is True
+    assert DeviceUser.objects.get(pk="pi-made").validated is False
+    assert ask_token(APIClient(), "pi-asks", secret).status_code == 200
+
+
+def test_the_approve_page(staff):
+    secret = enrolled("pi-asks")
+    boss = staff("boss", role="admin")
+    change = boss.get("/admin/taskpool/deviceuser/pi-asks/change/")
+    assert change.context["can_approve"] is True
+    assert "/admin/taskpool/deviceuser/pi-asks/approve/" in change.content.decode()
+    page = boss.get("/admin/taskpool/deviceuser/pi-asks/approve/")
+    assert page.status_code == 200
+    assert "ab12" in page.content.decode()  # what the device said, to judge it by
+    approved = boss.post("/admin/taskpool/deviceuser/pi-asks/approve/")
+    assert approved.status_code == 302
+    assert approved["Location"] == "/admin/taskpool/deviceuser/pi-asks/change/"
+    assert DeviceUser.objects.get(pk="pi-asks").validated is True
+    assert boss.get("/admin/taskpool/deviceuser/pi-asks/change/").context["can_approve"] is False
+    assert ask_token(APIClient(), "pi-asks", secret).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("who", "sentence"),
+    [
+        ({"role": "master"}, "the pool role admin"),
+        ({"perms": ["view_deviceuser"]}, "the pool role admin"),
+    ],
+    ids=["master", "staff who may only view devices"],
+)
+def test_approving_is_refused_with_the_admin_page_that_says_why(staff, who, sentence):
+    enrolled("pi-asks")
+    client = staff("someone", **who)
+    for method in (client.get, client.post):
+        refused = method("/admin/taskpool/deviceuser/pi-asks/approve/")
+        assert refused.status_code == 403
+        html = refused.content.decode()
+        assert sentence in html and 'class="breadcrumbs"' in html
+    client.post(
+        "/admin/taskpool/deviceuser/",
+        {"action": "approve", "_selected_action": ["pi-asks"], "index": "0"},
+    )
+    assert DeviceUser.objects.get(pk="pi-asks").validated is False
+
+
+def test_staff_with_the_change_permission_may_approve(staff):
+    enrolled("pi-asks")
+    changer = staff("changer", perms=["view_deviceuser", "change_deviceuser"])
+    assert changer.post("/admin/taskpool/deviceuser/pi-asks/approve/").status_code == 302
+    assert DeviceUser.objects.get(pk="pi-asks").validated is True

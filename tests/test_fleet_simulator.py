@@ -1,0 +1,41 @@
+"""The fleet simulator runs end to end: a small fleet against the demo site it serves.
+
+Figures are not judged here (they belong to the benchmark's report); what is:
+every task posted is answered as the master asked, through real sockets, and
+nothing is counted as an error, also when requests are dropped on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.live import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_small_fleet_answers_every_task(tmp_path):
+    report = tmp_path / "report.json"
+    command = [
+        sys.executable, "-m", "bench.fleet", "--serve", "--workers", "1",
+        "--devices", "20", "--ramp", "1", "--duration", "3", "--rate", "10",
+        "--heartbeat", "1", "--drain", "10", "--every", "1",
+        "--fail-rate", "0.2", "--reject-rate", "0.2", "--drop-rate", "0.05",
+        "--task-seconds", "0,0.2", "--json", str(report),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "polling" in done.stdout  # the live lines
+    figures = json.loads(report.read_text())
+    assert figures["tasks_posted"] > 0
+    assert sum(figures["answered"].values()) >= figures["tasks_posted"]
+    assert figures["unanswered"] == 0
+    assert figures["errors"] == {}
+    assert set(figures["answered"]) <= {"done", "failed", "rejected"}
+    assert figures["latency_post_to_answer_stored"]["count"] >= figures["tasks_posted"]
+    assert figures["requests_whole_run"]["heartbeat"] > 0
+    assert "server_cpu_percent" in figures and "simulator_cpu_percent" in figures
