@@ -32,6 +32,7 @@ from taskpool_agent.runner import (
     HandlerProcess,
     NoHandler,
     Outcome,
+    Progress,
     find_handler,
     outcome_of,
     timeout_of,
@@ -184,8 +185,8 @@ class Agent:
         outcome = None
         try:
             while not process.wait(0.2):
-                for text in process.progress_lines():
-                    reporter.report(text)
+                for progress in process.progress_lines():
+                    reporter.report(progress)
                 if closed.is_set():
                     process.kill(self.options.kill_grace)
                     log.info("%s: cancelled, or no longer pending: handler stopped", key)
@@ -350,21 +351,29 @@ def answer_body(task: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
 class ProgressReporter:
     """Sends ``progress:`` lines as progress answers, at most one per interval (the latest).
 
-    A refusal (409: the task was cancelled or its attempt ended) closes the task.
+    A ``step-timeout:`` line is not left out that way: the next answer carries
+    it (``meta.step_timeout``), with the latest text. A refusal (409: the task
+    was cancelled or its attempt ended) closes the task.
     """
 
     def __init__(self, agent: Agent, key: str, task: dict[str, Any], closed: threading.Event):
         self.agent, self.key, self.task, self.closed = agent, key, task, closed
         self.latest: str | None = None
+        self.text = ""  # the last text reported, which a step timeout alone repeats
+        self.step_timeout: float | None = None
         self.done = False
         self.sent = 0
         self.condition = threading.Condition()
         self.thread = threading.Thread(target=self._send, name="taskpool-progress", daemon=True)
         self.thread.start()
 
-    def report(self, text: str) -> None:
+    def report(self, progress: Progress) -> None:
         with self.condition:
-            self.latest = text[:PROGRESS_TEXT_MAX]
+            if progress.text is not None:
+                self.text = progress.text[:PROGRESS_TEXT_MAX]
+            if progress.step_timeout is not None:
+                self.step_timeout = progress.step_timeout
+            self.latest = self.text
             self.condition.notify()
 
     def close(self) -> None:
@@ -383,7 +392,9 @@ class ProgressReporter:
                 if self.done:
                     return
                 text, self.latest = self.latest, None
-            outcome = Outcome("progress", "progress", text or "")
+                step_timeout, self.step_timeout = self.step_timeout, None
+            meta = {} if step_timeout is None else {"step_timeout": step_timeout}
+            outcome = Outcome("progress", "progress", text or "", meta)
             try:
                 self.agent.client.call(
                     "POST",

@@ -12,7 +12,9 @@ started has ended.
 
 Exit status 0 is ``done``, 65 (``EX_DATAERR``) ``rejected``, anything else
 ``failed``; the last 1 KiB of its output (stdout and stderr) is the answer's
-body. A line ``progress: <text>`` is a progress report.
+body. A line ``progress: <text>`` is a progress report; a line
+``step-timeout: <seconds>`` asks the server for that much more time for the
+next step of a job with a timeout (sent at once, with the latest progress).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 EX_DATAERR = 65
 TAIL_BYTES = 1024
 PROGRESS_PREFIX = b"progress:"
+STEP_TIMEOUT_PREFIX = b"step-timeout:"
 #: The wrapper: runs the handler, then writes its status where the agent finds it.
 WRAPPER = 'status="$1"; shift; "$@"; code=$?; echo "$code" > "$status.tmp"; mv "$status.tmp" "$status"; exit "$code"'
 WRAPPER_NAME = "taskpool-handler"
@@ -84,6 +87,29 @@ def timeout_of(task: dict[str, Any], default: float) -> float:
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
             return float(value)
     return default
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a handler reported: a text, or a step timeout (seconds) to ask the server for."""
+
+    text: str | None = None
+    step_timeout: float | None = None
+
+    @classmethod
+    def parse(cls, line: bytes) -> Progress | None:
+        """The report a line of output makes, or ``None`` for any other line (or a step
+        timeout that is not a number of seconds above 0)."""
+        if line.startswith(PROGRESS_PREFIX):
+            return cls(text=line[len(PROGRESS_PREFIX) :].strip().decode(errors="replace"))
+        if line.startswith(STEP_TIMEOUT_PREFIX):
+            try:
+                seconds = float(line[len(STEP_TIMEOUT_PREFIX) :].strip())
+            except ValueError:
+                return None
+            if 0 < seconds < float("inf"):
+                return cls(step_timeout=seconds)
+        return None
 
 
 class HandlerProcess:
@@ -170,8 +196,8 @@ class HandlerProcess:
         except (FileNotFoundError, ValueError):
             return None
 
-    def progress_lines(self) -> list[str]:
-        """The ``progress:`` texts it printed since the last call."""
+    def progress_lines(self) -> list[Progress]:
+        """The ``progress:`` and ``step-timeout:`` lines it printed since the last call."""
         try:
             with (self.directory / "output").open("rb") as output:
                 output.seek(self._read_at)
@@ -181,11 +207,7 @@ class HandlerProcess:
         self._read_at += len(chunk)
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()[-4096:]  # an unfinished line waits for its end
-        return [
-            line[len(PROGRESS_PREFIX) :].strip().decode(errors="replace")
-            for line in lines
-            if line.startswith(PROGRESS_PREFIX)
-        ]
+        return [progress for progress in map(Progress.parse, lines) if progress is not None]
 
     def output_tail(self) -> str:
         """The last 1 KiB of its output, as text (a character cut in two is dropped)."""

@@ -45,7 +45,7 @@ for username, role, staff in USERS:
 print(json.dumps(credentials))
 """
 
-DEVICES = [*(f"pi-{n}" for n in range(1, 10)), "unvalidated"]
+DEVICES = [*(f"pi-{n}" for n in range(1, 12)), "unvalidated"]
 USERS = [
     ("ops", "master", False),
     ("ops2", "master", False),

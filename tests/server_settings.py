@@ -21,4 +21,6 @@ TASKPOOL = {
     **TASKPOOL,
     "DATA_DIR": os.environ["TASKPOOL_TEST_SERVER_DATA_DIR"],
     "ENROLLMENT_KEY": os.environ.get("TASKPOOL_TEST_SERVER_ENROLLMENT_KEY") or None,
+    # Jobs' time-driven lines (retries, timeouts) when a test asks for them.
+    "TICK_INTERVAL": float(os.environ.get("TASKPOOL_TEST_SERVER_TICK_INTERVAL", "0")),
 }

@@ -37,6 +37,10 @@ HANDLERS = {
     "sleepy": 'sleep 60 & echo "$$ $!" > "$1"; wait',
     # The second line comes past the one-a-second limit, and well before the end.
     "report": 'echo "progress: half way"; sleep 1.3; echo "progress: nearly"; sleep 1; echo end',
+    # Fails its first run and succeeds at its second (runs noted in $1).
+    "flaky": 'echo run >> "$1"; [ "$(wc -l < "$1")" -ge 2 ] || exit 3; echo fine',
+    # Asks for more time for its next step, reports it, then takes a while.
+    "stepper": 'echo "step-timeout: 30"; echo "progress: flashing"; sleep 1.5; echo flashed',
     # Notes each run (in $1), then takes its time.
     "slow": 'echo run >> "$1"; sleep "${2:-3}"; echo slept',
 }
@@ -44,7 +48,11 @@ HANDLERS = {
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory) -> Iterator[LivePool]:
-    live = LivePool(tmp_path_factory.mktemp("agent"))
+    # The server writes jobs' retries and timeouts itself, as production servers do.
+    live = LivePool(
+        tmp_path_factory.mktemp("agent"),
+        extra_environment={"TASKPOOL_TEST_SERVER_TICK_INTERVAL": "0.2"},
+    )
     live.provision()
     live.start_server()
     yield live
@@ -358,6 +366,32 @@ def test_progress_lines_become_progress_answers(pool, agent):
     assert answer["meta"]["status"] == "done"
     progress = [r["body"] for r in responses(pool, task) if r["meta"]["status"] == "progress"]
     assert progress == ["half way", "nearly"]
+
+
+def test_a_failed_attempt_is_run_again_as_the_next_and_answered_as_it(pool, agent, tmp_path):
+    agent("pi-10")
+    runs = tmp_path / "runs"
+    retries = {"retries": {"max_attempts": 2, "backoff": 0}}
+    task = post_task(pool, "pi-10", "flaky", fields=retries, args=[str(runs)])
+
+    def both_attempts():
+        answers = [r for r in responses(pool, task) if r["from"] == "device:pi-10"]
+        return answers if any(r["meta"]["status"] == "done" for r in answers) else None
+
+    answers = wait_for(both_attempts, 30, "the second attempt done")
+    assert [(r["meta"]["status"], r["meta"]["attempt"]) for r in answers] == [
+        ("failed", 1),
+        ("done", 2),
+    ]
+    assert runs.read_text().splitlines() == ["run", "run"]
+
+
+def test_a_step_timeout_line_asks_the_server_for_more_time(pool, agent):
+    agent("pi-11")
+    task = post_task(pool, "pi-11", "stepper", fields={"timeout": {"in_progress": 60}})
+    assert final_answer(pool, task)["meta"]["status"] == "done"
+    progress = [r for r in responses(pool, task) if r["meta"]["status"] == "progress"]
+    assert [(r["body"], r["meta"].get("step_timeout")) for r in progress][0] == ("flashing", 30)
 
 
 def test_an_agent_killed_mid_task_answers_once_after_restart(pool, agent, tmp_path):

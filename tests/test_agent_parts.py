@@ -14,7 +14,7 @@ import pytest
 from taskpool_agent.client import Backoff, PoolClient, Refused, Unreachable
 from taskpool_agent.config import Config, ConfigError, load, save
 from taskpool_agent.journal import ANSWERED, FINISHED, STARTED, Journal, attempt_key
-from taskpool_agent.runner import NoHandler, find_handler, outcome_of, timeout_of
+from taskpool_agent.runner import NoHandler, Progress, find_handler, outcome_of, timeout_of
 
 
 def test_the_config_round_trips_and_is_0600(tmp_path):
@@ -91,6 +91,25 @@ def test_the_time_limit():
     assert timeout_of({"meta": both}, 60) == 5
     for bad in (0, -1, True, "5", None):
         assert timeout_of({"meta": {"handler_timeout": bad}}, 60) == 60
+
+
+@pytest.mark.parametrize(
+    "line, report",
+    [
+        (b"progress: half way ", Progress(text="half way")),
+        (b"progress:", Progress(text="")),
+        (b"step-timeout: 90", Progress(step_timeout=90.0)),
+        (b"step-timeout:2.5", Progress(step_timeout=2.5)),
+        (b"step-timeout: soon", None),
+        (b"step-timeout: 0", None),
+        (b"step-timeout: -3", None),
+        (b"step-timeout: inf", None),
+        (b"step-timeout: nan", None),
+        (b"almost progress: no", None),
+    ],
+)
+def test_what_a_line_of_output_reports(line, report):
+    assert Progress.parse(line) == report
 
 
 def test_exit_statuses():
