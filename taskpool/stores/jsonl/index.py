@@ -309,6 +309,13 @@ class PoolIndex:
                         self._enqueue(device_id, state)
             return
         sender = response["from"]
+        if state.job is None:
+            # A plain broadcast: only a device's terminal answer changes anything, for good.
+            if shared and sender.startswith("device:"):
+                answer = state.answers.get(sender[7:])
+                if answer is not None and answer[0] in TERMINAL_STATUSES:
+                    broadcasts.mark_done(sender[7:], state.position)
+            return
         if sender == "backend":
             devices = _named(response)
         elif sender.startswith("device:"):
