@@ -137,7 +137,7 @@ def write_broadcast_history(
         add(moment, _task(task_id, command, meta))
         if kind == "any":
             figures.any_one += 1
-            _any_one_answers(rng, add, new_id, task_id, moment)
+            _any_one_answers(rng, add, new_id, task_id, moment, taken=active_devices > 0)
         else:
             figures.broadcasts += kind == "plain"
             figures.cancelled += kind == "cancelled"
@@ -228,10 +228,15 @@ def _list_answers(
             add(at, _response(new_id(), task_id, f"device:{device_name(number)}", "done", "ok"))
 
 
-def _any_one_answers(rng: random.Random, add, new_id, task_id: str, moment: float) -> None:
-    """An any-one broadcast: nobody took it yet, or one device claimed it (and maybe finished)."""
+def _any_one_answers(
+    rng: random.Random, add, new_id, task_id: str, moment: float, *, taken: bool = False
+) -> None:
+    """An any-one broadcast: nobody took it yet, or one device claimed it (and maybe finished).
+
+    ``taken``: always claimed (a fleet with busy devices takes every one).
+    """
     roll = rng.random()
-    if roll < 0.3:
+    if roll < 0.3 and not taken:
         return
     sender = f"device:{device_name(rng.randrange(DEVICE_COUNT))}"
     at = moment + rng.expovariate(1 / 600)

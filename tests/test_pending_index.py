@@ -185,7 +185,11 @@ def rescan(lines: list[tuple[dict, int, int]], device: str, now: float) -> list[
 def assert_agrees(index: PoolIndex, lines: list, now: float) -> int:
     """Every device's pending list, first page and count equal the rescan's; how many pending."""
     total = 0
+    broadcasts = index.broadcasts
     for device in DEVICES:
+        # The count kept per device is what its spans hold.
+        held = broadcasts._held(broadcasts.done.get(device, []))
+        assert broadcasts.done_counts.get(device, 0) == held, device
         expected = rescan(lines, device, now)
         assert [task["id"] for task in index.pending_for(device, now, 10**6)] == expected, device
         assert [task["id"] for task in index.pending_for(device, now, 3)] == expected[:3], device
@@ -200,12 +204,13 @@ def assert_agrees(index: PoolIndex, lines: list, now: float) -> int:
 def test_pending_equals_a_rescan_after_random_traffic(seed):
     traffic = Traffic(seed, out_of_order=seed % 2 == 1)
     index = PoolIndex(TTL)
-    seen = 0
+    seen = done = 0
     for _batch in range(25):
         traffic.batch(index, 12)
         seen += assert_agrees(index, traffic.lines, traffic.now)
+        done += sum(index.broadcasts.done_counts.values())
     assert seen > 0  # there was something pending to compare
-    assert index.broadcasts.done  # and devices done with open broadcasts
+    assert done > 0  # and devices done with open broadcasts
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -269,11 +274,16 @@ def test_spans_jump_the_answered_broadcasts_and_come_apart_on_a_retry():
     assert [task["id"] for task in index.pending_for("d0", START, 10)] == [ids[3]]
     assert index.pending_count("d0", START) == 1
     assert index.pending_count("d1", START) == 6
+    assert broadcasts.done_counts == {"d0": 5}
     # The unanswered one expires: the two spans join on the next read.
-    del ids[3]
-    index._close(index.open[next(i for i in index.open if i not in ids)], "expired", START)
+    index._close(index.open[ids[3]], "expired", START)
     assert index.pending_for("d0", START, 10) == []
     assert len(broadcasts.done["d0"]) == 2
+    assert index.pending_count("d0", START) == 0
+    # When the last open broadcast a span holds closes, the span goes.
+    for task_id in ids[:3] + ids[4:]:
+        index._close(index.open[task_id], "expired", START)
+    assert broadcasts.done == {} and broadcasts.done_counts == {}
 
 
 def test_a_store_restarted_from_its_checkpoint_keeps_the_same_lists(tmp_path):

@@ -8,11 +8,13 @@ broadcasts. Here each device instead keeps the runs of open broadcasts it is
 done with, as spans of positions (``done``): reading its pending ones walks
 the open broadcasts in position order and jumps over each span with a
 bisection, so it costs about what it returns (each span it jumps over is
-followed by one it returns), and counting them costs the device's spans.
+followed by one it returns). Each device's count of open broadcasts it is
+done with is kept too, so counting its pending ones is a subtraction.
 
 A span may keep positions of broadcasts that closed since, and two spans
-may end up with nothing open between them: reading and counting tidy what
-they pass. A position that comes back into the open broadcasts (an any-one
+may end up with nothing open between them: a span left holding no open
+broadcast goes when the last one in it closes, and reading joins the spans
+it passes. A position that comes back into the open broadcasts (an any-one
 broadcast whose claim was released, a line read out of order) is checked
 against every span it falls in.
 
@@ -45,6 +47,8 @@ class OpenBroadcasts:
         #: device id -> spans of positions it is done with: ``[start, end, start, end, ...]``,
         #: each span half-open, ascending, disjoint and not touching.
         self.done: dict[str, list[int]] = {}
+        #: device id -> how many of the open broadcasts its spans hold.
+        self.done_counts: dict[str, int] = {}
         #: The broadcasts with a ``not_before`` (a job's start time), pending for no one before it.
         self.scheduled: dict[int, TaskState] = {}
         #: The highest span end ever written: a broadcast added below it may fall in a span.
@@ -73,9 +77,13 @@ class OpenBroadcasts:
             self.scheduled[position] = state
         if position < self.reach:
             # Spans written while this position was not open may hold it.
+            counts = self.done_counts
             for device_id, spans in list(self.done.items()):
-                if bisect_right(spans, position) & 1 and state.offered_to(device_id):
-                    self._split(device_id, spans, position)
+                if bisect_right(spans, position) & 1:
+                    if state.offered_to(device_id):
+                        self._split(device_id, spans, position)
+                    else:
+                        counts[device_id] = counts.get(device_id, 0) + 1
         for device_id in dict.fromkeys([*state.answers, *state.runs]):
             if not state.offered_to(device_id):
                 self.mark_done(device_id, position)
@@ -90,6 +98,25 @@ class OpenBroadcasts:
         positions = self.positions
         at = bisect_left(positions, position)
         del positions[at]
+        # Only a device that answered can be done with it: those that are lose it from
+        # their count, and the span that held it if it holds no other open broadcast.
+        counts = self.done_counts
+        for device_id in dict.fromkeys([*state.answers, *state.runs]):
+            spans = self.done.get(device_id)
+            if not spans:
+                continue
+            k = bisect_right(spans, position)
+            if not k & 1:
+                continue
+            left = counts[device_id] - 1
+            if left:
+                counts[device_id] = left
+            else:
+                del counts[device_id]
+            if bisect_left(positions, spans[k]) == bisect_left(positions, spans[k - 1]):
+                del spans[k - 1 : k + 1]
+                if not spans:
+                    del self.done[device_id]
 
     def mark_done(self, device_id: str, position: int) -> None:
         """The device is done with the open broadcast at ``position``."""
@@ -115,12 +142,18 @@ class OpenBroadcasts:
             spans[k:k] = [position, position + 1]
         if spans[-1] > self.reach:
             self.reach = spans[-1]
+        self.done_counts[device_id] = self.done_counts.get(device_id, 0) + 1
 
     def mark_pending(self, device_id: str, position: int) -> None:
         """The open broadcast at ``position`` is pending for the device again (a retry)."""
         spans = self.done.get(device_id)
         if spans and bisect_right(spans, position) & 1:
             self._split(device_id, spans, position)
+            left = self.done_counts[device_id] - 1
+            if left:
+                self.done_counts[device_id] = left
+            else:
+                del self.done_counts[device_id]
 
     def _split(self, device_id: str, spans: list[int], position: int) -> None:
         k = bisect_right(spans, position)
@@ -165,6 +198,19 @@ class OpenBroadcasts:
                         merged += [start, end]
                 self.done[device_id] = merged
         self.reach = max(self.reach, later.reach)
+        self.done_counts = {
+            device_id: count
+            for device_id, spans in self.done.items()
+            if (count := self._held(spans))
+        }
+
+    def _held(self, spans: list[int]) -> int:
+        """How many open broadcasts ``spans`` hold."""
+        positions = self.positions
+        return sum(
+            bisect_left(positions, spans[k + 1]) - bisect_left(positions, spans[k])
+            for k in range(0, len(spans), 2)
+        )
 
     # Reading ------------------------------------------------------------
 
@@ -210,27 +256,7 @@ class OpenBroadcasts:
 
     def count_for(self, device_id: str, now: float) -> int:
         """How many open broadcasts are pending for the device at ``now``."""
-        positions = self.positions
-        total = len(positions)
-        spans = self.done.get(device_id)
-        if spans:
-            tidy: list[int] = []
-            reached = -1  # index in ``positions`` where the last kept span ends
-            for k in range(0, len(spans), 2):
-                first = bisect_left(positions, spans[k])
-                past = bisect_left(positions, spans[k + 1])
-                if first == past:
-                    continue  # holds no open broadcast
-                total -= past - first
-                if first == reached:
-                    tidy[-1] = spans[k + 1]  # nothing open between this span and the last
-                else:
-                    tidy += [spans[k], spans[k + 1]]
-                reached = past
-            if tidy:
-                spans[:] = tidy
-            else:
-                del self.done[device_id]
+        total = len(self.positions) - self.done_counts.get(device_id, 0)
         for position, state in self.scheduled.items():
             if now < state.job.not_before and not self.is_done(device_id, position):  # type: ignore[union-attr,operator]
                 total -= 1
