@@ -3,9 +3,11 @@
     python -m bench.realtime_load                     # 1,000 long-polls, 100 streams
     python -m bench.realtime_load --polls 200 --streams 20 \\
         --app project.asgi:django_application         # Django's handler alone, to compare
+    python -m bench.realtime_load --polls 10000 --workers 2   # as the docs tell production sites
 
 It builds a throwaway demo site (SQLite and a pool directory in a temporary
-directory), starts one uvicorn process on a free port, and then, from this
+directory), starts uvicorn on a free port (one process, or ``--workers N``
+worker processes under uvicorn's supervisor, whose figures are summed), and then, from this
 process, with a small asyncio HTTP/1.1 client:
 
 1. opens ``--polls`` long-polls (``GET /pool/pending?wait=60``, one device
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -209,16 +212,32 @@ async def post_task(connection: Connection, token: str, to: str, title: str, res
 
 
 def server_figures(pid: int) -> dict[str, float]:
-    """The server's threads, resident memory (KiB) and CPU seconds, from /proc."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """The server's threads, resident memory (KiB) and CPU seconds, from /proc, summed over
+    the process and its children (uvicorn's workers under ``--workers``)."""
+    totals = {"threads": 0, "rss_kib": 0, "cpu_seconds": 0.0}
     ticks = os.sysconf("SC_CLK_TCK")
-    return {
-        "threads": int(fields["Threads"]),
-        "rss_kib": int(fields["VmRSS"].split()[0]),
-        "cpu_seconds": (int(stat[11]) + int(stat[12])) / ticks,
-    }
+    for process in _process_tree(pid):
+        try:
+            status = Path(f"/proc/{process}/status").read_text()
+            stat = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        totals["threads"] += int(fields["Threads"])
+        totals["rss_kib"] += int(fields["VmRSS"].split()[0])
+        totals["cpu_seconds"] += (int(stat[11]) + int(stat[12])) / ticks
+    return totals
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn's workers, and any process they started)."""
+    found, index = [pid], 0
+    while index < len(found):
+        for task in Path(f"/proc/{found[index]}/task").glob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                found += [int(child) for child in (task / "children").read_text().split()]
+        index += 1
+    return found
 
 
 async def settled(pid: int, quiet: float = 1.0, timeout: float = 120.0) -> None:
@@ -313,6 +332,7 @@ async def run(options: argparse.Namespace, port: int, pid: int, tokens: dict) ->
     by_stream = [v for title, v in results.delivered.items() if results.via[title] == "stream"]
     return {
         "app": options.app,
+        "workers": options.workers,
         "connections": {"long_polls": len(pollers), "streams": len(streamers)},
         "server_idle": idle,
         "server_waiting": loaded,
@@ -372,8 +392,8 @@ def provision(var_dir: Path, polls: int, streams: int) -> dict:
     }
 
 
-def start_server(app: str, var_dir: Path) -> tuple[subprocess.Popen, int]:
-    """One uvicorn process on a port the kernel picks (uvicorn logs it).
+def start_server(app: str, var_dir: Path, workers: int = 1) -> tuple[subprocess.Popen, int]:
+    """uvicorn on a port the kernel picks (uvicorn logs it), with ``workers`` processes.
 
     Not ``--fd``: uvicorn takes such a socket for a Unix one and leaves
     Nagle's algorithm on, which adds 40 ms to every answer.
@@ -396,6 +416,7 @@ def start_server(app: str, var_dir: Path) -> tuple[subprocess.Popen, int]:
             "info",
             "--timeout-graceful-shutdown",
             "2",
+            *(["--workers", str(workers)] if workers > 1 else []),
         ],
         cwd=ROOT,
         env=environment,
@@ -421,13 +442,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", type=int, default=300, help="tasks to post while they wait")
     parser.add_argument("--rate", type=float, default=20.0, help="tasks per second")
     parser.add_argument("--app", default="project.asgi:application", help="the ASGI app to serve")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (as in production)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     options = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="taskpool-bench-") as temporary:
         var_dir = Path(temporary)
         tokens = provision(var_dir, options.polls, options.streams)
-        process, port = start_server(options.app, var_dir)
+        process, port = start_server(options.app, var_dir, options.workers)
         try:
             figures = asyncio.run(run(options, port, process.pid, tokens))
         finally:
