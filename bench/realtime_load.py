@@ -424,15 +424,21 @@ def start_server(app: str, var_dir: Path, workers: int = 1) -> tuple[subprocess.
         text=True,
     )
     started: queue.Queue[int] = queue.Queue()
+    serving: queue.Queue[bool] = queue.Queue()
 
     def read_log() -> None:  # and keep reading, so the pipe never fills
         for line in process.stderr:
             found = re.search(r"Uvicorn running on http://127.0.0.1:(\d+)", line)
             if found:
                 started.put(int(found.group(1)))
+            if "Application startup complete" in line:
+                serving.put(True)
 
     threading.Thread(target=read_log, daemon=True).start()
-    return process, started.get(timeout=120)
+    port = started.get(timeout=120)
+    for _ in range(workers):  # each worker process says so once it serves
+        serving.get(timeout=120)
+    return process, port
 
 
 def main(argv: list[str] | None = None) -> dict:
