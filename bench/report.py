@@ -224,6 +224,24 @@ def broadcast_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | N
             else "read in order",
         ),
     ]
+    memory = figures.get("memory")
+    if memory:
+        rows += [
+            (
+                "RSS after start-up",
+                mebibytes(memory["rss_after"]),
+                f"{signed_mebibytes(memory['rss_after'] - zero['rss_after'])} over 0 lines"
+                " (from checkpoint)"
+                if zero
+                else "",
+            ),
+            (
+                "  of which broadcasts' positions and spans",
+                mebibytes(memory.get("broadcast_spans", 0)),
+                f"task registry {mebibytes(memory['task_registry'])},"
+                f" open tasks' states {mebibytes(memory['open_states'])}",
+            ),
+        ]
     listed = figures.get("devices_list")
     if listed:
         empty, full = listed["empty"], listed["broadcasts"]

@@ -99,14 +99,18 @@ def setup_django(work: Path) -> dict[str, str]:
 
 
 def admin_token() -> str:
-    """A user with the admin role (the devices list needs it), and an access token for it."""
+    """A fresh access token of a user with the admin role (the devices list needs it).
+
+    Made just before use: an access token lives minutes, a run longer.
+    """
     from django.contrib.auth import get_user_model
     from rest_framework_simplejwt.tokens import AccessToken
 
     from taskpool.models import UserRole
 
-    user = get_user_model().objects.create_user("bench-admin", password="unused")
-    UserRole.objects.create(user=user, role="admin")
+    user, created = get_user_model().objects.get_or_create(username="bench-admin")
+    if created:
+        UserRole.objects.create(user=user, role="admin")
     return str(AccessToken.for_user(user))
 
 
@@ -379,6 +383,7 @@ def prepare_broadcasts(size: int, plan: Plan, work: Path) -> dict[str, Any]:
     progress(f"{lines_label(size)} with open broadcasts: replay, then from checkpoint")
     forget_checkpoint(directory)
     figures["replay_seconds"], _lines, figures["replay_segments"] = build_index(directory)
+    figures["memory"] = measure_memory(directory)  # from the checkpoint the replay wrote
     store = JsonlStore(directory, task_ttl=TASK_TTL, fsync=False)
     store.pending_for("dev-0000")
     index = store._index  # noqa: SLF001 - reported, not used
@@ -537,7 +542,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         tokens = setup_django(work)
-        admin = admin_token()
         from bench.history import device_name
         from bench.machine import describe
         from bench.report import broadcast_table, size_table, targets
@@ -567,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
                     "broadcasts": work / f"pool-broadcasts-{largest}",
                 },
                 plan,
-                admin,
+                admin_token(),
                 rounds=4,
             )
             broadcast_results[largest]["devices_list"] = listed
