@@ -49,7 +49,7 @@ MEAN_ANSWER_SECONDS = 8 * 3600.0
 #: The busy devices answer within minutes: their mean delay, in seconds.
 ACTIVE_ANSWER_SECONDS = 120.0
 #: The share of their answers that are only ``progress`` (the task stays pending for them).
-ACTIVE_PROGRESS_ONLY = 0.002
+ACTIVE_PROGRESS_ONLY = 0.0005
 SENDER = "user:rollouts@example.com"
 
 

@@ -98,6 +98,9 @@ _ALLOWED_GLOBALS = frozenset(
         *((kind.__module__, kind.__name__) for kind in _JOB_CLASSES),
         ("taskpool.messages", "Address"),
         ("datetime", "date"),
+        # The spans of open broadcasts each device is done with are arrays.
+        ("array", "array"),
+        ("array", "_array_reconstructor"),
     }
 )
 
