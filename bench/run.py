@@ -66,6 +66,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, help="timed requests per endpoint and size")
     parser.add_argument("--append-seconds", type=float, help="duration of each append run")
     parser.add_argument(
+        "--devices-requests", type=int, help="timed GET /pool/devices per pool (default 200)"
+    )
+    parser.add_argument(
         "--work-dir", type=Path, help="where pools are written (default: a temp dir)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -477,7 +480,7 @@ def measure_requests(
 
 
 def measure_devices_list(
-    pools: dict[str, Path], plan: Plan, admin: str, rounds: int
+    pools: dict[str, Path], plan: Plan, rounds: int
 ) -> dict[str, dict[str, float]]:
     """``GET /pool/devices`` (1,000 devices, their pending counts) on each pool, in rounds."""
     from django.test import Client
@@ -485,7 +488,6 @@ def measure_devices_list(
     from taskpool.stores import get_store
 
     client = Client()
-    headers = {"Authorization": f"Bearer {admin}"}
     samples: dict[str, list[float]] = {name: [] for name in pools}
     names = list(pools)
     per_round = max(1, plan.devices_requests // rounds)
@@ -493,6 +495,8 @@ def measure_devices_list(
         start = round_number % len(names)
         for name in names[start:] + names[:start]:
             progress(f"devices list: round {round_number + 1}/{rounds}, {name}")
+            # A fresh token each round: one lives 5 minutes, and a slow pool's round may not.
+            headers = {"Authorization": f"Bearer {admin_token()}"}
             with pool_at(pools[name]):
                 get_store().pending_for("dev-0000")
                 for _ in range(3):
@@ -535,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         request_rounds=4 if args.quick else 16,
         append_seconds=args.append_seconds or (0.25 if args.quick else 1.0),
         quick=args.quick,
-        devices_requests=40 if args.quick else 200,
+        devices_requests=args.devices_requests or (40 if args.quick else 200),
     )
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="taskpool-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -571,7 +575,6 @@ def main(argv: list[str] | None = None) -> int:
                     "broadcasts": work / f"pool-broadcasts-{largest}",
                 },
                 plan,
-                admin_token(),
                 rounds=4,
             )
             broadcast_results[largest]["devices_list"] = listed
