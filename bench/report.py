@@ -1,4 +1,4 @@
-"""The printed tables: one per size, then each target of the issue with PASS or FAIL."""
+"""The printed tables: one per size and history, then each target with PASS or FAIL."""
 
 from __future__ import annotations
 

@@ -168,10 +168,16 @@ class OpenBroadcasts:
             del self.done[device_id]
 
     def take_later(self, later: OpenBroadcasts) -> None:
-        """Take in the broadcasts of an index of the lines after this one's (``PoolIndex.fold``)."""
+        """Take in the broadcasts of an index of the lines after this one's (``PoolIndex.fold``).
+
+        Its positions and spans normally all come after these: they are
+        appended, and the counts added. Anything else is merged and counted again.
+        """
+        interleaved = False
         for position in later.positions:
             state = later.states[position]
             if position < self.reach:
+                interleaved = True
                 self.add(state)  # checks the spans here, then marks what the state says
                 continue
             if not self.positions or self.positions[-1] < position:
@@ -184,8 +190,14 @@ class OpenBroadcasts:
         for device_id, spans in later.done.items():
             mine = self.done.get(device_id)
             if not mine:
-                self.done[device_id] = array("q", spans)
+                self.done[device_id] = spans
+            elif spans[0] > mine[-1]:
+                mine.extend(spans)
+            elif spans[0] == mine[-1]:  # the two spans touch: one span
+                del mine[-1]
+                mine.extend(spans[1:])
             else:
+                interleaved = True
                 pairs = sorted(
                     [
                         *zip(mine[::2], mine[1::2], strict=True),
@@ -200,11 +212,15 @@ class OpenBroadcasts:
                         merged += [start, end]
                 self.done[device_id] = array("q", merged)
         self.reach = max(self.reach, later.reach)
-        self.done_counts = {
-            device_id: count
-            for device_id, spans in self.done.items()
-            if (count := self._held(spans))
-        }
+        if interleaved:
+            self.done_counts = {
+                device_id: count
+                for device_id, spans in self.done.items()
+                if (count := self._held(spans))
+            }
+        else:
+            for device_id, count in later.done_counts.items():
+                self.done_counts[device_id] = self.done_counts.get(device_id, 0) + count
 
     def _held(self, spans: array[int]) -> int:
         """How many open broadcasts ``spans`` hold."""
