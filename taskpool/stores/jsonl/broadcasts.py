@@ -51,7 +51,8 @@ class OpenBroadcasts:
         self.done: dict[str, array[int]] = {}
         #: device id -> how many of the open broadcasts its spans hold.
         self.done_counts: dict[str, int] = {}
-        #: The broadcasts with a ``not_before`` (a job's start time), pending for no one before it.
+        #: The broadcasts with a ``not_before`` (a job's start time) still to come: pending
+        #: for no one before it.
         self.scheduled: dict[int, TaskState] = {}
         #: The highest span end ever written: a broadcast added below it may fall in a span.
         self.reach = 0
@@ -275,7 +276,12 @@ class OpenBroadcasts:
     def count_for(self, device_id: str, now: float) -> int:
         """How many open broadcasts are pending for the device at ``now``."""
         total = len(self.positions) - self.done_counts.get(device_id, 0)
+        started = []
         for position, state in self.scheduled.items():
-            if now < state.job.not_before and not self.is_done(device_id, position):  # type: ignore[union-attr,operator]
+            if now >= state.job.not_before:  # type: ignore[union-attr,operator]
+                started.append(position)  # pending for all from now on: no need to look again
+            elif not self.is_done(device_id, position):
                 total -= 1
+        for position in started:
+            del self.scheduled[position]
         return total
