@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import queue
 import random
@@ -260,6 +261,28 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def verdicts(figures: dict) -> list[str]:
+    """The real-time targets, PASS or FAIL, for the connections this run had."""
+    waiting = figures["connections"]["long_polls"] + figures["connections"]["streams"]
+    delivery = figures["tasks"]["latency"].get("p99_ms", math.inf)
+    broadcast = figures["broadcast"]["latency"].get("p99_ms", math.inf)
+    checks = [
+        (f"task delivery p99 <= 200 ms: {delivery} ms", delivery <= 200),
+        (
+            f"device:* task reaches all {waiting:,} waiting connections within 3 s (p99):"
+            f" {figures['broadcast']['received_by']:,} in {broadcast} ms",
+            figures["broadcast"]["received_by"] == waiting and broadcast <= 3000,
+        ),
+        (
+            f"every task delivered, no errors: {figures['tasks']['delivered']} of"
+            f" {figures['tasks']['sent']}, {figures['error_count']} errors",
+            figures["tasks"]["delivered"] == figures["tasks"]["sent"]
+            and figures["error_count"] == 0,
+        ),
+    ]
+    return [f"{'PASS' if passed else 'FAIL'}  {text}" for text, passed in checks]
+
+
 def summary(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -463,6 +486,7 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             process.terminate()
             process.wait(timeout=30)
+    figures["targets"] = verdicts(figures)
     text = json.dumps(figures, indent=2)
     print(text)
     if options.json:
