@@ -13,6 +13,15 @@ what a store that took those requests would have written.
 The broadcasts: ``OPEN_BROADCASTS`` plain ones, spread over the week; a tenth
 as many any-one broadcasts (``meta.mode = "any"``), some claimed and worked
 on, some finished, some nobody took yet; and a tenth as many cancelled ones.
+
+With ``active_devices`` the first that many devices are the fleet's busy
+ones, that answer every broadcast within minutes (in whatever order the
+delays give, and now and then only with ``progress``), while the others
+answer some, late: every broadcast stays open (for the rest of the fleet)
+although the devices that ask for work most have answered nearly all of
+them, which is what makes pending walk them. ``open_lists`` adds as many
+``device:[…]`` tasks, each to a few busy and a few other devices: the busy
+ones answer, the others mostly do not, so they stay open too.
 """
 
 from __future__ import annotations
@@ -37,6 +46,10 @@ OPEN_BROADCASTS = 2000
 MAX_RESPONDERS = 220
 #: Devices answer late: the mean delay after the broadcast, in seconds.
 MEAN_ANSWER_SECONDS = 8 * 3600.0
+#: The busy devices answer within minutes: their mean delay, in seconds.
+ACTIVE_ANSWER_SECONDS = 120.0
+#: The share of their answers that are only ``progress`` (the task stays pending for them).
+ACTIVE_PROGRESS_ONLY = 0.0005
 SENDER = "user:rollouts@example.com"
 
 
@@ -48,11 +61,19 @@ class BroadcastHistory:
     broadcasts: int = 0
     any_one: int = 0
     cancelled: int = 0
+    lists: int = 0
     responses: int = 0
 
     @property
     def lines(self) -> int:
-        return self.base.lines + self.broadcasts + self.any_one + self.cancelled + self.responses
+        return (
+            self.base.lines
+            + self.broadcasts
+            + self.any_one
+            + self.cancelled
+            + self.lists
+            + self.responses
+        )
 
 
 def write_broadcast_history(
@@ -61,6 +82,8 @@ def write_broadcast_history(
     *,
     now: float | None = None,
     open_broadcasts: int = OPEN_BROADCASTS,
+    active_devices: int = 0,
+    open_lists: int = 0,
     seed: int = 11,
 ) -> BroadcastHistory:
     """About ``lines`` lines in ``directory``: broadcasts first, the rest ``bench.history``'s week.
@@ -70,6 +93,7 @@ def write_broadcast_history(
     """
     now = time.time() if now is None else now
     open_broadcasts = min(open_broadcasts, lines // 400)
+    open_lists = min(open_lists, lines // 400)
     rng = random.Random(seed * 7919 + lines)
     first_day = day_of(now) - timedelta(days=6)
     start = time.mktime(first_day.timetuple()) - time.timezone  # midnight UTC
@@ -88,7 +112,9 @@ def write_broadcast_history(
     plain = open_broadcasts
     any_one = open_broadcasts // 10
     cancelled = open_broadcasts // 10
-    kinds = ["plain"] * plain + ["any"] * any_one + ["cancelled"] * cancelled
+    kinds = (
+        ["plain"] * plain + ["any"] * any_one + ["cancelled"] * cancelled + ["list"] * open_lists
+    )
     rng.shuffle(kinds)
     for number, kind in enumerate(kinds):
         moment = start + (number + rng.random()) / len(kinds) * (end - start)
@@ -98,16 +124,26 @@ def write_broadcast_history(
         if kind == "any":
             meta["mode"] = "any"
         meta["expires_at"] = format_timestamp(moment + 7 * 86400)
+        if kind == "list":
+            figures.lists += 1
+            busy = rng.sample(range(active_devices), min(active_devices, rng.choice((1, 2))))
+            others = rng.sample(range(active_devices, DEVICE_COUNT), rng.choice((2, 3)))
+            devices = [device_name(number) for number in busy + others]
+            task = _task(task_id, command, meta)
+            task["to"] = "device:[" + ",".join(devices) + "]"
+            add(moment, task)
+            _list_answers(rng, add, new_id, task_id, moment, busy, others)
+            continue
         add(moment, _task(task_id, command, meta))
         if kind == "any":
             figures.any_one += 1
-            _any_one_answers(rng, add, new_id, task_id, moment)
+            _any_one_answers(rng, add, new_id, task_id, moment, taken=active_devices > 0)
         else:
             figures.broadcasts += kind == "plain"
             figures.cancelled += kind == "cancelled"
             # A cancelled task takes no more answers: none come after the cancellation.
             cancel_at = moment + rng.expovariate(1 / (4 * 3600)) if kind == "cancelled" else end
-            _answers(rng, add, new_id, task_id, moment, until=cancel_at)
+            _answers(rng, add, new_id, task_id, moment, until=cancel_at, active=active_devices)
             if kind == "cancelled":
                 add(
                     cancel_at,
@@ -149,9 +185,21 @@ def _response(message_id: str, task_id: str, sender: str, status: str, body: str
     }
 
 
-def _answers(rng: random.Random, add, new_id, task_id: str, moment: float, *, until: float) -> None:
-    """Some devices answer, late: progress only, a final answer, or progress then one."""
-    responders = rng.sample(range(DEVICE_COUNT), rng.randrange(MAX_RESPONDERS))
+def _answers(
+    rng: random.Random, add, new_id, task_id: str, moment: float, *, until: float, active: int = 0
+) -> None:
+    """The busy devices answer soon; some others answer, late: progress only, a final
+    answer, or progress then one."""
+    for number in range(active):
+        sender = f"device:{device_name(number)}"
+        at = moment + rng.expovariate(1 / ACTIVE_ANSWER_SECONDS)
+        if at >= until:
+            continue
+        if rng.random() < ACTIVE_PROGRESS_ONLY:
+            add(at, _response(new_id(), task_id, sender, "progress", "working on it"))
+        else:
+            add(at, _response(new_id(), task_id, sender, "done", "ok"))
+    responders = rng.sample(range(active, DEVICE_COUNT), rng.randrange(MAX_RESPONDERS))
     for number in responders:
         sender = f"device:{device_name(number)}"
         at = moment + rng.expovariate(1 / MEAN_ANSWER_SECONDS)
@@ -167,10 +215,28 @@ def _answers(rng: random.Random, add, new_id, task_id: str, moment: float, *, un
             add(at, _response(new_id(), task_id, sender, status, "ok" if status == "done" else ""))
 
 
-def _any_one_answers(rng: random.Random, add, new_id, task_id: str, moment: float) -> None:
-    """An any-one broadcast: nobody took it yet, or one device claimed it (and maybe finished)."""
+def _list_answers(
+    rng: random.Random, add, new_id, task_id: str, moment: float, busy: list, others: list
+) -> None:
+    """A list task: its busy devices answer soon; of the others, a few answer late."""
+    for number in busy:
+        at = moment + rng.expovariate(1 / ACTIVE_ANSWER_SECONDS)
+        add(at, _response(new_id(), task_id, f"device:{device_name(number)}", "done", "ok"))
+    for number in others:
+        if rng.random() < 0.2:
+            at = moment + rng.expovariate(1 / MEAN_ANSWER_SECONDS)
+            add(at, _response(new_id(), task_id, f"device:{device_name(number)}", "done", "ok"))
+
+
+def _any_one_answers(
+    rng: random.Random, add, new_id, task_id: str, moment: float, *, taken: bool = False
+) -> None:
+    """An any-one broadcast: nobody took it yet, or one device claimed it (and maybe finished).
+
+    ``taken``: always claimed (a fleet with busy devices takes every one).
+    """
     roll = rng.random()
-    if roll < 0.3:
+    if roll < 0.3 and not taken:
         return
     sender = f"device:{device_name(rng.randrange(DEVICE_COUNT))}"
     at = moment + rng.expovariate(1 / 600)

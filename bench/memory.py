@@ -70,6 +70,12 @@ def main(directory: str) -> None:
         "task_registry": deep_size(getattr(index, "days", {})),
         "open_states": deep_size(index.open),
     }
+    broadcasts = getattr(index, "broadcasts", None)
+    if broadcasts is not None:
+        # Their states are the open tasks' (counted above): the positions and spans only.
+        figures["broadcast_spans"] = deep_size(
+            [broadcasts.positions, broadcasts.done, broadcasts.done_counts]
+        )
     sys.stdout.write(orjson.dumps(figures).decode() + "\n")
 
 

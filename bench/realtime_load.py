@@ -3,9 +3,11 @@
     python -m bench.realtime_load                     # 1,000 long-polls, 100 streams
     python -m bench.realtime_load --polls 200 --streams 20 \\
         --app project.asgi:django_application         # Django's handler alone, to compare
+    python -m bench.realtime_load --polls 10000 --workers 2   # as the docs tell production sites
 
 It builds a throwaway demo site (SQLite and a pool directory in a temporary
-directory), starts one uvicorn process on a free port, and then, from this
+directory), starts uvicorn on a free port (one process, or ``--workers N``
+worker processes under uvicorn's supervisor, whose figures are summed), and then, from this
 process, with a small asyncio HTTP/1.1 client:
 
 1. opens ``--polls`` long-polls (``GET /pool/pending?wait=60``, one device
@@ -27,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import os
 import queue
 import random
@@ -223,16 +227,32 @@ async def post_task(connection: Connection, token: str, to: str, title: str, res
 
 
 def server_figures(pid: int) -> dict[str, float]:
-    """The server's threads, resident memory (KiB) and CPU seconds, from /proc."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """The server's threads, resident memory (KiB) and CPU seconds, from /proc, summed over
+    the process and its children (uvicorn's workers under ``--workers``)."""
+    totals = {"threads": 0, "rss_kib": 0, "cpu_seconds": 0.0}
     ticks = os.sysconf("SC_CLK_TCK")
-    return {
-        "threads": int(fields["Threads"]),
-        "rss_kib": int(fields["VmRSS"].split()[0]),
-        "cpu_seconds": (int(stat[11]) + int(stat[12])) / ticks,
-    }
+    for process in _process_tree(pid):
+        try:
+            status = Path(f"/proc/{process}/status").read_text()
+            stat = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        totals["threads"] += int(fields["Threads"])
+        totals["rss_kib"] += int(fields["VmRSS"].split()[0])
+        totals["cpu_seconds"] += (int(stat[11]) + int(stat[12])) / ticks
+    return totals
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn's workers, and any process they started)."""
+    found, index = [pid], 0
+    while index < len(found):
+        for task in Path(f"/proc/{found[index]}/task").glob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                found += [int(child) for child in (task / "children").read_text().split()]
+        index += 1
+    return found
 
 
 async def settled(pid: int, quiet: float = 1.0, timeout: float = 120.0) -> None:
@@ -253,6 +273,28 @@ async def settled(pid: int, quiet: float = 1.0, timeout: float = 120.0) -> None:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def verdicts(figures: dict) -> list[str]:
+    """The real-time targets, PASS or FAIL, for the connections this run had."""
+    waiting = figures["connections"]["long_polls"] + figures["connections"]["streams"]
+    delivery = figures["tasks"]["latency"].get("p99_ms", math.inf)
+    broadcast = figures["broadcast"]["latency"].get("p99_ms", math.inf)
+    checks = [
+        (f"task delivery p99 <= 200 ms: {delivery} ms", delivery <= 200),
+        (
+            f"device:* task reaches all {waiting:,} waiting connections within 3 s (p99):"
+            f" {figures['broadcast']['received_by']:,} in {broadcast} ms",
+            figures["broadcast"]["received_by"] == waiting and broadcast <= 3000,
+        ),
+        (
+            f"every task delivered, no errors: {figures['tasks']['delivered']} of"
+            f" {figures['tasks']['sent']}, {figures['error_count']} errors",
+            figures["tasks"]["delivered"] == figures["tasks"]["sent"]
+            and figures["error_count"] == 0,
+        ),
+    ]
+    return [f"{'PASS' if passed else 'FAIL'}  {text}" for text, passed in checks]
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -327,6 +369,7 @@ async def run(options: argparse.Namespace, port: int, pid: int, tokens: dict) ->
     by_stream = [v for title, v in results.delivered.items() if results.via[title] == "stream"]
     return {
         "app": options.app,
+        "workers": options.workers,
         "connections": {"long_polls": len(pollers), "streams": len(streamers)},
         "server_idle": idle,
         "server_waiting": loaded,
@@ -386,8 +429,8 @@ def provision(var_dir: Path, polls: int, streams: int) -> dict:
     }
 
 
-def start_server(app: str, var_dir: Path) -> tuple[subprocess.Popen, int]:
-    """One uvicorn process on a port the kernel picks (uvicorn logs it).
+def start_server(app: str, var_dir: Path, workers: int = 1) -> tuple[subprocess.Popen, int]:
+    """uvicorn on a port the kernel picks (uvicorn logs it), with ``workers`` processes.
 
     Not ``--fd``: uvicorn takes such a socket for a Unix one and leaves
     Nagle's algorithm on, which adds 40 ms to every answer.
@@ -410,6 +453,7 @@ def start_server(app: str, var_dir: Path) -> tuple[subprocess.Popen, int]:
             "info",
             "--timeout-graceful-shutdown",
             "2",
+            *(["--workers", str(workers)] if workers > 1 else []),
         ],
         cwd=ROOT,
         env=environment,
@@ -417,15 +461,21 @@ def start_server(app: str, var_dir: Path) -> tuple[subprocess.Popen, int]:
         text=True,
     )
     started: queue.Queue[int] = queue.Queue()
+    serving: queue.Queue[bool] = queue.Queue()
 
     def read_log() -> None:  # and keep reading, so the pipe never fills
         for line in process.stderr:
             found = re.search(r"Uvicorn running on http://127.0.0.1:(\d+)", line)
             if found:
                 started.put(int(found.group(1)))
+            if "Application startup complete" in line:
+                serving.put(True)
 
     threading.Thread(target=read_log, daemon=True).start()
-    return process, started.get(timeout=120)
+    port = started.get(timeout=120)
+    for _ in range(workers):  # each worker process says so once it serves
+        serving.get(timeout=120)
+    return process, port
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -435,18 +485,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", type=int, default=300, help="tasks to post while they wait")
     parser.add_argument("--rate", type=float, default=20.0, help="tasks per second")
     parser.add_argument("--app", default="project.asgi:application", help="the ASGI app to serve")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (as in production)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     options = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="taskpool-bench-") as temporary:
         var_dir = Path(temporary)
         tokens = provision(var_dir, options.polls, options.streams)
-        process, port = start_server(options.app, var_dir)
+        process, port = start_server(options.app, var_dir, options.workers)
         try:
             figures = asyncio.run(run(options, port, process.pid, tokens))
         finally:
             process.terminate()
             process.wait(timeout=30)
+    figures["targets"] = verdicts(figures)
     text = json.dumps(figures, indent=2)
     print(text)
     if options.json:

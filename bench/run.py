@@ -27,6 +27,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FULL_SIZES = (0, 10_000, 100_000, 1_000_000)
 QUICK_SIZES = (0, 1_000, 10_000)
 TASK_TTL = 7 * 86400.0
+#: The busy devices of the history with open broadcasts: they answer every one, and they ask.
+BUSY_DEVICES = 50
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Plan:
     request_rounds: int
     append_seconds: float
     quick: bool
+    devices_requests: int = 200
 
     def naive_samples(self, size: int) -> int:
         if self.quick:
@@ -62,6 +65,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs="+", help="history sizes in lines")
     parser.add_argument("--requests", type=int, help="timed requests per endpoint and size")
     parser.add_argument("--append-seconds", type=float, help="duration of each append run")
+    parser.add_argument(
+        "--devices-requests", type=int, help="timed GET /pool/devices per pool (default 200)"
+    )
     parser.add_argument(
         "--work-dir", type=Path, help="where pools are written (default: a temp dir)"
     )
@@ -93,6 +99,22 @@ def setup_django(work: Path) -> dict[str, str]:
         ]
     )
     return {device.id: str(DeviceToken.for_device(device)) for device in DeviceUser.objects.all()}
+
+
+def admin_token() -> str:
+    """A fresh access token of a user with the admin role (the devices list needs it).
+
+    Made just before use: an access token lives minutes, a run longer.
+    """
+    from django.contrib.auth import get_user_model
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from taskpool.models import UserRole
+
+    user, created = get_user_model().objects.get_or_create(username="bench-admin")
+    if created:
+        UserRole.objects.create(user=user, role="admin")
+    return str(AccessToken.for_user(user))
 
 
 def time_requests(
@@ -342,8 +364,68 @@ def prepare_size(size: int, plan: Plan, work: Path, tokens: dict[str, str]) -> d
     return figures
 
 
+def prepare_broadcasts(size: int, plan: Plan, work: Path) -> dict[str, Any]:
+    """Write the history with open broadcasts and lists for ``size``; check it and time a replay."""
+    from bench.broadcast_history import write_broadcast_history
+    from bench.history import device_name
+    from bench.naive import pending_in, read_horizon
+    from taskpool.stores.jsonl import JsonlStore
+
+    directory = work / f"pool-broadcasts-{size}"
+    progress(f"{lines_label(size)} with open broadcasts: writing history")
+    written = write_broadcast_history(
+        directory, size, active_devices=BUSY_DEVICES, open_lists=size // 400
+    )
+    figures: dict[str, Any] = {
+        "size": size,
+        "lines": written.lines,
+        "bytes": sum(path.stat().st_size for path in directory.glob("*.jsonl")),
+        "files": len(list(directory.glob("*.jsonl"))),
+        "busy_devices": BUSY_DEVICES,
+    }
+    progress(f"{lines_label(size)} with open broadcasts: replay, then from checkpoint")
+    forget_checkpoint(directory)
+    figures["replay_seconds"], _lines, figures["replay_segments"] = build_index(directory)
+    figures["memory"] = measure_memory(directory)  # from the checkpoint the replay wrote
+    store = JsonlStore(directory, task_ttl=TASK_TTL, fsync=False)
+    store.pending_for("dev-0000")
+    index = store._index  # noqa: SLF001 - reported, not used
+    figures["open_tasks"] = len(index.open)
+    figures["open_broadcasts"] = sum(1 for state in index.open.values() if state.audience.everyone)
+    figures["open_lists"] = sum(
+        1
+        for state in index.open.values()
+        if not state.audience.everyone and len(state.audience.device_ids) > 1
+    )
+    kept = getattr(index, "broadcasts", None)  # (an index without spans, to compare)
+    figures["spans"] = sum(len(spans) for spans in kept.done.values()) // 2 if kept else 0
+    now = time.time()
+    messages = read_horizon(directory, now, TASK_TTL)
+    busy = [device_name(number) for number in range(BUSY_DEVICES)]
+    devices = random.Random(size).sample(busy, min(len(busy), plan.checked_devices(size)))
+    figures["agree"] = (
+        sum(
+            [task["id"] for task in store.pending_for(device, limit=1000)]
+            == [task["id"] for task in pending_in(messages, device, now, TASK_TTL, 1000)]
+            for device in devices
+        ),
+        len(devices),
+    )
+    figures["busy_pending_mean"] = sum(
+        len(store.pending_for(device, limit=1000)) for device in busy
+    ) / len(busy)
+    store.close()
+    del messages
+    gc.collect()
+    return figures
+
+
 def measure_requests(
-    results: dict[int, dict[str, Any]], plan: Plan, work: Path, tokens: dict[str, str]
+    results: dict[Any, dict[str, Any]],
+    plan: Plan,
+    work: Path,
+    tokens: dict[str, str],
+    busy_tokens: dict[str, str] | None = None,
 ) -> None:
     """Pending and no-op latency at every size, in rounds that visit each size in turn.
 
@@ -365,16 +447,20 @@ def measure_requests(
     for round_number in range(plan.request_rounds):
         start = round_number % len(sizes)
         for size in sizes[start:] + sizes[:start]:
-            progress(
-                f"requests: round {round_number + 1}/{plan.request_rounds}, {lines_label(size)}"
-            )
-            with pool_at(work / f"pool-{size}"):
+            # Keys ("broadcasts", n): the history with open broadcasts, asked by its busy devices.
+            broadcasts = isinstance(size, tuple)
+            lines = size[1] if broadcasts else size
+            label = lines_label(lines) + (" with open broadcasts" if broadcasts else "")
+            progress(f"requests: round {round_number + 1}/{plan.request_rounds}, {label}")
+            directory = work / (f"pool-broadcasts-{lines}" if broadcasts else f"pool-{lines}")
+            asking = busy_tokens if broadcasts and busy_tokens else tokens
+            with pool_at(directory):
                 get_store().pending_for("dev-0000")  # the index, from its checkpoint
                 for transport, total in transports.items():
-                    seed = size * 100 + round_number
-                    time_requests(tokens, paths, 20, -1, transport=transport)  # warm-up
+                    seed = lines * 100 + round_number + (7 if broadcasts else 0)
+                    time_requests(asking, paths, 20, -1, transport=transport)  # warm-up
                     timed = time_requests(
-                        tokens,
+                        asking,
                         paths,
                         max(1, total // plan.request_rounds),
                         seed,
@@ -391,6 +477,39 @@ def measure_requests(
             for path, name in zip(paths, ("pending", "noop"), strict=True):
                 figures[f"{prefix}{name}_p50"] = median(measured[path])
                 figures[f"{prefix}{name}_p99"] = percentile(measured[path], 0.99)
+
+
+def measure_devices_list(
+    pools: dict[str, Path], plan: Plan, rounds: int
+) -> dict[str, dict[str, float]]:
+    """``GET /pool/devices`` (1,000 devices, their pending counts) on each pool, in rounds."""
+    from django.test import Client
+
+    from taskpool.stores import get_store
+
+    client = Client()
+    samples: dict[str, list[float]] = {name: [] for name in pools}
+    names = list(pools)
+    per_round = max(1, plan.devices_requests // rounds)
+    for round_number in range(rounds):
+        start = round_number % len(names)
+        for name in names[start:] + names[:start]:
+            progress(f"devices list: round {round_number + 1}/{rounds}, {name}")
+            # A fresh token each round: one lives 5 minutes, and a slow pool's round may not.
+            headers = {"Authorization": f"Bearer {admin_token()}"}
+            with pool_at(pools[name]):
+                get_store().pending_for("dev-0000")
+                for _ in range(3):
+                    _check_ok("/pool/devices", client.get("/pool/devices", headers=headers))
+                for _ in range(per_round):
+                    started = time.perf_counter()
+                    response = client.get("/pool/devices", headers=headers)
+                    samples[name].append(time.perf_counter() - started)
+                    _check_ok("/pool/devices", response)
+    return {
+        name: {"p50": median(values), "p99": percentile(values, 0.99), "requests": len(values)}
+        for name, values in samples.items()
+    }
 
 
 def measure_size_appends(size: int, plan: Plan, work: Path, figures: dict[str, Any]) -> None:
@@ -420,20 +539,45 @@ def main(argv: list[str] | None = None) -> int:
         request_rounds=4 if args.quick else 16,
         append_seconds=args.append_seconds or (0.25 if args.quick else 1.0),
         quick=args.quick,
+        devices_requests=args.devices_requests or (40 if args.quick else 200),
     )
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="taskpool-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
         tokens = setup_django(work)
+        from bench.history import device_name
         from bench.machine import describe
-        from bench.report import size_table, targets
+        from bench.report import broadcast_table, size_table, targets
 
         machine = describe(work)
         results: dict[int, dict[str, Any]] = {}
         for size in plan.sizes:
             results[size] = prepare_size(size, plan, work, tokens)
-        measure_requests(results, plan, work, tokens)
+        broadcast_results = {
+            size: prepare_broadcasts(size, plan, work) for size in plan.sizes if size
+        }
+        busy_tokens = {
+            device: token
+            for device, token in tokens.items()
+            if device in {device_name(number) for number in range(BUSY_DEVICES)}
+        }
+        together: dict[Any, dict[str, Any]] = {
+            **results,
+            **{("broadcasts", size): figures for size, figures in broadcast_results.items()},
+        }
+        measure_requests(together, plan, work, tokens, busy_tokens)
+        if broadcast_results:
+            largest = max(broadcast_results)
+            listed = measure_devices_list(
+                {
+                    "empty": work / "pool-0",
+                    "broadcasts": work / f"pool-broadcasts-{largest}",
+                },
+                plan,
+                rounds=4,
+            )
+            broadcast_results[largest]["devices_list"] = listed
         for size in plan.sizes:
             measure_size_appends(size, plan, work, results[size])
             gc.collect()
@@ -444,8 +588,12 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
         body = [size_table(size, results[size], results.get(0)) + "\n" for size in plan.sizes]
-        checks = targets(results)
-        footer = ["Targets (issue 3):", *(target.line() for target in checks)]
+        body += [
+            broadcast_table(size, figures, results.get(0)) + "\n"
+            for size, figures in broadcast_results.items()
+        ]
+        checks = targets(results, broadcast_results)
+        footer = ["Targets:", *(target.line() for target in checks)]
         footer.append(f"\n(whole run {time.perf_counter() - started:.0f} s)")
         text = "\n".join(header + body + footer)
         print(text)
@@ -454,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / f"{stamp}.txt").write_text(text + "\n")
         (RESULTS / f"{stamp}.json").write_bytes(
             orjson.dumps(
-                {"machine": machine, "results": results},
+                {"machine": machine, "results": results, "broadcasts": broadcast_results},
                 option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
             )
         )

@@ -70,6 +70,25 @@ def checkpointed_pool(tmp_path: Path) -> tuple[Path, Path]:
     return directory, day_file
 
 
+def test_a_pool_with_job_tasks_resumes_from_its_checkpoint(tmp_path):
+    """Jobs' options and runs are data of the checkpoint, not globals it refuses."""
+    directory = tmp_path / "pool"
+    store = EagerStore(directory, fsync=False)
+    for number in range(25):
+        posted = store.post_task(
+            sender="user:ops",
+            to="device:*" if number % 2 else "device:[d0,d1]",
+            title="job",
+            retries={"max_attempts": 3, "on": ["failed"], "backoff": 60},
+            timeout={"in_progress": 600},
+        )
+        store.post_response(device_id="d0", parent_id=posted.message["id"], status="failed")
+    store.pending_for("d0")
+    restarted = resumed(directory)
+    assert restarted._tail.resumed
+    assert view(restarted) == full_replay_view(directory)
+
+
 def test_a_day_file_rewritten_in_place_invalidates_the_checkpoint(tmp_path):
     directory, day_file = checkpointed_pool(tmp_path)
     data = day_file.read_bytes()

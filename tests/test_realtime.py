@@ -195,6 +195,52 @@ def test_a_wake_up_due_with_the_timeout_counts_as_a_wake_up():
     assert asyncio.run(scenario()) == (True, True)
 
 
+def test_devices_asking_together_share_one_look_at_the_pool(store, monkeypatch):
+    broadcast = post(store, "device:*")
+    post(store, "device:a")
+    store.post_response(device_id="b", parent_id=broadcast["id"], status="done")
+    looks: list[int] = []
+    many = store.pending_for_many
+
+    def counted(requests):
+        looks.append(len(requests))
+        return many(requests)
+
+    monkeypatch.setattr(store, "pending_for_many", counted)
+
+    async def scenario() -> list[list[dict]]:
+        hub = Hub(store)
+        leaving = asyncio.ensure_future(hub.pending_for("d", 100))
+        await asyncio.sleep(0)  # it has asked
+        leaving.cancel()  # a client that left: the others are answered all the same
+        asked = [hub.pending_for(device, 100) for device in ["a", "b", "c"] * 20]
+        answers = await asyncio.gather(*asked)
+        await asyncio.gather(leaving, return_exceptions=True)
+        return answers + [await hub.pending_for("a", 1)]
+
+    answers = asyncio.run(scenario())
+    assert looks == [61, 1]
+    expected = {device: store.pending_for(device) for device in "abc"}
+    assert answers[:60] == [expected[device] for device in ["a", "b", "c"] * 20]
+    assert answers[60] == store.pending_for("a", limit=1)
+    assert [len(expected[device]) for device in "abc"] == [2, 0, 1]
+
+
+def test_a_failing_look_fails_each_device_that_asked(store, monkeypatch):
+    def failing(requests):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(store, "pending_for_many", failing)
+
+    async def scenario() -> list:
+        hub = Hub(store)
+        return await asyncio.gather(
+            hub.pending_for("a", 1), hub.pending_for("b", 1), return_exceptions=True
+        )
+
+    assert [type(error) for error in asyncio.run(scenario())] == [OSError, OSError]
+
+
 def test_the_hub_releases_waiters_that_are_cancelled(store):
     async def scenario() -> int:
         hub = Hub(store)

@@ -7,6 +7,12 @@ for new messages (``BaseStore.wait_for_changes``: the JSON Lines store
 looks at the day files' sizes every 50 ms, the database store listens for
 its notifications) and to say whom they concern, and wakes only those
 waiters. Messages stored by any process are seen the same way.
+
+Woken waiters that look up their pending tasks (``Hub.pending_for``) are
+answered together: those that ask in the same turn of the loop share one
+worker thread and one look at the pool (``BaseStore.pending_for_many``), so
+a ``device:*`` task that wakes every waiting device costs one thread hop,
+not one per device.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from taskpool.messages import Message
 from taskpool.realtime.scope import Scope, concerned_scopes
 from taskpool.stores.base import BaseStore
 from taskpool.stores.changes import Changes
@@ -80,6 +87,39 @@ class Hub:
         self._failing = False
         #: Where the watcher got to: every message before it has woken whom it concerns.
         self.through: str | None = None
+        #: Pending lookups asked in this turn of the loop: (device id, limit, its answer).
+        self._asked: list[tuple[str, int, asyncio.Future[list[Message]]]] = []
+        self._asking: asyncio.Task[None] | None = None
+
+    async def pending_for(self, device_id: str, limit: int) -> list[Message]:
+        """``store.pending_for``, in a worker thread, together with the others asking now."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[list[Message]] = loop.create_future()
+        self._asked.append((device_id, limit, answer))
+        if self._asking is None:
+            self._asking = loop.create_task(self._answer_asked())
+        return await answer
+
+    async def _answer_asked(self) -> None:
+        try:
+            # One more turn: the waiters woken with this one ask in it.
+            await asyncio.sleep(0)
+            while self._asked:
+                batch, self._asked = self._asked, []
+                try:
+                    answers = await asyncio.to_thread(
+                        self.store.pending_for_many, [(device, limit) for device, limit, _ in batch]
+                    )
+                except Exception as error:  # each asker gets the store's error
+                    for _device, _limit, answer in batch:
+                        if not answer.done():
+                            answer.set_exception(error)
+                    continue
+                for (_device, _limit, answer), pending in zip(batch, answers, strict=True):
+                    if not answer.done():  # not cancelled: its client is still there
+                        answer.set_result(pending)
+        finally:
+            self._asking = None
 
     @property
     def waiting(self) -> int:

@@ -25,17 +25,19 @@ async def wait_for_pending(
     stored, by any process; else ``[]`` after ``seconds``. Holds no thread
     while it waits.
     """
-    pending = await asyncio.to_thread(store.pending_for, device_id, limit=limit)
+    hub = hub_for(store)
+    # Through the hub: devices asking together share a thread and a look at the pool.
+    pending = await hub.pending_for(device_id, limit)
     if pending or seconds <= 0:
         return pending
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     # Registered before looking again: a task stored in between wakes it.
-    async with hub_for(store).waiter(Scope(DEVICE, device_id)) as waiter:
+    async with hub.waiter(Scope(DEVICE, device_id)) as waiter:
         with waiting("long_poll"):
             while True:
                 waiter.clear()
-                pending = await asyncio.to_thread(store.pending_for, device_id, limit=limit)
+                pending = await hub.pending_for(device_id, limit)
                 remaining = deadline - loop.time()
                 if pending or remaining <= 0:
                     return pending

@@ -684,6 +684,14 @@ class BaseStore(abc.ABC):
         proportion to what it returns, not to the history.
         """
 
+    def pending_for_many(self, requests: list[tuple[str, int]]) -> list[list[Message]]:
+        """``pending_for(device_id, limit=limit)`` for each ``(device_id, limit)``, in order.
+
+        What the waiters a ``device:*`` task wakes together ask at once; a
+        store may answer them all from one look at the pool.
+        """
+        return [self.pending_for(device_id, limit=limit) for device_id, limit in requests]
+
     @abc.abstractmethod
     def pending_counts(self, device_ids: list[str]) -> dict[str, int]:
         """How many tasks are pending for each device (``len(pending_for(...))`` without a limit)."""

@@ -220,6 +220,16 @@ class LogContract:
         assert counts == {d: len(pool.pending_for(d, limit=1000)) for d in devices}
         assert counts == {"a": 2, "b": 1, "c": 2, "never-seen": 1}
 
+    def test_pending_for_many_answers_each_as_pending_for_does(self, pool):
+        broadcast = post(pool, "device:*")
+        post(pool, "device:[a,b]")
+        post(pool, "device:a")
+        pool.post_response(device_id="b", parent_id=broadcast["id"], status="done")
+        asked = [("a", 100), ("b", 100), ("a", 1), ("never-seen", 100), ("b", 0)]
+        answers = pool.pending_for_many(asked)
+        assert answers == [pool.pending_for(device, limit=limit) for device, limit in asked]
+        assert [len(answer) for answer in answers] == [3, 1, 1, 1, 0]
+
     def test_device_activity_is_its_last_message_and_heartbeat(self, pool, clock):
         task = post(pool)
         pool.post_heartbeat(device_id="a")

@@ -30,18 +30,24 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from taskpool.lifecycle import EXECUTION_STATUSES, TaskState
+from taskpool.jobs import Abort, JobOptions, Retries, Rollout, Timeout
+from taskpool.lifecycle import EXECUTION_STATUSES, Run, TaskState
 from taskpool.messages import Address
 from taskpool.stores.jsonl.activity import Activity
+from taskpool.stores.jsonl.broadcasts import OpenBroadcasts
 from taskpool.stores.jsonl.index import DayRecords, KnownTask, PoolIndex
 
 CHECKPOINT_FILE_NAME = ".index-checkpoint"
 REPLAY_LOCK_NAME = ".index-checkpoint.lock"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Bytes before each day file's offset kept to recognise the same file on loading: the
 #: last lines read. Files are only ever appended to; like a running process, a checkpoint
 #: cannot see an edit further back that keeps the inode and the size.
 GUARD_BYTES = 4096
+
+
+#: What a job task's state holds besides its ``TaskState``: its options and each device's run.
+_JOB_CLASSES = (JobOptions, Retries, Timeout, Rollout, Abort, Run)
 
 
 def _layout_fingerprint() -> str:
@@ -51,10 +57,12 @@ def _layout_fingerprint() -> str:
         EXECUTION_STATUSES,
         TaskState.__slots__,
         sorted(vars(PoolIndex(1.0))),
+        sorted(vars(OpenBroadcasts())),
         [f.name for f in fields(DayRecords)],
         [f.name for f in fields(KnownTask)],
         [f.name for f in fields(Activity)],
         [f.name for f in fields(Address)],
+        [[f.name for f in fields(kind)] for kind in _JOB_CLASSES],
     ]
     return hashlib.sha256(repr(shape).encode()).hexdigest()
 
@@ -85,12 +93,17 @@ _ALLOWED_GLOBALS = frozenset(
         ("taskpool.stores.jsonl.checkpoint", "Checkpoint"),
         ("taskpool.stores.jsonl.checkpoint", "DayPosition"),
         ("taskpool.stores.jsonl.index", "PoolIndex"),
+        ("taskpool.stores.jsonl.broadcasts", "OpenBroadcasts"),
         ("taskpool.stores.jsonl.index", "DayRecords"),
         ("taskpool.stores.jsonl.index", "KnownTask"),
         ("taskpool.stores.jsonl.activity", "Activity"),
         ("taskpool.lifecycle", "TaskState"),
+        *((kind.__module__, kind.__name__) for kind in _JOB_CLASSES),
         ("taskpool.messages", "Address"),
         ("datetime", "date"),
+        # The spans of open broadcasts each device is done with are arrays.
+        ("array", "array"),
+        ("array", "_array_reconstructor"),
     }
 )
 

@@ -1,11 +1,12 @@
 """The in-memory pending index, fed line by line from the day files (DESIGN 3).
 
 It keeps only what is still open: the ``TaskState`` of each open task, each
-device's queue of open tasks addressed to it, the open broadcasts, and a
+device's queue of open tasks it may still have to do, the open broadcasts
+with the spans of them each device is done with (``OpenBroadcasts``), and a
 heap of expiry times. Of closed tasks it keeps where their line is and why
 they closed, so an answer to one gets the right refusal without a scan.
-Asking what is pending for a device costs the size of that device's queue,
-never the size of the history.
+Asking what is pending for a device costs about what it returns: never the
+size of the history, nor the number of open broadcasts it already answered.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from taskpool.lifecycle import (
 )
 from taskpool.messages import TERMINAL_STATUSES, Message
 from taskpool.stores.jsonl.activity import Activity
+from taskpool.stores.jsonl.broadcasts import OpenBroadcasts
 
 #: Positions order lines as the day files do: the day, then the byte offset.
 OFFSET_BITS = 40
-_BROADCASTS = "*"  # the queue key of open ``device:*`` tasks
 #: The response statuses that can end a task: a terminal answer, a cancellation, a job's
 #: timed-out attempt or its abort.
 _ENDING_STATUSES = TERMINAL_STATUSES | {"cancelled", TIMED_OUT, ABORTED}
@@ -148,8 +149,11 @@ class PoolIndex:
     def __init__(self, task_ttl: float) -> None:
         self.task_ttl = task_ttl
         self.open: dict[str, TaskState] = {}
-        #: device id (or ``*`` for broadcasts) -> its open tasks by id, in position order.
+        #: device id -> the open tasks it may have to do, by id, in position order: those
+        #: addressed to it by name, and broadcasts claimed, aborted or rolled out.
         self.queues: dict[str, dict[str, TaskState]] = {}
+        #: The other open broadcasts, pending for every device not done with them.
+        self.broadcasts = OpenBroadcasts()
         #: queues that received a task out of position order and must be sorted before use.
         self._unsorted: set[str] = set()
         self._expiries: list[tuple[float, str]] = []
@@ -219,6 +223,7 @@ class PoolIndex:
         for key, queue in later.queues.items():
             for state in queue.values():
                 self._enqueue(key, state)
+        self.broadcasts.take_later(later.broadcasts)
         self._expiries.extend(later._expiries)
         heapq.heapify(self._expiries)
         self.last_message.update(later.last_message)
@@ -259,7 +264,7 @@ class PoolIndex:
         if state.job is not None and state.job.rollout is not None:
             return  # offered device by device, as the rollout's lines say
         if state.audience.everyone:
-            self._enqueue(_BROADCASTS, state)
+            self.broadcasts.add(state)
         else:
             for device_id in state.audience.device_ids:
                 self._enqueue(device_id, state)
@@ -276,7 +281,8 @@ class PoolIndex:
                 return
         rollout = state.job is not None and state.job.rollout is not None
         if state.audience.everyone and not rollout:
-            return  # broadcasts are filtered per device when read
+            self._apply_to_broadcast(state, response)
+            return
         sender = response["from"]
         if claim_changed or (sender == "backend" and status == ABORTED):
             devices: tuple[str, ...] = _devices_of(state)
@@ -287,6 +293,49 @@ class PoolIndex:
         for device_id in devices:
             # Queued while offered; the time (its start, its expiry) is looked at when read.
             if state.offered_to(device_id):
+                self._enqueue(device_id, state)
+            else:
+                self._dequeue(device_id, state)
+
+    def _apply_to_broadcast(self, state: TaskState, response: Message) -> None:
+        """Follow an answer to a broadcast that is not a rollout (it stays open)."""
+        broadcasts = self.broadcasts
+        shared = state.claimer is None and state.aborted is None
+        if shared != broadcasts.holds(state):
+            # Claimed (or released), or aborted: it moves between the open broadcasts and
+            # the queues of the devices that may still have to do it.
+            if shared:
+                for device_id in _devices_of(state):
+                    self._dequeue(device_id, state)
+                broadcasts.add(state)
+            else:
+                broadcasts.remove(state)
+                for device_id in _devices_of(state):
+                    if state.offered_to(device_id):
+                        self._enqueue(device_id, state)
+            return
+        sender = response["from"]
+        if state.job is None:
+            # A plain broadcast: only a device's terminal answer changes anything, for good.
+            if shared and sender.startswith("device:"):
+                answer = state.answers.get(sender[7:])
+                if answer is not None and answer[0] in TERMINAL_STATUSES:
+                    broadcasts.mark_done(sender[7:], state.position)
+            return
+        if sender == "backend":
+            devices = _named(response)
+        elif sender.startswith("device:"):
+            devices = (sender[7:],)
+        else:
+            return
+        for device_id in devices:
+            offered = state.offered_to(device_id)
+            if shared:
+                if offered:
+                    broadcasts.mark_pending(device_id, state.position)
+                else:
+                    broadcasts.mark_done(device_id, state.position)
+            elif offered:
                 self._enqueue(device_id, state)
             else:
                 self._dequeue(device_id, state)
@@ -310,7 +359,7 @@ class PoolIndex:
     def _close(self, state: TaskState, reason: str, now: float) -> None:
         del self.open[state.id]
         if state.audience.everyone:
-            self._dequeue(_BROADCASTS, state)
+            self.broadcasts.remove(state)
         for device_id in _devices_of(state):
             self._dequeue(device_id, state)
         day_ordinal, offset = split_position(state.position)
@@ -363,11 +412,11 @@ class PoolIndex:
 
     def _candidates(self, device_id: str) -> Iterator[TaskState]:
         direct = self._queue(device_id).values()
-        broadcasts = self._queue(_BROADCASTS).values()
-        if not broadcasts:
+        if not self.broadcasts:
             return iter(direct)
+        broadcasts = self.broadcasts.pending_for(device_id)
         if not direct:
-            return iter(broadcasts)
+            return broadcasts
         return heapq.merge(direct, broadcasts, key=lambda state: state.position)
 
     def pending_states(self, device_id: str, now: float) -> Iterator[TaskState]:
@@ -388,8 +437,12 @@ class PoolIndex:
         return pending
 
     def pending_count(self, device_id: str, now: float) -> int:
-        """How many tasks are pending for ``device_id``."""
-        return sum(1 for _ in self.pending_states(device_id, now))
+        """How many tasks are pending for ``device_id``: its queue, and the open broadcasts
+        less the spans it is done with (never one by one)."""
+        direct = sum(
+            1 for state in self._queue(device_id).values() if state.is_pending_for(device_id, now)
+        )
+        return direct + self.broadcasts.count_for(device_id, now)
 
     def locate(self, task_id: str) -> KnownTask | None:
         """Where the task ``task_id`` is and whether it closed, or ``None`` if unknown."""
@@ -423,9 +476,10 @@ class PoolIndex:
 
 
 def _devices_of(state: TaskState) -> tuple[str, ...]:
-    """The devices a task may sit in the queues of: its list, or a rollout's offered ones."""
+    """The devices a task may sit in the queues of: its list, or for a broadcast those
+    that answered it or were offered it."""
     if state.audience.everyone:
-        return tuple(state.runs)
+        return tuple(dict.fromkeys([*state.runs, *state.answers]))
     return state.audience.device_ids
 
 

@@ -323,6 +323,12 @@ class JsonlStore(BaseStore):
             now = self._advance()
             return self._index.pending_for(device_id, now, limit)
 
+    def pending_for_many(self, requests: list[tuple[str, int]]) -> list[list[Message]]:
+        with self._mutex:
+            now = self._advance()  # once for all of them
+            index = self._index
+            return [index.pending_for(device_id, now, limit) for device_id, limit in requests]
+
     def pending_counts(self, device_ids: list[str]) -> dict[str, int]:
         with self._mutex:
             now = self._advance()
