@@ -1,4 +1,4 @@
-"""The benchmark suite of issue 3: ``python -m bench [--quick] [--sizes N ...]``.
+"""The benchmark suite: ``python -m bench [--quick] [--sizes N ...]``.
 
 It writes realistic history into real day files, then measures, for each
 size, what a device's ``GET /pool/pending`` costs through the whole stack,

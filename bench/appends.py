@@ -68,7 +68,7 @@ def _store_loop(store: JsonlStore, fsync: bool) -> Callable[[int, float], int]:
 def _raw_loop(directory: Path, sync: bool, locked: bool = False) -> Callable[[int, float], int]:
     """The same line written in a bare loop; ``locked`` takes an ``flock`` around each write.
 
-    The locked loop is DESIGN 2's rule (every append under an exclusive
+    The locked loop is the day files' rule (every append under an exclusive
     ``flock``) and nothing else: the ceiling for any store that keeps it.
     """
 

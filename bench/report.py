@@ -159,7 +159,7 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
             (
                 "raw os.write under flock / raw os.write",
                 f"{_percent(lock_share(figures, 1))} (1 writer)",
-                "the ceiling for any store that locks each append (DESIGN 2)",
+                "the ceiling for any store that locks each append",
             ),
             (
                 "raw fdatasync-per-line x8 / x1",

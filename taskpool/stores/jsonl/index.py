@@ -1,4 +1,4 @@
-"""The in-memory pending index, fed line by line from the day files (DESIGN 3).
+"""The in-memory pending index, fed line by line from the day files.
 
 It keeps only what is still open: the ``TaskState`` of each open task, each
 device's queue of open tasks it may still have to do, the open broadcasts

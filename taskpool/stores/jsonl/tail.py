@@ -1,4 +1,4 @@
-"""``IndexTail``: this process's index of the pool, fed from the day files' tails (DESIGN 3).
+"""``IndexTail``: this process's index of the pool, fed from the day files' tails.
 
 The index is built once from the day files in the ``TASK_TTL`` horizon, then
 advanced by reading only the bytes appended since the last look, up to the
