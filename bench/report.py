@@ -30,16 +30,10 @@ def _rows(rows: list[tuple[str, str, str]]) -> list[str]:
     ]
 
 
-def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) -> str:
-    """The table for one history size."""
-    lines = [
-        f"== {lines_label(size)} lines: {figures['lines']:,} lines in {figures['files']} day files, "
-        f"{mebibytes(figures['bytes'])}; {figures['mix']}; {figures['open_tasks']} open tasks ==",
-        f"  GET /pool/pending, {REQUEST_METHOD}; {figures['requests']} (WSGI) and"
-        f" {figures['asgi_requests']} (ASGI) requests each, interleaved with the no-op, over"
-        f" 1,000 devices, in {figures.get('request_rounds', 4)} rounds across the sizes",
-    ]
-    pending = figures["pending_p50"]
+def _pending_rows(
+    figures: dict[str, Any], zero: dict[str, Any] | None
+) -> list[tuple[str, str, str]]:
+    """Pending and the no-op floor, p50 / p99, through each handler; against 0 lines if given."""
     rows = []
     for transport, prefix in (("WSGI", ""), ("ASGI", "asgi_")):
         pending_p50, noop_p50 = figures[f"{prefix}pending_p50"], figures[f"{prefix}noop_p50"]
@@ -57,6 +51,20 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
                 f"pending / no-op = {times(ratio(pending_p50, noop_p50))}",
             ),
         ]
+    return rows
+
+
+def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) -> str:
+    """The table for one history size."""
+    lines = [
+        f"== {lines_label(size)} lines: {figures['lines']:,} lines in {figures['files']} day files, "
+        f"{mebibytes(figures['bytes'])}; {figures['mix']}; {figures['open_tasks']} open tasks ==",
+        f"  GET /pool/pending, {REQUEST_METHOD}; {figures['requests']} (WSGI) and"
+        f" {figures['asgi_requests']} (ASGI) requests each, interleaved with the no-op, over"
+        f" 1,000 devices, in {figures.get('request_rounds', 4)} rounds across the sizes",
+    ]
+    pending = figures["pending_p50"]
+    rows = _pending_rows(figures, zero)
     rows += [
         (
             f"naive baseline p50 (n={figures['naive_samples']}), WSGI",
@@ -193,23 +201,7 @@ def broadcast_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | N
         f" {figures['busy_pending_mean']:.1f} tasks pending each on average;"
         f" {figures['spans']:,} spans of answered broadcasts over all devices",
     ]
-    rows = []
-    for transport, prefix in (("WSGI", ""), ("ASGI", "asgi_")):
-        pending_p50, noop_p50 = figures[f"{prefix}pending_p50"], figures[f"{prefix}noop_p50"]
-        rows += [
-            (
-                f"pending p50 / p99, {transport}",
-                f"{milliseconds(pending_p50)} / {milliseconds(figures[f'{prefix}pending_p99'])}",
-                f"{times(ratio(pending_p50, zero[f'{prefix}pending_p50']))} p50 at 0 lines"
-                if zero
-                else "",
-            ),
-            (
-                f"no-op view p50 / p99, {transport}",
-                f"{milliseconds(noop_p50)} / {milliseconds(figures[f'{prefix}noop_p99'])}",
-                f"pending / no-op = {times(ratio(pending_p50, noop_p50))}",
-            ),
-        ]
+    rows = _pending_rows(figures, zero)
     rows += [
         (
             "index vs naive answers",
