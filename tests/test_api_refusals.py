@@ -254,6 +254,7 @@ def test_an_answer_after_a_terminal_one_is_409(
         ({"meta": "x"}, "meta"),
         ({"title": "hi"}, "title"),
         ({"status": "done"}, "status"),
+        ({"meta": {"idempotency_key": "k-1"}}, "meta"),
     ],
 )
 def test_a_bad_heartbeat_is_400(refused, device_client, data, field):

@@ -234,6 +234,21 @@ def test_counts_kept_by_triggers_equal_the_rows_before_and_after_each_fold(store
         assert {d: n for d, n in kept.items() if n} == dict(cursor.fetchall())
 
 
+def test_a_heartbeat_is_one_statement_that_registers_its_writer_first(store):
+    seen: list[str] = []
+
+    def keep(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connections["pool"].execute_wrapper(keep):
+        beat = store.post_heartbeat(device_id="a", meta={"load": [0.1]})
+    (statement,) = seen
+    assert statement.index("pg_advisory_xact_lock_shared") < statement.index("INSERT")
+    assert stored(store)[-1] == beat
+    assert store.device_activity(["a"])["a"].last_heartbeat == beat["ts"]
+
+
 def test_a_parent_id_with_a_nul_character_names_no_task(store):
     from taskpool.exceptions import UnknownTask
 

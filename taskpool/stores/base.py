@@ -592,8 +592,11 @@ class BaseStore(abc.ABC):
     def post_heartbeat(
         self, *, device_id: str, body: str = "", meta: dict[str, Any] | None = None
     ) -> Message:
-        """Store a heartbeat from a device to the backend."""
-        meta = own_meta(meta, ())
+        """Store a heartbeat from a device to the backend.
+
+        It takes no idempotency key: nothing it says depends on being said once.
+        """
+        meta = own_meta(meta, ("idempotency_key",))
         decide = partial(rules.heartbeat, device_id=device_id, body=body, meta=meta)
         return self._write(lambda _ledger, now: decide(now), reads_pool=False)
 
