@@ -280,7 +280,7 @@ def test_the_overview_inside_a_callers_transaction_keeps_nothing(store):
     assert overview.task_days[-1].sent == 1
     assert overview.task_days[-1].statuses == {"pending": 1}
     assert overview.oldest_open["id"] == task["id"]
-    assert store._task_days == {}
+    assert store._kept_counts._task_days == {}
 
 
 def test_a_status_column_is_written_for_responses_and_filled_in_for_older_rows(store):

@@ -24,8 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, cast
 
 import orjson
@@ -47,7 +46,6 @@ from taskpool.messages import (
     Message,
     decode_line,
     encode_line,
-    format_timestamp,
     parse_address,
     parse_timestamp,
 )
@@ -59,7 +57,6 @@ from taskpool.stores.base import (
     DeviceActivity,
     Failure,
     HealthCheck,
-    HourActivity,
     Page,
     PageEntry,
     PoolOverview,
@@ -83,6 +80,7 @@ from taskpool.stores.database.ledger import (
     give_broadcasts,
     storable,
 )
+from taskpool.stores.database.overview import KeptCounts
 from taskpool.stores.database.wakeups import Wakeups
 from taskpool.stores.rules import Decision, Ledger
 
@@ -92,10 +90,6 @@ _POSITION = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})")
 _TASK_POSITION = re.compile(r"[0-9a-f]{16}")
 #: Rows read from the log at a time.
 _BATCH = 500
-#: Seconds after an hour ends before its counts are kept (a writer may commit a row
-#: stamped within it a little later), and seconds they are kept before being counted
-#: again (``taskpool_import`` can add rows to past hours).
-_HOUR_SETTLES, _HOUR_KEPT = 120.0, 600.0
 #: SQLSTATEs worth running a decision again for: a deadlock, a serialisation failure.
 _RETRY_STATES = {"40P01", "40001"}
 
@@ -139,11 +133,8 @@ class DatabaseStore(BaseStore):
         self._tail: tuple[int, int] | None = None
         self._swept_at = -1e18
         self._summaries: dict[date, tuple[float, DaySummary]] = {}
-        #: Counts of past hours for the dashboard: hour -> (when counted, counts).
-        self._hours: dict[str, tuple[float, HourActivity]] = {}
-        #: The tasks of past days for the dashboard (see ``_task_day_counts``).
-        self._task_days: dict[date, _TaskDayCounts] = {}
-        self._hours_lock = threading.Lock()
+        #: The dashboard's counts of what can no longer change.
+        self._kept_counts = KeptCounts()
 
     @classmethod
     def from_settings(cls, settings: Any) -> DatabaseStore:
@@ -688,7 +679,7 @@ class DatabaseStore(BaseStore):
         Each hour is counted from the ``ts`` index (``tp_message_ts`` covers
         the kind and status); the tasks of a day by their status bits
         (``tp_task_day_closed`` covers them). What cannot change any more is
-        kept in this process (``_TaskDayCounts``, ``_hour_counts``), so a
+        kept in this process (``KeptCounts``), so a
         view of the dashboard counts again only today and the latest hours.
         Every statement reads one snapshot (repeatable read), so a task that
         closes meanwhile is counted once.
@@ -703,7 +694,7 @@ class DatabaseStore(BaseStore):
         with transaction.atomic(using=self.alias), self._cursor() as cursor:
             if own_snapshot:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            hours = self._hour_counts(cursor, window_hours(first_hour, now), now)
+            hours = self._kept_counts.hours(cursor, window_hours(first_hour, now), now)
             cursor.execute(
                 "SELECT t.task_id, t.day, t.expires_at, m.line FROM taskpool_db_task t "
                 "JOIN taskpool_db_message m ON m.seq = t.seq "
@@ -714,7 +705,7 @@ class DatabaseStore(BaseStore):
             open_ids: dict[date, set[str]] = {}
             for task_id, day, _expires, _line in open_tasks:
                 open_ids.setdefault(day, set()).add(task_id)
-            counted = self._task_day_counts(
+            counted = self._kept_counts.task_days(
                 cursor, first_day, day_of(now), open_ids, now, keep=own_snapshot
             )
             answers: dict[str, list[Message]] = {}
@@ -753,126 +744,6 @@ class DatabaseStore(BaseStore):
             for day, kept in sorted(counted.items())
         ]
         return PoolOverview(task_days=task_days, hours=hours, failures=recent, oldest_open=oldest)
-
-    def _task_day_counts(
-        self,
-        cursor: Any,
-        first_day: date,
-        today: date,
-        open_ids: dict[date, set[str]],
-        now: float,
-        *,
-        keep: bool = True,
-    ) -> dict[date, _TaskDayCounts]:
-        """Each day's tasks sent and closed tasks by status, from ``first_day`` to today.
-
-        A day that ended a while ago gets no new tasks, and its open tasks only
-        ever close: its counts are kept, with the ids of its tasks open then;
-        asked again, the tasks no longer open are looked up by id and added.
-        Today, and a day kept too long (an import may add to past days), are
-        counted again.
-        """
-        monotonic = time.monotonic()
-        settled = day_of(now - _HOUR_SETTLES)
-        with self._hours_lock:
-            kept = {
-                day: counts
-                for day, counts in self._task_days.items()
-                if keep and first_day <= day < settled and monotonic - counts.counted < _HOUR_KEPT
-            }
-        days = []
-        day = first_day
-        while day <= today:
-            days.append(day)
-            day += timedelta(days=1)
-        fresh = [day for day in days if day not in kept]
-        result: dict[date, _TaskDayCounts] = {}
-        if fresh:
-            cursor.execute(
-                "SELECT day, count(*) FROM taskpool_db_task WHERE day = ANY(%s) GROUP BY day",
-                [fresh],
-            )
-            sent = dict(cursor.fetchall())
-            cursor.execute(
-                "SELECT day, status_bits, count(*) FROM taskpool_db_task "
-                "WHERE day = ANY(%s) AND closed IS NOT NULL GROUP BY day, status_bits",
-                [fresh],
-            )
-            closed: dict[date, Counter[str]] = {day: Counter() for day in fresh}
-            for day, bits, count in cursor.fetchall():
-                for status in bits_to_statuses(bits):
-                    closed[day][status] += count
-            for day in fresh:
-                result[day] = _TaskDayCounts(
-                    monotonic, sent.get(day, 0), closed[day], frozenset(open_ids.get(day, ()))
-                )
-        closed_since = {
-            task_id
-            for day, counts in kept.items()
-            for task_id in counts.open_ids - open_ids.get(day, set())
-        }
-        added: dict[date, Counter[str]] = {}
-        if closed_since:
-            cursor.execute(
-                "SELECT day, status_bits FROM taskpool_db_task "
-                "WHERE task_id = ANY(%s) AND closed IS NOT NULL",
-                [list(closed_since)],
-            )
-            for day, bits in cursor.fetchall():
-                added.setdefault(day, Counter()).update(bits_to_statuses(bits))
-        for day, counts in kept.items():
-            result[day] = _TaskDayCounts(
-                counts.counted,
-                counts.sent,
-                counts.closed + added.get(day, Counter()),
-                frozenset(open_ids.get(day, ())),
-            )
-        if keep:
-            with self._hours_lock:
-                self._task_days = {day: counts for day, counts in result.items() if day < settled}
-        return result
-
-    def _hour_counts(self, cursor: Any, hours: list[str], now: float) -> list[HourActivity]:
-        """Each hour's activity, from what is kept and one grouped count of the rest."""
-        monotonic = time.monotonic()
-        with self._hours_lock:
-            kept = {
-                hour: counts
-                for hour, (counted, counts) in self._hours.items()
-                if monotonic - counted < _HOUR_KEPT
-            }
-        missing = [hour for hour in hours if hour not in kept]
-        found: dict[str, list[int]] = {}
-        if missing:
-            cursor.execute(
-                "SELECT substr(ts, 1, 13), kind, status IN ('failed', 'timed_out'), count(*) "
-                "FROM taskpool_db_message WHERE ts >= %s GROUP BY 1, 2, 3",
-                [missing[0]],
-            )
-            for hour, kind, failed, count in cursor.fetchall():
-                counts = found.setdefault(hour, [0, 0, 0, 0, 0])
-                counts[4] += count
-                if kind == "task":
-                    counts[0] += count
-                elif kind == "response":
-                    counts[1] += count
-                    if failed:
-                        counts[2] += count
-                elif kind == "heartbeat":
-                    counts[3] += count
-        settled = format_timestamp(now - 3600 - _HOUR_SETTLES)[:13]
-        activity = []
-        with self._hours_lock:
-            for hour in hours:
-                of_hour = kept.get(hour)
-                if of_hour is None:
-                    of_hour = HourActivity(hour, *found.get(hour, ()))
-                    if hour <= settled:
-                        self._hours[hour] = (monotonic, of_hour)
-                activity.append(of_hour)
-            for hour in [hour for hour in self._hours if hour < hours[0]]:
-                del self._hours[hour]
-        return activity
 
     # The log -------------------------------------------------------------------
 
@@ -1188,17 +1059,6 @@ class DatabaseStore(BaseStore):
             self._wakeups.wait(min(self.poll_seconds, remaining))
             changes = self.changes_since(mark)
         return changes
-
-
-@dataclass(frozen=True, slots=True)
-class _TaskDayCounts:
-    """A day's tasks as last counted: sent, closed ones by status, and those open then."""
-
-    #: When counted (``time.monotonic``).
-    counted: float
-    sent: int
-    closed: Counter[str]
-    open_ids: frozenset[str]
 
 
 def stored_status(message: Message) -> str | None:
