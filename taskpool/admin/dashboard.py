@@ -29,7 +29,11 @@ from taskpool.admin.charts import BarChart, bar_chart
 from taskpool.fleet import presence, validated_device_ids
 from taskpool.models import Dashboard, DeviceUser
 from taskpool.stores import get_store
-from taskpool.stores.base import Failure, HourActivity, PoolOverview
+from taskpool.stores.overview import (
+    Failure,
+    HourActivity,
+    PoolOverview,
+)
 
 #: The statuses the task figures show, in this order, and how they are named;
 #: ``retrying`` and ``scheduled`` (jobs) only when some task has them.

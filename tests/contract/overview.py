@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from datetime import date
 
-from taskpool.stores.base import BaseStore, HourActivity, TaskQuery
+from taskpool.stores.base import (
+    BaseStore,
+    TaskQuery,
+)
+from taskpool.stores.overview import (
+    HourActivity,
+)
 from taskpool.ticker import tick
 from tests.contract.support import DAY
 

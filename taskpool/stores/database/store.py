@@ -50,28 +50,23 @@ from taskpool.messages import (
     parse_timestamp,
 )
 from taskpool.stores.base import (
-    MOST_FAILURES,
     BaseStore,
     DayPage,
     DaySummary,
     DeviceActivity,
-    Failure,
     HealthCheck,
     Page,
     PageEntry,
-    PoolOverview,
     StoreFigures,
-    TaskDay,
     TaskDetail,
     TaskPage,
     TaskQuery,
     TaskSummary,
-    overview_window,
     refuse_in_horizon,
-    window_hours,
 )
 from taskpool.stores.changes import Changes, Journal, concern_of
 from taskpool.stores.database.horizon import LOG_WRITERS, horizon, register_writer
+from taskpool.stores.database.kept_counts import KeptCounts
 from taskpool.stores.database.ledger import (
     BROADCASTS_LOCK,
     PENDING_CHANGES_LOCK,
@@ -80,8 +75,15 @@ from taskpool.stores.database.ledger import (
     give_broadcasts,
     storable,
 )
-from taskpool.stores.database.overview import KeptCounts
 from taskpool.stores.database.wakeups import Wakeups
+from taskpool.stores.overview import (
+    MOST_FAILURES,
+    Failure,
+    PoolOverview,
+    TaskDay,
+    overview_window,
+    window_hours,
+)
 from taskpool.stores.rules import Decision, Ledger
 
 #: A log position: the writing transaction and the row, ``<xid>-<seq>`` in 16 hex digits each.

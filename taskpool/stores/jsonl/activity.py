@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from taskpool.lifecycle import EXECUTION_STATUSES
 from taskpool.messages import Message
-from taskpool.stores.base import (
+from taskpool.stores.overview import (
     FAILURE_STATUSES,
     MOST_FAILURES,
     answer_summary,

@@ -49,21 +49,15 @@ from taskpool.stores.base import (
     DayPage,
     DaySummary,
     DeviceActivity,
-    Failure,
     HealthCheck,
-    HourActivity,
     Page,
     PageEntry,
-    PoolOverview,
     StoreFigures,
-    TaskDay,
     TaskDetail,
     TaskPage,
     TaskQuery,
     TaskSummary,
-    overview_window,
     refuse_in_horizon,
-    window_hours,
 )
 from taskpool.stores.changes import Changes
 from taskpool.stores.jsonl import browsing, checkpoint, day_summaries
@@ -73,6 +67,14 @@ from taskpool.stores.jsonl.day_files import DayFiles
 from taskpool.stores.jsonl.index import PoolIndex, split_position
 from taskpool.stores.jsonl.ledger import IndexLedger
 from taskpool.stores.jsonl.tail import CHECKPOINT_LINES, IndexTail
+from taskpool.stores.overview import (
+    Failure,
+    HourActivity,
+    PoolOverview,
+    TaskDay,
+    overview_window,
+    window_hours,
+)
 from taskpool.stores.rules import Decision, Ledger
 
 #: A write by a process whose index is older than this (seconds) catches up

@@ -18,7 +18,9 @@ from typing import Any
 from taskpool.days import day_of
 from taskpool.lifecycle import bits_to_statuses
 from taskpool.messages import format_timestamp
-from taskpool.stores.base import HourActivity
+from taskpool.stores.overview import (
+    HourActivity,
+)
 
 #: Seconds after an hour ends before its counts are kept (a writer may commit a row
 #: stamped within it a little later), and seconds they are kept before being counted
