@@ -1,4 +1,4 @@
-"""An ASGI front for the waiting endpoints, so a waiting request holds no thread.
+"""An ASGI front for taskpool: a waiting request holds no thread, a short one makes none.
 
 Django's ASGI handler runs each request inside a ``ThreadSensitiveContext``,
 which gives it a thread of its own for as long as it is open, idle while an
@@ -16,6 +16,17 @@ authentication and the same store, and pass every other request to Django::
 Database work (authentication) runs on the one thread Django keeps for
 thread-sensitive code; the store is read in the event loop's worker threads.
 
+``serve_pool`` does that and also serves the pool's other requests (a
+heartbeat, an answer, a task posted) the way a WSGI server would: Django's
+handler with the site's middleware loaded for synchronous code, on a fixed
+set of threads that keep their database connections. Django's ASGI handler
+makes a thread for every request and moves between it and the event loop
+once per middleware that is not async-capable; on a 2-core machine that is
+most of what a device's request costs. Every other request (the admin, the
+site's own pages) goes to ``app`` as before::
+
+    application = serve_pool(get_asgi_application())
+
 Django's middleware does not run for these two requests. What of it matters
 before the view is done here: the ``Host`` header is checked against
 ``ALLOWED_HOSTS`` as Django checks it (a 400, logged to
@@ -29,6 +40,7 @@ import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import parse_qsl
@@ -51,26 +63,35 @@ class WaitingEndpoints:
     default it is found with ``reverse()`` at the first request.
     """
 
-    def __init__(self, app: ASGIApp, prefix: str | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, prefix: str | None = None, threaded: ThreadedRequests | None = None
+    ) -> None:
         self.app = app
         self.prefix = prefix
+        self.threaded = threaded
         self._paths: tuple[str, str] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        view = self._view_for(scope) if scope["type"] == "http" else None
-        if view is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
-        else:
+            return
+        view = self._view_for(scope)
+        if view is not None:
             await self._serve(view, scope, receive, send)
+        elif self.threaded is not None and self._in_pool(scope):
+            await self.threaded(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _in_pool(self, scope: Scope) -> bool:
+        pending_path, _stream_path = self._paths or self._find_paths()
+        return _app_path(scope).startswith(pending_path.removesuffix("pending"))
 
     def _view_for(self, scope: Scope) -> Callable[[Any], Awaitable[HttpResponseBase]] | None:
         if scope["method"] != "GET":
             return None
         pending_path, stream_path = self._paths or self._find_paths()
-        path = scope["path"]
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
+        path = _app_path(scope)
         from taskpool.api import realtime  # needs the apps loaded: not at import time
 
         if path == stream_path:
@@ -128,6 +149,82 @@ class WaitingEndpoints:
         await _send_response(response, send)
 
 
+class ThreadedRequests:
+    """Django's handler as a WSGI server runs it, on ``threads`` threads of its own.
+
+    The request's body is read in the event loop, then one thread runs the
+    site's middleware and the view and renders the answer, which the event
+    loop sends: one move between threads a request. The threads are kept,
+    and so are their database connections (``CONN_MAX_AGE``), which Django
+    closes at the request's end as it does under WSGI. Streamed answers are
+    sent by the event loop as they are under Django's ASGI handler.
+    """
+
+    def __init__(self, threads: int) -> None:
+        from django.core.handlers.base import BaseHandler
+
+        self.handler = BaseHandler()
+        self.handler.load_middleware(is_async=False)
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="taskpool")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client left before it had sent its request
+        loop = asyncio.get_running_loop()
+        response = await loop.run_in_executor(self.executor, self._respond, scope, body)
+        try:
+            # A streamed body is an async iterator under ASGI (see taskpool.admin.downloads).
+            await _send_response(response, send)
+        finally:
+            if response.streaming:
+                await loop.run_in_executor(self.executor, response.close)  # request_finished
+
+    def _respond(self, scope: Scope, body: bytes) -> HttpResponseBase:
+        from django.core import signals
+        from django.core.handlers.asgi import ASGIRequest
+        from django.urls import set_script_prefix
+
+        set_script_prefix(scope.get("root_path", "") or "/")
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request = ASGIRequest(scope, io.BytesIO(body))
+        response = self.handler.get_response(request)
+        response._handler_class = self.__class__  # type: ignore[attr-defined]  # as Django does
+        if not response.streaming:  # rendered by the handler already
+            response.close()  # request_finished, in the thread whose connections it closes
+        return response
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The request's body, or None if the client disconnected first.
+
+    Past ``DATA_UPLOAD_MAX_MEMORY_SIZE`` the rest is read and dropped: what
+    is kept is still too long, so Django refuses it as it would.
+    """
+    from django.conf import settings
+
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    parts, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        part = message.get("body", b"")
+        if limit is None or size <= limit:
+            parts.append(part)
+            size += len(part)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _app_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path
+
+
 async def _disallowed_host(request: Any) -> HttpResponseBase | None:
     """Django's answer to a ``Host`` not in ``ALLOWED_HOSTS`` (as ``CommonMiddleware`` gives it)."""
     from django.core.exceptions import DisallowedHost
@@ -169,3 +266,9 @@ async def _send_response(response: HttpResponseBase, send: Send) -> None:
 def serve_waiting(app: ASGIApp, prefix: str | None = None) -> WaitingEndpoints:
     """``app`` with taskpool's waiting endpoints served in front of it (see the module docstring)."""
     return WaitingEndpoints(app, prefix)
+
+
+def serve_pool(app: ASGIApp, prefix: str | None = None, threads: int = 8) -> WaitingEndpoints:
+    """``app`` with every taskpool request served in front of it: the waiting ones in the
+    event loop, the others on ``threads`` threads (see the module docstring)."""
+    return WaitingEndpoints(app, prefix, ThreadedRequests(threads))

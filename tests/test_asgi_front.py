@@ -1,5 +1,10 @@
-"""``serve_waiting``: the waiting endpoints served in front of Django behave as Django would
-where it matters before a view runs (the Host header), in one process, without a server."""
+"""The ASGI front, in one process, without a server.
+
+``serve_waiting``: the waiting endpoints served in front of Django behave as
+Django would where it matters before a view runs (the Host header).
+``serve_pool``: the pool's other requests, served on threads of its own, get
+what Django would answer, with its middleware, and nothing else is touched.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,42 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core.asgi import get_asgi_application
 
-from taskpool.asgi import serve_waiting
+from taskpool.asgi import serve_pool, serve_waiting
+from tests.contract.support import stored
+from tests.support import loads
 
 
-async def call(app, path: str, query: str = "", headers: dict[str, str] | None = None):
-    """Send one GET through ``app``; its status, headers and body."""
+async def call(
+    app,
+    path: str,
+    query: str = "",
+    headers: dict[str, str] | None = None,
+    *,
+    method: str = "GET",
+    body: bytes = b"",
+    parts: int = 1,
+    leave: bool = False,
+):
+    """Send one request through ``app``; its status, headers and body.
+
+    ``parts``: the body in that many messages. ``leave``: the client
+    disconnects instead of sending its body (nothing is answered: None).
+    """
+    import asyncio
+
+    size = -(-len(body) // parts) if body else 0
+    messages = [
+        {"type": "http.request", "body": body[at : at + size], "more_body": True}
+        for at in range(0, len(body), size or 1)
+    ] or [{"type": "http.request", "body": b"", "more_body": True}]
+    messages[-1]["more_body"] = False
+    if leave:
+        messages = [{"type": "http.disconnect"}]
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
@@ -27,21 +58,19 @@ async def call(app, path: str, query: str = "", headers: dict[str, str] | None =
         "server": ("127.0.0.1", 8000),
     }
     sent: list[dict] = []
-    received = False
 
     async def receive():
-        nonlocal received
-        if not received:
-            received = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        import asyncio
-
+        if messages:
+            return messages.pop(0)
         await asyncio.sleep(3600)  # the client stays until the answer is sent
 
     async def send(message):
         sent.append(message)
 
     await app(scope, receive, send)
+    if leave:
+        assert sent == []
+        return None
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return start["status"], dict((k.decode(), v.decode()) for k, v in start["headers"]), body
@@ -71,3 +100,86 @@ def test_an_allowed_host_goes_on_to_authenticate(front):
     )
     assert status == 401
     assert headers["Content-Type"] == "application/json"
+
+
+# serve_pool: the pool's short requests on threads of the front's own ------------------------
+
+
+@pytest.fixture
+def pool_front(settings, transactional_db):
+    # Committed for real: the front's threads have database connections of their own.
+    settings.ALLOWED_HOSTS = ["example.com"]
+    return serve_pool(get_asgi_application(), prefix="/pool/", threads=2)
+
+
+def heartbeat(front, token: str, body: bytes, **options):
+    headers = {
+        "Host": "example.com",
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+    }
+    return async_to_sync(call)(
+        front, "/pool/heartbeat", headers=headers, method="POST", body=body, **options
+    )
+
+
+def test_a_heartbeat_through_the_threads_is_stored(pool_front, make_device, store):
+    device, token = make_device("pi-1")
+    status, headers, body = heartbeat(pool_front, token, b'{"meta": {"uptime": 5}}', parts=3)
+    assert status == 201, body
+    assert headers["Content-Type"] == "application/json"
+    beats = [message for message in stored(store) if message["type"] == "heartbeat"]
+    assert [(beat["from"], beat["meta"]) for beat in beats] == [("device:pi-1", {"uptime": 5})]
+    assert loads(body)["id"] == beats[0]["id"]
+
+
+def test_the_threads_refuse_as_django_does_and_append_nothing(
+    pool_front, make_device, snapshot, settings
+):
+    _, token = make_device("pi-1")
+    before = snapshot()
+    status, headers, body = heartbeat(pool_front, token, b'{"meta": ')
+    assert (status, headers["Content-Type"]) == (400, "application/json")
+    assert "detail" in loads(body)
+    status, _, _ = heartbeat(pool_front, "not-a-token", b"{}")
+    assert status == 401
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    status, _, body = heartbeat(
+        pool_front, token, b'{"meta": {"pad": "' + b"x" * 500 + b'"}}', parts=7
+    )
+    assert status == 400, body
+    assert snapshot() == before
+
+
+def test_a_host_not_in_allowed_hosts_is_400_on_the_threads_too(pool_front, caplog):
+    status, _, body = async_to_sync(call)(pool_front, "/pool/pending", "", {"Host": "evil.test"})
+    assert status == 400
+    assert any(record.name == "django.security.DisallowedHost" for record in caplog.records)
+
+
+def test_a_client_that_leaves_before_its_body_gets_nothing(pool_front, make_device, snapshot):
+    _, token = make_device("pi-1")
+    before = snapshot()
+    assert heartbeat(pool_front, token, b"{}", leave=True) is None
+    assert snapshot() == before
+
+
+def test_what_is_not_the_pool_goes_to_the_app_behind(pool_front):
+    status, _, body = async_to_sync(call)(pool_front, "/admin/login/", "", {"Host": "example.com"})
+    assert status == 200
+    assert b"<form" in body
+
+
+def test_the_threads_keep_their_database_connections(pool_front, make_device, settings):
+    """One thread, two requests: the connection the first opened serves the second."""
+    from django.db import connection
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 60
+    front = serve_pool(get_asgi_application(), prefix="/pool/", threads=1)
+    _, token = make_device("pi-1")
+    heartbeat(front, token, b"{}")
+    first = front.threaded.executor.submit(lambda: id(connection.connection)).result()
+    heartbeat(front, token, b"{}")
+    second = front.threaded.executor.submit(lambda: id(connection.connection)).result()
+    assert first == second != id(None)
