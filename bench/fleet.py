@@ -459,7 +459,9 @@ def provision(devices: int) -> dict[str, Any]:
     }
 
 
-def serve(var_dir: Path, workers: int) -> tuple[subprocess.Popen, str]:
+def serve(
+    var_dir: Path, workers: int, app: str = "project.asgi:application"
+) -> tuple[subprocess.Popen, str]:
     """The demo site as production serves it: uvicorn with ``workers`` worker processes."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -477,7 +479,7 @@ def serve(var_dir: Path, workers: int) -> tuple[subprocess.Popen, str]:
             sys.executable,
             "-m",
             "uvicorn",
-            "project.asgi:application",
+            app,
             "--host",
             "127.0.0.1",
             "--port",
@@ -531,6 +533,12 @@ def parser() -> argparse.ArgumentParser:
     target.add_argument("--server", help="the pool's URL, e.g. http://127.0.0.1:8000/pool/")
     target.add_argument("--serve", action="store_true", help="start the demo site (uvicorn)")
     arguments.add_argument("--workers", type=int, default=2, help="with --serve (default 2)")
+    arguments.add_argument(
+        "--app",
+        default="project.asgi:application",
+        help="with --serve: the ASGI application (project.asgi:django_application for Django's "
+        "handler alone, without taskpool's front)",
+    )
     arguments.add_argument("--server-pid", type=int, help="measure this server's CPU and memory")
     arguments.add_argument("--rate", type=float, default=20.0, help="tasks posted per second")
     arguments.add_argument("--duration", type=float, default=60.0, help="seconds of posting")
@@ -559,7 +567,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tokens = provision(options.devices)
         server_pid = options.server_pid
         if options.serve:
-            process, options.server = serve(Path(temporary), options.workers)
+            process, options.server = serve(Path(temporary), options.workers, options.app)
             server_pid = process.pid
         try:
             report = asyncio.run(Run(options, tokens, server_pid).main())
