@@ -8,6 +8,7 @@ import hmac
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
+from django.db import connections, router
 from django.utils.translation import gettext_lazy as _
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
@@ -57,20 +58,36 @@ class DeviceJWTAuthentication(JWTAuthentication):
 
 
 def device_by_id(device_id: str) -> DeviceUser | None:
-    """The device, or None: the query every device request makes, in SQL the ORM composed once.
+    """The device, or None: the query every device request makes, composed once.
 
-    Composing ``filter(pk=...)`` costs the ORM about as much again as the
-    database takes to answer it, and a fleet asks it hundreds of times a second.
+    ``DeviceUser.objects.filter(pk=...).first()`` spends several times longer
+    composing the query and building the row into a device than the
+    database spends answering it, and a fleet asks it hundreds of times a
+    second. The SQL and the column converters are the ORM's own, kept.
     """
-    database = DeviceUser.objects.db
-    return next(iter(DeviceUser.objects.raw(_device_query(database), [device_id])), None)
+    database = router.db_for_read(DeviceUser)
+    connection = connections[database]
+    sql, names, converters = _device_query(database)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [device_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for position, (functions, expression) in converters.items():
+        for convert in functions:
+            values[position] = convert(values[position], expression, connection)
+    return DeviceUser.from_db(database, names, values)
 
 
 @functools.cache
-def _device_query(database: str) -> str:
-    query = DeviceUser.objects.using(database).filter(pk="").order_by().query
-    sql, _params = query.get_compiler(database).as_sql()
-    return sql
+def _device_query(database: str) -> tuple[str, list[str], dict[int, Any]]:
+    compiler = (
+        DeviceUser.objects.using(database).filter(pk="").order_by().query.get_compiler(database)
+    )
+    sql, _params = compiler.as_sql()
+    columns = [column for column, _sql, _alias in compiler.select]
+    return sql, [column.target.attname for column in columns], compiler.get_converters(columns)
 
 
 class MetricsToken:

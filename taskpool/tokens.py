@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import timedelta
-from typing import Any
 
-import jwt
+import orjson
 from rest_framework_simplejwt.tokens import Token
 
 from taskpool.conf import pool_settings
@@ -32,9 +33,17 @@ class DeviceToken(Token):
 
     @staticmethod
     def claims_to_be_one(raw_token: bytes | str) -> bool:
-        """Whether an unverified token says it is a device token (verification comes after)."""
-        try:
-            claims: dict[str, Any] = jwt.decode(raw_token, options={"verify_signature": False})
-        except jwt.PyJWTError:
+        """Whether an unverified token says it is a device token (verification comes after).
+
+        Only a look at the claims, for which PyJWT's decoding (a check of every
+        character of the token) would be the second of two on every request.
+        """
+        token = raw_token.encode(errors="replace") if isinstance(raw_token, str) else raw_token
+        parts = token.split(b".")
+        if len(parts) != 3:
             return False
-        return claims.get("token_type") == DEVICE_TOKEN_TYPE
+        try:
+            claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + b"=" * (-len(parts[1]) % 4)))
+        except (ValueError, binascii.Error, orjson.JSONDecodeError):
+            return False
+        return isinstance(claims, dict) and claims.get("token_type") == DEVICE_TOKEN_TYPE

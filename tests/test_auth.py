@@ -359,3 +359,51 @@ def test_a_user_access_token_is_no_device_token(make_user, make_device):
     token = AccessToken.for_user(user)
     token["device_id"] = "pi-1"
     assert_403(client_with(str(token)).get("/pool/pending"))
+
+
+# The two lookups every device request makes -----------------------------------------------
+
+
+@pytest.mark.day_files_only
+def test_a_device_token_claims_to_be_one_and_nothing_else_does(make_device, make_user):
+    from taskpool.tokens import DeviceToken
+
+    _, device_token = make_device("pi-1")
+    _, user_token = make_user("ops", role="master")
+    payload = base64.urlsafe_b64encode(b'{"token_type": "device"}').rstrip(b"=").decode()
+    listed = base64.urlsafe_b64encode(b'["device"]').rstrip(b"=").decode()
+    assert DeviceToken.claims_to_be_one(device_token)
+    assert DeviceToken.claims_to_be_one(device_token.encode())
+    assert DeviceToken.claims_to_be_one(f"x.{payload}.y")  # unverified: a claim, no more
+    for other in [
+        user_token,
+        "",
+        "a.b",
+        "a.b.c.d",
+        f"x.{listed}.y",
+        "x.!!!.y",
+        "x.e30.y",
+        "é.é.é",
+        "€.€.€",
+    ]:
+        assert not DeviceToken.claims_to_be_one(other), other
+
+
+@pytest.mark.day_files_only
+def test_device_by_id_gives_what_the_orm_gives(make_device):
+    from taskpool.authentication import device_by_id
+
+    device, _ = make_device("pi-1")
+    DeviceUser.objects.filter(pk="pi-1").update(
+        enrollment_meta={"os": "raspbian", "n": [1, 2]}, enrollment_address="10.0.0.7"
+    )
+    found = device_by_id("pi-1")
+    expected = DeviceUser.objects.get(pk="pi-1")
+    fields = [field.attname for field in DeviceUser._meta.concrete_fields]
+    assert {name: getattr(found, name) for name in fields} == {
+        name: getattr(expected, name) for name in fields
+    }
+    assert found.enrollment_meta == {"os": "raspbian", "n": [1, 2]}
+    assert found.last_seen is None and found.created_at.tzinfo is not None
+    assert not found._state.adding
+    assert device_by_id("pi-404") is None
