@@ -27,20 +27,19 @@ async def wait_for_pending(
     """
     hub = hub_for(store)
     # Through the hub: devices asking together share a thread and a look at the pool.
-    pending = await hub.pending_for(device_id, limit)
-    if pending or seconds <= 0:
-        return pending
+    if seconds <= 0:
+        return await hub.pending_for(device_id, limit)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    # Registered before looking again: a task stored in between wakes it.
+    # Registered before looking: a task stored while it looks wakes it.
     async with hub.waiter(Scope(DEVICE, device_id)) as waiter:
-        with waiting("long_poll"):
-            while True:
-                waiter.clear()
-                pending = await hub.pending_for(device_id, limit)
-                remaining = deadline - loop.time()
-                if pending or remaining <= 0:
-                    return pending
+        while True:
+            waiter.clear()
+            pending = await hub.pending_for(device_id, limit)
+            remaining = deadline - loop.time()
+            if pending or remaining <= 0:
+                return pending
+            with waiting("long_poll"):
                 await waiter.wait(remaining)
 
 
