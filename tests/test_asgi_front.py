@@ -183,3 +183,30 @@ def test_the_threads_keep_their_database_connections(pool_front, make_device, se
     heartbeat(front, token, b"{}")
     second = front.threaded.executor.submit(lambda: id(connection.connection)).result()
     assert first == second != id(None)
+
+
+def test_a_streamed_answer_goes_out_whole_through_the_threads(
+    pool_front, make_device, make_user, store
+):
+    """The day's raw lines: an async iterator under ASGI, sent by the event loop."""
+    from tests.support import today
+
+    _, device_token = make_device("pi-1")
+    for number in range(3):
+        assert heartbeat(pool_front, device_token, b'{"meta": {"n": %d}}' % number)[0] == 201
+    _, admin_token = make_user("boss", role="admin")
+    headers = {
+        "Host": "example.com",
+        "Authorization": f"Bearer {admin_token}",
+        "Accept": "application/x-ndjson",
+    }
+    status, answer_headers, body = async_to_sync(call)(pool_front, "/pool/log", "", headers)
+    assert status == 200
+    assert answer_headers["Content-Type"].startswith("application/x-ndjson")
+    lines = [loads(line) for line in body.splitlines()]
+    assert [line["meta"] for line in lines if line["type"] == "heartbeat"] == [
+        {"n": 0},
+        {"n": 1},
+        {"n": 2},
+    ]
+    assert body == b"".join(store.day_lines(today()))
