@@ -467,7 +467,7 @@ def serve(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     metrics = var_dir / "prometheus"
-    metrics.mkdir()
+    metrics.mkdir(exist_ok=True)  # shared by servers over the same site
     environment = {
         **os.environ,
         "TASKPOOL_VAR_DIR": str(var_dir),

@@ -17,8 +17,8 @@ from bench.stats import (
 )
 
 REQUEST_METHOD = (
-    "in process, no sockets: django.test.Client (Django's WSGI path) and AsyncClient (its ASGI"
-    " handler, as uvicorn serves the demo site); full middleware, DRF, device JWT, SQLite"
+    "in process, no sockets: django.test.Client (Django's WSGI path, as serve_pool runs it) and"
+    " AsyncClient (its ASGI handler); full middleware, DRF, device JWT, SQLite"
 )
 
 

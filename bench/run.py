@@ -127,9 +127,9 @@ def time_requests(
 ) -> dict[str, list[float]]:
     """``count`` timed GETs of each path, interleaved, each pair by one random device.
 
-    ``wsgi``: ``django.test.Client``, Django's WSGI path. ``asgi``:
-    ``AsyncClient`` through Django's ASGI handler, as uvicorn serves the demo
-    site (sync middleware and views each run in a worker thread).
+    ``wsgi``: ``django.test.Client``, Django's WSGI path (which ``serve_pool``
+    runs on its threads under uvicorn). ``asgi``: ``AsyncClient`` through
+    Django's ASGI handler (sync middleware and views each run in a worker thread).
     """
     if transport == "asgi":
         return asyncio.run(_time_requests_asgi(tokens, paths, count, seed))
