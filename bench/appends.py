@@ -133,23 +133,43 @@ def _measure(loop: Callable[[int, float], int], writers: int, seconds: float) ->
 
 
 def measure_appends(
-    store: JsonlStore, directory: Path, *, seconds: float, writer_counts: tuple[int, ...] = (1, 8)
+    store: JsonlStore,
+    directory: Path,
+    *,
+    seconds: float,
+    writer_counts: tuple[int, ...] = (1, 8),
+    durable_rounds: int = 3,
 ) -> dict[str, AppendResult]:
-    """Lines/s for the store (FSYNC off and on) and for raw loops, by number of writers."""
+    """Lines/s for the store (FSYNC off and on) and for raw loops, by number of writers.
+
+    The two durable loops (raw ``write``+``fdatasync`` and the store with
+    FSYNC on) take turns for ``durable_rounds`` rounds, and each keeps its
+    best: what a disk gives to syncing writers drifts from one second to the
+    next, and measured once each, a second apart, their ratio moved between
+    75% and 95% from run to run.
+    """
     results: dict[str, AppendResult] = {}
     try:
         for writers in writer_counts:
             for name, loop in (
                 ("raw write", _raw_loop(directory, False)),
                 ("raw write under flock", _raw_loop(directory, False, locked=True)),
-                ("raw write+fdatasync", _raw_loop(directory, True)),
             ):
                 results[f"{name} x{writers}"] = _measure(loop, writers, seconds)
-            for name, fsync in (("store FSYNC off", False), ("store FSYNC on", True)):
-                store.stats()  # catch the parent's index up, so writers start level
-                results[f"{name} x{writers}"] = _measure(
-                    _store_loop(store, fsync), writers, seconds
-                )
+            store.stats()  # catch the parent's index up, so writers start level
+            results[f"store FSYNC off x{writers}"] = _measure(
+                _store_loop(store, False), writers, seconds
+            )
+            for _round in range(durable_rounds):
+                for name, loop in (
+                    ("raw write+fdatasync", _raw_loop(directory, True)),
+                    ("store FSYNC on", _store_loop(store, True)),
+                ):
+                    store.stats()
+                    result = _measure(loop, writers, seconds)
+                    best = results.get(f"{name} x{writers}")
+                    if best is None or result.rate > best.rate:
+                        results[f"{name} x{writers}"] = result
     finally:
         for name in (RAW_FILE_NAME, RAW_LOCK_NAME):
             (directory / name).unlink(missing_ok=True)

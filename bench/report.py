@@ -139,7 +139,7 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
     line_bytes = figures["append_line_bytes"]
     lines.append(
         f"  appends, lines/s ({line_bytes}-byte lines, {figures['append_seconds']:g} s per run, "
-        "writers are processes):"
+        "writers are processes; the two syncing loops the best of 3 rounds, taking turns):"
     )
     append_rows = [("", "1 writer", "8 writers")]
     for name in (
