@@ -16,22 +16,22 @@ authentication and the same store, and pass every other request to Django::
 Database work (authentication) runs on the one thread Django keeps for
 thread-sensitive code; the store is read in the event loop's worker threads.
 
-``serve_pool`` does that and also serves the pool's other requests (a
-heartbeat, an answer, a task posted) the way a WSGI server would: Django's
-handler with the site's middleware loaded for synchronous code, on a fixed
-set of threads that keep their database connections. Django's ASGI handler
-makes a thread for every request and moves between it and the event loop
-once per middleware that is not async-capable; on a 2-core machine that is
-most of what a device's request costs. Every other request (the admin, the
-site's own pages) goes to ``app`` as before::
-
-    application = serve_pool(get_asgi_application())
-
 Django's middleware does not run for these two requests. What of it matters
 before the view is done here: the ``Host`` header is checked against
 ``ALLOWED_HOSTS`` as Django checks it (a 400, logged to
 ``django.security.DisallowedHost``), and the views read the session cookie
-themselves. The README lists what else the site's middleware would have done.
+themselves. The real-time docs (docs/realtime.md) list what else the site's middleware would have done.
+
+``serve_pool`` does that and also serves the pool's other requests (a
+heartbeat, an answer, a task posted) the way a WSGI server would: Django's
+handler with the site's whole middleware loaded for synchronous code, on a
+fixed set of threads that keep their database connections. Django's ASGI
+handler makes a thread for every request and moves between it and the event
+loop once per middleware that is not async-capable; on a 2-core machine that
+is most of what a device's request costs. Every other request (the admin,
+the site's own pages) goes to ``app`` as before::
+
+    application = serve_pool(get_asgi_application())
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ logger = logging.getLogger("django.request")
 
 
 class WaitingEndpoints:
-    """Serves taskpool's long-poll and stream itself; every other request goes to ``app``.
+    """Serves taskpool's long-poll and stream itself, the pool's other requests on
+    ``threaded`` if given; every other request goes to ``app``.
 
     ``prefix`` is where ``taskpool.urls`` is included (``/pool/``); by
     default it is found with ``reverse()`` at the first request.
