@@ -20,7 +20,8 @@ Django's middleware does not run for these two requests. What of it matters
 before the view is done here: the ``Host`` header is checked against
 ``ALLOWED_HOSTS`` as Django checks it (a 400, logged to
 ``django.security.DisallowedHost``), and the views read the session cookie
-themselves. The real-time docs (docs/realtime.md) list what else the site's middleware would have done.
+themselves. The real-time docs (docs/realtime.md) list what else the site's
+middleware would have done.
 
 ``serve_pool`` does that and also serves the pool's other requests (a
 heartbeat, an answer, a task posted) the way a WSGI server would: Django's
