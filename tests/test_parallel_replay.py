@@ -231,3 +231,14 @@ def test_a_segment_that_does_not_start_where_the_index_stopped_is_not_folded(tmp
     in_parallel, store = replayed(directory, parallel=True, monkeypatch=monkeypatch)
     assert store._tail.days_replayed_in_parallel == 0
     assert in_parallel == in_order
+
+
+def test_the_workers_say_nothing_on_stderr(tmp_path, monkeypatch, capfd):
+    """A worker is not run as ``-m`` of a module its package already imported (Python warns)."""
+    directory = tmp_path / "pool"
+    multi_day_pool(directory, 5)
+    capfd.readouterr()
+    monkeypatch.setattr(parallel_replay, "available_cpus", lambda: 2)
+    _view, store = replayed(directory, parallel=True, monkeypatch=monkeypatch)
+    assert store._tail.segments_replayed_in_parallel == 2
+    assert capfd.readouterr().err == ""

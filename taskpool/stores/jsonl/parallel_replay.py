@@ -97,7 +97,7 @@ def available_cpus() -> int:
 
 
 def _runs_python() -> bool:
-    """Whether ``sys.executable`` is a Python that takes ``-m`` (not uWSGI, not a frozen app)."""
+    """Whether ``sys.executable`` is a Python that takes ``-c`` (not uWSGI, not a frozen app)."""
     name = Path(sys.executable or "").name
     return not getattr(sys, "frozen", False) and name.startswith(("python", "pypy"))
 
@@ -141,11 +141,20 @@ def _line_start_from(path: Path, offset: int) -> int:
         return position
 
 
+#: What a worker runs. Not ``-m`` with this module: the package imports it first, and
+#: Python warns of a module run as ``__main__`` that is already imported. Through the
+#: module's own name, the pickle names its classes as the store knows them.
+WORKER = (
+    "import sys; from taskpool.stores.jsonl import parallel_replay; "
+    "parallel_replay.main(sys.argv[1:])"
+)
+
+
 def read_segments(segments: list[list[Piece]], task_ttl: float, now: float) -> list[SegmentReading]:
     """Read each segment in a worker process, all at once. Raises if any worker fails.
 
-    A worker is ``python -m taskpool.stores.jsonl.parallel_replay`` with the same
-    interpreter, and answers with a pickle on its stdout: it depends on
+    A worker is this module's ``main`` run by the same interpreter
+    (``python -c``), and answers with a pickle on its stdout: it depends on
     nothing of the server's process (not even its ``__main__``).
     """
     # The workers import taskpool from where this process did.
@@ -153,7 +162,7 @@ def read_segments(segments: list[list[Piece]], task_ttl: float, now: float) -> l
     processes = []
     try:
         for segment in segments:
-            command = [sys.executable, "-m", __name__, repr(task_ttl), repr(now)]
+            command = [sys.executable, "-c", WORKER, repr(task_ttl), repr(now)]
             for piece in segment:
                 stop = "-" if piece.stop is None else str(piece.stop)
                 command += [piece.day.isoformat(), str(piece.path), str(piece.start), stop]
@@ -220,10 +229,3 @@ def main(arguments: list[str]) -> None:
     with gc_paused():
         reading = read_segment(pieces, task_ttl, now)
     sys.stdout.buffer.write(pickle.dumps(reading, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-if __name__ == "__main__":
-    # Through the module's own name, so the pickle names its classes as the store knows them.
-    from taskpool.stores.jsonl import parallel_replay
-
-    parallel_replay.main(sys.argv[1:])
