@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from typing import Any, cast
 
@@ -41,7 +41,6 @@ from taskpool.exceptions import (
 )
 from taskpool.jobs import served
 from taskpool.lifecycle import EXPIRED, TaskState, bits_to_statuses, replay
-from taskpool.message_filter import MessageFilter
 from taskpool.messages import (
     Message,
     decode_line,
@@ -51,11 +50,9 @@ from taskpool.messages import (
 )
 from taskpool.stores.base import (
     BaseStore,
-    DayPage,
     DaySummary,
     DeviceActivity,
     HealthCheck,
-    Page,
     PageEntry,
     StoreFigures,
     TaskDetail,
@@ -75,6 +72,7 @@ from taskpool.stores.database.ledger import (
     give_broadcasts,
     storable,
 )
+from taskpool.stores.database.log import BATCH, LogReading, parse_position, position
 from taskpool.stores.database.wakeups import Wakeups
 from taskpool.stores.overview import (
     MOST_FAILURES,
@@ -86,28 +84,13 @@ from taskpool.stores.overview import (
 )
 from taskpool.stores.rules import Decision, Ledger
 
-#: A log position: the writing transaction and the row, ``<xid>-<seq>`` in 16 hex digits each.
-_POSITION = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})")
 #: A task list position: the task's row, in 16 hex digits.
 _TASK_POSITION = re.compile(r"[0-9a-f]{16}")
-#: Rows read from the log at a time.
-_BATCH = 500
 #: SQLSTATEs worth running a decision again for: a deadlock, a serialisation failure.
 _RETRY_STATES = {"40P01", "40001"}
 
 
-def position(xid: int, seq: int) -> str:
-    return f"{xid:016x}-{seq:016x}"
-
-
-def parse_position(cursor: str) -> tuple[int, int]:
-    match = _POSITION.fullmatch(cursor) if isinstance(cursor, str) else None
-    if match is None:
-        raise InvalidCursor(f"{cursor!r} is not a cursor of this pool.")
-    return int(match[1], 16), int(match[2], 16)
-
-
-class DatabaseStore(BaseStore):
+class DatabaseStore(LogReading, BaseStore):
     """The pool in the database named by ``TASKPOOL["DATABASE"]``; see the module docstring."""
 
     supports_day_files = False
@@ -315,21 +298,7 @@ class DatabaseStore(BaseStore):
                     "last_heartbeat) SELECT %s, 0, %s, %s FROM stored "
                     "ON CONFLICT (device_id) DO UPDATE SET last_message = EXCLUDED.last_message, "
                     "last_heartbeat = COALESCE(EXCLUDED.last_heartbeat, d.last_heartbeat)",
-                    [
-                        LOG_WRITERS,
-                        message["id"],
-                        message["ts"][:10],
-                        message["ts"],
-                        message["type"],
-                        message["from"],
-                        message["to"],
-                        message["parent_id"],
-                        line,
-                        stored_status(message),
-                        device_id,
-                        message["ts"],
-                        heartbeat,
-                    ],
+                    [LOG_WRITERS, *_columns(message, line), device_id, message["ts"], heartbeat],
                 )
         except DatabaseError as error:
             raise StoreUnavailable("The pool's database cannot take the write now.") from error
@@ -607,7 +576,7 @@ class DatabaseStore(BaseStore):
                     "SELECT t.seq, t.closed, t.status_bits, t.record, m.line "
                     "FROM taskpool_db_task t JOIN taskpool_db_message m ON m.seq = t.seq "
                     f"WHERE {' AND '.join(conditions)} ORDER BY t.seq DESC LIMIT %s",
-                    [*params, _BATCH],
+                    [*params, BATCH],
                 )
                 rows = cursor.fetchall()
                 for seq, closed, bits, record, line in rows:
@@ -628,7 +597,7 @@ class DatabaseStore(BaseStore):
                         return TaskPage(found, f"{found_seq:016x}", True)
                     found.append(TaskSummary(task, statuses))
                     found_seq = seq
-                if len(rows) < _BATCH:
+                if len(rows) < BATCH:
                     break
         return TaskPage(found, f"{found_seq:016x}" if found else before, False)
 
@@ -747,255 +716,6 @@ class DatabaseStore(BaseStore):
         ]
         return PoolOverview(task_days=task_days, hours=hours, failures=recent, oldest_open=oldest)
 
-    # The log -------------------------------------------------------------------
-
-    def days(self) -> list[date]:
-        with self._cursor() as cursor:
-            # Each next day by one index lookup, not by reading every row.
-            cursor.execute(
-                "WITH RECURSIVE d(day) AS ("
-                "SELECT min(day) FROM taskpool_db_message UNION ALL "
-                "SELECT (SELECT min(day) FROM taskpool_db_message WHERE day > d.day) "
-                "FROM d WHERE d.day IS NOT NULL) SELECT day FROM d WHERE day IS NOT NULL"
-            )
-            return [day for (day,) in cursor.fetchall()]
-
-    def day_messages(self, day: date) -> list[Message]:
-        with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT line FROM taskpool_db_message WHERE day = %s ORDER BY xid, seq", [day]
-            )
-            return [orjson.loads(line) for (line,) in cursor.fetchall()]
-
-    def day_lines(self, day: date) -> Iterator[bytes]:
-        with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT xid, seq FROM taskpool_db_message WHERE day = %s "
-                "ORDER BY xid DESC, seq DESC LIMIT 1",
-                [day],
-            )
-            last = cursor.fetchone()
-        if last is None:
-            return
-        after = (-1, -1)
-        while True:
-            with self._cursor() as cursor:
-                cursor.execute(
-                    "SELECT xid, seq, line FROM taskpool_db_message WHERE day = %s "
-                    "AND (xid, seq) > (%s, %s) AND (xid, seq) <= (%s, %s) "
-                    "ORDER BY xid, seq LIMIT %s",
-                    [day, *after, *last, _BATCH * 4],
-                )
-                rows = cursor.fetchall()
-            if not rows:
-                return
-            yield "".join(f"{line}\n" for _xid, _seq, line in rows).encode()
-            after = rows[-1][0], rows[-1][1]
-
-    def check_cursor(self, cursor: str) -> None:
-        xid, seq = parse_position(cursor)
-        with self._cursor() as sql:
-            sql.execute("SELECT 1 FROM taskpool_db_message WHERE seq = %s AND xid = %s", [seq, xid])
-            if sql.fetchone() is None:
-                raise InvalidCursor(f"Cursor {cursor} names no message of this pool.")
-
-    def end_cursor(self) -> str | None:
-        with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT xid, seq FROM taskpool_db_message WHERE xid < %s "
-                "ORDER BY xid DESC, seq DESC LIMIT 1",
-                [horizon(cursor)],
-            )
-            row = cursor.fetchone()
-        return None if row is None else position(*row)
-
-    def messages_after(self, cursor: str | None, *, limit: int) -> Page:
-        if cursor is None:
-            start = (-1, -1)
-        else:
-            self.check_cursor(cursor)
-            start = parse_position(cursor)
-        return self._page(start, limit, cursor)
-
-    def messages_from_day(self, day: date, *, limit: int) -> Page:
-        with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT xid, seq FROM taskpool_db_message WHERE day >= %s AND xid < %s "
-                "ORDER BY xid, seq LIMIT 1",
-                [day, horizon(cursor)],
-            )
-            first = cursor.fetchone()
-        if first is None:
-            return Page([], self.end_cursor(), False)
-        return self._page((first[0], first[1] - 1), limit, self.end_cursor())
-
-    def _page(self, start: tuple[int, int], limit: int, given: str | None) -> Page:
-        with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT xid, seq, line FROM taskpool_db_message "
-                "WHERE (xid, seq) > (%s, %s) AND xid < %s ORDER BY xid, seq LIMIT %s",
-                [*start, horizon(cursor), limit + 1],
-            )
-            rows = cursor.fetchall()
-        entries = [PageEntry(position(xid, seq), orjson.loads(line)) for xid, seq, line in rows]
-        if len(entries) > limit:
-            return Page(entries[:limit], entries[limit - 1].cursor, True)
-        return Page(entries, entries[-1].cursor if entries else given, False)
-
-    def message_at(self, cursor: str) -> Message:
-        xid, seq = parse_position(cursor)
-        with self._cursor() as sql:
-            sql.execute(
-                "SELECT line FROM taskpool_db_message WHERE seq = %s AND xid = %s", [seq, xid]
-            )
-            row = sql.fetchone()
-        if row is None:
-            raise InvalidCursor(f"Cursor {cursor} names no message of this pool.")
-        return orjson.loads(row[0])
-
-    def day_summaries(
-        self, days: list[date], *, count_limit: int | None = None
-    ) -> list[DaySummary]:
-        summaries = []
-        today = day_of(self.now())
-        for day in days:
-            kept = self._summaries.get(day)
-            if kept is not None and day < today and time.monotonic() - kept[0] < 60:
-                summaries.append(kept[1])
-                continue
-            with self._cursor() as cursor:
-                cursor.execute(
-                    "SELECT kind, count(*), sum(octet_length(line) + 1) FROM taskpool_db_message "
-                    "WHERE day = %s GROUP BY kind",
-                    [day],
-                )
-                rows = cursor.fetchall()
-            if not rows:
-                continue
-            size = sum(int(total) for _kind, _count, total in rows)
-            summary = DaySummary(
-                day=day,
-                size=size,
-                messages=sum(count for _kind, count, _total in rows),
-                torn=0,
-                types={kind: count for kind, count, _total in rows},
-                counted=size,
-                on_disk=False,
-            )
-            self._summaries[day] = (time.monotonic(), summary)
-            summaries.append(summary)
-        return summaries
-
-    def day_page(
-        self,
-        day: date,
-        *,
-        after: str | None = None,
-        before: str | None = None,
-        from_end: bool = False,
-        limit: int = 50,
-        where: MessageFilter | None = None,
-        scan_limit: int | None = None,
-    ) -> DayPage:
-        for cursor in (after, before):
-            if cursor is not None:
-                self._check_in_day(cursor, day)
-        where = where if where is not None and not where.is_empty else None
-        backward = before is not None or from_end
-        start = before if backward else after
-        rows = self._day_rows(
-            day, backward=backward, edge=parse_position(start) if start is not None else None
-        )
-        entries: list[PageEntry] = []
-        scanned = 0
-        edge: tuple[int, int] | None = None  # the last row examined
-        exhausted = True
-        for xid, seq, line in rows:
-            edge = (xid, seq)
-            scanned += len(line) + 1
-            message = _wanted(line, where)
-            if message is not None:
-                entries.append(PageEntry(position(xid, seq), message))
-            if len(entries) >= limit or (scan_limit is not None and scanned >= scan_limit):
-                exhausted = False
-                break
-        if backward:
-            entries.reverse()
-            at_end = before is None or not self._has_after(day, parse_position(before))
-            return DayPage(
-                entries,
-                previous_cursor=None if exhausted else self._before_position(day, edge),
-                next_cursor=None if at_end else before,
-                at_end=at_end,
-            )
-        stop = edge if edge is not None else (parse_position(after) if after else None)
-        at_end = exhausted or not self._has_after(day, stop)
-        return DayPage(
-            entries,
-            previous_cursor=after,
-            next_cursor=None if at_end or stop is None else position(*stop),
-            at_end=at_end,
-        )
-
-    def _day_rows(
-        self, day: date, *, backward: bool, edge: tuple[int, int] | None
-    ) -> Iterator[tuple[int, int, str]]:
-        """The day's rows after ``edge`` in order, or (``backward``) up to ``edge`` itself
-        included, newest first; a batch at a time."""
-        inclusive = backward
-        while True:
-            if backward:
-                comparison = "<=" if inclusive else "<"
-                condition = f"AND (xid, seq) {comparison} (%s, %s)" if edge else ""
-                order = "ORDER BY xid DESC, seq DESC"
-            else:
-                condition = "AND (xid, seq) > (%s, %s)" if edge else ""
-                order = "ORDER BY xid, seq"
-            with self._cursor() as cursor:
-                cursor.execute(
-                    "SELECT xid, seq, line FROM taskpool_db_message WHERE day = %s "
-                    f"{condition} {order} LIMIT %s",
-                    [day, *(edge or ()), _BATCH],
-                )
-                rows = cursor.fetchall()
-            yield from rows
-            if len(rows) < _BATCH:
-                return
-            edge, inclusive = (rows[-1][0], rows[-1][1]), False
-
-    def _check_in_day(self, cursor: str, day: date) -> None:
-        xid, seq = parse_position(cursor)
-        with self._cursor() as sql:
-            sql.execute(
-                "SELECT day FROM taskpool_db_message WHERE seq = %s AND xid = %s", [seq, xid]
-            )
-            row = sql.fetchone()
-        if row is None or row[0] != day:
-            raise InvalidCursor(f"Cursor {cursor} is not in the day {day.isoformat()}.")
-
-    def _has_after(self, day: date, edge: tuple[int, int] | None) -> bool:
-        if edge is None:
-            return False
-        with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT 1 FROM taskpool_db_message WHERE day = %s AND (xid, seq) > (%s, %s) LIMIT 1",
-                [day, *edge],
-            )
-            return cursor.fetchone() is not None
-
-    def _before_position(self, day: date, edge: tuple[int, int] | None) -> str | None:
-        """The position of the day's message just before ``edge`` (where a page before ends)."""
-        if edge is None:
-            return None
-        with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT xid, seq FROM taskpool_db_message WHERE day = %s AND (xid, seq) < (%s, %s) "
-                "ORDER BY xid DESC, seq DESC LIMIT 1",
-                [day, *edge],
-            )
-            row = cursor.fetchone()
-        return None if row is None else position(*row)
-
     # Waking waiters ------------------------------------------------------------
 
     def changes_since(self, mark: int | None) -> Changes:
@@ -1017,7 +737,7 @@ class DatabaseStore(BaseStore):
                 cursor.execute(
                     "SELECT xid, seq, line FROM taskpool_db_message "
                     "WHERE (xid, seq) > (%s, %s) AND xid < %s ORDER BY xid, seq LIMIT %s",
-                    [*self._tail, horizon(cursor), _BATCH],
+                    [*self._tail, horizon(cursor), BATCH],
                 )
                 rows = cursor.fetchall()
                 messages = [orjson.loads(line) for _xid, _seq, line in rows]
@@ -1025,7 +745,7 @@ class DatabaseStore(BaseStore):
             for (xid, seq, _line), message in zip(rows, messages, strict=True):
                 self._journal.record(concern_of(message, tasks))
                 self._tail = (xid, seq)
-            if len(rows) < _BATCH:
+            if len(rows) < BATCH:
                 return
 
     def _tasks_answered(self, cursor: Any, messages: list[Message]) -> dict[str, TaskState]:
@@ -1069,23 +789,28 @@ def stored_status(message: Message) -> str | None:
     return status[:16] if isinstance(status, str) else None
 
 
+def _columns(message: Message, line: str) -> list[Any]:
+    """A message's row in ``taskpool_db_message``, in the order the inserts name them."""
+    return [
+        message["id"],
+        message["ts"][:10],
+        message["ts"],
+        message["type"],
+        message["from"],
+        message["to"],
+        message["parent_id"],
+        line,
+        stored_status(message),
+    ]
+
+
 def _insert(cursor: Any, message: Message, line: str) -> int | None:
     """Append ``message`` (its ``line``) to the log; ``None`` if its id is stored already."""
     cursor.execute(
         "INSERT INTO taskpool_db_message (message_id, day, ts, kind, sender, recipient, "
         "parent_id, line, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (message_id) DO NOTHING RETURNING seq",
-        [
-            message["id"],
-            message["ts"][:10],
-            message["ts"],
-            message["type"],
-            message["from"],
-            message["to"],
-            message["parent_id"],
-            line,
-            stored_status(message),
-        ],
+        _columns(message, line),
     )
     row = cursor.fetchone()
     return None if row is None else row[0]
@@ -1107,13 +832,6 @@ def _importable(line: bytes) -> Message:
     ):
         raise InvalidMessage("The message has a NUL character, or an id or sender too long.")
     return message
-
-
-def _wanted(line: str, where: MessageFilter | None) -> Message | None:
-    if where is not None and not where.could_match(line.encode()):
-        return None
-    message = orjson.loads(line)
-    return message if where is None or where.matches(message) else None
 
 
 def _sqlstate(error: Exception) -> str | None:
