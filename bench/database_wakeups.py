@@ -17,13 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
 import random
-import re
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,8 +34,7 @@ from bench.realtime_load import (
     settled,
     summary,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.server import ROOT, start_uvicorn
 
 PROVISION = """
 import json
@@ -86,38 +82,8 @@ def _manage(environment: dict[str, str], *arguments: str) -> str:
 
 
 def _start_server(environment: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    """One uvicorn process on a port the kernel picks (it logs the port)."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "project.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-access-log",
-            "--log-level",
-            "info",
-            "--timeout-graceful-shutdown",
-            "2",
-        ],
-        cwd=ROOT,
-        env=environment,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    started: queue.Queue[int] = queue.Queue()
-
-    def read_log() -> None:  # and keep reading, so the pipe never fills
-        for line in process.stderr:
-            found = re.search(r"Uvicorn running on http://127.0.0.1:(\d+)", line)
-            if found:
-                started.put(int(found.group(1)))
-
-    threading.Thread(target=read_log, daemon=True).start()
-    return process, started.get(timeout=120)
+    """One uvicorn process serving the demo site."""
+    return start_uvicorn("project.asgi:application", environment)
 
 
 async def _run(

@@ -45,18 +45,17 @@ import random
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.realtime_load import ROOT, Connection, summary
+from bench.realtime_load import Connection, summary
+from bench.server import ROOT, start_uvicorn
 
 POLL_WAIT = 30
 REQUEST_TIMEOUT = 30.0  # any request but a long-poll
@@ -463,56 +462,16 @@ def serve(
     var_dir: Path, workers: int, app: str = "project.asgi:application"
 ) -> tuple[subprocess.Popen, str]:
     """The demo site as production serves it: uvicorn with ``workers`` worker processes."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     metrics = var_dir / "prometheus"
     metrics.mkdir(exist_ok=True)  # shared by servers over the same site
     environment = {
         **os.environ,
         "TASKPOOL_VAR_DIR": str(var_dir),
-        "PYTHONPATH": str(ROOT),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),
     }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--timeout-graceful-shutdown",
-            "5",
-            "--no-access-log",
-            "--backlog",
-            "16384",
-        ],  # fmt: skip
-        cwd=ROOT,
-        env=environment,
-        stderr=subprocess.PIPE,
-        text=True,
+    process, port = start_uvicorn(
+        app, environment, workers=workers, backlog=16384, graceful_seconds=5
     )
-    ready = threading.Event()
-    serving = 0
-
-    def read_log() -> None:  # and keep reading, so the pipe never fills
-        nonlocal serving
-        for line in process.stderr:
-            serving += "Application startup complete" in line
-            if serving == workers:
-                ready.set()
-            if "Traceback" in line or "ERROR" in line:
-                print("server:", line.rstrip(), file=sys.stderr)
-
-    threading.Thread(target=read_log, daemon=True).start()
-    if not ready.wait(120):
-        process.kill()
-        raise RuntimeError("the server did not start")
     return process, f"http://127.0.0.1:{port}/pool/"
 
 

@@ -33,19 +33,17 @@ import contextlib
 import json
 import math
 import os
-import queue
 import random
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.server import ROOT, start_uvicorn
+
 WAIT_SECONDS = 60
 
 
@@ -430,52 +428,8 @@ def provision(var_dir: Path, polls: int, streams: int) -> dict:
 
 
 def start_server(app: str, var_dir: Path, workers: int = 1) -> tuple[subprocess.Popen, int]:
-    """uvicorn on a port the kernel picks (uvicorn logs it), with ``workers`` processes.
-
-    Not ``--fd``: uvicorn takes such a socket for a Unix one and leaves
-    Nagle's algorithm on, which adds 40 ms to every answer.
-    """
-    environment = {**os.environ, "TASKPOOL_VAR_DIR": str(var_dir), "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--backlog",
-            "4096",
-            "--no-access-log",
-            "--log-level",
-            "info",
-            "--timeout-graceful-shutdown",
-            "2",
-            *(["--workers", str(workers)] if workers > 1 else []),
-        ],
-        cwd=ROOT,
-        env=environment,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    started: queue.Queue[int] = queue.Queue()
-    serving: queue.Queue[bool] = queue.Queue()
-
-    def read_log() -> None:  # and keep reading, so the pipe never fills
-        for line in process.stderr:
-            found = re.search(r"Uvicorn running on http://127.0.0.1:(\d+)", line)
-            if found:
-                started.put(int(found.group(1)))
-            if "Application startup complete" in line:
-                serving.put(True)
-
-    threading.Thread(target=read_log, daemon=True).start()
-    port = started.get(timeout=120)
-    for _ in range(workers):  # each worker process says so once it serves
-        serving.get(timeout=120)
-    return process, port
+    """The demo site over ``var_dir``, served by uvicorn with ``workers`` processes."""
+    return start_uvicorn(app, {**os.environ, "TASKPOOL_VAR_DIR": str(var_dir)}, workers=workers)
 
 
 def main(argv: list[str] | None = None) -> dict:
