@@ -291,45 +291,30 @@ class DeviceUserAdmin(RoleOrModelPermissions):
 
         ``admin_view`` marks the response never to be cached.
         """
-        device = self.get_object(request, unquote(object_id))
-        if device is None:
-            raise Http404(_("There is no device %(id)s.") % {"id": object_id})
-        if not self.has_change_permission(request, device):
-            raise PermissionDenied(
-                _(
-                    "Issuing a token needs the pool role admin, or Django's change "
-                    "permission on devices."
-                )
-            )
+        device = self._device_to_change(
+            request,
+            object_id,
+            _(
+                "Issuing a token needs the pool role admin, or Django's change permission on devices."
+            ),
+        )
         token = None
         if request.method == "POST":
             device.rotate_session()
             token = str(DeviceToken.for_device(device))
             self.log_change(request, device, _("Issued a new token; every older one is revoked."))
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "original": device,
-            "device": device,
-            "title": _("A new token for %(id)s") % {"id": device.id},
-            "token": token,
-        }
-        return TemplateResponse(request, "admin/taskpool/deviceuser/token.html", context)
+        title = _("A new token for %(id)s") % {"id": device.id}
+        return self._device_page(request, device, "token.html", title, token=token)
 
     def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET: who asks to join and what it said. POST: approve it (it collects its token)."""
-        device = self.get_object(request, unquote(object_id))
-        if device is None:
-            raise Http404(_("There is no device %(id)s.") % {"id": object_id})
-        if not self.has_change_permission(request, device):
-            raise PermissionDenied(
-                _(
-                    "Approving a device needs the pool role admin, or Django's change "
-                    "permission on devices."
-                )
-            )
-        change_url = reverse(
-            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[device.pk]
+        device = self._device_to_change(
+            request,
+            object_id,
+            _(
+                "Approving a device needs the pool role admin, or Django's change "
+                "permission on devices."
+            ),
         )
         if request.method == "POST":
             if device.awaiting_approval:
@@ -347,16 +332,38 @@ class DeviceUserAdmin(RoleOrModelPermissions):
                     _("%(id)s is not waiting for approval.") % {"id": device.id},
                     messages.WARNING,
                 )
-            return HttpResponseRedirect(change_url)
+            return HttpResponseRedirect(self._change_url(device))
+        title = _("Approve %(id)s?") % {"id": device.id}
+        return self._device_page(request, device, "approve.html", title)
+
+    def _device_to_change(self, request: HttpRequest, object_id: str, refusal: str) -> DeviceUser:
+        """The device of an action page, if the user may change it (404 or 403 otherwise)."""
+        device = self.get_object(request, unquote(object_id))
+        if device is None:
+            raise Http404(_("There is no device %(id)s.") % {"id": object_id})
+        if not self.has_change_permission(request, device):
+            raise PermissionDenied(refusal)
+        return device
+
+    def _change_url(self, device: DeviceUser) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[device.pk]
+        )
+
+    def _device_page(
+        self, request: HttpRequest, device: DeviceUser, template: str, title: str, **extra: Any
+    ) -> TemplateResponse:
+        """An action page of ``device`` in the admin's frame (``device_action.html``)."""
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "original": device,
             "device": device,
-            "title": _("Approve %(id)s?") % {"id": device.id},
-            "change_url": change_url,
+            "title": title,
+            "change_url": self._change_url(device),
+            **extra,
         }
-        return TemplateResponse(request, "admin/taskpool/deviceuser/approve.html", context)
+        return TemplateResponse(request, f"admin/taskpool/deviceuser/{template}", context)
 
 
 def approve_devices(devices: list[DeviceUser]) -> None:
