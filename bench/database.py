@@ -124,30 +124,46 @@ def setup_django(urls: dict[str, str]) -> None:
 
 
 def measure_pending(plan: Plan, work: Path, figures: dict[str, Any], devices: list[str]) -> None:
-    """Load the history, check it, and time pending at 0 and at ``plan.size`` messages."""
+    """Load the history, check it, and time pending at 0 and at ``plan.size`` messages.
+
+    The history is the one the day files' bench measures its open-broadcast
+    rows on (``bench.run``): thousands of open broadcasts and lists, answered
+    within minutes by the fleet's busy devices and late, or never, by the
+    rest. Pending is timed as the busy devices ask it (a device that polls
+    has answered nearly everything: a few tasks in each answer), the same
+    devices the day files' target is measured with, and again as the devices
+    that are behind ask it (100 tasks in each answer, the default limit).
+    """
     import psycopg
     from django.db import connections
 
     from bench import database_load, database_pending
     from bench.broadcast_history import write_broadcast_history
     from bench.postgres import connection_params
+    from bench.run import BUSY_DEVICES
     from taskpool.stores.database import DatabaseStore
 
     database_pending.migrate(["pool_empty", "pool_full"])
     tokens = database_pending.register_devices(devices)
-    figures["tokens"] = {devices[0]: tokens[devices[0]]}
+    busy, behind = devices[:BUSY_DEVICES], devices[BUSY_DEVICES:]
+    # The first request is asked by a device that is behind: the largest answer.
+    figures["first_token"] = tokens[behind[0]]
     label = lines_label(plan.size)
     progress(f"{label}: writing history with open broadcasts")
     now = time.time()
     directory = work / "history"
-    written = write_broadcast_history(directory, plan.size, now=now)
+    written = write_broadcast_history(
+        directory, plan.size, now=now, active_devices=BUSY_DEVICES, open_lists=plan.size // 400
+    )
     history = {
         "lines": written.lines,
         "bytes": sum(path.stat().st_size for path in database_load.day_files(directory)),
         "broadcasts": written.broadcasts,
         "any_one_broadcasts": written.any_one,
         "cancelled_broadcasts": written.cancelled,
+        "open_lists": written.lists,
         "broadcast_responses": written.responses,
+        "busy_devices": len(busy),
         "mix": written.base.mix,
     }
     progress(f"{label}: replaying it with the JSON Lines store")
@@ -165,8 +181,12 @@ def measure_pending(plan: Plan, work: Path, figures: dict[str, Any], devices: li
     progress(f"{label}: checking pending against the JSON Lines store")
     reference = DatabaseStore("pool_full", clock=lambda: now)
     checked = database_load.check_against_jsonl(
-        reference, jsonl, devices, sample=plan.checked_devices
+        reference, jsonl, busy, sample=plan.checked_devices // 2
     )
+    checked_behind = database_load.check_against_jsonl(
+        reference, jsonl, behind, sample=plan.checked_devices // 2
+    )
+    checked = (checked[0] + checked_behind[0], checked[1] + checked_behind[1])
     history["checked"] = checked
     reference.close()
     jsonl.close()
@@ -174,18 +194,22 @@ def measure_pending(plan: Plan, work: Path, figures: dict[str, Any], devices: li
     gc.collect()
     figures["history"] = history
     pools = {"0": "pool_empty", label: "pool_full"}
-    figures["pending"] = database_pending.measure(
-        pools,
-        tokens,
-        rounds=plan.rounds,
-        requests=plan.requests,
-        asgi_requests=plan.asgi_requests,
-        store_calls=plan.store_calls,
-        progress=progress,
-    )
+    for key, asking in (("pending", busy), ("pending_behind", behind)):
+        figures[key] = database_pending.measure(
+            pools,
+            {device_id: tokens[device_id] for device_id in asking},
+            rounds=plan.rounds,
+            requests=plan.requests,
+            asgi_requests=plan.asgi_requests,
+            store_calls=plan.store_calls,
+            progress=lambda text, key=key: progress(text.replace("pending", key, 1)),
+        )
     progress("pending: each statement's cost, and the plan of the pending page")
-    figures["statements"] = database_pending.statement_profile(pools, devices, calls=200)
-    figures["pending_plan"] = database_pending.explain_pending("pool_full", devices[1])
+    for suffix, asking in (("", busy), ("_behind", behind)):
+        figures[f"statements{suffix}"] = database_pending.statement_profile(
+            pools, asking, calls=200
+        )
+        figures[f"pending_plan{suffix}"] = database_pending.explain_pending("pool_full", asking[1])
     progress("the devices list, every device with its pending count")
     figures["devices_list"] = database_pending.devices_list(pools)
     figures["pool_bytes"] = {
@@ -373,11 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         if "pending" in parts:
             measure_pending(plan, work, figures, devices)
         if "first" in parts:
-            token = figures.pop("tokens")[devices[0]]
+            token = figures.pop("first_token")
             figures["first"] = measure_first_request(plan, urls, token)
             # The JSON Lines store over the same files, from the checkpoint its replay wrote.
             figures["first_jsonl"] = measure_first_request(plan, urls, token, work / "history")
-        figures.pop("tokens", None)
+        figures.pop("first_token", None)
         if "decisions" in parts:
             figures["decisions"] = measure_decisions(plan, work)
         if "heartbeats" in parts:

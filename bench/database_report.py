@@ -62,25 +62,109 @@ def _pending(figures: dict[str, Any], targets: list[Target]) -> list[str]:
     loaded = history["loaded"]
     size = figures["plan"]["size"]
     label = lines_label(size)
-    zero, full = figures["pending"]["0"], figures["pending"][label]
+    busy = history.get("busy_devices", 0)
     checked_devices, checked_tasks = history["checked"]
     lines = [
         f"== pending at {label}: {history['lines']:,} lines in 7 day files,"
-        f" {mebibytes(history['bytes'])}; {history['broadcasts']:,} open broadcasts answered by"
-        f" some devices and not others ({history['broadcast_responses']:,} late answers),"
-        f" {history['any_one_broadcasts']} any-one and {history['cancelled_broadcasts']}"
-        f" cancelled broadcasts, on a week of {history['mix']} ==",
+        f" {mebibytes(history['bytes'])}; {history['broadcasts']:,} open broadcasts and"
+        f" {history.get('open_lists', 0):,} open lists, answered within minutes by the {busy}"
+        f" busy devices and by the others some, late ({history['broadcast_responses']:,}"
+        f" answers), {history['any_one_broadcasts']} any-one and"
+        f" {history['cancelled_broadcasts']} cancelled broadcasts, on a week of"
+        f" {history['mix']} (the day files' open-broadcast history) ==",
         f"  loaded with COPY in {history['load_seconds']:.0f} s: {loaded['messages']:,} messages,"
         f" {loaded['tasks']:,} tasks ({loaded['open_tasks']:,} open, {loaded['open_broadcasts']:,}"
         f" of them broadcasts), {loaded['executions']:,} execution rows, database"
         f" {mebibytes(loaded['database_bytes'])} (replay by the JSON Lines store"
         f" {history['jsonl_replay_seconds']:.0f} s)",
-        f"  checked: for {checked_devices} devices, pending_for and pending_counts on PostgreSQL"
-        f" equal the JSON Lines store's on the same files ({checked_tasks:,} pending tasks,"
-        f" same order)",
-        f"  GET /pool/pending, {REQUEST_METHOD}; {full['requests']} (WSGI) and"
+        f"  checked: for {checked_devices} devices, busy and behind, pending_for and"
+        f" pending_counts on PostgreSQL equal the JSON Lines store's on the same files"
+        f" ({checked_tasks:,} pending tasks, same order)",
+    ]
+    groups = [
+        ("pending", f"the {busy} busy devices (who the day files' target asks)"),
+        ("pending_behind", f"the {DEVICE_COUNT - busy:,} devices that are behind"),
+    ]
+    for key, who in groups:
+        if key in figures:
+            lines += _pending_rows(figures[key], label, who)
+    rows: list[tuple[str, str, str]] = []
+    devices_list = figures.get("devices_list")
+    if devices_list:
+        rows.append(
+            (
+                f"GET /pool/devices p50 {label} / 0",
+                times(ratio(devices_list[label], devices_list["0"])),
+                f"{milliseconds(devices_list['0'])} -> {milliseconds(devices_list[label])};"
+                f" {DEVICE_COUNT:,} devices with their pending counts, WSGI",
+            )
+        )
+        lines += _rows(rows)
+    for suffix, who in (("", "a busy device"), ("_behind", "a device that is behind")):
+        lines += _statements(figures, label, suffix, who)
+    lines.append("")
+    zero, full = figures["pending"]["0"], figures["pending"][label]
+    for transport, prefix in (("WSGI", ""), ("ASGI", "asgi_")):
+        value = ratio(full[f"{prefix}pending_p50"], zero[f"{prefix}pending_p50"])
+        targets.append(
+            Target(
+                f"pending p50 at {label} (thousands of open broadcasts) <= 1.2x p50 at 0"
+                f" messages, whole stack on PostgreSQL, asked by the busy devices, {transport}",
+                times(value),
+                _check(value, 1.2, at_most=True),
+            )
+        )
+    if devices_list:
+        value = ratio(devices_list[label], devices_list["0"])
+        targets.append(
+            Target(
+                f"GET /pool/devices ({DEVICE_COUNT:,} devices) p50 at {label} <= 3x at 0,"
+                " on PostgreSQL",
+                times(value),
+                _check(value, 3.0, at_most=True),
+            )
+        )
+    return lines
+
+
+def _statements(figures: dict[str, Any], label: str, suffix: str, who: str) -> list[str]:
+    """What each statement of ``pending_for`` cost, and the plan of the one that reads the page."""
+    lines = []
+    statements = figures.get(f"statements{suffix}", {})
+    if statements:
+        lines.append(
+            f"  each statement of pending_for for {who}, median ms (client side, round trip"
+            f" included), 0 -> {label}:"
+        )
+        names = list(dict.fromkeys([*statements["0"], *statements[label]]))
+        for name in names:
+            before, after = (
+                statements["0"].get(name, math.nan),
+                statements[label].get(name, math.nan),
+            )
+            lines.append(f"    {before:7.3f} -> {after:7.3f}  {name}")
+    plan = figures.get(f"pending_plan{suffix}", "")
+    timing = [line.strip() for line in plan.splitlines() if "Time:" in line]
+    nodes = [
+        line.split("->")[-1].split("  (")[0].strip()
+        for line in plan.splitlines()
+        if "(cost=" in line
+    ]
+    if timing:
+        lines.append(
+            f"  the pending page's plan at {label}, {who} (EXPLAIN ANALYZE):"
+            f" {'; '.join(timing)}; {' > '.join(nodes)}"
+        )
+    return lines
+
+
+def _pending_rows(pending: dict[str, Any], label: str, who: str) -> list[str]:
+    """``GET /pool/pending`` at 0 and at ``label`` as one group of devices asked it."""
+    zero, full = pending["0"], pending[label]
+    lines = [
+        f"  GET /pool/pending asked by {who}, {REQUEST_METHOD}; {full['requests']} (WSGI) and"
         f" {full['asgi_requests']} (ASGI) requests per pool, each interleaved with the no-op,"
-        f" over 1,000 devices, in {full['rounds']} rounds alternating the pools",
+        f" in {full['rounds']} rounds alternating the pools",
     ]
     rows = [
         (
@@ -124,63 +208,7 @@ def _pending(figures: dict[str, Any], targets: list[Target]) -> list[str]:
                 f"{pool['store_calls']} calls, no HTTP",
             )
         )
-    devices_list = figures.get("devices_list")
-    if devices_list:
-        rows.append(
-            (
-                f"GET /pool/devices p50 {label} / 0",
-                times(ratio(devices_list[label], devices_list["0"])),
-                f"{milliseconds(devices_list['0'])} -> {milliseconds(devices_list[label])};"
-                f" {DEVICE_COUNT:,} devices with their pending counts, WSGI",
-            )
-        )
-    lines += _rows(rows)
-    statements = figures.get("statements", {})
-    if statements:
-        lines.append(
-            f"  each statement of pending_for, median ms (client side, round trip included), 0 -> {label}:"
-        )
-        names = list(dict.fromkeys([*statements["0"], *statements[label]]))
-        for name in names:
-            before, after = (
-                statements["0"].get(name, math.nan),
-                statements[label].get(name, math.nan),
-            )
-            lines.append(f"    {before:7.3f} -> {after:7.3f}  {name}")
-    plan = figures.get("pending_plan", "")
-    timing = [line.strip() for line in plan.splitlines() if "Time:" in line]
-    nodes = [
-        line.split("->")[-1].split("  (")[0].strip()
-        for line in plan.splitlines()
-        if "(cost=" in line
-    ]
-    if timing:
-        lines.append(
-            f"  the pending page's plan at {label} (EXPLAIN ANALYZE): {'; '.join(timing)};"
-            f" {' > '.join(nodes)}"
-        )
-    lines.append("")
-    for transport, prefix in (("WSGI", ""), ("ASGI", "asgi_")):
-        value = ratio(full[f"{prefix}pending_p50"], zero[f"{prefix}pending_p50"])
-        targets.append(
-            Target(
-                f"pending p50 at {label} (thousands of open broadcasts) <= 1.2x p50 at 0"
-                f" messages, whole stack on PostgreSQL, {transport}",
-                times(value),
-                _check(value, 1.2, at_most=True),
-            )
-        )
-    if devices_list:
-        value = ratio(devices_list[label], devices_list["0"])
-        targets.append(
-            Target(
-                f"GET /pool/devices ({DEVICE_COUNT:,} devices) p50 at {label} <= 3x at 0,"
-                " on PostgreSQL",
-                times(value),
-                _check(value, 3.0, at_most=True),
-            )
-        )
-    return lines
+    return lines + _rows(rows)
 
 
 def _first(figures: dict[str, Any], targets: list[Target]) -> list[str]:
