@@ -73,15 +73,31 @@ _OWN_METRICS: tuple[Collector, ...] = (
 )
 
 
+_children: dict[Any, dict[tuple[str, ...], Any]] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, kept: ``labels()`` takes a lock and builds its key each call.
+
+    The same object ``labels()`` returns (it keeps its children too), so
+    values kept per process, in files for several workers, are unchanged.
+    """
+    children = _children.setdefault(metric, {})
+    child = children.get(labels)
+    if child is None:
+        child = children[labels] = metric.labels(*labels)
+    return child
+
+
 def count_request(endpoint: str, method: str, status: int) -> None:
     """One answered request of ``endpoint`` (a URL name: never a path, so labels stay few)."""
-    REQUESTS.labels(endpoint, method, str(status)).inc()
+    _child(REQUESTS, endpoint, method, str(status)).inc()
 
 
 @contextmanager
 def waiting(kind: str) -> Iterator[None]:
     """Count a waiting request (``long_poll`` or ``stream``) while the block runs."""
-    gauge = WAITING.labels(kind)
+    gauge = _child(WAITING, kind)
     gauge.inc()
     try:
         yield
@@ -92,7 +108,11 @@ def waiting(kind: str) -> Iterator[None]:
 def measured_write(
     transact: Callable[..., Any], decide: Callable[..., Any], *, reads_pool: bool
 ) -> Any:
-    """``transact(decide)``, timing the decision and the whole write, counting what it stored."""
+    """``transact(decide)``, timing the decision and the whole write, counting what it stored.
+
+    A write that does not read the pool (a heartbeat) decides nothing: its
+    rules only make its message, so it is not counted among the decisions.
+    """
     stored: list[str] = []
 
     def timed(ledger: Any, now: float) -> Any:
@@ -104,11 +124,16 @@ def measured_write(
         stored[:] = [] if message is None else [message["type"]]
         return message, result
 
+    def untimed(ledger: Any, now: float) -> Any:
+        message, result = decide(ledger, now)
+        stored[:] = [] if message is None else [message["type"]]
+        return message, result
+
     started = time.perf_counter()
-    result = transact(timed, reads_pool=reads_pool)
+    result = transact(timed if reads_pool else untimed, reads_pool=reads_pool)
     if stored:
-        APPEND_SECONDS.labels(stored[0]).observe(time.perf_counter() - started)
-        APPENDED.labels(stored[0]).inc()
+        _child(APPEND_SECONDS, stored[0]).observe(time.perf_counter() - started)
+        _child(APPENDED, stored[0]).inc()
     return result
 
 
