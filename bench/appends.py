@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import multiprocessing
 import os
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +30,16 @@ class AppendResult:
     writers: int
     lines: int
     seconds: float
+    #: The writers' CPU, user and system, over the run.
+    cpu_seconds: float = float("nan")
 
     @property
     def rate(self) -> float:
         return self.lines / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def cpu_per_line(self) -> float:
+        return self.cpu_seconds / self.lines if self.lines else float("nan")
 
 
 def heartbeat_line(writer: int) -> bytes:
@@ -103,8 +110,9 @@ def _worker(loop, writer, ready, go, start_at, seconds, results) -> None:
     start = start_at.value
     while time.perf_counter() < start:
         pass
+    cpu_before = _own_cpu()
     count = loop(writer, start + seconds)
-    results.put((count, time.perf_counter()))
+    results.put((count, time.perf_counter(), _own_cpu() - cpu_before))
 
 
 def _measure(loop: Callable[[int, float], int], writers: int, seconds: float) -> AppendResult:
@@ -127,9 +135,16 @@ def _measure(loop: Callable[[int, float], int], writers: int, seconds: float) ->
         process.join()
         if process.exitcode != 0:
             raise RuntimeError(f"an append writer failed with exit code {process.exitcode}")
-    lines = sum(count for count, _finished in outcomes)
-    finished = max(finished for _count, finished in outcomes)
-    return AppendResult(writers, lines, finished - start_at.value)
+    lines = sum(count for count, _finished, _cpu in outcomes)
+    finished = max(finished for _count, finished, _cpu in outcomes)
+    cpu = sum(cpu for _count, _finished, cpu in outcomes)
+    return AppendResult(writers, lines, finished - start_at.value, cpu)
+
+
+def _own_cpu() -> float:
+    """This process's user and system CPU so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure_appends(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,9 +185,34 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
                 _percent(durable_share(figures)),
                 "8 durable writers against 8 raw syncing loops, in the same run",
             ),
+            *_durable_cpu_rows(figures),
         ]
     )
     return "\n".join(lines)
+
+
+def _durable_cpu_rows(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """What each durable line cost the writers' CPU, and the rate those CPUs allow.
+
+    When the 8 syncing writers are bound by the machine's CPUs rather than by
+    its disk, the store's share of raw is its CPU against a bare loop's.
+    """
+    appends = figures["appends"]
+    cpus = os.cpu_count() or 1
+    rows = []
+    for name in ("store FSYNC on x8", "raw write+fdatasync x8"):
+        found = appends[name]
+        per_line = found.get("cpu_per_line", math.nan)
+        ceiling = cpus / per_line if per_line > 0 else math.nan
+        rows.append(
+            (
+                f"  CPU a line, {name.replace('raw write', 'raw os.write')}",
+                f"{per_line * 1e6:.0f} µs" if not math.isnan(per_line) else "n/a",
+                f"user + system of the writers; {cpus} CPUs allow {per_second(ceiling)},"
+                f" measured {_percent(ratio(found['rate'], ceiling))} of that",
+            )
+        )
+    return rows
 
 
 def broadcast_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) -> str:

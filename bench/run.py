@@ -522,7 +522,13 @@ def measure_size_appends(size: int, plan: Plan, work: Path, figures: dict[str, A
     with pool_at(directory):
         appends = measure_appends(get_store(), directory, seconds=plan.append_seconds)
     figures["appends"] = {
-        name: {"writers": r.writers, "lines": r.lines, "seconds": r.seconds, "rate": r.rate}
+        name: {
+            "writers": r.writers,
+            "lines": r.lines,
+            "seconds": r.seconds,
+            "rate": r.rate,
+            "cpu_per_line": r.cpu_per_line,
+        }
         for name, r in appends.items()
     }
     figures["append_line_bytes"] = len(heartbeat_line(0))
