@@ -285,6 +285,34 @@ def device_writes(queries) -> list[str]:
     ]
 
 
+def test_a_stored_message_leaves_the_device_row_alone(device_client, admin_client_api, store):
+    # The pool has the heartbeat and its time: writing the device's row as well
+    # would cost every heartbeat and answer of a fleet a database write.
+    with CaptureQueriesContext(connection) as captured:
+        beat = post_json(device_client, "/pool/heartbeat", {})
+        task = store.post_task(sender="user:x", to="device:pi-1", title="t").message
+        done = post_json(
+            device_client, "/pool/response", {"parent_id": task["id"], "status": "done"}
+        )
+    assert (beat.status_code, done.status_code) == (201, 201)
+    assert device_writes(captured.captured_queries) == []
+    assert DeviceUser.objects.get(pk="pi-1").last_seen is None
+    row = row_of(admin_client_api, "pi-1")
+    assert row["last_seen"] == done.json()["ts"] and row["online"] is True
+
+
+def test_a_replayed_write_is_seen_on_the_device_row(device_client, store):
+    # A write answered 200 from its Idempotency-Key stores nothing new: the
+    # request itself is what says the device is there now.
+    task = store.post_task(sender="user:x", to="device:pi-1", title="t").message
+    answer = {"parent_id": task["id"], "status": "done"}
+    headers = {"HTTP_IDEMPOTENCY_KEY": "answer-1"}
+    assert post_json(device_client, "/pool/response", answer, **headers).status_code == 201
+    assert DeviceUser.objects.get(pk="pi-1").last_seen is None
+    assert post_json(device_client, "/pool/response", answer, **headers).status_code == 200
+    assert DeviceUser.objects.get(pk="pi-1").last_seen is not None
+
+
 def test_last_seen_is_written_at_most_once_per_interval(device_client, settings):
     settings.TASKPOOL = {**settings.TASKPOOL, "LAST_SEEN_INTERVAL": 60}
     with CaptureQueriesContext(connection) as first:

@@ -130,7 +130,9 @@ class PoolAPIView(StrictQueryMixin, APIView):
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
-        if response.status_code < 400:
+        # A 201 stored a message from the caller, with its time: the pool itself says
+        # when a device was last heard from, and its row need not be written too.
+        if response.status_code < 400 and response.status_code != status.HTTP_201_CREATED:
             note_seen(request.user)
         count_request(request, response)
         return response
@@ -149,7 +151,11 @@ def count_request(request: Any, response: Any) -> None:
 
 
 def note_seen(principal: Any) -> None:
-    """Record a device's accepted request, at most once per ``LAST_SEEN_INTERVAL``."""
+    """Record a device's accepted request, at most once per ``LAST_SEEN_INTERVAL``.
+
+    Not called for a request that stored a message from the device (a 201):
+    the fleet's views take the later of this and the device's last message.
+    """
     if not is_device(principal):
         return
     now = timezone.now()
