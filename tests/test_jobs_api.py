@@ -119,9 +119,10 @@ def test_malformed_job_fields_are_400_naming_the_field(
 
 
 def test_an_answer_before_a_scheduled_start_is_409(master_client, devices):
-    start = datetime.fromtimestamp(time.time() + 3600, UTC)
+    # Half a millisecond past a second: the start is rounded up to the next one, never down.
+    start = datetime.fromtimestamp(int(time.time()) + 3600, UTC).replace(microsecond=500)
     task = post_task(master_client, to="device:a", not_before=start.isoformat())
-    assert task["meta"]["not_before"] == format_timestamp(start.timestamp() + 0.999)
+    assert task["meta"]["not_before"] == format_timestamp(int(start.timestamp()) + 1)
     refused = answer(devices["a"], task["id"])
     assert refused.status_code == 409 and "does not start before" in refused.json()["detail"]
     assert devices["a"].get("/pool/pending").json() == []
