@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import functools
 import hmac
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
-from django.db import connections, router
 from django.utils.translation import gettext_lazy as _
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
@@ -16,6 +14,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken, TokenError
 
 from taskpool.conf import pool_settings
+from taskpool.device_queries import device_by_id
 from taskpool.models import DeviceUser
 from taskpool.tokens import DeviceToken
 
@@ -55,39 +54,6 @@ class DeviceJWTAuthentication(JWTAuthentication):
         if not session or session != device.user_session:
             raise AuthenticationFailed(str(_("Token has been revoked.")), code="token_revoked")
         return device
-
-
-def device_by_id(device_id: str) -> DeviceUser | None:
-    """The device, or None: the query every device request makes, composed once.
-
-    ``DeviceUser.objects.filter(pk=...).first()`` spends several times longer
-    composing the query and building the row into a device than the
-    database spends answering it, and a fleet asks it hundreds of times a
-    second. The SQL and the column converters are the ORM's own, kept.
-    """
-    database = router.db_for_read(DeviceUser)
-    connection = connections[database]
-    sql, names, converters = _device_query(database)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [device_id])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    values = list(row)
-    for position, (functions, expression) in converters.items():
-        for convert in functions:
-            values[position] = convert(values[position], expression, connection)
-    return DeviceUser.from_db(database, names, values)
-
-
-@functools.cache
-def _device_query(database: str) -> tuple[str, list[str], dict[int, Any]]:
-    compiler = (
-        DeviceUser.objects.using(database).filter(pk="").order_by().query.get_compiler(database)
-    )
-    sql, _params = compiler.as_sql()
-    columns = [column for column, _sql, _alias in compiler.select]
-    return sql, [column.target.attname for column in columns], compiler.get_converters(columns)
 
 
 class MetricsToken:

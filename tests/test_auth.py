@@ -387,23 +387,3 @@ def test_a_device_token_claims_to_be_one_and_nothing_else_does(make_device, make
         "€.€.€",
     ]:
         assert not DeviceToken.claims_to_be_one(other), other
-
-
-@pytest.mark.day_files_only
-def test_device_by_id_gives_what_the_orm_gives(make_device):
-    from taskpool.authentication import device_by_id
-
-    device, _ = make_device("pi-1")
-    DeviceUser.objects.filter(pk="pi-1").update(
-        enrollment_meta={"os": "raspbian", "n": [1, 2]}, enrollment_address="10.0.0.7"
-    )
-    found = device_by_id("pi-1")
-    expected = DeviceUser.objects.get(pk="pi-1")
-    fields = [field.attname for field in DeviceUser._meta.concrete_fields]
-    assert {name: getattr(found, name) for name in fields} == {
-        name: getattr(expected, name) for name in fields
-    }
-    assert found.enrollment_meta == {"os": "raspbian", "n": [1, 2]}
-    assert found.last_seen is None and found.created_at.tzinfo is not None
-    assert not found._state.adding
-    assert device_by_id("pi-404") is None

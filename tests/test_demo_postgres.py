@@ -75,6 +75,8 @@ task = ops.post("/pool/task", {"to": "device:pg-pi", "title": "on postgres"}, co
 assert task.status_code == 201, task.content
 pending = device.get("/pool/pending").json()
 assert [t["id"] for t in pending] == [task.json()["id"]], pending
+from taskpool.models import DeviceUser
+assert DeviceUser.objects.get(pk="pg-pi").last_seen is not None  # the poll was noted
 print("OK", task.json()["id"])
 """
     ).replace("DEVICE_TOKEN", repr(token))

@@ -27,6 +27,7 @@ from taskpool.api.parsers import StrictJSONParser
 from taskpool.api.renderers import JSONRenderer
 from taskpool.authentication import DeviceJWTAuthentication
 from taskpool.conf import pool_settings
+from taskpool.device_queries import record_last_seen
 from taskpool.exceptions import InvalidCursor, NotAddressed
 from taskpool.fleet import device_rows, validated_device_ids
 from taskpool.models import DeviceUser
@@ -160,7 +161,7 @@ def note_seen(principal: Any) -> None:
         return
     now = timezone.now()
     if principal.last_seen is None or now - principal.last_seen >= pool_settings.LAST_SEEN_INTERVAL:
-        DeviceUser.objects.filter(pk=principal.pk).update(last_seen=now)
+        record_last_seen(principal.pk, now)
         principal.last_seen = now
 
 
