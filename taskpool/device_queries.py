@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import connections, router, transaction
 from django.db.models import sql
@@ -64,7 +64,10 @@ def _device_query(database: str) -> tuple[str, list[str], dict[int, Any]]:
 @functools.cache
 def _last_seen_update(database: str) -> str:
     """``UPDATE … SET last_seen = %s WHERE id = %s``, as the ORM writes it for ``database``."""
-    query = DeviceUser.objects.using(database).filter(pk="").query.chain(sql.UpdateQuery)
+    query = cast(
+        sql.UpdateQuery,
+        DeviceUser.objects.using(database).filter(pk="").query.chain(sql.UpdateQuery),
+    )
     query.add_update_values({"last_seen": datetime(2000, 1, 1, tzinfo=UTC)})
     statement, params = query.get_compiler(database).as_sql()
     if len(params) != 2 or params[1] != "":  # the value, then the primary key: checked once
