@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE_TOKEN_LIFETIME": timedelta(days=30),
     "LONG_POLL_MAX": timedelta(seconds=60),
     # How often a device's accepted polls are written to last_seen, at most.
-    "LAST_SEEN_INTERVAL": timedelta(seconds=5),
+    "LAST_SEEN_INTERVAL": timedelta(seconds=45),
     # How often each server process writes the lines jobs are owed (timeouts, retries,
     # rollout steps, aborts, starts); 0 leaves it to the taskpool_tick command.
     "TICK_INTERVAL": timedelta(seconds=1),
