@@ -115,22 +115,18 @@ def measured_write(
     """
     stored: list[str] = []
 
-    def timed(ledger: Any, now: float) -> Any:
+    def noted(ledger: Any, now: float) -> Any:
         started = time.perf_counter()
         try:
             message, result = decide(ledger, now)
         finally:
-            DECISION_SECONDS.observe(time.perf_counter() - started)
-        stored[:] = [] if message is None else [message["type"]]
-        return message, result
-
-    def untimed(ledger: Any, now: float) -> Any:
-        message, result = decide(ledger, now)
+            if reads_pool:
+                DECISION_SECONDS.observe(time.perf_counter() - started)
         stored[:] = [] if message is None else [message["type"]]
         return message, result
 
     started = time.perf_counter()
-    result = transact(timed if reads_pool else untimed, reads_pool=reads_pool)
+    result = transact(noted, reads_pool=reads_pool)
     if stored:
         _child(APPEND_SECONDS, stored[0]).observe(time.perf_counter() - started)
         _child(APPENDED, stored[0]).inc()
