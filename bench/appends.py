@@ -18,11 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from taskpool.days import day_of
 from taskpool.messages import encode_line, format_timestamp, new_message_id
 from taskpool.stores.jsonl import JsonlStore
+from taskpool.stores.jsonl.appender import Appender
+from taskpool.stores.jsonl.day_files import DayFiles
 
 RAW_FILE_NAME = "raw-append-bench.bin"  # not a day file: the store never reads it
 RAW_LOCK_NAME = "raw-append-bench.lock"
+#: The store's lowest layer alone, syncing each line as the store does.
+APPENDER_LOOP = "store's appender alone"
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,35 @@ def _store_loop(store: JsonlStore, fsync: bool) -> Callable[[int, float], int]:
         while time.perf_counter() < deadline:
             store.post_heartbeat(device_id=device_id)
             count += 1
+        return count
+
+    return run
+
+
+def _appender_loop(directory: Path) -> Callable[[int, float], int]:
+    """The store's own ``Appender`` and nothing above it, syncing each line.
+
+    A ready-made line, appended to the pool's day file as the store appends
+    every line (under the pool's lock, the file's inode checked, one write)
+    and synced as the store syncs it (outside the lock, on a descriptor of
+    its own): what is left of the durable rate for everything a store does
+    above its files, such as making the message, counting it, and its API.
+    """
+
+    def run(writer: int, deadline: float) -> int:
+        appender = Appender(DayFiles(directory, max_message_bytes=1 << 16), fsync=True)
+        line = heartbeat_line(writer)
+        count = 0
+        try:
+            while time.perf_counter() < deadline:
+                day = day_of(time.time())
+                with appender.locked():
+                    appender.append(day, line)
+                    to_sync = appender.sync()
+                appender.finish(to_sync)
+                count += 1
+        finally:
+            appender.close()
         return count
 
     return run
@@ -157,11 +191,13 @@ def measure_appends(
 ) -> dict[str, AppendResult]:
     """Lines/s for the store (FSYNC off and on) and for raw loops, by number of writers.
 
-    The two durable loops (raw ``write``+``fdatasync`` and the store with
-    FSYNC on) take turns for ``durable_rounds`` rounds, and each keeps its
-    best: what a disk gives to syncing writers drifts from one second to the
-    next, and measured once each, a second apart, their ratio moved between
-    75% and 95% from run to run.
+    The durable loops (raw ``write``+``fdatasync``, the store with FSYNC on,
+    and with several writers the same raw loop under the pool's lock and the
+    store's appender alone) take turns for
+    ``durable_rounds`` rounds, and each keeps its best: what a disk gives to
+    syncing writers drifts from one second to the next, and measured once
+    each, a second apart, the store's ratio to raw moved between 75% and 95%
+    from run to run.
     """
     results: dict[str, AppendResult] = {}
     try:
@@ -175,11 +211,18 @@ def measure_appends(
             results[f"store FSYNC off x{writers}"] = _measure(
                 _store_loop(store, False), writers, seconds
             )
+            durable = [
+                ("raw write+fdatasync", _raw_loop(directory, True)),
+                ("store FSYNC on", _store_loop(store, True)),
+            ]
+            if writers > 1:
+                # The layers under the store: the pool's lock alone, then its appender.
+                durable.append(
+                    ("raw write+fdatasync under flock", _raw_loop(directory, True, locked=True))
+                )
+                durable.append((APPENDER_LOOP, _appender_loop(directory)))
             for _round in range(durable_rounds):
-                for name, loop in (
-                    ("raw write+fdatasync", _raw_loop(directory, True)),
-                    ("store FSYNC on", _store_loop(store, True)),
-                ):
+                for name, loop in durable:
                     store.stats()
                     result = _measure(loop, writers, seconds)
                     best = results.get(f"{name} x{writers}")

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from bench.appends import APPENDER_LOOP
 from bench.stats import (
     lines_label,
     mebibytes,
@@ -140,7 +141,7 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
     line_bytes = figures["append_line_bytes"]
     lines.append(
         f"  appends, lines/s ({line_bytes}-byte lines, {figures['append_seconds']:g} s per run, "
-        "writers are processes; the two syncing loops the best of 3 rounds, taking turns):"
+        "writers are processes; the syncing loops the best of 3 rounds, taking turns):"
     )
     append_rows = [("", "1 writer", "8 writers")]
     for name in (
@@ -185,10 +186,45 @@ def size_table(size: int, figures: dict[str, Any], zero: dict[str, Any] | None) 
                 _percent(durable_share(figures)),
                 "8 durable writers against 8 raw syncing loops, in the same run",
             ),
+            *_layer_rows(figures),
             *_durable_cpu_rows(figures),
         ]
     )
     return "\n".join(lines)
+
+
+def _layer_rows(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The layers under the durable store, each against 8 raw syncing loops in the same run."""
+    appends = figures["appends"]
+    raw = appends["raw write+fdatasync x8"]["rate"]
+    rows = []
+    for name, meaning in (
+        (
+            "raw write+fdatasync under flock",
+            "the pool's lock around each write and nothing else: the ceiling for any store"
+            " that keeps it",
+        ),
+        (
+            APPENDER_LOOP,
+            "a ready line under the pool's lock, synced as the store syncs: what its file"
+            " rules leave for all it does above them",
+        ),
+    ):
+        found = appends.get(f"{name} x8")
+        if found is not None:
+            rows.append(
+                (
+                    f"  {_append_label(name)} x8 / raw os.write+fdatasync x8",
+                    _percent(ratio(found["rate"], raw)),
+                    meaning,
+                )
+            )
+    return rows
+
+
+def _append_label(name: str) -> str:
+    """An append loop's name as the report prints it."""
+    return name.replace("raw write", "raw os.write")
 
 
 def _durable_cpu_rows(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -200,13 +236,20 @@ def _durable_cpu_rows(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
     appends = figures["appends"]
     cpus = os.cpu_count() or 1
     rows = []
-    for name in ("store FSYNC on x8", "raw write+fdatasync x8"):
-        found = appends[name]
+    for name in (
+        "store FSYNC on x8",
+        "raw write+fdatasync x8",
+        "raw write+fdatasync under flock x8",
+        f"{APPENDER_LOOP} x8",
+    ):
+        found = appends.get(name)
+        if found is None:
+            continue
         per_line = found.get("cpu_per_line", math.nan)
         ceiling = cpus / per_line if per_line > 0 else math.nan
         rows.append(
             (
-                f"  CPU a line, {name.replace('raw write', 'raw os.write')}",
+                f"  CPU a line, {_append_label(name)}",
                 f"{per_line * 1e6:.0f} µs" if not math.isnan(per_line) else "n/a",
                 f"user + system of the writers; {cpus} CPUs allow {per_second(ceiling)},"
                 f" measured {_percent(ratio(found['rate'], ceiling))} of that",
