@@ -85,6 +85,8 @@ def _appender_loop(directory: Path) -> Callable[[int, float], int]:
     and synced as the store syncs it (outside the lock, on a descriptor of
     its own): what is left of the durable rate for everything a store does
     above its files, such as making the message, counting it, and its API.
+    Each writer appends the same line, id and all: the pool is the bench's
+    own, and appends are measured after everything that reads it.
     """
 
     def run(writer: int, deadline: float) -> int:
@@ -193,11 +195,10 @@ def measure_appends(
 
     The durable loops (raw ``write``+``fdatasync``, the store with FSYNC on,
     and with several writers the same raw loop under the pool's lock and the
-    store's appender alone) take turns for
-    ``durable_rounds`` rounds, and each keeps its best: what a disk gives to
-    syncing writers drifts from one second to the next, and measured once
-    each, a second apart, the store's ratio to raw moved between 75% and 95%
-    from run to run.
+    store's appender alone) take turns for ``durable_rounds`` rounds, and
+    each keeps its best: what a disk gives to syncing writers drifts from one
+    second to the next, and measured once each, a second apart, the store's
+    ratio to raw moved between 75% and 95% from run to run.
     """
     results: dict[str, AppendResult] = {}
     try:
