@@ -11,8 +11,8 @@ replay.
 The log is read in ``(xid, seq)`` order, only below the oldest of the pool's
 own writers still running (``horizon``), so a tailing reader never skips a
 row whose transaction commits after a later one's: cursors name ``(xid, seq)``.
-Waiters are woken by ``LISTEN``/``NOTIFY`` hints with a poll behind them
-(``wakeups``).
+Waiters read the log's tail (``tailing``) and are woken by
+``LISTEN``/``NOTIFY`` hints with a poll behind them (``wakeups``).
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ from taskpool.stores.base import (
     TaskDetail,
     refuse_in_horizon,
 )
-from taskpool.stores.changes import Changes, Journal, concern_of
+from taskpool.stores.changes import Journal
 from taskpool.stores.database.browsing import Browsing
-from taskpool.stores.database.horizon import LOG_WRITERS, horizon, register_writer
+from taskpool.stores.database.horizon import LOG_WRITERS, register_writer
 from taskpool.stores.database.kept_counts import KeptCounts
 from taskpool.stores.database.ledger import (
     BROADCASTS_LOCK,
@@ -66,7 +66,8 @@ from taskpool.stores.database.ledger import (
     give_broadcasts,
     storable,
 )
-from taskpool.stores.database.log import BATCH, LogReading, parse_position, position
+from taskpool.stores.database.log import LogReading, position
+from taskpool.stores.database.tailing import LogTailing
 from taskpool.stores.database.wakeups import Wakeups
 from taskpool.stores.rules import Decision, Ledger
 
@@ -74,7 +75,7 @@ from taskpool.stores.rules import Decision, Ledger
 _RETRY_STATES = {"40P01", "40001"}
 
 
-class DatabaseStore(LogReading, Browsing, BaseStore):
+class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
     """The pool in the database named by ``TASKPOOL["DATABASE"]``; see the module docstring."""
 
     supports_day_files = False
@@ -526,72 +527,6 @@ class DatabaseStore(LogReading, Browsing, BaseStore):
             )
             responses = [orjson.loads(line) for (line,) in cursor.fetchall()]
         return TaskDetail(task, responses, replay(task, responses, self.task_ttl))
-
-    # Waking waiters ------------------------------------------------------------
-
-    def changes_since(self, mark: int | None) -> Changes:
-        with self._tail_lock:
-            if self._tail is None:
-                end = self.end_cursor()
-                self._tail = parse_position(end) if end is not None else (-1, -1)
-                self._journal.reset()
-            self._read_tail()
-            through = position(*self._tail) if self._tail != (-1, -1) else None
-            return self._journal.since(mark, through)
-
-    def _read_tail(self) -> None:
-        """Read the log past the tail (below the horizon) into the journal of concerns."""
-        self._journal.enabled = True
-        assert self._tail is not None, "changes_since sets the tail first"
-        while True:
-            with self._cursor() as cursor:
-                cursor.execute(
-                    "SELECT xid, seq, line FROM taskpool_db_message "
-                    "WHERE (xid, seq) > (%s, %s) AND xid < %s ORDER BY xid, seq LIMIT %s",
-                    [*self._tail, horizon(cursor), BATCH],
-                )
-                rows = cursor.fetchall()
-                messages = [orjson.loads(line) for _xid, _seq, line in rows]
-                tasks = self._tasks_answered(cursor, messages)
-            for (xid, seq, _line), message in zip(rows, messages, strict=True):
-                self._journal.record(concern_of(message, tasks))
-                self._tail = (xid, seq)
-            if len(rows) < BATCH:
-                return
-
-    def _tasks_answered(self, cursor: Any, messages: list[Message]) -> dict[str, TaskState]:
-        """The open tasks the responses among ``messages`` answer (for whom they concern)."""
-        wanted = list(
-            {m["parent_id"] for m in messages if m["type"] == "response" and m["parent_id"]}
-        )
-        if not wanted:
-            return {}
-        cursor.execute(
-            "SELECT m.line FROM taskpool_db_task t JOIN taskpool_db_message m ON m.seq = t.seq "
-            "WHERE t.task_id = ANY(%s)",
-            [wanted],
-        )
-        tasks = {}
-        for (line,) in cursor.fetchall():
-            task = orjson.loads(line)
-            try:
-                tasks[task["id"]] = TaskState(task, 0, self.task_ttl)
-            except InvalidMessage:
-                continue
-        return tasks
-
-    def wait_for_changes(self, mark: int | None, timeout: float) -> Changes:
-        """Listen for another process's notification, and look at the log at least every
-        ``poll_seconds`` whatever comes."""
-        deadline = time.monotonic() + timeout
-        changes = self.changes_since(mark)
-        while not (changes.messages or changes.everything or mark is None):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._wakeups.wait(min(self.poll_seconds, remaining))
-            changes = self.changes_since(mark)
-        return changes
 
 
 def stored_status(message: Message) -> str | None:
