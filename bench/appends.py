@@ -37,6 +37,10 @@ class AppendResult:
     seconds: float
     #: The writers' CPU, user and system, over the run.
     cpu_seconds: float = float("nan")
+    #: Of which user time: the Python each line takes, where the loops differ.
+    user_seconds: float = float("nan")
+    #: How often the writers slept (voluntary context switches): in the sync, on the lock.
+    sleeps: int = 0
 
     @property
     def rate(self) -> float:
@@ -45,6 +49,14 @@ class AppendResult:
     @property
     def cpu_per_line(self) -> float:
         return self.cpu_seconds / self.lines if self.lines else float("nan")
+
+    @property
+    def user_per_line(self) -> float:
+        return self.user_seconds / self.lines if self.lines else float("nan")
+
+    @property
+    def sleeps_per_line(self) -> float:
+        return self.sleeps / self.lines if self.lines else float("nan")
 
 
 def heartbeat_line(writer: int) -> bytes:
@@ -146,9 +158,12 @@ def _worker(loop, writer, ready, go, start_at, seconds, results) -> None:
     start = start_at.value
     while time.perf_counter() < start:
         pass
-    cpu_before = _own_cpu()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     count = loop(writer, start + seconds)
-    results.put((count, time.perf_counter(), _own_cpu() - cpu_before))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    user = after.ru_utime - before.ru_utime
+    cpu = user + after.ru_stime - before.ru_stime
+    results.put((count, time.perf_counter(), cpu, user, after.ru_nvcsw - before.ru_nvcsw))
 
 
 def _measure(loop: Callable[[int, float], int], writers: int, seconds: float) -> AppendResult:
@@ -171,16 +186,15 @@ def _measure(loop: Callable[[int, float], int], writers: int, seconds: float) ->
         process.join()
         if process.exitcode != 0:
             raise RuntimeError(f"an append writer failed with exit code {process.exitcode}")
-    lines = sum(count for count, _finished, _cpu in outcomes)
-    finished = max(finished for _count, finished, _cpu in outcomes)
-    cpu = sum(cpu for _count, _finished, cpu in outcomes)
-    return AppendResult(writers, lines, finished - start_at.value, cpu)
-
-
-def _own_cpu() -> float:
-    """This process's user and system CPU so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    counts, finishes, cpus, users, sleeps = zip(*outcomes, strict=True)
+    return AppendResult(
+        writers,
+        sum(counts),
+        max(finishes) - start_at.value,
+        cpu_seconds=sum(cpus),
+        user_seconds=sum(users),
+        sleeps=sum(sleeps),
+    )
 
 
 def measure_appends(

@@ -528,6 +528,8 @@ def measure_size_appends(size: int, plan: Plan, work: Path, figures: dict[str, A
             "seconds": r.seconds,
             "rate": r.rate,
             "cpu_per_line": r.cpu_per_line,
+            "user_per_line": r.user_per_line,
+            "sleeps_per_line": r.sleeps_per_line,
         }
         for name, r in appends.items()
     }
