@@ -184,3 +184,30 @@ def test_without_a_checkpoint_to_find_a_waiting_store_replays_itself(tmp_path):
     store = NeverCheckpointingStore(directory, fsync=False)
     assert len(store.pending_for("d0")) == 30
     assert not store._tail.resumed
+
+
+def test_answers_share_each_device_name_and_status_also_after_a_checkpoint(tmp_path):
+    """A fleet's open broadcasts hold every device's answer: one string each, not a copy per answer.
+
+    Interning them takes a third off an open broadcast's memory; the
+    checkpoint's pickle must keep them shared for a restarted store too.
+    """
+    directory = tmp_path / "pool"
+    store = EagerStore(directory, fsync=False)
+    broadcasts = [
+        store.post_task(sender="user:ops", to="device:*", title=f"rotate logs {n}").message["id"]
+        for n in range(3)
+    ]
+    for task_id in broadcasts:
+        store.post_response(device_id="pi-7", parent_id=task_id, status="done")
+    for _ in range(EagerStore.checkpoint_lines):
+        store.post_heartbeat(device_id="pi-7")
+    store.stats()
+
+    for started in (store, resumed(directory)):
+        answers = [started._index.open[task_id].answers for task_id in broadcasts]
+        names = [name for answered in answers for name in answered]
+        statuses = [status for answered in answers for status, _ts in answered.values()]
+        assert names == ["pi-7"] * 3 and statuses == ["done"] * 3
+        assert len({id(name) for name in names}) == 1
+        assert len({id(status) for status in statuses}) == 1
