@@ -41,6 +41,7 @@ from taskpool.messages import (
     format_timestamp,
     new_message,
     parse_address,
+    parse_timestamp,
     same_request,
 )
 from taskpool.stores.validation import closed_error, deadline
@@ -128,7 +129,14 @@ def task(
     replayed = _replayed(ledger, sender, idempotency_key, message)
     if replayed is not None:
         return None, Posted(replayed, False)
-    meta["expires_at"] = format_timestamp(deadline(now, task_ttl, ttl, expires_at))
+    expiry = deadline(now, task_ttl, ttl, expires_at)
+    start = meta.get("not_before")
+    if start is not None and parse_timestamp(start) >= expiry:
+        raise InvalidMessage(
+            "not_before must be before the task expires, or it is never offered.",
+            field="not_before",
+        )
+    meta["expires_at"] = format_timestamp(expiry)
     return message, Posted(message, True)
 
 

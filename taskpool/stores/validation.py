@@ -11,8 +11,8 @@ from taskpool.jobs import JOB_KEYS
 from taskpool.lifecycle import CANCELLED, EXPIRED
 from taskpool.messages import MAX_META_DEPTH, Address, nests_deeper_than, parse_address
 
-#: ``meta`` keys the server writes on a task, and on a response.
-TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status", *JOB_KEYS)
+#: ``meta`` keys the server writes on a task (``attempt`` as a job is served), and on a response.
+TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status", "attempt", *JOB_KEYS)
 RESPONSE_META_RESERVED = ("idempotency_key",)
 
 

@@ -291,6 +291,17 @@ class JobsContract:
         clock.advance(60)
         assert [t["id"] for t in pending(pool, "z")] == [task["id"]]
 
+    def test_a_start_at_or_after_the_expiry_is_refused_and_one_before_it_is_not(self, pool, clock):
+        start = datetime.fromtimestamp(clock() + 60, UTC)
+        for expiry in ({"ttl": 60}, {"ttl": 30}, {"expires_at": start}):
+            with pytest.raises(InvalidMessage, match="never offered") as refused:
+                job(pool, not_before=start, **expiry)
+            assert refused.value.field == "not_before"
+        assert stored(pool) == []
+        task = job(pool, not_before=start, ttl=61)
+        clock.advance(60)
+        assert [t["id"] for t in pending(pool, "a")] == [task["id"]]
+
     # Refusals ----------------------------------------------------------------------
 
     @pytest.mark.parametrize(
@@ -321,6 +332,7 @@ class JobsContract:
             ({"mode": "any", "retries": {"max_attempts": 2}}, "retries"),
             ({"mode": "any", "rollout": {"max_per_minute": 5}}, "rollout"),
             ({"meta": {"retries": {"max_attempts": 2}}}, "meta"),
+            ({"meta": {"attempt": 5}}, "meta"),
         ],
     )
     def test_malformed_job_options_are_refused_and_store_nothing(self, pool, options, field):
