@@ -3,9 +3,13 @@ and day files left byte-identical."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
 import orjson
 import pytest
 from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
 
 from taskpool.exceptions import MessageTooLarge
 from tests.conftest import client_with, post_json
@@ -772,3 +776,115 @@ def test_the_send_form_refuses_unregistered_devices_too(task, snapshot, db):
 def test_a_format_no_renderer_has_is_a_400_in_words(refused, admin_client_api, path, message):
     body = refused(lambda: admin_client_api.get(path), 400)
     assert body["errors"] == {"format": [message]}
+
+
+# Hostile requests found by probing a running server ----------------------------------
+# Each was once a 500, an HTML page, or a body the pool stored as something else.
+
+# In range as written, out of the calendar once moved to UTC.
+OFF_THE_CALENDAR = ["9999-12-31T23:59:59-00:01", "0001-01-01T00:00:00+00:01"]
+
+
+@pytest.mark.parametrize("moment", OFF_THE_CALENDAR)
+@pytest.mark.parametrize("field", ["expires_at", "not_before"])
+def test_a_time_that_leaves_the_calendar_in_utc_is_400(refused, master_client, field, moment):
+    data = {"to": "device:pi-1", "title": "t", field: moment}
+    refused(lambda: post_json(master_client, "/pool/task", data), 400, field)
+
+
+@pytest.mark.parametrize("moment", OFF_THE_CALENDAR)
+@pytest.mark.parametrize("name", ["since", "until"])
+def test_a_task_list_time_that_leaves_the_calendar_is_400(refused, master_client, name, moment):
+    query = urlencode({name: moment})
+    refused(lambda: master_client.get(f"/pool/tasks?{query}"), 400, name)
+
+
+@pytest.mark.parametrize(
+    ("path", "client_name"),
+    [
+        ("/pool/pending?" + "&".join(["limit=1"] * 1001), "device_client"),
+        ("/pool/pending?" + "&".join(["wait=0"] * 1001), "device_client"),
+        ("/pool/tasks?" + "&".join(["status=open"] * 1001), "master_client"),
+        ("/pool/stream?" + "&".join(["all=1"] * 1001), "master_client"),
+    ],
+    ids=["pending", "long-poll", "tasks", "stream"],
+)
+def test_more_query_parameters_than_django_parses_is_a_json_400(
+    refused, request, path, client_name
+):
+    client = request.getfixturevalue(client_name)
+    body = refused(lambda: client.get(path), 400)
+    assert "parameters" in body["detail"]
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_write_to_the_stream_is_a_json_405_not_a_csrf_page(refused, make_device, method):
+    client = APIClient(enforce_csrf_checks=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_device('pi-3')[1]}")
+    refused(lambda: getattr(client, method)("/pool/stream"), 405)
+
+
+def test_a_write_to_no_endpoint_is_a_json_404_not_a_csrf_page(refused):
+    refused(lambda: APIClient(enforce_csrf_checks=True).post("/pool/nowhere"), 404)
+
+
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        ("/pool/heartbeat", {"body": "sent in chunks", "meta": {"k": 1}}),
+        ("/pool/claim", {"parent_id": UNKNOWN_ID}),
+        ("/pool/response", {"parent_id": UNKNOWN_ID, "status": "done"}),
+    ],
+)
+def test_a_body_without_a_length_is_411_not_read_as_empty(refused, device_client, path, data):
+    # What a chunked request looks like to Django: no Content-Length, so the body reads as empty.
+    refused(
+        lambda: post_json(
+            device_client,
+            path,
+            orjson.dumps(data),
+            HTTP_TRANSFER_ENCODING="chunked",
+            CONTENT_LENGTH="",
+        ),
+        411,
+    )
+
+
+def test_a_task_may_not_set_the_attempt_its_devices_are_served(refused, master_client):
+    data = {"to": "device:pi-1", "title": "t", "meta": {"attempt": "x"}}
+    body = refused(lambda: post_json(master_client, "/pool/task", data), 400, "meta")
+    assert body["errors"]["meta"] == ["meta.attempt is set by the server."]
+
+
+@pytest.mark.parametrize(
+    "timing",
+    [
+        {"ttl": 60, "not_before": "+120"},
+        {"ttl": 60, "not_before": "+90"},
+        {"expires_at": "+60", "not_before": "+3600"},
+    ],
+)
+def test_a_task_that_would_expire_before_it_starts_is_400(refused, master_client, timing):
+    now = datetime.now(UTC).replace(microsecond=0)
+    data = {"to": "device:pi-1", "title": "t"}
+    for key, value in timing.items():
+        if isinstance(value, str):
+            value = (now + timedelta(seconds=int(value))).isoformat().replace("+00:00", "Z")
+        data[key] = value
+    refused(lambda: post_json(master_client, "/pool/task", data), 400, "not_before")
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "field"),
+    [
+        ("format=jsonl&limit=5", {}, "limit"),
+        ("format=jsonl&after={cursor}", {}, "after"),
+        ("after={cursor}", {"HTTP_ACCEPT": "application/x-ndjson"}, "after"),
+    ],
+)
+def test_a_page_of_raw_lines_is_400_not_the_whole_day(
+    refused, admin_client_api, task, query, headers, field
+):
+    cursor = admin_client_api.get("/pool/log?limit=1").json()["next_cursor"]
+    path = "/pool/log?" + query.format(cursor=cursor)
+    refused(lambda: admin_client_api.get(path, **headers), 400, field)

@@ -210,3 +210,42 @@ def test_a_streamed_answer_goes_out_whole_through_the_threads(
         {"n": 2},
     ]
     assert body == b"".join(store.day_lines(today()))
+
+
+def test_a_chunked_body_through_the_threads_is_411_and_stores_nothing(
+    pool_front, make_device, snapshot
+):
+    """Under ASGI the body is there, but Django reads it as empty without its length."""
+    _, token = make_device("pi-1")
+    before = snapshot()
+    headers = {
+        "Host": "example.com",
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "Transfer-Encoding": "chunked",
+    }
+    status, answer_headers, body = async_to_sync(call)(
+        pool_front,
+        "/pool/heartbeat",
+        headers=headers,
+        method="POST",
+        body=b'{"body": "x"}',
+        parts=2,
+    )
+    assert (status, answer_headers["Content-Type"]) == (411, "application/json"), body
+    assert "Content-Length" in loads(body)["detail"]
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("path", ["/pool/pending", "/pool/stream"])
+def test_more_parameters_than_django_parses_is_a_json_400_in_front(
+    settings, transactional_db, make_device, path
+):
+    settings.ALLOWED_HOSTS = ["example.com"]
+    front = serve_waiting(get_asgi_application(), prefix="/pool/")
+    _, token = make_device("pi-1")
+    query = "&".join(["wait=1" if path == "/pool/pending" else "after=x"] * 1001)
+    headers = {"Host": "example.com", "Authorization": f"Bearer {token}"}
+    status, answer_headers, body = async_to_sync(call)(front, path, query, headers)
+    assert (status, answer_headers["Content-Type"]) == (400, "application/json"), body
+    assert loads(body)["detail"] == "The request has more than 1000 parameters."

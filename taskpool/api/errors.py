@@ -7,8 +7,11 @@ nowhere else.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -68,6 +71,14 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "too_large"
 
 
+class LengthRequired(exceptions.APIException):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_detail = (
+        "Send the request body with a Content-Length header; a chunked body is not read."
+    )
+    default_code = "length_required"
+
+
 def status_of(error: PoolError) -> int:
     for error_class, code in POOL_ERROR_STATUS:
         if isinstance(error, error_class):
@@ -109,6 +120,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if isinstance(exc, StoreUnavailable):
             response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
+    if isinstance(exc, SuspiciousOperation):
+        return _suspicious(exc)
     handled = drf_exception_handler(exc, context)
     if handled is None:
         return None
@@ -122,6 +135,25 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     else:
         response.data = error_body(_sentence(getattr(exc, "detail", str(exc))))
     return response
+
+
+def _suspicious(exc: SuspiciousOperation) -> Response:
+    """Django's refusal of a request it will not parse (too many parameters, too big a body).
+
+    Django would answer these with its HTML 400 page: here they are refused
+    in the API's shape, and logged where Django logs them.
+    """
+    name = type(exc).__name__
+    logging.getLogger(f"django.security.{name}").error(str(exc), extra={"status_code": 400})
+    if isinstance(exc, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        return Response(error_body(f"The request has more than {limit} parameters."), status=400)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            error_body("The request body is too large."),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    return Response(error_body("The request is malformed."), status=400)
 
 
 def _sentence(detail: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -48,6 +49,12 @@ class LogView(views.PoolAPIView):
     )
     def get(self, request: Request) -> Any:
         if request.accepted_renderer.format == JSONLinesRenderer.format:
+            for name in ("after", "limit"):
+                if name in request.query_params:
+                    # Ignored, a client would take a whole day from its start for a page.
+                    raise ValidationError(
+                        {name: ["A day's raw lines come whole: page in JSON, or give only date."]}
+                    )
             return self.day_lines(self.day())
         if "after" in request.query_params or "limit" in request.query_params:
             return self.page()

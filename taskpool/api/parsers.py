@@ -10,7 +10,7 @@ import orjson
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
-from taskpool.api.errors import PayloadTooLarge
+from taskpool.api.errors import LengthRequired, PayloadTooLarge
 from taskpool.conf import pool_settings
 
 # Strings and the marks that open, close and separate objects and arrays: enough to find
@@ -34,6 +34,18 @@ class StrictJSONParser(BaseParser):
             return strict_loads(data)
         except ValueError as error:
             raise ParseError(f"The request body is not valid JSON: {error}.") from None
+
+
+def refuse_body_of_unknown_length(request: Any) -> None:
+    """``LengthRequired`` for a body sent without a ``Content-Length`` (chunked).
+
+    Django reads such a body as empty, and DRF would parse it as ``{}``: a
+    heartbeat would be stored without what it said, a claim would take the
+    oldest task instead of the one named.
+    """
+    meta = request.META
+    if meta.get("HTTP_TRANSFER_ENCODING") and not meta.get("CONTENT_LENGTH"):
+        raise LengthRequired()
 
 
 def strict_loads(data: bytes | str) -> Any:

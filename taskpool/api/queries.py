@@ -18,6 +18,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from taskpool.api.serializers import in_utc
 from taskpool.conf import pool_settings
 from taskpool.days import parse_day
 from taskpool.exceptions import InvalidCursor, InvalidMessage
@@ -162,8 +163,8 @@ class QueryDateTimeField(QueryField):
                 "Must be an ISO 8601 date and time, like 2026-06-03T12:00:00Z."
             )
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC)
+            return moment.replace(tzinfo=UTC)
+        return in_utc(moment)
 
 
 class QueryChoiceField(serializers.ChoiceField):

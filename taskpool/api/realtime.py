@@ -19,8 +19,10 @@ import functools
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import APIException, MethodNotAllowed, PermissionDenied
 
@@ -43,7 +45,7 @@ from taskpool.stores import get_store
 from taskpool.stores.base import BaseStore
 from taskpool.ticker import ticker
 
-_REFUSALS = (APIException, PoolError, DjangoPermissionDenied)
+_REFUSALS = (APIException, PoolError, DjangoPermissionDenied, SuspiciousOperation)
 
 
 def served_by_event_loop(request: Any) -> bool:
@@ -164,8 +166,14 @@ class StreamSchema(views.PoolAPIView):
 
 
 def documented_as(view: Any, schema_class: type) -> Any:
-    """``view`` (an async view), described in the OpenAPI schema by ``schema_class``."""
+    """``view`` (an async view), described in the OpenAPI schema by ``schema_class``.
 
+    Exempt from Django's CSRF check, as DRF's views are: the view only reads,
+    and answers any other method with the API's own 405, not Django's HTML
+    403 page.
+    """
+
+    @csrf_exempt
     @functools.wraps(view)
     async def documented(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         return await view(request, *args, **kwargs)

@@ -88,10 +88,20 @@ class UTCDateTimeField(serializers.Field):
             ) from None
         if moment.tzinfo is None:
             raise serializers.ValidationError("Must say its time zone (end it with Z for UTC).")
-        return moment.astimezone(UTC)
+        return in_utc(moment)
 
     def to_representation(self, value: Any) -> Any:
         return value
+
+
+def in_utc(moment: datetime) -> datetime:
+    """An aware ``moment`` in UTC; refused if UTC has no such date (before year 1, after 9999)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise serializers.ValidationError(
+            "Must be a time between the years 1 and 9999 in UTC."
+        ) from None
 
 
 def by_the_rule(rule: Callable[..., Any], *args: Any) -> Any:

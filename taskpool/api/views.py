@@ -23,7 +23,7 @@ from taskpool import metrics
 from taskpool.api import queries
 from taskpool.api import serializers as api
 from taskpool.api.errors import error_body, exception_handler
-from taskpool.api.parsers import StrictJSONParser
+from taskpool.api.parsers import StrictJSONParser, refuse_body_of_unknown_length
 from taskpool.api.renderers import JSONRenderer
 from taskpool.authentication import DeviceJWTAuthentication
 from taskpool.conf import pool_settings
@@ -45,6 +45,7 @@ ERROR_DESCRIPTIONS = {
     403: "Not allowed for this principal.",
     404: "No such task in the TASK_TTL horizon.",
     409: "The task's state refuses it: already answered, cancelled, expired, held by another.",
+    411: "A body sent without Content-Length (chunked), which is not read.",
     413: "The body or the message is over MAX_MESSAGE_BYTES.",
     415: "The body is not application/json.",
     422: "An Idempotency-Key reused for a different request.",
@@ -64,7 +65,7 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
 #: What every endpoint may answer with an error.
 ERRORS = errors()
 #: What an endpoint that stores a message may answer besides.
-WRITE_ERRORS = errors(413, 415, 503, 507)
+WRITE_ERRORS = errors(411, 413, 415, 503, 507)
 
 RETRY_AFTER = OpenApiParameter(
     "Retry-After",
@@ -78,6 +79,8 @@ RETRY_AFTER = OpenApiParameter(
 class StrictQueryMixin:
     """A DRF view whose query string is its ``query_serializer_class``'s; errors always JSON.
 
+    A body must come with its length (``refuse_body_of_unknown_length``).
+
     The validated parameters are ``self.query``. An unknown parameter is a
     400 naming it, checked once the caller is known (a 401 or 403 first).
     """
@@ -89,6 +92,7 @@ class StrictQueryMixin:
         serializer = self.query_serializer_class(data=request.query_params)
         serializer.is_valid(raise_exception=True)
         self.query = serializer.validated_data
+        refuse_body_of_unknown_length(request)
 
     def get_exception_handler(self) -> Any:
         return exception_handler
