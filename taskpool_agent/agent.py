@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import http.client
 import logging
+import math
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -64,6 +66,10 @@ class Options:
 class TokenRevoked(Exception):
     """The server answers 401: the device's token is revoked or expired."""
 
+    @classmethod
+    def of(cls, error: Refused) -> TokenRevoked:
+        return cls(f"The server refuses the device's token ({error.detail})")
+
 
 class Agent:
     def __init__(self, config: Config, options: Options, stop: threading.Event | None = None):
@@ -76,6 +82,10 @@ class Agent:
         self.journal = Journal(options.state_dir)
         self.started = time.monotonic()
         self.running: str | None = None
+        #: Set when a call made beside the main loop (a progress answer) gets a 401.
+        self.token_refused = threading.Event()
+        #: Any-one tasks another device held when this one tried, and when it tried.
+        self.held_elsewhere: dict[str, float] = {}
 
     # The loop -------------------------------------------------------------------
 
@@ -103,7 +113,14 @@ class Agent:
 
     def serve_once(self) -> None:
         tasks = self.pending(wait=self.options.wait)
-        runnable = [task for task in tasks if self.journal.read(attempt_key(task)) is None]
+        now = time.monotonic()
+        runnable = [
+            task
+            for task in tasks
+            if self.journal.read(attempt_key(task)) is None
+            and now - self.held_elsewhere.get(attempt_key(task), -math.inf)
+            >= self.options.check_interval
+        ]
         if runnable:
             self.take(runnable[0])
         elif tasks:
@@ -122,9 +139,7 @@ class Agent:
                 return answer.data
             except Refused as error:
                 if error.status == 401:
-                    raise TokenRevoked(
-                        f"The server refuses the device's token ({error.detail})"
-                    ) from None
+                    raise TokenRevoked.of(error) from None
                 log.error(
                     "GET pending refused (%s); again in %.0f s", error, self.client.backoff.most
                 )
@@ -154,7 +169,12 @@ class Agent:
         self.watch(key, task, process, started_at)
 
     def claim(self, key: str, task: dict[str, Any]) -> bool:
-        """Take an any-one task before running it; ``False`` when another device holds it."""
+        """Take an any-one task before running it; ``False`` when another device holds it.
+
+        Held elsewhere (409), the task is not journaled: it leaves this device's
+        pending list while held, and comes back to be claimed again if its holder
+        rejects it or times out. Any other refusal is final.
+        """
         try:
             self.client.call(
                 "POST", "claim", {"parent_id": task["id"]}, idempotency_key=f"{key}.claim"
@@ -162,7 +182,12 @@ class Agent:
             return True
         except Refused as error:
             log.info("%s: not claimed (%s)", key, error)
-            self.journal.write(key, {"state": ANSWERED, "task": task, "refused": str(error)})
+            if error.status == 401:
+                raise TokenRevoked.of(error) from None
+            if error.status == 409:
+                self.held_elsewhere[key] = time.monotonic()
+            else:
+                self.journal.write(key, {"state": ANSWERED, "task": task, "refused": str(error)})
             return False
 
     def watch(
@@ -187,6 +212,10 @@ class Agent:
             while not process.wait(0.2):
                 for progress in process.progress_lines():
                     reporter.report(progress)
+                if self.token_refused.is_set():
+                    # Left running, as if the agent had crashed: started with a new
+                    # token, the agent waits for its end and answers it.
+                    raise TokenRevoked("The server refused the device's token on a progress answer")
                 if closed.is_set():
                     process.kill(self.options.kill_grace)
                     log.info("%s: cancelled, or no longer pending: handler stopped", key)
@@ -262,6 +291,9 @@ class Agent:
         try:
             self.client.call("POST", "response", body, idempotency_key=f"{key}.{outcome.status}")
         except Refused as error:
+            if error.status == 401:
+                log.warning("%s: answer not sent (%s); it is in the journal", key, error)
+                raise TokenRevoked.of(error) from None
             log.warning("%s: the server refused the answer (%s); it is final", key, error)
             self.journal.write(
                 key,
@@ -317,6 +349,8 @@ class Agent:
                 log.warning("heartbeat not sent: %s", error)
             except Stopped:
                 return
+            except Exception:  # never end the heartbeats: the next one may go through
+                log.exception("heartbeat not sent")
             beat += 1
             self.stop.wait(self.options.heartbeat_interval)
 
@@ -342,18 +376,30 @@ def answer_body(task: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
     return {
         "parent_id": task["id"],
         "status": outcome.status,
-        "title": outcome.title,
-        "body": outcome.body,
-        "meta": meta,
+        "title": sendable(outcome.title),
+        "body": sendable(outcome.body),
+        "meta": {
+            key: sendable(value) if isinstance(value, str) else value for key, value in meta.items()
+        },
     }
+
+
+def sendable(text: str) -> str:
+    """``text`` with its NUL characters (which the server refuses) replaced by U+FFFD."""
+    return text.replace("\0", "\ufffd")
 
 
 class ProgressReporter:
     """Sends ``progress:`` lines as progress answers, at most one per interval (the latest).
 
     A ``step-timeout:`` line is not left out that way: the next answer carries
-    it (``meta.step_timeout``), with the latest text. A refusal (409: the task
-    was cancelled or its attempt ended) closes the task.
+    it (``meta.step_timeout``), with the latest text. A 409 (the task was
+    cancelled, or its attempt ended) or a 404 (it is gone) closes the task; a
+    401 stops the agent, leaving the handler to run; any other refusal loses
+    that report only.
+
+    Each report has an idempotency key of its own, kept across its retries: a
+    restarted agent, or a report given up on a bad network, never reuses one.
     """
 
     def __init__(self, agent: Agent, key: str, task: dict[str, Any], closed: threading.Event):
@@ -362,7 +408,6 @@ class ProgressReporter:
         self.text = ""  # the last text reported, which a step timeout alone repeats
         self.step_timeout: float | None = None
         self.done = False
-        self.sent = 0
         self.condition = threading.Condition()
         self.thread = threading.Thread(target=self._send, name="taskpool-progress", daemon=True)
         self.thread.start()
@@ -400,14 +445,19 @@ class ProgressReporter:
                     "POST",
                     "response",
                     answer_body(self.task, outcome),
-                    idempotency_key=f"{self.key}.progress.{self.sent}",
+                    idempotency_key=f"{self.key}.progress.{secrets.token_hex(8)}",
                     retry_for=10 * interval,
                 )
-                self.sent += 1
             except Refused as error:
-                log.info("%s: progress refused (%s): the task is closed", self.key, error)
-                self.closed.set()
-                return
+                if error.status == 401:
+                    log.warning("%s: progress not sent (%s)", self.key, error)
+                    self.agent.token_refused.set()
+                    return
+                if error.status in (404, 409):
+                    log.info("%s: progress refused (%s): the task is closed", self.key, error)
+                    self.closed.set()
+                    return
+                log.warning("%s: progress refused (%s); the handler goes on", self.key, error)
             except (Unreachable, Stopped):
                 pass
             time.sleep(interval)  # what is printed meanwhile: its latest line, next

@@ -72,6 +72,16 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+def directory(given: Path | None, configured: str | None, default: Path, base: Path) -> Path:
+    """A directory named on the command line (from the working directory), else in the
+    config file (from the file's directory), else ``default``: made absolute, since
+    handlers run in a directory of their own."""
+    if given is not None:
+        return given.expanduser().absolute()
+    chosen = Path(configured).expanduser() if configured else default.expanduser()
+    return (base / chosen).absolute()
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     logging.basicConfig(
@@ -100,12 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{config_path} has no token yet: run taskpool-agent enroll.")
         base = config_path.parent
         options = Options(
-            handlers=(
-                arguments.handlers or Path(config.handlers or base / "handlers")
-            ).expanduser(),
-            state_dir=(
-                arguments.state_dir or Path(config.state_dir or "~/.local/state/taskpool-agent")
-            ).expanduser(),
+            handlers=directory(arguments.handlers, config.handlers, base / "handlers", base),
+            state_dir=directory(
+                arguments.state_dir, config.state_dir, Path("~/.local/state/taskpool-agent"), base
+            ),
             wait=arguments.wait,
             heartbeat_interval=arguments.heartbeat_interval,
             check_interval=arguments.check_interval,

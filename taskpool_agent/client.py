@@ -1,13 +1,15 @@
 """HTTP to the pool: JSON in and out, retries with jittered exponential backoff.
 
-Network errors, 5xx and 429 are retried (a write with the same
-``Idempotency-Key``, so the server stores it once); any other 4xx is final,
-409 included: the server has decided and asking again cannot change it.
+Network errors (an answer cut short or garbled included), 5xx and 429 are
+retried (a write with the same ``Idempotency-Key``, so the server stores it
+once); any other 4xx is final, 409 included: the server has decided and
+asking again cannot change it.
 Only the standard library: ``urllib``.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import random
@@ -159,9 +161,10 @@ class PoolClient:
             if error.code >= 500 or error.code == 429:
                 raise _Retryable(f"{error.code} {detail}", _retry_after(error.headers)) from None
             raise Refused(error.code, str(detail)) from None
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            # ValueError: a body that is not JSON (a proxy's error page).
-            raise _Retryable(str(getattr(error, "reason", error))) from None
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
+            # ValueError: a body that is not JSON (a proxy's error page). HTTPException:
+            # an answer cut short or garbled on the way (IncompleteRead, BadStatusLine).
+            raise _Retryable(str(getattr(error, "reason", error)) or type(error).__name__) from None
 
 
 class _Retryable(Exception):

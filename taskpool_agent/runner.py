@@ -32,6 +32,9 @@ from typing import Any
 
 EX_DATAERR = 65
 TAIL_BYTES = 1024
+#: The handler's output is read this much at a time, and at most ``READ_BUDGET`` a look.
+READ_CHUNK = 1 << 16
+READ_BUDGET = 1 << 24
 PROGRESS_PREFIX = b"progress:"
 STEP_TIMEOUT_PREFIX = b"step-timeout:"
 #: The wrapper: runs the handler, then writes its status where the agent finds it.
@@ -63,11 +66,13 @@ def find_handler(handlers: Path, task: dict[str, Any]) -> tuple[Path, list[str]]
     if name is None:
         words = str(task.get("title", "")).split()
         name = words[0] if words else ""
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+    if not isinstance(name, str) or not name or "/" in name or "\0" in name or name.startswith("."):
         raise NoHandler(f"No handler: {name!r} is not a handler name.")
     args = meta.get("args", [])
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
         raise NoHandler("meta.args must be a list of strings.")
+    if any("\0" in arg for arg in args):
+        raise NoHandler("meta.args may not hold a NUL character: no program can be given one.")
     path = handlers / name
     if not path.is_file() or not os.access(path, os.X_OK):
         raise NoHandler(f"No handler named {name} in {handlers}.")
@@ -197,17 +202,29 @@ class HandlerProcess:
             return None
 
     def progress_lines(self) -> list[Progress]:
-        """The ``progress:`` and ``step-timeout:`` lines it printed since the last call."""
+        """The latest ``progress:`` and ``step-timeout:`` lines printed since the last call.
+
+        Only the latest of each kind: the reporter sends no other. The output is
+        read a chunk at a time, at most ``READ_BUDGET`` bytes a call (the rest at
+        the next), so a handler that prints gigabytes costs no more memory.
+        """
+        latest: dict[bool, Progress] = {}
         try:
             with (self.directory / "output").open("rb") as output:
                 output.seek(self._read_at)
-                chunk = output.read()
+                for _ in range(READ_BUDGET // READ_CHUNK):
+                    chunk = output.read(READ_CHUNK)
+                    if not chunk:
+                        break
+                    self._read_at += len(chunk)
+                    lines = (self._partial + chunk).split(b"\n")
+                    self._partial = lines.pop()[-4096:]  # an unfinished line waits for its end
+                    for progress in map(Progress.parse, lines):
+                        if progress is not None:
+                            latest[progress.text is not None] = progress
         except FileNotFoundError:
             return []
-        self._read_at += len(chunk)
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()[-4096:]  # an unfinished line waits for its end
-        return [progress for progress in map(Progress.parse, lines) if progress is not None]
+        return list(latest.values())
 
     def output_tail(self) -> str:
         """The last 1 KiB of its output, as text (a character cut in two is dropped)."""

@@ -43,6 +43,10 @@ HANDLERS = {
     "stepper": 'echo "step-timeout: 30"; echo "progress: flashing"; sleep 1.5; echo flashed',
     # Notes each run (in $1), then takes its time.
     "slow": 'echo run >> "$1"; sleep "${2:-3}"; echo slept',
+    # Notes its run (in $1), then reports progress for a few seconds.
+    "ticker": 'echo run >> "$1"; i=0; while [ $i -lt 15 ]; do echo "progress: step $i"; i=$((i+1)); sleep 0.3; done; echo ticked',
+    # A NUL in its output, which the server refuses in an answer's text.
+    "nul": "printf 'a\\000b\\n'",
 }
 
 
@@ -164,6 +168,13 @@ def final_answer(pool: LivePool, task_id: str, seconds: float = 20, **kwargs) ->
 
     found = wait_for(answered, seconds, f"an answer to {task_id}")
     return found[0]
+
+
+def new_device(pool: LivePool, device_id: str) -> str:
+    """Register (or give a new token to) a validated device of the tests' own; its token."""
+    token = pool.django("taskpool_device", device_id, "--validate", "--token").splitlines()[-1]
+    pool.devices[device_id] = token
+    return token
 
 
 def alive(pid: int) -> bool:
@@ -423,6 +434,124 @@ def test_an_agent_restarted_while_its_handler_still_runs_waits_for_it(pool, agen
     assert (answer["meta"]["status"], answer["body"]) == ("done", "slept\n")
     assert runs.read_text() == "run\n"
     first.stop()
+
+
+def test_a_restarted_agent_goes_on_reporting_progress_and_answers(pool, agent, tmp_path):
+    """The restarted agent's progress answers are new ones, not retries of the first's."""
+    new_device(pool, "pi-ticker")
+    runs = tmp_path / "runs"
+    first = agent("pi-ticker")
+    task = post_task(pool, "pi-ticker", "ticker", args=[str(runs)])
+
+    def reported():
+        return [r["body"] for r in responses(pool, task) if r["meta"]["status"] == "progress"]
+
+    wait_for(reported, 20, "a progress answer")
+    first.kill()
+    first.start()  # the handler still runs, and goes on printing progress
+    answer = final_answer(pool, task, 30)
+    assert (answer["meta"]["status"], answer["body"].splitlines()[-1]) == ("done", "ticked")
+    assert runs.read_text() == "run\n"
+    assert len(reported()) >= 2
+    first.stop()
+
+
+def test_an_answer_refused_for_its_token_waits_for_a_new_one(pool, agent, tmp_path):
+    old_token = new_device(pool, "pi-rotated")
+    runs = tmp_path / "runs"
+    running = agent("pi-rotated")
+    task = post_task(pool, "pi-rotated", "slow", args=[str(runs), "2"])
+    wait_for(runs.exists, 20, "the handler started")
+    token = new_device(pool, "pi-rotated")  # revokes the token the agent has
+    assert running.process.wait(timeout=30) == 78
+    assert [r for r in responses(pool, task) if r["from"] == "device:pi-rotated"] == []
+    running.config.write_text(running.config.read_text().replace(old_token, token))
+    running.start()
+    answer = final_answer(pool, task)
+    assert (answer["meta"]["status"], answer["body"]) == ("done", "slept\n")
+    assert runs.read_text() == "run\n"
+    running.stop()
+
+
+def test_a_nul_in_output_or_arguments_still_gets_an_answer(pool, agent):
+    new_device(pool, "pi-nul")
+    running = agent("pi-nul")
+    printed = post_task(pool, "pi-nul", "nul")
+    argued = post_task(pool, "pi-nul", "hello", args=["a\0b"])
+    answer = final_answer(pool, printed)
+    assert (answer["meta"]["status"], answer["body"]) == ("done", "a\ufffdb\n")
+    answer = final_answer(pool, argued)
+    assert answer["meta"]["status"] == "rejected"
+    assert "NUL" in answer["body"]
+    assert running.process.poll() is None
+    running.stop()
+
+
+def test_an_any_one_task_held_elsewhere_is_claimed_when_it_comes_back(pool, handlers, tmp_path):
+    """The agent itself, in this process: it loses the claim, then takes the task once free."""
+    from taskpool_agent.agent import Agent, Options
+    from taskpool_agent.client import Backoff
+    from taskpool_agent.config import Config
+    from taskpool_agent.journal import attempt_key
+
+    server = pool.servers[0]
+    token = new_device(pool, "pi-second")
+    holder = {"Authorization": f"Bearer {new_device(pool, 'pi-first')}"}
+    posted = httpx.post(
+        f"{server}/pool/task",
+        json={"to": "device:[pi-first,pi-second]", "title": "hello", "mode": "any"},
+        headers=pool.bearer("ops"),
+    )
+    assert posted.status_code == 201, posted.text
+    task = posted.json()
+    claimed = httpx.post(f"{server}/pool/claim", json={"parent_id": task["id"]}, headers=holder)
+    assert claimed.status_code == 201, claimed.text
+
+    options = Options(
+        handlers=handlers,
+        state_dir=tmp_path / "state",
+        wait=1,
+        check_interval=0.05,
+        stream=False,
+        backoff=Backoff(0.01, 0.05),
+    )
+    device = Agent(Config(f"{server}/pool/", "pi-second", token), options)
+    assert device.claim(attempt_key(task), task) is False
+    assert device.journal.read(attempt_key(task)) is None  # not given up for good
+    rejected = httpx.post(
+        f"{server}/pool/response",
+        json={"parent_id": task["id"], "status": "rejected"},
+        headers=holder,
+    )
+    assert rejected.status_code == 201, rejected.text
+    time.sleep(0.1)
+    device.serve_once()
+    answers = [r for r in responses(pool, task["id"]) if r["from"] == "device:pi-second"]
+    assert [r["meta"]["status"] for r in answers] == ["claimed", "done"]
+
+
+def test_relative_directories_are_found_from_where_the_agent_starts(pool, tmp_path, handlers):
+    """``--state-dir state`` from the working directory, handlers by default next to
+    ``--config config.toml``: the handler runs elsewhere, and still is found."""
+    token = new_device(pool, "pi-relative")
+    (tmp_path / "config.toml").write_text(
+        f'server = "{pool.servers[0]}/pool/"\ndevice_id = "pi-relative"\ntoken = "{token}"\n'
+    )
+    command = [
+        sys.executable, "-m", "taskpool_agent", "--config", "config.toml", "--backoff-max", "0.5",
+        "run", "--state-dir", "state", "--wait", "2", "--heartbeat-interval", "1",
+        "--check-interval", "0.3",
+    ]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with (tmp_path / "agent.log").open("a") as log:
+        process = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=log, stderr=log)
+    try:
+        task = post_task(pool, "pi-relative", "hello world")
+        answer = final_answer(pool, task)
+        assert (answer["meta"]["status"], answer["body"][:6]) == ("done", "hello ")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
 
 
 def test_sigterm_stops_the_agent_and_its_handler_in_seconds(pool, agent, tmp_path):

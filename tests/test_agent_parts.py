@@ -14,7 +14,14 @@ import pytest
 from taskpool_agent.client import Backoff, PoolClient, Refused, Unreachable
 from taskpool_agent.config import Config, ConfigError, load, save
 from taskpool_agent.journal import ANSWERED, FINISHED, STARTED, Journal, attempt_key
-from taskpool_agent.runner import NoHandler, Progress, find_handler, outcome_of, timeout_of
+from taskpool_agent.runner import (
+    HandlerProcess,
+    NoHandler,
+    Progress,
+    find_handler,
+    outcome_of,
+    timeout_of,
+)
 
 
 def test_the_config_round_trips_and_is_0600(tmp_path):
@@ -145,6 +152,9 @@ def test_backoff_doubles_with_jitter_up_to_its_most():
         assert len(delays) > 1  # jittered
 
 
+GARBLED, CUT_SHORT = -1, -2
+
+
 class Answers(http.server.BaseHTTPRequestHandler):
     """A real HTTP server that answers from a script: (status, body) per request."""
 
@@ -157,7 +167,18 @@ class Answers(http.server.BaseHTTPRequestHandler):
             {"key": self.headers["Idempotency-Key"], "body": json.loads(self.rfile.read(length))}
         )
         status, body = Answers.script.pop(0)
+        if status == GARBLED:  # a status line that is not HTTP
+            self.wfile.write(b"GARBAGE\r\n\r\n")
+            self.close_connection = True
+            return
         data = json.dumps(body).encode()
+        if status == CUT_SHORT:  # the body stops before its announced length
+            self.send_response(201)
+            self.send_header("Content-Length", str(len(data) + 10))
+            self.end_headers()
+            self.wfile.write(data)
+            self.close_connection = True
+            return
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -200,3 +221,33 @@ def test_retries_end_when_their_time_is_up():
     closed = PoolClient("http://127.0.0.1:9/pool/", "t", Backoff(0.01, 0.02))  # discard port
     with pytest.raises(Unreachable):
         closed.call("POST", "heartbeat", {}, retry_for=0.2)
+
+
+def test_an_answer_garbled_or_cut_short_on_the_way_is_retried(scripted):
+    Answers.script = [(GARBLED, {}), (CUT_SHORT, {"id": "msg_1"}), (201, {"id": "msg_1"})]
+    answer = client_for(scripted).call("POST", "response", {"a": 1}, idempotency_key="k1")
+    assert answer.data == {"id": "msg_1"}
+    assert [seen["key"] for seen in Answers.seen] == ["k1", "k1", "k1"]
+
+
+def test_a_nul_in_a_handler_name_or_its_arguments_is_no_handler(handlers):
+    for meta in ({"handler": "echo\0"}, {"args": ["a\0b"]}):
+        with pytest.raises(NoHandler, match="NUL|not a handler name"):
+            find_handler(handlers, {"title": "echo", "meta": meta})
+
+
+def test_handler_output_of_any_size_is_read_in_bounded_pieces(tmp_path, monkeypatch):
+    from taskpool_agent import runner
+
+    monkeypatch.setattr(runner, "READ_BUDGET", 4 * runner.READ_CHUNK)
+    process = HandlerProcess(tmp_path, 0)
+    noise = b"y" * (3 * runner.READ_CHUNK)  # one line longer than a chunk
+    (tmp_path / "output").write_bytes(
+        b"progress: one\n" + noise + b"\nstep-timeout: 30\nprogress: two\n" + noise + b"\n"
+        + b"progress: three\n"
+    )  # fmt: skip
+    first = process.progress_lines()
+    assert first == [Progress(text="two"), Progress(step_timeout=30.0)]  # the latest of each
+    assert len(process._partial) <= 4096  # a long line is not kept whole
+    assert process.progress_lines() == [Progress(text="three")]  # the rest, at the next look
+    assert process.progress_lines() == []
