@@ -9,12 +9,15 @@ journal first: it sends what it had finished, waits for a handler that still
 runs, and never runs an attempt it has an entry for again.
 
 Every write is a whole new file renamed into place, so a crash leaves the old
-entry or the new one, never half of one.
+entry or the new one, never half of one. An entry the disk damaged anyway (an
+SD card's bad block, a hand edit) reads as ``damaged``: the attempt may have
+started, so it is never run again, and it is left on disk to be looked at.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,11 +27,15 @@ from pathlib import Path
 from typing import Any
 
 STARTED, FINISHED, ANSWERED = "started", "finished", "answered"
+#: An entry that cannot be read: neither run again nor answered.
+DAMAGED = "damaged"
 
 #: How long answered entries are kept (a task lives at most a week by default).
 KEEP_SECONDS = 8 * 24 * 3600
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+log = logging.getLogger("taskpool_agent")
 
 
 def attempt_key(task: dict[str, Any]) -> str:
@@ -41,6 +48,7 @@ class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "tasks"
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._damaged_seen: set[str] = set()  # said once each, not at every poll
 
     def directory(self, key: str) -> Path:
         """The attempt's directory (created): the entry and the handler's files."""
@@ -49,12 +57,20 @@ class Journal:
         return path
 
     def read(self, key: str) -> dict[str, Any] | None:
+        """The attempt's entry; ``None`` if it has none; ``{"state": "damaged"}`` if unreadable."""
+        path = self.root / key / "entry.json"
         try:
-            return json.loads((self.root / key / "entry.json").read_text())
+            entry = json.loads(path.read_bytes())
         except FileNotFoundError:
             return None
-        except ValueError:  # cannot happen with whole-file renames; treat as unknown
-            return None
+        except (OSError, ValueError):
+            entry = None
+        if _well_formed(entry):
+            return entry
+        if key not in self._damaged_seen:
+            self._damaged_seen.add(key)
+            log.warning("%s is damaged: that attempt is not run again, nor answered", path)
+        return {"state": DAMAGED}
 
     def write(self, key: str, entry: dict[str, Any]) -> None:
         directory = self.directory(key)
@@ -76,7 +92,7 @@ class Journal:
         entries = []
         for path in self.root.iterdir():
             entry = self.read(path.name) if path.is_dir() else None
-            if entry is not None and entry.get("state") != ANSWERED:
+            if entry is not None and entry["state"] in (STARTED, FINISHED):
                 entries.append((entry.get("started_at", 0.0), path.name, entry))
         for _, key, entry in sorted(entries, key=lambda item: (item[0], item[1])):
             yield key, entry
@@ -93,3 +109,24 @@ class Journal:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def _well_formed(entry: Any) -> bool:
+    """Whether ``entry`` is one the agent wrote: a state, the task, when it was written."""
+    return (
+        isinstance(entry, dict)
+        and entry.get("state") in (STARTED, FINISHED, ANSWERED)
+        and isinstance(entry.get("task"), dict)
+        and isinstance(entry["task"].get("id"), str)
+        and isinstance(entry.get("updated_at"), int | float)
+        and (entry["state"] != FINISHED or _answer_shaped(entry.get("answer")))
+        and (entry["state"] != STARTED or isinstance(entry.get("started_at"), int | float))
+    )
+
+
+def _answer_shaped(answer: Any) -> bool:
+    """An ``Outcome`` as the journal keeps it (``Outcome.as_dict``)."""
+    return isinstance(answer, dict) and {"status", "title"} <= answer.keys() <= ANSWER_FIELDS
+
+
+ANSWER_FIELDS = {"status", "title", "body", "meta"}

@@ -13,7 +13,7 @@ import pytest
 
 from taskpool_agent.client import Backoff, PoolClient, Refused, Unreachable
 from taskpool_agent.config import Config, ConfigError, load, save
-from taskpool_agent.journal import ANSWERED, FINISHED, STARTED, Journal, attempt_key
+from taskpool_agent.journal import ANSWERED, DAMAGED, FINISHED, STARTED, Journal, attempt_key
 from taskpool_agent.runner import (
     HandlerProcess,
     NoHandler,
@@ -136,7 +136,8 @@ def test_the_journal(tmp_path):
     assert attempt_key({"id": "../../etc", "meta": {}}) == ".._.._etc.1"
     assert journal.read(key) is None
     journal.write(key, {"state": STARTED, "task": task, "started_at": 2.0})
-    journal.write("other.1", {"state": FINISHED, "task": task, "started_at": 1.0})
+    answer = {"status": "done", "title": "exit 0", "body": "", "meta": {}}
+    journal.write("other.1", {"state": FINISHED, "task": task, "started_at": 1.0, "answer": answer})
     journal.write("done.1", {"state": ANSWERED, "task": task, "started_at": 0.5})
     assert [k for k, _ in journal.unanswered()] == ["other.1", key]
     assert journal.forget_old(now=time.time()) == 0
@@ -251,3 +252,30 @@ def test_handler_output_of_any_size_is_read_in_bounded_pieces(tmp_path, monkeypa
     assert len(process._partial) <= 4096  # a long line is not kept whole
     assert process.progress_lines() == [Progress(text="three")]  # the rest, at the next look
     assert process.progress_lines() == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"{not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"state": "started"}',
+        b'{"state": "finished", "task": {"id": "msg_1"}, "updated_at": 1}',
+        b'{"state": "finished", "task": {"id": "msg_1"}, "updated_at": 1, "answer": {"x": 1}}',
+        b'{"state": "started", "task": {"id": "msg_1"}, "updated_at": 1}',
+        b'{"state": "sent", "task": {"id": "msg_1"}, "updated_at": 1}',
+    ],
+)
+def test_a_damaged_entry_is_never_run_again_nor_stops_the_agent(tmp_path, text, caplog):
+    journal = Journal(tmp_path)
+    task = {"id": "msg_" + "b" * 32, "meta": {}}
+    key = attempt_key(task)
+    journal.write(key, {"state": STARTED, "task": task, "started_at": 1.0, "pid": 5})
+    (journal.directory(key) / "entry.json").write_bytes(text)
+    assert journal.read(key) == {"state": DAMAGED}  # known: an agent does not take it again
+    assert journal.read(key) == {"state": DAMAGED}
+    assert list(journal.unanswered()) == []  # nothing to answer from it
+    assert journal.forget_old(now=10**12) == 0  # and it stays, to be looked at
+    warnings = [r for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(warnings) == 1 and str(journal.root / key / "entry.json") in warnings[0].getMessage()
