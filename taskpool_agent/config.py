@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+import urllib.parse
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -61,7 +62,18 @@ def load(path: Path) -> Config:
             raise ConfigError(f"{path}: {key} must be a string.")
     if not values.get("server") or not values.get("device_id"):
         raise ConfigError(f"{path}: server and device_id are required.")
+    check_server(values["server"], where=f"{path}: server")
     return Config(**values)
+
+
+def check_server(url: str, *, where: str = "server") -> None:
+    """``ConfigError`` unless ``url`` is an http(s) URL with a host (else every call would fail
+    and be retried for ever as a network error)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"{where} must be an http:// or https:// URL, like https://host/pool/, not {url!r}."
+        )
 
 
 def save(path: Path, config: Config) -> None:

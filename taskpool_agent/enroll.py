@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from taskpool_agent.client import Backoff, PoolClient
-from taskpool_agent.config import Config, ConfigError, load, save
+from taskpool_agent.config import Config, ConfigError, check_server, load, save
 
 log = logging.getLogger("taskpool_agent")
 
@@ -30,6 +30,7 @@ def enroll(
 ) -> Config:
     """Enroll ``device_id`` at ``server`` and wait for its token; the saved config."""
     stop = stop or threading.Event()
+    check_server(server, where="--server")
     enrolled = _enrolled(path, server, device_id)
     if enrolled is not None:
         print(f"{device_id} is enrolled already: its token is in {path}.", flush=True)

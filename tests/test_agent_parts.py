@@ -43,6 +43,9 @@ def test_the_config_round_trips_and_is_0600(tmp_path):
         ('server = "http://h/"\ndevice_id = 5\n', "device_id must be a string"),
         ('server = "http://h/"\ndevice_id = "x"\ncolour = "red"\n', "unknown keys colour"),
         ("server = \n", "Cannot read"),
+        ('server = "127.0.0.1:8000/pool/"\ndevice_id = "x"\n', "an http:// or https:// URL"),
+        ('server = "ftp://h/pool/"\ndevice_id = "x"\n', "an http:// or https:// URL"),
+        ('server = "http:///pool/"\ndevice_id = "x"\n', "an http:// or https:// URL"),
     ],
 )
 def test_a_bad_config_says_what_is_wrong(tmp_path, text, says):
