@@ -2,10 +2,18 @@
 
 ``request_enrollment`` records the request as a new, unvalidated
 ``DeviceUser`` and returns a secret that only the device knows (the database
-keeps its SHA-256). ``collect_token`` hands the device its token, exactly once,
-after staff validated it: in the admin, or with ``taskpool_device ID --validate``.
-An id that is already registered cannot be enrolled again, so enrolling can
-never take a device over.
+keeps its SHA-256). ``collect_token`` hands the device its token after staff
+validated it: in the admin, or with ``taskpool_device ID --validate``. An id
+that is already registered cannot be enrolled again, so enrolling can never
+take a device over.
+
+Either answer may be lost on the way, and the device must not need staff to
+start over then. A request with a request key (the ``Idempotency-Key``, at
+least 32 characters, that the device keeps) gets a secret derived from it, so
+asking again with the same key gets the same secret, as long as the token has
+not been collected. A device whose token answer was lost asks again with its
+secret within ``RECOLLECT_SECONDS`` of the first hand-out and gets a new
+token; each hand-out revokes the ones before, so only the last one works.
 """
 
 from __future__ import annotations
@@ -14,15 +22,19 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from taskpool.conf import pool_settings
 from taskpool.exceptions import (
     DeviceExists,
     EnrollmentRefused,
+    IdempotencyConflict,
+    InvalidMessage,
     TokenCollected,
     UnknownDevice,
     WrongEnrollmentSecret,
@@ -32,6 +44,10 @@ from taskpool.tokens import DeviceToken
 
 #: Seconds a waiting device is asked to wait between two asks for its token.
 POLL_SECONDS = 5
+#: Seconds after the first hand-out during which the secret still gets a (new) token.
+RECOLLECT_SECONDS = 600
+#: The shortest request key: it stands for the device's secret, so it must be as hard to guess.
+REQUEST_KEY_MIN_LENGTH = 32
 
 
 def secret_hash(secret: str) -> str:
@@ -55,9 +71,26 @@ def request_enrollment(
     kind: str = "",
     meta: dict[str, Any] | None = None,
     address: str | None = None,
+    request_key: str | None = None,
 ) -> str:
-    """Record a new unvalidated device asking to join; its enrollment secret (shown once)."""
-    secret = secrets.token_urlsafe(32)
+    """Record a new unvalidated device asking to join; its enrollment secret.
+
+    With ``request_key`` the secret is derived from it, and the same request
+    asked again gets the same secret (``IdempotencyConflict`` for another
+    request with the key) until the device collects its token.
+    """
+    if request_key is None:
+        secret = secrets.token_urlsafe(32)
+    else:
+        if len(request_key) < REQUEST_KEY_MIN_LENGTH:
+            raise InvalidMessage(
+                f"An enrollment's Idempotency-Key must have at least {REQUEST_KEY_MIN_LENGTH} "
+                "characters: it stands for the device's secret.",
+                field="Idempotency-Key",
+            )
+        secret = salted_hmac(
+            "taskpool.enrollment", f"{device_id}\n{request_key}", algorithm="sha256"
+        ).hexdigest()
     try:
         with transaction.atomic():
             DeviceUser.objects.create(
@@ -70,11 +103,30 @@ def request_enrollment(
                 enrollment_address=address,
             )
     except IntegrityError:
+        if request_key is not None and _asked_before(device_id, secret, kind, meta or {}):
+            return secret
         raise DeviceExists(
             f"Device {device_id} is already registered: it cannot be enrolled again.",
             field="device_id",
         ) from None
     return secret
+
+
+def _asked_before(device_id: str, secret: str, kind: str, meta: dict[str, Any]) -> bool:
+    """Whether ``device_id`` waits for its token from a request with this secret's key."""
+    device = DeviceUser.objects.filter(pk=device_id).first()
+    if (
+        device is None
+        or device.token_collected_at is not None
+        or not device.enrollment_secret_hash
+        or not hmac.compare_digest(device.enrollment_secret_hash, secret_hash(secret))
+    ):
+        return False
+    if (device.kind, device.enrollment_meta) != (kind, meta):
+        raise IdempotencyConflict(
+            "This Idempotency-Key asked to enroll the device with another kind or meta."
+        )
+    return True
 
 
 @dataclass(frozen=True)
@@ -90,7 +142,8 @@ class Collected:
 
 
 def collect_token(device_id: str, secret: str) -> Collected:
-    """The device's token once staff validated it, ``waiting`` before; gone after the first time.
+    """The device's token once staff validated it, ``waiting`` before; a new token (revoking
+    the last) when asked again within ``RECOLLECT_SECONDS``; ``TokenCollected`` after.
 
     The hand-out is one conditional UPDATE, so two asks at once cannot both win.
     """
@@ -102,7 +155,12 @@ def collect_token(device_id: str, secret: str) -> Collected:
     ):
         raise WrongEnrollmentSecret("Wrong Enrollment-Secret for this device.")
     if device.token_collected_at is not None:
-        raise TokenCollected(f"The token of {device_id} was handed out already.")
+        if timezone.now() - device.token_collected_at > timedelta(seconds=RECOLLECT_SECONDS):
+            raise TokenCollected(f"The token of {device_id} was handed out already.")
+        if not device.validated:
+            return Collected(device_id, None)
+        device.rotate_session()  # the token handed out before, lost or not, stops working
+        return Collected(device_id, str(DeviceToken.for_device(device)))
     if not device.validated:
         return Collected(device_id, None)
     handed_out = DeviceUser.objects.filter(

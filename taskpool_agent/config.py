@@ -35,6 +35,8 @@ class Config:
     device_id: str
     token: str = ""
     enrollment_secret: str = ""
+    #: The enrollment request's Idempotency-Key, kept until the token comes.
+    enrollment_request: str = ""
     handlers: str = ""
     state_dir: str = ""
 

@@ -1,17 +1,22 @@
 """Joining the fleet: ask to enroll, wait for staff to approve, keep the token.
 
-The secret the server hands out is written to the config file at once, so
-that an ``enroll`` interrupted while it waits resumes waiting when it is run
-again (enrolling the same id twice is refused).
+The request carries an ``Idempotency-Key`` written to the config file before
+it is sent, and the secret the server hands out is written there at once: an
+``enroll`` whose answer was lost, or that was interrupted while it waits,
+asks again with the same key and gets the same secret (enrolling the same id
+without it is refused). A token whose answer was lost is asked for again
+with the secret, which the server allows for a few minutes.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from taskpool_agent.client import Backoff, PoolClient
+from taskpool_agent.client import Backoff, PoolClient, Refused
 from taskpool_agent.config import Config, ConfigError, check_server, load, save
 
 log = logging.getLogger("taskpool_agent")
@@ -38,9 +43,21 @@ def enroll(
     config = _resumable(path, server, device_id) or Config(server=server, device_id=device_id)
     client = PoolClient(config.base_url, backoff=backoff or Backoff(), stop=stop)
     if not config.enrollment_secret:
+        undo = None
+        if not config.enrollment_request:
+            undo = _undo_of(path)
+            config.enrollment_request = secrets.token_urlsafe(32)
+            save(path, config)  # before asking: a lost answer is asked for again with it
         headers = {"Enrollment-Key": enrollment_key} if enrollment_key else {}
         body = {"device_id": device_id, "kind": kind, "meta": {"agent": "taskpool-agent"}}
-        answer = client.call("POST", "enroll", body, headers=headers)
+        try:
+            answer = client.call(
+                "POST", "enroll", body, headers=headers, idempotency_key=config.enrollment_request
+            )
+        except Refused:
+            if undo is not None:  # refused for good: the config file as it was
+                undo()
+            raise
         config.enrollment_secret = answer.data["enrollment_secret"]
         save(path, config)
         print(f"Asked to join as {device_id}: waiting for staff to approve it.", flush=True)
@@ -52,7 +69,7 @@ def enroll(
         )
         if answer.status == 200:
             config.token = answer.data["token"]
-            config.enrollment_secret = ""
+            config.enrollment_secret = config.enrollment_request = ""
             save(path, config)
             print(f"Approved: the token is saved in {path}.", flush=True)
             return config
@@ -78,6 +95,19 @@ def _resumable(path: Path, server: str, device_id: str) -> Config | None:
         config = load(path)
     except ConfigError:
         return None
-    if config.server == server and config.device_id == device_id and config.enrollment_secret:
+    if (
+        config.server == server
+        and config.device_id == device_id
+        and (config.enrollment_secret or config.enrollment_request)
+    ):
         return config
     return None
+
+
+def _undo_of(path: Path) -> Callable[[], object]:
+    """What puts ``path`` back as it is now: the same bytes, or no file."""
+    try:
+        contents = path.read_bytes()
+    except FileNotFoundError:
+        return lambda: path.unlink(missing_ok=True)
+    return lambda: path.write_bytes(contents)

@@ -232,6 +232,46 @@ def test_enroll_waits_for_approval_and_saves_the_token_0600(pool, tmp_path):
     assert answer.status_code == 200
 
 
+def test_an_enrollment_whose_answers_were_lost_goes_on_without_staff(pool, tmp_path):
+    """Both answers lost on the way, as a bad network loses them: the server acted on each
+    request, the agent never heard. The config holds what the agent had saved then."""
+    server = f"{pool.servers[0]}/pool/"
+    config = tmp_path / "config.toml"
+    key = "lost-answer-" + "k" * 32
+    sent = httpx.post(
+        f"{server}enroll", json={"device_id": "pi-lossy", "kind": "raspberry-pi",
+        "meta": {"agent": "taskpool-agent"}}, headers={"Idempotency-Key": key},
+    )  # fmt: skip
+    assert sent.status_code == 202, sent.text
+    config.write_text(
+        f'server = "{server}"\ndevice_id = "pi-lossy"\nenrollment_request = "{key}"\n'
+    )
+    process = subprocess.Popen(
+        enroll_command(pool, config, "pi-lossy"), cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert "waiting for staff to approve" in process.stdout.readline()
+        secret = config.read_text().split('enrollment_secret = "')[1].split('"')[0]
+        assert secret == sent.json()["enrollment_secret"]  # the same request, the same secret
+        process.kill()
+        process.wait(timeout=10)
+    finally:
+        process.kill()
+    pool.django("taskpool_device", "pi-lossy", "--validate")
+    lost = httpx.get(f"{server}enroll/pi-lossy", headers={"Enrollment-Secret": secret})
+    assert lost.status_code == 200  # handed out, and lost on the way
+    again = subprocess.run(
+        enroll_command(pool, config, "pi-lossy"), cwd=ROOT, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    saved = config.read_text()
+    assert "enrollment_secret" not in saved and "enrollment_request" not in saved
+    token = saved.split('token = "')[1].split('"')[0]
+    for used, works in ((token, 200), (lost.json()["token"], 401)):
+        answer = httpx.get(f"{server}pending", headers={"Authorization": f"Bearer {used}"})
+        assert answer.status_code == works
+
+
 def test_enrolling_a_registered_id_fails_with_the_servers_reason(pool, tmp_path):
     config = tmp_path / "config.toml"
     done = subprocess.run(
@@ -240,6 +280,13 @@ def test_enrolling_a_registered_id_fails_with_the_servers_reason(pool, tmp_path)
     assert done.returncode == 1
     assert "409" in done.stderr and "already registered" in done.stderr
     assert not config.exists()
+    kept = 'server = "https://elsewhere.example/pool/"\ndevice_id = "other"\ntoken = "t"\n'
+    config.write_text(kept)  # another enrollment's config: a refusal leaves it as it was
+    again = subprocess.run(
+        enroll_command(pool, config, "pi-9"), cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert again.returncode == 1 and "409" in again.stderr
+    assert config.read_text() == kept
 
 
 def test_enrolling_with_a_wrong_key_fails_and_the_right_key_joins(tmp_path):

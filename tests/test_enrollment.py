@@ -7,12 +7,14 @@ secret, a token asked for twice, too many requests from one address.
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from taskpool.enrollment import RECOLLECT_SECONDS
 from taskpool.models import DeviceUser
 from tests.conftest import client_with
 
@@ -65,9 +67,19 @@ def test_enroll_wait_approve_collect_once():
     token = collected.json()["token"]
     assert client_with(token).get("/pool/pending").status_code == 200
 
+    # The answer may have been lost on the way: asked again soon after, a new token,
+    # and the one before stops working.
     again = ask_token(client, "pi-new", secret)
-    assert again.status_code == 410
-    assert "handed out" in again.json()["detail"]
+    assert again.status_code == 200
+    assert client_with(again.json()["token"]).get("/pool/pending").status_code == 200
+    assert client_with(token).get("/pool/pending").status_code == 401
+
+    handed_out = DeviceUser.objects.get(pk="pi-new").token_collected_at
+    later = handed_out - timedelta(seconds=RECOLLECT_SECONDS + 1)
+    DeviceUser.objects.filter(pk="pi-new").update(token_collected_at=later)
+    gone = ask_token(client, "pi-new", secret)
+    assert gone.status_code == 410
+    assert "handed out" in gone.json()["detail"]
 
 
 def test_a_wrong_secret_is_403_before_and_after_approval():
@@ -112,6 +124,57 @@ def test_enrolling_twice_is_409_and_keeps_the_first_secret():
     first = enroll(client, {"device_id": "pi-new"}).json()["enrollment_secret"]
     assert enroll(client, {"device_id": "pi-new"}).status_code == 409
     assert ask_token(client, "pi-new", first).status_code == 202
+
+
+REQUEST_KEY = "k" * 32
+
+
+def test_a_request_asked_again_with_its_key_gets_the_same_secret():
+    """What a device does when the answer to its request was lost on the way."""
+    client = APIClient()
+    body = {"device_id": "pi-new", "kind": "raspberry-pi", "meta": {"os": "12"}}
+    first = enroll(client, body, **{"Idempotency-Key": REQUEST_KEY})
+    assert first.status_code == 202, first.content
+    again = enroll(client, body, **{"Idempotency-Key": REQUEST_KEY})
+    assert again.status_code == 202, again.content
+    secret = first.json()["enrollment_secret"]
+    assert again.json()["enrollment_secret"] == secret
+    assert DeviceUser.objects.filter(pk="pi-new").count() == 1
+
+    other = enroll(client, body, **{"Idempotency-Key": "o" * 32})
+    assert other.status_code == 409  # another requester: no take-over
+    changed = enroll(client, {**body, "kind": "phone"}, **{"Idempotency-Key": REQUEST_KEY})
+    assert changed.status_code == 422
+
+    call_command("taskpool_device", "pi-new", "--validate", stdout=io.StringIO())
+    assert enroll(client, body, **{"Idempotency-Key": REQUEST_KEY}).status_code == 202
+    assert ask_token(client, "pi-new", secret).status_code == 200
+    collected = enroll(client, body, **{"Idempotency-Key": REQUEST_KEY})
+    assert collected.status_code == 409  # enrolled: the request is over
+
+
+def test_a_request_key_must_be_as_hard_to_guess_as_a_secret():
+    refused = enroll(APIClient(), {"device_id": "pi-new"}, **{"Idempotency-Key": "short"})
+    assert refused.status_code == 400
+    assert "Idempotency-Key" in refused.json()["errors"]
+    assert not DeviceUser.objects.filter(pk="pi-new").exists()
+
+
+def test_a_registered_id_is_not_taken_over_with_a_request_key(make_device):
+    device, _ = make_device("pi-1", validated=False)
+    refused = enroll(APIClient(), {"device_id": "pi-1"}, **{"Idempotency-Key": REQUEST_KEY})
+    assert refused.status_code == 409
+    device.refresh_from_db()
+    assert device.enrollment_secret_hash == ""
+
+
+def test_an_unvalidated_device_asking_again_after_its_token_waits(make_device):
+    client = APIClient()
+    secret = enroll(client, {"device_id": "pi-new"}).json()["enrollment_secret"]
+    call_command("taskpool_device", "pi-new", "--validate", stdout=io.StringIO())
+    assert ask_token(client, "pi-new", secret).status_code == 200
+    call_command("taskpool_device", "pi-new", "--invalidate", stdout=io.StringIO())
+    assert ask_token(client, "pi-new", secret).status_code == 202
 
 
 def test_the_enrollment_key(settings):

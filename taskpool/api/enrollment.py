@@ -18,7 +18,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from taskpool import enrollment
 from taskpool.api import serializers as api
-from taskpool.api.views import PoolAPIView, errors
+from taskpool.api.views import PoolAPIView, errors, idempotency_key
 
 #: Enrollment requests one address may make, unless REST_FRAMEWORK's
 #: DEFAULT_THROTTLE_RATES names the scope ``taskpool_enroll``.
@@ -45,6 +45,13 @@ ENROLLMENT_KEY = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="The site's enrollment key, where TASKPOOL['ENROLLMENT_KEY'] sets one.",
 )
+REQUEST_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="At least 32 characters the device keeps: asked again with it (a lost answer), "
+    "the same request gets the same enrollment_secret until the token is collected.",
+)
 ENROLLMENT_SECRET = OpenApiParameter(
     "Enrollment-Secret",
     str,
@@ -65,7 +72,7 @@ class EnrollView(PoolAPIView):
     @extend_schema(
         summary="Ask to join the fleet: staff validate the device, then it collects its token",
         request=api.EnrollRequestSerializer,
-        parameters=[ENROLLMENT_KEY],
+        parameters=[ENROLLMENT_KEY, REQUEST_KEY],
         responses={
             202: api.EnrollmentSerializer,
             400: errors()[400],
@@ -75,7 +82,7 @@ class EnrollView(PoolAPIView):
             409: OpenApiResponse(
                 api.ErrorSerializer, description="The device id is already registered."
             ),
-            **errors(413, 415),
+            **errors(413, 415, 422),
             429: THROTTLED,
         },
         auth=[],
@@ -88,6 +95,7 @@ class EnrollView(PoolAPIView):
             kind=data["kind"],
             meta=data["meta"],
             address=request.META.get("REMOTE_ADDR") or None,
+            request_key=idempotency_key(request),
         )
         answer = api.EnrollmentSerializer(
             {"device_id": data["device_id"], "enrollment_secret": secret}
@@ -100,7 +108,9 @@ class EnrollmentTokenView(PoolAPIView):
     permission_classes = [AllowAny]
 
     @extend_schema(
-        summary="The enrolled device's token: 202 while it waits for approval, 200 once, then 410",
+        summary="The enrolled device's token: 202 while it waits for approval, then 200; "
+        f"asked again within {enrollment.RECOLLECT_SECONDS // 60} minutes, a new token "
+        "(the last one revoked), then 410",
         parameters=[ENROLLMENT_SECRET],
         responses={
             200: api.DeviceTokenSerializer,
@@ -109,7 +119,9 @@ class EnrollmentTokenView(PoolAPIView):
             403: OpenApiResponse(api.ErrorSerializer, description="Wrong Enrollment-Secret."),
             404: OpenApiResponse(api.ErrorSerializer, description="No such device."),
             410: OpenApiResponse(
-                api.ErrorSerializer, description="The token was handed out already."
+                api.ErrorSerializer,
+                description="The token was handed out more than "
+                f"{enrollment.RECOLLECT_SECONDS // 60} minutes ago.",
             ),
         },
         auth=[],
