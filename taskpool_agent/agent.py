@@ -224,27 +224,20 @@ class Agent:
                 if self.stop.is_set():
                     process.kill(self.options.kill_grace)
                     reason = "The agent was stopped while the handler ran."
-                    outcome = Outcome(
-                        "failed", "stopped", process.output_tail(), {"reason": reason}
-                    )
+                    outcome = ended(process, started_at).stopped("stopped", {"reason": reason})
                     break
                 if time.monotonic() >= deadline:
                     process.kill(self.options.kill_grace)
                     reason = f"The handler timed out after {timeout:g} s."
-                    outcome = Outcome(
-                        "failed",
-                        "timed out",
-                        process.output_tail(),
-                        {"reason": reason, "timeout": timeout},
+                    outcome = ended(process, started_at).stopped(
+                        "timed out", {"reason": reason, "timeout": timeout}
                     )
                     break
         finally:
             reporter.close()
             self.running = None
         if outcome is None:
-            outcome = outcome_of(
-                process.exit_code(), process.output_tail(), time.time() - started_at
-            )
+            outcome = ended(process, started_at)
         self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
         log.info("%s: %s (%s)", key, outcome.status, outcome.title)
         self.answer(key, task, outcome)
@@ -366,6 +359,13 @@ class Agent:
             "load": load,
             "running": self.running,
         }
+
+
+def ended(process: HandlerProcess, started_at: float) -> Outcome:
+    """The answer to a handler that has ended: its exit status, output and how long it ran
+    (to its end, also when it ended while no agent ran)."""
+    finished_at = process.ended_at() or time.time()
+    return outcome_of(process.exit_code(), process.output_tail(), finished_at - started_at)
 
 
 def answer_body(task: dict[str, Any], outcome: Outcome) -> dict[str, Any]:

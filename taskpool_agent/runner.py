@@ -55,6 +55,10 @@ class Outcome:
     body: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def stopped(self, title: str, meta: dict[str, Any]) -> Outcome:
+        """This end, of a handler the agent stopped: ``failed`` with ``title`` and more ``meta``."""
+        return Outcome("failed", title, self.body, {**self.meta, **meta})
+
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "title": self.title, "body": self.body, "meta": self.meta}
 
@@ -191,6 +195,13 @@ class HandlerProcess:
                 return False
             time.sleep(min(0.05, seconds))
         return True
+
+    def ended_at(self) -> float | None:
+        """When it ended, from its status file (``None`` while it runs, or without one)."""
+        try:
+            return (self.directory / "status").stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def exit_code(self) -> int | None:
         """Its exit status; ``None`` when it ended without one (killed with the machine)."""

@@ -369,6 +369,8 @@ def test_a_handler_over_its_timeout_is_killed_with_its_children(pool, agent, tmp
     answer = final_answer(pool, task)
     assert answer["meta"]["status"] == "failed"
     assert "timed out after 1 s" in answer["meta"]["reason"]
+    assert answer["meta"]["exit_code"] in (143, 137)  # SIGTERM, or SIGKILL after the grace
+    assert answer["meta"]["duration"] >= 1
     for pid in map(int, pids.read_text().split()):
         wait_for(lambda pid=pid: not alive(pid), 5, f"pid {pid} gone")
 
@@ -458,11 +460,12 @@ def test_an_agent_killed_mid_task_answers_once_after_restart(pool, agent, tmp_pa
     task = post_task(pool, "pi-5", "slow", args=[str(runs), "2"])
     wait_for(runs.exists, 20, "the handler started")
     first.kill()  # SIGKILL: no chance to clean up; the handler lives on
-    time.sleep(2.5)  # the handler ends while no agent runs
+    time.sleep(4)  # the handler ends while no agent runs
     first.start()
     answer = final_answer(pool, task)
     assert answer["meta"]["status"] == "done"
     assert answer["body"] == "slept\n"
+    assert 2 <= answer["meta"]["duration"] < 3.5  # to its end, not to the agent's return
     time.sleep(1.5)
     assert runs.read_text() == "run\n"  # it ran once
     answers = [r for r in responses(pool, task) if r["from"] == "device:pi-5"]
@@ -613,6 +616,7 @@ def test_sigterm_stops_the_agent_and_its_handler_in_seconds(pool, agent, tmp_pat
         assert not alive(pid)
     answer = final_answer(pool, task, 5)
     assert (answer["meta"]["status"], answer["title"]) == ("failed", "stopped")
+    assert answer["meta"]["exit_code"] in (143, 137) and "duration" in answer["meta"]
 
 
 def test_the_agent_recovers_when_the_server_comes_back(tmp_path, handlers):
