@@ -143,17 +143,15 @@ def _suspicious(exc: SuspiciousOperation) -> Response:
     Django would answer these with its HTML 400 page: here they are refused
     in the API's shape, and logged where Django logs them.
     """
-    name = type(exc).__name__
-    logging.getLogger(f"django.security.{name}").error(str(exc), extra={"status_code": 400})
+    code: int = status.HTTP_400_BAD_REQUEST
+    detail = "The request is malformed."
     if isinstance(exc, TooManyFieldsSent):
-        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
-        return Response(error_body(f"The request has more than {limit} parameters."), status=400)
-    if isinstance(exc, RequestDataTooBig):
-        return Response(
-            error_body("The request body is too large."),
-            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
-    return Response(error_body("The request is malformed."), status=400)
+        detail = f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} parameters."
+    elif isinstance(exc, RequestDataTooBig):
+        code, detail = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "The request body is too large."
+    security_log = logging.getLogger(f"django.security.{type(exc).__name__}")
+    security_log.error(str(exc), extra={"status_code": code})
+    return Response(error_body(detail), status=code)
 
 
 def _sentence(detail: Any) -> str:
