@@ -888,3 +888,17 @@ def test_a_page_of_raw_lines_is_400_not_the_whole_day(
     cursor = admin_client_api.get("/pool/log?limit=1").json()["next_cursor"]
     path = "/pool/log?" + query.format(cursor=cursor)
     refused(lambda: admin_client_api.get(path, **headers), 400, field)
+
+
+@pytest.mark.parametrize("number", ["18446744073709551616", "-9223372036854775809", "1" * 40])
+def test_a_whole_number_beyond_64_bits_is_400_not_stored_rounded(refused, master_client, number):
+    raw = b'{"to": "device:pi-1", "title": "t", "meta": {"n": %s}}' % number.encode()
+    body = refused(lambda: post_json(master_client, "/pool/task", raw), 400)
+    assert "64 bits" in body["detail"]
+
+
+def test_whole_numbers_at_the_64_bit_edges_are_stored_exactly(master_client, task, store):
+    raw = b'{"to": "device:pi-1", "title": "t", "meta": {"n": [18446744073709551615, -9223372036854775808, 1.5e300]}}'
+    answer = post_json(master_client, "/pool/task", raw)
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["meta"]["n"] == [2**64 - 1, -(2**63), 1.5e300]

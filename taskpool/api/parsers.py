@@ -16,6 +16,10 @@ from taskpool.conf import pool_settings
 # Strings and the marks that open, close and separate objects and arrays: enough to find
 # every key of a body that has already parsed as JSON.
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]')
+#: A number with this many digits may not fit in 64 bits (2**64 has 20).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+#: Strings, and whole numbers of 19 digits or more outside them (not a float's parts).
+_STRINGS_AND_INTEGERS = re.compile(rb'"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])-?\d{19,}(?![.eE\d])')
 
 
 class StrictJSONParser(BaseParser):
@@ -59,11 +63,28 @@ def strict_loads(data: bytes | str) -> Any:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as error:
         raise ValueError(str(error)) from None
+    if _LONG_DIGITS.search(data):
+        too_big = integer_beyond_64_bits(data)
+        if too_big is not None:
+            raise ValueError(
+                f"the whole number {too_big[:30]}{'...' if len(too_big) > 30 else ''} does not "
+                "fit in 64 bits, and would be stored rounded"
+            )
     if isinstance(value, dict | list):
         repeated = repeated_key(data)
         if repeated is not None:
             raise ValueError(f"the key {repeated!r} appears twice in one object")
     return value
+
+
+def integer_beyond_64_bits(data: bytes) -> str | None:
+    """The first whole number of ``data`` (valid JSON) that the parser turned into a float,
+    because it is below -2**63 or above 2**64 - 1; ``None`` if there is none."""
+    for match in _STRINGS_AND_INTEGERS.finditer(data):
+        token = match.group()
+        if token[0] != 0x22 and not -(2**63) <= int(token) < 2**64:
+            return token.decode()
+    return None
 
 
 def repeated_key(data: bytes) -> str | None:
