@@ -36,6 +36,7 @@ from taskpool_agent.runner import (
     Outcome,
     Progress,
     find_handler,
+    keep_output_tail,
     outcome_of,
     timeout_of,
     wrapper_alive,
@@ -61,6 +62,10 @@ class Options:
     progress_interval: float = 1.0  # at most one progress answer per this many seconds
     stream: bool = True  # follow the event stream while a handler runs (cancels at once)
     backoff: Backoff | None = None
+
+
+class NotThePool(Exception):
+    """The server answers 404 for the pool's endpoints: ``server`` names something else."""
 
 
 class TokenRevoked(Exception):
@@ -108,6 +113,10 @@ class Agent:
             log.error("%s: enroll again, or put a new token in the config file.", error)
             self.stop.set()
             return EX_CONFIG
+        except NotThePool as error:
+            log.error("%s", error)
+            self.stop.set()
+            return EX_CONFIG
         log.info("stopped")
         return 0
 
@@ -136,15 +145,24 @@ class Agent:
                 answer = interruptible(
                     lambda: self.client.call("GET", path, timeout=timeout), self.stop
                 )
-                return answer.data
             except Refused as error:
                 if error.status == 401:
                     raise TokenRevoked.of(error) from None
+                if error.status == 404:
+                    raise NotThePool(
+                        f"{self.config.base_url}pending is not found (404): the config's server "
+                        "must be the pool's URL, such as https://host/pool/."
+                    ) from None
                 log.error(
                     "GET pending refused (%s); again in %.0f s", error, self.client.backoff.most
                 )
-                if self.stop.wait(self.client.backoff.most):
-                    raise Stopped from None
+            else:
+                if isinstance(answer.data, list):
+                    return answer.data
+                log.error("GET pending answered %.80r, not a list; again in %.0f s", answer.data,
+                          self.client.backoff.most)  # fmt: skip
+            if self.stop.wait(self.client.backoff.most):
+                raise Stopped from None
 
     # One task -------------------------------------------------------------------------
 
@@ -252,6 +270,8 @@ class Agent:
                 ).data
             except (Refused, Unreachable, Stopped):
                 continue  # unknown: keep running; the answer will tell
+            if not isinstance(tasks, list):
+                continue  # a garbled answer says nothing
             if not process.exited.is_set() and key not in {attempt_key(task) for task in tasks}:
                 closed.set()
                 return
@@ -302,6 +322,7 @@ class Agent:
             log.warning("%s: answer not sent yet; it is in the journal for the next start", key)
             return
         self.journal.write(key, {"state": ANSWERED, "task": task, "answer": outcome.as_dict()})
+        keep_output_tail(self.journal.directory(key))
 
     # After a crash or a reboot -----------------------------------------------------------
 

@@ -154,6 +154,10 @@ class PoolClient:
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 raw = response.read()
+                if not raw and response.status in (200, 201, 202):
+                    # Every such answer of the pool has a body: this one was cut inside
+                    # its headers, which http.client reads as a 200 with nothing after.
+                    raise _Retryable(f"{response.status} with an empty body")
                 return Answer(response.status, dict(response.headers), _json(raw))
         except urllib.error.HTTPError as error:
             raw = error.read()

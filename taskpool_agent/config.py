@@ -72,7 +72,12 @@ def check_server(url: str, *, where: str = "server") -> None:
     """``ConfigError`` unless ``url`` is an http(s) URL with a host (else every call would fail
     and be retried for ever as a network error)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    printable = url.isprintable() and not any(character.isspace() for character in url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or not printable:
         raise ConfigError(
             f"{where} must be an http:// or https:// URL, like https://host/pool/, not {url!r}."
         )

@@ -112,21 +112,31 @@ class Journal:
 
 
 def _well_formed(entry: Any) -> bool:
-    """Whether ``entry`` is one the agent wrote: a state, the task, when it was written."""
+    """Whether ``entry`` is one the agent wrote: each field it reads there, of its type."""
+    if not isinstance(entry, dict) or entry.get("state") not in (STARTED, FINISHED, ANSWERED):
+        return False
+    task, started_at, pid = entry.get("task"), entry.get("started_at", 0.0), entry.get("pid", 0)
     return (
-        isinstance(entry, dict)
-        and entry.get("state") in (STARTED, FINISHED, ANSWERED)
-        and isinstance(entry.get("task"), dict)
-        and isinstance(entry["task"].get("id"), str)
-        and isinstance(entry.get("updated_at"), int | float)
+        isinstance(task, dict)
+        and isinstance(task.get("id"), str)
+        and isinstance(task.get("meta", {}), dict)
+        and _number(entry.get("updated_at"))
+        and _number(started_at)
+        and (entry["state"] != STARTED or "started_at" in entry)
+        and type(pid) is int
         and (entry["state"] != FINISHED or _answer_shaped(entry.get("answer")))
-        and (entry["state"] != STARTED or isinstance(entry.get("started_at"), int | float))
     )
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float)
 
 
 def _answer_shaped(answer: Any) -> bool:
     """An ``Outcome`` as the journal keeps it (``Outcome.as_dict``)."""
-    return isinstance(answer, dict) and {"status", "title"} <= answer.keys() <= ANSWER_FIELDS
-
-
-ANSWER_FIELDS = {"status", "title", "body", "meta"}
+    return (
+        isinstance(answer, dict)
+        and answer.keys() == {"status", "title", "body", "meta"}
+        and all(isinstance(answer[name], str) for name in ("status", "title", "body"))
+        and isinstance(answer["meta"], dict)
+    )

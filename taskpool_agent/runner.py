@@ -32,6 +32,10 @@ from typing import Any
 
 EX_DATAERR = 65
 TAIL_BYTES = 1024
+#: The longest file name (bytes) Linux file systems take.
+NAME_MAX = 255
+#: What is kept of a handler's output once its answer is stored (for a person to look at).
+KEPT_OUTPUT_BYTES = 1 << 16
 #: The handler's output is read this much at a time, and at most ``READ_BUDGET`` a look.
 READ_CHUNK = 1 << 16
 READ_BUDGET = 1 << 24
@@ -70,15 +74,27 @@ def find_handler(handlers: Path, task: dict[str, Any]) -> tuple[Path, list[str]]
     if name is None:
         words = str(task.get("title", "")).split()
         name = words[0] if words else ""
-    if not isinstance(name, str) or not name or "/" in name or "\0" in name or name.startswith("."):
-        raise NoHandler(f"No handler: {name!r} is not a handler name.")
+    if (
+        not isinstance(name, str)
+        or not name
+        or "/" in name
+        or "\0" in name
+        or name.startswith(".")
+        or len(os.fsencode(name)) > NAME_MAX
+    ):
+        shown = name if not isinstance(name, str) or len(name) <= 80 else name[:80] + "..."
+        raise NoHandler(f"No handler: {shown!r} is not a handler name.")
     args = meta.get("args", [])
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
         raise NoHandler("meta.args must be a list of strings.")
     if any("\0" in arg for arg in args):
         raise NoHandler("meta.args may not hold a NUL character: no program can be given one.")
     path = handlers / name
-    if not path.is_file() or not os.access(path, os.X_OK):
+    try:
+        runnable = path.is_file() and os.access(path, os.X_OK)
+    except OSError:  # a name the file system refuses: no such handler either
+        runnable = False
+    if not runnable:
         raise NoHandler(f"No handler named {name} in {handlers}.")
     return path, args
 
@@ -247,16 +263,42 @@ class HandlerProcess:
             return ""
 
     def kill(self, grace: float = 2.0) -> None:
-        """Stop it and everything it started: SIGTERM to its group, SIGKILL after ``grace``."""
+        """Stop it and everything it started: SIGTERM to its group, SIGKILL after ``grace``.
+
+        A handler adopted from an earlier agent has no exit status to collect:
+        it gets the one ``sh`` would report for the signal that ended it.
+        """
+        ending = signal.SIGTERM
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while _group_alive(self.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         if _group_alive(self.pid):
+            ending = signal.SIGKILL
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
         self.wait(grace)
+        if self._popen is None and self.exit_code() is None:
+            self._code = 128 + ending
+
+
+def keep_output_tail(directory: Path) -> None:
+    """Cut a handler's output in ``directory`` to its last ``KEPT_OUTPUT_BYTES``: once its
+    answer is stored, the journal keeps it for a person to look at, not gigabytes of it."""
+    path = directory / "output"
+    try:
+        with path.open("rb") as output:
+            size = output.seek(0, os.SEEK_END)
+            if size <= KEPT_OUTPUT_BYTES:
+                return
+            output.seek(size - KEPT_OUTPUT_BYTES)
+            tail = output.read()
+    except FileNotFoundError:
+        return
+    kept = path.with_name("output.tmp")
+    kept.write_bytes(tail)
+    os.replace(kept, path)
 
 
 def outcome_of(code: int | None, tail: str, seconds: float) -> Outcome:

@@ -45,6 +45,8 @@ HANDLERS = {
     "slow": 'echo run >> "$1"; sleep "${2:-3}"; echo slept',
     # Notes its run (in $1), then reports progress for a few seconds.
     "ticker": 'echo run >> "$1"; i=0; while [ $i -lt 15 ]; do echo "progress: step $i"; i=$((i+1)); sleep 0.3; done; echo ticked',
+    # Much more output than an answer carries.
+    "chatty": "head -c 200000 /dev/zero | tr '\\0' z; echo; echo done",
     # A NUL in its output, which the server refuses in an answer's text.
     "nul": "printf 'a\\000b\\n'",
 }
@@ -535,6 +537,33 @@ def test_a_nul_in_output_or_arguments_still_gets_an_answer(pool, agent):
     assert "NUL" in answer["body"]
     assert running.process.poll() is None
     running.stop()
+
+
+def test_an_answered_handlers_output_is_kept_only_as_its_tail(pool, agent, tmp_path):
+    new_device(pool, "pi-chatty")
+    running = agent("pi-chatty")
+    task = post_task(pool, "pi-chatty", "chatty")
+    answer = final_answer(pool, task)
+    assert (answer["meta"]["status"], answer["body"][-6:]) == ("done", "\ndone\n")
+    output = tmp_path / "state" / "tasks" / f"{task}.1" / "output"
+    wait_for(lambda: output.stat().st_size == 1 << 16, 10, "the output cut to its tail")
+    assert output.read_bytes().endswith(b"z\ndone\n")
+    running.stop()
+
+
+def test_a_server_that_is_not_the_pool_is_a_config_error(pool, tmp_path, handlers):
+    token = new_device(pool, "pi-misplaced")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'server = "{pool.servers[0]}/"\ndevice_id = "pi-misplaced"\ntoken = "{token}"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "taskpool_agent", "--config", str(config), "run",
+         "--handlers", str(handlers), "--state-dir", str(tmp_path / "state")],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 78
+    assert "not found (404)" in done.stderr and "/pool/" in done.stderr
 
 
 def test_an_any_one_task_held_elsewhere_is_claimed_when_it_comes_back(pool, handlers, tmp_path):

@@ -46,6 +46,8 @@ def test_the_config_round_trips_and_is_0600(tmp_path):
         ('server = "127.0.0.1:8000/pool/"\ndevice_id = "x"\n', "an http:// or https:// URL"),
         ('server = "ftp://h/pool/"\ndevice_id = "x"\n', "an http:// or https:// URL"),
         ('server = "http:///pool/"\ndevice_id = "x"\n', "an http:// or https:// URL"),
+        ('server = "http://h/pool/ "\ndevice_id = "x"\n', "an http:// or https:// URL"),
+        ('server = "http://h:port/pool/"\ndevice_id = "x"\n', "an http:// or https:// URL"),
     ],
 )
 def test_a_bad_config_says_what_is_wrong(tmp_path, text, says):
@@ -156,7 +158,7 @@ def test_backoff_doubles_with_jitter_up_to_its_most():
         assert len(delays) > 1  # jittered
 
 
-GARBLED, CUT_SHORT = -1, -2
+GARBLED, CUT_SHORT, HEADERS_ONLY = -1, -2, -3
 
 
 class Answers(http.server.BaseHTTPRequestHandler):
@@ -176,6 +178,11 @@ class Answers(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         data = json.dumps(body).encode()
+        if status == HEADERS_ONLY:  # cut after its headers: http.client reads a 200, empty
+            self.send_response(200)
+            self.end_headers()
+            self.close_connection = True
+            return
         if status == CUT_SHORT:  # the body stops before its announced length
             self.send_response(201)
             self.send_header("Content-Length", str(len(data) + 10))
@@ -228,10 +235,15 @@ def test_retries_end_when_their_time_is_up():
 
 
 def test_an_answer_garbled_or_cut_short_on_the_way_is_retried(scripted):
-    Answers.script = [(GARBLED, {}), (CUT_SHORT, {"id": "msg_1"}), (201, {"id": "msg_1"})]
+    Answers.script = [
+        (GARBLED, {}),
+        (CUT_SHORT, {"id": "msg_1"}),
+        (HEADERS_ONLY, {}),
+        (201, {"id": "msg_1"}),
+    ]
     answer = client_for(scripted).call("POST", "response", {"a": 1}, idempotency_key="k1")
     assert answer.data == {"id": "msg_1"}
-    assert [seen["key"] for seen in Answers.seen] == ["k1", "k1", "k1"]
+    assert [seen["key"] for seen in Answers.seen] == ["k1"] * 4
 
 
 def test_a_nul_in_a_handler_name_or_its_arguments_is_no_handler(handlers):
@@ -268,6 +280,16 @@ def test_handler_output_of_any_size_is_read_in_bounded_pieces(tmp_path, monkeypa
         b'{"state": "finished", "task": {"id": "msg_1"}, "updated_at": 1, "answer": {"x": 1}}',
         b'{"state": "started", "task": {"id": "msg_1"}, "updated_at": 1}',
         b'{"state": "sent", "task": {"id": "msg_1"}, "updated_at": 1}',
+        b'{"state": "started", "task": {"id": "msg_1"}, "updated_at": 1, "started_at": 1, '
+        b'"pid": "abc"}',
+        b'{"state": "finished", "task": {"id": "msg_1"}, "updated_at": 1, "answer": '
+        b'{"status": "done", "title": 5, "body": "", "meta": {}}}',
+        b'{"state": "finished", "task": {"id": "msg_1"}, "updated_at": 1, "answer": '
+        b'{"status": "done", "title": "exit 0", "body": null, "meta": {}}}',
+        b'{"state": "finished", "task": {"id": "msg_1"}, "updated_at": 1, "answer": '
+        b'{"status": "done", "title": "exit 0", "body": "", "meta": [1]}}',
+        b'{"state": "started", "task": {"id": "msg_1", "meta": []}, "updated_at": 1, '
+        b'"started_at": 1}',
     ],
 )
 def test_a_damaged_entry_is_never_run_again_nor_stops_the_agent(tmp_path, text, caplog):
@@ -282,3 +304,41 @@ def test_a_damaged_entry_is_never_run_again_nor_stops_the_agent(tmp_path, text, 
     assert journal.forget_old(now=10**12) == 0  # and it stays, to be looked at
     warnings = [r for r in caplog.records if "damaged" in r.getMessage()]
     assert len(warnings) == 1 and str(journal.root / key / "entry.json") in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        {"title": "echo", "meta": {"handler": "x" * 300}},
+        {"title": "y" * 256 + " now", "meta": {}},
+        {"title": "echo", "meta": {"handler": "é" * 128}},  # 256 bytes
+    ],
+)
+def test_a_handler_name_longer_than_a_file_name_is_no_handler(handlers, task):
+    with pytest.raises(NoHandler, match="not a handler name"):
+        find_handler(handlers, task)
+
+
+def test_a_handler_adopted_then_stopped_gets_the_status_of_its_signal(tmp_path):
+    handler = tmp_path / "sleeper"
+    handler.write_text("#!/bin/sh\nsleep 30\n")
+    handler.chmod(0o755)
+    directory = tmp_path / "attempt"
+    directory.mkdir()
+    started = HandlerProcess.start(directory, handler, [], {"id": "msg_1"})
+    adopted = HandlerProcess.adopt(directory, started.pid)  # as a restarted agent does
+    adopted.kill(grace=2)
+    assert adopted.exit_code() == 143  # SIGTERM, as sh would say
+    assert started.wait(5)
+
+
+def test_only_the_tail_of_the_output_is_kept_once_answered(tmp_path):
+    from taskpool_agent.runner import KEPT_OUTPUT_BYTES, keep_output_tail
+
+    output = bytes(range(256)) * (3 * KEPT_OUTPUT_BYTES // 256) + b"the end\n"
+    (tmp_path / "output").write_bytes(output)
+    keep_output_tail(tmp_path)
+    assert (tmp_path / "output").read_bytes() == output[-KEPT_OUTPUT_BYTES:]
+    keep_output_tail(tmp_path)  # already short: left as it is
+    assert (tmp_path / "output").read_bytes() == output[-KEPT_OUTPUT_BYTES:]
+    keep_output_tail(tmp_path / "nothing")  # no output at all
