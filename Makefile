@@ -5,8 +5,10 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 WORKERS ?= 1
-# Where the workers' Prometheus metrics meet (emptied at each start).
-PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/var/prometheus
+# Where the demo keeps its database, pool and keys (the site reads TASKPOOL_VAR_DIR too).
+TASKPOOL_VAR_DIR ?= $(CURDIR)/var
+# Where the workers' Prometheus metrics meet (emptied at each start): one per demo site.
+PROMETHEUS_MULTIPROC_DIR ?= $(TASKPOOL_VAR_DIR)/prometheus
 
 .PHONY: install run test bench fleet lint docs clean
 

@@ -48,3 +48,33 @@ def test_record_last_seen_for_a_device_that_is_gone_changes_nothing(make_device)
     make_device("pi-1")
     record_last_seen("pi-404", datetime(2026, 6, 3, tzinfo=UTC))
     assert list(DeviceUser.objects.values_list("pk", "last_seen")) == [("pi-1", None)]
+
+
+def test_a_database_that_refuses_the_last_seen_write_does_not_fail_the_poll(
+    transactional_db, make_device, caplog
+):
+    """A read-only (or failing) database: the poll is answered, the figure waits.
+
+    Outside a test's transaction, as a request runs; the database's own refusal, by a
+    trigger that is dropped again (it is schema, which no flush removes).
+    """
+    from django.db import connection
+
+    from tests.conftest import client_with
+
+    device, token = make_device("pi-1")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TRIGGER read_only BEFORE UPDATE ON taskpool_deviceuser "
+            "BEGIN SELECT RAISE(ABORT, 'the database is read-only'); END"
+        )
+    try:
+        polled = client_with(token).get("/pool/pending")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER read_only")
+    assert polled.status_code == 200, polled.content
+    assert polled.json() == []
+    device.refresh_from_db()
+    assert device.last_seen is None
+    assert any("last_seen of pi-1 not written" in r.getMessage() for r in caplog.records)

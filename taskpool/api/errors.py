@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -122,6 +123,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return response
     if isinstance(exc, SuspiciousOperation):
         return _suspicious(exc)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database does not answer (down, restarting, a connection cut): the
+        # connection is replaced at the next request, so a retry may succeed.
+        logging.getLogger("taskpool").warning("The database does not answer: %s", exc)
+        response = Response(
+            error_body("The database does not answer now; retry after Retry-After seconds."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     handled = drf_exception_handler(exc, context)
     if handled is None:
         return None

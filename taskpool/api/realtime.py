@@ -21,6 +21,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.asgi import ASGIRequest
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -45,7 +46,14 @@ from taskpool.stores import get_store
 from taskpool.stores.base import BaseStore
 from taskpool.ticker import ticker
 
-_REFUSALS = (APIException, PoolError, DjangoPermissionDenied, SuspiciousOperation)
+_REFUSALS = (
+    APIException,
+    PoolError,
+    DjangoPermissionDenied,
+    SuspiciousOperation,
+    OperationalError,  # the database does not answer: a 503
+    InterfaceError,
+)
 
 
 def served_by_event_loop(request: Any) -> bool:

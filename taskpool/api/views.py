@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
+from django.db import DatabaseError, connections, router
 from django.http import Http404, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -165,7 +167,17 @@ def note_seen(principal: Any) -> None:
         return
     now = timezone.now()
     if principal.last_seen is None or now - principal.last_seen >= pool_settings.LAST_SEEN_INTERVAL:
-        record_last_seen(principal.pk, now)
+        try:
+            record_last_seen(principal.pk, now)
+        except DatabaseError as error:
+            if connections[router.db_for_write(type(principal))].in_atomic_block:
+                raise  # the site's transaction is marked for rollback: not ours to hide
+            # A figure for the fleet's pages, never a reason to refuse what the request
+            # got (a read-only or failing database refuses the write; the next one tries).
+            logging.getLogger("taskpool").warning(
+                "last_seen of %s not written: %s", principal.pk, error
+            )
+            return
         principal.last_seen = now
 
 

@@ -216,7 +216,19 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
     # Connections -------------------------------------------------------------
 
     def _cursor(self) -> Any:
-        return connections[self.alias].cursor()
+        """A cursor on this thread's connection, connected afresh if an error broke it.
+
+        Django does that check at each request's start and end; the threads
+        that read the pool for waiting requests outlive requests, and would
+        keep a connection a database restart cut for good.
+        """
+        connection = connections[self.alias]
+        if connection.errors_occurred and not connection.in_atomic_block:
+            if connection.is_usable():
+                connection.errors_occurred = False
+            else:
+                connection.close()
+        return connection.cursor()
 
     def _connection_params(self) -> dict[str, Any]:
         params = connections[self.alias].get_connection_params()
