@@ -268,10 +268,12 @@ class TaskState:
                 return False
         moment = _moment(response["ts"])
         timeout = self.job.timeout  # type: ignore[union-attr]
+        # A line's time is its second, and the answer came within it: deadlines count from
+        # the second's end, so that a device gets at least the seconds it was promised.
         if status in _RUNNING and run.started is None:
             run.started = moment
             if timeout is not None and moment is not None:
-                run.deadline = moment + timeout.in_progress
+                run.deadline = moment + 1 + timeout.in_progress
         step = meta.get("step_timeout")
         if (
             status == "progress"
@@ -281,7 +283,7 @@ class TaskState:
             and (type(step) is int or type(step) is float)
             and step > 0
         ):
-            run.deadline = min(moment + step, run.started + timeout.in_progress)
+            run.deadline = min(moment + 1 + step, run.started + 1 + timeout.in_progress)
         if status in _ATTEMPT_ENDING:
             self._end_attempt(device, run, status, response["ts"], moment)
         if status == "claimed" and previous is not None and previous[0] != "pending":

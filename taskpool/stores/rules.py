@@ -21,6 +21,7 @@ passes (``transition``, driven by ``taskpool.ticker``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -136,7 +137,7 @@ def task(
             "not_before must be before the task expires, or it is never offered.",
             field="not_before",
         )
-    meta["expires_at"] = format_timestamp(expiry)
+    meta["expires_at"] = format_timestamp(math.ceil(expiry))  # at least the ttl asked for
     return message, Posted(message, True)
 
 

@@ -99,7 +99,7 @@ class JobsContract:
     def test_a_timeout_is_written_once_with_several_processes_ticking(self, pool, clock):
         task = job(pool, timeout={"in_progress": 60})
         pool.post_response(device_id="a", parent_id=task["id"], status="progress")
-        clock.advance(59)
+        clock.advance(60)  # its full 60 s, from the end of the second it answered in
         assert tick(pool, registered_devices=[]) == []
         clock.advance(1)
         others = [self.restarted(pool) for _ in range(4)]
@@ -131,7 +131,9 @@ class JobsContract:
     def test_an_answer_after_the_deadline_is_refused_before_the_line_is_written(self, pool, clock):
         task = job(pool, timeout={"in_progress": 10})
         pool.post_response(device_id="a", parent_id=task["id"], status="progress")
-        clock.advance(10)
+        clock.advance(10.5)  # the 10 s it was promised, even had it answered late in its second
+        pool.post_response(device_id="a", parent_id=task["id"], status="progress")
+        clock.advance(0.5)
         with pytest.raises(AttemptEnded, match="timed out"):
             pool.post_response(device_id="a", parent_id=task["id"], status="done")
 
@@ -146,14 +148,16 @@ class JobsContract:
         pool.post_response(
             device_id="b", parent_id=task["id"], status="progress", meta={"step_timeout": 1000}
         )
-        clock.advance(30)  # 40 s in: a's step is over, b's bound is 100 s
+        clock.advance(30)  # 40 s in: a's step of 30 s runs to the end of its second
+        assert tick(pool, registered_devices=[]) == []
+        clock.advance(1)
         timed_out = tick(pool, registered_devices=[])
         assert [(line["meta"]["status"], line["meta"]["device"]) for line in timed_out] == [
             ("timed_out", "a")
         ]
-        clock.advance(59)
+        clock.advance(59)  # 100 s in: b's bound, counted the same way
         assert tick(pool, registered_devices=[]) == []
-        clock.advance(1)  # 100 s in
+        clock.advance(1)
         assert [line["meta"]["device"] for line in tick(pool, registered_devices=[])] == ["b"]
 
     def test_a_timed_out_attempt_is_retried_when_the_retries_say_so(self, pool, clock):
@@ -163,7 +167,7 @@ class JobsContract:
             retries={"max_attempts": 2, "on": ["timed_out"], "backoff": 5},
         )
         pool.post_response(device_id="a", parent_id=task["id"], status="progress")
-        clock.advance(30)
+        clock.advance(31)
         assert [line["meta"]["status"] for line in tick(pool, registered_devices=[])] == [
             "timed_out"
         ]
@@ -176,7 +180,7 @@ class JobsContract:
         task = job(pool, "device:[a,b]", mode="any", timeout={"in_progress": 20})
         pool.claim(device_id="a", parent_id=task["id"])
         assert pending(pool, "b") == []
-        clock.advance(20)
+        clock.advance(21)
         tick(pool, registered_devices=[])
         assert [t["id"] for t in pending(pool, "b")] == [task["id"]]
         assert pool.claim(device_id="b").task["id"] == task["id"]
@@ -362,7 +366,7 @@ class JobsContract:
             clock.advance(10)
             (retry,) = tick(fresh, registered_devices=[])
             assert retry["meta"]["device"] == "a"
-            clock.advance(40)
+            clock.advance(41)
             (timed_out,) = tick(fresh, registered_devices=[])
             assert (timed_out["meta"]["status"], timed_out["meta"]["device"]) == ("timed_out", "b")
             assert statuses(fresh, task["id"]) == {"a": "pending", "b": "retrying"}
