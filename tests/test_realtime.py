@@ -60,6 +60,28 @@ def test_a_device_stream_carries_what_changes_its_pending_list(store):
     assert heartbeat["id"] not in carried(store, Scope(DEVICE, "b"))
 
 
+def test_a_device_stream_carries_a_scheduled_task_only_when_it_is_offered(store):
+    """Before its start or its rollout's step, a task changes no device's pending list:
+    the stream tells the device with the line that offers it, as the long-poll would."""
+    from datetime import UTC, datetime, timedelta
+
+    from taskpool.ticker import tick
+
+    later = datetime.now(UTC) + timedelta(hours=1)
+    scheduled = post(store, "device:[a,b]", not_before=later)
+    rolled = post(store, "device:[a,b]", rollout={"max_per_minute": 60})
+    plain = post(store, "device:[a,b]")
+    assert carried(store, Scope(DEVICE, "a")) == [plain["id"]]
+    assert [t["id"] for t in store.pending_for("a")] == [plain["id"]]
+    (offer,) = tick(store, registered_devices=[])  # the rollout's first step: one device
+    (offered,) = offer["meta"]["devices"]
+    assert offer["parent_id"] == rolled["id"]
+    assert carried(store, Scope(DEVICE, offered)) == [plain["id"], offer["id"]]
+    other = "b" if offered == "a" else "a"
+    assert carried(store, Scope(DEVICE, other)) == [plain["id"]]
+    assert scheduled["id"] in carried(store, Scope(ALL_TASKS))  # masters see it at once
+
+
 def test_a_device_hears_of_another_devices_claim_once_and_of_its_release(store):
     task = post(store, "device:[a,b]", mode="any")
     claim = store.claim(device_id="b", parent_id=task["id"]).claim

@@ -1,6 +1,7 @@
 """Who is listening: what their stream carries, and which changes wake them.
 
-- a device gets what changes its pending list: the tasks addressed to it,
+- a device gets what changes its pending list: the tasks addressed to it
+  (a scheduled one, with a start or a rollout, by the line that offers it),
   their cancellation, and other devices' claims (and releases) of the any-one
   tasks it was offered;
 - a master gets the tasks it sent and every response to them; a master who
@@ -92,7 +93,9 @@ class StreamFilter:
         if scope.kind == ALL_TASKS:
             return message["type"] in ("task", "response")
         if message["type"] == "task":
-            return self._is_own(message)
+            # A device hears of a scheduled task (a start to come, a rollout) from the
+            # backend's line that offers it to it, not before: it is not pending yet.
+            return self._is_own(message) and (scope.kind == MASTER or not _scheduled(message))
         if message["type"] != "response" or not message["parent_id"]:
             return False
         if scope.kind == DEVICE and not self._may_change_pending(message):
@@ -148,6 +151,12 @@ class StreamFilter:
         if len(holders) > _REMEMBERED_TASKS:
             holders.popitem(last=False)
         return True
+
+
+def _scheduled(task: Message) -> bool:
+    """Whether the task is offered by a later line: one with a start, or a rollout."""
+    meta = task["meta"]
+    return "not_before" in meta or "rollout" in meta
 
 
 def _names_device(line: Message, device_id: str, any_one: bool) -> bool:
