@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import math
 import os
 import secrets
 import threading
@@ -123,12 +122,15 @@ class Agent:
     def serve_once(self) -> None:
         tasks = self.pending(wait=self.options.wait)
         now = time.monotonic()
+        cooling = self.options.check_interval  # a claim lost this recently waits to be retried
+        self.held_elsewhere = {
+            key: lost for key, lost in self.held_elsewhere.items() if now - lost < cooling
+        }
         runnable = [
             task
             for task in tasks
             if self.journal.read(attempt_key(task)) is None
-            and now - self.held_elsewhere.get(attempt_key(task), -math.inf)
-            >= self.options.check_interval
+            and attempt_key(task) not in self.held_elsewhere
         ]
         if runnable:
             self.take(runnable[0])
