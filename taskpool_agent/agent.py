@@ -134,9 +134,42 @@ class Agent:
         ]
         if runnable:
             self.take(runnable[0])
+        elif any(attempt_key(task) in self.held_elsewhere for task in tasks):
+            self.stop.wait(self.options.check_interval)  # then try the claim again
         elif tasks:
-            # Only tasks this agent has already answered (and the server refused): the
-            # long-poll would answer at once, so wait here instead of spinning.
+            # Only tasks this agent has answered already (the server refused the answer):
+            # the long-poll would answer at once. Wait for news on the stream instead.
+            self.wait_for_news()
+
+    def wait_for_news(self) -> None:
+        """Until the device's stream carries something for it (a new task, a cancel), or
+        ``wait`` seconds; ``check_interval`` seconds without the stream, or when it fails.
+
+        Once the stream is open, pending is asked once more: a task posted between the
+        last poll and the stream's start is not waited past.
+        """
+        if not self.options.stream:
+            self.stop.wait(self.options.check_interval)
+            return
+        deadline = time.monotonic() + self.options.wait
+
+        def follow() -> None:
+            opened = False
+            for name, _data in self.client.events("stream"):
+                if name:
+                    return  # an event: the pending list may have changed
+                if not opened:
+                    opened = True
+                    known = self.journal.read
+                    if any(known(attempt_key(task)) is None for task in self.pending()):
+                        return
+                if time.monotonic() >= deadline:
+                    return
+
+        try:
+            interruptible(follow, self.stop)
+        except (OSError, ValueError, http.client.HTTPException, Refused, Unreachable) as error:
+            log.debug("stream: %s", error)
             self.stop.wait(self.options.check_interval)
 
     def pending(self, *, wait: float | None = None) -> list[dict[str, Any]]:

@@ -566,6 +566,27 @@ def test_a_server_that_is_not_the_pool_is_a_config_error(pool, tmp_path, handler
     assert "not found (404)" in done.stderr and "/pool/" in done.stderr
 
 
+def test_a_task_answered_in_vain_does_not_slow_the_next_one(pool, agent, tmp_path):
+    """A task whose answer the server refused for good stays pending there: the long-poll
+    answers at once with it. The agent waits on the stream instead of polling slowly."""
+    from taskpool_agent.journal import ANSWERED, Journal
+
+    new_device(pool, "pi-stuck")
+    stuck = post_task(pool, "pi-stuck", "hello")
+    task = {"id": stuck, "meta": {}}
+    Journal(tmp_path / "state").write(
+        f"{stuck}.1", {"state": ANSWERED, "task": task, "refused": "400: as if"}
+    )
+    running = agent("pi-stuck", "--check-interval", "60", "--wait", "20")
+    time.sleep(2)  # it has polled, seen only the stuck task, and waits
+    began = time.monotonic()
+    fresh = post_task(pool, "pi-stuck", "hello")
+    assert final_answer(pool, fresh, 15)["meta"]["status"] == "done"
+    assert time.monotonic() - began < 15  # not the minute a poll every check would take
+    assert [r for r in responses(pool, stuck) if r["from"] == "device:pi-stuck"] == []
+    running.stop()
+
+
 def test_an_any_one_task_held_elsewhere_is_claimed_when_it_comes_back(pool, handlers, tmp_path):
     """The agent itself, in this process: it loses the claim, then takes the task once free."""
     from taskpool_agent.agent import Agent, Options
