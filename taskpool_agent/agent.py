@@ -153,24 +153,27 @@ class Agent:
             return
         deadline = time.monotonic() + self.options.wait
 
-        def follow() -> None:
+        def follow() -> bool:
+            """Whether there is news (or time is up); ``False`` for a stream that ended."""
             opened = False
             for name, _data in self.client.events("stream"):
                 if name:
-                    return  # an event: the pending list may have changed
+                    return True  # an event: the pending list may have changed
                 if not opened:
                     opened = True
                     known = self.journal.read
                     if any(known(attempt_key(task)) is None for task in self.pending()):
-                        return
+                        return True
                 if time.monotonic() >= deadline:
-                    return
+                    return True
+            return False
 
         try:
-            interruptible(follow, self.stop)
+            if interruptible(follow, self.stop):
+                return
         except (OSError, ValueError, http.client.HTTPException, Refused, Unreachable) as error:
             log.debug("stream: %s", error)
-            self.stop.wait(self.options.check_interval)
+        self.stop.wait(self.options.check_interval)  # no stream to wait on: poll, slowly
 
     def pending(self, *, wait: float | None = None) -> list[dict[str, Any]]:
         path = f"pending?limit={PENDING_LIMIT}" + (f"&wait={wait:g}" if wait else "")
