@@ -89,7 +89,12 @@ def format_timestamp(epoch_seconds: float) -> str:
     last = _last_stamp  # one read: other threads may replace it meanwhile
     if last[0] == second:
         return last[1]
-    text = time.strftime(TIMESTAMP_FORMAT, time.gmtime(second))
+    moment = time.gmtime(second)
+    # Not strftime: glibc writes the year 999 as "999", which is no timestamp.
+    text = (
+        f"{moment.tm_year:04d}-{moment.tm_mon:02d}-{moment.tm_mday:02d}"
+        f"T{moment.tm_hour:02d}:{moment.tm_min:02d}:{moment.tm_sec:02d}Z"
+    )
     _last_stamp = (second, text)
     return text
 

@@ -332,6 +332,18 @@ def test_the_send_form_refuses_what_the_api_refuses_with_its_words(
     assert snapshot() == before
 
 
+@pytest.mark.parametrize("key", ["x" * 200, "bad key é", "a b"])
+def test_the_send_form_takes_only_a_key_the_api_would(master, make_device, snapshot, key):
+    make_device("pi-1")
+    before = snapshot()
+    form_data = {"to": "device:pi-1", "title": "t", "idempotency_key": key}
+    response = master.post("/admin/taskpool/task/add/", form_data)
+    assert response.status_code == 200
+    assert "reload the page" in str(response.context["form"].non_field_errors())
+    assert "reload the page" in response.content.decode()
+    assert snapshot() == before
+
+
 def test_the_send_form_shows_every_fields_error_at_once(master, snapshot):
     before = snapshot()
     response = master.post(
@@ -440,6 +452,11 @@ def test_the_task_list_is_newest_first_with_statuses_filters_and_paging(master, 
         ]
     }
     assert len(rows) == 3  # shown unfiltered, with the error above
+
+    for cursor in ("garbage", "msg_nonexistent"):  # an edited or stale "Older" link
+        rows, page = listed(f"?before={cursor}")
+        assert list(page["filter_errors"]) == ["before"]
+        assert len(rows) == 3
 
 
 # Devices and roles ---------------------------------------------------------------

@@ -311,6 +311,9 @@ def test_the_approve_page(staff):
     approved = boss.post("/admin/taskpool/deviceuser/pi-asks/approve/")
     assert approved.status_code == 302
     assert approved["Location"] == "/admin/taskpool/deviceuser/pi-asks/change/"
+    said = [str(m) for m in boss.get(approved["Location"]).context["messages"]]
+    # Ids are case-sensitive: the sentence starts with a word the admin may capitalise.
+    assert said == ["Device pi-asks is approved: it collects its token at its next ask."]
     assert DeviceUser.objects.get(pk="pi-asks").validated is True
     assert boss.get("/admin/taskpool/deviceuser/pi-asks/change/").context["can_approve"] is False
     assert ask_token(APIClient(), "pi-asks", secret).status_code == 200

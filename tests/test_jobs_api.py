@@ -159,3 +159,10 @@ def test_taskpool_tick_writes_what_is_due_once(master_client, devices):
         master_client.get(f"/pool/tasks/{task['id']}").json()["executions"][0]["status"]
         == "timed_out"
     )
+
+
+def test_a_start_in_the_distant_past_starts_at_once(master_client, devices):
+    task = post_task(master_client, to="device:a", not_before="0999-01-01T00:00:00Z")
+    assert task["meta"]["not_before"] == "0999-01-01T00:00:00Z"
+    pending = devices["a"].get("/pool/pending").json()
+    assert [t["id"] for t in pending] == [task["id"]]

@@ -82,3 +82,11 @@ def test_digits_other_than_ascii_are_refused(text):
     """``int()`` reads any Unicode digit: the format check must not let them through."""
     with pytest.raises(ValueError):
         parse_timestamp(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["0001-01-01T00:00:00Z", "0999-12-31T23:59:59Z", "2026-06-03T12:34:56Z"]
+)
+def test_a_timestamp_round_trips_whatever_its_year(text):
+    """Years before 1000 too: strftime would write 999 for 0999, which no reader takes."""
+    assert format_timestamp(parse_timestamp(text)) == text

@@ -322,14 +322,14 @@ class DeviceUserAdmin(RoleOrModelPermissions):
                 self.log_change(request, device, _("Approved its enrollment request."))
                 self.message_user(
                     request,
-                    _("%(id)s is approved: it collects its token at its next ask.")
+                    _("Device %(id)s is approved: it collects its token at its next ask.")
                     % {"id": device.id},
                     messages.SUCCESS,
                 )
             else:
                 self.message_user(
                     request,
-                    _("%(id)s is not waiting for approval.") % {"id": device.id},
+                    _("Device %(id)s is not waiting for approval.") % {"id": device.id},
                     messages.WARNING,
                 )
             return HttpResponseRedirect(self._change_url(device))

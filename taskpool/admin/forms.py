@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from taskpool.api.errors import field_errors
 from taskpool.api.parsers import strict_loads
 from taskpool.api.serializers import TaskRequestSerializer
+from taskpool.api.views import IDEMPOTENCY_KEY_RE
 from taskpool.exceptions import PoolError
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import MESSAGE_TYPES, RESPONSE_STATUSES
@@ -174,6 +175,11 @@ class SendTaskForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        key = cleaned.get("idempotency_key")
+        if key and not IDEMPOTENCY_KEY_RE.fullmatch(key):  # the API's own rule, above the form
+            self.add_error(
+                None, _("The form's key was changed: reload the page and send it again.")
+            )
         serializer = TaskRequestSerializer(data=self.api_request())
         if serializer.is_valid():
             if not self.errors:

@@ -31,7 +31,13 @@ from taskpool.api.errors import field_errors
 from taskpool.api.queries import TaskListQuerySerializer, task_query
 from taskpool.conf import pool_settings
 from taskpool.days import day_of, parse_day
-from taskpool.exceptions import PoolError, StoreUnavailable, TaskClosed, UnknownTask
+from taskpool.exceptions import (
+    InvalidCursor,
+    PoolError,
+    StoreUnavailable,
+    TaskClosed,
+    UnknownTask,
+)
 from taskpool.fleet import validated_device_ids
 from taskpool.jobs import JOB_KEYS
 from taskpool.lifecycle import EXECUTION_STATUSES
@@ -76,7 +82,14 @@ class TaskAdmin(PoolPagesAdmin):
             query, before, limit = TaskQuery(), None, self.tasks_per_page
         store = get_store()
         registered = validated_device_ids()
-        page = store.recent_tasks(query, before=before, limit=limit, registered_devices=registered)
+        try:
+            page = store.recent_tasks(
+                query, before=before, limit=limit, registered_devices=registered
+            )
+        except InvalidCursor as error:  # an edited or stale link: the first page, and why
+            filter_errors = {**filter_errors, "before": [error.message]}
+            before = None
+            page = store.recent_tasks(query, limit=limit, registered_devices=registered)
         # Which device has which status: asked of the store only where a task has several.
         mixed = [summary.task["id"] for summary in page.results if len(summary.statuses) > 1]
         executions = store.task_executions(mixed, registered) if mixed else {}
