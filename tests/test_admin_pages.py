@@ -403,6 +403,18 @@ def test_the_thread_shows_responses_in_order_and_one_execution_per_device(
     assert master.get("/admin/taskpool/task/msg_nothing/").status_code == 404
 
 
+def test_a_cancel_reason_over_its_limit_cancels_nothing_and_says_why(master, store, snapshot):
+    task = store.post_task(sender="user:x", to="device:pi-1", title="t").message
+    before = snapshot()
+    url = f"/admin/taskpool/task/{task['id']}/"
+    refused = master.post(url + "cancel/", {"reason": "x" * 2001}, follow=True)
+    assert [str(m) for m in refused.context["messages"]] == [
+        "Ensure this value has at most 2000 characters (it has 2001)."
+    ]
+    assert refused.context["cancel_form"] is not None  # still open
+    assert snapshot() == before
+
+
 def test_cancelling_twice_says_why_the_second_time(master, store, snapshot):
     task = store.post_task(sender="user:x", to="device:pi-1", title="t").message
     url = f"/admin/taskpool/task/{task['id']}/"

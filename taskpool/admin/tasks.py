@@ -216,7 +216,12 @@ class TaskAdmin(PoolPagesAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         form = CancelTaskForm(request.POST)
-        reason = form.cleaned_data["reason"] if form.is_valid() else ""
+        if not form.is_valid():  # a reason the form's own limits refuse: cancel nothing
+            for errors in form.errors.values():
+                for error in errors:
+                    messages.error(request, error)
+            return HttpResponseRedirect(reverse("admin:taskpool_task_thread", args=[task_id]))
+        reason = form.cleaned_data["reason"]
         try:
             get_store().cancel(sender=address_of(request.user), task_id=task_id, reason=reason)
         except UnknownTask:
