@@ -219,7 +219,7 @@ class TaskAdmin(PoolPagesAdmin):
         if not form.is_valid():  # a reason the form's own limits refuse: cancel nothing
             for errors in form.errors.values():
                 for error in errors:
-                    messages.error(request, error)
+                    messages.error(request, str(error))
             return HttpResponseRedirect(reverse("admin:taskpool_task_thread", args=[task_id]))
         reason = form.cleaned_data["reason"]
         try:
