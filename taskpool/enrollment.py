@@ -131,7 +131,7 @@ def _asked_before(device_id: str, secret: str, kind: str, meta: dict[str, Any]) 
 
 @dataclass(frozen=True)
 class Collected:
-    """What ``collect_token`` found: a token (the one time it is given), or still waiting."""
+    """What ``collect_token`` found: a token (handed out now), or still waiting."""
 
     device_id: str
     token: str | None
