@@ -255,12 +255,8 @@ class HandlerProcess:
 
     def output_tail(self) -> str:
         """The last 1 KiB of its output, as text (a character cut in two is dropped)."""
-        try:
-            with (self.directory / "output").open("rb") as output:
-                output.seek(max(0, output.seek(0, os.SEEK_END) - TAIL_BYTES))
-                return output.read().decode(errors="ignore")
-        except FileNotFoundError:
-            return ""
+        tail = _last_bytes(self.directory / "output", TAIL_BYTES)
+        return "" if tail is None else tail[1].decode(errors="ignore")
 
     def kill(self, grace: float = 2.0) -> None:
         """Stop it and everything it started: SIGTERM to its group, SIGKILL after ``grace``.
@@ -287,18 +283,23 @@ def keep_output_tail(directory: Path) -> None:
     """Cut a handler's output in ``directory`` to its last ``KEPT_OUTPUT_BYTES``: once its
     answer is stored, the journal keeps it for a person to look at, not gigabytes of it."""
     path = directory / "output"
-    try:
-        with path.open("rb") as output:
-            size = output.seek(0, os.SEEK_END)
-            if size <= KEPT_OUTPUT_BYTES:
-                return
-            output.seek(size - KEPT_OUTPUT_BYTES)
-            tail = output.read()
-    except FileNotFoundError:
+    tail = _last_bytes(path, KEPT_OUTPUT_BYTES)
+    if tail is None or tail[0] <= KEPT_OUTPUT_BYTES:
         return
     kept = path.with_name("output.tmp")
-    kept.write_bytes(tail)
+    kept.write_bytes(tail[1])
     os.replace(kept, path)
+
+
+def _last_bytes(path: Path, count: int) -> tuple[int, bytes] | None:
+    """The file's size and its last ``count`` bytes; ``None`` when there is no file."""
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - count))
+            return size, file.read()
+    except FileNotFoundError:
+        return None
 
 
 def outcome_of(code: int | None, tail: str, seconds: float) -> Outcome:

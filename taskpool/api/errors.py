@@ -115,6 +115,11 @@ def error_body(detail: str, errors: dict[str, list[str]] | None = None) -> dict[
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, with domain errors mapped and every body in the one shape."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database does not answer (down, restarting, a connection cut): the
+        # connection is replaced at the next request, so a retry may succeed.
+        logging.getLogger("taskpool").warning("The database does not answer: %s", exc)
+        exc = StoreUnavailable("The database does not answer now; retry after Retry-After seconds.")
     if isinstance(exc, PoolError):
         errors = {exc.field: [exc.message]} if exc.field else None
         response = Response(error_body(exc.message, errors), status=status_of(exc))
@@ -123,16 +128,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return response
     if isinstance(exc, SuspiciousOperation):
         return _suspicious(exc)
-    if isinstance(exc, OperationalError | InterfaceError):
-        # The database does not answer (down, restarting, a connection cut): the
-        # connection is replaced at the next request, so a retry may succeed.
-        logging.getLogger("taskpool").warning("The database does not answer: %s", exc)
-        response = Response(
-            error_body("The database does not answer now; retry after Retry-After seconds."),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-        )
-        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
     handled = drf_exception_handler(exc, context)
     if handled is None:
         return None
