@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from django.utils.module_loading import import_string
-
-from taskpool.conf import pool_settings
 from taskpool.exceptions import StoreImproperlyConfigured
 
 if TYPE_CHECKING:
     from taskpool.stores.base import BaseStore
+
+# Django and the settings are imported when a store is first asked for, not with the
+# package: a first start's replay workers import the index's modules only.
 
 _store: BaseStore | None = None
 _store_lock = threading.Lock()
@@ -19,6 +19,10 @@ _store_lock = threading.Lock()
 
 def store_class() -> type[BaseStore]:
     """The class named by ``TASKPOOL["STORE"]``."""
+    from django.utils.module_loading import import_string
+
+    from taskpool.conf import pool_settings
+
     path = pool_settings.STORE
     try:
         return import_string(path)
@@ -35,6 +39,8 @@ def get_store() -> BaseStore:
     if store is None:
         with _store_lock:
             if _store is None:
+                from taskpool.conf import pool_settings
+
                 _store = store_class().from_settings(pool_settings)
             store = _store
     return store
