@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from datetime import UTC, datetime
+from random import Random
 
 import pytest
 
@@ -56,6 +58,58 @@ def test_timestamps_are_utc_seconds_with_z():
     for bad in ("2026-06-03T12:24:56", "2026-06-03T12:24:56.5Z", "2026-06-03 12:24:56Z", 5):
         with pytest.raises(ValueError):
             parse_timestamp(bad)
+
+
+def _strict_timestamp(text: object) -> float | None:
+    """What ``parse_timestamp`` must give, by the standard library: epoch seconds or ``None``."""
+    if not isinstance(text, str) or not re.fullmatch(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", text
+    ):
+        return None
+    try:
+        moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC).timestamp()
+
+
+def test_timestamps_parse_as_the_standard_library_reads_them_and_nothing_else():
+    random = Random(20261128)
+    valid = [format_timestamp(random.uniform(-1e10, 2.5e11)) for _ in range(300)]
+    edges = [
+        "2026-02-29T00:00:00Z",
+        "2028-02-29T23:59:59Z",
+        "2026-04-31T00:00:00Z",
+        "2026-06-03T24:00:00Z",
+        "2026-06-03T23:60:00Z",
+        "2026-06-03T23:59:60Z",
+        "0000-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "2026-06-03T12:24:5\u0665Z",  # an Arabic-Indic five
+        "2026-06-03T12:24: 6Z",
+        "2026-06-03T12:24:+6Z",
+        "2026-06-03T12:2\uff14:56Z",
+        "2026-06-03T12:24:56z",
+        "2026-06-03t12:24:56Z",
+        "2026-06-03T12:24:56Z ",
+        "",
+    ]
+    alphabet = "0123456789-:TZ +.\u0661"
+    mutated = []
+    for text in valid:
+        position = random.randrange(len(text))
+        mutated.append(text[:position] + random.choice(alphabet) + text[position + 1 :])
+    for text in valid + edges + mutated:
+        expected = _strict_timestamp(text)
+        if expected is None:
+            with pytest.raises(ValueError):
+                parse_timestamp(text)
+        else:
+            assert parse_timestamp(text) == expected, text
+    for value in (None, 5, b"2026-06-03T12:24:56Z"):
+        with pytest.raises(ValueError):
+            parse_timestamp(value)  # type: ignore[arg-type]
 
 
 def test_a_line_escapes_every_character_splitlines_breaks_on():
