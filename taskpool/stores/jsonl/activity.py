@@ -37,9 +37,10 @@ class Activity:
     hours: dict[str, list[int]] = field(default_factory=dict)
     #: The latest failures, oldest first: (response id, task id, device, ts, status, summary).
     failures: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
-    #: Day ordinal -> how many of the day's closed tasks have an execution in each
-    #: status (in ``EXECUTION_STATUSES`` order). A closed task's statuses never change.
-    closed: dict[int, list[int]] = field(default_factory=dict)
+    #: Day ordinal -> how many of the day's closed tasks closed with each set of execution
+    #: statuses (``lifecycle.statuses_to_bits``). A closed task's statuses never change;
+    #: a week's tasks share a few dozen sets, so counting sets is one step a task.
+    closed: dict[int, dict[int, int]] = field(default_factory=dict)
 
     def count(self, message: Message) -> None:
         """Take one message into the hour it was stored in."""
@@ -80,10 +81,8 @@ class Activity:
             return
         counts = self.closed.get(day_ordinal)
         if counts is None:
-            counts = self.closed[day_ordinal] = [0] * _STATUS_COUNT
-        for number in range(_STATUS_COUNT):
-            if status_bits & (1 << number):
-                counts[number] += 1
+            counts = self.closed[day_ordinal] = {}
+        counts[status_bits] = counts.get(status_bits, 0) + 1
 
     def merge(self, later: Activity) -> None:
         """Add in the counts of lines read after this one's (a parallel replay's fold)."""
@@ -96,13 +95,10 @@ class Activity:
                     mine[number] += value
         self.failures.extend(later.failures)
         del self.failures[:-KEPT_FAILURES]
-        for day_ordinal, counts in later.closed.items():
-            mine = self.closed.get(day_ordinal)
-            if mine is None:
-                self.closed[day_ordinal] = list(counts)
-            else:
-                for number, value in enumerate(counts):
-                    mine[number] += value
+        for day_ordinal, per_set in later.closed.items():
+            kept = self.closed.setdefault(day_ordinal, {})
+            for bits, value in per_set.items():
+                kept[bits] = kept.get(bits, 0) + value
 
     def forget_before(self, day_ordinal: int, first_hour: str) -> None:
         """Drop what is kept of days and hours that left the horizon."""
@@ -114,5 +110,9 @@ class Activity:
 
     def closed_statuses(self, day_ordinal: int) -> dict[str, int]:
         """The day's closed tasks per status, only statuses some task has."""
-        counts = self.closed.get(day_ordinal, ())
-        return {EXECUTION_STATUSES[n]: value for n, value in enumerate(counts) if value}
+        per_status = [0] * _STATUS_COUNT
+        for bits, value in self.closed.get(day_ordinal, {}).items():
+            for number in range(_STATUS_COUNT):
+                if bits & (1 << number):
+                    per_status[number] += value
+        return {EXECUTION_STATUSES[n]: value for n, value in enumerate(per_status) if value}
