@@ -279,6 +279,10 @@ class PoolIndex:
             if reason is not None:
                 self._close(state, reason, now)
                 return
+        elif state.job is None and not claim_changed:
+            # A plain task's progress or repeated claim leaves it offered to the same
+            # devices: a fifth of a history's lines stop here.
+            return
         rollout = state.job is not None and state.job.rollout is not None
         if state.audience.everyone and not rollout:
             self._apply_to_broadcast(state, response)
