@@ -203,8 +203,9 @@ def read_segment(pieces: list[Piece], task_ttl: float, now: float) -> SegmentRea
                         else:
                             parent_id = message["parent_id"]
                             if (
-                                message["type"] == "response"
-                                and parent_id is not None
+                                parent_id is not None
+                                and parent_id not in index.open  # most answers: one lookup
+                                and message["type"] == "response"
                                 and not index.knows(parent_id)
                             ):
                                 strays.append((message, start))
