@@ -43,7 +43,7 @@ from taskpool_agent.runner import (
 
 log = logging.getLogger("taskpool_agent")
 
-#: Exit status for a token the server no longer takes: run enroll again (sysexits' EX_CONFIG).
+#: Exit status for a token the server no longer takes: a new one is needed (sysexits' EX_CONFIG).
 EX_CONFIG = 78
 PENDING_LIMIT = 1000
 PROGRESS_TEXT_MAX = 1024
@@ -109,7 +109,12 @@ class Agent:
         except Stopped:
             pass
         except TokenRevoked as error:
-            log.error("%s: enroll again, or put a new token in the config file.", error)
+            log.error(
+                "%s: put a new token in the config file (staff issue one with manage.py "
+                "taskpool_device %s --token), or have staff delete the device and enroll again.",
+                error,
+                self.config.device_id,
+            )
             self.stop.set()
             return EX_CONFIG
         except NotThePool as error:

@@ -16,24 +16,48 @@ from taskpool_agent.config import DEFAULT_PATH, ConfigError, load
 from taskpool_agent.enroll import enroll
 
 
-def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(
-        prog="taskpool-agent", description="The device side of a taskpool fleet."
-    )
-    main.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    main.add_argument(
+def _shared_options(*, with_defaults: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name.
+
+    After the name they carry no defaults, so that they override what was
+    given before it only when given.
+    """
+
+    def default(value: object) -> object:
+        return value if with_defaults else argparse.SUPPRESS
+
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument(
         "--config",
         type=Path,
-        default=DEFAULT_PATH,
+        default=default(DEFAULT_PATH),
         help=f"The config file (default {DEFAULT_PATH}).",
     )
-    main.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    main.add_argument(
-        "--backoff-max", type=float, default=60.0, help="Longest wait between retries, seconds."
+    shared.add_argument(
+        "--log-level", default=default("INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    shared.add_argument(
+        "--backoff-max",
+        type=float,
+        default=default(60.0),
+        help="Longest wait between retries, seconds.",
+    )
+    return shared
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="taskpool-agent",
+        description="The device side of a taskpool fleet.",
+        parents=[_shared_options(with_defaults=True)],
+    )
+    main.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    after_name = _shared_options(with_defaults=False)
     commands = main.add_subparsers(dest="command", required=True)
 
-    joining = commands.add_parser("enroll", help="Ask to join the fleet and wait for approval.")
+    joining = commands.add_parser(
+        "enroll", help="Ask to join the fleet and wait for approval.", parents=[after_name]
+    )
     joining.add_argument("--server", required=True, help="The pool's URL, e.g. https://host/pool/")
     joining.add_argument("--device-id", required=True)
     joining.add_argument("--kind", default="", help="What the device is (raspberry-pi ...).")
@@ -42,7 +66,9 @@ def parser() -> argparse.ArgumentParser:
         "--poll-interval", type=float, help="Seconds between asks (default: what the server says)."
     )
 
-    running = commands.add_parser("run", help="Run the tasks pending for this device.")
+    running = commands.add_parser(
+        "run", help="Run the tasks pending for this device.", parents=[after_name]
+    )
     running.add_argument("--handlers", type=Path, help="The handlers directory.")
     running.add_argument("--state-dir", type=Path, help="Where the journal is kept.")
     running.add_argument("--wait", type=float, default=30.0, help="Long-poll seconds (default 30).")
@@ -57,7 +83,8 @@ def parser() -> argparse.ArgumentParser:
         "--handler-timeout",
         type=float,
         default=3600.0,
-        help="A handler's time when its task has no meta.timeout, seconds (default 3600).",
+        help="A handler's time when its task names none (meta.handler_timeout, else the "
+        "job's timeout.in_progress), seconds (default 3600).",
     )
     running.add_argument(
         "--no-stream",

@@ -24,6 +24,7 @@ import pytest
 
 from taskpool_agent import __version__
 from taskpool_agent.cli import parser
+from taskpool_agent.config import DEFAULT_PATH
 from tests.live import ROOT, LivePool
 from tests.support import free_port
 
@@ -732,3 +733,25 @@ def test_the_systemd_units_command_line_is_one_the_agent_takes():
     assert parsed.command == "run"
     assert str(parsed.config) == "/etc/taskpool-agent/config.toml"
     assert "RestartPreventExitStatus=78" in unit  # the agent's exit status for a refused token
+
+
+@pytest.mark.parametrize("command", ["enroll", "run"])
+def test_the_shared_options_go_before_or_after_the_command(command):
+    """Written after the command, as people type them, or before, as the systemd unit does."""
+    required = ["--server", "http://127.0.0.1:1/pool/", "--device-id", "pi"] * (command == "enroll")
+    shared = ["--config", "/etc/x.toml", "--log-level", "DEBUG", "--backoff-max", "5"]
+    for arguments in ([*shared, command, *required], [command, *required, *shared]):
+        parsed = parser().parse_args(arguments)
+        assert (str(parsed.config), parsed.log_level, parsed.backoff_max) == (
+            "/etc/x.toml",
+            "DEBUG",
+            5.0,
+        )
+    # Given before only, the command's own copies of the options leave them alone;
+    # given on both sides, the later one counts.
+    parsed = parser().parse_args(["--config", "/a.toml", command, *required])
+    assert str(parsed.config) == "/a.toml" and parsed.log_level == "INFO"
+    parsed = parser().parse_args(["--config", "/a.toml", command, *required, "--config", "/b.toml"])
+    assert str(parsed.config) == "/b.toml"
+    default = parser().parse_args([command, *required])
+    assert default.config == DEFAULT_PATH and default.backoff_max == 60.0
