@@ -29,7 +29,7 @@ run: install
 	rm -rf $(PROMETHEUS_MULTIPROC_DIR) && mkdir -p $(PROMETHEUS_MULTIPROC_DIR)
 	PROMETHEUS_MULTIPROC_DIR=$(PROMETHEUS_MULTIPROC_DIR) \
 	$(BIN)/uvicorn project.asgi:application --host $(HOST) --port $(PORT) \
-		--workers $(WORKERS) --timeout-graceful-shutdown 5 --no-access-log
+		--workers $(WORKERS) --timeout-graceful-shutdown 5 --no-access-log --lifespan off
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,7 +1,8 @@
 """The demo site: taskpool on the embedded defaults (SQLite + JSONL files under var/).
 
-Environment: TASKPOOL_STORE (``jsonl``, the default, or ``database``: the pool
-in the PostgreSQL of DATABASE_URL), TASKPOOL_DATA_DIR, TASKPOOL_ARCHIVE_DIR,
+Environment: TASKPOOL_VAR_DIR (where all of it lives, var/ by default),
+TASKPOOL_STORE (``jsonl``, the default, or ``database``: the pool in the
+PostgreSQL of DATABASE_URL), TASKPOOL_DATA_DIR, TASKPOOL_ARCHIVE_DIR,
 TASKPOOL_METRICS_TOKEN, TASKPOOL_ENROLLMENT_KEY, DATABASE_URL,
 DJANGO_SECRET_KEY, DJANGO_DEBUG, DJANGO_ALLOWED_HOSTS. Without them the site
 runs for local development only.
