@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from taskpool.models import DeviceUser, UserRole
 
 
-def is_device(principal: Any) -> bool:
+def is_device(principal: Any) -> TypeGuard[DeviceUser]:
     return isinstance(principal, DeviceUser)
 
 

@@ -45,7 +45,11 @@ for username, role, staff in USERS:
 print(json.dumps(credentials))
 """
 
-DEVICES = [*(f"pi-{n}" for n in range(1, 12)), "unvalidated"]
+DEVICES = [
+    *(f"pi-{n}" for n in range(1, 12)),
+    "unvalidated",
+    *(f"revoked-{n}" for n in range(1, 5)),
+]
 USERS = [
     ("ops", "master", False),
     ("ops2", "master", False),

@@ -22,7 +22,9 @@ from taskpool.realtime.scope import (
     StreamFilter,
     concerned_scopes,
 )
+from taskpool.realtime.longpoll import REAUTHENTICATE_AFTER_SECONDS
 from taskpool.realtime.stream import events
+from tests.conftest import client_with
 
 pytestmark = pytest.mark.every_store
 
@@ -331,6 +333,30 @@ def test_under_wsgi_a_long_poll_is_woken(device_client, store, another_store):
     thread.join()
     assert answer.status_code == 200
     assert answer.json() == posted
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_under_wsgi_a_long_poll_woken_after_its_token_was_revoked_answers_401(
+    make_device, store, another_store
+):
+    device, token = make_device("pi-1")
+    posted: list[dict] = []
+
+    def revoke_then_post() -> None:
+        device.rotate_session()  # what a new token does to the old one
+        other = another_store()
+        try:
+            posted.append(post(other, "device:pi-1"))
+        finally:
+            other.close()
+
+    thread = later(revoke_then_post, delay=REAUTHENTICATE_AFTER_SECONDS + 0.2)
+    answer = client_with(token).get("/pool/pending?wait=30")
+    thread.join()
+    assert answer.status_code == 401
+    assert answer.json() == {"detail": "Token has been revoked."}
+    assert posted and posted[0]["id"] not in answer.content.decode()
 
 
 def test_under_wsgi_a_long_poll_with_nothing_for_it_answers_empty(device_client, store):

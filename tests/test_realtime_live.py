@@ -19,6 +19,8 @@ import pytest
 
 from taskpool.days import day_file_name, day_of
 from taskpool.messages import encode_line, format_timestamp, new_message_id
+from taskpool.realtime.longpoll import REAUTHENTICATE_AFTER_SECONDS
+from taskpool.realtime.stream import ADMISSION_SECONDS
 from taskpool.stores.jsonl import JsonlStore
 from tests.live import CURSOR_RE, LivePool, next_event, read_events
 
@@ -145,6 +147,33 @@ def test_a_long_poll_is_not_woken_for_another_devices_task(live):
     assert elapsed >= 1.5
 
 
+def new_token(live: LivePool, device: str) -> str:
+    """A new token for ``device``, which revokes the ones before it (as staff do)."""
+    return live.django("taskpool_device", device, "--token").strip().splitlines()[-1]
+
+
+def test_a_long_poll_woken_after_its_token_was_revoked_answers_401_not_the_task(live):
+    a, b, c = live.servers
+    # In front of Django, and Django's own async view; a device each (the task stays pending).
+    for server, device in ((a, "revoked-1"), (c, "revoked-2")):
+        token = new_token(live, device)
+        with ThreadPoolExecutor(1) as executor:
+            polling = executor.submit(
+                httpx.get,
+                f"{server}/pool/pending?wait=30",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
+            )
+            time.sleep(SETTLE_SECONDS)
+            new_token(live, device)
+            time.sleep(REAUTHENTICATE_AFTER_SECONDS)  # waited long enough to be asked again
+            task = post_task(live, b, "ops", f"device:{device}")
+            answer = polling.result()
+        assert answer.status_code == 401, answer.text
+        assert answer.json() == {"detail": "Token has been revoked."}
+        assert task["id"] not in answer.text
+
+
 # Stream ---------------------------------------------------------------------
 
 
@@ -166,6 +195,33 @@ def test_a_stream_receives_its_devices_tasks_live_and_no_other_devices(live):
     assert {event.event for event in received} == {"task"}
     assert all(CURSOR_RE.fullmatch(event.id) for event in received)
     assert received[0].id < received[1].id < received[2].id
+
+
+def test_a_stream_ends_before_its_next_event_once_its_token_is_revoked(live):
+    a, b, c = live.servers
+    for server, device in ((a, "revoked-3"), (c, "revoked-4")):
+        token = new_token(live, device)
+        headers = {"Authorization": f"Bearer {token}"}
+        # A read that waits 5 s for a line fails rather than hangs on keep-alives.
+        timeout = httpx.Timeout(30, read=5)
+        with httpx.stream(
+            "GET", f"{server}/pool/stream", headers=headers, timeout=timeout
+        ) as response:
+            events = read_events(response)
+            assert next(events).comment == "stream open"
+            first = post_task(live, b, "ops", f"device:{device}")
+            assert next_event(events).data == first
+            new_token(live, device)
+            time.sleep(ADMISSION_SECONDS)  # open long enough to be asked again
+            second = post_task(live, b, "ops", f"device:{device}")
+            rest = []
+            try:
+                rest.extend(events)  # to the stream's end, which the server makes
+                ended = True
+            except httpx.ReadTimeout:
+                ended = False
+        assert second["id"] not in str(rest)
+        assert ended
 
 
 def test_a_device_stream_carries_the_cancel_of_its_task_written_by_another_process(live):

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -29,6 +31,7 @@ from rest_framework.exceptions import APIException, MethodNotAllowed, Permission
 
 from taskpool import metrics
 from taskpool.api import queries, views
+from taskpool.api.admission import admissions
 from taskpool.api.plain import (
     authenticate,
     error_response,
@@ -38,8 +41,9 @@ from taskpool.api.plain import (
 )
 from taskpool.exceptions import InvalidCursor, PoolError
 from taskpool.permissions import IsDevice
+from taskpool.principals import is_device
 from taskpool.realtime import sse
-from taskpool.realtime.longpoll import wait_for_pending
+from taskpool.realtime.longpoll import REAUTHENTICATE_AFTER_SECONDS, wait_for_pending
 from taskpool.realtime.scope import DEVICE, Scope
 from taskpool.realtime.stream import events, sync_events
 from taskpool.stores import get_store
@@ -75,9 +79,17 @@ async def _long_poll(request: HttpRequest) -> HttpResponseBase:
             raise MethodNotAllowed(str(request.method))
         device = await in_django_thread(authenticate, request, IsDevice)
         query = valid_query(queries.PendingQuerySerializer, request)
+        asked_at = time.monotonic()
         tasks = await wait_for_pending(
             get_store(), device.id, limit=query["limit"], seconds=query["wait"]
         )
+        if (
+            tasks
+            and time.monotonic() - asked_at >= REAUTHENTICATE_AFTER_SECONDS
+            and not await admissions().holds(device.id, device.user_session)
+        ):
+            # Its token was revoked, or the device invalidated, as it waited: the refusal.
+            await in_django_thread(authenticate, request, IsDevice)
     except _REFUSALS as error:
         return error_response(error)
     return json_response(tasks)
@@ -107,14 +119,42 @@ async def _stream(request: HttpRequest) -> HttpResponseBase:
         start = await asyncio.to_thread(start_cursor, store, request, query.get("after"))
     except _REFUSALS as error:
         return error_response(error)
+    admits = functools.partial(_still_admits, request, query["all"])
     if served_by_event_loop(request):
-        content: Any = events(store, scope, start)
+        content: Any = events(store, scope, start, admitted=_admission(request, admits))
     else:
-        content = sync_events(store, scope, start)
+        content = sync_events(store, scope, start, admitted=admits)
     response = StreamingHttpResponse(content, content_type=sse.MEDIA_TYPE)
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response
+
+
+def _admission(request: HttpRequest, admits: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """How an event loop's stream asks whether its caller may still have it: a device
+    through the loop's shared question (``admission``), then in full if that says no."""
+    principal = request.user  # as authentication left it
+
+    async def admitted() -> bool:
+        if is_device(principal) and await admissions().holds(principal.pk, principal.user_session):
+            return True
+        return await in_django_thread(admits)
+
+    return admitted
+
+
+def _still_admits(request: HttpRequest, wants_all: bool) -> bool:
+    """Whether the stream's caller may still have it: its token, device and role, again.
+
+    A database that does not answer says nothing either way: the stream goes on.
+    """
+    try:
+        scope = stream_scope(request)
+    except (APIException, DjangoPermissionDenied):
+        return False
+    except (OperationalError, InterfaceError):
+        return True
+    return not wants_all or scope.asking_for_all() is not None
 
 
 def stream_scope(request: HttpRequest) -> Scope:

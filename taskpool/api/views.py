@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 from django.db import DatabaseError, connections, router
@@ -35,7 +36,7 @@ from taskpool.fleet import device_rows, validated_device_ids
 from taskpool.models import DeviceUser
 from taskpool.permissions import HasRole, IsDevice, IsMasterOrAddressedDevice
 from taskpool.principals import address_of, is_device
-from taskpool.realtime.longpoll import wait_for_pending_in_thread
+from taskpool.realtime.longpoll import REAUTHENTICATE_AFTER_SECONDS, wait_for_pending_in_thread
 from taskpool.stores import get_store
 from taskpool.ticker import ticker
 
@@ -229,9 +230,15 @@ class PendingView(PoolAPIView):
         store = get_store()
         if "wait" not in self.query:
             return Response(store.pending_for(device_id(request), limit=self.query["limit"]))
+        asked_at = time.monotonic()
         tasks = wait_for_pending_in_thread(
             store, device_id(request), limit=self.query["limit"], seconds=self.query["wait"]
         )
+        if tasks and time.monotonic() - asked_at >= REAUTHENTICATE_AFTER_SECONDS:
+            # Its token may have been revoked, or the device invalidated, as it waited.
+            self.check_permissions(
+                Request(request._request, authenticators=self.get_authenticators())
+            )
         return Response(tasks)
 
 

@@ -14,6 +14,10 @@ from taskpool.stores.base import BaseStore
 
 #: Seconds a blocked long-poll waits for a wake-up before it looks at the pool itself.
 RECHECK_SECONDS = 5.0
+#: A long-poll that waited longer than this before it found tasks authenticates again
+#: before it answers with them (the views do): its token may have been revoked, or its
+#: device invalidated, meanwhile.
+REAUTHENTICATE_AFTER_SECONDS = 1.0
 
 
 async def wait_for_pending(

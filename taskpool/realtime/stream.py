@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from taskpool.exceptions import InvalidCursor
 from taskpool.metrics import waiting
@@ -27,6 +27,10 @@ KEEP_ALIVE_SECONDS = 15.0
 CATCH_UP_SECONDS = 1.0
 #: How often the stream served without an event loop (WSGI) looks for new lines.
 SYNC_POLL_SECONDS = 0.25
+#: How long a stream goes on after it last found its listener admitted before it asks
+#: again (before an event, and at a keep-alive): a token revoked, a device invalidated
+#: or a role taken away ends the stream within this, or at its next keep-alive.
+ADMISSION_SECONDS = 1.0
 _PAGE = 500
 
 
@@ -49,14 +53,27 @@ async def events(
     cursor: str | None,
     *,
     keep_alive: float = KEEP_ALIVE_SECONDS,
+    admitted: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The stream for ``scope`` from ``cursor`` on, forever; for an event loop (ASGI).
+    """The stream for ``scope`` from ``cursor`` on, until its listener is no longer
+    ``admitted`` (asked at most every ``ADMISSION_SECONDS``); for an event loop (ASGI).
 
     A keep-alive comment follows ``keep_alive`` seconds of silence.
     """
     stream_filter = StreamFilter(scope, store.find_task)
     loop = asyncio.get_running_loop()
     hub = hub_for(store)
+    admitted_at = loop.time()
+
+    async def still_admitted() -> bool:
+        nonlocal admitted_at
+        if admitted is None or loop.time() - admitted_at < ADMISSION_SECONDS:
+            return True
+        if not await admitted():
+            return False
+        admitted_at = loop.time()
+        return True
+
     async with hub.waiter(scope) as waiter:
         with waiting("stream"):
             yield sse.OPENED
@@ -73,6 +90,8 @@ async def events(
                     )
                     return
                 if chunk:
+                    if not await still_admitted():
+                        return
                     yield chunk
                     quiet_until = loop.time() + keep_alive
                 if more:
@@ -81,6 +100,8 @@ async def events(
                     # Not woken: what others were sent since need not be read again.
                     cursor = hub.resume_point(cursor)
                     if loop.time() >= quiet_until:
+                        if not await still_admitted():
+                            return
                         yield sse.KEEP_ALIVE
                         quiet_until = loop.time() + keep_alive
 
@@ -91,9 +112,21 @@ def sync_events(
     cursor: str | None,
     *,
     keep_alive: float = KEEP_ALIVE_SECONDS,
+    admitted: Callable[[], bool] | None = None,
 ) -> Iterator[bytes]:
     """The same stream for a thread of its own (WSGI, ``runserver``): it polls the pool."""
     stream_filter = StreamFilter(scope, store.find_task)
+    admitted_at = time.monotonic()
+
+    def still_admitted() -> bool:
+        nonlocal admitted_at
+        if admitted is None or time.monotonic() - admitted_at < ADMISSION_SECONDS:
+            return True
+        if not admitted():
+            return False
+        admitted_at = time.monotonic()
+        return True
+
     with waiting("stream"):
         yield sse.OPENED
         quiet_until = time.monotonic() + keep_alive
@@ -104,11 +137,15 @@ def sync_events(
                 logger.warning("taskpool: a stream's position %s went away; closing it.", cursor)
                 return
             if chunk:
+                if not still_admitted():
+                    return
                 yield chunk
                 quiet_until = time.monotonic() + keep_alive
             if more:
                 continue
             if time.monotonic() >= quiet_until:
+                if not still_admitted():
+                    return
                 yield sse.KEEP_ALIVE
                 quiet_until = time.monotonic() + keep_alive
             time.sleep(SYNC_POLL_SECONDS)
