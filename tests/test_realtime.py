@@ -13,6 +13,7 @@ import pytest
 from taskpool.messages import encode_line
 from taskpool.realtime import sse
 from taskpool.realtime.hub import Hub, Waiter
+from taskpool.realtime.longpoll import REAUTHENTICATE_AFTER_SECONDS
 from taskpool.realtime.scope import (
     ADMIN,
     ALL_TASKS,
@@ -22,7 +23,6 @@ from taskpool.realtime.scope import (
     StreamFilter,
     concerned_scopes,
 )
-from taskpool.realtime.longpoll import REAUTHENTICATE_AFTER_SECONDS
 from taskpool.realtime.stream import events
 from tests.conftest import client_with
 
