@@ -57,6 +57,10 @@ TIMED_OUT, RETRY, OFFERED, ABORTED, OPENED = "timed_out", "retry", "offered", "a
 BACKEND_STATUSES = frozenset({TIMED_OUT, RETRY, OFFERED, ABORTED, OPENED})
 #: Devices an ``offered`` line names at most (a rollout step over more writes several).
 OFFERS_PER_LINE = 500
+#: After a quiet spell (no process ticking, or no device waiting), a rollout makes up at
+#: most this many seconds' worth of offers at once (one step, if a step is longer), then
+#: goes on at its rate: a restart or devices joining together make no burst.
+ROLLOUT_CATCH_UP_SECONDS = 5.0
 
 #: Why a task stopped being open.
 FINISHED, CANCELLED, EXPIRED = "finished", "cancelled", "expired"
@@ -616,7 +620,7 @@ class TaskState:
         per_second = job.rollout.per_minute(succeeded) / 60  # type: ignore[union-attr]
         # The first device at once; then one every 1/rate seconds, spread evenly.
         clock = self.rollout_clock if self.rollout_clock is not None else start - 1 / per_second
-        clock = max(clock, now - 1 / per_second * len(waiting))  # no burst after a quiet spell
+        clock = max(clock, now - max(1 / per_second, ROLLOUT_CATCH_UP_SECONDS))
         # (A little slack for the rounding of epoch seconds, about 1e-7 s today.)
         count = min(math.floor((now - clock) * per_second + 1e-5), len(waiting), OFFERS_PER_LINE)
         if count <= 0:

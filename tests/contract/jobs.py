@@ -207,6 +207,24 @@ class JobsContract:
             offered += line["meta"]["devices"]
         assert offered == devices
 
+    @pytest.mark.parametrize(("per_minute", "made_up"), [(60, 5), (6, 1)])
+    def test_a_rollout_makes_no_burst_after_a_quiet_spell(self, pool, clock, per_minute, made_up):
+        devices = [f"d{n}" for n in range(20)]
+        job(pool, "device:[" + ",".join(devices) + "]", rollout={"max_per_minute": per_minute})
+
+        def offered_now() -> list[str]:
+            return [
+                d for line in tick(pool, registered_devices=[]) for d in line["meta"]["devices"]
+            ]
+
+        assert offered_now() == ["d0"]  # the first at once
+        clock.advance(600)  # no process ticked for ten minutes (a restart, an outage)
+        # Five seconds' worth at most (one step, when a step is longer), then the rate.
+        assert offered_now() == devices[1 : 1 + made_up]
+        assert offered_now() == []
+        clock.advance(60 / per_minute)
+        assert offered_now() == [devices[1 + made_up]]
+
     def test_a_broadcast_rollout_offers_devices_that_join_later_too(self, pool, clock):
         task = job(pool, "device:*", rollout={"max_per_minute": 600})
         registered = ["a", "b"]
