@@ -37,6 +37,7 @@ from taskpool_agent.runner import (
     find_handler,
     keep_output_tail,
     outcome_of,
+    timed_by_server,
     timeout_of,
     wrapper_alive,
 )
@@ -47,6 +48,9 @@ log = logging.getLogger("taskpool_agent")
 EX_CONFIG = 78
 PENDING_LIMIT = 1000
 PROGRESS_TEXT_MAX = 1024
+#: How long past a job's timeout the agent waits for the server's ``timed_out`` line (on
+#: the stream, or seen by the pending check) before it stops the handler itself.
+SERVER_TIMEOUT_GRACE_SECONDS = 5.0
 
 
 @dataclass
@@ -257,9 +261,16 @@ class Agent:
         """Wait for the handler's end, reporting its progress, minding timeout, cancel and stop."""
         self.running = key
         timeout = timeout_of(task, self.options.handler_timeout)
-        deadline = time.monotonic() + timeout - (time.time() - started_at)
+        by_server = timed_by_server(task)
+        # A job's timeout is the server's to call (``timed_out``, which its retries and abort
+        # count): the agent stops the handler itself only if that line is late in coming.
+        grace = SERVER_TIMEOUT_GRACE_SECONDS if by_server else 0.0
+        deadline = time.monotonic() + timeout + grace - (time.time() - started_at)
         closed = threading.Event()  # the task is no longer this device's to answer
         reporter = ProgressReporter(self, key, task, closed)
+        if by_server:
+            # The server counts the attempt's time from its first progress answer.
+            reporter.report(Progress(text="started"))
         checker = threading.Thread(
             target=self._check_still_pending, args=(key, closed, process), daemon=True
         )
@@ -330,12 +341,18 @@ class Agent:
                 if process.exited.is_set() or closed.is_set():
                     return
                 meta = data.get("meta", {}) if isinstance(data, dict) else {}
-                if (
-                    name == "response"
-                    and data.get("parent_id") == task["id"]
-                    and meta.get("status") == "cancelled"
-                ):
+                if name != "response" or data.get("parent_id") != task["id"]:
+                    continue
+                if meta.get("status") == "cancelled":
                     log.info("%s: cancelled (seen on the stream)", attempt_key(task))
+                    closed.set()
+                    return
+                if (
+                    meta.get("status") == "timed_out"
+                    and meta.get("device") == self.config.device_id
+                    and meta.get("attempt") == ((task.get("meta") or {}).get("attempt") or 1)
+                ):
+                    log.info("%s: timed out by the server (seen on the stream)", attempt_key(task))
                     closed.set()
                     return
         except (OSError, ValueError, http.client.HTTPException) as error:

@@ -109,9 +109,29 @@ def timeout_of(task: dict[str, Any], default: float) -> float:
         meta.get("handler_timeout"),
         job_timeout.get("in_progress") if isinstance(job_timeout, dict) else job_timeout,
     ):
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            return float(value)
+        seconds = _seconds(value)
+        if seconds is not None:
+            return seconds
     return default
+
+
+def timed_by_server(task: dict[str, Any]) -> bool:
+    """Whether the handler's time limit is its job's timeout, which the server keeps (a
+    ``meta.timeout`` of ``{"in_progress": s}`` and no ``meta.handler_timeout``)."""
+    meta = task.get("meta") or {}
+    job_timeout = meta.get("timeout")
+    return (
+        _seconds(meta.get("handler_timeout")) is None
+        and isinstance(job_timeout, dict)
+        and _seconds(job_timeout.get("in_progress")) is not None
+    )
+
+
+def _seconds(value: object) -> float | None:
+    """A positive number of seconds, or ``None``."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 @dataclass(frozen=True)

@@ -378,15 +378,27 @@ def test_a_handler_over_its_timeout_is_killed_with_its_children(pool, agent, tmp
         wait_for(lambda pid=pid: not alive(pid), 5, f"pid {pid} gone")
 
 
-def test_a_jobs_timeout_is_the_handlers_too(pool, agent, tmp_path):
+def test_a_jobs_timeout_is_the_servers_to_call_and_stops_the_handler(pool, agent, tmp_path):
+    """The server's ``timed_out`` (which retries and aborts count), not the agent's own
+    ``failed``: the agent starts the server's clock with a progress answer, and stops the
+    handler when it sees the line."""
     agent("pi-8")
     pids = tmp_path / "pids"
     task = post_task(
         pool, "pi-8", "sleepy", fields={"timeout": {"in_progress": 1}}, args=[str(pids)]
     )
-    answer = final_answer(pool, task)
-    assert answer["meta"]["status"] == "failed"
-    assert "timed out after 1 s" in answer["meta"]["reason"]
+
+    def timed_out():
+        return [r for r in responses(pool, task) if r["meta"]["status"] == "timed_out"]
+
+    (line,) = wait_for(timed_out, 20, "the server's timed_out line")
+    assert (line["from"], line["meta"]["device"], line["meta"]["attempt"]) == ("backend", "pi-8", 1)
+    for pid in map(int, pids.read_text().split()):
+        wait_for(lambda pid=pid: not alive(pid), 10, f"pid {pid} gone")
+    time.sleep(1)
+    from_device = [r["meta"]["status"] for r in responses(pool, task) if r["from"] == "device:pi-8"]
+    assert from_device == ["progress"]  # "started", and no answer of its own after the line
+    assert [r["body"] for r in responses(pool, task) if r["from"] == "device:pi-8"] == ["started"]
 
 
 def test_a_cancelled_task_stops_its_handler_and_is_not_answered(pool, agent, tmp_path):
@@ -454,7 +466,9 @@ def test_a_step_timeout_line_asks_the_server_for_more_time(pool, agent):
     task = post_task(pool, "pi-11", "stepper", fields={"timeout": {"in_progress": 60}})
     assert final_answer(pool, task)["meta"]["status"] == "done"
     progress = [r for r in responses(pool, task) if r["meta"]["status"] == "progress"]
-    assert [(r["body"], r["meta"].get("step_timeout")) for r in progress][0] == ("flashing", 30)
+    reported = [(r["body"], r["meta"].get("step_timeout")) for r in progress]
+    assert reported[0] == ("started", None)  # the job's clock starts with the handler
+    assert ("flashing", 30) in reported
 
 
 def test_an_agent_killed_mid_task_answers_once_after_restart(pool, agent, tmp_path):

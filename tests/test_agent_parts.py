@@ -20,6 +20,7 @@ from taskpool_agent.runner import (
     Progress,
     find_handler,
     outcome_of,
+    timed_by_server,
     timeout_of,
 )
 
@@ -103,6 +104,13 @@ def test_the_time_limit():
     assert timeout_of({"meta": both}, 60) == 5
     for bad in (0, -1, True, "5", None):
         assert timeout_of({"meta": {"handler_timeout": bad}}, 60) == 60
+    # Whose limit it is: the server's (a job timeout alone), or the agent's.
+    assert timed_by_server({"meta": {"timeout": {"in_progress": 30}}})
+    assert not timed_by_server({"meta": both})
+    assert not timed_by_server({"meta": {}})
+    assert not timed_by_server({"meta": {"timeout": {"in_progress": 0}}})
+    assert not timed_by_server({"meta": {"timeout": 30}})  # not a job's, which is an object
+    assert timed_by_server({"meta": {"timeout": {"in_progress": 30}, "handler_timeout": True}})
 
 
 @pytest.mark.parametrize(
