@@ -6,6 +6,7 @@ import functools
 import math
 import re
 from datetime import date, timedelta
+from pathlib import Path
 
 # [0-9], not \d: \d would also take other scripts' digits.
 DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -51,4 +52,24 @@ def day_of_file_name(name: str) -> date | None:
     try:
         return date.fromisoformat(match.group(1))
     except ValueError:
+        return None
+
+
+#: In a directory of day files, the day before which days were taken out (pruned), so
+#: that a reader knows an answer near it may answer a task it cannot see.
+PRUNED_BEFORE_FILE_NAME = ".pruned-before"
+
+
+def note_pruned_before(directory: Path, day: date) -> None:
+    """Record that the days before ``day`` were taken out of ``directory`` (the latest counts)."""
+    earlier = pruned_before(directory)
+    if earlier is None or day > earlier:
+        (directory / PRUNED_BEFORE_FILE_NAME).write_text(day.isoformat() + "\n")
+
+
+def pruned_before(directory: Path) -> date | None:
+    """The day before which days were taken out of ``directory``, if any were."""
+    try:
+        return parse_day((directory / PRUNED_BEFORE_FILE_NAME).read_text().strip())
+    except (OSError, ValueError):
         return None

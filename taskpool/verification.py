@@ -7,11 +7,14 @@ Each problem names its file and line (counted from 1):
   last line;
 - ``bad_json``: a line that is not JSON at all (a hand edit);
 - ``invalid``: JSON that is not a message (missing or extra keys, a bad
-  address, a wrong type);
+  address, a wrong type, a ``ts`` that is not a UTC timestamp);
 - ``duplicate_id``: a message id seen before, with where;
 - ``out_of_order``: a message stamped earlier than the one before it, or
   in the file of another day;
 - ``unknown_task``: a response whose ``parent_id`` names no task before it.
+  Not judged where its task may be in a day taken out of the pool
+  (``taskpool_prune`` notes where) or before ``--since``'s horizon: an answer
+  less than ``TASK_TTL`` after that day may answer a task no file here shows.
 
 Only complete files are judged: the verifier reads what is there when it
 opens each file, so lines appended meanwhile are left for the next run.
@@ -27,9 +30,9 @@ from pathlib import Path
 
 import orjson
 
-from taskpool.days import day_of_file_name
+from taskpool.days import day_of, day_of_file_name, pruned_before
 from taskpool.exceptions import InvalidMessage
-from taskpool.messages import decode_line
+from taskpool.messages import decode_line, parse_timestamp
 
 PROBLEM_KINDS = (
     "torn",
@@ -94,11 +97,14 @@ def day_files(directory: Path) -> list[tuple[date, Path]]:
 class Verifier:
     """Reads day files in pool order and keeps what later lines are judged against."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, first_day: date | None = None, task_ttl: timedelta | None = None) -> None:
         self.report = Report()
         self._ids: dict[bytes, tuple[str, int]] = {}
         self._tasks: set[bytes] = set()
         self._last_ts = ""
+        #: The first day read: an answer whose task may be older is not judged unknown.
+        self._first_day = first_day
+        self._task_ttl = task_ttl
 
     def learn_tasks(self, path: Path) -> None:
         """Take the tasks of a file read only for context (before ``--since``), judging nothing."""
@@ -129,6 +135,11 @@ class Verifier:
         except InvalidMessage as error:
             self._unparsed(name, number, line, error)
             return
+        try:
+            moment = parse_timestamp(message["ts"])
+        except ValueError:
+            self._found(name, number, "invalid", f"ts {message['ts']!r} is not a UTC timestamp")
+            return
         self.report.messages += 1
         key = message["id"].encode()
         seen = self._ids.get(key)
@@ -150,10 +161,16 @@ class Verifier:
             self._tasks.add(key)
         elif message["type"] == "response":
             parent = message["parent_id"]
-            if parent is None or parent.encode() not in self._tasks:
+            if (parent is None or parent.encode() not in self._tasks) and self._judged(moment):
                 self._found(
                     name, number, "unknown_task", f"answers {parent}, which no earlier line posts"
                 )
+
+    def _judged(self, answered_at: float) -> bool:
+        """Whether the task of an answer given then would be in the files read."""
+        if self._first_day is None or self._task_ttl is None:
+            return True
+        return day_of(answered_at - self._task_ttl.total_seconds()) >= self._first_day
 
     def _unparsed(self, name: str, number: int, line: bytes, error: InvalidMessage) -> None:
         try:
@@ -208,7 +225,13 @@ def verify_directory(
     files = day_files(directory)
     judged = [(day, path) for day, path in files if since is None or day >= since]
     context = [path for day, path in files if since is not None and since - task_ttl <= day < since]
-    verifier = Verifier()
+    # Answers to tasks of days taken out (pruned) cannot be judged: where the files start
+    # after such days, or after ``since`` less the horizon, an answer's task may be older.
+    starts = [pruned_before(directory)]
+    if since is not None:
+        starts.append(since - task_ttl)
+    known = [day for day in starts if day is not None]
+    verifier = Verifier(first_day=max(known, default=None), task_ttl=task_ttl)
     for path in context:
         verifier.learn_tasks(path)
     advance = progress(sum(path.stat().st_size for _day, path in judged))

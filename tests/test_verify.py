@@ -133,3 +133,46 @@ def test_another_directory_is_verified_too(tmp_path):
     code, out = verify("--directory", str(elsewhere))
     assert code == 1
     assert ":1: invalid:" in out
+
+
+def test_answers_to_tasks_of_pruned_days_are_not_taken_for_unknown_ones(pool_dir):
+    """A task posted late on a day, answered after midnight: once the task's day is
+    pruned, its answer names a task no file shows, and the pool is still sound."""
+    old, kept = days_ago(20), days_ago(19)
+    task = message(ts=f"{old.isoformat()}T23:50:00Z", title="late")
+    answer = message(
+        kind="response",
+        sender="device:pi-1",
+        to="user:ops@example.com",
+        ts=f"{kept.isoformat()}T00:05:00Z",
+        parent_id=task["id"],
+        meta={"status": "done"},
+    )
+    append_messages(pool_dir, task, answer)
+    assert verify()[0] == 0
+    call_command("taskpool_prune", "--before", kept.isoformat(), "--delete", stdout=StringIO())
+    assert not (pool_dir / f"{old.isoformat()}.jsonl").exists()
+    code, out = verify()
+    assert code == 0, out
+    # Far enough after the cut, an answer to no task is still one.
+    orphan = message(
+        kind="response",
+        sender="device:pi-1",
+        to="user:ops@example.com",
+        ts=noon(days_ago(1)),
+        parent_id="msg_" + "0" * 32,
+        meta={"status": "done"},
+    )
+    append_messages(pool_dir, orphan)
+    code, out = verify()
+    assert code == 1 and "unknown_task" in out
+
+
+def test_a_ts_that_is_no_timestamp_is_invalid_not_out_of_order(pool_dir):
+    a_sound_pool(pool_dir)
+    day = days_ago(1)
+    append_raw(pool_dir, day, encode_line(message(ts=f"{day.isoformat()} 23:00", title="hand")))
+    code, out = verify("--json")
+    (problem,) = json.loads(out)["problems"]
+    assert (code, problem["kind"]) == (1, "invalid")
+    assert "not a UTC timestamp" in problem["detail"]

@@ -27,13 +27,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from django.core import checks
 
-from taskpool.days import day_of
+from taskpool.days import day_of, note_pruned_before
 from taskpool.exceptions import (
     InvalidMessage,
     MessageTooLarge,
@@ -250,6 +250,7 @@ class JsonlStore(BaseStore):
     def remove_day(self, day: date) -> None:
         """Deletes the day file. Nothing else needs it: the index reads only the horizon."""
         refuse_in_horizon(self, day)
+        note_pruned_before(self.directory, day + timedelta(days=1))  # for taskpool_verify
         self._files.path(day).unlink(missing_ok=True)
 
     def figures(self) -> StoreFigures:
