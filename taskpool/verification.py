@@ -33,6 +33,7 @@ import orjson
 from taskpool.days import day_of, day_of_file_name, pruned_before
 from taskpool.exceptions import InvalidMessage
 from taskpool.messages import decode_line, parse_timestamp
+from taskpool.stores.validation import check_as_written
 
 PROBLEM_KINDS = (
     "torn",
@@ -97,7 +98,13 @@ def day_files(directory: Path) -> list[tuple[date, Path]]:
 class Verifier:
     """Reads day files in pool order and keeps what later lines are judged against."""
 
-    def __init__(self, *, first_day: date | None = None, task_ttl: timedelta | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        first_day: date | None = None,
+        task_ttl: timedelta | None = None,
+        max_message_bytes: int,
+    ) -> None:
         self.report = Report()
         self._ids: dict[bytes, tuple[str, int]] = {}
         self._tasks: set[bytes] = set()
@@ -105,6 +112,7 @@ class Verifier:
         #: The first day read: an answer whose task may be older is not judged unknown.
         self._first_day = first_day
         self._task_ttl = task_ttl
+        self._max_message_bytes = max_message_bytes
 
     def learn_tasks(self, path: Path) -> None:
         """Take the tasks of a file read only for context (before ``--since``), judging nothing."""
@@ -136,10 +144,11 @@ class Verifier:
             self._unparsed(name, number, line, error)
             return
         try:
-            moment = parse_timestamp(message["ts"])
-        except ValueError:
-            self._found(name, number, "invalid", f"ts {message['ts']!r} is not a UTC timestamp")
+            check_as_written(message, len(line) + 1, self._max_message_bytes)
+        except InvalidMessage as error:
+            self._found(name, number, "invalid", f"not a message the pool writes: {error.message}")
             return
+        moment = parse_timestamp(message["ts"])
         self.report.messages += 1
         key = message["id"].encode()
         seen = self._ids.get(key)
@@ -214,6 +223,7 @@ def verify_directory(
     *,
     since: date | None = None,
     task_ttl: timedelta,
+    max_message_bytes: int,
     progress: Callable[[int], Callable[[int], None]] = lambda _total: lambda _n: None,
 ) -> Report:
     """Verify the day files of ``directory`` from ``since`` on (all of them by default).
@@ -231,7 +241,11 @@ def verify_directory(
     if since is not None:
         starts.append(since - task_ttl)
     known = [day for day in starts if day is not None]
-    verifier = Verifier(first_day=max(known, default=None), task_ttl=task_ttl)
+    verifier = Verifier(
+        first_day=max(known, default=None),
+        task_ttl=task_ttl,
+        max_message_bytes=max_message_bytes,
+    )
     for path in context:
         verifier.learn_tasks(path)
     advance = progress(sum(path.stat().st_size for _day, path in judged))

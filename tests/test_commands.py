@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from io import StringIO
+from pathlib import Path
 
 import jwt
 import pytest
@@ -11,6 +15,8 @@ from django.core.management import CommandError, call_command
 
 from taskpool.models import DeviceUser, UserRole
 from tests.conftest import client_with, post_json
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(command: str, *args: str) -> list[str]:
@@ -280,3 +286,51 @@ def test_a_password_goes_through_the_sites_validators(db, settings, password, sa
     assert not get_user_model().objects.filter(username="alice").exists()
     run("taskpool_role", "alice", "admin", "--password", "a-good-long-one-9")
     assert login("alice", "a-good-long-one-9").status_code == 200
+
+
+# Operators' mistakes: a clear message and nothing changed --------------------------------
+
+
+def test_a_refused_device_is_not_made(db):
+    with pytest.raises(CommandError, match="64 characters"):
+        run("taskpool_device", "pi-9", "--kind", "k" * 300)
+    assert not DeviceUser.objects.filter(pk="pi-9").exists()
+
+
+@pytest.mark.parametrize("username", ["a" * 151, "a b/c", ""])
+def test_a_username_the_user_model_refuses_is_refused(db, username):
+    with pytest.raises(CommandError):
+        run("taskpool_role", username, "user")
+    assert not get_user_model().objects.filter(username=username).exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["taskpool_prune", "--before", "2026-02-30", "--delete"],
+        ["taskpool_export", "/tmp/x", "--since", "20260101"],
+        ["taskpool_verify", "--since", "yesterday"],
+        ["taskpool_tick", "--every", "-1"],
+        ["taskpool_tick", "--every", "nan"],
+        ["taskpool_tick", "--every", "inf"],
+    ],
+)
+def test_bad_values_are_usage_errors_with_no_traceback(command):
+    """From the command line: argparse's usage and message, exit 2, no Python traceback."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "error:" in done.stderr
+
+
+def test_export_into_a_path_that_cannot_be_a_directory_says_so(db, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(CommandError, match="Cannot make"):
+        run("taskpool_export", str(a_file))

@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -115,6 +116,43 @@ def test_lines_that_are_not_messages_are_counted_and_left_out(on_database, tmp_p
     (source / "notes.jsonl").write_bytes(b"ignored: not a day file\n")
     out = run("taskpool_import", str(source))
     assert "Imported 21 messages" in out and "1 lines that are not messages" in out
+
+
+def test_lines_the_pool_would_never_write_are_left_out_of_an_import(on_database, tmp_path):
+    """Each would have broken the API or the admin once loaded: a meta deeper than JSON's
+    encoder goes (a 500 on every list that shows it), an id the API cannot name (never
+    cancelled), a body over MAX_MESSAGE_BYTES, a type or address that does not read."""
+    source = tmp_path / "source"
+    a_week_of_day_files(source)
+    first = sorted(source.glob("*.jsonl"))[0]
+    good = orjson.loads(first.read_bytes().splitlines()[0])
+    day = first.stem
+
+    def line(**changes) -> bytes:
+        return orjson.dumps({**good, "id": "msg_" + os.urandom(16).hex(), **changes}) + b"\n"
+
+    # Deeper than orjson writes (it reads up to 1,024): written by hand.
+    deep = line(meta={"deep": "here"}).replace(b'"here"', b"[" * 300 + b"]" * 300)
+    bad = [
+        deep,
+        line(id="msg_XYZ"),
+        line(body="b" * 70_000),
+        line(type="bogus"),
+        line(**{"from": "nobody"}),
+        line(to="garbage address"),
+        line(ts=f"{day} 01:03"),
+    ]
+    with open(first, "ab") as file:
+        file.writelines(bad)
+    out = run("taskpool_import", str(source))
+    assert "Imported 21 messages" in out and f"{len(bad)} lines that are not messages" in out
+    code, report = 0, io.StringIO()
+    try:
+        call_command("taskpool_verify", "--directory", str(source), "--json", stdout=report)
+    except CommandError as error:
+        code = error.returncode
+    problems = orjson.loads(report.getvalue())["problems"]
+    assert code == 1 and [p["kind"] for p in problems] == ["invalid"] * len(bad)
 
 
 def test_import_needs_a_store_that_imports(settings, tmp_path):

@@ -9,7 +9,15 @@ from typing import Any
 from taskpool.exceptions import InvalidMessage, TaskClosed
 from taskpool.jobs import JOB_KEYS
 from taskpool.lifecycle import CANCELLED, EXPIRED
-from taskpool.messages import MAX_META_DEPTH, Address, nests_deeper_than, parse_address
+from taskpool.messages import (
+    MAX_META_DEPTH,
+    MESSAGE_ID_RE,
+    MESSAGE_TYPES,
+    Address,
+    nests_deeper_than,
+    parse_address,
+    parse_timestamp,
+)
 
 #: ``meta`` keys the server writes on a task (``attempt`` as a job is served), and on a response.
 TASK_META_RESERVED = ("expires_at", "mode", "idempotency_key", "status", "attempt", *JOB_KEYS)
@@ -110,3 +118,23 @@ def closed_error(task_id: str, reason: str | None) -> TaskClosed:
     if reason == EXPIRED:
         return TaskClosed(f"Task {task_id} has expired.")
     return TaskClosed(f"Task {task_id} is already finished.")
+
+
+def check_as_written(message: Any, line_bytes: int, max_message_bytes: int) -> None:
+    """Refuse a decoded day-file line the pool would never have written: an id not of the
+    pool's form, a type, address or ``ts`` that does not read, a ``meta`` nested too deep,
+    or a line over ``MAX_MESSAGE_BYTES``. What an import loads, and what verify calls valid.
+    """
+    if not isinstance(message["id"], str) or not MESSAGE_ID_RE.fullmatch(message["id"]):
+        raise InvalidMessage(f"The id {message['id']!r} is not msg_ and 32 hex digits.")
+    if message["type"] not in MESSAGE_TYPES:
+        raise InvalidMessage(f"The type {message['type']!r} is none of {', '.join(MESSAGE_TYPES)}.")
+    try:
+        parse_timestamp(message["ts"])
+    except ValueError:
+        raise InvalidMessage(f"The ts {message['ts']!r} is not a UTC timestamp.") from None
+    for key in ("from", "to"):
+        parse_address(message[key])  # its own words say what is wrong
+    check_meta_depth(message["meta"])
+    if line_bytes > max_message_bytes:
+        raise InvalidMessage(f"The line is over MAX_MESSAGE_BYTES ({max_message_bytes}).")

@@ -33,7 +33,10 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{device_id!r} is not a device id ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})."
             )
-        device, created = DeviceUser.objects.get_or_create(pk=device_id)
+        device = DeviceUser.objects.filter(pk=device_id).first()
+        created = device is None
+        if device is None:
+            device = DeviceUser(pk=device_id)
         if options["kind"] is not None:
             device.kind = options["kind"]
         if options["validate"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from datetime import date
 from pathlib import Path
@@ -15,10 +16,11 @@ from taskpool.stores import get_store
 
 
 def day_argument(text: str) -> date:
+    """A day on the command line; a bad one is a usage error (argparse's message, exit 2)."""
     try:
         return parse_day(text)
     except ValueError as error:
-        raise CommandError(f"{text!r} is not a day: {error}") from None
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 class Command(BaseCommand):
@@ -40,7 +42,10 @@ class Command(BaseCommand):
         own = getattr(store, "directory", None)
         if own is not None and Path(own).resolve() == target:
             raise CommandError("DIR is the pool's own DATA_DIR: export somewhere else.")
-        target.mkdir(parents=True, exist_ok=True)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CommandError(f"Cannot make {target}: {error.strerror}.") from None
         since, until = options["since"] or date.min, options["until"] or date.max
         days = [day for day in store.days() if since <= day <= until]
         summaries = store.day_summaries(days)

@@ -9,11 +9,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from taskpool.conf import pool_settings
 from taskpool.days import parse_day
 from taskpool.exceptions import InvalidMessage
 from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.messages import decode_line
 from taskpool.stores import get_store
+from taskpool.stores.validation import check_as_written
 
 #: Lines stored per transaction.
 BATCH_LINES = 1000
@@ -44,7 +46,8 @@ class Command(BaseCommand):
         "Load the day files of DIR (YYYY-MM-DD.jsonl, as a JSON Lines store or taskpool_export "
         "writes them) into a store that keeps the pool in a database. Each message keeps its id "
         "and time; one stored already is skipped, so importing twice stores nothing twice. "
-        "Lines that are not messages are counted and left out."
+        "Lines that are not messages the pool could have written (a bad id, type, address or "
+        "ts, a meta nested too deep, a line over MAX_MESSAGE_BYTES) are counted and left out."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -62,6 +65,7 @@ class Command(BaseCommand):
         if not source.is_dir():
             raise CommandError(f"{directory} is not a directory.")
         files = day_files(source)
+        max_bytes = pool_settings.MAX_MESSAGE_BYTES
         totals: Counter[str] = Counter()
         total_bytes = sum(path.stat().st_size for path in files)
         with progress_bar(options, total=total_bytes, unit="B", label="import") as bar:
@@ -70,7 +74,7 @@ class Command(BaseCommand):
                 for line in complete_lines(path):
                     bar.update(len(line) + 1)
                     try:
-                        decode_line(line)
+                        check_as_written(decode_line(line), len(line) + 1, max_bytes)
                     except InvalidMessage:
                         totals["refused"] += 1
                         continue

@@ -39,6 +39,9 @@ class Command(BaseCommand):
 
     def _set_role(self, username: str, role: str, password: str | None, email: str | None) -> bool:
         User = get_user_model()
+        field = User._meta.get_field(User.USERNAME_FIELD)
+        # The model's own rules (length, characters), as createsuperuser applies them.
+        field.clean(username, None)  # type: ignore[union-attr]
         user, created = User.objects.get_or_create(**{str(User.USERNAME_FIELD): username})  # type: ignore[arg-type]
         if email is not None:
             setattr(user, User.get_email_field_name(), email)

@@ -3,6 +3,8 @@ steps, aborts, starts), once or every S seconds."""
 
 from __future__ import annotations
 
+import argparse
+import math
 import time
 from typing import Any
 
@@ -10,6 +12,17 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
 from taskpool.ticker import tick
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds above zero, finite; anything else is a usage error."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0.")
+    return seconds
 
 
 class Command(BaseCommand):
@@ -24,7 +37,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--every",
-            type=float,
+            type=positive_seconds,
             metavar="SECONDS",
             help="Keep going, once every SECONDS (until stopped), instead of once.",
         )

@@ -51,9 +51,16 @@ class Command(BaseCommand):
             self._bar = progress_bar(options, total=total, unit="B", label="verify")
             return self._bar.update
 
-        report = verify_directory(
-            directory, since=options["since"], task_ttl=pool_settings.TASK_TTL, progress=progress
-        )
+        try:
+            report = verify_directory(
+                directory,
+                since=options["since"],
+                task_ttl=pool_settings.TASK_TTL,
+                max_message_bytes=pool_settings.MAX_MESSAGE_BYTES,
+                progress=progress,
+            )
+        except OSError as error:
+            raise CommandError(f"Cannot read {error.filename}: {error.strerror}.") from None
         if getattr(self, "_bar", None) is not None:
             self._bar.close()
         if options["json"]:
