@@ -511,6 +511,12 @@ class TaskState:
             raise NotAddressed(f"Task {self.id} is not addressed to device {device_id}.")
         answer = self.answers.get(device_id)
         if self._ended_for(device_id):
+            if answer is not None and answer[0] == TIMED_OUT:  # the server's line, not an answer
+                run = self.runs.get(device_id)
+                raise AttemptEnded(
+                    f"Attempt {1 if run is None else run.attempt} of task {self.id} on device "
+                    f"{device_id} timed out, and no attempt follows."
+                )
             raise AlreadyAnswered(
                 f"Device {device_id} has already answered task {self.id} with {answer[0]}."  # type: ignore[index]
             )

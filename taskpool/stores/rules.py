@@ -359,6 +359,8 @@ def _open_task_for(ledger: Ledger, task_id: str, device_id: str) -> TaskState:
     if not addressed:
         raise NotAddressed(f"Task {task_id} is not addressed to device {device_id}.")
     if closed.reason == FINISHED and closed.task["meta"].get("mode") != "any":
-        # Finished means every addressed device answered for good, this one too.
-        raise AlreadyAnswered(f"Device {device_id} has already answered task {task_id}.")
+        # Finished means every addressed device answered for good, this one too, or (a job
+        # with a timeout) had its last attempt timed out by the server.
+        timed = " or its last attempt timed out" if "timeout" in closed.task["meta"] else ""
+        raise AlreadyAnswered(f"Device {device_id} has already answered task {task_id}{timed}.")
     raise closed_error(task_id, closed.reason)

@@ -137,6 +137,20 @@ class JobsContract:
         with pytest.raises(AttemptEnded, match="timed out"):
             pool.post_response(device_id="a", parent_id=task["id"], status="done")
 
+    def test_an_answer_after_the_last_attempt_timed_out_says_so(self, pool, clock):
+        both = job(pool, "device:[a,b]", timeout={"in_progress": 5})  # b keeps it open
+        alone = job(pool, "device:a", timeout={"in_progress": 5})  # closed once a is done
+        for task in (both, alone):
+            pool.post_response(device_id="a", parent_id=task["id"], status="progress")
+        clock.advance(7)
+        tick(pool, registered_devices=[])  # the server writes timed_out
+        assert len(backend_lines(pool, "timed_out")) == 2
+        # Not only "has already answered": the device never did; the server ended it.
+        with pytest.raises(AttemptEnded, match="Attempt 1 .* timed out, and no attempt follows"):
+            pool.post_response(device_id="a", parent_id=both["id"], status="done")
+        with pytest.raises(AlreadyAnswered, match="or its last attempt timed out"):
+            pool.post_response(device_id="a", parent_id=alone["id"], status="done")
+
     def test_a_step_timeout_moves_the_deadline_but_never_past_the_bound(self, pool, clock):
         task = job(pool, "device:[a,b]", timeout={"in_progress": 100})
         for device in "ab":
