@@ -252,3 +252,14 @@ def verify_directory(
     for day, path in judged:
         verifier.verify(day, path, advance)
     return verifier.report
+
+
+def archived_only(directory: Path) -> str | None:
+    """What to say of a directory with no day files but a prune's archives (``.jsonl.gz``)."""
+    archives = sorted(directory.glob("*.jsonl.gz"))
+    if not archives or any(directory.glob("*.jsonl")):
+        return None
+    return (
+        f"{directory} holds {len(archives)} archived days ({archives[0].name}, ...) and no day "
+        "files: gunzip the ones you need into a directory of their own, and give that."
+    )

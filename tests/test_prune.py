@@ -84,7 +84,7 @@ def test_a_dry_run_does_nothing_and_says_what_it_would(store, history, tmp_path)
     assert store.days() == days
     assert not (tmp_path / "a").exists()
     assert f"archive {days_ago(20)} -> " in out
-    assert "would archive 4 days and keep 1" in out
+    assert "would archive 4 days, keep 1 and skip 0" in out
 
 
 def test_delete_keeps_no_copy(store, history, settings):
@@ -107,6 +107,8 @@ def test_a_day_archived_already_is_left_in_the_pool(store, history, tmp_path):
     archive = tmp_path / "archive"
     archive.mkdir()
     (archive / f"{days_ago(20).isoformat()}.jsonl.gz").write_bytes(gzip.compress(b""))
+    dry = prune("--before", today().isoformat(), "--archive", str(archive), "--dry-run")
+    assert f"skip    {days_ago(20)}: " in dry and "and skip 1;" in dry  # foreseen
     with pytest.raises(CommandError, match="archived already"):
         prune("--before", today().isoformat(), "--archive", str(archive))
     assert days_ago(20) in store.days()
@@ -144,3 +146,14 @@ def test_archived_days_stay_readable_in_the_log_and_the_admin(
     assert before[0]["id"] in one.content.decode()
     raw_file = client.get(f"/admin/taskpool/dayfile/{day.isoformat()}/raw/")
     assert b"".join(raw_file.streaming_content) == b"".join(encode_line(i) for i in before)
+
+
+def test_import_and_verify_given_only_archives_say_how_to_read_them(store, history, tmp_path):
+    archive = tmp_path / "archive"
+    prune("--before", today().isoformat(), "--archive", str(archive))
+    commands = [["taskpool_verify", "--directory"]]
+    if store.supports_import:  # the day-file store imports nothing, and says so first
+        commands.append(["taskpool_import"])
+    for command in commands:
+        with pytest.raises(CommandError, match="archived days .* gunzip"):
+            call_command(*command, str(archive), "--no-progress", stdout=StringIO())

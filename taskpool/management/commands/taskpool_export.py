@@ -56,7 +56,7 @@ class Command(BaseCommand):
                 lines = self._write_day(store, day, target / day_file_name(day))
                 written += lines
                 bar.update(lines)
-        self.stdout.write(f"Exported {written} messages in {len(days)} day files to {target}.")
+        self.stdout.write(f"Exported {written} lines in {len(days)} day files to {target}.")
 
     def _write_day(self, store: Any, day: date, path: Path) -> int:
         """Write one day through a temporary file, renamed into place once whole."""

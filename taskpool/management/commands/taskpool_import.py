@@ -16,6 +16,7 @@ from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.messages import decode_line
 from taskpool.stores import get_store
 from taskpool.stores.validation import check_as_written
+from taskpool.verification import archived_only
 
 #: Lines stored per transaction.
 BATCH_LINES = 1000
@@ -64,6 +65,9 @@ class Command(BaseCommand):
         source = Path(directory)
         if not source.is_dir():
             raise CommandError(f"{directory} is not a directory.")
+        only_archives = archived_only(source)
+        if only_archives is not None:
+            raise CommandError(only_archives)
         files = day_files(source)
         max_bytes = pool_settings.MAX_MESSAGE_BYTES
         totals: Counter[str] = Counter()

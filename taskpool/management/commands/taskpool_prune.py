@@ -57,11 +57,16 @@ class Command(BaseCommand):
             self.stdout.write(f"keep    {day}: within TASK_TTL, a task of it may be pending")
         if options["dry_run"]:
             verb = "archive" if archive is not None else "delete"
+            clashes = [day for day in days if archive is not None and archive.has(day)]
             for day in days:
+                if day in clashes:
+                    self.stdout.write(f"skip    {day}: {archive.path(day)} exists already")  # type: ignore[union-attr]
+                    continue
                 target = f" -> {archive.path(day)}" if archive is not None else ""
                 self.stdout.write(f"{verb} {day}{target}")
             self.stdout.write(
-                f"Dry run: would {verb} {len(days)} days and keep {len(kept)}; nothing was done."
+                f"Dry run: would {verb} {len(days) - len(clashes)} days, keep {len(kept)} and "
+                f"skip {len(clashes)}; nothing was done."
             )
             return
         taken = skipped = 0

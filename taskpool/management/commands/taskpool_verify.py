@@ -12,7 +12,7 @@ from taskpool.conf import pool_settings
 from taskpool.management.commands.taskpool_export import day_argument
 from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.stores import get_store
-from taskpool.verification import verify_directory
+from taskpool.verification import archived_only, verify_directory
 
 
 class Command(BaseCommand):
@@ -36,6 +36,9 @@ class Command(BaseCommand):
             directory = Path(options["directory"])
             if not directory.is_dir():
                 raise CommandError(f"{directory} is not a directory.")
+            only_archives = archived_only(directory)
+            if only_archives is not None:
+                raise CommandError(only_archives)
         else:
             store = get_store()
             if not store.supports_day_files:
