@@ -116,6 +116,7 @@ def test_lines_that_are_not_messages_are_counted_and_left_out(on_database, tmp_p
     (source / "notes.jsonl").write_bytes(b"ignored: not a day file\n")
     out = run("taskpool_import", str(source))
     assert "Imported 21 messages" in out and "1 lines that are not messages" in out
+    assert "1 unfinished last lines left out" in out  # the torn one
 
 
 def test_lines_the_pool_would_never_write_are_left_out_of_an_import(on_database, tmp_path):

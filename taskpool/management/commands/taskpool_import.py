@@ -34,11 +34,14 @@ def day_files(directory: Path) -> list[Path]:
     return sorted(found, key=lambda path: path.stem)
 
 
-def complete_lines(path: Path) -> Iterator[bytes]:
-    """Each complete line of a file, without its newline (an unfinished last line is left out)."""
+def complete_lines(path: Path, totals: Counter[str]) -> Iterator[bytes]:
+    """Each complete line of a file, without its newline; an unfinished last line is left
+    out, and counted in ``totals["unfinished"]``."""
     with open(path, "rb") as file:
         for line in file:
-            if line.endswith(b"\n") and line.strip():
+            if not line.endswith(b"\n"):
+                totals["unfinished"] += bool(line.strip())
+            elif line.strip():
                 yield line[:-1]
 
 
@@ -75,7 +78,7 @@ class Command(BaseCommand):
         with progress_bar(options, total=total_bytes, unit="B", label="import") as bar:
             for path in files:
                 batch: list[bytes] = []
-                for line in complete_lines(path):
+                for line in complete_lines(path, totals):
                     bar.update(len(line) + 1)
                     try:
                         check_as_written(decode_line(line), len(line) + 1, max_bytes)
@@ -91,7 +94,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Imported {totals['stored']} messages from {len(files)} day files in {source} "
             f"({totals['skipped']} already stored, {totals['refused']} lines that are not "
-            "messages left out)."
+            f"messages and {totals['unfinished']} unfinished last lines left out)."
         )
 
     def _load(self, store: Any, batch: list[bytes]) -> Counter[str]:
