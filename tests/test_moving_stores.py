@@ -156,6 +156,18 @@ def test_lines_the_pool_would_never_write_are_left_out_of_an_import(on_database,
     assert code == 1 and [p["kind"] for p in problems] == ["invalid"] * len(bad)
 
 
+def test_a_day_file_that_is_no_file_stops_the_import_before_anything_is_stored(
+    on_database, tmp_path
+):
+    source = tmp_path / "source"
+    a_week_of_day_files(source)
+    # Read last (a later day), after the real days would have been stored.
+    (source / "2099-01-01.jsonl").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(CommandError, match="not a file"):
+        run("taskpool_import", str(source))
+    assert stored(on_database) == []
+
+
 def test_import_needs_a_store_that_imports(settings, tmp_path):
     with pytest.raises(CommandError, match="day files already"):
         run("taskpool_import", str(tmp_path))

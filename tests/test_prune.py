@@ -107,8 +107,13 @@ def test_a_day_archived_already_is_left_in_the_pool(store, history, tmp_path):
     archive = tmp_path / "archive"
     archive.mkdir()
     (archive / f"{days_ago(20).isoformat()}.jsonl.gz").write_bytes(gzip.compress(b""))
-    dry = prune("--before", today().isoformat(), "--archive", str(archive), "--dry-run")
-    assert f"skip    {days_ago(20)}: " in dry and "and skip 1;" in dry  # foreseen
+    dry = StringIO()
+    with pytest.raises(CommandError, match="archived already"):  # foreseen, as the run ends
+        call_command(
+            "taskpool_prune", "--before", today().isoformat(), "--archive", str(archive),
+            "--dry-run", "--no-progress", stdout=dry,
+        )  # fmt: skip
+    assert f"skip    {days_ago(20)}: " in dry.getvalue() and "and skip 1;" in dry.getvalue()
     with pytest.raises(CommandError, match="archived already"):
         prune("--before", today().isoformat(), "--archive", str(archive))
     assert days_ago(20) in store.days()
@@ -157,3 +162,24 @@ def test_import_and_verify_given_only_archives_say_how_to_read_them(store, histo
     for command in commands:
         with pytest.raises(CommandError, match="archived days .* gunzip"):
             call_command(*command, str(archive), "--no-progress", stdout=StringIO())
+
+
+def test_an_archive_path_that_cannot_be_a_directory_is_refused_before_anything(
+    store, history, tmp_path
+):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for archive in (a_file, a_file / "under-a-file"):
+        with pytest.raises(CommandError, match="not a directory|Cannot make the archive"):
+            prune("--before", today().isoformat(), "--archive", str(archive))
+    assert days_ago(20) in store.days()
+
+
+def test_an_export_notes_where_it_starts_so_that_verify_judges_no_answer_before(
+    store, history, tmp_path
+):
+    prune("--before", days_ago(12).isoformat(), "--delete")
+    exported = tmp_path / "export"
+    call_command("taskpool_export", str(exported), "--no-progress", stdout=StringIO())
+    first = min(path.name for path in exported.glob("*.jsonl"))
+    assert (exported / ".pruned-before").read_text().strip() == first.removesuffix(".jsonl")

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from taskpool.days import day_file_name, parse_day
+from taskpool.days import day_file_name, note_pruned_before, parse_day
 from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.stores import get_store
 
@@ -56,6 +56,11 @@ class Command(BaseCommand):
                 lines = self._write_day(store, day, target / day_file_name(day))
                 written += lines
                 bar.update(lines)
+        if days:
+            # The pool's days before these are not here (pruned, or not asked for): an
+            # answer near the start may answer a task of one of them, which verify then
+            # does not take for an answer to no task.
+            note_pruned_before(target, days[0])
         self.stdout.write(f"Exported {written} lines in {len(days)} day files to {target}.")
 
     def _write_day(self, store: Any, day: date, path: Path) -> int:

@@ -72,6 +72,9 @@ class Command(BaseCommand):
         if only_archives is not None:
             raise CommandError(only_archives)
         files = day_files(source)
+        for path in files:  # before anything is stored: all of it, or nothing
+            if not path.is_file():
+                raise CommandError(f"Cannot read {path}: it is not a file (or a broken link).")
         max_bytes = pool_settings.MAX_MESSAGE_BYTES
         totals: Counter[str] = Counter()
         total_bytes = sum(path.stat().st_size for path in files)

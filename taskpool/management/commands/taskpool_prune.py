@@ -51,6 +51,8 @@ class Command(BaseCommand):
             own = getattr(store, "directory", None)
             if own is not None and archive.directory.resolve() == own.resolve():
                 raise CommandError("The archive cannot be the pool's own DATA_DIR.")
+            if archive.directory.exists() and not archive.directory.is_dir():
+                raise CommandError(f"The archive {archive.directory} is not a directory.")
         days = store.prunable_days(options["before"])
         kept = [day for day in store.days() if day < options["before"] and day not in days]
         for day in kept:
@@ -68,7 +70,16 @@ class Command(BaseCommand):
                 f"Dry run: would {verb} {len(days) - len(clashes)} days, keep {len(kept)} and "
                 f"skip {len(clashes)}; nothing was done."
             )
+            if clashes:  # as the real run would end
+                raise CommandError(f"{len(clashes)} days are archived already.")
             return
+        if archive is not None:
+            try:
+                archive.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise CommandError(
+                    f"Cannot make the archive {archive.directory}: {error.strerror}."
+                ) from None
         taken = skipped = 0
         with progress_bar(options, total=len(days), unit="day", label="prune") as bar:
             for day in days:
