@@ -94,6 +94,8 @@ class Agent:
         self.token_refused = threading.Event()
         #: Any-one tasks another device held when this one tried, and when it tried.
         self.held_elsewhere: dict[str, float] = {}
+        #: Set when an answer waits in the journal for the device to be validated again.
+        self.answers_waiting = False
 
     # The loop -------------------------------------------------------------------
 
@@ -130,6 +132,8 @@ class Agent:
 
     def serve_once(self) -> None:
         tasks = self.pending(wait=self.options.wait)
+        if self.answers_waiting:  # the device may poll again: its kept answers go first
+            self.send_waiting_answers()
         now = time.monotonic()
         cooling = self.options.check_interval  # a claim lost this recently waits to be retried
         self.held_elsewhere = {
@@ -287,10 +291,14 @@ class Agent:
                 if self.token_refused.is_set():
                     # Left running, as if the agent had crashed: started with a new
                     # token, the agent waits for its end and answers it.
-                    raise TokenRevoked("The server refused the device's token on a progress answer")
+                    raise TokenRevoked("The server refused the device's token")
                 if closed.is_set():
                     process.kill(self.options.kill_grace)
-                    log.info("%s: cancelled, or no longer pending: handler stopped", key)
+                    log.info(
+                        "%s: cancelled, timed out by the server, or no longer pending: "
+                        "handler stopped",
+                        key,
+                    )
                     self.journal.write(key, {"state": ANSWERED, "task": task, "cancelled": True})
                     return
                 if self.stop.is_set():
@@ -367,6 +375,17 @@ class Agent:
             if error.status == 401:
                 log.warning("%s: answer not sent (%s); it is in the journal", key, error)
                 raise TokenRevoked.of(error) from None
+            if error.status == 403 and not self._may_poll():
+                # The device is refused, not the answer (staff invalidated it): staff may
+                # validate it again, and the answer goes once the device may poll.
+                log.warning(
+                    "%s: answer not sent (%s); it is in the journal until the device is "
+                    "validated again",
+                    key,
+                    error,
+                )
+                self.answers_waiting = True
+                return
             log.warning("%s: the server refused the answer (%s); it is final", key, error)
             self.journal.write(
                 key,
@@ -383,6 +402,25 @@ class Agent:
             return
         self.journal.write(key, {"state": ANSWERED, "task": task, "answer": outcome.as_dict()})
         keep_output_tail(self.journal.directory(key))
+
+    def _may_poll(self) -> bool:
+        """Whether the server lets this device ask for its pending tasks (no 403)."""
+        try:
+            self.client.call("GET", "pending?limit=1", retry_for=self.options.check_interval)
+        except Refused as error:
+            return error.status != 403
+        except (Unreachable, Stopped):
+            return True
+        return True
+
+    def send_waiting_answers(self) -> None:
+        """Send the finished answers the journal holds (refused while the device was not
+        validated), now that it may poll again."""
+        self.answers_waiting = False
+        for key, entry in self.journal.unanswered():
+            if entry["state"] == FINISHED:
+                log.info("%s: sending the answer kept while the device was refused", key)
+                self.answer(key, entry["task"], Outcome(**entry["answer"]))
 
     # After a crash or a reboot -----------------------------------------------------------
 
@@ -421,6 +459,8 @@ class Agent:
                 )
             except (Refused, Unreachable) as error:
                 log.warning("heartbeat not sent: %s", error)
+                if isinstance(error, Refused) and error.status == 401:
+                    self.token_refused.set()  # the main loop stops, even while a handler runs
             except Stopped:
                 return
             except Exception:  # never end the heartbeats: the next one may go through

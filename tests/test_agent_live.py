@@ -540,6 +540,46 @@ def test_an_answer_refused_for_its_token_waits_for_a_new_one(pool, agent, tmp_pa
     running.stop()
 
 
+def test_a_revoked_token_stops_the_agent_while_its_handler_runs_on(pool, agent, tmp_path):
+    """The heartbeat meets the 401 first: the agent exits 78 in seconds, not when a long
+    handler ends; the handler is left to run, as if the agent had crashed."""
+    new_device(pool, "pi-revoked-busy")
+    running = agent("pi-revoked-busy")
+    pids = tmp_path / "pids"
+    post_task(pool, "pi-revoked-busy", "sleepy", args=[str(pids)])  # a minute long
+    wait_for(pids.exists, 20, "the handler started")
+    began = time.monotonic()
+    new_device(pool, "pi-revoked-busy")
+    assert running.process.wait(timeout=30) == 78
+    assert time.monotonic() - began < 20
+    assert all(alive(int(pid)) for pid in pids.read_text().split())
+
+
+def test_an_answer_refused_while_the_device_is_invalidated_goes_once_it_is_validated(
+    pool, agent, tmp_path
+):
+    """403 because the device is refused, not the answer: it waits in the journal, and
+    goes without a restart once staff validate the device again."""
+    new_device(pool, "pi-paused")
+    runs = tmp_path / "runs"
+    running = agent("pi-paused")
+    task = post_task(pool, "pi-paused", "slow", args=[str(runs), "3"])
+    wait_for(runs.exists, 20, "the handler started")
+    pool.django("taskpool_device", "pi-paused", "--invalidate")
+    log = running.log
+
+    def kept() -> bool:
+        return "until the device is validated again" in log.read_text()
+
+    wait_for(kept, 30, "the answer kept in the journal")
+    assert [r for r in responses(pool, task) if r["from"] == "device:pi-paused"] == []
+    pool.django("taskpool_device", "pi-paused", "--validate")
+    answer = final_answer(pool, task, 60)  # the agent asks pending again after its backoff
+    assert (answer["meta"]["status"], answer["body"]) == ("done", "slept\n")
+    assert running.process.poll() is None  # it waited, and never stopped
+    running.stop()
+
+
 def test_a_nul_in_output_or_arguments_still_gets_an_answer(pool, agent):
     new_device(pool, "pi-nul")
     running = agent("pi-nul")
