@@ -32,7 +32,7 @@ import orjson
 
 from taskpool.days import day_of, day_of_file_name, pruned_before
 from taskpool.exceptions import InvalidMessage
-from taskpool.messages import decode_line, parse_timestamp
+from taskpool.messages import decode_line
 from taskpool.stores.validation import check_as_written
 
 PROBLEM_KINDS = (
@@ -144,11 +144,10 @@ class Verifier:
             self._unparsed(name, number, line, error)
             return
         try:
-            check_as_written(message, len(line) + 1, self._max_message_bytes)
+            moment = check_as_written(message, len(line) + 1, self._max_message_bytes)
         except InvalidMessage as error:
             self._found(name, number, "invalid", f"not a message the pool writes: {error.message}")
             return
-        moment = parse_timestamp(message["ts"])
         self.report.messages += 1
         key = message["id"].encode()
         seen = self._ids.get(key)

@@ -120,17 +120,18 @@ def closed_error(task_id: str, reason: str | None) -> TaskClosed:
     return TaskClosed(f"Task {task_id} is already finished.")
 
 
-def check_as_written(message: Any, line_bytes: int, max_message_bytes: int) -> None:
+def check_as_written(message: Any, line_bytes: int, max_message_bytes: int) -> float:
     """Refuse a decoded day-file line the pool would never have written: an id not of the
     pool's form, a type, address or ``ts`` that does not read, a ``meta`` nested too deep,
     or a line over ``MAX_MESSAGE_BYTES``. What an import loads, and what verify calls valid.
+    Returns the message's time, in epoch seconds.
     """
     if not isinstance(message["id"], str) or not MESSAGE_ID_RE.fullmatch(message["id"]):
         raise InvalidMessage(f"The id {message['id']!r} is not msg_ and 32 hex digits.")
     if message["type"] not in MESSAGE_TYPES:
         raise InvalidMessage(f"The type {message['type']!r} is none of {', '.join(MESSAGE_TYPES)}.")
     try:
-        parse_timestamp(message["ts"])
+        moment = parse_timestamp(message["ts"])
     except ValueError:
         raise InvalidMessage(f"The ts {message['ts']!r} is not a UTC timestamp.") from None
     for key in ("from", "to"):
@@ -138,3 +139,4 @@ def check_as_written(message: Any, line_bytes: int, max_message_bytes: int) -> N
     check_meta_depth(message["meta"])
     if line_bytes > max_message_bytes:
         raise InvalidMessage(f"The line is over MAX_MESSAGE_BYTES ({max_message_bytes}).")
+    return moment

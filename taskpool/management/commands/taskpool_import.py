@@ -10,28 +10,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from taskpool.conf import pool_settings
-from taskpool.days import parse_day
 from taskpool.exceptions import InvalidMessage
 from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.messages import decode_line
 from taskpool.stores import get_store
 from taskpool.stores.validation import check_as_written
-from taskpool.verification import archived_only
+from taskpool.verification import archived_only, day_files
 
 #: Lines stored per transaction.
 BATCH_LINES = 1000
-
-
-def day_files(directory: Path) -> list[Path]:
-    """The day files of ``directory`` (YYYY-MM-DD.jsonl), in day order."""
-    found = []
-    for path in directory.glob("*.jsonl"):
-        try:
-            parse_day(path.stem)
-        except ValueError:
-            continue
-        found.append(path)
-    return sorted(found, key=lambda path: path.stem)
 
 
 def complete_lines(path: Path, totals: Counter[str]) -> Iterator[bytes]:
@@ -71,7 +58,7 @@ class Command(BaseCommand):
         only_archives = archived_only(source)
         if only_archives is not None:
             raise CommandError(only_archives)
-        files = day_files(source)
+        files = [path for _day, path in day_files(source)]
         for path in files:  # before anything is stored: all of it, or nothing
             if not path.is_file():
                 raise CommandError(f"Cannot read {path}: it is not a file (or a broken link).")
