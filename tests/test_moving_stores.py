@@ -38,6 +38,14 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
+def run_failing(*args: str) -> tuple[int, str]:
+    """A command that ends in an error: its exit code and what it printed before."""
+    out = io.StringIO()
+    with pytest.raises(CommandError) as failure:
+        call_command(*args, "--no-progress", stdout=out)
+    return failure.value.returncode, out.getvalue() + str(failure.value)
+
+
 def files_of(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(directory.glob("*.jsonl"))}
 
@@ -114,9 +122,18 @@ def test_lines_that_are_not_messages_are_counted_and_left_out(on_database, tmp_p
     with open(first, "ab") as file:
         file.write(b'not json\n{"torn')
     (source / "notes.jsonl").write_bytes(b"ignored: not a day file\n")
-    out = run("taskpool_import", str(source))
+    code, out = run_failing("taskpool_import", str(source))
     assert "Imported 21 messages" in out and "1 lines that are not messages" in out
     assert "1 unfinished last lines left out" in out  # the torn one
+    assert code == 1 and "2 lines were left out" in out
+    assert len(stored(on_database)) == 21
+
+
+def test_an_import_that_leaves_nothing_out_exits_0_and_again_stores_nothing(on_database, tmp_path):
+    source = tmp_path / "source"
+    a_week_of_day_files(source)
+    assert "Imported 21 messages" in run("taskpool_import", str(source))
+    assert "Imported 0 messages" in run("taskpool_import", str(source))
 
 
 def test_lines_the_pool_would_never_write_are_left_out_of_an_import(on_database, tmp_path):
@@ -145,8 +162,9 @@ def test_lines_the_pool_would_never_write_are_left_out_of_an_import(on_database,
     ]
     with open(first, "ab") as file:
         file.writelines(bad)
-    out = run("taskpool_import", str(source))
+    import_code, out = run_failing("taskpool_import", str(source))
     assert "Imported 21 messages" in out and f"{len(bad)} lines that are not messages" in out
+    assert import_code == 1
     code, report = 0, io.StringIO()
     try:
         call_command("taskpool_verify", "--directory", str(source), "--json", stdout=report)
@@ -154,6 +172,18 @@ def test_lines_the_pool_would_never_write_are_left_out_of_an_import(on_database,
         code = error.returncode
     problems = orjson.loads(report.getvalue())["problems"]
     assert code == 1 and [p["kind"] for p in problems] == ["invalid"] * len(bad)
+
+
+def test_an_export_range_that_ends_before_it_starts_is_refused(on_database, tmp_path):
+    with pytest.raises(CommandError, match="after --until"):
+        run(
+            "taskpool_export",
+            str(tmp_path / "out"),
+            "--since",
+            "2026-06-05",
+            "--until",
+            "2026-06-01",
+        )
 
 
 def test_a_day_file_that_is_no_file_stops_the_import_before_anything_is_stored(

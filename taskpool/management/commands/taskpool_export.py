@@ -47,6 +47,8 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(f"Cannot make {target}: {error.strerror}.") from None
         since, until = options["since"] or date.min, options["until"] or date.max
+        if since > until:
+            raise CommandError(f"--since {since} is after --until {until}: no day is in between.")
         days = [day for day in store.days() if since <= day <= until]
         summaries = store.day_summaries(days)
         total = sum(summary.messages for summary in summaries)

@@ -38,7 +38,8 @@ class Command(BaseCommand):
         "writes them) into a store that keeps the pool in a database. Each message keeps its id "
         "and time; one stored already is skipped, so importing twice stores nothing twice. "
         "Lines that are not messages the pool could have written (a bad id, type, address or "
-        "ts, a meta nested too deep, a line over MAX_MESSAGE_BYTES) are counted and left out."
+        "ts, a meta nested too deep, a line over MAX_MESSAGE_BYTES) are counted and left out; "
+        "the command then exits 1."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -86,6 +87,11 @@ class Command(BaseCommand):
             f"({totals['skipped']} already stored, {totals['refused']} lines that are not "
             f"messages and {totals['unfinished']} unfinished last lines left out)."
         )
+        left_out = totals["refused"] + totals["unfinished"]
+        if left_out:
+            # What was sound is stored; a script that imports and then moves on must still see
+            # that the copy is not whole.
+            raise CommandError(f"{left_out} lines were left out.", returncode=1)
 
     def _load(self, store: Any, batch: list[bytes]) -> Counter[str]:
         """Store a batch; a line the store cannot keep is left out (and counted), not the batch."""
