@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 
 import orjson
 import psycopg
@@ -15,6 +16,7 @@ from django.core import checks
 from django.db import connections
 from django.test import override_settings
 
+from taskpool.exceptions import StoreUnavailable
 from taskpool.messages import encode_line, new_message
 from taskpool.realtime.scope import ADMIN, Scope
 from taskpool.realtime.stream import events
@@ -106,6 +108,43 @@ def test_a_long_transaction_that_does_not_write_the_log_holds_no_reader_back(sto
     finally:
         elsewhere.rollback()
         elsewhere.close()
+
+
+def test_a_writer_whose_host_stops_mid_transaction_holds_readers_back_only_so_long(store):
+    """A host frozen, or cut off, in the middle of a write: PostgreSQL ends the transaction
+    once it has waited on its client for the writer's idle bound, and every reader sees
+    what the other writers stored meanwhile, long before the stuck one would come back."""
+    store.writer_idle_seconds = 0.5
+    start = store.end_cursor()
+    stuck = threading.Event()
+    outcome: list[object] = []
+
+    def stops_midway(ledger, now):
+        with connections["pool"].cursor() as cursor:
+            cursor.execute("SELECT pg_current_xact_id()")  # as a row it wrote or locked
+        stuck.set()
+        time.sleep(4.0)  # the host stops: its transaction open, its client silent
+        return None, "decided"
+
+    def write() -> None:
+        try:
+            outcome.append(store.transact(stops_midway))
+        except StoreUnavailable as error:
+            outcome.append(error)
+        finally:
+            connections.close_all()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert stuck.wait(10)
+    beat = store.post_heartbeat(device_id="elsewhere")
+    seen, waited = [], time.monotonic()
+    while not seen and time.monotonic() - waited < 3.0:
+        seen = store.messages_after(start, limit=10).results
+        time.sleep(0.05)
+    assert seen == [beat]  # within 3 s: the stuck writer would still hold it back for 4
+    writer.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], StoreUnavailable)
 
 
 def test_a_tailing_stream_delivers_both_once_each(store):

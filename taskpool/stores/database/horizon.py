@@ -17,6 +17,14 @@ out when it was read (a writer that registers later gets a later id). So
 only the pool's own writers, each for a few milliseconds, ever hold readers
 back: not a long transaction of another application or database on the
 same server.
+
+A writer whose host stops in the middle of its transaction (frozen, cut off
+by the network) would hold every reader back, on every host, until its
+connection is found dead. So each writer's transaction also bounds how long
+it may sit idle between two statements (``WRITER_IDLE_SECONDS``): past that,
+PostgreSQL ends the session, the transaction rolls back (its client never
+got an answer, so nothing it was told was stored is lost), and the horizon
+moves on.
 """
 
 from __future__ import annotations
@@ -25,6 +33,10 @@ from typing import Any
 
 #: The advisory lock every transaction appending to the log holds, shared.
 LOG_WRITERS = 0x7461736B6C6F6721  # "tasklog!"
+#: Seconds a writer's transaction may wait between two statements before PostgreSQL ends
+#: it: far above a live writer's pauses (milliseconds), and the longest one host that
+#: stops mid-write holds back what every other host's readers see.
+WRITER_IDLE_SECONDS = 5.0
 _HIGH, _LOW = LOG_WRITERS >> 32, LOG_WRITERS & 0xFFFFFFFF
 
 #: The horizon as a 64-bit transaction id. ``pg_locks`` gives 32-bit ids: each is put
@@ -52,9 +64,17 @@ GROUP BY next.id
 """
 
 
-def register_writer(cursor: Any) -> None:
-    """Say this transaction appends to the log: call first, before anything gives it an id."""
-    cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [LOG_WRITERS])
+def register_writer(cursor: Any, idle_seconds: float = WRITER_IDLE_SECONDS) -> None:
+    """Say this transaction appends to the log: call first, before anything gives it an id.
+
+    The transaction is ended by PostgreSQL if it then waits on its client for
+    more than ``idle_seconds`` between two statements.
+    """
+    cursor.execute(
+        "SELECT pg_advisory_xact_lock_shared(%s), "
+        "set_config('idle_in_transaction_session_timeout', %s, true)",
+        [LOG_WRITERS, f"{max(1, round(idle_seconds * 1000))}ms"],
+    )
 
 
 def horizon(cursor: Any) -> int:

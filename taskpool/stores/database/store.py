@@ -56,7 +56,7 @@ from taskpool.stores.base import (
 )
 from taskpool.stores.changes import Journal
 from taskpool.stores.database.browsing import Browsing
-from taskpool.stores.database.horizon import LOG_WRITERS, register_writer
+from taskpool.stores.database.horizon import LOG_WRITERS, WRITER_IDLE_SECONDS, register_writer
 from taskpool.stores.database.kept_counts import KeptCounts
 from taskpool.stores.database.ledger import (
     BROADCASTS_LOCK,
@@ -84,6 +84,8 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
     poll_seconds = 0.5
     #: Seconds between two sweeps that close expired tasks, at most (per process).
     expiry_sweep_seconds = 1.0
+    #: Seconds a writing transaction may wait on this process between two statements.
+    writer_idle_seconds = WRITER_IDLE_SECONDS
 
     def __init__(
         self,
@@ -248,7 +250,7 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
         for attempt in range(5):
             try:
                 with transaction.atomic(using=self.alias), self._cursor() as cursor:
-                    register_writer(cursor)
+                    register_writer(cursor, self.writer_idle_seconds)
                     now = self.now()
                     ledger = SqlLedger(
                         cursor, now, task_ttl=self.task_ttl, horizon_day=self._horizon_day(now)
@@ -327,7 +329,7 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
         stored = skipped = 0
         now = self.now()
         with transaction.atomic(using=self.alias), self._cursor() as cursor:
-            register_writer(cursor)
+            register_writer(cursor, self.writer_idle_seconds)
             ledger = SqlLedger(
                 cursor,
                 now,
