@@ -1,17 +1,25 @@
-"""A pool on PostgreSQL whose connections are cut (a restart, a failover): the requests
-that meet a dead connection get the API's 503 with ``Retry-After``, and every thread
-that held one connects afresh for the next request, the waiting endpoints' too."""
+"""A pool on PostgreSQL whose connections are cut (a restart, a failover) or whose
+database is down: a read or a write that meets a cut connection connects again, the
+threads of the waiting endpoints' too; a request that meets no database is the API's 503
+with ``Retry-After``; an open stream waits the outage out and loses nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import psycopg
 import pytest
-from django.db import OperationalError, connections
+from django.db import OperationalError, connections, transaction
+from psycopg import sql
 
+from taskpool.realtime import sse
+from taskpool.realtime.scope import ADMIN, Scope
+from taskpool.realtime.stream import events, sync_events
 from taskpool.stores import get_store
+from tests.contract.support import stored
 
 pytestmark = [
     pytest.mark.postgres,
@@ -30,38 +38,149 @@ def fresh_connection_after():
     connections["pool"].close()
 
 
-def cut_the_pools_connections() -> int:
-    """Terminate every session on the pool's database but the one doing it; how many."""
+def admin_connection() -> psycopg.Connection:
+    """A connection of the test's own to the server's ``postgres`` database."""
     params = connections["pool"].get_connection_params()
     options = {k: v for k, v in params.items() if isinstance(v, (str, int)) and v != ""}
-    with psycopg.connect(**options, autocommit=True) as admin:
+    return psycopg.connect(**{**options, "dbname": "postgres"}, autocommit=True)
+
+
+def cut_the_pools_connections() -> int:
+    """Terminate every session on the pool's database; how many."""
+    with admin_connection() as admin:
         rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            [connections["pool"].settings_dict["NAME"]],
         ).fetchall()
     return len(rows)
 
 
-def test_a_request_that_meets_a_cut_connection_is_a_503_and_the_next_reconnects(
+@contextmanager
+def the_database_down():
+    """The pool's database refuses every connection, and the ones it had are cut."""
+    name = connections["pool"].settings_dict["NAME"]
+
+    def allow_connections(allowed: bool) -> None:
+        with admin_connection() as admin:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                    sql.Identifier(name), sql.SQL("true" if allowed else "false")
+                )
+            )
+
+    allow_connections(False)
+    try:
+        cut_the_pools_connections()
+        yield
+    finally:
+        allow_connections(True)
+
+
+def test_a_request_meets_a_cut_connection_unharmed_and_a_database_down_as_a_503(
     pool_dir, device_client
 ):
     assert device_client.get("/pool/pending").status_code == 200
     assert cut_the_pools_connections() >= 1
-    cut = device_client.get("/pool/pending")
-    assert cut.status_code == 503, cut.content
-    assert cut["Content-Type"] == "application/json"
-    assert cut["Retry-After"]
-    assert "database" in cut.json()["detail"]
+    assert device_client.get("/pool/pending").status_code == 200  # on a fresh connection
+    with the_database_down():
+        down = device_client.get("/pool/pending")
+    assert down.status_code == 503, down.content
+    assert down["Content-Type"] == "application/json"
+    assert down["Retry-After"]
+    assert "database" in down.json()["detail"]
     assert device_client.get("/pool/pending").status_code == 200
 
 
-def test_a_worker_thread_whose_connection_was_cut_connects_again(pool_dir):
-    """The threads the waiting endpoints read the pool from outlive any one request."""
+def test_a_worker_thread_whose_connection_was_cut_reads_on_a_fresh_one(pool_dir):
+    """The threads the waiting endpoints read the pool from outlive any one request: each
+    read they make meets the cut once, connects again and answers."""
     store = get_store()
+    task = store.post_task(sender="user:ops", to="device:pi-1", title="t").message
     with ThreadPoolExecutor(max_workers=1) as worker:  # one thread, kept
-        before = worker.submit(store.end_cursor).result()
-        cut_the_pools_connections()
-        with pytest.raises(OperationalError, match="terminating connection"):
-            worker.submit(store.end_cursor).result()  # the one read that meets the cut
-        assert worker.submit(store.end_cursor).result() == before
+        end = worker.submit(store.end_cursor).result()
+        reads = {
+            "end_cursor": lambda: store.end_cursor(),
+            "messages_after": lambda: store.messages_after(None, limit=10).next_cursor,
+            "check_cursor": lambda: store.check_cursor(end),
+            "pending_for": lambda: [m["id"] for m in store.pending_for("pi-1")],
+            "find_task": lambda: store.find_task(task["id"])["id"],
+            "changes_since": lambda: store.changes_since(None).through,
+        }
+        before = {name: worker.submit(read).result() for name, read in reads.items()}
+        for name, read in reads.items():
+            assert cut_the_pools_connections() >= 1
+            assert worker.submit(read).result() == before[name], name
         worker.submit(connections.close_all).result()
+    assert before["pending_for"] == [task["id"]] and before["find_task"] == task["id"]
+
+
+def test_a_write_on_a_connection_cut_before_it_began_is_stored_once(pool_dir):
+    store = get_store()
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        worker.submit(store.end_cursor).result()
+        cut_the_pools_connections()
+        task = worker.submit(
+            store.post_task, sender="user:ops", to="device:pi-1", title="after the cut"
+        ).result()
+        worker.submit(connections.close_all).result()
+    assert [m["id"] for m in stored(store)] == [task.message["id"]]
+
+
+def test_a_read_in_a_callers_transaction_is_not_run_again(pool_dir):
+    """Inside a transaction the first read's snapshot and locks are gone with the cut one:
+    the caller hears of it."""
+    store = get_store()
+    store.end_cursor()
+    cut_the_pools_connections()
+    with pytest.raises(OperationalError), transaction.atomic(using="pool"):
+        store.end_cursor()
+
+
+def test_a_stream_goes_on_across_an_outage_and_a_cut_and_loses_nothing(pool_dir):
+    store = get_store()
+    down = the_database_down()
+
+    async def next_chunk(stream) -> bytes:
+        return await asyncio.wait_for(anext(stream), 20)
+
+    async def scenario() -> list[bytes]:
+        start = await asyncio.to_thread(store.end_cursor)
+        stream = events(store, Scope(ADMIN), start, keep_alive=0.5)
+        assert await anext(stream) == sse.OPENED
+        chunks = []
+        await asyncio.to_thread(down.__enter__)
+        try:
+            # Its first look meets no database: it looks again each second, alive meanwhile.
+            chunks += [await next_chunk(stream), await next_chunk(stream)]
+        finally:
+            await asyncio.to_thread(down.__exit__, None, None, None)
+        await asyncio.to_thread(store.post_task, sender="user:ops", to="device:a", title="back")
+        while len(chunks) < 3 or b"back" not in chunks[-1]:
+            chunks.append(await next_chunk(stream))
+        await asyncio.to_thread(cut_the_pools_connections)
+        await asyncio.to_thread(store.post_task, sender="user:ops", to="device:a", title="cut")
+        while b"cut" not in chunks[-1]:
+            chunks.append(await next_chunk(stream))
+        await stream.aclose()
+        return chunks
+
+    chunks = asyncio.run(scenario())
+    assert chunks[:2] == [sse.KEEP_ALIVE, sse.KEEP_ALIVE]
+    sent = [chunk for chunk in chunks if chunk.startswith(b"id:")]
+    assert len(sent) == 2
+    assert b'"title":"back"' in sent[0] and b'"title":"cut"' in sent[1]
+
+
+def test_a_stream_served_without_an_event_loop_goes_on_across_an_outage(pool_dir):
+    store = get_store()
+    stream = sync_events(store, Scope(ADMIN), store.end_cursor(), keep_alive=0.5)
+    assert next(stream) == sse.OPENED
+    with the_database_down():
+        assert next(stream) == sse.KEEP_ALIVE  # its look failed, and it goes on
+    connections.close_all()
+    store.post_task(sender="user:ops", to="device:a", title="back")
+    chunk = next(stream)
+    while chunk == sse.KEEP_ALIVE:
+        chunk = next(stream)
+    assert chunk.startswith(b"id:") and b'"title":"back"' in chunk
+    stream.close()

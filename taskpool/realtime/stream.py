@@ -2,7 +2,10 @@
 
 Reading is driven by the cursor alone: each look reads the pool after the
 last position read, so a replay runs straight into the live part with no gap
-and no duplicate, whatever woke the stream.
+and no duplicate, whatever woke the stream. A look that meets a database that
+does not answer is tried again every ``RETRY_SECONDS`` from the same cursor,
+keep-alives going on meanwhile: the stream outlives an outage with nothing
+lost, instead of ending every listener's connection at once.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+from django.db import DatabaseError
 
 from taskpool.exceptions import InvalidCursor
 from taskpool.metrics import waiting
@@ -31,6 +36,8 @@ SYNC_POLL_SECONDS = 0.25
 #: again (before an event, and at a keep-alive): a token revoked, a device invalidated
 #: or a role taken away ends the stream within this, or at its next keep-alive.
 ADMISSION_SECONDS = 1.0
+#: Seconds between two looks at a pool whose database does not answer.
+RETRY_SECONDS = 1.0
 _PAGE = 500
 
 
@@ -78,6 +85,7 @@ async def events(
         with waiting("stream"):
             yield sse.OPENED
             quiet_until = loop.time() + keep_alive
+            failing = False
             while True:
                 waiter.clear()
                 try:
@@ -89,6 +97,14 @@ async def events(
                         "taskpool: a stream's position %s went away; closing it.", cursor
                     )
                     return
+                except DatabaseError:
+                    failing = _log_failure(failing)
+                    await asyncio.sleep(RETRY_SECONDS)
+                    if loop.time() >= quiet_until:
+                        yield sse.KEEP_ALIVE  # the listener's admission cannot be asked now
+                        quiet_until = loop.time() + keep_alive
+                    continue
+                failing = False
                 if chunk:
                     if not await still_admitted():
                         return
@@ -130,12 +146,21 @@ def sync_events(
     with waiting("stream"):
         yield sse.OPENED
         quiet_until = time.monotonic() + keep_alive
+        failing = False
         while True:
             try:
                 chunk, cursor, more = read_events(store, stream_filter, cursor)
             except InvalidCursor:
                 logger.warning("taskpool: a stream's position %s went away; closing it.", cursor)
                 return
+            except DatabaseError:
+                failing = _log_failure(failing)
+                time.sleep(RETRY_SECONDS)
+                if time.monotonic() >= quiet_until:
+                    yield sse.KEEP_ALIVE
+                    quiet_until = time.monotonic() + keep_alive
+                continue
+            failing = False
             if chunk:
                 if not still_admitted():
                     return
@@ -149,3 +174,14 @@ def sync_events(
                 yield sse.KEEP_ALIVE
                 quiet_until = time.monotonic() + keep_alive
             time.sleep(SYNC_POLL_SECONDS)
+
+
+def _log_failure(failing: bool) -> bool:
+    """Log a look that met a database that does not answer, once per spell of them."""
+    if not failing:
+        logger.warning(
+            "taskpool: a stream cannot read the pool's database; it tries again every %s s.",
+            RETRY_SECONDS,
+            exc_info=True,
+        )
+    return True

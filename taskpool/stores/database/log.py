@@ -23,6 +23,7 @@ from taskpool.message_filter import MessageFilter
 from taskpool.messages import Message
 from taskpool.stores.base import DayPage, DaySummary, Page, PageEntry
 from taskpool.stores.database.horizon import horizon
+from taskpool.stores.database.reconnecting import reconnecting
 
 #: A log position: the writing transaction and the row, ``<xid>-<seq>`` in 16 hex digits each.
 _POSITION = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})")
@@ -45,6 +46,7 @@ class LogReading:
     """The log's part of ``DatabaseStore``: what ``BaseStore`` asks of a log, over its table."""
 
     _summaries: dict[date, tuple[float, DaySummary]]
+    alias: str
 
     if TYPE_CHECKING:  # given by DatabaseStore
 
@@ -95,6 +97,7 @@ class LogReading:
             yield "".join(f"{line}\n" for _xid, _seq, line in rows).encode()
             after = rows[-1][0], rows[-1][1]
 
+    @reconnecting
     def check_cursor(self, cursor: str) -> None:
         xid, seq = parse_position(cursor)
         with self._cursor() as sql:
@@ -102,6 +105,7 @@ class LogReading:
             if sql.fetchone() is None:
                 raise InvalidCursor(f"Cursor {cursor} names no message of this pool.")
 
+    @reconnecting
     def end_cursor(self) -> str | None:
         with self._cursor() as cursor:
             cursor.execute(
@@ -112,6 +116,7 @@ class LogReading:
             row = cursor.fetchone()
         return None if row is None else position(*row)
 
+    @reconnecting
     def messages_after(self, cursor: str | None, *, limit: int) -> Page:
         if cursor is None:
             start = (-1, -1)

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import orjson
 from django.core import checks
-from django.db import DatabaseError, OperationalError, connections, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 
 from taskpool.days import day_of
 from taskpool.exceptions import (
@@ -67,6 +67,7 @@ from taskpool.stores.database.ledger import (
     storable,
 )
 from taskpool.stores.database.log import LogReading, position
+from taskpool.stores.database.reconnecting import reconnecting
 from taskpool.stores.database.tailing import LogTailing
 from taskpool.stores.database.wakeups import Wakeups
 from taskpool.stores.rules import Decision, Ledger
@@ -248,9 +249,11 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
         if not reads_pool:
             return self._append_alone(decide)
         for attempt in range(5):
+            begun = False
             try:
                 with transaction.atomic(using=self.alias), self._cursor() as cursor:
                     register_writer(cursor, self.writer_idle_seconds)
+                    begun = True
                     now = self.now()
                     ledger = SqlLedger(
                         cursor, now, task_ttl=self.task_ttl, horizon_day=self._horizon_day(now)
@@ -261,13 +264,15 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
                     self._store(cursor, ledger, message)
                     transaction.on_commit(self._wakeups.committed, using=self.alias)
                 return result
-            except OperationalError as error:
+            except (OperationalError, InterfaceError) as error:
                 if _sqlstate(error) in _RETRY_STATES and attempt < 4:
                     continue  # a deadlock or serialisation failure: decided again from scratch
+                if not begun and attempt == 0:
+                    # The connection was cut before this transaction's first statement
+                    # (atomic closed it on the way out): nothing was done, so once more.
+                    continue
                 raise StoreUnavailable("The pool's database cannot take the write now.") from error
             except DatabaseError as error:
-                if isinstance(error, OperationalError):
-                    raise
                 raise StoreUnavailable("The pool's database refused the write.") from error
         raise StoreUnavailable("The pool's database cannot take the write now.")
 
@@ -417,6 +422,7 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
 
     # Reading -------------------------------------------------------------------
 
+    @reconnecting
     def pending_for(self, device_id: str, *, limit: int = 100) -> list[Message]:
         now = self.now()
         self._sweep(now)
@@ -517,6 +523,7 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
         empty = DeviceActivity(None, None)
         return {device_id: found.get(device_id, empty) for device_id in device_ids}
 
+    @reconnecting
     def find_task(self, task_id: str) -> Message | None:
         if not storable(task_id):
             return None

@@ -23,6 +23,7 @@ from taskpool.messages import Message
 from taskpool.stores.changes import Changes, Journal, concern_of
 from taskpool.stores.database.horizon import horizon
 from taskpool.stores.database.log import BATCH, parse_position, position
+from taskpool.stores.database.reconnecting import reconnecting
 from taskpool.stores.database.wakeups import Wakeups
 
 
@@ -37,12 +38,15 @@ class LogTailing:
     #: The last ``(xid, seq)`` read; ``(-1, -1)`` for an empty log, ``None`` before the first look.
     _tail: tuple[int, int] | None
 
+    alias: str
+
     if TYPE_CHECKING:  # given by DatabaseStore
 
         def _cursor(self) -> AbstractContextManager[Any]: ...
 
         def end_cursor(self) -> str | None: ...
 
+    @reconnecting
     def changes_since(self, mark: int | None) -> Changes:
         with self._tail_lock:
             if self._tail is None:
