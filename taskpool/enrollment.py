@@ -39,6 +39,7 @@ from taskpool.exceptions import (
     UnknownDevice,
     WrongEnrollmentSecret,
 )
+from taskpool.messages import is_device_id
 from taskpool.models import DeviceUser
 from taskpool.tokens import DeviceToken
 
@@ -147,7 +148,7 @@ def collect_token(device_id: str, secret: str) -> Collected:
 
     The hand-out is one conditional UPDATE, so two asks at once cannot both win.
     """
-    device = DeviceUser.objects.filter(pk=device_id).first()
+    device = DeviceUser.objects.filter(pk=device_id).first() if is_device_id(device_id) else None
     if device is None:
         raise UnknownDevice(f"There is no device {device_id}.")
     if not device.enrollment_secret_hash or not hmac.compare_digest(

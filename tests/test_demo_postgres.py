@@ -77,6 +77,16 @@ pending = device.get("/pool/pending").json()
 assert [t["id"] for t in pending] == [task.json()["id"]], pending
 from taskpool.models import DeviceUser
 assert DeviceUser.objects.get(pk="pg-pi").last_seen is not None  # the poll was noted
+# PostgreSQL cannot hold a NUL character in text or JSON, nor look one up: refused, not 500s.
+nul_meta = Client().post("/pool/enroll", {"device_id": "pg-new", "meta": {"n": "a\\x00"}}, content_type="application/json")
+assert nul_meta.status_code == 400 and "meta" in nul_meta.json()["errors"], nul_meta.content
+nul_id = Client().get("/pool/enroll/a%00", headers={"Enrollment-Secret": "x"})
+assert nul_id.status_code == 404 and nul_id.json()["detail"], nul_id.content
+staff = Client()
+staff.force_login(get_user_model().objects.get(username="ops"))
+for page in ("change/", "delete/", "history/", "approve/", "token/"):
+    answer = staff.get(f"/admin/taskpool/deviceuser/a%00/{page}")
+    assert answer.status_code in (302, 403, 404), (page, answer.status_code)  # never a 500
 print("OK", task.json()["id"])
 """
     ).replace("DEVICE_TOKEN", repr(token))

@@ -105,6 +105,8 @@ def test_asking_without_the_secret_or_for_no_device():
     assert missing.status_code == 400
     assert "Enrollment-Secret" in missing.json()["errors"]
     assert ask_token(client, "pi-x", "s").status_code == 404
+    no_id = ask_token(client, "pi\x00", "s")  # PostgreSQL will not even look one up
+    assert no_id.status_code == 404 and no_id["Content-Type"] == "application/json"
 
 
 @pytest.mark.parametrize("validated", [True, False], ids=["validated", "unvalidated"])
@@ -207,6 +209,9 @@ def test_enrollment_turned_off(settings):
         ({"device_id": 5}, "device_id"),
         ({"device_id": "pi-new", "kind": 3}, "kind"),
         ({"device_id": "pi-new", "meta": []}, "meta"),
+        ({"device_id": "pi-new", "meta": {"note": "a\x00b"}}, "meta"),
+        ({"device_id": "pi-new", "meta": {"deep": [{"\x00": 1}]}}, "meta"),
+        ({"device_id": "pi-new", "kind": "pi\x00"}, "kind"),
         ({"device_id": "pi-new", "token": "x"}, "token"),
     ],
 )

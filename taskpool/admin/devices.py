@@ -31,6 +31,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from taskpool.admin.access import RoleOrModelPermissions, can_use_tasks, with_forbidden_page
 from taskpool.admin.rows import message_rows
 from taskpool.fleet import DeviceStatus, device_statuses, online_device_ids
+from taskpool.messages import is_device_id
 from taskpool.models import DeviceUser, UserRole
 from taskpool.stores import get_store
 from taskpool.tokens import DeviceToken
@@ -241,6 +242,15 @@ class DeviceUserAdmin(RoleOrModelPermissions):
         self.message_user(request, text % {"count": len(devices)}, messages.SUCCESS)
 
     # The change page: recent messages, and a new token ---------------------------
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> DeviceUser | None:
+        # An id no device can have names none: PostgreSQL refuses to even look for one
+        # holding a NUL character, which would be a 500 on every page of the device.
+        if from_field is None and not is_device_id(object_id):
+            return None
+        return super().get_object(request, object_id, from_field)
 
     def get_urls(self) -> list[URLPattern]:
         opts = self.opts

@@ -52,6 +52,17 @@ class StrictChoiceField(serializers.ChoiceField):
 
 
 @extend_schema_field(OpenApiTypes.OBJECT)
+def holds_nul(value: Any) -> bool:
+    """Whether a JSON value has the NUL character in a string or a key, at any depth."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(holds_nul(key) or holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(item) for item in value)
+    return False
+
+
 class JSONObjectField(serializers.Field):
     """A JSON object (``meta``); a string or a list is refused, and so is deep nesting."""
 
@@ -220,6 +231,13 @@ class EnrollRequestSerializer(StrictSerializer):
     def validate_device_id(self, value: str) -> str:
         if not is_device_id(value):
             raise serializers.ValidationError("Not a device id: [A-Za-z0-9][A-Za-z0-9._-]{0,63}.")
+        return value
+
+    def validate_meta(self, value: dict[str, Any]) -> dict[str, Any]:
+        # Kept in the site's database for staff to read, where PostgreSQL's JSON cannot
+        # hold it (a task's meta, kept as the line's text, can).
+        if holds_nul(value):
+            raise serializers.ValidationError("Cannot hold the NUL character (\\u0000).")
         return value
 
 
