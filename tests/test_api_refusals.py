@@ -73,6 +73,11 @@ def test_malformed_json_is_400(refused, master_client, raw):
     refused(lambda: post_json(master_client, "/pool/task", raw), 400)
 
 
+def test_a_body_that_is_not_utf8_is_400_saying_so(refused, master_client):
+    answer = refused(lambda: post_json(master_client, "/pool/task", b'{"title": "\xff"}'), 400)
+    assert "not UTF-8 (byte 11)" in answer["detail"]
+
+
 @pytest.mark.parametrize("raw", [b"[]", b'"a task"', b"5", b"null", b""])
 def test_a_body_that_is_not_an_object_is_400(refused, master_client, raw):
     refused(lambda: post_json(master_client, "/pool/task", raw), 400)

@@ -37,6 +37,12 @@ class StrictJSONParser(BaseParser):
         try:
             return strict_loads(data)
         except ValueError as error:
+            try:
+                data.decode()
+            except UnicodeDecodeError as bad:  # JSON's text is UTF-8; orjson says "str"
+                raise ParseError(
+                    f"The request body is not UTF-8 (byte {bad.start}); JSON is sent as UTF-8."
+                ) from None
             raise ParseError(f"The request body is not valid JSON: {error}.") from None
 
 
