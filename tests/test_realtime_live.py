@@ -303,16 +303,20 @@ def test_a_master_who_asks_for_all_gets_every_masters_tasks_and_responses(live):
     ]
 
 
+def log_in(browser: httpx.Client, username: str, password: str) -> None:
+    login = browser.get("/admin/login/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
+    logged_in = browser.post(
+        "/admin/login/?next=/admin/",
+        data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+    )
+    assert logged_in.status_code == 302, logged_in.text
+
+
 def test_an_admin_stream_by_session_cookie_carries_everything(live):
     a, b, _ = live.servers
     with httpx.Client(base_url=a) as browser:
-        login = browser.get("/admin/login/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
-        logged_in = browser.post(
-            "/admin/login/?next=/admin/",
-            data={"username": "boss", "password": "pw-boss", "csrfmiddlewaretoken": token},
-        )
-        assert logged_in.status_code == 302, logged_in.text
+        log_in(browser, "boss", "pw-boss")
         with browser.stream("GET", "/pool/stream", timeout=30) as response:
             assert response.status_code == 200
             events = read_events(response)
@@ -322,6 +326,41 @@ def test_an_admin_stream_by_session_cookie_carries_everything(live):
             ).json()
             event = next_event(events)
     assert (event.event, event.data) == ("heartbeat", heartbeat)
+
+
+@pytest.mark.parametrize("how", ["logged out", "role taken away"])
+def test_a_browsers_stream_ends_once_its_user_logs_out_or_loses_their_role(live, how):
+    a, b, _ = live.servers
+    username = f"watcher-{how.replace(' ', '-')}"
+    live.django("taskpool_role", username, "master", "--password", "pw-watcher-9x")
+    with httpx.Client(base_url=a) as browser:
+        log_in(browser, username, "pw-watcher-9x")
+        timeout = httpx.Timeout(30, read=5)  # a stream left open fails the read, not hangs
+        with browser.stream("GET", "/pool/stream?all=1", timeout=timeout) as response:
+            assert response.status_code == 200
+            events = read_events(response)
+            assert next(events).comment == "stream open"
+            first = post_task(live, b, "ops", "device:pi-6")
+            assert next_event(events).data == first
+            if how == "logged out":
+                page = browser.get("/admin/")
+                csrf = browser.cookies["csrftoken"]
+                assert "logout" in page.text
+                assert browser.post(
+                    "/admin/logout/", data={"csrfmiddlewaretoken": csrf}
+                ).status_code in (200, 302)
+            else:
+                live.django("taskpool_role", username, "user")
+            time.sleep(ADMISSION_SECONDS)  # open long enough to be asked again
+            second = post_task(live, b, "ops", "device:pi-6")
+            rest = []
+            try:
+                rest.extend(events)  # to the stream's end, which the server makes
+                ended = True
+            except httpx.ReadTimeout:
+                ended = False
+    assert second["id"] not in str(rest)
+    assert ended
 
 
 def test_who_may_stream(live):

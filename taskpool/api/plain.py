@@ -9,6 +9,7 @@ the others.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from importlib import import_module
 from typing import Any, TypeVar
@@ -68,6 +69,16 @@ def _call_then_close(function: Callable[..., Result], *args: Any) -> Result:
     finally:
         # Behind taskpool.asgi no request signal closes this thread's connections.
         close_old_connections()
+
+
+def as_asked_again(request: HttpRequest) -> HttpRequest:
+    """``request`` with its session and user read afresh, as a new request with its cookies
+    would find them: logged out, or given another role, since it was first read."""
+    again = copy.copy(request)
+    for attribute in ("session", "user", "auser", "_cached_user"):
+        again.__dict__.pop(attribute, None)
+    _attach_session_user(again)
+    return again
 
 
 def _attach_session_user(request: HttpRequest) -> None:

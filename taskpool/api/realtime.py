@@ -33,6 +33,7 @@ from taskpool import metrics
 from taskpool.api import queries, views
 from taskpool.api.admission import admissions
 from taskpool.api.plain import (
+    as_asked_again,
     authenticate,
     error_response,
     in_django_thread,
@@ -144,12 +145,13 @@ def _admission(request: HttpRequest, admits: Callable[[], bool]) -> Callable[[],
 
 
 def _still_admits(request: HttpRequest, wants_all: bool) -> bool:
-    """Whether the stream's caller may still have it: its token, device and role, again.
+    """Whether the stream's caller may still have it: its token, device, session and role,
+    read again (a browser's stream ends once its user logs out or loses their role).
 
     A database that does not answer says nothing either way: the stream goes on.
     """
     try:
-        scope = stream_scope(request)
+        scope = stream_scope(as_asked_again(request))
     except (APIException, DjangoPermissionDenied):
         return False
     except (OperationalError, InterfaceError):
