@@ -255,6 +255,24 @@ def test_a_pool_admin_and_a_master_see_it_and_plain_staff_are_refused(browser, s
     page.context.close()
 
 
+def test_once_its_user_logs_out_the_dashboard_says_it_is_no_longer_live(browser, site):
+    page = open_dashboard(browser, site, "master")
+    sent = number(page, "tasks-sent-today")
+    elsewhere = page.context.new_page()  # another tab of the same browser: the same session
+    elsewhere.goto("/admin/")
+    elsewhere.locator("#logout-form button").click()
+    expect(elsewhere.locator("#content h1")).to_have_text("Logged out")
+
+    post_task(site, to="device:pi-1", title="after the logout")  # the stream asks again first
+    expect(page.locator("[data-live-status]")).to_have_attribute(
+        "data-live-status", "ended", timeout=10_000
+    )
+    expect(page.locator('[data-live-label="ended"]')).to_be_visible()
+    expect(page.locator('[data-live-label="live"]')).to_be_hidden()
+    assert number(page, "tasks-sent-today") == sent  # nothing shown past the logout
+    page.context.close()
+
+
 def test_the_admin_index_links_the_dashboard_first_under_the_pool(browser, site):
     page = open_page(browser, site)
     log_in(page, "master")

@@ -17,6 +17,10 @@
    for what the stream does not carry (a master's stream has no heartbeats);
    data-live-every="<seconds>" refreshes it on a timer too (devices go
    offline as time passes, without a message).
+
+   Once the page itself is refused (its user logged out, or lost the role it
+   needs: the stream ends then too), the page stops listening and says it is
+   no longer live, rather than show frozen figures as live.
 */
 (function () {
   "use strict";
@@ -35,6 +39,7 @@
   var busy = false;
   var again = false;
   var updates = 0;
+  var ended = false;
 
   function setStatus(state) {
     var status = document.querySelector("[data-live-status]");
@@ -45,6 +50,14 @@
     var labels = status.querySelectorAll("[data-live-label]");
     for (var i = 0; i < labels.length; i++) {
       labels[i].hidden = labels[i].getAttribute("data-live-label") !== state;
+    }
+  }
+
+  function end() {
+    ended = true;
+    setStatus("ended");
+    if (source) {
+      source.close();
     }
   }
 
@@ -63,6 +76,11 @@
     busy = true;
     fetch(window.location.href, { credentials: "same-origin", cache: "no-store" })
       .then(function (answer) {
+        if (answer.redirected || answer.status === 403) {
+          // Sent to the login page, or refused the page: the session no longer has it.
+          end();
+          throw new Error("the page is refused");
+        }
         if (!answer.ok) {
           throw new Error("HTTP " + answer.status);
         }
@@ -128,6 +146,9 @@
   }
 
   function connect() {
+    if (ended) {
+      return;
+    }
     var url = streamUrl;
     if (lastId) {
       url += (url.indexOf("?") >= 0 ? "&" : "?") + "after=" + encodeURIComponent(lastId);
@@ -148,7 +169,11 @@
         received(event);
         return;
       }
+      if (ended) {
+        return;
+      }
       setStatus("reconnecting");
+      refresh(); // which finds out whether the page itself is refused now
       if (source.readyState === EventSource.CLOSED) {
         source.close();
         window.setTimeout(connect, 2000);
@@ -158,6 +183,10 @@
 
   connect();
   if (every > 0) {
-    window.setInterval(refresh, every * 1000);
+    window.setInterval(function () {
+      if (!ended) {
+        refresh();
+      }
+    }, every * 1000);
   }
 })();
