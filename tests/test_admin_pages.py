@@ -625,6 +625,30 @@ def test_the_threads_devices_link_to_their_pages(master, store, make_device):
     assert html.count('href="/admin/taskpool/deviceuser/pi-1/change/"') == 2  # execution, response
 
 
+def test_links_to_a_device_whose_id_looks_quoted_reach_it(boss, store, make_device):
+    """The admin reads ``_2F`` in a URL as ``/``: an id such as ``Z_2F9`` must be quoted in
+    every link to its page (``Z_5F2F9``), or the link leads to no device."""
+    make_device("Z_2F9")
+    page = "/admin/taskpool/deviceuser/Z_5F2F9/change/"
+    task = store.post_task(sender="user:x", to="device:Z_2F9", title="t").message
+    store.post_response(device_id="Z_2F9", parent_id=task["id"], status="failed", title="no")
+    thread = boss.get(f"/admin/taskpool/task/{task['id']}/").content.decode()
+    assert thread.count(f'href="{page}"') == 2  # execution, response
+    assert f'href="{page}"' in boss.get("/admin/taskpool/dashboard/").content.decode()
+    token_page = boss.get("/admin/taskpool/deviceuser/Z_5F2F9/token/")
+    assert token_page.context["change_url"] == page
+    assert boss.get(page).context["original"].pk == "Z_2F9"
+
+    enrolled = Client().post(
+        "/pool/enroll", {"device_id": "enr_2F2"}, content_type="application/json"
+    )
+    assert enrolled.status_code == 202
+    approved = boss.post("/admin/taskpool/deviceuser/enr_5F2F2/approve/")
+    assert approved.status_code == 302
+    assert approved["Location"] == "/admin/taskpool/deviceuser/enr_5F2F2/change/"
+    assert DeviceUser.objects.get(pk="enr_2F2").validated
+
+
 def test_the_task_list_filters_by_the_day_sent(master, store, make_device, other_process):
     make_device("pi-1")
     day = today(store)

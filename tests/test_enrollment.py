@@ -304,6 +304,20 @@ def test_the_approve_action_validates_only_waiting_requests(staff, make_device):
     assert ask_token(APIClient(), "pi-asks", secret).status_code == 200
 
 
+def test_approving_from_the_waiting_filter_counts_what_it_approved(staff):
+    """The action runs on the filtered list, which holds none of them once approved."""
+    enrolled("pi-asks")
+    boss = staff("boss", role="admin")
+    answer = boss.post(
+        "/admin/taskpool/deviceuser/?validated__exact=0",
+        {"action": "approve", "_selected_action": ["pi-asks"], "index": "0"},
+        follow=True,
+    )
+    text = answer.content.decode()
+    assert "1 enrollment request approved" in text
+    assert "not waiting" not in text
+
+
 def test_the_approve_page(staff):
     secret = enrolled("pi-asks")
     boss = staff("boss", role="admin")

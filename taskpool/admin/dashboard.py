@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.contrib.admin.utils import quote
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, reverse
 from django.utils.translation import gettext as _
@@ -204,7 +205,7 @@ class DashboardAdmin(PoolPagesAdmin):
                     device.id,
                     device.kind,
                     last_seen[device.id],
-                    reverse("admin:taskpool_deviceuser_change", args=[device.id]),
+                    reverse("admin:taskpool_deviceuser_change", args=[quote(device.id)]),
                 )
                 for device in offline[: self.recently_offline]
             ],
@@ -223,7 +224,9 @@ class DashboardAdmin(PoolPagesAdmin):
                     thread_url=reverse("admin:taskpool_task_thread", args=[failure.task_id])
                     if failure.task_id
                     else "",
-                    device_url=reverse("admin:taskpool_deviceuser_change", args=[failure.device_id])
+                    device_url=reverse(
+                        "admin:taskpool_deviceuser_change", args=[quote(failure.device_id)]
+                    )
                     if can_see_devices and failure.device_id
                     else None,
                     at=_moment(failure.ts),

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -181,11 +181,12 @@ class DeviceUserAdmin(RoleOrModelPermissions):
         description=gettext_lazy("Approve selected enrollment requests"), permissions=["change"]
     )
     def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
-        waiting = list(queryset.filter(enrolled_at__isnull=False, validated=False))
+        selected = list(queryset)  # before approving: a filtered list may then hold none
+        waiting = [device for device in selected if device.enrolled_at and not device.validated]
         approve_devices(waiting)
         for device in waiting:
             self.log_change(request, device, _("Approved its enrollment request."))
-        skipped = queryset.count() - len(waiting)
+        skipped = len(selected) - len(waiting)
         text = ngettext(
             "%(count)d enrollment request approved: the device collects its token at its next ask.",
             "%(count)d enrollment requests approved: the devices collect their tokens at their "
@@ -357,7 +358,7 @@ class DeviceUserAdmin(RoleOrModelPermissions):
 
     def _change_url(self, device: DeviceUser) -> str:
         return reverse(
-            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[device.pk]
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[quote(device.pk)]
         )
 
     def _device_page(

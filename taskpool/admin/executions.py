@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib import admin
+from django.contrib.admin.utils import quote
 from django.http import HttpRequest
 from django.urls import reverse
 
@@ -57,7 +58,9 @@ class DeviceLinks:
     def __call__(self, device_id: str) -> DeviceLink:
         if device_id not in self._registered:
             return DeviceLink(device_id, None)
-        return DeviceLink(device_id, reverse("admin:taskpool_deviceuser_change", args=[device_id]))
+        return DeviceLink(
+            device_id, reverse("admin:taskpool_deviceuser_change", args=[quote(device_id)])
+        )
 
     def groups(self, groups: list[StatusGroup]) -> list[StatusGroup]:
         """``groups`` with their devices linked."""
