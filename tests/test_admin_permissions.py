@@ -223,9 +223,20 @@ def test_a_pool_admin_manages_devices_and_roles_without_model_permissions(login,
     someone = get_user_model().objects.create_user("someone", email="someone@example.com")
     form = boss.get("/admin/taskpool/userrole/add/")
     assert form.status_code == 200
-    added = boss.post("/admin/taskpool/userrole/add/", {"user": someone.pk, "role": "master"})
-    assert added.status_code == 302
+    added = boss.post(
+        "/admin/taskpool/userrole/add/", {"user": someone.pk, "role": "master"}, follow=True
+    )
+    assert added.status_code == 200
     assert UserRole.objects.get(user=someone).role == "master"
+    # As taskpool_role does: the role's pages are in the admin, which needs a staff account.
+    someone.refresh_from_db()
+    assert someone.is_staff
+    shown = [str(message) for message in added.context["messages"]]
+    assert "someone is now staff, so they can log in to the admin." in shown
+    plain = get_user_model().objects.create_user("plain-user", email="plain@example.com")
+    boss.post("/admin/taskpool/userrole/add/", {"user": plain.pk, "role": "user"})
+    plain.refresh_from_db()
+    assert UserRole.objects.get(user=plain).role == "user" and not plain.is_staff
 
 
 def test_a_master_sees_devices_but_does_not_change_them(login, make_device, db):

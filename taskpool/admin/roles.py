@@ -8,7 +8,9 @@ registered again as a subclass with the inline: list ``taskpool`` after
 
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
+
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 from django.utils.translation import gettext
@@ -37,6 +39,20 @@ class UserRoleAdmin(RoleOrModelPermissions):
         if user_admin is not None and user_admin.has_view_permission(request):
             return ["user"]
         return []
+
+    def save_model(self, request: HttpRequest, obj: UserRole, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        user = obj.user
+        if obj.role in (UserRole.ADMIN, UserRole.MASTER) and not user.is_staff:
+            # As taskpool_role does: the role's pages are in the admin, which a pool admin
+            # could otherwise not let them into (they may not change users).
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+            self.message_user(
+                request,
+                gettext("%(user)s is now staff, so they can log in to the admin.") % {"user": user},
+                messages.INFO,
+            )
 
     @admin.display(description=_("email"), ordering="user__email")
     def user_email(self, role: UserRole) -> str:
