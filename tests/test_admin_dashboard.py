@@ -3,6 +3,7 @@ known pool, its links, who may see it (the browser tests drive it live in Chromi
 
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
@@ -10,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 
 from taskpool.models import DeviceUser, UserRole
 from taskpool.stores import get_store
@@ -65,9 +67,11 @@ def staff(username: str, role: str | None) -> Client:
 
 @pytest.fixture
 def known_pool(db):
-    """Three validated devices (two heard from), one waiting; tasks ending several ways."""
-    for device_id, validated in (("a", True), ("b", True), ("c", True), ("new", False)):
+    """Three validated devices (two heard from), one waiting for approval, one staff left
+    unvalidated; tasks ending several ways."""
+    for device_id, validated in (("a", True), ("b", True), ("c", True), ("held", False)):
         DeviceUser.objects.create(id=device_id, kind="pi", validated=validated)
+    DeviceUser.objects.create(id="new", kind="pi", validated=False, enrolled_at=timezone.now())
     store = get_store()
     store.post_heartbeat(device_id="a")
     send = lambda to: store.post_task(sender="user:ops@example.com", to=to, title="update").message  # noqa: E731
@@ -113,6 +117,24 @@ def test_the_latest_failures_link_their_thread_and_device(known_pool):
     assert "/admin/taskpool/deviceuser/b/change/" in failures
     assert "disk full" in failures
     assert "at /var" not in failures  # the answer's first line only
+
+
+def test_each_device_figure_links_to_the_devices_it_counts(known_pool):
+    client = staff("boss", "admin")
+    page = client.get(URL)
+    found = metrics(page)
+    tiles = {
+        metric: html.unescape(href)
+        for href, metric in re.findall(
+            r'<a class="taskpool-tile[^"]*" href="([^"]+)"><span [^>]*data-metric="([^"]+)"',
+            page.content.decode(),
+        )
+    }
+    for name in ("devices-online", "devices-offline", "devices-never-seen", "devices-waiting"):
+        listed = client.get(tiles[name]).context["cl"].result_list
+        assert len(listed) == int(found.values[name]), name
+    waiting = client.get(tiles["devices-waiting"]).context["cl"].result_list
+    assert [device.id for device in waiting] == ["new"]  # not "held", which staff left so
 
 
 def test_each_task_figure_links_to_the_task_list_filtered_the_same_way(known_pool):

@@ -493,7 +493,9 @@ def test_the_device_list_asks_the_store_once_per_page(boss, store, make_device, 
     online = boss.get("/admin/taskpool/deviceuser/?online=yes").context["cl"].result_list
     assert [device.id for device in online] == ["pi-05"]
     offline = boss.get("/admin/taskpool/deviceuser/?online=no").context["cl"].result_list
-    assert len(offline) == 11
+    assert list(offline) == []  # each of the others was never heard from
+    never = boss.get("/admin/taskpool/deviceuser/?online=never").context["cl"].result_list
+    assert len(never) == 11 and "pi-05" not in {device.id for device in never}
 
 
 def test_revoking_tokens_and_issuing_one(boss, make_device, client):

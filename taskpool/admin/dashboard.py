@@ -173,7 +173,9 @@ class DashboardAdmin(PoolPagesAdmin):
         return device_admin is not None and device_admin.has_view_permission(request)
 
     def _devices(self, now: datetime) -> dict[str, Any]:
-        devices = list(DeviceUser.objects.only("id", "kind", "validated", "last_seen"))
+        devices = list(
+            DeviceUser.objects.only("id", "kind", "validated", "last_seen", "enrolled_at")
+        )
         validated = [device for device in devices if device.validated]
         seen = presence(validated)
         online = [device for device in validated if seen[device.id][1]]
@@ -194,11 +196,12 @@ class DashboardAdmin(PoolPagesAdmin):
             "online": len(online),
             "offline": len(offline),
             "never_seen": len(never),
-            "waiting": len(devices) - len(validated),
+            "waiting": sum(1 for d in devices if d.enrolled_at and not d.validated),
             "total": len(devices),
             "online_url": f"{changelist}?validated__exact=1&online=yes",
             "offline_url": f"{changelist}?validated__exact=1&online=no",
-            "waiting_url": f"{changelist}?validated__exact=0",
+            "never_seen_url": f"{changelist}?validated__exact=1&online=never",
+            "waiting_url": f"{changelist}?enrollment=waiting",
             "all_url": changelist,
             "recently_offline": [
                 OfflineDevice(

@@ -30,7 +30,7 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from taskpool.admin.access import RoleOrModelPermissions, can_use_tasks, with_forbidden_page
 from taskpool.admin.rows import message_rows
-from taskpool.fleet import DeviceStatus, device_statuses, online_device_ids
+from taskpool.fleet import DeviceStatus, device_statuses, presence
 from taskpool.messages import is_device_id
 from taskpool.models import DeviceUser, UserRole
 from taskpool.stores import get_store
@@ -40,21 +40,33 @@ RECENT_MESSAGES = 20
 
 
 class OnlineFilter(admin.SimpleListFilter):
-    """Online: heard from within ``ONLINE_WINDOW`` (by a message or an accepted request)."""
+    """Online: heard from within ``ONLINE_WINDOW`` (by a message or an accepted request);
+    offline: heard from once, not lately; never seen: not heard from at all. The same three
+    as the dashboard's tiles, which link here."""
 
     title = gettext_lazy("online")
     parameter_name = "online"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [("yes", gettext_lazy("Online")), ("no", gettext_lazy("Offline"))]
+        return [
+            ("yes", gettext_lazy("Online")),
+            ("no", gettext_lazy("Offline")),
+            ("never", gettext_lazy("Never seen")),
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
-        if self.value() not in ("yes", "no"):
+        value = self.value()
+        if value not in ("yes", "no", "never"):
             return None
-        online = online_device_ids(queryset.only("id", "last_seen"))
-        if self.value() == "yes":
-            return queryset.filter(pk__in=online)
-        return queryset.exclude(pk__in=online)
+        found = presence(queryset.only("id", "last_seen"))
+        chosen = [
+            device_id
+            for device_id, (seen, online) in found.items()
+            if (value == "yes" and online)
+            or (value == "no" and seen is not None and not online)
+            or (value == "never" and seen is None)
+        ]
+        return queryset.filter(pk__in=chosen)
 
 
 class EnrollmentFilter(admin.SimpleListFilter):
