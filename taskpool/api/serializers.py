@@ -51,7 +51,6 @@ class StrictChoiceField(serializers.ChoiceField):
         return data
 
 
-@extend_schema_field(OpenApiTypes.OBJECT)
 def holds_nul(value: Any) -> bool:
     """Whether a JSON value has the NUL character in a string or a key, at any depth."""
     if isinstance(value, str):
@@ -63,6 +62,7 @@ def holds_nul(value: Any) -> bool:
     return False
 
 
+@extend_schema_field(OpenApiTypes.OBJECT)
 class JSONObjectField(serializers.Field):
     """A JSON object (``meta``); a string or a list is refused, and so is deep nesting."""
 
