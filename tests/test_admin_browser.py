@@ -182,14 +182,14 @@ def test_issue_a_new_token_on_the_device_page(browser, site):
     page.context.close()
 
 
-def test_a_pool_admin_finds_an_offline_device_and_issues_it_a_token(browser, site):
+def test_a_pool_admin_finds_a_silent_device_and_issues_it_a_token(browser, site):
     """A pool admin with no model permissions and no superuser flag: the role is enough."""
     page = open_page(browser, site)
     log_in(page, "opsadmin")
     page.locator("#content-main").get_by_role("link", name="Devices", exact=True).click()
     page.fill("#searchbar", "far")
     page.click("#changelist-search input[type=submit]")
-    page.get_by_role("link", name="Offline", exact=True).click()
+    page.get_by_role("link", name="Never seen", exact=True).click()
     row = page.locator("#result_list tbody tr", has=page.get_by_role("link", name="far-1"))
     expect(row.locator("td.field-online_badge")).to_have_text("offline")
     expect(page.locator("#result_list tbody tr")).to_have_count(1)
