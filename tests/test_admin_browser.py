@@ -284,6 +284,19 @@ def test_follow_a_task_from_its_day_to_its_thread(browser, site):
     page.context.close()
 
 
+def test_the_folded_job_options_read_as_one_heading_line(browser, site):
+    """As the admin's own collapsible fieldsets: the marker and the heading on one line."""
+    page = open_page(browser, site)
+    log_in(page, "master")
+    page.goto("/admin/taskpool/task/add/")
+    summary = page.locator("#job-options summary").bounding_box()
+    heading = page.locator("#job-options summary h2").bounding_box()
+    assert summary is not None and heading is not None
+    # On the summary's first line (below its 8px padding), after the marker.
+    assert heading["y"] - summary["y"] <= 10 and heading["x"] > summary["x"] + 12
+    page.context.close()
+
+
 def test_send_a_task_and_see_it_appear(browser, site):
     page = open_page(browser, site)
     log_in(page, "master")
