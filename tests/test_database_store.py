@@ -147,6 +147,54 @@ def test_a_writer_whose_host_stops_mid_transaction_holds_readers_back_only_so_lo
     assert len(outcome) == 1 and isinstance(outcome[0], StoreUnavailable)
 
 
+@pytest.mark.parametrize(
+    "after",
+    [
+        "INSERT INTO taskpool_db_execution",  # a task's rows for its devices
+        "INSERT INTO taskpool_db_task",
+    ],
+)
+def test_a_host_that_stops_after_any_statement_of_a_post_holds_readers_back_only_so_long(
+    store, after
+):
+    """Wherever in a post the host stops, PostgreSQL ends the transaction once it waited:
+    each change is one statement, since a pipelined batch (``executemany``) would leave
+    the idle bound unarmed."""
+    store.writer_idle_seconds = 0.5
+    start = store.end_cursor()
+    stuck = threading.Event()
+    outcome: list[object] = []
+
+    def stop_after(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith(after) and not stuck.is_set():
+            stuck.set()
+            time.sleep(4.0)  # the host stops here
+        return result
+
+    def post() -> None:
+        try:
+            with connections["pool"].execute_wrapper(stop_after):
+                outcome.append(store.post_task(sender="user:ops", to="device:[a,b]", title="t"))
+        except StoreUnavailable as error:
+            outcome.append(error)
+        finally:
+            connections.close_all()
+
+    writer = threading.Thread(target=post)
+    writer.start()
+    assert stuck.wait(10)
+    beat = store.post_heartbeat(device_id="elsewhere")
+    seen, waited = [], time.monotonic()
+    while not seen and time.monotonic() - waited < 3.0:
+        seen = store.messages_after(start, limit=10).results
+        time.sleep(0.05)
+    assert seen == [beat]
+    writer.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], StoreUnavailable)
+    assert [m["type"] for m in stored(store)] == ["heartbeat"]  # the post left nothing
+
+
 def test_a_tailing_stream_delivers_both_once_each(store):
     async def scenario() -> list[str]:
         start = await asyncio.to_thread(store.end_cursor)

@@ -64,6 +64,24 @@ GROUP BY next.id
 """
 
 
+#: The SQL that ends this transaction once it waits on its client longer than the
+#: parameter (``idle``). PostgreSQL arms the timeout when a statement ends, but not
+#: after a pipelined batch (psycopg's ``executemany``): a bound transaction makes each
+#: of its changes in one statement.
+BOUND_IDLE = "set_config('idle_in_transaction_session_timeout', %s, true)"
+
+
+def idle(seconds: float) -> str:
+    """``seconds`` as ``BOUND_IDLE`` takes it."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def horizon(cursor: Any) -> int:
+    """The transaction id below which every row of the log is there to read (see above)."""
+    cursor.execute(HORIZON_QUERY)
+    return cursor.fetchone()[0]
+
+
 def register_writer(cursor: Any, idle_seconds: float = WRITER_IDLE_SECONDS) -> None:
     """Say this transaction appends to the log: call first, before anything gives it an id.
 
@@ -71,13 +89,5 @@ def register_writer(cursor: Any, idle_seconds: float = WRITER_IDLE_SECONDS) -> N
     more than ``idle_seconds`` between two statements.
     """
     cursor.execute(
-        "SELECT pg_advisory_xact_lock_shared(%s), "
-        "set_config('idle_in_transaction_session_timeout', %s, true)",
-        [LOG_WRITERS, f"{max(1, round(idle_seconds * 1000))}ms"],
+        f"SELECT pg_advisory_xact_lock_shared(%s), {BOUND_IDLE}", [LOG_WRITERS, idle(idle_seconds)]
     )
-
-
-def horizon(cursor: Any) -> int:
-    """The transaction id below which every row of the log is there to read (see above)."""
-    cursor.execute(HORIZON_QUERY)
-    return cursor.fetchone()[0]

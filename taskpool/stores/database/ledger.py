@@ -233,11 +233,11 @@ class SqlLedger:
         if not state.audience.everyone:
             # A rollout offers the task device by device: until then, pending for none.
             offered = state.offered_to(state.audience.device_ids[0]) if state.job else True
-            self.cursor.executemany(
+            self.cursor.execute(
                 "INSERT INTO taskpool_db_execution (task_id, device_id, seq, status, updated, "
-                "active, attempt) VALUES (%s, %s, %s, 'pending', '', %s, 1) "
-                "ON CONFLICT (task_id, device_id) DO NOTHING",
-                [(task["id"], device, seq, offered) for device in state.audience.device_ids],
+                "active, attempt) SELECT %s, device, %s, 'pending', '', %s, 1 "
+                "FROM unnest(%s::text[]) AS device ON CONFLICT (task_id, device_id) DO NOTHING",
+                [task["id"], seq, offered, list(state.audience.device_ids)],
             )
 
     def _insert_task(self, task: Message, seq: int, state: TaskState | None) -> bool:
@@ -289,13 +289,18 @@ class SqlLedger:
             if name in state.answers or name in state.runs
         ]
         if rows:
-            self.cursor.executemany(
+            # One statement (see ``BOUND_IDLE``), one row per device.
+            rows = list({row[1]: row for row in rows}.values())
+            self.cursor.execute(
                 "INSERT INTO taskpool_db_execution (task_id, device_id, seq, status, updated, "
-                "active, attempt, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (task_id, device_id) DO UPDATE SET status = EXCLUDED.status, "
+                "active, attempt, detail) SELECT r.task_id, r.device_id, r.seq, r.status, "
+                "r.updated, r.active, r.attempt, r.detail::jsonb FROM unnest(%s::text[], "
+                "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::bool[], %s::int[], "
+                "%s::text[]) AS r(task_id, device_id, seq, status, updated, active, attempt, "
+                "detail) ON CONFLICT (task_id, device_id) DO UPDATE SET status = EXCLUDED.status, "
                 "updated = EXCLUDED.updated, active = EXCLUDED.active, "
                 "attempt = EXCLUDED.attempt, detail = EXCLUDED.detail",
-                rows,
+                [list(column) for column in zip(*rows, strict=True)],
             )
         if closed is not None:
             # Closed for every device: pending for none.
@@ -333,9 +338,15 @@ class SqlLedger:
             if state.offered_to(device) != active
         ]
         if changed:
-            self.cursor.executemany(
-                "UPDATE taskpool_db_execution SET active = %s WHERE task_id = %s AND device_id = %s",
-                changed,
+            self.cursor.execute(
+                "UPDATE taskpool_db_execution e SET active = c.active "
+                "FROM unnest(%s::bool[], %s::text[]) AS c(active, device_id) "
+                "WHERE e.task_id = %s AND e.device_id = c.device_id",
+                [
+                    [active for active, _task, _device in changed],
+                    [device for _active, _task, device in changed],
+                    state.id,
+                ],
             )
 
 

@@ -56,7 +56,13 @@ from taskpool.stores.base import (
 )
 from taskpool.stores.changes import Journal
 from taskpool.stores.database.browsing import Browsing
-from taskpool.stores.database.horizon import LOG_WRITERS, WRITER_IDLE_SECONDS, register_writer
+from taskpool.stores.database.horizon import (
+    BOUND_IDLE,
+    LOG_WRITERS,
+    WRITER_IDLE_SECONDS,
+    idle,
+    register_writer,
+)
 from taskpool.stores.database.kept_counts import KeptCounts
 from taskpool.stores.database.ledger import (
     BROADCASTS_LOCK,
@@ -356,6 +362,8 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
         """Close every open task whose expiry has come, or whose day left the horizon."""
         now = self.now() if now is None else now
         with transaction.atomic(using=self.alias), self._cursor() as cursor:
+            # The rows it locks would hold up every host's answers to them: bounded as a writer.
+            cursor.execute(f"SELECT {BOUND_IDLE}", [idle(self.writer_idle_seconds)])
             cursor.execute(
                 "SELECT t.task_id, t.seq, t.record, m.line FROM taskpool_db_task t "
                 "JOIN taskpool_db_message m ON m.seq = t.seq WHERE t.closed IS NULL "
@@ -379,9 +387,11 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
                 )
                 ledger.load_every_answer(state)
                 updates.append((EXPIRED, state.status_bits([], now), task_id))
-            cursor.executemany(
-                "UPDATE taskpool_db_task SET closed = %s, status_bits = %s WHERE task_id = %s",
-                updates,
+            cursor.execute(
+                "UPDATE taskpool_db_task t SET closed = c.closed, status_bits = c.bits "
+                "FROM unnest(%s::text[], %s::int[], %s::text[]) AS c(closed, bits, task_id) "
+                "WHERE t.task_id = c.task_id",
+                [list(column) for column in zip(*updates, strict=True)],
             )
             cursor.execute(
                 "UPDATE taskpool_db_execution SET active = FALSE WHERE active AND task_id = ANY(%s)",
@@ -407,7 +417,11 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
         never wait on each other's device rows.
         """
         with transaction.atomic(using=self.alias), self._cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [PENDING_CHANGES_LOCK])
+            # The device rows it folds into would hold up every host's heartbeats: bounded.
+            cursor.execute(
+                f"SELECT pg_try_advisory_xact_lock(%s), {BOUND_IDLE}",
+                [PENDING_CHANGES_LOCK, idle(self.writer_idle_seconds)],
+            )
             if not cursor.fetchone()[0]:
                 return 0
             cursor.execute(
