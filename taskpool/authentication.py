@@ -1,14 +1,20 @@
 """``DeviceJWTAuthentication``: a device token in ``Authorization: Bearer`` -> ``DeviceUser``;
-``MetricsTokenAuthentication``: the metrics scraper's token (``METRICS_TOKEN``)."""
+``CookieSessionAuthentication``: the admin's session, as DRF's, refusing a cookie that names
+no session; ``MetricsTokenAuthentication``: the metrics scraper's token (``METRICS_TOKEN``)."""
 
 from __future__ import annotations
 
 import hmac
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.utils.translation import gettext_lazy as _
-from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.authentication import (
+    BaseAuthentication,
+    SessionAuthentication,
+    get_authorization_header,
+)
 from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken, TokenError
@@ -54,6 +60,17 @@ class DeviceJWTAuthentication(JWTAuthentication):
         if not session or session != device.user_session:
             raise AuthenticationFailed(str(_("Token has been revoked.")), code="token_revoked")
         return device
+
+
+class CookieSessionAuthentication(SessionAuthentication):
+    """DRF's session authentication, where a session cookie holding a NUL character is no
+    session: PostgreSQL refuses even to look such a key up, which was a 500 for anyone."""
+
+    def authenticate(self, request: Request) -> tuple[Any, None] | None:
+        key = request._request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        if key is not None and "\x00" in key:
+            return None
+        return super().authenticate(request)
 
 
 class MetricsToken:

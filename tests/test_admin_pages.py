@@ -627,6 +627,25 @@ def test_the_threads_devices_link_to_their_pages(master, store, make_device):
     assert html.count('href="/admin/taskpool/deviceuser/pi-1/change/"') == 2  # execution, response
 
 
+def test_a_nul_in_a_list_filter_is_an_invalid_filter_and_in_a_selection_selects_nothing(
+    boss, make_device
+):
+    """PostgreSQL refuses even to look for a NUL (a 500 there): refused before it asks."""
+    for page in (
+        "/admin/taskpool/deviceuser/?kind=%00",
+        "/admin/taskpool/deviceuser/?q=a%00",
+        "/admin/taskpool/userrole/?role=%00",
+    ):
+        answer = boss.get(page)
+        assert answer.status_code == 302 and answer["Location"].endswith("/?e=1"), page
+    make_device("pi-1")
+    boss.post(
+        "/admin/taskpool/deviceuser/",
+        {"action": "invalidate", "_selected_action": ["pi-1\x00", "pi-1"], "index": "0"},
+    )
+    assert DeviceUser.objects.get(pk="pi-1").validated is False
+
+
 def test_links_to_a_device_whose_id_looks_quoted_reach_it(boss, store, make_device):
     """The admin reads ``_2F`` in a URL as ``/``: an id such as ``Z_2F9`` must be quoted in
     every link to its page (``Z_5F2F9``), or the link leads to no device."""

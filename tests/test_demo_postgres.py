@@ -87,6 +87,20 @@ staff.force_login(get_user_model().objects.get(username="ops"))
 for page in ("change/", "delete/", "history/", "approve/", "token/"):
     answer = staff.get(f"/admin/taskpool/deviceuser/a%00/{page}")
     assert answer.status_code in (302, 403, 404), (page, answer.status_code)  # never a 500
+# A session cookie holding a NUL names no session: the API answers as to anyone.
+nul_cookie = Client(HTTP_COOKIE='sessionid="abcdefgh\\000ijklmnop"')
+for path, status in (("/pool/devices", 401), ("/pool/stream", 401), ("/pool/schema", 200)):
+    answer = nul_cookie.get(path)
+    assert answer.status_code == status, (path, answer.status_code)
+# Admin lists: a NUL in a filter is the admin's "invalid filter"; in a selection, selects none.
+for page in ("/admin/taskpool/deviceuser/?kind=%00", "/admin/taskpool/deviceuser/?q=%00"):
+    answer = staff.get(page)
+    assert answer.status_code == 302 and answer["Location"].endswith("?e=1"), (page, answer.status_code)
+root = Client()
+root.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-1x"))
+acted = root.post("/admin/taskpool/deviceuser/", {"action": "invalidate", "_selected_action": ["a\\x00b", "pg-pi"], "index": "0"})
+assert acted.status_code == 302, acted.status_code
+assert DeviceUser.objects.get(pk="pg-pi").validated is False  # the one id that names a device
 print("OK", task.json()["id"])
 """
     ).replace("DEVICE_TOKEN", repr(token))

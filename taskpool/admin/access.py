@@ -27,8 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.translation import gettext as _
@@ -135,6 +137,28 @@ class RoleOrModelPermissions(ForbiddenPagesMixin, admin.ModelAdmin):
         return has_role(request.user, self.manage_role) or super().has_delete_permission(
             request, obj
         )
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        # A NUL character names nothing, and PostgreSQL refuses even to look for one (a
+        # 500): a filter or search holding one is the admin's own "invalid filter", and a
+        # selected id holding one selects nothing.
+        if _holds_nul(request.GET):
+            return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
+        if request.method == "POST" and _holds_nul(request.POST):
+            selection = request.POST.copy()
+            selection.setlist(
+                helpers.ACTION_CHECKBOX_NAME,
+                [pk for pk in selection.getlist(helpers.ACTION_CHECKBOX_NAME) if "\x00" not in pk],
+            )
+            request.POST = selection  # type: ignore[assignment]
+        return super().changelist_view(request, extra_context)
+
+
+def _holds_nul(query: QueryDict) -> bool:
+    """Whether a parameter's name or one of its values holds a NUL character."""
+    return any(
+        "\x00" in key or any("\x00" in value for value in values) for key, values in query.lists()
+    )
 
 
 class PoolPagesAdmin(admin.ModelAdmin):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,7 +14,11 @@ from taskpool import metrics
 from taskpool.api import queries
 from taskpool.api import serializers as api
 from taskpool.api.views import ERRORS, PoolAPIView
-from taskpool.authentication import DeviceJWTAuthentication, MetricsTokenAuthentication
+from taskpool.authentication import (
+    CookieSessionAuthentication,
+    DeviceJWTAuthentication,
+    MetricsTokenAuthentication,
+)
 from taskpool.health import health_checks
 from taskpool.permissions import CanReadMetrics
 
@@ -62,7 +65,7 @@ class MetricsView(PoolAPIView):
         MetricsTokenAuthentication,
         DeviceJWTAuthentication,
         JWTAuthentication,
-        SessionAuthentication,
+        CookieSessionAuthentication,
     ]
     permission_classes = [CanReadMetrics]
 

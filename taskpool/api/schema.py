@@ -3,6 +3,7 @@ and metrics token schemes."""
 
 from typing import Any
 
+from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
@@ -24,6 +25,10 @@ class DeviceJWTScheme(SimpleJWTScheme):
         return definition
 
 
+class CookieSessionScheme(SessionScheme):
+    target_class = "taskpool.authentication.CookieSessionAuthentication"
+
+
 class MetricsTokenScheme(OpenApiAuthenticationExtension):
     target_class = "taskpool.authentication.MetricsTokenAuthentication"
     name = "metricsToken"
@@ -39,6 +44,7 @@ class MetricsTokenScheme(OpenApiAuthenticationExtension):
 class SchemaView(StrictQueryMixin, SpectacularAPIView):
     """The OpenAPI schema, refusing query parameters it does not read, like every endpoint."""
 
+    authentication_classes = []  # public: it reads no credentials
     query_serializer_class = queries.SchemaQuerySerializer
 
     @extend_schema(
@@ -56,4 +62,5 @@ class SchemaView(StrictQueryMixin, SpectacularAPIView):
 class DocsView(StrictQueryMixin, SpectacularSwaggerView):
     """The docs page, refusing query parameters it does not read, like every endpoint."""
 
+    authentication_classes = []  # public: it reads no credentials
     query_serializer_class = queries.DocsQuerySerializer

@@ -14,7 +14,6 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings as drf_settings
@@ -28,7 +27,7 @@ from taskpool.api import serializers as api
 from taskpool.api.errors import error_body, exception_handler
 from taskpool.api.parsers import StrictJSONParser, refuse_body_of_unknown_length
 from taskpool.api.renderers import JSONRenderer
-from taskpool.authentication import DeviceJWTAuthentication
+from taskpool.authentication import CookieSessionAuthentication, DeviceJWTAuthentication
 from taskpool.conf import pool_settings
 from taskpool.device_queries import record_last_seen
 from taskpool.exceptions import InvalidCursor, NotAddressed
@@ -127,7 +126,11 @@ class PoolAPIView(StrictQueryMixin, APIView):
 
     # Device tokens first, so a device's bad token is a 401, and so that the
     # first class sends WWW-Authenticate (DRF answers 401 only then).
-    authentication_classes = [DeviceJWTAuthentication, JWTAuthentication, SessionAuthentication]
+    authentication_classes = [
+        DeviceJWTAuthentication,
+        JWTAuthentication,
+        CookieSessionAuthentication,
+    ]
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
     schema = AutoSchema()
