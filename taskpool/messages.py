@@ -54,6 +54,8 @@ MAX_META_DEPTH = 32
 
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MESSAGE_ID_RE = re.compile(r"msg_[0-9a-f]{32}")
+#: An ``Idempotency-Key`` (kept in the message's ``meta.idempotency_key``): printable ASCII.
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", re.ASCII)
 

@@ -159,6 +159,10 @@ def test_lines_the_pool_would_never_write_are_left_out_of_an_import(on_database,
         line(**{"from": "nobody"}),
         line(to="garbage address"),
         line(ts=f"{day} 01:03"),
+        line(title="a\x00b"),  # the API refuses a NUL there; PostgreSQL cannot keep one
+        line(meta={**good["meta"], "idempotency_key": "a\x00b"}),
+        line(parent_id="zzz"),
+        line(parent_id="msg_\x00"),
     ]
     with open(first, "ab") as file:
         file.writelines(bad)

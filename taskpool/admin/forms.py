@@ -19,10 +19,9 @@ from django.utils.translation import gettext_lazy as _
 from taskpool.api.errors import field_errors
 from taskpool.api.parsers import strict_loads
 from taskpool.api.serializers import TaskRequestSerializer
-from taskpool.api.views import IDEMPOTENCY_KEY_RE
 from taskpool.exceptions import PoolError
 from taskpool.message_filter import MessageFilter
-from taskpool.messages import MESSAGE_TYPES, RESPONSE_STATUSES
+from taskpool.messages import IDEMPOTENCY_KEY_RE, MESSAGE_TYPES, RESPONSE_STATUSES
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")  # \d and int() would take other digits too
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -32,14 +31,13 @@ from taskpool.conf import pool_settings
 from taskpool.device_queries import record_last_seen
 from taskpool.exceptions import InvalidCursor, NotAddressed
 from taskpool.fleet import device_rows, validated_device_ids
+from taskpool.messages import IDEMPOTENCY_KEY_RE
 from taskpool.models import DeviceUser
 from taskpool.permissions import HasRole, IsDevice, IsMasterOrAddressedDevice
 from taskpool.principals import address_of, is_device
 from taskpool.realtime.longpoll import REAUTHENTICATE_AFTER_SECONDS, wait_for_pending_in_thread
 from taskpool.stores import get_store
 from taskpool.ticker import ticker
-
-IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,128}")
 
 ERROR_DESCRIPTIONS = {
     400: "Malformed body or parameter.",

@@ -10,6 +10,7 @@ from taskpool.exceptions import InvalidMessage, TaskClosed
 from taskpool.jobs import JOB_KEYS
 from taskpool.lifecycle import CANCELLED, EXPIRED
 from taskpool.messages import (
+    IDEMPOTENCY_KEY_RE,
     MAX_META_DEPTH,
     MESSAGE_ID_RE,
     MESSAGE_TYPES,
@@ -121,10 +122,11 @@ def closed_error(task_id: str, reason: str | None) -> TaskClosed:
 
 
 def check_as_written(message: Any, line_bytes: int, max_message_bytes: int) -> float:
-    """Refuse a decoded day-file line the pool would never have written: an id not of the
-    pool's form, a type, address or ``ts`` that does not read, a ``meta`` nested too deep,
-    or a line over ``MAX_MESSAGE_BYTES``. What an import loads, and what verify calls valid.
-    Returns the message's time, in epoch seconds.
+    """Refuse a decoded day-file line the pool would never have written: an id or a
+    ``parent_id`` not of the pool's form, a type, address or ``ts`` that does not read, a
+    title or body holding a NUL character (the API refuses one), an idempotency key the API
+    would refuse, a ``meta`` nested too deep, or a line over ``MAX_MESSAGE_BYTES``. What an
+    import loads, and what verify calls valid. Returns the message's time, in epoch seconds.
     """
     if not isinstance(message["id"], str) or not MESSAGE_ID_RE.fullmatch(message["id"]):
         raise InvalidMessage(f"The id {message['id']!r} is not msg_ and 32 hex digits.")
@@ -136,7 +138,18 @@ def check_as_written(message: Any, line_bytes: int, max_message_bytes: int) -> f
         raise InvalidMessage(f"The ts {message['ts']!r} is not a UTC timestamp.") from None
     for key in ("from", "to"):
         parse_address(message[key])  # its own words say what is wrong
+    parent_id = message["parent_id"]
+    if parent_id is not None and not (
+        isinstance(parent_id, str) and MESSAGE_ID_RE.fullmatch(parent_id)
+    ):
+        raise InvalidMessage(f"The parent_id {parent_id!r} is not msg_ and 32 hex digits.")
+    for key in ("title", "body"):
+        if "\x00" in message[key]:
+            raise InvalidMessage(f"The {key} holds a NUL character.")
     check_meta_depth(message["meta"])
+    key = message["meta"].get("idempotency_key")
+    if key is not None and not (isinstance(key, str) and IDEMPOTENCY_KEY_RE.fullmatch(key)):
+        raise InvalidMessage(f"The idempotency key {key!r} is not 1-128 printable ASCII.")
     if line_bytes > max_message_bytes:
         raise InvalidMessage(f"The line is over MAX_MESSAGE_BYTES ({max_message_bytes}).")
     return moment
