@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -160,7 +161,11 @@ class PoolClient:
                     raise _Retryable(f"{response.status} with an empty body")
                 return Answer(response.status, dict(response.headers), _json(raw))
         except urllib.error.HTTPError as error:
-            raw = error.read()
+            try:
+                raw = error.read()
+            except (OSError, http.client.HTTPException):
+                # The refusal itself was cut short on the way: what it said is unknown.
+                raise _Retryable(f"{error.code}, its body cut short") from None
             detail = _detail(raw) or error.reason
             if error.code >= 500 or error.code == 429:
                 raise _Retryable(f"{error.code} {detail}", _retry_after(error.headers)) from None
@@ -188,12 +193,23 @@ def _detail(raw: bytes) -> str:
         return raw[:200].decode(errors="replace")
 
 
+#: The least and most ``Retry-After`` obeyed, in seconds: a server (or a proxy) saying 0 or
+#: 0.001 must not make a fleet hammer it, nor one saying a day make it give up on it.
+RETRY_AFTER_RANGE = (1.0, 300.0)
+
+
 def _retry_after(headers: Any) -> float | None:
+    """The answer's ``Retry-After`` in seconds, within ``RETRY_AFTER_RANGE``; ``None`` (the
+    backoff's own delay) for none, a date, or one that is not a number of seconds."""
     value = headers.get("Retry-After") if headers is not None else None
     try:
-        return min(float(value), 300.0) if value else None
+        seconds = float(value) if value else math.nan
     except ValueError:
         return None
+    if not seconds >= 0 or math.isinf(seconds):  # NaN, negative, infinite
+        return None
+    least, most = RETRY_AFTER_RANGE
+    return min(max(seconds, least), most)
 
 
 def interruptible(call: Callable[[], T], stop: threading.Event, *, tick: float = 0.2) -> T:

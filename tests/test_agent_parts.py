@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from taskpool_agent.client import Backoff, PoolClient, Refused, Unreachable
+from taskpool_agent.client import Backoff, PoolClient, Refused, Unreachable, _retry_after
 from taskpool_agent.config import Config, ConfigError, load, save
 from taskpool_agent.journal import ANSWERED, DAMAGED, FINISHED, STARTED, Journal, attempt_key
 from taskpool_agent.runner import (
@@ -166,7 +166,7 @@ def test_backoff_doubles_with_jitter_up_to_its_most():
         assert len(delays) > 1  # jittered
 
 
-GARBLED, CUT_SHORT, HEADERS_ONLY = -1, -2, -3
+GARBLED, CUT_SHORT, HEADERS_ONLY, REFUSAL_CUT_SHORT = -1, -2, -3, -4
 
 
 class Answers(http.server.BaseHTTPRequestHandler):
@@ -189,6 +189,13 @@ class Answers(http.server.BaseHTTPRequestHandler):
         if status == HEADERS_ONLY:  # cut after its headers: http.client reads a 200, empty
             self.send_response(200)
             self.end_headers()
+            self.close_connection = True
+            return
+        if status == REFUSAL_CUT_SHORT:  # a proxy's 502 whose page stops short
+            self.send_response(502)
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            self.wfile.write(b"<html>Bad Gate")
             self.close_connection = True
             return
         if status == CUT_SHORT:  # the body stops before its announced length
@@ -247,11 +254,31 @@ def test_an_answer_garbled_or_cut_short_on_the_way_is_retried(scripted):
         (GARBLED, {}),
         (CUT_SHORT, {"id": "msg_1"}),
         (HEADERS_ONLY, {}),
+        (REFUSAL_CUT_SHORT, {}),
         (201, {"id": "msg_1"}),
     ]
     answer = client_for(scripted).call("POST", "response", {"a": 1}, idempotency_key="k1")
     assert answer.data == {"id": "msg_1"}
-    assert [seen["key"] for seen in Answers.seen] == ["k1"] * 4
+    assert [seen["key"] for seen in Answers.seen] == ["k1"] * 5
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        ("2.5", 2.5),
+        ("0", 1.0),  # obeyed, but never sooner than a second: a fleet must not hammer it
+        ("0.001", 1.0),
+        ("86400", 300.0),
+        ("-1", None),  # not a delay: the backoff's own
+        ("nan", None),
+        ("inf", None),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", None),
+        ("", None),
+    ],
+)
+def test_retry_after_is_obeyed_within_bounds(header, seconds):
+    assert _retry_after({"Retry-After": header}) == seconds
 
 
 def test_a_nul_in_a_handler_name_or_its_arguments_is_no_handler(handlers):
