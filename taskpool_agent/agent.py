@@ -88,6 +88,7 @@ class Agent:
             config.base_url, config.token, options.backoff or Backoff(), self.stop
         )
         self.journal = Journal(options.state_dir)
+        self.journal.hold()
         self.started = time.monotonic()
         self.running: str | None = None
         #: Set when a call made beside the main loop (a progress answer) gets a 401.
@@ -438,6 +439,11 @@ class Agent:
                 log.info("%s: the handler started before (pid %d): waiting for its end", key, pid)
                 self.watch(key, task, HandlerProcess.adopt(directory, pid), entry["started_at"])
                 continue
+            log.warning(
+                "%s: its handler ended while no agent ran and left no exit status (the device "
+                "lost power?): answered failed, interrupted",
+                key,
+            )
             process = HandlerProcess.adopt(directory, pid or 0)
             outcome = outcome_of(None, process.output_tail(), time.time() - entry["started_at"])
             self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})

@@ -12,8 +12,13 @@ from pathlib import Path
 from taskpool_agent import __version__
 from taskpool_agent.agent import Agent, Options
 from taskpool_agent.client import Backoff, Refused, Stopped, Unreachable
-from taskpool_agent.config import DEFAULT_PATH, ConfigError, load
+from taskpool_agent.config import DEFAULT_PATH, ConfigError, load, token_device
 from taskpool_agent.enroll import enroll
+from taskpool_agent.journal import JournalInUse
+
+#: Exit statuses (sysexits): another agent holds the state directory, so try again later;
+#: the state directory cannot be written (read-only, full).
+EX_TEMPFAIL, EX_CANTCREAT = 75, 73
 
 
 def _shared_options(*, with_defaults: bool) -> argparse.ArgumentParser:
@@ -135,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         config = load(config_path)
         if not config.token:
             raise ConfigError(f"{config_path} has no token yet: run taskpool-agent enroll.")
+        named = token_device(config.token)
+        if named is not None and named != config.device_id:
+            # It would serve the token's device while it says, and checks, the other.
+            raise ConfigError(
+                f"{config_path}: the token is device {named}'s, but device_id is "
+                f"{config.device_id}: make them the same device."
+            )
         base = config_path.parent
         options = Options(
             handlers=directory(arguments.handlers, config.handlers, base / "handlers", base),
@@ -158,3 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (Stopped, KeyboardInterrupt, Unreachable):
         return 130 if stop.is_set() else 1
+    except JournalInUse as error:
+        print(f"taskpool-agent: {error}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except OSError as error:
+        # Its own files (the network's errors are retried where they happen): the state
+        # directory is read-only or full. One line, and a service manager tries again.
+        where = f" {error.filename}" if error.filename else ""
+        print(f"taskpool-agent: cannot write{where}: {error.strerror or error}", file=sys.stderr)
+        return EX_CANTCREAT

@@ -27,6 +27,9 @@ from taskpool_agent import __version__
 log = logging.getLogger("taskpool_agent")
 
 USER_AGENT = f"taskpool-agent/{__version__}"
+#: Seconds the last try gets once the agent is stopping (systemd's unit waits 15 s in all,
+#: the handler's kill grace included).
+STOPPING_TIMEOUT = 5.0
 T = TypeVar("T")
 
 
@@ -106,6 +109,8 @@ class PoolClient:
         give_up = None if retry_for is None else time.monotonic() + retry_for
         failures = 0
         while True:  # one try even once stopping: the answer to a handler stopped on SIGTERM
+            if self.stop.is_set():  # a short one: a service manager waits only so long
+                timeout = min(timeout, STOPPING_TIMEOUT)
             try:
                 return self._once(method, url, data, request_headers, timeout)
             except _Retryable as error:
@@ -170,9 +175,15 @@ class PoolClient:
             if error.code >= 500 or error.code == 429:
                 raise _Retryable(f"{error.code} {detail}", _retry_after(error.headers)) from None
             raise Refused(error.code, str(detail)) from None
-        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
-            # ValueError: a body that is not JSON (a proxy's error page). HTTPException:
-            # an answer cut short or garbled on the way (IncompleteRead, BadStatusLine).
+        except ValueError:
+            # Not the pool's answer: a proxy's or a captive portal's page, or a server URL
+            # that names the site rather than its pool.
+            raise _Retryable(
+                "the answer is not JSON (is the config's server the pool's URL, ending in /pool/?)"
+            ) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            # HTTPException: an answer cut short or garbled on the way (IncompleteRead,
+            # BadStatusLine).
             raise _Retryable(str(getattr(error, "reason", error)) or type(error).__name__) from None
 
 
@@ -190,7 +201,7 @@ def _detail(raw: bytes) -> str:
     try:
         return str(json.loads(raw).get("detail", ""))
     except (ValueError, AttributeError):
-        return raw[:200].decode(errors="replace")
+        return " ".join(raw[:2000].decode(errors="replace").split())[:200]  # an HTML page
 
 
 #: The least and most ``Retry-After`` obeyed, in seconds: a server (or a proxy) saying 0 or

@@ -15,6 +15,7 @@ instead of a token, so that ``enroll`` can be run again and resume waiting.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import tomllib
@@ -53,7 +54,7 @@ def load(path: Path) -> Config:
             values = tomllib.load(file)
     except FileNotFoundError:
         raise ConfigError(f"No config file at {path}: run taskpool-agent enroll first.") from None
-    except (OSError, tomllib.TOMLDecodeError) as error:
+    except (OSError, ValueError) as error:  # TOMLDecodeError, UnicodeDecodeError
         raise ConfigError(f"Cannot read the config file {path}: {error}") from None
     known = {field.name for field in fields(Config)}
     unknown = sorted(set(values) - known)
@@ -66,6 +67,18 @@ def load(path: Path) -> Config:
         raise ConfigError(f"{path}: server and device_id are required.")
     check_server(values["server"], where=f"{path}: server")
     return Config(**values)
+
+
+def token_device(token: str) -> str | None:
+    """The device a device token names (its ``device_id`` claim), read without checking
+    its signature (the server does); ``None`` for a token that does not say."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    device = claims.get("device_id") if isinstance(claims, dict) else None
+    return device if isinstance(device, str) else None
 
 
 def check_server(url: str, *, where: str = "server") -> None:

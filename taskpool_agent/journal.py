@@ -8,6 +8,12 @@ the answer (``answered``). After a crash or a reboot the agent reads the
 journal first: it sends what it had finished, waits for a handler that still
 runs, and never runs an attempt it has an entry for again.
 
+One agent at a time keeps a journal: two would both take a task, and both run
+it. The agent holds an exclusive lock on ``<state_dir>/agent.lock`` for as long
+as it runs (``hold``; the kernel lets it go when the process ends, however it
+ends); a second one started on the same directory stops at once
+(``JournalInUse``).
+
 Every write is a whole new file renamed into place, so a crash leaves the old
 entry or the new one, never half of one. An entry the disk damaged anyway (an
 SD card's bad block, a hand edit) reads as ``damaged``: the attempt may have
@@ -16,6 +22,7 @@ started, so it is never run again, and it is left on disk to be looked at.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -44,11 +51,21 @@ def attempt_key(task: dict[str, Any]) -> str:
     return _UNSAFE.sub("_", f"{task['id']}.{attempt}")
 
 
+class JournalInUse(Exception):
+    """Another agent runs on this state directory."""
+
+
 class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "tasks"
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_path = state_dir / "agent.lock"
         self._damaged_seen: set[str] = set()  # said once each, not at every poll
+
+    def hold(self) -> None:
+        """Keep the journal for this process alone, until it ends (``JournalInUse`` if
+        another process holds it)."""
+        self._lock = _only_owner(self._lock_path)
 
     def directory(self, key: str) -> Path:
         """The attempt's directory (created): the entry and the handler's files."""
@@ -109,6 +126,23 @@ class Journal:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def _only_owner(path: Path) -> int:
+    """An exclusive lock on ``path``, held by this process until it ends."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(descriptor)
+        raise JournalInUse(
+            f"another taskpool-agent (pid {holder}) runs on the state directory "
+            f"{path.parent}: two would run each task twice."
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    return descriptor
 
 
 def _well_formed(entry: Any) -> bool:

@@ -809,3 +809,19 @@ def test_the_shared_options_go_before_or_after_the_command(command):
     assert str(parsed.config) == "/b.toml"
     default = parser().parse_args([command, *required])
     assert default.config == DEFAULT_PATH and default.backoff_max == 60.0
+
+
+def test_a_second_agent_on_the_same_state_directory_stops_at_once(pool, tmp_path, handlers):
+    """Two would both take each task, and both run it."""
+    token = new_device(pool, "pi-twice")
+    first = AgentProcess(tmp_path, pool.servers[0], "pi-twice", token, handlers).start()
+    wait_for(lambda: (tmp_path / "state" / "agent.lock").exists(), what="the first agent's lock")
+    second = AgentProcess(tmp_path, pool.servers[0], "pi-twice", token, handlers).start()
+    try:
+        assert second.process.wait(timeout=30) == 75  # EX_TEMPFAIL: systemd tries again later
+        assert f"another taskpool-agent (pid {first.process.pid})" in first.log.read_text()
+        assert first.process.poll() is None  # the first goes on
+        task = post_task(pool, "pi-twice", "hello once")
+        assert final_answer(pool, task)["meta"]["status"] == "done"
+    finally:
+        first.stop()

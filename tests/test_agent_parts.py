@@ -3,17 +3,36 @@ lookup, time limits, the journal, backoff, and refusals from a real HTTP server.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
+import os
+import socket
 import stat
 import threading
 import time
 
 import pytest
 
-from taskpool_agent.client import Backoff, PoolClient, Refused, Unreachable, _retry_after
-from taskpool_agent.config import Config, ConfigError, load, save
-from taskpool_agent.journal import ANSWERED, DAMAGED, FINISHED, STARTED, Journal, attempt_key
+from taskpool_agent import cli, client
+from taskpool_agent.client import (
+    Backoff,
+    PoolClient,
+    Refused,
+    Stopped,
+    Unreachable,
+    _retry_after,
+)
+from taskpool_agent.config import Config, ConfigError, load, save, token_device
+from taskpool_agent.journal import (
+    ANSWERED,
+    DAMAGED,
+    FINISHED,
+    STARTED,
+    Journal,
+    JournalInUse,
+    attempt_key,
+)
 from taskpool_agent.runner import (
     HandlerProcess,
     NoHandler,
@@ -58,6 +77,53 @@ def test_a_bad_config_says_what_is_wrong(tmp_path, text, says):
         load(path)
     with pytest.raises(ConfigError, match="run taskpool-agent enroll"):
         load(tmp_path / "missing.toml")
+
+
+def test_a_config_that_is_not_utf8_says_so(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'server = "http://h/pool/"\ndevice_id = "pi-\xff"\n')
+    with pytest.raises(ConfigError, match="Cannot read the config file"):
+        load(path)
+
+
+def a_token_for(device_id: str) -> str:
+    """A device token's shape (header, claims, signature), as the server signs them."""
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256'})}.{part({'device_id': device_id, 'sid': 's'})}.c2ln"
+
+
+def test_a_config_whose_token_is_another_devices_is_refused_at_start(tmp_path, capsys):
+    config = tmp_path / "config.toml"
+    save(config, Config(server="http://127.0.0.1:9/pool/", device_id="pi-1", token="x"))
+    assert token_device(a_token_for("pi-2")) == "pi-2"
+    assert token_device("not.a-token") is None and token_device("") is None
+    save(
+        config,
+        Config(server="http://127.0.0.1:9/pool/", device_id="pi-1", token=a_token_for("pi-2")),
+    )
+    assert cli.main(["--config", str(config), "run"]) == 78
+    assert "the token is device pi-2's, but device_id is pi-1" in capsys.readouterr().err
+
+
+def test_a_state_directory_that_cannot_be_written_is_one_line_and_status_73(tmp_path, capsys):
+    config = tmp_path / "config.toml"
+    token = a_token_for("pi-1")
+    save(config, Config(server="http://127.0.0.1:9/pool/", device_id="pi-1", token=token))
+    (tmp_path / "a-file").write_text("")
+    state = tmp_path / "a-file" / "state"  # no directory can be made there, root or not
+    assert cli.main(["--config", str(config), "run", "--state-dir", str(state)]) == 73
+    said = capsys.readouterr().err
+    assert said.startswith("taskpool-agent: cannot write") and "Traceback" not in said
+
+
+def test_one_agent_at_a_time_keeps_a_journal(tmp_path):
+    Journal(tmp_path).hold()
+    Journal(tmp_path).write("a.1", {"state": STARTED})  # reading and writing: no lock
+    with pytest.raises(JournalInUse, match=rf"another taskpool-agent \(pid {os.getpid()}\)"):
+        Journal(tmp_path).hold()
 
 
 @pytest.fixture
@@ -166,7 +232,7 @@ def test_backoff_doubles_with_jitter_up_to_its_most():
         assert len(delays) > 1  # jittered
 
 
-GARBLED, CUT_SHORT, HEADERS_ONLY, REFUSAL_CUT_SHORT = -1, -2, -3, -4
+GARBLED, CUT_SHORT, HEADERS_ONLY, REFUSAL_CUT_SHORT, PORTAL = -1, -2, -3, -4, -5
 
 
 class Answers(http.server.BaseHTTPRequestHandler):
@@ -190,6 +256,14 @@ class Answers(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
             self.end_headers()
             self.close_connection = True
+            return
+        if status == PORTAL:  # a captive portal's page, or the site where the pool was meant
+            page = b"<html>\n  <body>Log in to the hotel's Wi-Fi</body>\n</html>\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
             return
         if status == REFUSAL_CUT_SHORT:  # a proxy's 502 whose page stops short
             self.send_response(502)
@@ -260,6 +334,30 @@ def test_an_answer_garbled_or_cut_short_on_the_way_is_retried(scripted):
     answer = client_for(scripted).call("POST", "response", {"a": 1}, idempotency_key="k1")
     assert answer.data == {"id": "msg_1"}
     assert [seen["key"] for seen in Answers.seen] == ["k1"] * 5
+
+
+def test_an_answer_that_is_not_json_is_retried_saying_where_to_look(scripted, caplog):
+    Answers.script = [(PORTAL, {}), (201, {"id": "msg_1"})]
+    answer = client_for(scripted).call("POST", "response", {"a": 1}, idempotency_key="k1")
+    assert answer.data == {"id": "msg_1"}
+    assert "the answer is not JSON (is the config's server the pool's URL" in caplog.text
+
+
+def test_once_stopping_the_last_try_waits_only_a_few_seconds(monkeypatch):
+    """systemd gives the whole stop 15 s: a server that does not answer must not take 30."""
+    monkeypatch.setattr(client, "STOPPING_TIMEOUT", 0.3)
+    silent = socket.create_server(("127.0.0.1", 0))  # connects, never answers
+    stop = threading.Event()
+    stop.set()
+    port = silent.getsockname()[1]
+    stopping = PoolClient(f"http://127.0.0.1:{port}/pool/", "t", Backoff(0.01, 0.02), stop)
+    began = time.monotonic()
+    try:
+        with pytest.raises(Stopped):
+            stopping.call("POST", "response", {}, idempotency_key="k", timeout=30)
+    finally:
+        silent.close()
+    assert time.monotonic() - began < 5
 
 
 @pytest.mark.parametrize(
