@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"taskpool-agent: {error}", file=sys.stderr)
         return EX_TEMPFAIL
     except OSError as error:
-        # Its own files (the network's errors are retried where they happen): the state
-        # directory is read-only or full. One line, and a service manager tries again.
-        where = f" {error.filename}" if error.filename else ""
-        print(f"taskpool-agent: cannot write{where}: {error.strerror or error}", file=sys.stderr)
+        # The machine's, not the network's (those are retried where they happen): a state
+        # directory read-only or full, most likely. One line; a service manager tries again.
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"taskpool-agent: {where}{error.strerror or error}", file=sys.stderr)
         return EX_CANTCREAT

@@ -116,7 +116,8 @@ def test_a_state_directory_that_cannot_be_written_is_one_line_and_status_73(tmp_
     state = tmp_path / "a-file" / "state"  # no directory can be made there, root or not
     assert cli.main(["--config", str(config), "run", "--state-dir", str(state)]) == 73
     said = capsys.readouterr().err
-    assert said.startswith("taskpool-agent: cannot write") and "Traceback" not in said
+    assert said.startswith(f"taskpool-agent: {state}") and "Traceback" not in said
+    assert said.count("\n") == 1
 
 
 def test_one_agent_at_a_time_keeps_a_journal(tmp_path):
