@@ -8,6 +8,7 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import orjson
 import psycopg
@@ -110,31 +111,25 @@ def test_a_long_transaction_that_does_not_write_the_log_holds_no_reader_back(sto
         elsewhere.close()
 
 
-def test_a_writer_whose_host_stops_mid_transaction_holds_readers_back_only_so_long(store):
-    """A host frozen, or cut off, in the middle of a write: PostgreSQL ends the transaction
-    once it has waited on its client for the writer's idle bound, and every reader sees
-    what the other writers stored meanwhile, long before the stuck one would come back."""
+def a_host_stops_while_it_writes(
+    store: DatabaseStore, stuck: threading.Event, write: Callable[[], object]
+) -> object:
+    """Run ``write`` in a thread of its own, which sets ``stuck`` where its host stops (for
+    4 s), and check that meanwhile a reader sees a heartbeat stored after it within 3 s.
+    Returns what the stuck write returned, or the ``StoreUnavailable`` it raised."""
     store.writer_idle_seconds = 0.5
     start = store.end_cursor()
-    stuck = threading.Event()
     outcome: list[object] = []
 
-    def stops_midway(ledger, now):
-        with connections["pool"].cursor() as cursor:
-            cursor.execute("SELECT pg_current_xact_id()")  # as a row it wrote or locked
-        stuck.set()
-        time.sleep(4.0)  # the host stops: its transaction open, its client silent
-        return None, "decided"
-
-    def write() -> None:
+    def run() -> None:
         try:
-            outcome.append(store.transact(stops_midway))
+            outcome.append(write())
         except StoreUnavailable as error:
             outcome.append(error)
         finally:
             connections.close_all()
 
-    writer = threading.Thread(target=write)
+    writer = threading.Thread(target=run)
     writer.start()
     assert stuck.wait(10)
     beat = store.post_heartbeat(device_id="elsewhere")
@@ -144,7 +139,25 @@ def test_a_writer_whose_host_stops_mid_transaction_holds_readers_back_only_so_lo
         time.sleep(0.05)
     assert seen == [beat]  # within 3 s: the stuck writer would still hold it back for 4
     writer.join()
-    assert len(outcome) == 1 and isinstance(outcome[0], StoreUnavailable)
+    (ended,) = outcome
+    return ended
+
+
+def test_a_writer_whose_host_stops_mid_transaction_holds_readers_back_only_so_long(store):
+    """A host frozen, or cut off, in the middle of a write: PostgreSQL ends the transaction
+    once it has waited on its client for the writer's idle bound, and every reader sees
+    what the other writers stored meanwhile, long before the stuck one would come back."""
+    stuck = threading.Event()
+
+    def stops_midway(ledger, now):
+        with connections["pool"].cursor() as cursor:
+            cursor.execute("SELECT pg_current_xact_id()")  # as a row it wrote or locked
+        stuck.set()
+        time.sleep(4.0)  # the host stops: its transaction open, its client silent
+        return None, "decided"
+
+    ended = a_host_stops_while_it_writes(store, stuck, lambda: store.transact(stops_midway))
+    assert isinstance(ended, StoreUnavailable)
 
 
 @pytest.mark.parametrize(
@@ -160,10 +173,7 @@ def test_a_host_that_stops_after_any_statement_of_a_post_holds_readers_back_only
     """Wherever in a post the host stops, PostgreSQL ends the transaction once it waited:
     each change is one statement, since a pipelined batch (``executemany``) would leave
     the idle bound unarmed."""
-    store.writer_idle_seconds = 0.5
-    start = store.end_cursor()
     stuck = threading.Event()
-    outcome: list[object] = []
 
     def stop_after(execute, sql, params, many, context):
         result = execute(sql, params, many, context)
@@ -172,26 +182,11 @@ def test_a_host_that_stops_after_any_statement_of_a_post_holds_readers_back_only
             time.sleep(4.0)  # the host stops here
         return result
 
-    def post() -> None:
-        try:
-            with connections["pool"].execute_wrapper(stop_after):
-                outcome.append(store.post_task(sender="user:ops", to="device:[a,b]", title="t"))
-        except StoreUnavailable as error:
-            outcome.append(error)
-        finally:
-            connections.close_all()
+    def post() -> object:
+        with connections["pool"].execute_wrapper(stop_after):
+            return store.post_task(sender="user:ops", to="device:[a,b]", title="t")
 
-    writer = threading.Thread(target=post)
-    writer.start()
-    assert stuck.wait(10)
-    beat = store.post_heartbeat(device_id="elsewhere")
-    seen, waited = [], time.monotonic()
-    while not seen and time.monotonic() - waited < 3.0:
-        seen = store.messages_after(start, limit=10).results
-        time.sleep(0.05)
-    assert seen == [beat]
-    writer.join()
-    assert len(outcome) == 1 and isinstance(outcome[0], StoreUnavailable)
+    assert isinstance(a_host_stops_while_it_writes(store, stuck, post), StoreUnavailable)
     assert [m["type"] for m in stored(store)] == ["heartbeat"]  # the post left nothing
 
 
