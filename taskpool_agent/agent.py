@@ -195,7 +195,8 @@ class Agent:
         while True:
             try:
                 answer = interruptible(
-                    lambda: self.client.call("GET", path, timeout=timeout), self.stop
+                    lambda: self.client.call("GET", path, timeout=timeout, expect=a_list),
+                    self.stop,
                 )
             except Refused as error:
                 if error.status == 401:
@@ -247,7 +248,11 @@ class Agent:
         """
         try:
             self.client.call(
-                "POST", "claim", {"parent_id": task["id"]}, idempotency_key=f"{key}.claim"
+                "POST",
+                "claim",
+                {"parent_id": task["id"]},
+                idempotency_key=f"{key}.claim",
+                expect=lambda data: isinstance(data, dict) and a_message(data.get("claim")),
             )
             return True
         except Refused as error:
@@ -329,7 +334,10 @@ class Agent:
         while not process.exited.wait(self.options.check_interval):
             try:
                 tasks = self.client.call(
-                    "GET", f"pending?limit={PENDING_LIMIT}", retry_for=self.options.check_interval
+                    "GET",
+                    f"pending?limit={PENDING_LIMIT}",
+                    retry_for=self.options.check_interval,
+                    expect=a_list,
                 ).data
             except (Refused, Unreachable, Stopped):
                 continue  # unknown: keep running; the answer will tell
@@ -349,8 +357,10 @@ class Agent:
             for name, data in self.client.events("stream"):
                 if process.exited.is_set() or closed.is_set():
                     return
-                meta = data.get("meta", {}) if isinstance(data, dict) else {}
-                if name != "response" or data.get("parent_id") != task["id"]:
+                if name != "response" or not isinstance(data, dict):
+                    continue  # a keep-alive, or an event that is not the pool's
+                meta: dict[str, Any] = data["meta"] if isinstance(data.get("meta"), dict) else {}
+                if data.get("parent_id") != task["id"]:
                     continue
                 if meta.get("status") == "cancelled":
                     log.info("%s: cancelled (seen on the stream)", attempt_key(task))
@@ -371,7 +381,13 @@ class Agent:
         """Send the answer (retried until it is stored or refused); journal that it was."""
         body = answer_body(task, outcome)
         try:
-            self.client.call("POST", "response", body, idempotency_key=f"{key}.{outcome.status}")
+            self.client.call(
+                "POST",
+                "response",
+                body,
+                idempotency_key=f"{key}.{outcome.status}",
+                expect=a_message,  # else a portal's JSON would be taken for the answer stored
+            )
         except Refused as error:
             if error.status == 401:
                 log.warning("%s: answer not sent (%s); it is in the journal", key, error)
@@ -488,6 +504,16 @@ class Agent:
         }
 
 
+def a_message(data: Any) -> bool:
+    """Whether ``data`` is a message as the pool answers a write with it."""
+    return isinstance(data, dict) and str(data.get("id", "")).startswith("msg_")
+
+
+def a_list(data: Any) -> bool:
+    """Whether ``data`` is a list, as the pool answers ``pending``."""
+    return isinstance(data, list)
+
+
 def ended(process: HandlerProcess, started_at: float) -> Outcome:
     """The answer to a handler that has ended: its exit status, output and how long it ran
     (to its end, also when it ended while no agent ran)."""
@@ -573,6 +599,7 @@ class ProgressReporter:
                     "response",
                     answer_body(self.task, outcome),
                     idempotency_key=f"{self.key}.progress.{secrets.token_hex(8)}",
+                    expect=a_message,
                     retry_for=10 * interval,
                 )
             except Refused as error:

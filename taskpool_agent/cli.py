@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal_number, lambda *_: stop.set())
     backoff = Backoff(first=min(1.0, arguments.backoff_max), most=arguments.backoff_max)
     config_path = arguments.config.expanduser()
+    state_dir: Path | None = None  # known once the config is read
     try:
         if arguments.command == "enroll":
             enroll(
@@ -148,11 +149,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{config.device_id}: make them the same device."
             )
         base = config_path.parent
+        state_dir = directory(
+            arguments.state_dir, config.state_dir, Path("~/.local/state/taskpool-agent"), base
+        )
         options = Options(
             handlers=directory(arguments.handlers, config.handlers, base / "handlers", base),
-            state_dir=directory(
-                arguments.state_dir, config.state_dir, Path("~/.local/state/taskpool-agent"), base
-            ),
+            state_dir=state_dir,
             wait=arguments.wait,
             heartbeat_interval=arguments.heartbeat_interval,
             check_interval=arguments.check_interval,
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         # The machine's, not the network's (those are retried where they happen): a state
         # directory read-only or full, most likely. One line; a service manager tries again.
-        where = f"{error.filename}: " if error.filename else ""
+        where = error.filename or state_dir  # a full disk names no file: its directory
+        where = f"{where}: " if where else ""
         print(f"taskpool-agent: {where}{error.strerror or error}", file=sys.stderr)
         return EX_CANTCREAT

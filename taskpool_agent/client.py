@@ -92,9 +92,15 @@ class PoolClient:
         idempotency_key: str | None = None,
         timeout: float = 30.0,
         retry_for: float | None = None,
+        expect: Callable[[Any], bool] | None = None,
     ) -> Answer:
         """One request, retried on network errors, 5xx and 429 for ``retry_for`` seconds
-        (``None``: until it succeeds or the agent stops)."""
+        (``None``: until it succeeds or the agent stops). A success whose JSON ``expect``
+        says is not the pool's answer (a proxy's, a portal's) is retried as well.
+
+        Once the agent is stopping, a try (one already under way included) is given up
+        ``STOPPING_TIMEOUT`` seconds after the stop: ``Stopped``.
+        """
         request_headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if self.token:
             request_headers["Authorization"] = f"Bearer {self.token}"
@@ -109,10 +115,15 @@ class PoolClient:
         give_up = None if retry_for is None else time.monotonic() + retry_for
         failures = 0
         while True:  # one try even once stopping: the answer to a handler stopped on SIGTERM
-            if self.stop.is_set():  # a short one: a service manager waits only so long
-                timeout = min(timeout, STOPPING_TIMEOUT)
             try:
-                return self._once(method, url, data, request_headers, timeout)
+                answer = interruptible(
+                    lambda: self._once(method, url, data, request_headers, timeout),
+                    self.stop,
+                    grace=STOPPING_TIMEOUT,  # a service manager waits only so long
+                )
+                if expect is not None and not expect(answer.data):
+                    raise _Retryable(f"{answer.status} with an answer that is not the pool's")
+                return answer
             except _Retryable as error:
                 delay = error.retry_after or self.backoff.delay(failures)
                 failures += 1
@@ -173,7 +184,7 @@ class PoolClient:
                 raise _Retryable(f"{error.code}, its body cut short") from None
             detail = _detail(raw) or error.reason
             if error.code >= 500 or error.code == 429:
-                raise _Retryable(f"{error.code} {detail}", _retry_after(error.headers)) from None
+                raise _Retryable(f"{error.code} {detail}", retry_after(error.headers)) from None
             raise Refused(error.code, str(detail)) from None
         except ValueError:
             # Not the pool's answer: a proxy's or a captive portal's page, or a server URL
@@ -209,7 +220,7 @@ def _detail(raw: bytes) -> str:
 RETRY_AFTER_RANGE = (1.0, 300.0)
 
 
-def _retry_after(headers: Any) -> float | None:
+def retry_after(headers: Any) -> float | None:
     """The answer's ``Retry-After`` in seconds, within ``RETRY_AFTER_RANGE``; ``None`` (the
     backoff's own delay) for none, a date, or one that is not a number of seconds."""
     value = headers.get("Retry-After") if headers is not None else None
@@ -223,11 +234,15 @@ def _retry_after(headers: Any) -> float | None:
     return min(max(seconds, least), most)
 
 
-def interruptible(call: Callable[[], T], stop: threading.Event, *, tick: float = 0.2) -> T:
-    """``call()`` in a thread of its own, given up (``Stopped``) as soon as ``stop`` is set.
+def interruptible(
+    call: Callable[[], T], stop: threading.Event, *, tick: float = 0.2, grace: float = 0.0
+) -> T:
+    """``call()`` in a thread of its own, given up (``Stopped``) ``grace`` seconds after
+    ``stop`` is set (at once by default).
 
-    For the long-poll: a blocked read cannot be interrupted, but it need not be
-    waited for (the thread is a daemon, and its answer is dropped).
+    A blocked read cannot be interrupted, but it need not be waited for (the
+    thread is a daemon, and its answer is dropped): the long-poll gives up at
+    once, a write is given its grace.
     """
     outcome: dict[str, Any] = {}
     done = threading.Event()
@@ -240,9 +255,12 @@ def interruptible(call: Callable[[], T], stop: threading.Event, *, tick: float =
         done.set()
 
     threading.Thread(target=run, name="taskpool-agent-call", daemon=True).start()
+    stopped_at: float | None = None
     while not done.wait(tick):
         if stop.is_set():
-            raise Stopped
+            stopped_at = time.monotonic() if stopped_at is None else stopped_at
+            if time.monotonic() - stopped_at >= grace:
+                raise Stopped
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]

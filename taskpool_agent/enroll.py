@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from taskpool_agent.client import Backoff, PoolClient, Refused
+from taskpool_agent.client import Backoff, PoolClient, Refused, retry_after
 from taskpool_agent.config import Config, ConfigError, check_server, load, save
 
 log = logging.getLogger("taskpool_agent")
@@ -73,7 +73,7 @@ def enroll(
             save(path, config)
             print(f"Approved: the token is saved in {path}.", flush=True)
             return config
-        delay = poll_interval or float(answer.headers.get("Retry-After") or 5)
+        delay = poll_interval or retry_after(answer.headers) or 5.0
         if stop.wait(delay):
             raise KeyboardInterrupt
 

@@ -134,10 +134,11 @@ def _only_owner(path: Path) -> int:
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "?"
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
         os.close(descriptor)
+        which = f" (pid {holder})" if holder else ""  # empty: it is starting just now
         raise JournalInUse(
-            f"another taskpool-agent (pid {holder}) runs on the state directory "
+            f"another taskpool-agent{which} runs on the state directory "
             f"{path.parent}: two would run each task twice."
         ) from None
     os.ftruncate(descriptor, 0)

@@ -326,7 +326,10 @@ def outcome_of(code: int | None, tail: str, seconds: float) -> Outcome:
     """The answer to an ended handler: its status from the exit code, its output tail as body."""
     meta: dict[str, Any] = {"exit_code": code, "duration": round(seconds, 3)}
     if code is None:
-        meta["reason"] = "The handler ended without an exit status (the device restarted?)."
+        meta["reason"] = (
+            "The handler ended without an exit status (the device restarted, or the agent's "
+            "disk was full?)."
+        )
         return Outcome("failed", "interrupted", tail, meta)
     if code == 0:
         return Outcome("done", "exit 0", tail, meta)

@@ -15,15 +15,17 @@ import time
 import pytest
 
 from taskpool_agent import cli, client
+from taskpool_agent.agent import a_message
 from taskpool_agent.client import (
     Backoff,
     PoolClient,
     Refused,
     Stopped,
     Unreachable,
-    _retry_after,
+    retry_after,
 )
 from taskpool_agent.config import Config, ConfigError, load, save, token_device
+from taskpool_agent.enroll import enroll
 from taskpool_agent.journal import (
     ANSWERED,
     DAMAGED,
@@ -344,6 +346,61 @@ def test_an_answer_that_is_not_json_is_retried_saying_where_to_look(scripted, ca
     assert "the answer is not JSON (is the config's server the pool's URL" in caplog.text
 
 
+def test_a_success_that_is_not_the_pools_answer_is_retried(scripted):
+    """A portal's or proxy's JSON on a 200: taken for the answer stored, it was lost."""
+    Answers.script = [(200, {"portal": "ok"}), (201, {"id": "msg_1", "type": "response"})]
+    answer = client_for(scripted).call(
+        "POST", "response", {"a": 1}, idempotency_key="k1", expect=a_message
+    )
+    assert answer.data["id"] == "msg_1"
+    assert [seen["key"] for seen in Answers.seen] == ["k1", "k1"]
+
+
+class Enrollment(http.server.BaseHTTPRequestHandler):
+    """A server that takes an enrollment, then answers "waiting" with a given Retry-After."""
+
+    retry_after = "0"
+    asked = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._json(202, {"device_id": "pi-1", "enrollment_secret": "s" * 32})
+
+    def do_GET(self):
+        Enrollment.asked += 1
+        self._json(202, {"device_id": "pi-1", "status": "waiting"}, Enrollment.retry_after)
+
+    def _json(self, status, body, retry_after=None):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("retry_after", ["0", "garbage"])
+def test_enrollment_waits_for_approval_within_the_retry_after_bounds(tmp_path, retry_after):
+    """As every call does: at least a second between asks, whatever the server says."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Enrollment)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Enrollment.retry_after, Enrollment.asked = retry_after, 0
+    stop = threading.Event()
+    threading.Timer(1.5, stop.set).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/pool/"
+    try:
+        with pytest.raises(KeyboardInterrupt):  # how enroll ends when stopped
+            enroll(tmp_path / "config.toml", server=url, device_id="pi-1", stop=stop)
+    finally:
+        server.shutdown()
+    assert 1 <= Enrollment.asked <= 2  # once at once, then at least a second apart
+
+
 def test_once_stopping_the_last_try_waits_only_a_few_seconds(monkeypatch):
     """systemd gives the whole stop 15 s: a server that does not answer must not take 30."""
     monkeypatch.setattr(client, "STOPPING_TIMEOUT", 0.3)
@@ -361,6 +418,22 @@ def test_once_stopping_the_last_try_waits_only_a_few_seconds(monkeypatch):
     assert time.monotonic() - began < 5
 
 
+def test_a_try_under_way_when_the_agent_stops_is_given_up_after_the_grace(monkeypatch):
+    monkeypatch.setattr(client, "STOPPING_TIMEOUT", 0.3)
+    silent = socket.create_server(("127.0.0.1", 0))  # connects, never answers
+    stop = threading.Event()
+    port = silent.getsockname()[1]
+    sending = PoolClient(f"http://127.0.0.1:{port}/pool/", "t", Backoff(0.01, 0.02), stop)
+    threading.Timer(0.5, stop.set).start()  # SIGTERM, while the answer waits for its reply
+    began = time.monotonic()
+    try:
+        with pytest.raises(Stopped):
+            sending.call("POST", "response", {}, idempotency_key="k", timeout=30)
+    finally:
+        silent.close()
+    assert time.monotonic() - began < 3  # not the 30 s of its own timeout
+
+
 @pytest.mark.parametrize(
     ("header", "seconds"),
     [
@@ -376,8 +449,8 @@ def test_once_stopping_the_last_try_waits_only_a_few_seconds(monkeypatch):
         ("", None),
     ],
 )
-def test_retry_after_is_obeyed_within_bounds(header, seconds):
-    assert _retry_after({"Retry-After": header}) == seconds
+def testretry_after_is_obeyed_within_bounds(header, seconds):
+    assert retry_after({"Retry-After": header}) == seconds
 
 
 def test_a_nul_in_a_handler_name_or_its_arguments_is_no_handler(handlers):
