@@ -211,8 +211,11 @@ def _timeout(value: Any) -> Timeout:
 
 
 def _rollout(value: Any) -> Rollout:
+    either = "give max_per_minute, or base_per_minute, increment_factor and after_succeeded"
     if isinstance(value, dict) and "max_per_minute" in value:
-        body = _object("rollout", value, required={"max_per_minute"}, known={"max_per_minute"})
+        body = _object(
+            "rollout", value, required={"max_per_minute"}, known={"max_per_minute"}, hint=either
+        )
         rate = _integer("rollout.max_per_minute", body["max_per_minute"], 1, MAX_PER_MINUTE)
         return Rollout(float(rate))
     body = _object(
@@ -220,7 +223,7 @@ def _rollout(value: Any) -> Rollout:
         value,
         required={"base_per_minute", "increment_factor", "after_succeeded"},
         known={"base_per_minute", "increment_factor", "after_succeeded"},
-        hint="give max_per_minute, or base_per_minute, increment_factor and after_succeeded",
+        hint=either,
     )
     base = _integer("rollout.base_per_minute", body["base_per_minute"], 1, MAX_PER_MINUTE)
     factor = _number("rollout.increment_factor", body["increment_factor"], 1.1, 5)
@@ -235,9 +238,11 @@ def _abort(value: Any) -> Abort:
         required={"failure_percentage", "min_executed"},
         known={"failure_percentage", "min_executed", "on"},
     )
-    percentage = _number("abort.failure_percentage", body["failure_percentage"], 0, 100)
-    if percentage <= 0:
-        raise InvalidMessage("abort.failure_percentage must be above 0.", field="abort")
+    percentage = body["failure_percentage"]
+    if type(percentage) not in (int, float) or not 0 < percentage <= 100:  # NaN is not
+        raise InvalidMessage(
+            "abort.failure_percentage must be a number above 0, at most 100.", field="abort"
+        )
     executed = _integer("abort.min_executed", body["min_executed"], 1, 1_000_000)
     on = _statuses("abort.on", body.get("on", ["failed"]), ABORTING)
     return Abort(float(percentage), executed, on)

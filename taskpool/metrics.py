@@ -144,7 +144,8 @@ class PoolCollector(Collector):
         figures = get_store().figures()
         yield _gauge(
             "taskpool_tasks_pending",
-            "Tasks still open: pending for at least one device, not cancelled or expired.",
+            "Tasks still open: not yet closed for every device (answered for good, cancelled or "
+            "expired); a job's task waiting for its start, a rollout step or a retry counts.",
             figures.open_tasks,
         )
         devices = list(DeviceUser.objects.all())

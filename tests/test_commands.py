@@ -334,3 +334,16 @@ def test_export_into_a_path_that_cannot_be_a_directory_says_so(db, tmp_path):
     a_file.write_text("")
     with pytest.raises(CommandError, match="Cannot make"):
         run("taskpool_export", str(a_file))
+
+
+def test_a_database_error_is_one_line_that_says_what_to_do(db):
+    """Not Django's traceback: the database's own words, and migrate for a missing table."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE taskpool_userrole")  # as a database never migrated
+    with pytest.raises(CommandError) as refused:
+        call_command("taskpool_role", "ops", "master", stdout=StringIO())
+    said = str(refused.value)
+    assert said.startswith("The database: no such table: taskpool_userrole")
+    assert said.endswith("(has migrate been run for this database?)") and "\n" not in said

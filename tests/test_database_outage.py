@@ -184,3 +184,23 @@ def test_a_stream_served_without_an_event_loop_goes_on_across_an_outage(pool_dir
         chunk = next(stream)
     assert chunk.startswith(b"id:") and b'"title":"back"' in chunk
     stream.close()
+
+
+def test_a_pool_database_not_migrated_is_named_by_health_and_a_json_500(pool_dir, device_client):
+    """Misconfiguration, not an outage: health says to migrate, the API answers JSON."""
+    store = get_store()
+    with connections["pool"].cursor() as cursor:
+        cursor.execute("ALTER TABLE taskpool_db_message RENAME TO taskpool_db_message_away")
+    try:
+        (check,) = store.health()
+        assert check.name == "pool_database"
+        assert "run manage.py migrate --database pool" in check.problem
+        refused = device_client.get("/pool/pending")
+        assert refused.status_code == 500 and refused["Content-Type"] == "application/json"
+        assert refused.json() == {
+            "detail": "The server's database refused the request; its log says why."
+        }
+    finally:
+        with connections["pool"].cursor() as cursor:
+            cursor.execute("ALTER TABLE taskpool_db_message_away RENAME TO taskpool_db_message")
+    assert device_client.get("/pool/pending").status_code == 200

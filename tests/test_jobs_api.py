@@ -118,6 +118,24 @@ def test_malformed_job_fields_are_400_naming_the_field(
     assert snapshot() == before
 
 
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("abort", {"failure_percentage": 0, "min_executed": 1}, "above 0, at most 100"),
+        ("abort", {"failure_percentage": 101, "min_executed": 1}, "above 0, at most 100"),
+        ("abort", {"failure_percentage": True, "min_executed": 1}, "above 0, at most 100"),
+        (
+            "rollout",
+            {"max_per_minute": 5, "increment_factor": 2},
+            "give max_per_minute, or base_per_minute, increment_factor and after_succeeded",
+        ),
+    ],
+)
+def test_a_job_field_refused_says_what_it_takes(master_client, devices, field, value, says):
+    refused = post_json(master_client, "/pool/task", {"to": "device:a", "title": "x", field: value})
+    assert refused.status_code == 400 and says in refused.json()["errors"][field][0]
+
+
 def test_an_answer_before_a_scheduled_start_is_409(master_client, devices):
     # Half a millisecond past a second: the start is rounded up to the next one, never down.
     start = datetime.fromtimestamp(int(time.time()) + 3600, UTC).replace(microsecond=500)

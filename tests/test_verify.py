@@ -124,6 +124,10 @@ def test_the_database_store_refuses_with_its_reason(store_kind, store):
         return
     with pytest.raises(CommandError, match="keeps no day files"):
         call_command("taskpool_verify", "--no-progress", stdout=StringIO())
+    out = StringIO()  # a script asked for JSON: it gets JSON, saying why
+    with pytest.raises(CommandError):
+        call_command("taskpool_verify", "--no-progress", "--json", stdout=out)
+    assert "keeps no day files" in json.loads(out.getvalue())["error"]
 
 
 def test_another_directory_is_verified_too(tmp_path):

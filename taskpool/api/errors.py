@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -128,6 +128,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return response
     if isinstance(exc, SuspiciousOperation):
         return _suspicious(exc)
+    if isinstance(exc, DatabaseError):
+        # Not the request's fault, nor a database that does not answer: one not migrated, a
+        # read-only one. The log has the database's words; the client gets JSON, not HTML.
+        logging.getLogger("taskpool").error("The database refused a request: %s", exc)
+        return Response(
+            error_body("The server's database refused the request; its log says why."),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
     handled = drf_exception_handler(exc, context)
     if handled is None:
         return None

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from taskpool.management.base import PoolCommand
 from taskpool.messages import is_device_id
 from taskpool.models import DeviceUser
 from taskpool.tokens import DeviceToken
 
 
-class Command(BaseCommand):
+class Command(PoolCommand):
     help = (
         "Create or update a device. A new device starts unvalidated unless --validate. "
         "--token revokes the device's older tokens and prints a new one as the last line."

@@ -8,9 +8,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from taskpool.days import day_file_name, note_pruned_before, parse_day
+from taskpool.management.base import PoolCommand
 from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.stores import get_store
 
@@ -23,7 +24,7 @@ def day_argument(text: str) -> date:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-class Command(BaseCommand):
+class Command(PoolCommand):
     help = (
         "Write the pool's messages as day files (YYYY-MM-DD.jsonl, one message a line) in DIR, "
         "which a JSON Lines store can read and taskpool_import can load. A day file already in "

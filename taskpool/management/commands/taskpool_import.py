@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from taskpool.conf import pool_settings
 from taskpool.exceptions import InvalidMessage
+from taskpool.management.base import PoolCommand
 from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.messages import decode_line
 from taskpool.stores import get_store
@@ -32,7 +33,7 @@ def complete_lines(path: Path, totals: Counter[str]) -> Iterator[bytes]:
                 yield line[:-1]
 
 
-class Command(BaseCommand):
+class Command(PoolCommand):
     help = (
         "Load the day files of DIR (YYYY-MM-DD.jsonl, as a JSON Lines store or taskpool_export "
         "writes them) into a store that keeps the pool in a database. Each message keeps its id "

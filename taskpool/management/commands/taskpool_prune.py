@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from taskpool.archive import ArchiveExists, DayArchive
 from taskpool.conf import pool_settings
+from taskpool.management.base import PoolCommand
 from taskpool.management.commands.taskpool_export import day_argument
 from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.stores import get_store
 
 
-class Command(BaseCommand):
+class Command(PoolCommand):
     help = (
         "Take the days older than --before out of the pool: each is archived as "
         "DIR/YYYY-MM-DD.jsonl.gz (--archive DIR, by default TASKPOOL['ARCHIVE_DIR']), read back "

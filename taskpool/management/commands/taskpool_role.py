@@ -6,13 +6,14 @@ from typing import Any
 
 from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
+from taskpool.management.base import PoolCommand
 from taskpool.models import UserRole
 
 
-class Command(BaseCommand):
+class Command(PoolCommand):
     help = (
         "Create the user if needed and set their pool role. A password goes through the "
         "site's validators; a role is refused to a user another pool user is written as."

@@ -8,9 +8,10 @@ import math
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 from django.db import close_old_connections
 
+from taskpool.management.base import PoolCommand
 from taskpool.ticker import tick
 
 
@@ -25,7 +26,7 @@ def positive_seconds(text: str) -> float:
     return seconds
 
 
-class Command(BaseCommand):
+class Command(PoolCommand):
     help = (
         "Write the lines that jobs are owed as time passes: attempts that timed out, retries "
         "after their backoff, the next devices of rollouts, aborts, scheduled starts. Server "

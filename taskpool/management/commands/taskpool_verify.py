@@ -6,16 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from taskpool.conf import pool_settings
+from taskpool.management.base import PoolCommand
 from taskpool.management.commands.taskpool_export import day_argument
 from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.stores import get_store
 from taskpool.verification import archived_only, verify_directory
 
 
-class Command(BaseCommand):
+class Command(PoolCommand):
     help = (
         "Read the pool's day files and report, with file and line (from 1), torn lines, lines "
         "that are not JSON or not messages, duplicate ids, lines out of time order and answers "
@@ -32,6 +33,30 @@ class Command(BaseCommand):
         add_progress_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            report = self._verify(options)
+        except CommandError as refusal:
+            if options["json"]:  # a script reads stdout: JSON there too, saying why not
+                self.stdout.write(json.dumps({"error": str(refusal)}))
+            raise
+        if options["json"]:
+            self.stdout.write(json.dumps(report.as_json(), indent=2))
+        else:
+            for problem in report.problems:
+                self.stdout.write(
+                    f"{problem.file}:{problem.line}: {problem.kind}: {problem.detail}"
+                )
+            counts = ", ".join(f"{n} {kind}" for kind, n in report.counts().items() if n)
+            verdict = "sound" if report.sound else f"NOT sound ({counts})"
+            self.stdout.write(
+                f"{report.files} day files, {report.lines} lines, {report.messages} messages: "
+                f"{verdict}."
+            )
+        if not report.sound:
+            raise CommandError(f"{len(report.problems)} problems found.", returncode=1)
+
+    def _verify(self, options: dict[str, Any]) -> Any:
+        """The report on the day files the options name; ``CommandError`` when none can be."""
         if options["directory"]:
             directory = Path(options["directory"])
             if not directory.is_dir():
@@ -66,18 +91,4 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot read {error.filename}: {error.strerror}.") from None
         if getattr(self, "_bar", None) is not None:
             self._bar.close()
-        if options["json"]:
-            self.stdout.write(json.dumps(report.as_json(), indent=2))
-        else:
-            for problem in report.problems:
-                self.stdout.write(
-                    f"{problem.file}:{problem.line}: {problem.kind}: {problem.detail}"
-                )
-            counts = ", ".join(f"{n} {kind}" for kind, n in report.counts().items() if n)
-            verdict = "sound" if report.sound else f"NOT sound ({counts})"
-            self.stdout.write(
-                f"{report.files} day files, {report.lines} lines, {report.messages} messages: "
-                f"{verdict}."
-            )
-        if not report.sound:
-            raise CommandError(f"{len(report.problems)} problems found.", returncode=1)
+        return report

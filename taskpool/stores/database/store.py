@@ -173,14 +173,25 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
         """
         try:
             with self._cursor() as cursor:
-                cursor.execute("SELECT current_setting('transaction_read_only')")
-                (read_only,) = cursor.fetchone()
+                cursor.execute(
+                    "SELECT current_setting('transaction_read_only'), "
+                    "to_regclass('taskpool_db_message') IS NOT NULL"
+                )
+                read_only, migrated = cursor.fetchone()
         except DatabaseError:
             connections[self.alias].close()  # the next request connects afresh
             return [HealthCheck("pool_database", "The pool's database does not answer.")]
         if read_only == "on":
             return [
                 HealthCheck("pool_database", "The pool's database takes no writes (read-only).")
+            ]
+        if not migrated:
+            option = "" if self.alias == "default" else f" --database {self.alias}"
+            return [
+                HealthCheck(
+                    "pool_database",
+                    f"The pool's tables are not in its database: run manage.py migrate{option}.",
+                )
             ]
         return [HealthCheck("pool_database"), *super().health(ready=ready)]
 
