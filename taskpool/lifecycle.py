@@ -343,7 +343,9 @@ class TaskState:
         run.deadline = None
         retries = self.job.retries  # type: ignore[union-attr]
         if retries is not None and retries.covers(status, run.attempt) and moment is not None:
-            run.retry_at = moment + retries.backoff
+            # As deadlines: from the end of the answer's second, so the backoff is at least
+            # what it says (none is none: offered again at once).
+            run.retry_at = moment + (1 + retries.backoff if retries.backoff else 0)
 
     def _run(self, device: str) -> Run:
         run = self.runs.get(device)

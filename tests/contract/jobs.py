@@ -57,7 +57,8 @@ class JobsContract:
         assert statuses(pool, task["id"]) == {"a": "retrying"}
         with pytest.raises(AttemptEnded):
             pool.post_response(device_id="a", parent_id=task["id"], status="done")
-        clock.advance(59)
+        # From the end of the failure's second (a line's time is its second): at least 60 s.
+        clock.advance(60)
         assert tick(pool, registered_devices=[]) == []
         clock.advance(1)
         (retry,) = tick(pool, registered_devices=[])
@@ -186,7 +187,9 @@ class JobsContract:
             "timed_out"
         ]
         assert statuses(pool, task["id"]) == {"a": "retrying"}
-        clock.advance(5)
+        clock.advance(5)  # from the end of the timed_out line's second: at least the backoff
+        assert tick(pool, registered_devices=[]) == []
+        clock.advance(1)
         assert [line["meta"]["status"] for line in tick(pool, registered_devices=[])] == ["retry"]
         assert pending(pool, "a")[0]["meta"]["attempt"] == 2
 
@@ -395,10 +398,10 @@ class JobsContract:
         pool.post_response(device_id="b", parent_id=task["id"], status="progress")
         fresh = self.restarted(pool)
         try:
-            clock.advance(10)
+            clock.advance(11)  # the backoff, from the end of the failure's second
             (retry,) = tick(fresh, registered_devices=[])
             assert retry["meta"]["device"] == "a"
-            clock.advance(41)
+            clock.advance(40)
             (timed_out,) = tick(fresh, registered_devices=[])
             assert (timed_out["meta"]["status"], timed_out["meta"]["device"]) == ("timed_out", "b")
             assert statuses(fresh, task["id"]) == {"a": "pending", "b": "retrying"}
