@@ -549,3 +549,48 @@ def test_only_the_tail_of_the_output_is_kept_once_answered(tmp_path):
     keep_output_tail(tmp_path)  # already short: left as it is
     assert (tmp_path / "output").read_bytes() == output[-KEPT_OUTPUT_BYTES:]
     keep_output_tail(tmp_path / "nothing")  # no output at all
+
+
+class GarbledStream(http.server.BaseHTTPRequestHandler):
+    """A stream whose first event is not the pool's, then the task's cancel."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        cancel = {"parent_id": "msg_t", "meta": {"status": "cancelled"}}
+        self.wfile.write(b"event: response\ndata: [1, 2]\n\n")
+        self.wfile.write(b"event: response\ndata: " + json.dumps(cancel).encode() + b"\n\n")
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_garbled_event_on_the_stream_is_skipped_and_the_cancel_after_it_heard(tmp_path):
+    from taskpool_agent.agent import Agent, Options
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GarbledStream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/pool/"
+    agent = Agent(
+        Config(server=url, device_id="pi-1", token="t"),
+        Options(handlers=tmp_path / "handlers", state_dir=tmp_path / "state"),
+    )
+    closed = threading.Event()
+    try:
+        never_ends = HandlerProcess(tmp_path, 0)  # as a handler still running
+        agent._follow_stream({"id": "msg_t", "meta": {}}, closed, never_ends)
+    finally:
+        server.shutdown()
+    assert closed.is_set()
+
+
+def test_an_error_page_is_said_on_one_line_of_the_log():
+    from taskpool_agent.client import _detail
+
+    page = b"<html>\n  <head><title>403</title></head>\n  <body>Forbidden</body>\n</html>\n" * 20
+    said = _detail(page)
+    assert "\n" not in said and said.startswith("<html> <head><title>403</title></head>")
+    assert len(said) <= 200
+    assert _detail(b'{"detail": "Too many."}') == "Too many."
