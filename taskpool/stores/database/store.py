@@ -18,7 +18,6 @@ Waiters read the log's tail (``tailing``) and are woken by
 from __future__ import annotations
 
 import bisect
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from taskpool.exceptions import (
     UnknownTask,
 )
 from taskpool.jobs import served
-from taskpool.lifecycle import EXPIRED, TaskState, replay
+from taskpool.lifecycle import replay
 from taskpool.messages import (
     Message,
     decode_line,
@@ -57,16 +56,13 @@ from taskpool.stores.base import (
 from taskpool.stores.changes import Journal
 from taskpool.stores.database.browsing import Browsing
 from taskpool.stores.database.horizon import (
-    BOUND_IDLE,
     LOG_WRITERS,
     WRITER_IDLE_SECONDS,
-    idle,
     register_writer,
 )
 from taskpool.stores.database.kept_counts import KeptCounts
 from taskpool.stores.database.ledger import (
     BROADCASTS_LOCK,
-    PENDING_CHANGES_LOCK,
     SqlLedger,
     broadcasts_behind,
     give_broadcasts,
@@ -74,6 +70,7 @@ from taskpool.stores.database.ledger import (
 )
 from taskpool.stores.database.log import LogReading, position
 from taskpool.stores.database.reconnecting import reconnecting
+from taskpool.stores.database.sweeps import Sweeps
 from taskpool.stores.database.tailing import LogTailing
 from taskpool.stores.database.wakeups import Wakeups
 from taskpool.stores.rules import Decision, Ledger
@@ -82,15 +79,13 @@ from taskpool.stores.rules import Decision, Ledger
 _RETRY_STATES = {"40P01", "40001"}
 
 
-class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
+class DatabaseStore(Sweeps, LogTailing, LogReading, Browsing, BaseStore):
     """The pool in the database named by ``TASKPOOL["DATABASE"]``; see the module docstring."""
 
     supports_day_files = False
     supports_import = True
     #: Seconds a waiter waits for a notification before it looks at the log anyway.
     poll_seconds = 0.5
-    #: Seconds between two sweeps that close expired tasks, at most (per process).
-    expiry_sweep_seconds = 1.0
     #: Seconds a writing transaction may wait on this process between two statements.
     writer_idle_seconds = WRITER_IDLE_SECONDS
 
@@ -368,82 +363,6 @@ class DatabaseStore(LogTailing, LogReading, Browsing, BaseStore):
                 stored += 1
             transaction.on_commit(self._wakeups.committed, using=self.alias)
         return stored, skipped
-
-    def close_expired(self, now: float | None = None) -> int:
-        """Close every open task whose expiry has come, or whose day left the horizon."""
-        now = self.now() if now is None else now
-        with transaction.atomic(using=self.alias), self._cursor() as cursor:
-            # The rows it locks would hold up every host's answers to them: bounded as a writer.
-            cursor.execute(f"SELECT {BOUND_IDLE}", [idle(self.writer_idle_seconds)])
-            cursor.execute(
-                "SELECT t.task_id, t.seq, t.record, m.line FROM taskpool_db_task t "
-                "JOIN taskpool_db_message m ON m.seq = t.seq WHERE t.closed IS NULL "
-                "AND (t.expires_at <= %s OR t.day < %s) FOR UPDATE OF t SKIP LOCKED",
-                [now, self._horizon_day(now)],
-            )
-            expired = cursor.fetchall()
-            if not expired:
-                return 0
-            ledger = SqlLedger(
-                cursor, now, task_ttl=self.task_ttl, horizon_day=date.min, history=True
-            )
-            updates = []
-            for task_id, seq, record, line in expired:
-                state = TaskState.restore(
-                    orjson.loads(line),
-                    seq,
-                    self.task_ttl,
-                    record=record if isinstance(record, dict) else orjson.loads(record),
-                    answers={},
-                )
-                ledger.load_every_answer(state)
-                updates.append((EXPIRED, state.status_bits([], now), task_id))
-            cursor.execute(
-                "UPDATE taskpool_db_task t SET closed = c.closed, status_bits = c.bits "
-                "FROM unnest(%s::text[], %s::int[], %s::text[]) AS c(closed, bits, task_id) "
-                "WHERE t.task_id = c.task_id",
-                [list(column) for column in zip(*updates, strict=True)],
-            )
-            cursor.execute(
-                "UPDATE taskpool_db_execution SET active = FALSE WHERE active AND task_id = ANY(%s)",
-                [[task_id for _closed, _bits, task_id in updates]],
-            )
-        return len(updates)
-
-    def _sweep(self, now: float) -> None:
-        """``close_expired`` at most every ``expiry_sweep_seconds``, so reads stay cheap."""
-        if now - self._swept_at >= self.expiry_sweep_seconds or now < self._swept_at:
-            self._swept_at = now
-            # Another process sweeping the same rows is no harm: reads filter expiry anyway.
-            with contextlib.suppress(OperationalError):
-                self.close_expired(now)
-            with contextlib.suppress(OperationalError):
-                self.fold_pending_changes()
-
-    def fold_pending_changes(self) -> int:
-        """Add the devices' counted changes to their pending rows; how many were folded.
-
-        One statement, so a reader sees the changes either as rows or in the
-        sum, never both; one process at a time (the others skip), so two folds
-        never wait on each other's device rows.
-        """
-        with transaction.atomic(using=self.alias), self._cursor() as cursor:
-            # The device rows it folds into would hold up every host's heartbeats: bounded.
-            cursor.execute(
-                f"SELECT pg_try_advisory_xact_lock(%s), {BOUND_IDLE}",
-                [PENDING_CHANGES_LOCK, idle(self.writer_idle_seconds)],
-            )
-            if not cursor.fetchone()[0]:
-                return 0
-            cursor.execute(
-                "WITH folded AS (DELETE FROM taskpool_db_pending_change "
-                "RETURNING device_id, delta) "
-                "INSERT INTO taskpool_db_device AS d (device_id, broadcast_mark, pending_rows) "
-                "SELECT device_id, 0, sum(delta) FROM folded GROUP BY device_id "
-                "ORDER BY device_id ON CONFLICT (device_id) "
-                "DO UPDATE SET pending_rows = d.pending_rows + EXCLUDED.pending_rows",
-            )
-            return cursor.rowcount
 
     # Reading -------------------------------------------------------------------
 
