@@ -210,10 +210,7 @@ class Agent:
                     "GET pending refused (%s); again in %.0f s", error, self.client.backoff.most
                 )
             else:
-                if isinstance(answer.data, list):
-                    return answer.data
-                log.error("GET pending answered %.80r, not a list; again in %.0f s", answer.data,
-                          self.client.backoff.most)  # fmt: skip
+                return answer.data  # a list: ``expect`` retried anything else
             if self.stop.wait(self.client.backoff.most):
                 raise Stopped from None
 
