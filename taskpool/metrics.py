@@ -64,6 +64,10 @@ WAITING = Gauge(
     registry=None,
 )
 
+#: What ``waiting`` counts. Both are shown from the start, at 0, so that a
+#: dashboard's query has a series before the first request waits.
+WAITING_KINDS = ("long_poll", "stream")
+
 _OWN_METRICS: tuple[Collector, ...] = (
     REQUESTS,
     APPEND_SECONDS,
@@ -87,6 +91,10 @@ def _child(metric: Any, *labels: str) -> Any:
     if child is None:
         child = children[labels] = metric.labels(*labels)
     return child
+
+
+for _kind in WAITING_KINDS:
+    _child(WAITING, _kind)
 
 
 def count_request(endpoint: str, method: str, status: int) -> None:

@@ -165,6 +165,10 @@ def test_two_worker_processes_add_up(tmp_path):
     environment = {**pool.environment(), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
     url, server = start_uvicorn("project.asgi:application", environment, workers=2)
     try:
+        before = samples(httpx.get(f"{url}/pool/metrics", headers=pool.bearer("boss")).text)
+        for kind in ("long_poll", "stream"):
+            # Shown at 0 before anything waited, so dashboards have a series from the start.
+            assert before[("taskpool_waiting_requests", frozenset({("kind", kind)}))] == 0
         sent = 0
         deadline = time.monotonic() + 60
         # A new connection each time, so that the kernel hands them to either worker.
