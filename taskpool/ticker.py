@@ -22,6 +22,7 @@ from django.db import close_old_connections
 
 from taskpool.conf import pool_settings
 from taskpool.messages import Message
+from taskpool.missing_tables import migrate_hint
 from taskpool.stores import get_store
 from taskpool.stores.base import BaseStore
 
@@ -92,9 +93,13 @@ class Ticker:
             close_old_connections()
             try:
                 tick()
-            except Exception:
+            except Exception as error:
                 if not failing:  # once per failure, not every tick
-                    logger.exception("taskpool: keeping time for jobs failed; trying again.")
+                    hint = migrate_hint(error)
+                    if hint is not None:
+                        logger.error("taskpool: keeping time for jobs failed: %s", hint)
+                    else:
+                        logger.exception("taskpool: keeping time for jobs failed; trying again.")
                 failing = True
                 continue
             failing = False

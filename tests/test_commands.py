@@ -344,6 +344,19 @@ def test_a_database_error_is_one_line_that_says_what_to_do(db):
         cursor.execute("DROP TABLE taskpool_userrole")  # as a database never migrated
     with pytest.raises(CommandError) as refused:
         call_command("taskpool_role", "ops", "master", stdout=StringIO())
-    said = str(refused.value)
-    assert said.startswith("The database: no such table: taskpool_userrole")
-    assert said.endswith("(has migrate been run for this database?)") and "\n" not in said
+    assert str(refused.value) == (
+        "The database has no table taskpool_userrole: run manage.py migrate."
+    )
+
+
+def test_an_api_request_that_meets_a_missing_table_is_told_which_migrate_to_run(db, device_client):
+    """SQLite says so with an OperationalError: not an outage to retry, and JSON."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE taskpool_deviceuser")
+    refused = device_client.get("/pool/pending")
+    assert refused.status_code == 500 and not refused.has_header("Retry-After")
+    assert refused.json() == {
+        "detail": "The database has no table taskpool_deviceuser: run manage.py migrate."
+    }

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import psycopg
 import pytest
-from django.db import OperationalError, connections, transaction
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, OperationalError, connections, transaction
 from psycopg import sql
 
+from taskpool.missing_tables import migrate_hint
 from taskpool.realtime import sse
 from taskpool.realtime.scope import ADMIN, Scope
 from taskpool.realtime.stream import events, sync_events
@@ -186,20 +189,31 @@ def test_a_stream_served_without_an_event_loop_goes_on_across_an_outage(pool_dir
     stream.close()
 
 
-def test_a_pool_database_not_migrated_is_named_by_health_and_a_json_500(pool_dir, device_client):
-    """Misconfiguration, not an outage: health says to migrate, the API answers JSON."""
+def test_a_pool_database_not_migrated_is_named_by_health_and_the_api(
+    pool_dir, device_client, master_client
+):
+    """Misconfiguration, not an outage: each says which migrate to run, no retry is asked."""
     store = get_store()
+    hint = "The database has no table taskpool_db_message: run manage.py migrate --database pool."
     with connections["pool"].cursor() as cursor:
         cursor.execute("ALTER TABLE taskpool_db_message RENAME TO taskpool_db_message_away")
     try:
         (check,) = store.health()
         assert check.name == "pool_database"
         assert "run manage.py migrate --database pool" in check.problem
-        refused = device_client.get("/pool/pending")
-        assert refused.status_code == 500 and refused["Content-Type"] == "application/json"
-        assert refused.json() == {
-            "detail": "The server's database refused the request; its log says why."
-        }
+        for refused in (
+            device_client.get("/pool/pending"),
+            device_client.post("/pool/heartbeat", {}, format="json"),
+            master_client.post("/pool/task", {"to": "device:pi-1", "title": "t"}, format="json"),
+        ):
+            assert refused.status_code == 500 and refused["Content-Type"] == "application/json"
+            assert refused.json() == {"detail": hint}
+            assert not refused.has_header("Retry-After")
+        with pytest.raises(CommandError, match=re.escape(hint)):
+            call_command("taskpool_export", str(pool_dir / "export"))
+        with pytest.raises(DatabaseError) as failed:
+            store.pending_for("pi-1")  # as the commands and the job ticker meet it
+        assert migrate_hint(failed.value) == hint
     finally:
         with connections["pool"].cursor() as cursor:
             cursor.execute("ALTER TABLE taskpool_db_message_away RENAME TO taskpool_db_message")

@@ -39,6 +39,7 @@ from taskpool.exceptions import (
     UnknownTask,
     WrongEnrollmentSecret,
 )
+from taskpool.missing_tables import migrate_hint
 
 POOL_ERROR_STATUS: list[tuple[type[PoolError], int]] = [
     (InvalidMessage, status.HTTP_400_BAD_REQUEST),
@@ -115,6 +116,12 @@ def error_body(detail: str, errors: dict[str, list[str]] | None = None) -> dict[
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, with domain errors mapped and every body in the one shape."""
+    hint = migrate_hint(exc) if isinstance(exc, DatabaseError) else None
+    if hint is not None:
+        # The site is not set up, which no retry mends (SQLite says so with an
+        # OperationalError, which would otherwise read as an outage).
+        logging.getLogger("taskpool").error("%s (%s)", hint, exc)
+        return Response(error_body(hint), status=status.HTTP_500_INTERNAL_SERVER_ERROR)
     if isinstance(exc, OperationalError | InterfaceError):
         # The database does not answer (down, restarting, a connection cut): the
         # connection is replaced at the next request, so a retry may succeed.
@@ -129,8 +136,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, SuspiciousOperation):
         return _suspicious(exc)
     if isinstance(exc, DatabaseError):
-        # Not the request's fault, nor a database that does not answer: one not migrated, a
-        # read-only one. The log has the database's words; the client gets JSON, not HTML.
+        # Not the request's fault, nor a database that does not answer: a read-only one, say. The log has the database's words; the client gets JSON, not HTML.
         logging.getLogger("taskpool").error("The database refused a request: %s", exc)
         return Response(
             error_body("The server's database refused the request; its log says why."),

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from taskpool.exceptions import StoreUnavailable
+from taskpool.missing_tables import migrate_hint
 
 
 class PoolCommand(BaseCommand):
@@ -20,13 +21,10 @@ class PoolCommand(BaseCommand):
         try:
             return super().execute(*args, **options)
         except DatabaseError as error:
+            hint = migrate_hint(error)
+            if hint is not None:
+                raise CommandError(hint) from error
             detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            hint = " (has migrate been run for this database?)" if _missing_table(detail) else ""
-            raise CommandError(f"The database: {detail}{hint}") from error
+            raise CommandError(f"The database: {detail}") from error
         except StoreUnavailable as error:
             raise CommandError(str(error)) from error
-
-
-def _missing_table(detail: str) -> bool:
-    """Whether the database said a table is missing (PostgreSQL's words, then SQLite's)."""
-    return ("relation" in detail and "does not exist" in detail) or "no such table" in detail

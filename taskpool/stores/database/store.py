@@ -44,6 +44,7 @@ from taskpool.messages import (
     parse_address,
     parse_timestamp,
 )
+from taskpool.missing_tables import missing_table
 from taskpool.stores.base import (
     BaseStore,
     DaySummary,
@@ -285,6 +286,8 @@ class DatabaseStore(Sweeps, LogTailing, LogReading, Browsing, BaseStore):
                     continue
                 raise StoreUnavailable("The pool's database cannot take the write now.") from error
             except DatabaseError as error:
+                if missing_table(error):
+                    raise  # not set up: the API names the migrate to run
                 raise StoreUnavailable("The pool's database refused the write.") from error
         raise StoreUnavailable("The pool's database cannot take the write now.")
 
@@ -317,6 +320,8 @@ class DatabaseStore(Sweeps, LogTailing, LogReading, Browsing, BaseStore):
                     [LOG_WRITERS, *_columns(message, line), device_id, message["ts"], heartbeat],
                 )
         except DatabaseError as error:
+            if missing_table(error):
+                raise
             raise StoreUnavailable("The pool's database cannot take the write now.") from error
         transaction.on_commit(self._wakeups.committed, using=self.alias)
         return result
