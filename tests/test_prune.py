@@ -87,6 +87,16 @@ def test_a_dry_run_does_nothing_and_says_what_it_would(store, history, tmp_path)
     assert "would archive 4 days, keep 1 and skip 0" in out
 
 
+def test_a_dry_run_needs_no_archive_and_says_the_real_run_does(store, history, settings):
+    settings.TASKPOOL = {**settings.TASKPOOL, "ARCHIVE_DIR": None}
+    days = store.days()
+    out = prune("--before", today().isoformat(), "--dry-run")
+    assert store.days() == days
+    assert f"take {days_ago(20)}\n" in out
+    assert "would take 4 days, keep 1 and skip 0; nothing was done." in out
+    assert "The real run needs to be told where they go: --archive DIR" in out
+
+
 def test_delete_keeps_no_copy(store, history, settings):
     settings.TASKPOOL = {**settings.TASKPOOL, "ARCHIVE_DIR": None}
     with pytest.raises(CommandError, match="--delete"):

@@ -14,6 +14,9 @@ from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.stores import get_store
 
 
+WHERE_DAYS_GO = "--archive DIR (or TASKPOOL['ARCHIVE_DIR']), or --delete to keep no copy"
+
+
 class Command(PoolCommand):
     help = (
         "Take the days older than --before out of the pool: each is archived as "
@@ -41,13 +44,14 @@ class Command(PoolCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         store = get_store()
         archive = None
+        unsaid = ""  # a dry run may leave where the days go to the real run
         if not options["delete"]:
             directory = options["archive"] or pool_settings.ARCHIVE_DIR
+            if not directory and not options["dry_run"]:
+                raise CommandError(f"Say where the days go: {WHERE_DAYS_GO}.")
             if not directory:
-                raise CommandError(
-                    "Say where the days go: --archive DIR (or TASKPOOL['ARCHIVE_DIR']), "
-                    "or --delete to keep no copy."
-                )
+                unsaid = f" The real run needs to be told where they go: {WHERE_DAYS_GO}."
+        if not options["delete"] and not unsaid:
             archive = DayArchive(directory)
             own = getattr(store, "directory", None)
             if own is not None and archive.directory.resolve() == own.resolve():
@@ -59,7 +63,7 @@ class Command(PoolCommand):
         for day in kept:
             self.stdout.write(f"keep    {day}: within TASK_TTL, a task of it may be pending")
         if options["dry_run"]:
-            verb = "archive" if archive is not None else "delete"
+            verb = "archive" if archive is not None else "take" if unsaid else "delete"
             clashes = [day for day in days if archive is not None and archive.has(day)]
             for day in days:
                 if day in clashes:
@@ -69,7 +73,7 @@ class Command(PoolCommand):
                 self.stdout.write(f"{verb} {day}{target}")
             self.stdout.write(
                 f"Dry run: would {verb} {len(days) - len(clashes)} days, keep {len(kept)} and "
-                f"skip {len(clashes)}; nothing was done."
+                f"skip {len(clashes)}; nothing was done.{unsaid}"
             )
             if clashes:  # as the real run would end
                 raise CommandError(f"{len(clashes)} days are archived already.")
