@@ -15,6 +15,7 @@ the journal keeps it for the next start.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
@@ -91,8 +92,10 @@ class Agent:
         self.journal.hold()
         self.started = time.monotonic()
         self.running: str | None = None
-        #: Set when a call made beside the main loop (a progress answer) gets a 401.
+        #: Set when a call made beside the main loop (a heartbeat, a progress answer) gets
+        #: a 401; ``refusal`` is what the server said.
         self.token_refused = threading.Event()
+        self.refusal: Refused | None = None
         #: Any-one tasks another device held when this one tried, and when it tried.
         self.held_elsewhere: dict[str, float] = {}
         #: Set when an answer waits in the journal for the device to be validated again.
@@ -110,11 +113,12 @@ class Agent:
         self.journal.forget_old()
         threading.Thread(target=self._heartbeats, name="taskpool-heartbeat", daemon=True).start()
         try:
-            self.recover()
-            while not self.stop.is_set():
-                self.serve_once()
-        except Stopped:
-            pass
+            with contextlib.suppress(Stopped):
+                self.recover()
+                while not self.stop.is_set():
+                    self.serve_once()
+            if self.refusal is not None:  # a heartbeat's 401 stopped it
+                raise TokenRevoked.of(self.refusal)
         except TokenRevoked as error:
             log.error(
                 "%s: put a new token in the config file (staff issue one with manage.py "
@@ -224,7 +228,7 @@ class Agent:
             path, args = find_handler(self.options.handlers, task)
         except NoHandler as error:
             log.info("%s: %s", key, error)
-            outcome = Outcome("rejected", "no handler", str(error), {"reason": str(error)})
+            outcome = Outcome("rejected", error.title, str(error), {"reason": str(error)})
             self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
             self.answer(key, task, outcome)
             return
@@ -479,13 +483,24 @@ class Agent:
             except (Refused, Unreachable) as error:
                 log.warning("heartbeat not sent: %s", error)
                 if isinstance(error, Refused) and error.status == 401:
-                    self.token_refused.set()  # the main loop stops, even while a handler runs
+                    self.refuse_token(error)
             except Stopped:
                 return
             except Exception:  # never end the heartbeats: the next one may go through
                 log.exception("heartbeat not sent")
             beat += 1
             self.stop.wait(self.options.heartbeat_interval)
+
+    def refuse_token(self, error: Refused) -> None:
+        """A call beside the main loop got a 401: the agent stops at once, even idle.
+
+        A running handler is left to run (the main loop sees ``token_refused``
+        before ``stop``), as if the agent had crashed: started with a new token,
+        the agent waits for its end and answers it.
+        """
+        self.refusal = error
+        self.token_refused.set()
+        self.stop.set()  # a long-poll or a stream it waits on is given up
 
     def status(self) -> dict[str, Any]:
         """The small status a heartbeat carries."""
@@ -602,7 +617,7 @@ class ProgressReporter:
             except Refused as error:
                 if error.status == 401:
                     log.warning("%s: progress not sent (%s)", self.key, error)
-                    self.agent.token_refused.set()
+                    self.agent.refuse_token(error)
                     return
                 if error.status in (404, 409):
                     log.info("%s: progress refused (%s): the task is closed", self.key, error)

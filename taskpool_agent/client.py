@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -129,7 +130,8 @@ class PoolClient:
                 failures += 1
                 if give_up is not None and time.monotonic() + delay > give_up:
                     raise Unreachable(f"{method} {path}: {error}") from None
-                log.warning("%s %s: %s; again in %.1f s", method, path, error, delay)
+                said = str(error).rstrip(".")  # the server's sentence, then ours
+                log.warning("%s %s: %s; again in %.1f s", method, path, said, delay)
                 if self.stop.wait(delay):
                     raise Stopped from None
 
@@ -182,7 +184,7 @@ class PoolClient:
             except (OSError, http.client.HTTPException):
                 # The refusal itself was cut short on the way: what it said is unknown.
                 raise _Retryable(f"{error.code}, its body cut short") from None
-            detail = _detail(raw) or error.reason
+            detail = _detail(raw, error.code) or error.reason
             if error.code >= 500 or error.code == 429:
                 raise _Retryable(f"{error.code} {detail}", retry_after(error.headers)) from None
             raise Refused(error.code, str(detail)) from None
@@ -208,11 +210,24 @@ def _json(raw: bytes) -> Any:
     return json.loads(raw) if raw else None
 
 
-def _detail(raw: bytes) -> str:
+#: What a 404 that is not the pool's own says: the server URL names something else.
+NOT_THE_POOL = "not the pool (the server must be the pool's URL, such as https://host/pool/)"
+
+
+def _detail(raw: bytes, status: int | None = None) -> str:
+    """The pool's ``detail``, or the text of a page that is not the pool's, on one line."""
     try:
         return str(json.loads(raw).get("detail", ""))
     except (ValueError, AttributeError):
-        return " ".join(raw[:2000].decode(errors="replace").split())[:200]  # an HTML page
+        pass
+    # A proxy's page, or the site's own where the URL misses the pool: its words, not its tags.
+    text = " ".join(_TAG.sub(b" ", raw[:4000]).decode(errors="replace").split())[:160]
+    if status == 404:
+        return f"{NOT_THE_POOL}: {text}" if text else NOT_THE_POOL
+    return text
+
+
+_TAG = re.compile(rb"<[^>]*>")
 
 
 #: The least and most ``Retry-After`` obeyed, in seconds: a server (or a proxy) saying 0 or

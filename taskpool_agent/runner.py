@@ -46,8 +46,19 @@ WRAPPER = 'status="$1"; shift; "$@"; code=$?; echo "$code" > "$status.tmp"; mv "
 WRAPPER_NAME = "taskpool-handler"
 
 
+BAD_ARGUMENTS = "bad arguments"
+
+
 class NoHandler(Exception):
-    """The task names no handler there is (or names one badly): it is rejected."""
+    """The task names no handler there is (or names one badly): it is rejected.
+
+    ``title`` is the answer's title: ``no handler``, or ``bad arguments`` for a
+    handler that is there but cannot be given what the task says.
+    """
+
+    def __init__(self, message: str, title: str = "no handler") -> None:
+        super().__init__(message)
+        self.title = title
 
 
 @dataclass
@@ -86,9 +97,11 @@ def find_handler(handlers: Path, task: dict[str, Any]) -> tuple[Path, list[str]]
         raise NoHandler(f"No handler: {shown!r} is not a handler name.")
     args = meta.get("args", [])
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
-        raise NoHandler("meta.args must be a list of strings.")
+        raise NoHandler("meta.args must be a list of strings.", BAD_ARGUMENTS)
     if any("\0" in arg for arg in args):
-        raise NoHandler("meta.args may not hold a NUL character: no program can be given one.")
+        raise NoHandler(
+            "meta.args may not hold a NUL character: no program can be given one.", BAD_ARGUMENTS
+        )
     path = handlers / name
     try:
         runnable = path.is_file() and os.access(path, os.X_OK)

@@ -292,6 +292,17 @@ def test_enrolling_a_registered_id_fails_with_the_servers_reason(pool, tmp_path)
     assert config.read_text() == kept
 
 
+def test_enrolling_at_the_sites_url_rather_than_the_pools_says_so_in_one_line(pool, tmp_path):
+    config = tmp_path / "config.toml"
+    command = enroll_command(pool, config, "pi-lost")
+    command[command.index("--server") + 1] = f"{pool.servers[0]}/"  # the site, not its pool
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and not config.exists()
+    said = done.stderr.strip()
+    assert "\n" not in said and "<" not in said
+    assert said.startswith("taskpool-agent: the server refused: 404: not the pool (the server ")
+
+
 def test_enrolling_with_a_wrong_key_fails_and_the_right_key_joins(tmp_path):
     keyed = LivePool(tmp_path / "keyed", {"TASKPOOL_TEST_SERVER_ENROLLMENT_KEY": "fleet-key"})
     keyed.provision()
@@ -351,12 +362,12 @@ def test_handlers_answer_done_failed_and_rejected(pool, agent):
     assert (answer["meta"]["status"], answer["body"]) == ("rejected", "not for me\n")
 
     answer = final_answer(pool, unknown)
-    assert answer["meta"]["status"] == "rejected"
+    assert (answer["meta"]["status"], answer["title"]) == ("rejected", "no handler")
     assert "No handler named nosuch" in answer["body"]
     assert "nosuch" in answer["meta"]["reason"]
 
     answer = final_answer(pool, not_a_list)
-    assert answer["meta"]["status"] == "rejected"
+    assert (answer["meta"]["status"], answer["title"]) == ("rejected", "bad arguments")
     assert "meta.args" in answer["body"]
 
     log = httpx.get(f"{pool.servers[0]}/pool/log", headers=pool.bearer("boss")).json()
@@ -553,6 +564,20 @@ def test_a_revoked_token_stops_the_agent_while_its_handler_runs_on(pool, agent, 
     assert running.process.wait(timeout=30) == 78
     assert time.monotonic() - began < 20
     assert all(alive(int(pid)) for pid in pids.read_text().split())
+
+
+def test_a_revoked_token_stops_an_idle_agent_within_its_heartbeat_not_its_long_poll(
+    pool, agent
+):
+    new_device(pool, "pi-revoked-idle")
+    running = agent("pi-revoked-idle", "--wait", "60")  # a long-poll that would hold it a minute
+    wait_for(lambda: "taskpool-agent" in running.log.read_text(), 20, "the agent started")
+    time.sleep(1.5)  # its long-poll is waiting by now
+    began = time.monotonic()
+    new_device(pool, "pi-revoked-idle")
+    assert running.process.wait(timeout=60) == 78
+    assert time.monotonic() - began < 10  # the heartbeat's interval is 1 s
+    assert "The server refuses the device's token" in running.log.read_text()
 
 
 def test_an_answer_refused_while_the_device_is_invalidated_goes_once_it_is_validated(

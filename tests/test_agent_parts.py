@@ -320,6 +320,15 @@ def test_5xx_is_retried_with_the_same_key_and_4xx_is_final(scripted):
     assert len(Answers.seen) == 4  # once: a 409 is not asked again
 
 
+def test_a_retry_is_logged_as_one_sentence(scripted, caplog):
+    Answers.script = [
+        (503, {"detail": "The database does not answer now; retry after Retry-After seconds."}),
+        (201, {"id": "msg_1"}),
+    ]
+    client_for(scripted).call("POST", "response", {"a": 1}, idempotency_key="k1")
+    assert "retry after Retry-After seconds; again in " in caplog.text
+
+
 def test_retries_end_when_their_time_is_up():
     closed = PoolClient("http://127.0.0.1:9/pool/", "t", Backoff(0.01, 0.02))  # discard port
     with pytest.raises(Unreachable):
@@ -590,7 +599,16 @@ def test_an_error_page_is_said_on_one_line_of_the_log():
     from taskpool_agent.client import _detail
 
     page = b"<html>\n  <head><title>403</title></head>\n  <body>Forbidden</body>\n</html>\n" * 20
-    said = _detail(page)
-    assert "\n" not in said and said.startswith("<html> <head><title>403</title></head>")
+    said = _detail(page, 403)
+    assert "\n" not in said and "<" not in said and said.startswith("403 Forbidden 403")
     assert len(said) <= 200
-    assert _detail(b'{"detail": "Too many."}') == "Too many."
+    assert _detail(b'{"detail": "Too many."}', 429) == "Too many."
+    # The site's own page where the pool's URL was meant: which is what to mend.
+    site = b"<html><head><title>Page not found at /enroll</title></head><body>...</body></html>"
+    assert _detail(site, 404) == (
+        "not the pool (the server must be the pool's URL, such as https://host/pool/): "
+        "Page not found at /enroll ..."
+    )
+    assert _detail(b'{"detail": "No device pi-9 asked to join."}', 404) == (
+        "No device pi-9 asked to join."
+    )
