@@ -566,9 +566,7 @@ def test_a_revoked_token_stops_the_agent_while_its_handler_runs_on(pool, agent, 
     assert all(alive(int(pid)) for pid in pids.read_text().split())
 
 
-def test_a_revoked_token_stops_an_idle_agent_within_its_heartbeat_not_its_long_poll(
-    pool, agent
-):
+def test_a_revoked_token_stops_an_idle_agent_within_its_heartbeat_not_its_long_poll(pool, agent):
     new_device(pool, "pi-revoked-idle")
     running = agent("pi-revoked-idle", "--wait", "60")  # a long-poll that would hold it a minute
     wait_for(lambda: "taskpool-agent" in running.log.read_text(), 20, "the agent started")

@@ -13,7 +13,6 @@ from taskpool.management.commands.taskpool_export import day_argument
 from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.stores import get_store
 
-
 WHERE_DAYS_GO = "--archive DIR (or TASKPOOL['ARCHIVE_DIR']), or --delete to keep no copy"
 
 
