@@ -36,6 +36,7 @@ from taskpool_agent.runner import (
     Outcome,
     Progress,
     find_handler,
+    find_wrapper,
     keep_output_tail,
     outcome_of,
     timed_by_server,
@@ -224,6 +225,10 @@ class Agent:
         key = attempt_key(task)
         if (task.get("meta") or {}).get("mode") == "any" and not self.claim(key, task):
             return
+        self.run_handler(key, task)
+
+    def run_handler(self, key: str, task: dict[str, Any]) -> None:
+        """Start the task's handler, journaled first so that it never runs twice, and watch it."""
         try:
             path, args = find_handler(self.options.handlers, task)
         except NoHandler as error:
@@ -451,18 +456,30 @@ class Agent:
                 self.answer(key, task, Outcome(**entry["answer"]))
                 continue
             directory = self.journal.directory(key)
-            pid = entry.get("pid")
+            pid = entry.get("pid") or find_wrapper(directory)
             if pid and ((directory / "status").exists() or wrapper_alive(pid)):
                 log.info("%s: the handler started before (pid %d): waiting for its end", key, pid)
                 self.watch(key, task, HandlerProcess.adopt(directory, pid), entry["started_at"])
                 continue
-            log.warning(
-                "%s: its handler ended while no agent ran and left no exit status (the device "
-                "lost power?): answered failed, interrupted",
-                key,
-            )
-            process = HandlerProcess.adopt(directory, pid or 0)
-            outcome = outcome_of(None, process.output_tail(), time.time() - entry["started_at"])
+            if not pid and not (directory / "output").exists():
+                # Stopped after journaling the start, before the handler's output was
+                # opened (which comes before the handler): it never ran, so it runs now.
+                log.info("%s: the agent stopped before the handler started: starting it", key)
+                self.run_handler(key, task)
+                continue
+            process = HandlerProcess.adopt(directory, 0)
+            if not pid and (directory / "status").exists():
+                # Stopped as the handler started, before its pid was journaled: it ran to
+                # its end meanwhile, and its exit status says how.
+                log.info("%s: the handler ran while no agent did: answering it", key)
+                outcome = ended(process, entry["started_at"])
+            else:
+                log.warning(
+                    "%s: its handler ended while no agent ran and left no exit status (the "
+                    "device lost power?): answered failed, interrupted",
+                    key,
+                )
+                outcome = outcome_of(None, process.output_tail(), time.time() - entry["started_at"])
             self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
             self.answer(key, task, outcome)
 

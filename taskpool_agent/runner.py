@@ -360,6 +360,30 @@ def wrapper_alive(pid: int) -> bool:
         return _group_alive(pid)  # no /proc: trust the group
 
 
+def find_wrapper(directory: Path) -> int | None:
+    """The pid of the wrapper running the handler of ``directory``, found by its command line
+    (which names the directory's status file); ``None`` when none runs, or without ``/proc``.
+
+    For a handler whose start an agent journaled but not its pid (it was stopped between).
+    """
+    status = str(directory / "status").encode()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                arguments = cmdline.read().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        if WRAPPER_NAME.encode() in arguments and status in arguments:
+            return int(entry)
+    return None
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

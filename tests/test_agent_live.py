@@ -25,6 +25,8 @@ import pytest
 from taskpool_agent import __version__
 from taskpool_agent.cli import parser
 from taskpool_agent.config import DEFAULT_PATH
+from taskpool_agent.journal import Journal, attempt_key
+from taskpool_agent.runner import HandlerProcess
 from tests.live import ROOT, LivePool
 from tests.support import free_port
 
@@ -499,6 +501,41 @@ def test_an_agent_killed_mid_task_answers_once_after_restart(pool, agent, tmp_pa
     answers = [r for r in responses(pool, task) if r["from"] == "device:pi-5"]
     assert len(answers) == 1
     first.stop()
+
+
+def journaled_as_started(pool: LivePool, tmp_path: Path, device_id: str, runs: Path):
+    """A task's start journaled as an agent journals it, and no more: the agent was stopped
+    before it could journal the handler's pid. The task's journal directory, and the task."""
+    task_id = post_task(pool, device_id, "slow", args=[str(runs), "1"])
+    (task,) = httpx.get(f"{pool.servers[0]}/pool/pending", headers=pool.bearer(device_id)).json()
+    assert task["id"] == task_id
+    journal = Journal(tmp_path / "state")  # where the agent fixture keeps its state
+    key = attempt_key(task)
+    journal.write(key, {"state": "started", "task": task, "started_at": time.time()})
+    return journal.directory(key), task_id
+
+
+@pytest.mark.parametrize("before", ["nothing", "a run to its end", "a handler still running"])
+def test_an_agent_stopped_before_it_journaled_its_handlers_pid_runs_it_once(
+    pool, agent, tmp_path, handlers, before
+):
+    device_id = f"pi-pidless-{before.split()[-1]}"
+    new_device(pool, device_id)
+    runs = tmp_path / "runs"
+    directory, task = journaled_as_started(pool, tmp_path, device_id, runs)
+    if before == "a run to its end":  # the handler ran while no agent did
+        (directory / "output").write_text("ran alone\n")
+        (directory / "status").write_text("0\n")
+        runs.write_text("run\n")
+    elif before == "a handler still running":  # started, as the agent starts it, and left
+        HandlerProcess.start(directory, handlers / "slow", [str(runs), "2"], {"id": task})
+        wait_for(runs.exists, 20, "the handler started")
+    agent(device_id)
+    answer = final_answer(pool, task)
+    body = {"nothing": "slept\n", "a run to its end": "ran alone\n"}.get(before, "slept\n")
+    assert (answer["meta"]["status"], answer["body"]) == ("done", body)
+    time.sleep(1.5)  # a second run, had there been one, would have noted itself by now
+    assert runs.read_text() == "run\n"  # never twice, and never not at all
 
 
 def test_an_agent_restarted_while_its_handler_still_runs_waits_for_it(pool, agent, tmp_path):
