@@ -244,6 +244,34 @@ def test_the_throttle_rate_is_a_drf_setting(settings):
     assert answers == [202, 202, 429]
 
 
+def test_a_forwarded_for_header_the_client_writes_does_not_dodge_the_throttle(settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"taskpool_enroll": "2/min"},
+    }
+    client = APIClient()
+    answers = [
+        enroll(client, {"device_id": f"pi-{n}"}, **{"X-Forwarded-For": f"10.0.0.{n}"}).status_code
+        for n in range(3)
+    ]
+    assert answers == [202, 202, 429]
+
+
+def test_behind_a_proxy_named_by_num_proxies_each_client_is_throttled_alone(settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"taskpool_enroll": "1/min"},
+        "NUM_PROXIES": 1,
+    }
+    client = APIClient()
+    # The proxy appends the address it saw: the last one is the client's.
+    first, second, again = (
+        enroll(client, {"device_id": f"pi-{n}"}, **{"X-Forwarded-For": f"6.6.6.6, {address}"})
+        for n, address in enumerate(("10.0.0.1", "10.0.0.2", "10.0.0.1"))
+    )
+    assert (first.status_code, second.status_code, again.status_code) == (202, 202, 429)
+
+
 # The admin: the waiting list, the approve action and the approve page -------------
 
 

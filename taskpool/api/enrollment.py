@@ -38,6 +38,17 @@ class EnrollmentThrottle(SimpleRateThrottle):
     def get_cache_key(self, request: Any, view: Any) -> str:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
+    def get_ident(self, request: Any) -> str:
+        """The client's address: ``REMOTE_ADDR``, or with ``NUM_PROXIES`` set, the address that
+        many proxies from the right of ``X-Forwarded-For``.
+
+        Not DRF's default, which without ``NUM_PROXIES`` takes the whole header the client
+        sent as its address: a new header each time would never be throttled.
+        """
+        if api_settings.NUM_PROXIES:
+            return super().get_ident(request)
+        return str(request.META.get("REMOTE_ADDR") or "")
+
 
 ENROLLMENT_KEY = OpenApiParameter(
     "Enrollment-Key",
