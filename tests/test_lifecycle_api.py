@@ -56,7 +56,28 @@ def test_task_detail_for_master_and_addressed_device(master_client, devices):
     ]
     assert all(e["updated"].endswith("Z") for e in body["executions"])
     assert body["claimed_by"] is None
-    assert a.get(f"/pool/tasks/{task['id']}").json() == body
+    # A device reads its own part: not what another device answered, nor who else is asked.
+    assert b.get(f"/pool/tasks/{task['id']}").json() == {
+        **body,
+        "responses": [body["responses"][1]],
+        "executions": [body["executions"][1]],
+    }
+    master_client.post(f"/pool/tasks/{task['id']}/cancel", {"reason": "enough"}, format="json")
+    seen_by_a = a.get(f"/pool/tasks/{task['id']}").json()
+    assert [(r["from"], r["meta"]["status"]) for r in seen_by_a["responses"]] == [
+        ("device:a", "progress"),
+        ("user:master", "cancelled"),
+    ]
+    assert [e["device"] for e in seen_by_a["executions"]] == ["a"]
+
+
+def test_a_broadcasts_detail_names_no_other_device_to_a_device(master_client, devices):
+    a, b = devices
+    task = post_task(master_client, to="device:*")
+    assert answer(b, task["id"], "done", body="wifi_psk=hunter2").status_code == 201
+    seen = a.get(f"/pool/tasks/{task['id']}").json()
+    assert seen["responses"] == []
+    assert [(e["device"], e["status"]) for e in seen["executions"]] == [("a", "pending")]
 
 
 def test_task_detail_refusals(master_client, devices, make_device, make_user):

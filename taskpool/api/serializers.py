@@ -351,6 +351,9 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class TaskDetailSerializer(serializers.Serializer):
+    """A device asking is given its own part: its answers, the cancels and the job's moves
+    that concern it, and its own execution."""
+
     task = MessageSerializer()
     responses = MessageSerializer(many=True)
     executions = ExecutionSerializer(many=True)

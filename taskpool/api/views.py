@@ -36,6 +36,7 @@ from taskpool.models import DeviceUser
 from taskpool.permissions import HasRole, IsDevice, IsMasterOrAddressedDevice
 from taskpool.principals import address_of, is_device
 from taskpool.realtime.longpoll import REAUTHENTICATE_AFTER_SECONDS, wait_for_pending_in_thread
+from taskpool.realtime.scope import seen_by_device
 from taskpool.stores import get_store
 from taskpool.ticker import ticker
 
@@ -324,14 +325,24 @@ class TaskDetailView(PoolAPIView):
     def get(self, request: Request, task_id: str) -> Response:
         store = get_store()
         detail = store.task_detail(task_id)
-        if is_device(request.user) and not detail.state.audience.includes(device_id(request)):
-            raise NotAddressed(f"Task {task_id} is not addressed to device {device_id(request)}.")
-        registered = validated_device_ids() if detail.state.audience.everyone else []
+        if not is_device(request.user):
+            registered = validated_device_ids() if detail.state.audience.everyone else []
+            responses = detail.responses
+            executions = detail.executions(registered, store.now())
+        else:
+            # A device reads its own part of the task: not what the others answered, nor
+            # which devices the fleet has.
+            me = device_id(request)
+            if not detail.state.audience.includes(me):
+                raise NotAddressed(f"Task {task_id} is not addressed to device {me}.")
+            any_one = detail.task["meta"].get("mode") == "any"
+            responses = [r for r in detail.responses if seen_by_device(r, me, any_one)]
+            executions = [detail.state.execution(me, store.now())]
         return Response(
             {
                 "task": detail.task,
-                "responses": detail.responses,
-                "executions": detail.executions(registered, store.now()),
+                "responses": responses,
+                "executions": executions,
                 "claimed_by": detail.state.claimer,
             }
         )

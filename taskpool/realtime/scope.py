@@ -159,6 +159,14 @@ def _scheduled(task: Message) -> bool:
     return "not_before" in meta or "rollout" in meta
 
 
+def seen_by_device(response: Message, device_id: str, any_one: bool) -> bool:
+    """Whether a device addressed by a task may read this response to it: its own answers,
+    a cancel, and the job's moves that concern it; never another device's answer."""
+    if response["from"] == f"device:{device_id}" or response_status(response) == "cancelled":
+        return True
+    return response["from"] == "backend" and _names_device(response, device_id, any_one)
+
+
 def _names_device(line: Message, device_id: str, any_one: bool) -> bool:
     """Whether a backend line of a job may change the device's pending list."""
     meta = line["meta"]
