@@ -86,6 +86,15 @@ class DeviceUser(models.Model):
         self.user_session = new_session()
         DeviceUser.objects.filter(pk=self.pk).update(user_session=self.user_session)
 
+    def revoke_tokens(self) -> None:
+        """Staff revoke every token, and end the device's enrollment: its secret, which could
+        collect a new token for a while after the first, collects none after staff acted."""
+        self.user_session = new_session()
+        self.enrollment_secret_hash = ""
+        DeviceUser.objects.filter(pk=self.pk).update(
+            user_session=self.user_session, enrollment_secret_hash=""
+        )
+
 
 class UserRole(models.Model):
     """What a Django user may do in the pool. Admin can do all a master can."""

@@ -500,19 +500,26 @@ def test_the_device_list_asks_the_store_once_per_page(boss, store, make_device, 
 
 def test_revoking_tokens_and_issuing_one(boss, make_device, client):
     device, old_token = make_device("pi-1")
+    from taskpool.models import DeviceUser
+
+    ended = "an enrollment's secret, which staff revoking tokens ends"
+    DeviceUser.objects.filter(pk="pi-1").update(enrollment_secret_hash=ended)
     response = boss.post(
         "/admin/taskpool/deviceuser/",
         {"action": "revoke_tokens", "_selected_action": ["pi-1"], "index": "0"},
     )
     assert response.status_code == 302
     assert client.get("/pool/pending", HTTP_AUTHORIZATION=f"Bearer {old_token}").status_code == 401
+    assert DeviceUser.objects.get(pk="pi-1").enrollment_secret_hash == ""
 
+    DeviceUser.objects.filter(pk="pi-1").update(enrollment_secret_hash=ended)
     confirm = boss.get("/admin/taskpool/deviceuser/pi-1/token/")
     assert confirm.context["token"] is None
     issued = boss.post("/admin/taskpool/deviceuser/pi-1/token/")
     token = issued.context["token"]
     assert "no-store" in issued["Cache-Control"]
     assert client.get("/pool/pending", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    assert DeviceUser.objects.get(pk="pi-1").enrollment_secret_hash == ""
 
 
 def test_the_device_page_shows_its_recent_messages(boss, store, make_device):

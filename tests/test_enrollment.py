@@ -82,6 +82,20 @@ def test_enroll_wait_approve_collect_once():
     assert "handed out" in gone.json()["detail"]
 
 
+def test_once_staff_issue_a_token_the_enrollment_secret_collects_none():
+    """Else whoever holds the secret takes the device back from the token staff issued."""
+    client = APIClient()
+    secret = enroll(client, {"device_id": "pi-new"}).json()["enrollment_secret"]
+    call_command("taskpool_device", "pi-new", "--validate", stdout=io.StringIO())
+    assert ask_token(client, "pi-new", secret).status_code == 200
+    issued = io.StringIO()
+    call_command("taskpool_device", "pi-new", "--token", stdout=issued)
+    staff_token = issued.getvalue().splitlines()[-1]
+    refused = ask_token(client, "pi-new", secret)
+    assert refused.status_code == 403
+    assert client_with(staff_token).get("/pool/pending").status_code == 200
+
+
 def test_a_wrong_secret_is_403_before_and_after_approval():
     client = APIClient()
     enroll(client, {"device_id": "pi-new"})

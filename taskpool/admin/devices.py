@@ -245,7 +245,7 @@ class DeviceUserAdmin(RoleOrModelPermissions):
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         devices = list(queryset)
         for device in devices:
-            device.rotate_session()
+            device.revoke_tokens()
             self.log_change(request, device, _("Revoked every token."))
         text = ngettext(
             "Revoked the tokens of %(count)d device: their next request gets a 401.",
@@ -323,7 +323,7 @@ class DeviceUserAdmin(RoleOrModelPermissions):
         )
         token = None
         if request.method == "POST":
-            device.rotate_session()
+            device.revoke_tokens()
             token = str(DeviceToken.for_device(device))
             self.log_change(request, device, _("Issued a new token; every older one is revoked."))
         title = _("A new token for %(id)s") % {"id": device.id}

@@ -58,5 +58,5 @@ class Command(PoolCommand):
             else:
                 self.stdout.write("It asked to join and waits for approval (--validate).")
         if options["token"]:
-            device.rotate_session()
+            device.revoke_tokens()
             self.stdout.write(str(DeviceToken.for_device(device)))
