@@ -135,6 +135,7 @@ REST_FRAMEWORK = {
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=30),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
+    "CHECK_REVOKE_TOKEN": True,  # a new password ends the tokens issued before it
 }
 
 SPECTACULAR_SETTINGS = {

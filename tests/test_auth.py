@@ -317,6 +317,23 @@ def test_login_gives_a_working_pair_and_refresh_gives_a_new_access_token(make_us
     assert client_with(refreshed.json()["access"]).get("/pool/log").status_code == 200
 
 
+def test_a_new_password_ends_the_tokens_issued_before_it(make_user):
+    from django.contrib.auth import get_user_model
+
+    make_user("ops", role="master")
+    client = client_with(None)
+    pair = post_json(client, "/pool/auth/token", {"username": "ops", "password": "pw-ops"}).json()
+    assert client_with(pair["access"]).get("/pool/tasks").status_code == 200
+    user = get_user_model().objects.get(username="ops")
+    user.set_password("a-new-one-9f2c")
+    user.save()
+    refused = client_with(pair["access"]).get("/pool/tasks")
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "The user's password has been changed."
+    refreshed = post_json(client, "/pool/auth/token/refresh", {"refresh": pair["refresh"]})
+    assert client_with(refreshed.json().get("access")).get("/pool/tasks").status_code == 401
+
+
 def test_a_wrong_password_is_401(make_user):
     make_user("ops", role="admin")
     response = post_json(
