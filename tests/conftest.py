@@ -83,6 +83,15 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(autouse=True)
+def fresh_throttles():
+    """The login and enrollment throttles count in Django's cache, which outlives a test:
+    each test starts at zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def pool_dir(tmp_path: Path, settings, store_kind: str) -> Path:
     """This test's DATA_DIR; the process's store is rebuilt for it."""
     directory = tmp_path / "pool"

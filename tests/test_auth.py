@@ -334,6 +334,23 @@ def test_a_new_password_ends_the_tokens_issued_before_it(make_user):
     assert client_with(refreshed.json().get("access")).get("/pool/tasks").status_code == 401
 
 
+def test_logins_are_throttled_per_address(make_user, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"taskpool_login": "3/min"},
+    }
+    make_user("ops", role="master")
+    client = client_with(None)
+    guesses = [
+        post_json(client, "/pool/auth/token", {"username": "ops", "password": f"guess-{n}"})
+        for n in range(3)
+    ]
+    assert [guess.status_code for guess in guesses] == [401, 401, 401]
+    right = post_json(client, "/pool/auth/token", {"username": "ops", "password": "pw-ops"})
+    assert right.status_code == 429 and right["Retry-After"]
+    assert "throttled" in right.json()["detail"]
+
+
 def test_a_wrong_password_is_401(make_user):
     make_user("ops", role="admin")
     response = post_json(

@@ -6,49 +6,16 @@ The rules (who may enroll, the secret, the token handed out once) are in
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle
 
 from taskpool import enrollment
 from taskpool.api import serializers as api
+from taskpool.api.throttles import EnrollmentThrottle
 from taskpool.api.views import PoolAPIView, errors, idempotency_key
-
-#: Enrollment requests one address may make, unless REST_FRAMEWORK's
-#: DEFAULT_THROTTLE_RATES names the scope ``taskpool_enroll``.
-DEFAULT_ENROLL_RATE = "30/min"
-
-
-class EnrollmentThrottle(SimpleRateThrottle):
-    """Enrollment requests per client address, in Django's cache (per process with LocMem)."""
-
-    scope = "taskpool_enroll"
-
-    def get_rate(self) -> str | None:
-        # Read at each request, not at import (DRF's class attribute), so settings may change.
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope, DEFAULT_ENROLL_RATE)
-        return None if rate is None else str(rate)
-
-    def get_cache_key(self, request: Any, view: Any) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
-
-    def get_ident(self, request: Any) -> str:
-        """The client's address: ``REMOTE_ADDR``, or with ``NUM_PROXIES`` set, the address that
-        many proxies from the right of ``X-Forwarded-For``.
-
-        Not DRF's default, which without ``NUM_PROXIES`` takes the whole header the client
-        sent as its address: a new header each time would never be throttled.
-        """
-        if api_settings.NUM_PROXIES:
-            return super().get_ident(request)
-        return str(request.META.get("REMOTE_ADDR") or "")
-
 
 ENROLLMENT_KEY = OpenApiParameter(
     "Enrollment-Key",

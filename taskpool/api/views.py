@@ -26,6 +26,7 @@ from taskpool.api import serializers as api
 from taskpool.api.errors import error_body, exception_handler
 from taskpool.api.parsers import StrictJSONParser, refuse_body_of_unknown_length
 from taskpool.api.renderers import JSONRenderer
+from taskpool.api.throttles import LoginThrottle
 from taskpool.authentication import CookieSessionAuthentication, DeviceJWTAuthentication
 from taskpool.conf import pool_settings
 from taskpool.device_queries import record_last_seen
@@ -439,6 +440,7 @@ class TokenObtainView(StrictQueryMixin, TokenObtainPairView):
     serializer_class = api.LoginSerializer
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
+    throttle_classes = [LoginThrottle]
     schema = AutoSchema()
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
@@ -449,7 +451,13 @@ class TokenObtainView(StrictQueryMixin, TokenObtainPairView):
     @extend_schema(
         summary="Log in: an access and a refresh token",
         request=api.LoginSerializer,
-        responses={200: api.TokenPairSerializer, **errors(413, 415)},
+        responses={
+            200: api.TokenPairSerializer,
+            **errors(413, 415),
+            429: OpenApiResponse(
+                api.ErrorSerializer, description="Too many logins from this address."
+            ),
+        },
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().post(request, *args, **kwargs)
