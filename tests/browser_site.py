@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -49,6 +49,9 @@ class Site:
     var_dir: Path
     device_tokens: dict[str, str]
     server: subprocess.Popen | None = None
+    #: Each person's access token, from one real login as the site starts: logins are
+    #: throttled per address, and a fuzzer's guesses at them would use the allowance up.
+    user_tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def port(self) -> int:
@@ -59,6 +62,9 @@ class Site:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
     def user_token(self, username: str) -> str:
+        return self.user_tokens[username]
+
+    def log_in(self, username: str) -> str:
         with self.client() as client:
             answer = client.post(
                 "/pool/auth/token", json={"username": username, "password": PASSWORD}
@@ -125,7 +131,9 @@ def serve(var_dir: Path, *, port: int | None = None, seeded: bool = False) -> It
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(server, url, var_dir / "server.log")
-        yield Site(url, var_dir, json.loads(seed_file.read_text())["tokens"], server)
+        site = Site(url, var_dir, json.loads(seed_file.read_text())["tokens"], server)
+        site.user_tokens.update({username: site.log_in(username) for username in PEOPLE})
+        yield site
     finally:
         server.terminate()
         try:
