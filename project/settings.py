@@ -17,7 +17,8 @@ import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("TASKPOOL_VAR_DIR", BASE_DIR / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Its owner's alone: it holds the secret key, the database (password hashes) and the pool.
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _development_secret_key() -> str:

@@ -190,6 +190,8 @@ def test_the_printed_curl_walkthrough_works_as_printed(site, tmp_path):
 def test_demo_setup_runs_once(site):
     notes = site.var_dir / "demo-login.txt"
     assert oct(notes.stat().st_mode & 0o777) == "0o600"
+    # The database, the pool and the key are in it: read by its owner alone.
+    assert oct(site.var_dir.stat().st_mode & 0o777) == "0o700"
     written = notes.read_bytes()
     again = manage(site.env, "demo_setup", "--url", site.url)
     assert "demo-login.txt" in again and "# 1." not in again
