@@ -302,6 +302,9 @@ def response_status(message: Message) -> str | None:
 
 #: ``meta`` keys the server writes, left out when comparing two requests.
 SERVER_META_KEYS = frozenset({"idempotency_key", "expires_at"})
+#: ``meta`` keys the server writes when the client leaves them out (an answer's
+#: ``attempt``): left out of the stored message when the repeat leaves them out too.
+SERVER_FILLED_META_KEYS = frozenset({"attempt"})
 
 
 def same_request(stored: Message, candidate: Message, *, with_parent: bool = True) -> bool:
@@ -310,9 +313,14 @@ def same_request(stored: Message, candidate: Message, *, with_parent: bool = Tru
     Compares what a client chooses: the type, title, body, ``meta`` (less the
     keys the server writes), a task's ``to``, and the parent unless told not to.
     """
+    filled = SERVER_FILLED_META_KEYS - candidate["meta"].keys()
 
     def chosen(message: Message) -> tuple[Any, ...]:
-        meta = {k: v for k, v in message["meta"].items() if k not in SERVER_META_KEYS}
+        meta = {
+            k: v
+            for k, v in message["meta"].items()
+            if k not in SERVER_META_KEYS and k not in filled
+        }
         return (
             message["type"],
             message["title"],

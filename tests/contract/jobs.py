@@ -12,6 +12,7 @@ import pytest
 from taskpool.exceptions import (
     AlreadyAnswered,
     AttemptEnded,
+    IdempotencyConflict,
     InvalidMessage,
     NotStarted,
     TaskClosed,
@@ -79,6 +80,28 @@ class JobsContract:
             (1, "failed"),
             (2, "done"),
         ]
+
+    def test_an_answer_sent_again_with_its_key_is_the_one_stored_though_it_named_no_attempt(
+        self, pool, clock
+    ):
+        """The server writes the attempt into an answer that does not name it; the same
+        request again, with the same key, is a repeat, also once a retry has begun."""
+        task = job(pool, retries={"max_attempts": 2, "on": ["failed"], "backoff": 0})
+        answer = {"device_id": "a", "parent_id": task["id"], "status": "failed", "body": "x"}
+        first = pool.post_response(**answer, idempotency_key="answer-1")
+        assert first.created and first.message["meta"]["attempt"] == 1
+        again = pool.post_response(**answer, idempotency_key="answer-1")
+        assert (again.created, again.message) == (False, first.message)
+        clock.advance(1)
+        (retry,) = tick(pool, registered_devices=[])
+        assert retry["meta"]["attempt"] == 2
+        late = pool.post_response(**answer, idempotency_key="answer-1")
+        assert (late.created, late.message) == (False, first.message)
+        named = pool.post_response(**answer, meta={"attempt": 1}, idempotency_key="answer-1")
+        assert named.message == first.message
+        with pytest.raises(IdempotencyConflict):
+            pool.post_response(**answer, meta={"attempt": 2}, idempotency_key="answer-1")
+        assert len([m for m in stored(pool) if m["from"] == "device:a"]) == 1
 
     def test_attempts_are_spent_and_rejections_never_retried(self, pool, clock):
         task = job(pool, "device:[a,b]", retries={"max_attempts": 2, "backoff": 0})
