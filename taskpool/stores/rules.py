@@ -359,8 +359,17 @@ def _open_task_for(ledger: Ledger, task_id: str, device_id: str) -> TaskState:
     if not addressed:
         raise NotAddressed(f"Task {task_id} is not addressed to device {device_id}.")
     if closed.reason == FINISHED and closed.task["meta"].get("mode") != "any":
-        # Finished means every addressed device answered for good, this one too, or (a job
-        # with a timeout) had its last attempt timed out by the server.
-        timed = " or its last attempt timed out" if "timeout" in closed.task["meta"] else ""
-        raise AlreadyAnswered(f"Device {device_id} has already answered task {task_id}{timed}.")
+        # Finished means every addressed device answered for good, this one too, or the job
+        # ended its execution: its last attempt timed out, or an abort cancelled it unstarted.
+        ends = ["it answered"]
+        if "timeout" in closed.task["meta"]:
+            ends.append("its last attempt timed out")
+        if "abort" in closed.task["meta"]:
+            ends.append("the job's abort cancelled it before it started")
+        if len(ends) == 1:
+            raise AlreadyAnswered(f"Device {device_id} has already answered task {task_id}.")
+        raise AlreadyAnswered(
+            f"Task {task_id} is over for device {device_id}: "
+            f"{', '.join(ends[:-1])} or {ends[-1]}."
+        )
     raise closed_error(task_id, closed.reason)

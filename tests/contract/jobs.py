@@ -328,6 +328,10 @@ class JobsContract:
         assert [t["id"] for t in pending(pool, "a")] == [task["id"]]  # running: it finishes
         pool.post_response(device_id="a", parent_id=task["id"], status="done")
         assert tick(pool, registered_devices=[]) == []
+        # Closed now: d never answered, and is not told it did.
+        with pytest.raises(AlreadyAnswered, match="or the job's abort cancelled it") as closed:
+            pool.post_response(device_id="d", parent_id=task["id"], status="done")
+        assert "has already answered" not in str(closed.value)
 
     # Scheduled starts ----------------------------------------------------------
 
