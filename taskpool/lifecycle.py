@@ -626,9 +626,13 @@ class TaskState:
             return None
         succeeded = sum(1 for answer in self.answers.values() if answer[0] == "done")
         per_second = job.rollout.per_minute(succeeded) / 60  # type: ignore[union-attr]
-        # The first device at once; then one every 1/rate seconds, spread evenly.
-        clock = self.rollout_clock if self.rollout_clock is not None else start - 1 / per_second
-        clock = max(clock, now - max(1 / per_second, ROLLOUT_CATCH_UP_SECONDS))
+        if self.rollout_clock is None:
+            # The first device at once, and the rate counts from that offer: counted from
+            # the task's time, which is cut to its second, a first look up to a second
+            # later found room for two.
+            return Transition(OFFERED, (waiting[0],), rollout_clock=now)
+        # Then one every 1/rate seconds, spread evenly.
+        clock = max(self.rollout_clock, now - max(1 / per_second, ROLLOUT_CATCH_UP_SECONDS))
         # (A little slack for the rounding of epoch seconds, about 1e-7 s today.)
         count = min(math.floor((now - clock) * per_second + 1e-5), len(waiting), OFFERS_PER_LINE)
         if count <= 0:

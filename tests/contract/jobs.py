@@ -247,6 +247,24 @@ class JobsContract:
             offered += line["meta"]["devices"]
         assert offered == devices
 
+    def test_a_rollouts_first_look_late_in_a_second_offers_one_device(self, pool, clock):
+        """The task's time is cut to its second: the rate counts from the first offer."""
+        clock.advance(0.8 - clock() % 1)  # posted late in its second
+        devices = [f"d{n}" for n in range(4)]
+        job(pool, "device:[" + ",".join(devices) + "]", rollout={"max_per_minute": 60})
+        clock.advance(0.8)  # the first look, 1.6 s after the task's (cut) time
+
+        def offered_now() -> list[str]:
+            return [
+                d for line in tick(pool, registered_devices=[]) for d in line["meta"]["devices"]
+            ]
+
+        assert offered_now() == ["d0"]
+        clock.advance(0.9)
+        assert offered_now() == []
+        clock.advance(0.1)
+        assert offered_now() == ["d1"]
+
     @pytest.mark.parametrize(("per_minute", "made_up"), [(60, 5), (6, 1)])
     def test_a_rollout_makes_no_burst_after_a_quiet_spell(self, pool, clock, per_minute, made_up):
         devices = [f"d{n}" for n in range(20)]
