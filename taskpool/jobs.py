@@ -297,6 +297,13 @@ def _statuses(name: str, value: Any, allowed: frozenset[str]) -> frozenset[str]:
     return frozenset(value)
 
 
+def check_option(name: str, value: Any) -> None:
+    """Refuse a job option that does not read (``InvalidMessage`` naming it), alone: the
+    bounds that depend on the rest of the task (TASK_TTL, an any-one task) are ``job_meta``'s."""
+    parse = {"retries": _retries, "timeout": _timeout, "rollout": _rollout, "abort": _abort}[name]
+    _checked(name, parse, value)
+
+
 def _checked(name: str, parse: Any, value: Any) -> Any:
     try:
         return parse(value)

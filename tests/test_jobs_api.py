@@ -118,6 +118,25 @@ def test_malformed_job_fields_are_400_naming_the_field(
     assert snapshot() == before
 
 
+def test_every_job_field_at_fault_is_named_at_once(master_client, devices, snapshot):
+    before = snapshot()
+    refused = post_json(
+        master_client,
+        "/pool/task",
+        {
+            "to": "device:a",
+            "title": "",
+            "retries": {"max_attempts": 0},
+            "timeout": {},
+            "rollout": {"max_per_minute": 0},
+            "abort": {"failure_percentage": 150, "min_executed": 1},
+        },
+    )
+    assert refused.status_code == 400
+    assert set(refused.json()["errors"]) == {"title", "retries", "timeout", "rollout", "abort"}
+    assert snapshot() == before
+
+
 @pytest.mark.parametrize(
     "field, value, says",
     [

@@ -15,6 +15,7 @@ from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, Toke
 from taskpool.conf import pool_settings
 from taskpool.exceptions import InvalidMessage
 from taskpool.fleet import check_registered
+from taskpool.jobs import check_option
 from taskpool.lifecycle import EXECUTION_STATUSES
 from taskpool.messages import DEVICE_STATUSES, is_device_id
 from taskpool.stores.validation import (
@@ -190,6 +191,24 @@ class TaskRequestSerializer(StrictSerializer):
 
     def validate_ttl(self, value: int) -> int:
         by_the_rule(deadline, 0.0, pool_settings.TASK_TTL.total_seconds(), value, None)
+        return value
+
+    # Each job option on its own, so that all of those at fault are named at once.
+
+    def validate_retries(self, value: dict[str, Any]) -> dict[str, Any]:
+        by_the_rule(check_option, "retries", value)
+        return value
+
+    def validate_timeout(self, value: dict[str, Any]) -> dict[str, Any]:
+        by_the_rule(check_option, "timeout", value)
+        return value
+
+    def validate_rollout(self, value: dict[str, Any]) -> dict[str, Any]:
+        by_the_rule(check_option, "rollout", value)
+        return value
+
+    def validate_abort(self, value: dict[str, Any]) -> dict[str, Any]:
+        by_the_rule(check_option, "abort", value)
         return value
 
 

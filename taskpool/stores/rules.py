@@ -369,7 +369,6 @@ def _open_task_for(ledger: Ledger, task_id: str, device_id: str) -> TaskState:
         if len(ends) == 1:
             raise AlreadyAnswered(f"Device {device_id} has already answered task {task_id}.")
         raise AlreadyAnswered(
-            f"Task {task_id} is over for device {device_id}: "
-            f"{', '.join(ends[:-1])} or {ends[-1]}."
+            f"Task {task_id} is over for device {device_id}: {', '.join(ends[:-1])} or {ends[-1]}."
         )
     raise closed_error(task_id, closed.reason)
