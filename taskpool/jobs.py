@@ -212,6 +212,8 @@ def _timeout(value: Any) -> Timeout:
 
 def _rollout(value: Any) -> Rollout:
     either = "give max_per_minute, or base_per_minute, increment_factor and after_succeeded"
+    if value == {}:
+        raise InvalidMessage(f"rollout is empty: {either}.", field="rollout")
     if isinstance(value, dict) and "max_per_minute" in value:
         body = _object(
             "rollout", value, required={"max_per_minute"}, known={"max_per_minute"}, hint=either

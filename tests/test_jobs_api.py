@@ -143,6 +143,7 @@ def test_every_job_field_at_fault_is_named_at_once(master_client, devices, snaps
         ("abort", {"failure_percentage": 0, "min_executed": 1}, "above 0, at most 100"),
         ("abort", {"failure_percentage": 101, "min_executed": 1}, "above 0, at most 100"),
         ("abort", {"failure_percentage": True, "min_executed": 1}, "above 0, at most 100"),
+        ("rollout", {}, "rollout is empty: give max_per_minute, or base_per_minute"),
         (
             "rollout",
             {"max_per_minute": 5, "increment_factor": 2},
