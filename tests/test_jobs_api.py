@@ -118,6 +118,30 @@ def test_malformed_job_fields_are_400_naming_the_field(
     assert snapshot() == before
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("retries", {"max_attempts": 2, "backoff": 120}),
+        ("retries", {"max_attempts": 2, "backoff": 60}),
+        ("timeout", {"in_progress": 120}),
+    ],
+)
+def test_an_option_that_would_outlive_the_task_is_400(
+    master_client, devices, snapshot, field, value
+):
+    """Never taking effect: a retry due after the task expired, a timeout called after it."""
+    before = snapshot()
+    task = {"to": "device:a", "title": "x", "ttl": 60, field: value}
+    refused = post_json(master_client, "/pool/task", task)
+    assert refused.status_code == 400
+    assert "shorter than the task's life (60 s)" in refused.json()["errors"][field][0]
+    assert snapshot() == before
+    shorter = {**task, field: {**value, **({"backoff": 30} if field == "retries" else {})}}
+    if field == "timeout":
+        shorter[field] = {"in_progress": 30}
+    assert post_json(master_client, "/pool/task", shorter).status_code == 201
+
+
 def test_every_job_field_at_fault_is_named_at_once(master_client, devices, snapshot):
     before = snapshot()
     refused = post_json(

@@ -137,8 +137,27 @@ def task(
             "not_before must be before the task expires, or it is never offered.",
             field="not_before",
         )
+    _refuse_options_that_outlive(meta, expiry - now)
     meta["expires_at"] = format_timestamp(math.ceil(expiry))  # at least the ttl asked for
     return message, Posted(message, True)
+
+
+def _refuse_options_that_outlive(meta: dict[str, Any], life: float) -> None:
+    """Refuse a retry backoff or a timeout no shorter than the task's whole life: the retry
+    would never be offered, the timeout never called."""
+    retries, timeout = meta.get("retries"), meta.get("timeout")
+    if retries is not None and retries["backoff"] >= life:
+        raise InvalidMessage(
+            f"retries.backoff ({retries['backoff']:g} s) must be shorter than the task's life "
+            f"({life:.0f} s), or no retry is ever offered.",
+            field="retries",
+        )
+    if timeout is not None and timeout["in_progress"] >= life:
+        raise InvalidMessage(
+            f"timeout.in_progress ({timeout['in_progress']:g} s) must be shorter than the "
+            f"task's life ({life:.0f} s), or the task expires before it times out.",
+            field="timeout",
+        )
 
 
 def response(
