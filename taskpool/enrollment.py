@@ -40,7 +40,7 @@ from taskpool.exceptions import (
     WrongEnrollmentSecret,
 )
 from taskpool.messages import is_device_id
-from taskpool.models import DeviceUser
+from taskpool.models import DeviceUser, new_session
 from taskpool.tokens import DeviceToken
 
 #: Seconds a waiting device is asked to wait between two asks for its token.
@@ -155,19 +155,29 @@ def collect_token(device_id: str, secret: str) -> Collected:
         device.enrollment_secret_hash, secret_hash(secret)
     ):
         raise WrongEnrollmentSecret("Wrong Enrollment-Secret for this device.")
+    hashed = device.enrollment_secret_hash
     if device.token_collected_at is not None:
         if timezone.now() - device.token_collected_at > timedelta(seconds=RECOLLECT_SECONDS):
             raise TokenCollected(f"The token of {device_id} was handed out already.")
         if not device.validated:
             return Collected(device_id, None)
-        device.rotate_session()  # the token handed out before, lost or not, stops working
+        # The token handed out before, lost or not, stops working: unless staff ended the
+        # enrollment meanwhile (revoked or issued a token), which the same UPDATE checks.
+        session = new_session()
+        if not DeviceUser.objects.filter(pk=device_id, enrollment_secret_hash=hashed).update(
+            user_session=session
+        ):
+            raise WrongEnrollmentSecret("Wrong Enrollment-Secret for this device.")
+        device.user_session = session
         return Collected(device_id, str(DeviceToken.for_device(device)))
     if not device.validated:
         return Collected(device_id, None)
     handed_out = DeviceUser.objects.filter(
-        pk=device_id, validated=True, token_collected_at__isnull=True
+        pk=device_id, validated=True, token_collected_at__isnull=True, enrollment_secret_hash=hashed
     ).update(token_collected_at=timezone.now())
     device.refresh_from_db()
+    if device.enrollment_secret_hash != hashed:  # staff ended the enrollment meanwhile
+        raise WrongEnrollmentSecret("Wrong Enrollment-Secret for this device.")
     if not handed_out:  # another ask won, or staff invalidated it meanwhile
         if device.token_collected_at is not None:
             raise TokenCollected(f"The token of {device_id} was handed out already.")

@@ -12,10 +12,12 @@ from datetime import timedelta
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
+from django.db import connection
 from rest_framework.test import APIClient
 
 from taskpool.enrollment import RECOLLECT_SECONDS
 from taskpool.models import DeviceUser
+from taskpool.tokens import DeviceToken
 from tests.conftest import client_with
 
 pytestmark = pytest.mark.django_db
@@ -94,6 +96,32 @@ def test_once_staff_issue_a_token_the_enrollment_secret_collects_none():
     refused = ask_token(client, "pi-new", secret)
     assert refused.status_code == 403
     assert client_with(staff_token).get("/pool/pending").status_code == 200
+
+
+@pytest.mark.parametrize("collected_before", [False, True])
+def test_staff_acting_while_the_secret_collects_a_token_keep_the_device(collected_before):
+    """Staff issue a token just as the device's secret is being checked: the staff's token
+    is the one that works, whichever ask (the first, or one again) it races."""
+    client = APIClient()
+    secret = enroll(client, {"device_id": "pi-new"}).json()["enrollment_secret"]
+    call_command("taskpool_device", "pi-new", "--validate", stdout=io.StringIO())
+    if collected_before:
+        assert ask_token(client, "pi-new", secret).status_code == 200
+    staff: list[str] = []
+
+    def staff_act_first(execute, sql, params, many, context):
+        # Just before the ask's own write: the secret was read and found right.
+        if not staff and sql.lstrip().upper().startswith("UPDATE"):
+            device = DeviceUser.objects.get(pk="pi-new")
+            staff.append("")  # before: the staff's own UPDATE comes through here too
+            device.revoke_tokens()
+            staff[0] = str(DeviceToken.for_device(device))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(staff_act_first):
+        raced = ask_token(client, "pi-new", secret)
+    assert staff and raced.status_code == 403
+    assert client_with(staff[0]).get("/pool/pending").status_code == 200
 
 
 def test_a_wrong_secret_is_403_before_and_after_approval():
