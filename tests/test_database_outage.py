@@ -203,6 +203,8 @@ def test_a_pool_database_not_migrated_is_named_by_health_and_the_api(
         assert "run manage.py migrate --database pool" in check.problem
         for refused in (
             device_client.get("/pool/pending"),
+            device_client.get("/pool/pending", {"wait": "1"}),
+            device_client.get("/pool/stream"),
             device_client.post("/pool/heartbeat", {}, format="json"),
             master_client.post("/pool/task", {"to": "device:pi-1", "title": "t"}, format="json"),
         ):

@@ -23,7 +23,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.asgi import ASGIRequest
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -56,8 +56,9 @@ _REFUSALS = (
     PoolError,
     DjangoPermissionDenied,
     SuspiciousOperation,
-    OperationalError,  # the database does not answer: a 503
-    InterfaceError,
+    # The database: one that does not answer is a 503, one not migrated a 500 naming the
+    # migrate to run, and any other refusal a 500; all JSON.
+    DatabaseError,
 )
 
 
