@@ -9,24 +9,25 @@ from __future__ import annotations
 
 from django.db import DatabaseError, connections, router
 
+from taskpool.missing_tables import migrate_hint
 from taskpool.models import DeviceUser
 from taskpool.stores import get_store
-from taskpool.stores.base import HealthCheck, probe
+from taskpool.stores.base import HealthCheck
 
 
 def site_database_check() -> HealthCheck:
-    """``database``: the database of devices and roles answers a query."""
+    """``database``: the database of devices and roles answers a query of its devices' table
+    (so a database never migrated is not taken for a healthy one)."""
     alias = router.db_for_read(DeviceUser)
-
-    def query() -> None:
-        try:
-            with connections[alias].cursor() as cursor:
-                cursor.execute("SELECT 1")
-        except DatabaseError:
-            connections[alias].close()  # the next request connects afresh
-            raise
-
-    return probe("database", query, "The database of devices and roles does not answer.")
+    try:
+        DeviceUser.objects.using(alias).exists()
+    except DatabaseError as error:
+        hint = migrate_hint(error)
+        if hint is not None:
+            return HealthCheck("database", hint)
+        connections[alias].close()  # the next request connects afresh
+        return HealthCheck("database", "The database of devices and roles does not answer.")
+    return HealthCheck("database")
 
 
 def health_checks(*, ready: bool = False) -> list[HealthCheck]:

@@ -88,6 +88,24 @@ def test_a_missing_data_directory_is_a_503_naming_it(db, store, pool_dir):
     assert "missing" in response.json()["checks"]["data_dir"]
 
 
+def test_a_site_database_never_migrated_is_a_503_naming_the_migrate(db, store):
+    """Else a load balancer would send devices to a server whose every request fails."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE taskpool_deviceuser RENAME TO taskpool_deviceuser_away")
+    try:
+        response = health()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE taskpool_deviceuser_away RENAME TO taskpool_deviceuser")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {
+        "database": "The database has no table taskpool_deviceuser: run manage.py migrate."
+    }
+    assert health().status_code == 200
+
+
 @pytest.mark.day_files_only
 def test_ready_fails_while_the_index_is_built_and_starts_building_it(db, store):
     assert health().status_code == 200  # alive, even so
@@ -117,8 +135,11 @@ def free_port() -> int:
 DOWN = """
 import json, django
 django.setup()
+from django.core.management import call_command
 from django.test import Client, override_settings
 from taskpool.stores.database.store import DatabaseStore
+
+call_command("migrate", database="default", verbosity=0)  # the site's own, in memory
 
 checks = DatabaseStore("pool").health(ready=True)
 with override_settings(TASKPOOL={"STORE": "taskpool.stores.database.DatabaseStore",
