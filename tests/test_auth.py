@@ -331,7 +331,11 @@ def test_a_new_password_ends_the_tokens_issued_before_it(make_user):
     assert refused.status_code == 401
     assert refused.json()["detail"] == "The user's password has been changed."
     refreshed = post_json(client, "/pool/auth/token/refresh", {"refresh": pair["refresh"]})
-    assert client_with(refreshed.json().get("access")).get("/pool/tasks").status_code == 401
+    assert refreshed.status_code == 401  # not an access token every request then refuses
+    assert refreshed.json()["detail"] == "The user's password has been changed."
+    again = post_json(client, "/pool/auth/token", {"username": "ops", "password": "a-new-one-9f2c"})
+    fresh = post_json(client, "/pool/auth/token/refresh", {"refresh": again.json()["refresh"]})
+    assert client_with(fresh.json()["access"]).get("/pool/tasks").status_code == 200
 
 
 def test_logins_are_throttled_per_address(make_user, settings):

@@ -7,10 +7,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from taskpool.conf import pool_settings
 from taskpool.exceptions import InvalidMessage
@@ -270,11 +274,33 @@ class LoginSerializer(StrictSerializer, TokenObtainPairSerializer):
 
 
 class RefreshSerializer(StrictSerializer, TokenRefreshSerializer):
-    """simplejwt's refresh, with a strict string field."""
+    """simplejwt's refresh, with a strict string field, which with ``CHECK_REVOKE_TOKEN``
+    also refuses a refresh token issued before the user's password last changed.
+
+    (simplejwt would hand out an access token that every request then refuses.)
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["refresh"] = StrictCharField(allow_blank=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
+        if jwt_settings.CHECK_REVOKE_TOKEN:
+            payload = self.token_class(attrs["refresh"]).payload
+            user = (
+                get_user_model()
+                .objects.filter(
+                    **{jwt_settings.USER_ID_FIELD: payload.get(jwt_settings.USER_ID_CLAIM)}
+                )
+                .first()
+            )
+            if user is not None and payload.get(
+                jwt_settings.REVOKE_TOKEN_CLAIM
+            ) != get_md5_hash_password(user.password):
+                raise AuthenticationFailed(
+                    "The user's password has been changed.", code="password_changed"
+                )
+        return super().validate(attrs)
 
 
 # Responses (for the schema) ------------------------------------------------
