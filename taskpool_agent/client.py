@@ -227,7 +227,8 @@ def _detail(raw: bytes, status: int | None = None) -> str:
     return text
 
 
-_TAG = re.compile(rb"<[^>]*>")
+#: A tag, or a style sheet or script with its contents: a page's words are what is left.
+_TAG = re.compile(rb"<(style|script)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
 
 
 #: The least and most ``Retry-After`` obeyed, in seconds: a server (or a proxy) saying 0 or

@@ -603,6 +603,8 @@ def test_an_error_page_is_said_on_one_line_of_the_log():
     assert "\n" not in said and "<" not in said and said.startswith("403 Forbidden 403")
     assert len(said) <= 200
     assert _detail(b'{"detail": "Too many."}', 429) == "Too many."
+    styled = b"<html><head><style>* { padding:0; }</style><script>x()</script></head>"
+    assert _detail(styled + b"<body><h1>403 Forbidden</h1></body></html>", 403) == "403 Forbidden"
     # The site's own page where the pool's URL was meant: which is what to mend.
     site = b"<html><head><title>Page not found at /enroll</title></head><body>...</body></html>"
     assert _detail(site, 404) == (
