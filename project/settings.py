@@ -19,6 +19,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("TASKPOOL_VAR_DIR", BASE_DIR / "var"))
 # Its owner's alone: it holds the secret key, the database (password hashes) and the pool.
 VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+if VAR_DIR.stat().st_uid == os.getuid() and VAR_DIR.stat().st_mode & 0o077:
+    VAR_DIR.chmod(0o700)  # one made before the demo kept it so
 
 
 def _development_secret_key() -> str:

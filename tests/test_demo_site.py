@@ -198,6 +198,15 @@ def test_demo_setup_runs_once(site):
     assert notes.read_bytes() == written
 
 
+def test_a_var_directory_made_before_is_made_its_owners_alone(tmp_path):
+    var = tmp_path / "var"
+    var.mkdir(mode=0o755)
+    var.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if key not in FOREIGN}
+    manage({**env, "TASKPOOL_VAR_DIR": str(var)}, "check")
+    assert oct(var.stat().st_mode & 0o777) == "0o700"
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
