@@ -354,6 +354,23 @@ def test_a_replaced_day_file_is_read_again(pool, pool_dir):
     assert ids(pool.pending_for("pi-1")) == [kept["id"]]
 
 
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_a_day_file_taken_away_while_serving_is_not_written_to_where_no_one_reads(
+    pool, pool_dir, clock, how
+):
+    """What the process goes on acknowledging must be what a restart reads."""
+    task(pool, title="before")
+    path = day_path(pool_dir, JUNE_3)
+    if how == "moved":
+        path.rename(pool_dir / "kept-aside.txt")
+    else:
+        path.unlink()
+    after = task(pool, title="after")
+    assert ids(pool.pending_for("pi-1")) == [after["id"]]
+    assert path.read_bytes() == encode_line(after)  # in the day file, where it is read
+    assert ids(store_at(pool_dir, clock).pending_for("pi-1")) == [after["id"]]
+
+
 def test_the_store_refuses_a_relative_data_dir():
     from taskpool.exceptions import StoreImproperlyConfigured
 

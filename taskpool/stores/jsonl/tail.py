@@ -188,7 +188,13 @@ class IndexTail:
             for day in [day for day in self.tails if day < first_day]:
                 del self.tails[day]
             self.index.forget_days_before(first_day.toordinal(), now)
-        for day in self.files.days():
+        listed = self.files.days()
+        if not self.tails.keys() <= set(listed):
+            # A day file the index read was moved or deleted (by hand, while serving): read
+            # the pool again as the files now are, or this process would go on appending to
+            # a file no one else will read.
+            raise _StartOver
+        for day in listed:
             if day >= first_day:
                 self._read_new(day, now)
         self.index.expire(now)
