@@ -371,6 +371,41 @@ def test_a_day_file_taken_away_while_serving_is_not_written_to_where_no_one_read
     assert ids(store_at(pool_dir, clock).pending_for("pi-1")) == [after["id"]]
 
 
+@pytest.fixture
+def read_only_later(tmp_path):
+    """A real file system of its own, to be made read-only: a tmpfs, mounted as root."""
+    mount = tmp_path / "mounted"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+
+    def read_only() -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+
+    yield mount, read_only
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_read_only_data_dir_refuses_writes_as_the_store_cannot_take_them(
+    read_only_later, clock
+):
+    from taskpool.exceptions import StoreUnavailable
+
+    mount, read_only = read_only_later
+    first = JsonlStore(mount / "pool", clock=clock)
+    kept = task(first)
+    first.close()
+    read_only()
+    store = JsonlStore(mount / "pool", clock=clock)  # a worker started after: no lock yet
+    with pytest.raises(StoreUnavailable, match="Read-only file system"):
+        task(store, title="refused")
+    assert ids(store.pending_for("pi-1")) == [kept["id"]]  # reads go on
+    store.close()
+
+
 def test_the_store_refuses_a_relative_data_dir():
     from taskpool.exceptions import StoreImproperlyConfigured
 
