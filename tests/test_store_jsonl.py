@@ -389,9 +389,7 @@ def read_only_later(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_read_only_data_dir_refuses_writes_as_the_store_cannot_take_them(
-    read_only_later, clock
-):
+def test_a_read_only_data_dir_refuses_writes_as_the_store_cannot_take_them(read_only_later, clock):
     from taskpool.exceptions import StoreUnavailable
 
     mount, read_only = read_only_later

@@ -66,9 +66,7 @@ class PoolLock:
             # After a fork the inherited descriptor shares its lock with the
             # parent, which would then not exclude it: open our own.
             try:
-                self._descriptor = os.open(
-                    self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
-                )
+                self._descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as error:  # a read-only or failing disk: the store's refusal
                 if error.errno in StoreUnavailable.STORAGE_ERRNOS:
                     raise StoreUnavailable.from_os_error(error) from error
