@@ -108,3 +108,54 @@ print("OK", task.json()["id"])
     assert out.splitlines()[-1].startswith("OK msg_"), out
     day_files = list((tmp_path / "pool").glob("*.jsonl"))
     assert len(day_files) == 1 and b"on postgres" in day_files[0].read_bytes()
+
+
+def test_admin_pages_served_by_djangos_asgi_handler_keep_no_connection_each(
+    fresh_database, tmp_path
+):
+    """Each such request runs in a thread that ends with it: a connection it kept for
+    CONN_MAX_AGE would stay open on the server until garbage collection found it."""
+    import httpx
+    import psycopg
+
+    from tests.live import start_uvicorn
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": fresh_database,
+        "TASKPOOL_VAR_DIR": str(tmp_path),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "TASKPOOL_STORE": "database",
+    }
+    manage("migrate", "--noinput", env=env)
+    manage("taskpool_role", "boss", "admin", "--password", "boss-password-1", env=env)
+    name = urlsplit(fresh_database).path.lstrip("/")
+
+    def connections_held() -> int:
+        with psycopg.connect(fresh_database.replace(name, "postgres"), autocommit=True) as probe:
+            return probe.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]
+            ).fetchone()[0]
+
+    url, server = start_uvicorn("project.asgi:application", env)
+    try:
+        with httpx.Client(base_url=url) as staff:
+            staff.get("/admin/login/")
+            logged_in = staff.post(
+                "/admin/login/",
+                data={
+                    "username": "boss",
+                    "password": "boss-password-1",
+                    "csrfmiddlewaretoken": staff.cookies["csrftoken"],
+                    "next": "/admin/",
+                },
+                headers={"Referer": f"{url}/admin/login/"},
+            )
+            assert logged_in.status_code == 302, logged_in.text
+            for _ in range(30):
+                assert staff.get("/admin/taskpool/deviceuser/").status_code == 200
+        assert connections_held() <= 4  # the pool's own few, not one a page (11 before)
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
