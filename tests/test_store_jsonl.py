@@ -402,6 +402,8 @@ def test_a_read_only_data_dir_refuses_writes_as_the_store_cannot_take_them(read_
         task(store, title="refused")
     assert ids(store.pending_for("pi-1")) == [kept["id"]]  # reads go on
     store.close()
+    with pytest.raises(StoreUnavailable, match="Read-only file system"):
+        JsonlStore(mount / "never-made", clock=clock)  # a DATA_DIR it cannot make
 
 
 def test_the_store_refuses_a_relative_data_dir():

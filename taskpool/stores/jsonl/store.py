@@ -38,6 +38,7 @@ from taskpool.exceptions import (
     InvalidMessage,
     MessageTooLarge,
     StoreImproperlyConfigured,
+    StoreUnavailable,
     UnknownTask,
 )
 from taskpool.lifecycle import bits_to_statuses, replay
@@ -103,7 +104,12 @@ class JsonlStore(BaseStore):
         directory = Path(data_dir)
         if not directory.is_absolute():
             raise StoreImproperlyConfigured(f"DATA_DIR must be an absolute path, not {directory}.")
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a read-only or full disk: the store's refusal, as JSON
+            if error.errno in StoreUnavailable.STORAGE_ERRNOS:
+                raise StoreUnavailable.from_os_error(error) from error
+            raise
         self.directory = directory
         self.task_ttl = float(task_ttl)
         self.max_message_bytes = max_message_bytes
