@@ -9,6 +9,7 @@ Only the standard library: ``urllib``.
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import logging
@@ -221,14 +222,17 @@ def _detail(raw: bytes, status: int | None = None) -> str:
     except (ValueError, AttributeError):
         pass
     # A proxy's page, or the site's own where the URL misses the pool: its words, not its tags.
-    text = " ".join(_TAG.sub(b" ", raw[:4000]).decode(errors="replace").split())[:160]
+    words = html.unescape(_TAG.sub(b" ", raw[:4000]).decode(errors="replace"))
+    text = " ".join(words.split())[:160]
     if status == 404:
         return f"{NOT_THE_POOL}: {text}" if text else NOT_THE_POOL
     return text
 
 
 #: A tag, or a style sheet or script with its contents: a page's words are what is left.
-_TAG = re.compile(rb"<(style|script)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(
+    rb"<(style|script)\b.*?(?:</\1\s*>|$)|<!--.*?(?:-->|$)|<[^>]*>", re.IGNORECASE | re.DOTALL
+)
 
 
 #: The least and most ``Retry-After`` obeyed, in seconds: a server (or a proxy) saying 0 or

@@ -605,6 +605,8 @@ def test_an_error_page_is_said_on_one_line_of_the_log():
     assert _detail(b'{"detail": "Too many."}', 429) == "Too many."
     styled = b"<html><head><style>* { padding:0; }</style><script>x()</script></head>"
     assert _detail(styled + b"<body><h1>403 Forbidden</h1></body></html>", 403) == "403 Forbidden"
+    odd = b"<!-- a note -->Access &amp; retry &lt;later&gt;<style>* { margin:0 }"  # unclosed
+    assert _detail(odd, 503) == "Access & retry <later>"
     # The site's own page where the pool's URL was meant: which is what to mend.
     site = b"<html><head><title>Page not found at /enroll</title></head><body>...</body></html>"
     assert _detail(site, 404) == (

@@ -146,16 +146,17 @@ def _refuse_options_that_outlive(meta: dict[str, Any], life: float) -> None:
     """Refuse a retry backoff or a timeout no shorter than the task's whole life: the retry
     would never be offered, the timeout never called."""
     retries, timeout = meta.get("retries"), meta.get("timeout")
+    said = math.floor(life * 10) / 10  # 59.95 s is "59.9 s", which the option is not under
     if retries is not None and retries["backoff"] >= life:
         raise InvalidMessage(
             f"retries.backoff ({retries['backoff']:g} s) must be shorter than the task's life "
-            f"({life:.0f} s), or no retry is ever offered.",
+            f"({said:g} s), or no retry is ever offered.",
             field="retries",
         )
     if timeout is not None and timeout["in_progress"] >= life:
         raise InvalidMessage(
             f"timeout.in_progress ({timeout['in_progress']:g} s) must be shorter than the "
-            f"task's life ({life:.0f} s), or the task expires before it times out.",
+            f"task's life ({said:g} s), or the task expires before it times out.",
             field="timeout",
         )
 
