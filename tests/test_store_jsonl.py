@@ -406,6 +406,28 @@ def test_a_read_only_data_dir_refuses_writes_as_the_store_cannot_take_them(read_
         JsonlStore(mount / "never-made", clock=clock)  # a DATA_DIR it cannot make
 
 
+def test_a_checkpoint_that_cannot_be_written_is_said_once_in_the_log(
+    read_only_later, clock, caplog
+):
+    """Else every start would replay the week, and nothing would say why."""
+
+    class Eager(JsonlStore):
+        checkpoint_lines = 1
+
+    mount, read_only = read_only_later
+    first = JsonlStore(mount / "pool", clock=clock)
+    task(first)
+    first.close()
+    read_only()
+    store = Eager(mount / "pool", clock=clock)
+    store.pending_for("pi-1")
+    said = [
+        r.getMessage() for r in caplog.records if "checkpoint was not written" in r.getMessage()
+    ]
+    assert len(said) == 1 and "Read-only file system" in said[0]
+    store.close()
+
+
 def test_the_store_refuses_a_relative_data_dir():
     from taskpool.exceptions import StoreImproperlyConfigured
 

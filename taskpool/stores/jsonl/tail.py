@@ -13,6 +13,7 @@ Not thread-safe: ``JsonlStore`` calls it under its mutex.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -37,6 +38,8 @@ from taskpool.stores.jsonl.index import PoolIndex
 #: Lines read since the last start-up checkpoint before the next one is written.
 CHECKPOINT_LINES = 50_000
 READ_CHUNK_BYTES = 8 * 1024 * 1024
+
+logger = logging.getLogger("taskpool")
 
 
 @dataclass(slots=True)
@@ -81,6 +84,7 @@ class IndexTail:
         self.index = PoolIndex(self.task_ttl)
         self.tails: dict[date, DayTail] = {}
         self._horizon_start: date | None = None
+        self._checkpoint_failing = False  # said in the log once, until one is written
         #: Whether the index was resumed from a checkpoint rather than read from the files.
         self.resumed = False
         #: How many day files, and in how many segments, were replayed in
@@ -250,8 +254,16 @@ class IndexTail:
             checkpoint.save(
                 self.files.directory, checkpoint.Checkpoint(self.task_ttl, positions, self.index)
             )
-        except Exception:  # noqa: BLE001 - only a shortcut for the next start: never fail a read
-            pass
+        except Exception as error:  # noqa: BLE001 - only a shortcut for the next start: never fail a read
+            if not self._checkpoint_failing:  # said once, until one is written again
+                logger.warning(
+                    "taskpool: the index's checkpoint was not written (%s); the next start "
+                    "reads the whole week again.",
+                    getattr(error, "strerror", None) or error,
+                )
+            self._checkpoint_failing = True
+        else:
+            self._checkpoint_failing = False
 
     def _read_new(self, day: date, now: float) -> None:
         path = self.files.path(day)
