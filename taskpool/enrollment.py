@@ -180,6 +180,8 @@ def collect_token(device_id: str, secret: str) -> Collected:
         raise WrongEnrollmentSecret("Wrong Enrollment-Secret for this device.")
     if not handed_out:  # another ask won, or staff invalidated it meanwhile
         if device.token_collected_at is not None:
-            raise TokenCollected(f"The token of {device_id} was handed out already.")
+            # Another ask of the same secret handed it out a moment ago: this one is
+            # asked again within the minutes allowed, and gets the token that counts.
+            return collect_token(device_id, secret)
         return Collected(device_id, None)
     return Collected(device_id, str(DeviceToken.for_device(device)))

@@ -124,6 +124,28 @@ def test_staff_acting_while_the_secret_collects_a_token_keep_the_device(collecte
     assert client_with(staff[0]).get("/pool/pending").status_code == 200
 
 
+def test_two_asks_at_once_for_a_token_both_get_one_and_the_last_counts():
+    """Not a 410 "handed out already" for the one that lost the race, inside the minutes."""
+    from taskpool.enrollment import collect_token
+
+    client = APIClient()
+    secret = enroll(client, {"device_id": "pi-new"}).json()["enrollment_secret"]
+    call_command("taskpool_device", "pi-new", "--validate", stdout=io.StringIO())
+    other: list[str] = []
+
+    def other_ask_first(execute, sql, params, many, context):
+        if not other and sql.lstrip().upper().startswith("UPDATE"):
+            other.append("")  # before: the other ask's own UPDATE comes through here too
+            other[0] = str(collect_token("pi-new", secret).token)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(other_ask_first):
+        raced = ask_token(client, "pi-new", secret)
+    assert other and raced.status_code == 200
+    assert client_with(raced.json()["token"]).get("/pool/pending").status_code == 200
+    assert client_with(other[0]).get("/pool/pending").status_code == 401  # the last counts
+
+
 def test_a_wrong_secret_is_403_before_and_after_approval():
     client = APIClient()
     enroll(client, {"device_id": "pi-new"})
