@@ -737,6 +737,21 @@ def test_the_device_page_shows_last_seen_once(boss, make_device, device_client):
     assert html.count("Last seen") == 1
 
 
+def test_the_device_page_says_its_utc_times_in_utc_whatever_the_sites_time_zone(
+    boss, make_device, settings
+):
+    from datetime import UTC, datetime
+
+    from taskpool.models import DeviceUser
+
+    settings.TIME_ZONE = "America/New_York"
+    make_device("pi-1")
+    seen = datetime(2026, 6, 3, 16, 31, 8, tzinfo=UTC)
+    DeviceUser.objects.filter(pk="pi-1").update(last_seen=seen)
+    html = boss.get("/admin/taskpool/deviceuser/pi-1/change/").content.decode()
+    assert "2026-06-03 16:31:08" in html  # not 12:31:08, New York's, under "(UTC)"
+
+
 def test_addresses_break_between_ids_not_inside_them(master, store, make_device):
     for device_id in ("pi-1", "pi-2"):
         make_device(device_id)
