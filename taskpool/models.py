@@ -111,7 +111,8 @@ class UserRole(models.Model):
     class Meta:
         verbose_name = _("pool role")
         verbose_name_plural = _("pool roles")
-        ordering = ["user__username"]
+        # By the user (its primary key): a site's user model may have no username field.
+        ordering = ["user"]
 
     def __str__(self) -> str:
         return f"{self.user}: {self.role}"

@@ -27,8 +27,17 @@ class UserRoleAdmin(RoleOrModelPermissions):
     view_role = manage_role = UserRole.ADMIN
     list_display = ["user", "role", "user_email", "user_is_staff"]
     list_filter = ["role", "user__is_staff"]
-    search_fields = ["user__username", "user__email"]
     list_select_related = ["user"]
+
+    # By the site's own user model: its login field need not be "username".
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        User = get_user_model()
+        fields = [User.USERNAME_FIELD, User.get_email_field_name()]
+        return [f"user__{name}" for name in dict.fromkeys(fields)]
+
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        return (f"user__{get_user_model().USERNAME_FIELD}",)
 
     def refusal(self, request: HttpRequest) -> str:
         return gettext("Pool roles need the pool role admin, or Django's permissions on them.")
