@@ -24,7 +24,6 @@ import os
 import shutil
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
@@ -65,6 +64,7 @@ from taskpool.stores.jsonl import browsing, checkpoint, day_summaries
 from taskpool.stores.jsonl.appender import Appender
 from taskpool.stores.jsonl.cursors import Cursor
 from taskpool.stores.jsonl.day_files import DayFiles
+from taskpool.stores.jsonl.directory_check import directory_problem
 from taskpool.stores.jsonl.index import PoolIndex, split_position
 from taskpool.stores.jsonl.ledger import IndexLedger
 from taskpool.stores.jsonl.tail import CHECKPOINT_LINES, IndexTail
@@ -200,42 +200,15 @@ class JsonlStore(BaseStore):
     # Operations ---------------------------------------------------------------
 
     def health(self, *, ready: bool = False) -> list[HealthCheck]:
-        """``data_dir``: the directory is there and takes a new file; then ``read``; ``index`` if ``ready``.
-
-        The directory is tested by creating and removing a file in it, which
-        is what an append needs and what a permission bit or a read-only
-        mount refuses, also to root.
-        """
-        directory = self._directory_problem()
+        """``data_dir``: the directory takes an append (``directory_check``); then ``read``;
+        ``index`` if ``ready``."""
+        directory = directory_problem(self.directory)
         if directory is not None:
             return [HealthCheck("data_dir", directory)]
         checks = [HealthCheck("data_dir"), *super().health(ready=ready)]
         if ready:
             checks.append(self._index_check())
         return checks
-
-    def _directory_problem(self) -> str | None:
-        if not self.directory.is_dir():
-            return "The data directory is missing or not a directory."
-        probe = self.directory / f".health-{uuid.uuid4().hex}"
-        try:
-            descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError as error:
-            return f"The data directory takes no new file: {os.strerror(error.errno or 0)}."
-        problem = None
-        try:
-            os.write(descriptor, b"\n")  # a full disk refuses this, where it took the file
-        except OSError as error:
-            problem = f"The data directory takes no write: {os.strerror(error.errno or 0)}."
-        finally:
-            os.close(descriptor)
-        try:
-            os.unlink(probe)
-        except OSError as error:
-            return problem or (
-                f"The data directory lets no file be removed: {os.strerror(error.errno or 0)}."
-            )
-        return problem
 
     def _index_check(self) -> HealthCheck:
         """Passes once the index was built; until then starts building it, in a thread of its own."""
