@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import date, timedelta
@@ -127,3 +129,19 @@ def free_port() -> int:
 
 def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
+
+
+#: The repository's root, where manage.py is.
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def manage_py(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``python manage.py ARGS`` in the repository, with ``env``: its status and what it printed."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

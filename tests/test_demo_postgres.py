@@ -6,13 +6,13 @@ Needs TASKPOOL_TEST_POSTGRES (set by .ci/run); skips without it.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from tests.support import manage_py
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,14 +38,7 @@ def fresh_database(postgres_url: str):
 
 
 def manage(*args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = manage_py(*args, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, manage_py
 
 pytestmark = pytest.mark.slow
 
@@ -50,14 +50,7 @@ class Site:
 
 
 def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPOSITORY,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = manage_py(*args, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -4,11 +4,11 @@ checks pass, its commands and the pool roles' admin pages work, and users log in
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import manage_py
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,17 +33,6 @@ print("OK")
 """
 
 
-def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_a_site_whose_users_log_in_by_email_runs_taskpool(tmp_path):
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TASKPOOL_STORE")},
@@ -52,13 +41,13 @@ def test_a_site_whose_users_log_in_by_email_runs_taskpool(tmp_path):
         "EMAIL_USERS_DB": str(tmp_path / "db.sqlite3"),
         "DJANGO_ALLOWED_HOSTS": "testserver",
     }
-    checked = manage("check", env=env)
+    checked = manage_py("check", env=env)
     assert checked.returncode == 0, checked.stderr
-    assert manage("migrate", "--run-syncdb", env=env).returncode == 0
-    role = manage(
+    assert manage_py("migrate", "--run-syncdb", env=env).returncode == 0
+    role = manage_py(
         "taskpool_role", "ops@example.com", "master", "--password", "ops-password-1x", env=env
     )
     assert role.returncode == 0, role.stderr
     assert "with role master" in role.stdout
-    staff = manage("shell", "-c", CHECK_AS_STAFF, env=env)
+    staff = manage_py("shell", "-c", CHECK_AS_STAFF, env=env)
     assert staff.returncode == 0 and staff.stdout.strip().endswith("OK"), staff.stderr
