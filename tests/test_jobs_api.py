@@ -213,7 +213,7 @@ def test_taskpool_tick_writes_what_is_due_once(master_client, devices):
     time.sleep(2.1)  # its second, and the one it was given
     out = io.StringIO()
     call_command("taskpool_tick", stdout=out)
-    assert out.getvalue().strip() == "Wrote 1 lines (timed_out)."
+    assert out.getvalue().strip() == "Wrote 1 line (timed_out)."
     again = io.StringIO()
     call_command("taskpool_tick", stdout=again)
     assert again.getvalue().strip() == "Wrote 0 lines."

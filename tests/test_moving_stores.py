@@ -123,8 +123,8 @@ def test_lines_that_are_not_messages_are_counted_and_left_out(on_database, tmp_p
         file.write(b'not json\n{"torn')
     (source / "notes.jsonl").write_bytes(b"ignored: not a day file\n")
     code, out = run_failing("taskpool_import", str(source))
-    assert "Imported 21 messages" in out and "1 lines that are not messages" in out
-    assert "1 unfinished last lines left out" in out  # the torn one
+    assert "Imported 21 messages" in out and "1 line that is not a message" in out
+    assert "1 unfinished last line left out" in out  # the torn one
     assert code == 1 and "2 lines were left out" in out
     assert len(stored(on_database)) == 21
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 
 from taskpool.days import day_file_name, note_pruned_before, parse_day
 from taskpool.management.base import PoolCommand
@@ -64,7 +65,10 @@ class Command(PoolCommand):
             # answer near the start may answer a task of one of them, which verify then
             # does not take for an answer to no task.
             note_pruned_before(target, days[0])
-        self.stdout.write(f"Exported {written} lines in {len(days)} day files to {target}.")
+        self.stdout.write(
+            f"Exported {written} line{pluralize(written)} in {len(days)} day file{pluralize(days)} "
+            f"to {target}."
+        )
 
     def _write_day(self, store: Any, day: date, path: Path) -> int:
         """Write one day through a temporary file, renamed into place once whole."""

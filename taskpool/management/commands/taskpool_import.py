@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 
 from taskpool.conf import pool_settings
 from taskpool.exceptions import InvalidMessage
@@ -83,16 +84,23 @@ class Command(PoolCommand):
                         batch = []
                 if batch:
                     totals.update(self._load(store, batch))
+        stored, skipped = totals["stored"], totals["skipped"]
+        refused, unfinished = totals["refused"], totals["unfinished"]
         self.stdout.write(
-            f"Imported {totals['stored']} messages from {len(files)} day files in {source} "
-            f"({totals['skipped']} already stored, {totals['refused']} lines that are not "
-            f"messages and {totals['unfinished']} unfinished last lines left out)."
+            f"Imported {stored} message{pluralize(stored)} from {len(files)} day "
+            f"file{pluralize(files)} in {source} ({skipped} already stored, {refused} "
+            f"line{pluralize(refused)} that {pluralize(refused, 'is,are')} not "
+            f"{pluralize(refused, 'a message,messages')} and {unfinished} unfinished last "
+            f"line{pluralize(unfinished)} left out)."
         )
-        left_out = totals["refused"] + totals["unfinished"]
+        left_out = refused + unfinished
         if left_out:
             # What was sound is stored; a script that imports and then moves on must still see
             # that the copy is not whole.
-            raise CommandError(f"{left_out} lines were left out.", returncode=1)
+            raise CommandError(
+                f"{left_out} line{pluralize(left_out)} {pluralize(left_out, 'was,were')} left out.",
+                returncode=1,
+            )
 
     def _load(self, store: Any, batch: list[bytes]) -> Counter[str]:
         """Store a batch; a line the store cannot keep is left out (and counted), not the batch."""

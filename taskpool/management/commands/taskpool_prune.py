@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 
 from taskpool.archive import ArchiveExists, DayArchive
 from taskpool.conf import pool_settings
@@ -71,11 +72,15 @@ class Command(PoolCommand):
                 target = f" -> {archive.path(day)}" if archive is not None else ""
                 self.stdout.write(f"{verb} {day}{target}")
             self.stdout.write(
-                f"Dry run: would {verb} {len(days) - len(clashes)} days, keep {len(kept)} and "
+                f"Dry run: would {verb} {len(days) - len(clashes)} day{pluralize(len(days) - len(clashes))}, keep {len(kept)} and "
                 f"skip {len(clashes)}; nothing was done.{unsaid}"
             )
             if clashes:  # as the real run would end
-                raise CommandError(f"{len(clashes)} days are archived already.")
+                clashing = len(clashes)
+                raise CommandError(
+                    f"{clashing} day{pluralize(clashing)} {pluralize(clashing, 'is,are')} "
+                    "archived already."
+                )
             return
         if archive is not None:
             try:
@@ -97,7 +102,7 @@ class Command(PoolCommand):
                         skipped += 1
                         bar.update(1)
                         continue
-                    note = f"archived {lines} lines ({size} bytes) to {archive.path(day)}"
+                    note = f"archived {lines} line{pluralize(lines)} ({size} bytes) to {archive.path(day)}"
                 else:
                     note = "deleted"
                 store.remove_day(day)
@@ -108,7 +113,10 @@ class Command(PoolCommand):
                 bar.update(1)
         done = "archived" if archive is not None else "deleted"
         self.stdout.write(
-            f"Pruned: {taken} days {done}, {len(kept)} kept within TASK_TTL, {skipped} skipped."
+            f"Pruned: {taken} day{pluralize(taken)} {done}, {len(kept)} kept within TASK_TTL, {skipped} skipped."
         )
         if skipped:
-            raise CommandError(f"{skipped} days were archived already and were left in the pool.")
+            raise CommandError(
+                f"{skipped} day{pluralize(skipped)} {pluralize(skipped, 'was,were')} archived already and "
+                f"{pluralize(skipped, 'was,were')} left in the pool."
+            )

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 from django.db import close_old_connections
+from django.template.defaultfilters import pluralize
 
 from taskpool.management.base import PoolCommand
 from taskpool.ticker import tick
@@ -50,7 +51,8 @@ class Command(PoolCommand):
             if written or not every:
                 kinds = sorted({line["meta"]["status"] for line in written})
                 self.stdout.write(
-                    f"Wrote {len(written)} lines" + (f" ({', '.join(kinds)})." if kinds else ".")
+                    f"Wrote {len(written)} line{pluralize(written)}"
+                    + (f" ({', '.join(kinds)})." if kinds else ".")
                 )
             if not every:
                 return

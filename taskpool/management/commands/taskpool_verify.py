@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 
 from taskpool.conf import pool_settings
 from taskpool.management.base import PoolCommand
@@ -49,11 +50,13 @@ class Command(PoolCommand):
             counts = ", ".join(f"{n} {kind}" for kind, n in report.counts().items() if n)
             verdict = "sound" if report.sound else f"NOT sound ({counts})"
             self.stdout.write(
-                f"{report.files} day files, {report.lines} lines, {report.messages} messages: "
+                f"{report.files} day file{pluralize(report.files)}, {report.lines} line{pluralize(report.lines)}, "
+                f"{report.messages} message{pluralize(report.messages)}: "
                 f"{verdict}."
             )
         if not report.sound:
-            raise CommandError(f"{len(report.problems)} problems found.", returncode=1)
+            problems = len(report.problems)
+            raise CommandError(f"{problems} problem{pluralize(problems)} found.", returncode=1)
 
     def _verify(self, options: dict[str, Any]) -> Any:
         """The report on the day files the options name; ``CommandError`` when none can be."""
