@@ -31,6 +31,11 @@ def day_of(epoch_seconds: float) -> date:
     return _day_number(math.floor(epoch_seconds) // 86400)
 
 
+def day_start(day: date) -> float:
+    """The first second of a UTC day, in epoch seconds."""
+    return float((day - _EPOCH_DAY).days * 86400)
+
+
 @functools.lru_cache(maxsize=8)
 def _day_number(days_since_epoch: int) -> date:
     return _EPOCH_DAY + timedelta(days=days_since_epoch)

@@ -265,6 +265,34 @@ def test_a_ticking_clock_across_midnight_keeps_file_order_and_time_order(pool_di
     assert ids(store.pending_for("pi-1", limit=1000)) == ids(sent)
 
 
+def test_a_clock_stepped_back_across_midnight_stamps_the_newer_day_and_loses_nothing(
+    pool, pool_dir, clock
+):
+    """Lines stamped with the day before would go to its file, behind the cursors already
+    handed out for the newer one: a stream reading on from there would never send them."""
+    clock.set("2026-06-03T00:00:20Z")
+    before = task(pool, title="before the step")
+    cursor = pool.end_cursor()
+    clock.set("2026-06-02T23:59:50Z")  # stepped back half a minute, across midnight
+    after = task(pool, title="after the step")
+    pool.post_heartbeat(device_id="pi-1")
+    assert not day_path(pool_dir, JUNE_2).exists()
+    written = read_day(pool_dir, JUNE_3)
+    assert ids(written[:2]) == [before["id"], after["id"]]
+    assert [item["ts"] for item in written[1:]] == ["2026-06-03T00:00:00Z"] * 2
+    assert ids(pool.messages_after(cursor, limit=10).results) == ids(written[1:])
+    assert ids(pool.pending_for("pi-1")) == [before["id"], after["id"]]
+
+
+def test_a_day_file_far_ahead_of_the_clock_does_not_hold_the_pools_time(pool, pool_dir, clock):
+    """A day file two days ahead (copied in, or from a clock that ran days fast) is not
+    taken as the time: the pool would stamp its first second until the clock got there."""
+    append_messages(pool_dir, message(ts="2026-06-05T09:00:00Z", title="far ahead"))
+    sent = task(pool, title="now")
+    assert sent["ts"] == "2026-06-03T12:00:00Z"
+    assert ids(read_day(pool_dir, JUNE_3)) == [sent["id"]]
+
+
 # Lines written by others -----------------------------------------------------
 
 

@@ -180,6 +180,10 @@ class IndexTail:
             unread += max(stat.st_size - read, 0)
         return unread
 
+    def newest_day(self) -> date | None:
+        """The newest day file the index has read (``None`` before any)."""
+        return max(self.tails, default=None)
+
     def through(self) -> Cursor | None:
         """Where the index has read to in the newest day file."""
         newest = max(self.tails, default=None)
