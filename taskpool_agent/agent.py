@@ -461,25 +461,29 @@ class Agent:
                 log.info("%s: the handler started before (pid %d): waiting for its end", key, pid)
                 self.watch(key, task, HandlerProcess.adopt(directory, pid), entry["started_at"])
                 continue
-            if not pid and not (directory / "output").exists():
-                # Stopped after journaling the start, before the handler's output was
-                # opened (which comes before the handler): it never ran, so it runs now.
-                log.info("%s: the agent stopped before the handler started: starting it", key)
-                self.run_handler(key, task)
-                continue
-            process = HandlerProcess.adopt(directory, 0)
             if not pid and (directory / "status").exists():
                 # Stopped as the handler started, before its pid was journaled: it ran to
                 # its end meanwhile, and its exit status says how.
                 log.info("%s: the handler ran while no agent did: answering it", key)
-                outcome = ended(process, entry["started_at"])
+                outcome = ended(HandlerProcess.adopt(directory, 0), entry["started_at"])
+            elif not HandlerProcess.ever_started(directory):
+                # Stopped after journaling the start, before the handler's wrapper ran (it
+                # marks its start before the handler), or the wrapper ended before it got
+                # that far: the handler never ran, so it runs now.
+                log.info("%s: the agent stopped before the handler started: starting it", key)
+                self.run_handler(key, task)
+                continue
             else:
                 log.warning(
                     "%s: its handler ended while no agent ran and left no exit status (the "
                     "device lost power?): answered failed, interrupted",
                     key,
                 )
-                outcome = outcome_of(None, process.output_tail(), time.time() - entry["started_at"])
+                outcome = outcome_of(
+                    None,
+                    HandlerProcess.adopt(directory, 0).output_tail(),
+                    time.time() - entry["started_at"],
+                )
             self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
             self.answer(key, task, outcome)
 

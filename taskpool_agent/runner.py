@@ -42,7 +42,13 @@ READ_BUDGET = 1 << 24
 PROGRESS_PREFIX = b"progress:"
 STEP_TIMEOUT_PREFIX = b"step-timeout:"
 #: The wrapper: runs the handler, then writes its status where the agent finds it.
-WRAPPER = 'status="$1"; shift; "$@"; code=$?; echo "$code" > "$status.tmp"; mv "$status.tmp" "$status"; exit "$code"'
+#: The shell around a handler: it marks its start (``status.started``, before the handler
+#: runs, so that an agent stopped at any moment can tell a handler that never started from
+#: one that did) and leaves the handler's exit status in ``status`` when it ends.
+WRAPPER = (
+    'status="$1"; shift; : > "$status.started"; "$@"; code=$?; '
+    'echo "$code" > "$status.tmp"; mv "$status.tmp" "$status"; exit "$code"'
+)
 WRAPPER_NAME = "taskpool-handler"
 
 
@@ -189,7 +195,7 @@ class HandlerProcess:
         cls, directory: Path, path: Path, args: list[str], task: dict[str, Any]
     ) -> HandlerProcess:
         (directory / "task.json").write_text(json.dumps(task))
-        for stale in ("status", "status.tmp", "output"):
+        for stale in ("status", "status.tmp", "status.started", "output"):
             (directory / stale).unlink(missing_ok=True)
         with (
             (directory / "task.json").open("rb") as stdin,
@@ -212,6 +218,15 @@ class HandlerProcess:
                 start_new_session=True,
             )
         return cls(directory, popen.pid, popen)
+
+    @staticmethod
+    def ever_started(directory: Path) -> bool:
+        """Whether a handler was started in ``directory``: its wrapper marked its start, or
+        (a wrapper from before the mark) it wrote output."""
+        if (directory / "status.started").exists():
+            return True
+        output = directory / "output"
+        return output.exists() and output.stat().st_size > 0
 
     @classmethod
     def adopt(cls, directory: Path, pid: int) -> HandlerProcess:

@@ -515,7 +515,10 @@ def journaled_as_started(pool: LivePool, tmp_path: Path, device_id: str, runs: P
     return journal.directory(key), task_id
 
 
-@pytest.mark.parametrize("before", ["nothing", "a run to its end", "a handler still running"])
+@pytest.mark.parametrize(
+    "before",
+    ["nothing", "its output opened", "a run to its end", "a handler still running"],
+)
 def test_an_agent_stopped_before_it_journaled_its_handlers_pid_runs_it_once(
     pool, agent, tmp_path, handlers, before
 ):
@@ -523,7 +526,9 @@ def test_an_agent_stopped_before_it_journaled_its_handlers_pid_runs_it_once(
     new_device(pool, device_id)
     runs = tmp_path / "runs"
     directory, task = journaled_as_started(pool, tmp_path, device_id, runs)
-    if before == "a run to its end":  # the handler ran while no agent did
+    if before == "its output opened":  # as the agent opens it, just before the handler
+        (directory / "output").touch()
+    elif before == "a run to its end":  # the handler ran while no agent did
         (directory / "output").write_text("ran alone\n")
         (directory / "status").write_text("0\n")
         runs.write_text("run\n")
