@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -189,6 +190,32 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
+def _forget_ended_workers(directory: str) -> None:
+    """Leave the waiting requests of worker processes that have ended out of the sums.
+
+    A worker killed while requests waited (a crash, the OOM killer) never
+    counts them down, and the server starts another in its place: its file
+    would add them to ``taskpool_waiting_requests`` until the next start.
+    Its counters stay, so that totals never go back.
+    """
+    from prometheus_client import multiprocess
+
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            multiprocess.mark_process_dead(int(pid), directory)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def exposition() -> bytes:
     """The metrics in Prometheus's text format: every process's counters, and the pool's figures."""
     registry = CollectorRegistry()
@@ -196,6 +223,7 @@ def exposition() -> bytes:
     if directory:
         from prometheus_client import multiprocess
 
+        _forget_ended_workers(directory)
         multiprocess.MultiProcessCollector(registry, path=directory)
     else:
         for metric in _OWN_METRICS:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -128,6 +130,35 @@ def test_waiting_long_polls_are_counted_while_they_wait(admin_client_api, store)
     waiter.join(15)
     assert answered and answered[0][0]["title"] == "wake"
     assert value(scrape(admin_client_api), "taskpool_waiting_requests", kind="long_poll") == 0
+
+
+def test_a_worker_that_ended_while_requests_waited_leaves_no_waiting_count(
+    admin_client_api, tmp_path, monkeypatch
+):
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    # A worker killed with two long-polls waiting: they are never counted down.
+    worker = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os\n"
+            "from taskpool import metrics\n"
+            "metrics.WAITING.labels('long_poll').inc(2)\n"
+            "metrics.count_request('pending', 'GET', 200)\n"
+            "os._exit(0)\n",
+        ],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        check=True,
+    )
+    assert worker.returncode == 0
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    found = scrape(admin_client_api)
+    assert value(found, "taskpool_waiting_requests", kind="long_poll") == 0
+    # What it answered still counts: totals never go back.
+    assert (
+        value(found, "taskpool_requests_total", endpoint="pending", method="GET", status="200") == 1
+    )
 
 
 # Two worker processes ---------------------------------------------------------------------
