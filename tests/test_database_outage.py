@@ -94,6 +94,48 @@ def test_a_request_meets_a_cut_connection_unharmed_and_a_database_down_as_a_503(
     assert device_client.get("/pool/pending").status_code == 200
 
 
+@contextmanager
+def the_database_read_only():
+    """The pool's database takes no writes (``default_transaction_read_only``) from its next
+    sessions on; the ones it had are cut so that the next are new."""
+    name = connections["pool"].settings_dict["NAME"]
+
+    def read_only(on: bool) -> None:
+        with admin_connection() as admin:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = {}").format(
+                    sql.Identifier(name), sql.SQL("on" if on else "off")
+                )
+            )
+        cut_the_pools_connections()
+
+    read_only(True)
+    try:
+        yield
+    finally:
+        read_only(False)
+
+
+def test_a_write_the_database_refuses_is_a_503_whose_cause_is_in_the_log(
+    pool_dir, master_client, device_client, caplog
+):
+    """The client is told to come back; the operator is told why (the database's words)."""
+    with the_database_read_only():
+        task = master_client.post("/pool/task", {"to": "device:pi-1", "title": "t"}, format="json")
+        beat = device_client.post("/pool/heartbeat", {}, format="json")
+    for refused in (task, beat):
+        assert refused.status_code == 503, refused.content
+        assert refused["Content-Type"] == "application/json" and refused["Retry-After"]
+    said = [r.getMessage() for r in caplog.records if r.name == "taskpool"]
+    assert sum("read-only transaction" in line for line in said) == 2, said
+    assert (
+        master_client.post(
+            "/pool/task", {"to": "device:pi-1", "title": "t"}, format="json"
+        ).status_code
+        == 201
+    )
+
+
 def test_a_worker_thread_whose_connection_was_cut_reads_on_a_fresh_one(pool_dir):
     """The threads the waiting endpoints read the pool from outlive any one request: each
     read they make meets the cut once, connects again and answers."""

@@ -132,6 +132,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         response = Response(error_body(exc.message, errors), status=status_of(exc))
         if isinstance(exc, StoreUnavailable):
             response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            if isinstance(exc.__cause__, DatabaseError):
+                # The client is told to come back; the operator needs the database's words.
+                logging.getLogger("taskpool").warning("%s (%s)", exc.message, exc.__cause__)
         return response
     if isinstance(exc, SuspiciousOperation):
         return _suspicious(exc)
