@@ -46,6 +46,8 @@ HANDLERS = {
     "stepper": 'echo "step-timeout: 30"; echo "progress: flashing"; sleep 1.5; echo flashed',
     # Notes each run (in $1), then takes its time.
     "slow": 'echo run >> "$1"; sleep "${2:-3}"; echo slept',
+    # Notes its run (in $1), then waits until the file named by $2 is there.
+    "gated": 'echo run >> "$1"; while [ ! -e "$2" ]; do sleep 0.1; done; echo slept',
     # Notes its run (in $1), then reports progress for a few seconds.
     "ticker": 'echo run >> "$1"; i=0; while [ $i -lt 15 ]; do echo "progress: step $i"; i=$((i+1)); sleep 0.3; done; echo ticked',
     # Much more output than an answer carries.
@@ -578,13 +580,14 @@ def test_a_restarted_agent_goes_on_reporting_progress_and_answers(pool, agent, t
 
 def test_an_answer_refused_for_its_token_waits_for_a_new_one(pool, agent, tmp_path):
     old_token = new_device(pool, "pi-rotated")
-    runs = tmp_path / "runs"
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
     running = agent("pi-rotated")
-    task = post_task(pool, "pi-rotated", "slow", args=[str(runs), "2"])
+    task = post_task(pool, "pi-rotated", "gated", args=[str(runs), str(gate)])
     wait_for(runs.exists, 20, "the handler started")
     token = new_device(pool, "pi-rotated")  # revokes the token the agent has
     assert running.process.wait(timeout=30) == 78
     assert [r for r in responses(pool, task) if r["from"] == "device:pi-rotated"] == []
+    gate.touch()  # the handler ends, with no agent to answer for it
     running.config.write_text(running.config.read_text().replace(old_token, token))
     running.start()
     answer = final_answer(pool, task)
