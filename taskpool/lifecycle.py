@@ -722,9 +722,19 @@ class TaskState:
     def status_bits(self, registered_devices: list[str], now: float) -> int:
         """``statuses`` as ``statuses_to_bits`` would write them, without building any row."""
         if self.audience.everyone:
-            devices = [*registered_devices, *self.answers]
-            if not registered_devices:
-                # Unknown devices: what the task is for one that never answered ("" is no id).
+            # A device the task holds nothing of (no answer, no run, no claim) has the
+            # status of any other such device: "" (no id) stands for all of them, so a
+            # broadcast to a large fleet costs its answers, not its devices.
+            devices = list(self.answers)
+            untouched = not registered_devices
+            for device_id in registered_devices:
+                if device_id in self.answers:
+                    continue
+                if device_id in self.runs or device_id == self.claimer:
+                    devices.append(device_id)
+                else:
+                    untouched = True
+            if untouched:
                 devices.append("")
         else:
             devices = list(self.audience.device_ids)
