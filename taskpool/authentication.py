@@ -1,4 +1,5 @@
 """``DeviceJWTAuthentication``: a device token in ``Authorization: Bearer`` -> ``DeviceUser``;
+``UserJWTAuthentication``: a user's token from ``/pool/auth/token``, as simplejwt's;
 ``CookieSessionAuthentication``: the admin's session, as DRF's, refusing a cookie that names
 no session; ``MetricsTokenAuthentication``: the metrics scraper's token (``METRICS_TOKEN``)."""
 
@@ -16,6 +17,7 @@ from rest_framework.authentication import (
     get_authorization_header,
 )
 from rest_framework.request import Request
+from rest_framework_simplejwt import authentication as simplejwt_authentication
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken, TokenError
 
@@ -25,15 +27,45 @@ from taskpool.models import DeviceUser
 from taskpool.tokens import DeviceToken
 
 
-class DeviceJWTAuthentication(JWTAuthentication):
+class BearerHeader:
+    """Tokens in ``Authorization: Bearer <token>``, as the pool's API documents and its agent
+    sends them, whatever header the site's ``SIMPLE_JWT`` names for its own tokens (whose
+    schemes are taken too)."""
+
+    www_authenticate_realm = "taskpool"
+
+    def get_header(self, request: Request) -> bytes:
+        return get_authorization_header(request)  # b"" without one: no token here
+
+    def get_raw_token(self, header: bytes) -> bytes | None:
+        parts = header.split()
+        if not parts:
+            return None
+        schemes = {b"Bearer", *simplejwt_authentication.AUTH_HEADER_TYPE_BYTES}
+        if parts[0] not in schemes:
+            return None  # not a token of ours: the next class may know it
+        if len(parts) != 2:
+            raise AuthenticationFailed(
+                str(_("Authorization header must contain two space-delimited values")),
+                code="bad_authorization_header",
+            )
+        return parts[1]
+
+    def authenticate_header(self, request: Request) -> str:
+        return f'Bearer realm="{self.www_authenticate_realm}"'
+
+
+class UserJWTAuthentication(BearerHeader, JWTAuthentication):
+    """simplejwt's user tokens, read from the pool's own header (``BearerHeader``)."""
+
+
+class DeviceJWTAuthentication(BearerHeader, JWTAuthentication):
     """Authenticates device tokens and leaves every other token to the next class.
 
     Put it before simplejwt's ``JWTAuthentication`` (which takes user tokens).
     An unvalidated device authenticates: permissions refuse it with 403. A
     token whose ``sid`` no longer matches the device's session is not valid (401).
     """
-
-    www_authenticate_realm = "taskpool"
 
     def authenticate(self, request: Request) -> tuple[DeviceUser, DeviceToken] | None:  # type: ignore[override]
         header = self.get_header(request)

@@ -425,3 +425,35 @@ def test_a_device_token_claims_to_be_one_and_nothing_else_does(make_device, make
         "€.€.€",
     ]:
         assert not DeviceToken.claims_to_be_one(other), other
+
+
+# The site's own SIMPLE_JWT header -------------------------------------------------------
+
+
+@pytest.fixture
+def site_jwt_header(monkeypatch, settings):
+    """A site that reads its own tokens from ``Authorization: JWT <token>`` (simplejwt takes
+    its header types from the setting when it is imported, so they are set there too)."""
+    from rest_framework_simplejwt import authentication
+
+    settings.SIMPLE_JWT = {**settings.SIMPLE_JWT, "AUTH_HEADER_TYPES": ("JWT",)}
+    monkeypatch.setattr(authentication, "AUTH_HEADER_TYPES", ("JWT",))
+    monkeypatch.setattr(authentication, "AUTH_HEADER_TYPE_BYTES", {b"JWT"})
+
+
+def test_the_pools_bearer_tokens_work_whatever_header_the_site_names_for_its_own(
+    site_jwt_header, make_device, make_user
+):
+    """Devices and their agent send ``Bearer``, as the API documents: a site's own choice of
+    scheme for its tokens must not lock the fleet out."""
+    device = client_with(make_device("pi-1")[1])
+    assert device.get("/pool/pending").status_code == 200
+    _user, user_token = make_user("ops", role="master")
+    master = client_with(user_token)
+    assert post_json(master, "/pool/task", {"to": "device:pi-1", "title": "t"}).status_code == 201
+    site_scheme = client_with(None)
+    site_scheme.credentials(HTTP_AUTHORIZATION=f"JWT {user_token}")
+    assert site_scheme.get("/pool/tasks").status_code == 200  # the site's scheme is taken too
+    refused = client_with(None).get("/pool/pending")
+    assert refused.status_code == 401
+    assert refused["WWW-Authenticate"] == 'Bearer realm="taskpool"'

@@ -8,7 +8,6 @@ from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from taskpool import metrics
 from taskpool.api import queries
@@ -18,6 +17,7 @@ from taskpool.authentication import (
     CookieSessionAuthentication,
     DeviceJWTAuthentication,
     MetricsTokenAuthentication,
+    UserJWTAuthentication,
 )
 from taskpool.health import health_checks
 from taskpool.permissions import CanReadMetrics
@@ -64,7 +64,7 @@ class MetricsView(PoolAPIView):
     authentication_classes = [
         MetricsTokenAuthentication,
         DeviceJWTAuthentication,
-        JWTAuthentication,
+        UserJWTAuthentication,
         CookieSessionAuthentication,
     ]
     permission_classes = [CanReadMetrics]

@@ -17,7 +17,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings as drf_settings
 from rest_framework.views import APIView
-from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from taskpool import metrics
@@ -27,7 +26,11 @@ from taskpool.api.errors import error_body, exception_handler
 from taskpool.api.parsers import StrictJSONParser, refuse_body_of_unknown_length
 from taskpool.api.renderers import JSONRenderer
 from taskpool.api.throttles import LoginThrottle
-from taskpool.authentication import CookieSessionAuthentication, DeviceJWTAuthentication
+from taskpool.authentication import (
+    CookieSessionAuthentication,
+    DeviceJWTAuthentication,
+    UserJWTAuthentication,
+)
 from taskpool.conf import pool_settings
 from taskpool.device_queries import record_last_seen
 from taskpool.exceptions import InvalidCursor, NotAddressed
@@ -128,7 +131,7 @@ class PoolAPIView(StrictQueryMixin, APIView):
     # first class sends WWW-Authenticate (DRF answers 401 only then).
     authentication_classes = [
         DeviceJWTAuthentication,
-        JWTAuthentication,
+        UserJWTAuthentication,
         CookieSessionAuthentication,
     ]
     parser_classes = [StrictJSONParser]
