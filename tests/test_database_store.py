@@ -389,3 +389,14 @@ def test_a_status_column_is_written_for_responses_and_filled_in_for_older_rows(s
         (fill,) = [op for op in migration.operations if isinstance(op, migrations.RunSQL)]
         cursor.execute(fill.sql)
     assert kinds_and_statuses() == [("task", None), ("response", "failed"), ("heartbeat", None)]
+
+
+def test_the_stores_own_connections_prepare_no_statements_as_djangos_do(store):
+    """Behind PgBouncer in transaction mode, a statement prepared on one server connection
+    is missing (or there already) on the next: the notifier's NOTIFY failed every sixth."""
+    connection = psycopg.connect(**store._connection_params(), autocommit=True)
+    try:
+        assert connections["pool"].get_connection_params()["prepare_threshold"] is None
+        assert connection.prepare_threshold is None
+    finally:
+        connection.close()

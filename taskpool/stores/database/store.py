@@ -248,7 +248,11 @@ class DatabaseStore(Sweeps, LogTailing, LogReading, Browsing, BaseStore):
 
     def _connection_params(self) -> dict[str, Any]:
         params = connections[self.alias].get_connection_params()
-        return {k: v for k, v in params.items() if isinstance(v, (str, int)) and v != ""}
+        kept = {k: v for k, v in params.items() if isinstance(v, (str, int)) and v != ""}
+        # Django turns psycopg's prepared statements off unless OPTIONS asks for them (None),
+        # so that a pooler in transaction mode works: the same for these connections.
+        kept["prepare_threshold"] = params.get("prepare_threshold")
+        return kept
 
     def _horizon_day(self, now: float) -> date:
         return day_of(now - self.task_ttl)
