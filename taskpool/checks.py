@@ -1,4 +1,5 @@
-"""System checks: the ``TASKPOOL`` settings, and each store's own configuration."""
+"""System checks: the ``TASKPOOL`` settings, each store's own configuration, and the site's
+settings the pool depends on."""
 
 from __future__ import annotations
 
@@ -34,3 +35,33 @@ def check_taskpool_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
     except StoreImproperlyConfigured as error:
         return [*errors, checks.Error(str(error), id="taskpool.E005")]
     return [*errors, *store.check(options)]
+
+
+#: The schema class the API's OpenAPI schema (``/pool/schema``, ``/pool/docs``) is built with.
+SPECTACULAR_SCHEMA = "drf_spectacular.openapi.AutoSchema"
+
+
+@checks.register()
+def check_site_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The site's own settings that the pool cannot work without, or that break a part of it."""
+    problems: list[checks.CheckMessage] = []
+    if not settings.USE_TZ:
+        problems.append(
+            checks.Error(
+                "taskpool needs USE_TZ = True: it keeps every time in UTC, and with naive "
+                "times the devices' requests fail.",
+                hint="Set USE_TZ = True (Django's default).",
+                id="taskpool.E006",
+            )
+        )
+    schema_class = getattr(settings, "REST_FRAMEWORK", {}).get("DEFAULT_SCHEMA_CLASS")
+    if schema_class != SPECTACULAR_SCHEMA:
+        problems.append(
+            checks.Warning(
+                f"REST_FRAMEWORK['DEFAULT_SCHEMA_CLASS'] is {schema_class!r}: the pool's "
+                "OpenAPI schema (/pool/schema) and its docs page cannot be built with it.",
+                hint=f"Set it to {SPECTACULAR_SCHEMA!r}.",
+                id="taskpool.W002",
+            )
+        )
+    return problems

@@ -45,6 +45,7 @@ class SchemaView(StrictQueryMixin, SpectacularAPIView):
     """The OpenAPI schema, refusing query parameters it does not read, like every endpoint."""
 
     authentication_classes = []  # public: it reads no credentials
+    throttle_classes: list[Any] = []  # as every endpoint of the pool, not the site's
     query_serializer_class = queries.SchemaQuerySerializer
 
     @extend_schema(
@@ -63,4 +64,5 @@ class DocsView(StrictQueryMixin, SpectacularSwaggerView):
     """The docs page, refusing query parameters it does not read, like every endpoint."""
 
     authentication_classes = []  # public: it reads no credentials
+    throttle_classes: list[Any] = []  # as every endpoint of the pool, not the site's
     query_serializer_class = queries.DocsQuerySerializer

@@ -136,6 +136,9 @@ class PoolAPIView(StrictQueryMixin, APIView):
     ]
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
+    # The site's DEFAULT_THROTTLE_CLASSES are for its own API: the pool's endpoints
+    # throttle only where they say so (the login, enrollment).
+    throttle_classes: list[Any] = []
     schema = AutoSchema()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -472,6 +475,7 @@ class TokenRefreshPairView(StrictQueryMixin, TokenRefreshView):
     serializer_class = api.RefreshSerializer
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
+    throttle_classes: list[Any] = []  # as PoolAPIView
     schema = AutoSchema()
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:

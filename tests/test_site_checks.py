@@ -1,0 +1,56 @@
+"""The site's own settings: the system checks on those the pool depends on, and those that
+are for the site's API alone (the pool's endpoints keep their own)."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
+from rest_framework.views import APIView
+
+from taskpool.checks import check_site_settings
+from tests.conftest import client_with, post_json
+
+
+def ids(problems):
+    return [problem.id for problem in problems]
+
+
+def test_a_site_set_as_the_docs_say_has_no_problem(settings):
+    assert check_site_settings() == []
+
+
+def test_naive_times_are_an_error_that_says_what_to_set(settings):
+    settings.USE_TZ = False
+    (problem,) = check_site_settings()
+    assert problem.id == "taskpool.E006" and problem.is_serious()
+    assert "USE_TZ = True" in problem.hint
+
+
+def test_a_schema_class_the_pools_schema_cannot_use_is_a_warning(settings):
+    settings.REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "rest_framework.schemas.openapi.AutoSchema"}
+    assert ids(check_site_settings()) == ["taskpool.W002"]
+    del settings.REST_FRAMEWORK  # DRF's own default is the same class
+    (problem,) = check_site_settings()
+    assert problem.id == "taskpool.W002" and not problem.is_serious()
+    assert "drf_spectacular.openapi.AutoSchema" in problem.hint
+
+
+@pytest.fixture
+def site_throttles_everything(monkeypatch):
+    """A site whose REST_FRAMEWORK throttles every view: DRF reads DEFAULT_THROTTLE_CLASSES
+    and their rates into its classes when it is imported, so they are set there."""
+    rates = {"anon": "1/minute", "user": "1/minute"}
+    monkeypatch.setattr(APIView, "throttle_classes", [AnonRateThrottle, UserRateThrottle])
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+
+
+def test_the_sites_throttles_are_not_the_pools(site_throttles_everything, make_device, make_user):
+    device = client_with(make_device("pi-1")[1])
+    master = client_with(make_user("ops", role="master")[1])
+    anonymous = client_with(None)
+    for _ in range(3):
+        assert device.get("/pool/pending").status_code == 200
+        assert post_json(device, "/pool/heartbeat", {}).status_code == 201
+        assert master.get("/pool/tasks").status_code == 200
+        assert anonymous.get("/pool/health").status_code == 200
+        assert anonymous.get("/pool/schema").status_code == 200
