@@ -4,7 +4,6 @@ and metrics token schemes."""
 from typing import Any
 
 from drf_spectacular.authentication import SessionScheme
-from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -15,14 +14,26 @@ from taskpool.api.serializers import ErrorSerializer
 from taskpool.api.views import ERROR_DESCRIPTIONS, StrictQueryMixin
 
 
-class DeviceJWTScheme(SimpleJWTScheme):
-    target_class = "taskpool.authentication.DeviceJWTAuthentication"
-    name = "deviceJWT"
+class UserJWTScheme(OpenApiAuthenticationExtension):
+    """A user's access token, in ``Authorization: Bearer`` whatever the site's SIMPLE_JWT."""
+
+    target_class = "taskpool.authentication.UserJWTAuthentication"
+    name = "jwtAuth"
+    description = "A user's access token (POST /pool/auth/token)."
 
     def get_security_definition(self, auto_schema):
-        definition = super().get_security_definition(auto_schema)
-        definition["description"] = "A device token (taskpool_device ID --token)."
-        return definition
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": self.description,
+        }
+
+
+class DeviceJWTScheme(UserJWTScheme):
+    target_class = "taskpool.authentication.DeviceJWTAuthentication"
+    name = "deviceJWT"
+    description = "A device token (taskpool_device ID --token)."
 
 
 class CookieSessionScheme(SessionScheme):

@@ -248,7 +248,9 @@ class DatabaseStore(Sweeps, LogTailing, LogReading, Browsing, BaseStore):
 
     def _connection_params(self) -> dict[str, Any]:
         params = connections[self.alias].get_connection_params()
-        kept = {k: v for k, v in params.items() if isinstance(v, (str, int)) and v != ""}
+        kept: dict[str, Any] = {
+            k: v for k, v in params.items() if isinstance(v, (str, int)) and v != ""
+        }
         # Django turns psycopg's prepared statements off unless OPTIONS asks for them (None),
         # so that a pooler in transaction mode works: the same for these connections.
         kept["prepare_threshold"] = params.get("prepare_threshold")
