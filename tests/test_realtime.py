@@ -387,6 +387,20 @@ def test_under_wsgi_a_stream_is_served_by_polling(device_client, store, pool_dir
     assert orjson.loads(chunk.split(b"data: ", 1)[1]) == task
 
 
+def test_a_site_that_gzips_its_responses_leaves_the_stream_as_it_is(device_client, store, settings):
+    """Django's GZipMiddleware would hold the events in its compressor, never flushed."""
+    settings.MIDDLEWARE = ["django.middleware.gzip.GZipMiddleware", *settings.MIDDLEWARE]
+    response = device_client.get("/pool/stream", HTTP_ACCEPT_ENCODING="gzip")
+    assert response.status_code == 200
+    assert "gzip" not in response.get("Content-Encoding", "")
+    chunks = iter(response.streaming_content)
+    assert next(chunks) == sse.OPENED
+    task = post(store, "device:pi-1")
+    chunk = next(chunks)
+    response.close()
+    assert orjson.loads(chunk.split(b"data: ", 1)[1]) == task
+
+
 @pytest.mark.slow
 def test_a_master_streams_every_masters_tasks_with_all(master_client, store, make_user):
     response = master_client.get("/pool/stream", {"all": "1"})

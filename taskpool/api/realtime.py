@@ -129,6 +129,9 @@ async def _stream(request: HttpRequest) -> HttpResponseBase:
     response = StreamingHttpResponse(content, content_type=sse.MEDIA_TYPE)
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    # A Content-Encoding of its own keeps the site's GZipMiddleware off the stream: its
+    # compressor would hold the events back, never flushed between them.
+    response["Content-Encoding"] = ""
     return response
 
 
