@@ -120,7 +120,7 @@ def write_broadcast_history(
         moment = start + (number + rng.random()) / len(kinds) * (end - start)
         task_id = new_id()
         command, args = rng.choice(COMMANDS)
-        meta: dict = {"command": command, "args": args, "rollout": number}
+        meta: dict = {"command": command, "args": args, "wave": number}
         if kind == "any":
             meta["mode"] = "any"
         meta["expires_at"] = format_timestamp(moment + 7 * 86400)
