@@ -221,6 +221,23 @@ def test_a_narrow_task_list_breaks_addresses_between_ids(browser, site):
     page.context.close()
 
 
+def test_on_a_phone_the_task_lists_search_fits_and_its_table_scrolls_inside(browser, site):
+    post_task(site, to="device:[pi-1,pi-2,token-1,cancel-1,quiet-1,far-1]", title="Many")
+    page = open_page(browser, site)
+    page.set_viewport_size({"width": 390, "height": 844})
+    log_in(page, "master")
+    page.goto("/admin/taskpool/task/")
+    overflow = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 1
+    for field in ("#searchbar", "#filter-to", "#filter-from"):
+        box = page.locator(field).bounding_box()
+        assert box is not None and box["width"] >= 150 and box["x"] + box["width"] <= 390, field
+    screenshot(page, "task_list_phone")
+    page.context.close()
+
+
 def test_day_files_list_a_filtered_day_and_a_message(browser, site):
     task = post_task(site, to="device:pi-1", title="Rotate the logs", body="logrotate -f")
     with site.client(site.device_tokens["pi-1"]) as client:
