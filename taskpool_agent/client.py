@@ -9,6 +9,8 @@ Only the standard library: ``urllib``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import html
 import http.client
 import json
@@ -16,6 +18,7 @@ import logging
 import math
 import random
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -149,30 +152,64 @@ class PoolClient:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(self.base_url + path, headers=headers)
-        with urllib.request.urlopen(request, timeout=read_timeout) as response:
-            name, data = "", None
-            for raw in response:
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                if not line:
-                    if data is not None:
-                        yield name, data
+        with Deadline(read_timeout) as deadline:
+            try:
+                with deadline.opener().open(request, timeout=read_timeout) as response:
                     name, data = "", None
-                elif line.startswith(":"):
-                    yield "", None
-                else:
-                    field, _, value = line.partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    if field == "event":
-                        name = value
-                    elif field == "data":
-                        data = json.loads(value)
+                    for raw in response:
+                        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                        if not line:
+                            if data is not None:
+                                deadline.pause()  # the reader's time is not the server's
+                                yield name, data
+                                deadline.start(read_timeout)
+                            name, data = "", None
+                        elif line.startswith(":"):
+                            deadline.pause()
+                            yield "", None
+                            deadline.start(read_timeout)
+                        else:
+                            field, _, value = line.partition(":")
+                            value = value[1:] if value.startswith(" ") else value
+                            if field == "event":
+                                name = value
+                            elif field == "data":
+                                data = json.loads(value)
+            except (OSError, http.client.HTTPException):
+                if deadline.expired:
+                    raise TimeoutError(f"no whole event in {read_timeout:g} s") from None
+                raise
+            if deadline.expired:  # the stream was shut, not ended by the server
+                raise TimeoutError(f"no whole event in {read_timeout:g} s")
 
     def _once(
         self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float
     ) -> Answer:
+        """One try, given ``timeout`` seconds in all: a socket's timeout counts each read on
+        its own, and an answer that trickles in (a byte a second) would never time out."""
+        with Deadline(timeout) as deadline:
+            try:
+                answer = self._try(deadline.opener(), method, url, data, headers, timeout)
+            except (_Retryable, Refused):
+                if deadline.expired:
+                    raise _Retryable(f"timed out (no whole answer in {timeout:g} s)") from None
+                raise
+            if deadline.expired:  # an answer without a length, cut where it was shut
+                raise _Retryable(f"timed out (no whole answer in {timeout:g} s)")
+            return answer
+
+    def _try(
+        self,
+        opener: urllib.request.OpenerDirector,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        timeout: float,
+    ) -> Answer:
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with opener.open(request, timeout=timeout) as response:
                 raw = response.read()
                 if not raw and response.status in (200, 201, 202):
                     # Every such answer of the pool has a body: this one was cut inside
@@ -252,6 +289,109 @@ def retry_after(headers: Any) -> float | None:
         return None
     least, most = RETRY_AFTER_RANGE
     return min(max(seconds, least), most)
+
+
+class Deadline:
+    """Shuts the connections of one request when its time is up, headers and body alike.
+
+    Started on entry; ``pause()`` and ``start()`` let a stream give each event
+    its time. ``expired`` tells a request that failed, or ended early, why.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.timer: threading.Timer | None = None
+
+    def __enter__(self) -> Deadline:
+        self.start(self.seconds)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pause()
+
+    def start(self, seconds: float) -> None:
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+            timer = threading.Timer(seconds, lambda: self._expire(timer))
+            timer.daemon = True
+            self.timer = timer
+            timer.start()
+
+    def pause(self) -> None:
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """``urlopen``'s opener (proxies from the environment included), whose connections
+        this deadline watches."""
+        return urllib.request.build_opener(_WatchedHTTP(self), _WatchedHTTPS(self))
+
+    def watch(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def _expire(self, timer: threading.Timer) -> None:
+        with self.lock:
+            if self.timer is not timer:  # paused, or started again, meanwhile
+                return
+            self.expired = True
+            sockets = list(self.sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    """Ends a blocked read on ``sock`` (at once, from another thread), TLS or not."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+@functools.cache
+def _watched_connection(http_class: type) -> type:
+    class Watched(http_class):  # type: ignore[misc, valid-type]
+        deadline: Deadline | None = None
+
+        def connect(self) -> None:
+            super().connect()
+            if self.deadline is not None:
+                self.deadline.watch(self.sock)
+
+    return Watched
+
+
+class _Watching:
+    """A handler whose connections a ``Deadline`` watches."""
+
+    def __init__(self, deadline: Deadline, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        watched = _watched_connection(http_class)
+
+        def connection(*args: Any, **kw: Any) -> Any:
+            made = watched(*args, **kw)
+            made.deadline = self.deadline
+            return made
+
+        return super().do_open(connection, req, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTP(_Watching, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPS(_Watching, urllib.request.HTTPSHandler):
+    pass
 
 
 def interruptible(

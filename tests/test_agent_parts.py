@@ -4,10 +4,12 @@ lookup, time limits, the journal, backoff, and refusals from a real HTTP server.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import json
 import os
 import socket
+import socketserver
 import stat
 import threading
 import time
@@ -616,3 +618,69 @@ def test_an_error_page_is_said_on_one_line_of_the_log():
     assert _detail(b'{"detail": "No device pi-9 asked to join."}', 404) == (
         "No device pi-9 asked to join."
     )
+
+
+class Dripping(socketserver.BaseRequestHandler):
+    """A link that passes a byte every so often: each read is quick, the whole is not."""
+
+    reply = b""
+    pause = 0.05
+
+    def handle(self):
+        self.request.recv(65536)  # the request, all of it on loopback
+        with contextlib.suppress(OSError):  # the client gave up and shut the connection
+            for byte in self.reply:
+                self.request.sendall(bytes([byte]))
+                time.sleep(Dripping.pause)
+
+
+@pytest.fixture
+def dripping():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Dripping)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/pool/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_answer_that_trickles_in_times_out_as_a_whole(dripping, caplog):
+    """A socket's timeout counts each read alone: at a byte a read, 400 bytes took minutes."""
+    body = json.dumps([{"id": "msg_1", "title": "x" * 300}]).encode()
+    Dripping.reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    slow = PoolClient(dripping, "t", Backoff(0.1, 0.2))
+    began = time.monotonic()
+    with pytest.raises(Unreachable, match=r"timed out \(no whole answer in 0.6 s\)"):
+        slow.call("GET", "pending?limit=1", timeout=0.6, retry_for=1.5)
+    assert time.monotonic() - began < 3  # not the 20 s the drip takes
+    assert "GET pending?limit=1: timed out (no whole answer in 0.6 s); again in" in caplog.text
+
+    # Its headers whole, its body cut where the deadline shut it: never taken for the answer.
+    Dripping.reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + body
+    with pytest.raises(Unreachable, match="timed out"):
+        slow.call("GET", "pending?limit=1", timeout=1.5, retry_for=0.1)
+
+
+@pytest.fixture
+def quicker_drip():
+    Dripping.pause = 0.01
+    yield
+    Dripping.pause = 0.05
+
+
+def test_a_stream_that_trickles_without_finishing_an_event_times_out(dripping, quicker_drip):
+    headers = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    Dripping.reply = headers + b": open\n\n" * 4 + b"event: response\ndata: " + b"1" * 1000
+    stream = PoolClient(dripping, "t").events("stream", read_timeout=1)
+    began = time.monotonic()
+    seen = []
+    with pytest.raises(TimeoutError, match="no whole event in 1 s"):
+        for event in stream:
+            if not seen:
+                time.sleep(1.2)  # the reader's own time is not the stream's silence
+            seen.append(event)
+    assert seen == [("", None)] * 4
+    assert time.monotonic() - began < 5  # not the 10 s the drip takes
