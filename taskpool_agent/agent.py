@@ -490,27 +490,54 @@ class Agent:
     # Heartbeats --------------------------------------------------------------------------
 
     def _heartbeats(self) -> None:
+        """A heartbeat every ``heartbeat_interval`` seconds, one try each.
+
+        One that fails is not retried: the next beat is the next try, and while
+        the server stays unreachable the beats back off (jittered, doubling up
+        to the backoff's most), so that a fleet waiting out an outage does not
+        add a burst of retries every beat. The outage is logged as it starts
+        and as it ends.
+        """
         beat = 0
         boot = f"{os.getpid()}.{int(time.time())}"
+        failures = 0
+        down_since: float | None = None
         while not self.stop.is_set():
+            wait = self.options.heartbeat_interval
             try:
                 self.client.call(
                     "POST",
                     "heartbeat",
                     {"meta": self.status()},
                     idempotency_key=f"heartbeat.{boot}.{beat}",
-                    retry_for=self.options.heartbeat_interval,
+                    retry_for=0,
                 )
-            except (Refused, Unreachable) as error:
+            except Refused as error:
                 log.warning("heartbeat not sent: %s", error)
-                if isinstance(error, Refused) and error.status == 401:
+                if error.status == 401:
                     self.refuse_token(error)
+            except Unreachable as error:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning(
+                        "heartbeat not sent: %s; heartbeats back off until the server answers",
+                        error,
+                    )
+                failures += 1
+                wait = max(wait, self.client.backoff.delay(failures))
             except Stopped:
                 return
             except Exception:  # never end the heartbeats: the next one may go through
                 log.exception("heartbeat not sent")
+            else:
+                if down_since is not None:
+                    log.info(
+                        "heartbeat sent: the server answers again, after %.0f s",
+                        time.monotonic() - down_since,
+                    )
+                    down_since, failures = None, 0
             beat += 1
-            self.stop.wait(self.options.heartbeat_interval)
+            self.stop.wait(wait)
 
     def refuse_token(self, error: Refused) -> None:
         """A call beside the main loop got a 401: the agent stops at once, even idle.

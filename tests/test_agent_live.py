@@ -12,9 +12,11 @@ import json
 import os
 import shutil
 import signal
+import socketserver
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -814,6 +816,57 @@ def test_the_agent_recovers_when_the_server_comes_back(tmp_path, handlers):
         live.stop()
     log = (tmp_path / "agent.log").read_text()
     assert "again in" in log  # it retried, with backoff
+
+
+class Outage(socketserver.StreamRequestHandler):
+    """A server that is down (each request's connection closed unanswered) while ``down``;
+    it counts the heartbeats asked, and answers them once it is up."""
+
+    down = True
+    heartbeats = 0
+
+    def handle(self):
+        line = self.rfile.readline()
+        if not line.startswith(b"POST /pool/heartbeat "):
+            return  # a long-poll: dropped, down or not
+        Outage.heartbeats += 1
+        while self.rfile.readline() not in (b"\r\n", b""):
+            pass
+        if not Outage.down:
+            body = b'{"id": "msg_heartbeat"}'
+            self.wfile.write(
+                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+
+
+def test_heartbeats_back_off_through_an_outage_and_log_it_once(tmp_path, handlers):
+    """Not a burst of retries every beat, for ever: each failed beat waits longer."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Outage)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Outage.down, Outage.heartbeats = True, 0
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    running = AgentProcess(tmp_path, url, "pi-1", "t", handlers)
+    try:
+        running.start("--heartbeat-interval", "0.2", "--backoff-max", "2")
+        time.sleep(6)
+        # A beat every 0.2 s was 30 heartbeats and as many warnings; now one, then 1-2 s apart.
+        assert 2 <= Outage.heartbeats <= 8
+        log = running.log.read_text()
+        assert log.count("heartbeat not sent") == 1
+        assert "heartbeats back off until the server answers" in log
+        Outage.down = False
+        wait_for(lambda: "the server answers again" in running.log.read_text(), 10, "the end")
+        assert running.stop() == 0
+    finally:
+        if running.process.poll() is None:
+            running.kill()
+        server.shutdown()
+        server.server_close()
+    log = running.log.read_text()
+    assert log.count("heartbeat not sent") == 1
+    assert log.count("heartbeat sent: the server answers again, after") == 1
 
 
 def test_the_agent_runs_without_site_packages(pool, tmp_path):
