@@ -258,6 +258,7 @@ class Agent:
                 "claim",
                 {"parent_id": task["id"]},
                 idempotency_key=f"{key}.claim",
+                about=key,
                 expect=lambda data: isinstance(data, dict) and a_message(data.get("claim")),
             )
             return True
@@ -344,6 +345,7 @@ class Agent:
                     f"pending?limit={PENDING_LIMIT}",
                     retry_for=self.options.check_interval,
                     expect=a_list,
+                    about=key,
                 ).data
             except (Refused, Unreachable, Stopped):
                 continue  # unknown: keep running; the answer will tell
@@ -392,6 +394,7 @@ class Agent:
                 "response",
                 body,
                 idempotency_key=f"{key}.{outcome.status}",
+                about=key,
                 expect=a_message,  # else a portal's JSON would be taken for the answer stored
             )
         except Refused as error:
@@ -661,6 +664,7 @@ class ProgressReporter:
                     idempotency_key=f"{self.key}.progress.{secrets.token_hex(8)}",
                     expect=a_message,
                     retry_for=10 * interval,
+                    about=self.key,
                 )
             except Refused as error:
                 if error.status == 401:

@@ -98,10 +98,12 @@ class PoolClient:
         timeout: float = 30.0,
         retry_for: float | None = None,
         expect: Callable[[Any], bool] | None = None,
+        about: str = "",
     ) -> Answer:
         """One request, retried on network errors, 5xx and 429 for ``retry_for`` seconds
         (``None``: until it succeeds or the agent stops). A success whose JSON ``expect``
         says is not the pool's answer (a proxy's, a portal's) is retried as well.
+        ``about`` names what the request is for (a task's attempt) in the log.
 
         Once the agent is stopping, a try (one already under way included) is given up
         ``STOPPING_TIMEOUT`` seconds after the stop: ``Stopped``.
@@ -135,7 +137,14 @@ class PoolClient:
                 if give_up is not None and time.monotonic() + delay > give_up:
                     raise Unreachable(f"{method} {path}: {error}") from None
                 said = str(error).rstrip(".")  # the server's sentence, then ours
-                log.warning("%s %s: %s; again in %.1f s", method, path, said, delay)
+                log.warning(
+                    "%s%s %s: %s; again in %.1f s",
+                    f"{about}: " if about else "",
+                    method,
+                    path,
+                    said,
+                    delay,
+                )
                 if self.stop.wait(delay):
                     raise Stopped from None
 

@@ -331,6 +331,20 @@ def test_a_retry_is_logged_as_one_sentence(scripted, caplog):
     assert "retry after Retry-After seconds; again in " in caplog.text
 
 
+def test_a_retried_answer_names_its_task_in_the_log(scripted, tmp_path, caplog):
+    from taskpool_agent.agent import Agent, Options
+    from taskpool_agent.runner import Outcome
+
+    Answers.script = [(503, {"detail": "busy"}), (201, {"id": "msg_1"})]
+    agent = Agent(
+        Config(server=client_for(scripted).base_url, device_id="pi-1", token="t"),
+        Options(tmp_path / "handlers", tmp_path / "state", backoff=Backoff(0.01, 0.02)),
+    )
+    task = {"id": "msg_t", "meta": {}}
+    agent.answer("msg_t.1", task, Outcome("done", "done", "", {}))
+    assert "msg_t.1: POST response: 503 busy; again in " in caplog.text
+
+
 def test_retries_end_when_their_time_is_up():
     closed = PoolClient("http://127.0.0.1:9/pool/", "t", Backoff(0.01, 0.02))  # discard port
     with pytest.raises(Unreachable):
