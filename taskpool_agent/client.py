@@ -233,7 +233,10 @@ class PoolClient:
                 raise _Retryable(f"{error.code}, its body cut short") from None
             detail = _detail(raw, error.code) or error.reason
             if error.code >= 500 or error.code == 429:
-                raise _Retryable(f"{error.code} {detail}", retry_after(error.headers)) from None
+                said = f"{error.code} {detail}"
+                if str(detail).split()[:1] == [str(error.code)]:  # a page that says its status
+                    said = str(detail)
+                raise _Retryable(said, retry_after(error.headers)) from None
             raise Refused(error.code, str(detail)) from None
         except ValueError:
             # Not the pool's answer: a proxy's or a captive portal's page, or a server URL
@@ -267,13 +270,26 @@ def _detail(raw: bytes, status: int | None = None) -> str:
         return str(json.loads(raw).get("detail", ""))
     except (ValueError, AttributeError):
         pass
-    # A proxy's page, or the site's own where the URL misses the pool: its words, not its tags.
-    words = html.unescape(_TAG.sub(b" ", raw[:4000]).decode(errors="replace"))
-    text = " ".join(words.split())[:160]
+    # A proxy's page, or the site's own where the URL misses the pool: its words, not its tags,
+    # and its title only when the page does not say it again (nginx's does, in an <h1>).
+    page = raw[:4000]
+    untitled = _words(_TITLE.sub(b" ", page))
+    for title in _TITLE.finditer(page):
+        if _words(title.group(1)) in untitled:
+            page = page.replace(title.group(0), b" ", 1)
+    text = _words(page)[:160]
     if status == 404:
         return f"{NOT_THE_POOL}: {text}" if text else NOT_THE_POOL
     return text
 
+
+def _words(page: bytes) -> str:
+    """A page's words on one line."""
+    return " ".join(html.unescape(_TAG.sub(b" ", page).decode(errors="replace")).split())
+
+
+#: A page's title, with its text.
+_TITLE = re.compile(rb"<title\b[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 
 #: A tag, or a style sheet or script with its contents: a page's words are what is left.
 _TAG = re.compile(

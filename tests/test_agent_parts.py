@@ -237,7 +237,7 @@ def test_backoff_doubles_with_jitter_up_to_its_most():
         assert len(delays) > 1  # jittered
 
 
-GARBLED, CUT_SHORT, HEADERS_ONLY, REFUSAL_CUT_SHORT, PORTAL = -1, -2, -3, -4, -5
+GARBLED, CUT_SHORT, HEADERS_ONLY, REFUSAL_CUT_SHORT, PORTAL, NGINX = -1, -2, -3, -4, -5, -6
 
 
 class Answers(http.server.BaseHTTPRequestHandler):
@@ -265,6 +265,18 @@ class Answers(http.server.BaseHTTPRequestHandler):
         if status == PORTAL:  # a captive portal's page, or the site where the pool was meant
             page = b"<html>\n  <body>Log in to the hotel's Wi-Fi</body>\n</html>\n"
             self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return
+        if status == NGINX:  # a proxy in front of a server that is down
+            page = (
+                b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+                b"<center><h1>502 Bad Gateway</h1></center>\r\n"
+                b"<hr><center>nginx/1.24.0</center>\r\n</body>\r\n</html>\r\n"
+            )
+            self.send_response(502)
             self.send_header("Content-Type", "text/html")
             self.send_header("Content-Length", str(len(page)))
             self.end_headers()
@@ -343,6 +355,12 @@ def test_a_retried_answer_names_its_task_in_the_log(scripted, tmp_path, caplog):
     task = {"id": "msg_t", "meta": {}}
     agent.answer("msg_t.1", task, Outcome("done", "done", "", {}))
     assert "msg_t.1: POST response: 503 busy; again in " in caplog.text
+
+
+def test_a_proxys_error_page_is_quoted_once(scripted, caplog):
+    Answers.script = [(NGINX, {}), (201, {"id": "msg_1"})]
+    client_for(scripted).call("POST", "response", {"a": 1}, idempotency_key="k1")
+    assert "POST response: 502 Bad Gateway nginx/1.24.0; again in " in caplog.text
 
 
 def test_retries_end_when_their_time_is_up():
