@@ -39,7 +39,10 @@ def _shared_options(*, with_defaults: bool) -> argparse.ArgumentParser:
         help=f"The config file (default {DEFAULT_PATH}).",
     )
     shared.add_argument(
-        "--log-level", default=default("INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        type=str.upper,  # debug or DEBUG
+        default=default("INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
     )
     shared.add_argument(
         "--backoff-max",

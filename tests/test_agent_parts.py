@@ -112,6 +112,14 @@ def test_a_config_whose_token_is_another_devices_is_refused_at_start(tmp_path, c
     assert "the token is device pi-2's, but device_id is pi-1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("level", ["debug", "Debug", "DEBUG"])
+def test_the_log_level_is_taken_in_any_case(level):
+    assert cli.parser().parse_args(["--log-level", level, "run"]).log_level == "DEBUG"
+    assert cli.parser().parse_args(["run", "--log-level", level]).log_level == "DEBUG"
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["--log-level", "loud", "run"])
+
+
 def test_a_state_directory_that_cannot_be_written_is_one_line_and_status_73(tmp_path, capsys):
     config = tmp_path / "config.toml"
     token = a_token_for("pi-1")
