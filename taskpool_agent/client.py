@@ -382,7 +382,7 @@ def _shut(sock: socket.socket) -> None:
 
 @functools.cache
 def _watched_connection(http_class: type) -> type:
-    class Watched(http_class):  # type: ignore[misc, valid-type]
+    class Watched(http_class):
         deadline: Deadline | None = None
 
         def connect(self) -> None:

@@ -631,11 +631,12 @@ def test_an_answer_refused_while_the_device_is_invalidated_goes_once_it_is_valid
     """403 because the device is refused, not the answer: it waits in the journal, and
     goes without a restart once staff validate the device again."""
     new_device(pool, "pi-paused")
-    runs = tmp_path / "runs"
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
     running = agent("pi-paused")
-    task = post_task(pool, "pi-paused", "slow", args=[str(runs), "3"])
+    task = post_task(pool, "pi-paused", "gated", args=[str(runs), str(gate)])
     wait_for(runs.exists, 20, "the handler started")
     pool.django("taskpool_device", "pi-paused", "--invalidate")
+    gate.touch()  # the handler ends once the device is refused, however slow the machine
     log = running.log
 
     def kept() -> bool:
