@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models.functions import MD5, Concat
 from django.utils.translation import gettext_lazy as _
 
 from taskpool.messages import DEVICE_ID_RE
@@ -94,6 +95,19 @@ class DeviceUser(models.Model):
         DeviceUser.objects.filter(pk=self.pk).update(
             user_session=self.user_session, enrollment_secret_hash=""
         )
+
+
+def revoke_tokens_of(devices: models.QuerySet[DeviceUser]) -> int:
+    """``DeviceUser.revoke_tokens`` for many devices in one ``UPDATE``; how many it revoked.
+
+    Each device gets a session of its own, new and as long as ``new_session()``'s: the hash
+    of a new random value and its id, worked out by the database.
+    """
+    fresh = models.Value(new_session(), output_field=models.CharField())
+    return devices.update(
+        user_session=MD5(Concat(fresh, "pk", output_field=models.CharField())),
+        enrollment_secret_hash="",
+    )
 
 
 class UserRole(models.Model):

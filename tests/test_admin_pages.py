@@ -4,7 +4,7 @@ drive the same pages in Chromium)."""
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from taskpool.admin.roles import UserRoleInline
 from taskpool.days import day_of
 from taskpool.messages import encode_line, new_message_id
 from taskpool.models import DeviceUser, UserRole
+from taskpool.tokens import DeviceToken
 from tests.conftest import post_json
 
 pytestmark = pytest.mark.every_store
@@ -520,6 +521,94 @@ def test_revoking_tokens_and_issuing_one(boss, make_device, client):
     assert "no-store" in issued["Cache-Control"]
     assert client.get("/pool/pending", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
     assert DeviceUser.objects.get(pk="pi-1").enrollment_secret_hash == ""
+
+
+FLEET = 300
+FLEET_ACTIONS = {
+    "approve": (
+        "Approved its enrollment request.",
+        f"{FLEET} enrollment requests approved: the devices collect their tokens at their next "
+        "ask.",
+    ),
+    "validate": (
+        json.dumps([{"changed": {"fields": ["validated"]}}]),
+        f"{FLEET} devices validated.",
+    ),
+    "invalidate": (
+        json.dumps([{"changed": {"fields": ["validated"]}}]),
+        f"{FLEET} devices invalidated.",
+    ),
+    "revoke_tokens": (
+        "Revoked every token.",
+        f"Revoked the tokens of {FLEET} devices: their next request gets a 401.",
+    ),
+}
+
+
+@pytest.mark.day_files_only
+@pytest.mark.parametrize("action", list(FLEET_ACTIONS))
+def test_an_action_on_a_whole_fleet_takes_a_few_queries_and_logs_each_device(
+    boss, client, action, django_assert_max_num_queries
+):
+    """Each device changed and its log entry written as one at a time would, in a few queries
+    (an insert per batch of log entries), not a few per device."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    validated = action in ("invalidate", "revoke_tokens")
+    DeviceUser.objects.bulk_create(
+        DeviceUser(
+            id=f"pi-{number:03d}",
+            validated=validated,
+            enrolled_at=datetime(2026, 1, 1, tzinfo=UTC),
+            enrollment_secret_hash="an enrollment's secret",
+        )
+        for number in range(FLEET)
+    )
+    before = {device.id: device for device in DeviceUser.objects.all()}
+    old_token = str(DeviceToken.for_device(before["pi-007"]))
+    assert client.get("/pool/pending", HTTP_AUTHORIZATION=f"Bearer {old_token}").status_code in (
+        200,
+        403,
+    )
+    with django_assert_max_num_queries(20):
+        response = boss.post(
+            "/admin/taskpool/deviceuser/",
+            {"action": action, "select_across": "1", "_selected_action": ["pi-000"], "index": "0"},
+        )
+    assert response.status_code == 302
+    change_message, text = FLEET_ACTIONS[action]
+    assert [str(line) for line in boss.get(response["Location"]).context["messages"]] == [text]
+
+    after = {device.id: device for device in DeviceUser.objects.all()}
+    entries = LogEntry.objects.order_by("object_id")
+    assert [entry.object_id for entry in entries] == sorted(before)
+    user = get_user_model().objects.get(username="boss")
+    for entry in entries:
+        assert (entry.user, entry.action_flag, entry.change_message) == (
+            user,
+            CHANGE,
+            change_message,
+        )
+        assert entry.object_repr == entry.object_id
+        assert entry.get_edited_object() == after[entry.object_id]
+    if action == "revoke_tokens":
+        sessions = {device.user_session for device in after.values()}
+        assert len(sessions) == FLEET  # a session of each device's own
+        assert not sessions & {device.user_session for device in before.values()}
+        assert all(len(session) == 32 for session in sessions)
+        assert {device.enrollment_secret_hash for device in after.values()} == {""}
+        pending = client.get("/pool/pending", HTTP_AUTHORIZATION=f"Bearer {old_token}")
+        assert pending.status_code == 401
+        new_token = str(DeviceToken.for_device(after["pi-007"]))
+        assert (
+            client.get("/pool/pending?wait=0", HTTP_AUTHORIZATION=f"Bearer {new_token}").status_code
+            == 200
+        )
+    else:
+        assert {device.validated for device in after.values()} == {action != "invalidate"}
+        assert {device.user_session for device in after.values()} == {
+            device.user_session for device in before.values()
+        }
 
 
 def test_the_device_page_shows_its_recent_messages(boss, store, make_device):

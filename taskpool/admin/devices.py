@@ -16,9 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -32,7 +34,7 @@ from taskpool.admin.access import RoleOrModelPermissions, can_use_tasks, with_fo
 from taskpool.admin.rows import message_rows
 from taskpool.fleet import DeviceStatus, device_statuses, presence
 from taskpool.messages import is_device_id
-from taskpool.models import DeviceUser, UserRole
+from taskpool.models import DeviceUser, UserRole, revoke_tokens_of
 from taskpool.stores import get_store
 from taskpool.tokens import DeviceToken
 
@@ -195,9 +197,9 @@ class DeviceUserAdmin(RoleOrModelPermissions):
     def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
         selected = list(queryset)  # before approving: a filtered list may then hold none
         waiting = [device for device in selected if device.enrolled_at and not device.validated]
-        approve_devices(waiting)
-        for device in waiting:
-            self.log_change(request, device, _("Approved its enrollment request."))
+        with transaction.atomic():
+            approve_devices(waiting)
+            self.log_changes(request, waiting, _("Approved its enrollment request."))
         skipped = len(selected) - len(waiting)
         text = ngettext(
             "%(count)d enrollment request approved: the device collects its token at its next ask.",
@@ -223,12 +225,11 @@ class DeviceUserAdmin(RoleOrModelPermissions):
 
     def _set_validated(self, request: HttpRequest, queryset: QuerySet, validated: bool) -> None:
         devices = list(queryset.exclude(validated=validated))
-        DeviceUser.objects.filter(pk__in=[device.pk for device in devices]).update(
-            validated=validated, updated_at=timezone.now()
-        )
-        change = [{"changed": {"fields": ["validated"]}}]
-        for device in devices:
-            self.log_change(request, device, change)
+        with transaction.atomic():
+            DeviceUser.objects.filter(pk__in=[device.pk for device in devices]).update(
+                validated=validated, updated_at=timezone.now()
+            )
+            self.log_changes(request, devices, [{"changed": {"fields": ["validated"]}}])
         if validated:
             text = ngettext(
                 "%(count)d device validated.", "%(count)d devices validated.", len(devices)
@@ -244,15 +245,21 @@ class DeviceUserAdmin(RoleOrModelPermissions):
     )
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         devices = list(queryset)
-        for device in devices:
-            device.revoke_tokens()
-            self.log_change(request, device, _("Revoked every token."))
+        with transaction.atomic():
+            revoke_tokens_of(DeviceUser.objects.filter(pk__in=[device.pk for device in devices]))
+            self.log_changes(request, devices, _("Revoked every token."))
         text = ngettext(
             "Revoked the tokens of %(count)d device: their next request gets a 401.",
             "Revoked the tokens of %(count)d devices: their next request gets a 401.",
             len(devices),
         )
         self.message_user(request, text % {"count": len(devices)}, messages.SUCCESS)
+
+    def log_changes(self, request: HttpRequest, devices: list[DeviceUser], message: Any) -> None:
+        """``log_change`` for each device, in one insert (a few for thousands of devices)."""
+        LogEntry.objects.log_actions(
+            user_id=request.user.pk, queryset=devices, action_flag=CHANGE, change_message=message
+        )
 
     # The change page: recent messages, and a new token ---------------------------
 
