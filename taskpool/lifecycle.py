@@ -715,6 +715,55 @@ class TaskState:
             devices = list(self.audience.device_ids)
         return [self.execution(device_id, now) for device_id in devices]
 
+    def status_counts(
+        self, registered: dict[str, int], now: float, shown: int
+    ) -> list[StatusCount]:
+        """How many executions have each status, with the first ``shown`` devices of each in
+        the order of ``executions``; by status name.
+
+        ``registered``: ``registered_places(registered_devices)``, worked out once for
+        many tasks. As ``status_bits``, a ``device:*``
+        task costs its answers and runs, not the fleet: the devices it holds nothing of
+        share one status, and only the first few of them are named.
+        """
+        if not self.audience.everyone:
+            rows = [
+                (place, device_id, self._status(device_id, now))
+                for place, device_id in enumerate(self.audience.device_ids)
+            ]
+            counts: dict[str, int] = {}
+            for _, _, status in rows:
+                counts[status] = counts.get(status, 0) + 1
+            return _count_rows(rows, counts, shown)
+        rows = []
+        held = 0  # registered devices the task holds something of
+        # Devices that answered but are not registered come after the registered ones.
+        after = len(registered)
+        for device_id in dict.fromkeys([*self.answers, *self.runs]):
+            place = registered.get(device_id)
+            if place is not None:
+                held += 1
+            elif device_id in self.answers:
+                place, after = after, after + 1
+            else:
+                continue  # a run on a device no longer registered: no execution
+            rows.append((place, device_id, self._status(device_id, now)))
+        counts = {}
+        for _, _, status in rows:
+            counts[status] = counts.get(status, 0) + 1
+        untouched = len(registered) - held
+        if untouched:
+            status = self._status("", now)  # as any device the task holds nothing of
+            counts[status] = counts.get(status, 0) + untouched
+            first = []
+            for device_id, place in registered.items():
+                if len(first) == shown:
+                    break
+                if device_id not in self.answers and device_id not in self.runs:
+                    first.append((place, device_id, status))
+            rows.extend(first)
+        return _count_rows(rows, counts, shown)
+
     def statuses(self, registered_devices: list[str], now: float) -> frozenset[str]:
         """The distinct execution statuses of this task (for the task list's filter)."""
         return bits_to_statuses(self.status_bits(registered_devices, now))
@@ -742,6 +791,30 @@ class TaskState:
         for device_id in devices:
             bits |= _STATUS_BITS[self._status(device_id, now)]
         return bits
+
+
+def registered_places(registered_devices: list[str]) -> dict[str, int]:
+    """Each registered device's place in the list (its first), for ``status_counts``."""
+    return {device_id: place for place, device_id in enumerate(dict.fromkeys(registered_devices))}
+
+
+class StatusCount(NamedTuple):
+    """How many of a task's executions have one status, and the first devices that have it."""
+
+    status: str
+    count: int
+    devices: list[str]
+
+
+def _count_rows(
+    rows: list[tuple[int, str, str]], counts: dict[str, int], shown: int
+) -> list[StatusCount]:
+    """``StatusCount``s of (place, device, status) rows: the first ``shown`` by place."""
+    first: dict[str, list[str]] = {status: [] for status in counts}
+    for _, device_id, status in sorted(rows):
+        if len(first[status]) < shown:
+            first[status].append(device_id)
+    return [StatusCount(status, counts[status], first[status]) for status in sorted(counts)]
 
 
 def _moment(ts: str) -> float | None:

@@ -17,6 +17,7 @@ from taskpool.admin import day_files
 from taskpool.admin.downloads import download
 from taskpool.admin.roles import UserRoleInline
 from taskpool.days import day_of
+from taskpool.lifecycle import TaskState
 from taskpool.messages import encode_line, new_message_id
 from taskpool.models import DeviceUser, UserRole
 from taskpool.tokens import DeviceToken
@@ -713,6 +714,56 @@ def test_a_big_broadcast_lists_a_few_devices_per_status_and_counts_the_rest(
     done, pending = groups
     assert (done.status, [d.id for d in done.devices], done.more) == ("done", ["pi-03"], 0)
     assert (pending.status, len(pending.devices), pending.more) == ("pending", 5, 6)
+
+
+def test_the_task_list_costs_the_broadcasts_answers_not_the_fleet(master, store, monkeypatch):
+    """Thousands of registered devices: each broadcast's devices in a status are counted
+    from its answers, and only the first few are named, never a row per device."""
+    fleet = [f"pi-{number:04d}" for number in range(3000)]
+    DeviceUser.objects.bulk_create(DeviceUser(id=device_id, validated=True) for device_id in fleet)
+    for number in range(3):
+        task = store.post_task(sender="user:x", to="device:*", title=f"all {number}").message
+        for device_id in fleet[1 : 20 : number + 1]:
+            store.post_response(device_id=device_id, parent_id=task["id"], status="progress")
+        store.post_response(device_id=fleet[2999], parent_id=task["id"], status="failed")
+    looked_at = []
+    original = TaskState._status
+
+    def counted(self, device_id, now):
+        looked_at.append(device_id)
+        return original(self, device_id, now)
+
+    monkeypatch.setattr(TaskState, "_status", counted)
+    rows = []
+    row = TaskState.execution
+    monkeypatch.setattr(
+        TaskState,
+        "execution",
+        lambda self, device_id, now: rows.append(device_id) or row(self, device_id, now),
+    )
+    response = master.get("/admin/taskpool/task/?to=device:pi-0042")
+    assert response.status_code == 200
+    groups = {row.message["title"]: groups for row, groups in response.context["rows"]}
+    shown = {
+        title: [
+            (group.status, [device.id for device in group.devices], group.more) for group in row
+        ]
+        for title, row in groups.items()
+    }
+    assert shown["all 0"] == [
+        ("failed", ["pi-2999"], 0),
+        ("pending", ["pi-0000", "pi-0020", "pi-0021", "pi-0022", "pi-0023"], 2975),
+        ("progress", ["pi-0001", "pi-0002", "pi-0003", "pi-0004", "pi-0005"], 14),
+    ]
+    assert shown["all 2"] == [
+        ("failed", ["pi-2999"], 0),
+        ("pending", ["pi-0000", "pi-0002", "pi-0003", "pi-0005", "pi-0006"], 2987),
+        ("progress", ["pi-0001", "pi-0004", "pi-0007", "pi-0010", "pi-0013"], 2),
+    ]
+    assert 'href="/admin/taskpool/deviceuser/pi-0021/change/"' in response.content.decode()
+    answers = 20 + 11 + 8
+    assert len(looked_at) <= 3 * answers  # the task list's statuses, and the counts
+    assert rows == []
 
 
 def test_the_threads_devices_link_to_their_pages(master, store, make_device):

@@ -2,7 +2,8 @@
 
 A row groups a task's executions by status. Where a task has one status,
 every device it addresses has it, and the list says so without asking the
-store; otherwise the store gives the executions (``task_executions``).
+store; otherwise the store counts the executions in each status and names the
+first few devices of each (``task_status_counts``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from taskpool.exceptions import InvalidMessage
+from taskpool.lifecycle import StatusCount
 from taskpool.messages import Message, parse_address
 from taskpool.models import DeviceUser
 from taskpool.stores.base import TaskSummary
@@ -80,30 +82,22 @@ def addressed_ids(task: Message) -> list[str]:
         return []
 
 
-def status_groups(
-    summary: TaskSummary, executions: list[dict[str, str]] | None
-) -> list[StatusGroup]:
+def status_groups(summary: TaskSummary, counts: list[StatusCount] | None) -> list[StatusGroup]:
     """A task's statuses, each with its first devices (not linked yet), by status name.
 
-    ``executions`` may be ``None`` where the task has one status (or none).
+    ``counts`` (``BaseStore.task_status_counts``) may be ``None`` where the task has one
+    status (or none).
     """
-    if executions is None:  # one status: every addressed device has it
+    if counts is None:  # one status: every addressed device has it
         if not summary.statuses:
             return []
         (status,) = summary.statuses
         ids = addressed_ids(summary.task)
         if not ids:
             return [StatusGroup(status, [], everyone=True)]
-        by_status = {status: ids}
-    else:
-        by_status = {}
-        for execution in executions:
-            by_status.setdefault(execution["status"], []).append(execution["device"])
-    return [
-        StatusGroup(
-            status,
-            [DeviceLink(device_id, None) for device_id in ids[:SHOWN_PER_STATUS]],
-            more=max(0, len(ids) - SHOWN_PER_STATUS),
-        )
-        for status, ids in sorted(by_status.items())
-    ]
+        counts = [StatusCount(status, len(ids), ids)]
+    groups = []
+    for status, count, devices in counts:
+        shown = [DeviceLink(device_id, None) for device_id in devices[:SHOWN_PER_STATUS]]
+        groups.append(StatusGroup(status, shown, more=count - len(shown)))
+    return groups

@@ -24,7 +24,7 @@ from django.urls import URLPattern, reverse
 from django.utils.translation import gettext as _
 
 from taskpool.admin.access import TASKS_ROLE, PoolPagesAdmin, can_read_day_files
-from taskpool.admin.executions import DeviceLinks, status_groups
+from taskpool.admin.executions import SHOWN_PER_STATUS, DeviceLinks, status_groups
 from taskpool.admin.forms import JOB_FIELDS, CancelTaskForm, SendTaskForm
 from taskpool.admin.rows import message_rows, pretty_json
 from taskpool.api.errors import field_errors
@@ -92,9 +92,11 @@ class TaskAdmin(PoolPagesAdmin):
             page = store.recent_tasks(query, limit=limit, registered_devices=registered)
         # Which device has which status: asked of the store only where a task has several.
         mixed = [summary.task["id"] for summary in page.results if len(summary.statuses) > 1]
-        executions = store.task_executions(mixed, registered) if mixed else {}
+        counts = (
+            store.task_status_counts(mixed, registered, shown=SHOWN_PER_STATUS) if mixed else {}
+        )
         groups = [
-            status_groups(summary, executions.get(summary.task["id"])) for summary in page.results
+            status_groups(summary, counts.get(summary.task["id"])) for summary in page.results
         ]
         links = DeviceLinks(
             self.admin_site,

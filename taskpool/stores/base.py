@@ -28,6 +28,7 @@ from taskpool import metrics
 from taskpool.days import day_of
 from taskpool.exceptions import DayInHorizon, InvalidMessage, UnknownTask
 from taskpool.jobs import job_meta
+from taskpool.lifecycle import StatusCount, registered_places
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import (
     DEVICE_STATUSES,
@@ -440,24 +441,28 @@ class BaseStore(abc.ABC):
         addressed to when its statuses are computed.
         """
 
-    def task_executions(
-        self, task_ids: list[str], registered_devices: list[str]
-    ) -> dict[str, list[dict[str, str]]]:
-        """Each task's executions (``TaskDetail.executions``), for a page of the task list.
+    def task_status_counts(
+        self, task_ids: list[str], registered_devices: list[str], *, shown: int = 5
+    ) -> dict[str, list[StatusCount]]:
+        """Each task's execution statuses, for a page of the task list: how many of the
+        executions of ``TaskDetail.executions`` have each status, and the first ``shown``
+        devices of each, in that order (``TaskState.status_counts``).
 
-        Tasks the pool does not have are left out. This asks ``task_detail``
-        for each: the admin asks only for the tasks whose devices are in more
-        than one state (where one state, every addressed device is in it).
+        Tasks the pool does not have are left out. This asks ``task_detail`` for
+        each: the admin asks only for the tasks whose devices are in more than
+        one state (where one state, every addressed device is in it). A
+        ``device:*`` task costs its answers, not the fleet.
         """
         now = self.now()
-        executions = {}
+        registered = registered_places(registered_devices)
+        counts = {}
         for task_id in task_ids:
             try:
                 detail = self.task_detail(task_id)
             except UnknownTask:
                 continue
-            executions[task_id] = detail.executions(registered_devices, now)
-        return executions
+            counts[task_id] = detail.state.status_counts(registered, now, shown)
+        return counts
 
     @abc.abstractmethod
     def device_messages(self, device_id: str, *, limit: int = 20) -> list[PageEntry]:

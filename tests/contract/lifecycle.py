@@ -92,7 +92,7 @@ class LifecycleContract:
         ]
         assert detail.task == t
 
-    def test_task_executions_are_each_tasks_executions(self, pool, clock):
+    def test_task_status_counts_count_each_tasks_executions(self, pool, clock):
         registered = ["a", "b", "c"]
         open_task = task(pool, "device:*")
         pool.post_response(device_id="a", parent_id=open_task["id"], status="failed")
@@ -104,12 +104,12 @@ class LifecycleContract:
         pool.cancel(sender="user:ops@example.com", task_id=cancelled["id"])
         clock.advance(60)
         ids = [open_task["id"], finished["id"], cancelled["id"], "msg_" + "0" * 32]
-        executions = pool.task_executions(ids, registered)
-        assert set(executions) == set(ids[:3])  # an unknown task is left out
-        for task_id in ids[:3]:
-            assert executions[task_id] == pool.task_detail(task_id).executions(
-                registered, pool.now()
-            )
+        counts = pool.task_status_counts(ids, registered, shown=1)
+        assert counts == {  # an unknown task is left out
+            open_task["id"]: [("failed", 1, ["a"]), ("pending", 2, ["b"]), ("progress", 1, ["d"])],
+            finished["id"]: [("done", 1, ["a"]), ("rejected", 1, ["b"])],
+            cancelled["id"]: [("cancelled", 1, ["c"])],
+        }
 
     def test_task_detail_of_unknown_task(self, pool):
         with pytest.raises(UnknownTask):

@@ -40,7 +40,7 @@ from taskpool.exceptions import (
     StoreUnavailable,
     UnknownTask,
 )
-from taskpool.lifecycle import bits_to_statuses, replay
+from taskpool.lifecycle import StatusCount, bits_to_statuses, registered_places, replay
 from taskpool.management.progress import replay_bar
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import Message, decode_line, encode_line
@@ -412,6 +412,27 @@ class JsonlStore(BaseStore):
             if message["type"] == "response" and message["parent_id"] == task_id
         ]
         return TaskDetail(task, responses, replay(task, responses, self.task_ttl))
+
+    def task_status_counts(
+        self, task_ids: list[str], registered_devices: list[str], *, shown: int = 5
+    ) -> dict[str, list[StatusCount]]:
+        """As ``BaseStore``'s, from the index's state of each open task: the day files are
+        read only for closed tasks."""
+        registered = registered_places(registered_devices)
+        counts = {}
+        closed = []
+        with self._mutex:
+            self._advance()
+            now = self._clock()
+            for task_id in task_ids:
+                state = self._index.open.get(task_id)
+                if state is None:
+                    closed.append(task_id)
+                else:
+                    counts[task_id] = state.status_counts(registered, now, shown)
+        if closed:
+            counts.update(super().task_status_counts(closed, registered_devices, shown=shown))
+        return counts
 
     def recent_tasks(
         self,
