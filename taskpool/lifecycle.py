@@ -709,11 +709,13 @@ class TaskState:
         For ``device:*`` that is every registered device and every device that
         answered, in that order.
         """
+        return [self.execution(device_id, now) for device_id in self.addressed(registered_devices)]
+
+    def addressed(self, registered_devices: list[str]) -> list[str]:
+        """The devices of ``executions``, in that order, without working out their statuses."""
         if self.audience.everyone:
-            devices = list(dict.fromkeys([*registered_devices, *self.answers]))
-        else:
-            devices = list(self.audience.device_ids)
-        return [self.execution(device_id, now) for device_id in devices]
+            return list(dict.fromkeys([*registered_devices, *self.answers]))
+        return list(self.audience.device_ids)
 
     def status_counts(
         self, registered: dict[str, int], now: float, shown: int

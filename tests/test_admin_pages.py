@@ -405,6 +405,40 @@ def test_the_thread_shows_responses_in_order_and_one_execution_per_device(
     assert master.get("/admin/taskpool/task/msg_nothing/").status_code == 404
 
 
+def test_a_broadcasts_thread_pages_its_executions_and_counts_each_status(
+    master, store, monkeypatch
+):
+    """A row per device of the fleet would be megabytes, fetched again at each answer."""
+    fleet = [f"pi-{number:03d}" for number in range(250)]
+    DeviceUser.objects.bulk_create(DeviceUser(id=device_id, validated=True) for device_id in fleet)
+    task = store.post_task(sender="user:x", to="device:*", title="All").message
+    for device_id in ("pi-001", "pi-120", "pi-249"):
+        store.post_response(device_id=device_id, parent_id=task["id"], status="done")
+    store.post_response(device_id="stranger", parent_id=task["id"], status="failed")
+    rows = []
+    row = TaskState.execution
+    monkeypatch.setattr(
+        TaskState,
+        "execution",
+        lambda self, device_id, now: rows.append(device_id) or row(self, device_id, now),
+    )
+    first = master.get(f"/admin/taskpool/task/{task['id']}/")
+    executions = [(e["device"], e["status"]) for e, _ in first.context["executions"]]
+    assert executions[:3] == [("pi-000", "pending"), ("pi-001", "done"), ("pi-002", "pending")]
+    assert len(executions) == len(rows) == 100
+    assert first.context["status_counts"] == [("done", 3), ("failed", 1), ("pending", 247)]
+    html = first.content.decode()
+    assert '<a href="?p=3#executions">3</a>' in html and "251 devices" in html
+    last = master.get(f"/admin/taskpool/task/{task['id']}/?p=3").context["executions"]
+    assert [(e["device"], e["status"]) for e, _ in last][-3:] == [
+        ("pi-248", "pending"),
+        ("pi-249", "done"),
+        ("stranger", "failed"),
+    ]
+    beyond = master.get(f"/admin/taskpool/task/{task['id']}/?p=99").context
+    assert beyond["executions_page"].number == 3
+
+
 def test_a_cancel_reason_over_its_limit_cancels_nothing_and_says_why(master, store, snapshot):
     task = store.post_task(sender="user:x", to="device:pi-1", title="t").message
     before = snapshot()

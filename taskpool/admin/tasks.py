@@ -13,6 +13,7 @@ import math
 from datetime import date, timedelta
 
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
 from django.http import (
     Http404,
     HttpRequest,
@@ -40,7 +41,7 @@ from taskpool.exceptions import (
 )
 from taskpool.fleet import validated_device_ids
 from taskpool.jobs import JOB_KEYS
-from taskpool.lifecycle import EXECUTION_STATUSES
+from taskpool.lifecycle import EXECUTION_STATUSES, registered_places
 from taskpool.models import Task
 from taskpool.principals import address_of
 from taskpool.stores import get_store
@@ -53,6 +54,8 @@ class TaskAdmin(PoolPagesAdmin):
     role = TASKS_ROLE
     #: Tasks per page of the list (``?limit=`` overrides it, as in the API).
     tasks_per_page = 50
+    #: Executions per page of a task's thread (``?p=`` pages), as the admin's changelists.
+    executions_per_page = 100
 
     def pages(self) -> list[URLPattern]:
         return [
@@ -138,7 +141,10 @@ class TaskAdmin(PoolPagesAdmin):
         closed = detail.state.closed_reason(now)
         task_day = _day_of_ts(task["ts"])
         job = [(key, task["meta"][key]) for key in JOB_KEYS if key in task["meta"]]
-        executions = detail.executions(registered, now)
+        # A page of executions: a broadcast has a row per device of the fleet.
+        paginator = Paginator(detail.state.addressed(registered), self.executions_per_page)
+        page = paginator.get_page(request.GET.get("p"))
+        executions = [detail.state.execution(device_id, now) for device_id in page]
         responses = message_rows(detail.responses, request.user)
         links = DeviceLinks(
             self.admin_site,
@@ -161,6 +167,18 @@ class TaskAdmin(PoolPagesAdmin):
                 for row in responses
             ],
             executions=[(execution, links(execution["device"])) for execution in executions],
+            executions_page=page,
+            executions_page_range=paginator.get_elided_page_range(
+                page.number, on_each_side=2, on_ends=1
+            ),
+            status_counts=[
+                (counted.status, counted.count)
+                for counted in detail.state.status_counts(
+                    registered_places(registered), now, shown=0
+                )
+            ]
+            if paginator.num_pages > 1
+            else [],
             job=[
                 (key, value if isinstance(value, str) else pretty_json(value)) for key, value in job
             ],
