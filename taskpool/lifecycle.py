@@ -757,7 +757,7 @@ class TaskState:
         if untouched:
             status = self._status("", now)  # as any device the task holds nothing of
             counts[status] = counts.get(status, 0) + untouched
-            first = []
+            first: list[tuple[int, str, str]] = []
             for device_id, place in registered.items():
                 if len(first) == shown:
                     break
@@ -804,7 +804,7 @@ class StatusCount(NamedTuple):
     """How many of a task's executions have one status, and the first devices that have it."""
 
     status: str
-    count: int
+    total: int
     devices: list[str]
 
 

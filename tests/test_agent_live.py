@@ -499,7 +499,9 @@ def test_an_agent_killed_mid_task_answers_once_after_restart(pool, agent, tmp_pa
     answer = final_answer(pool, task)
     assert answer["meta"]["status"] == "done"
     assert answer["body"] == "slept\n"
-    assert 2 <= answer["meta"]["duration"] < 3.5  # to its end, not to the agent's return
+    # To its end, not to the agent's return. The end is the status file's mtime, which the
+    # kernel stamps from its coarse clock (a tick, up to 10 ms, behind time.time()).
+    assert 1.99 <= answer["meta"]["duration"] < 3.5
     time.sleep(1.5)
     assert runs.read_text() == "run\n"  # it ran once
     answers = [r for r in responses(pool, task) if r["from"] == "device:pi-5"]

@@ -258,7 +258,10 @@ class DeviceUserAdmin(RoleOrModelPermissions):
     def log_changes(self, request: HttpRequest, devices: list[DeviceUser], message: Any) -> None:
         """``log_change`` for each device, in one insert (a few for thousands of devices)."""
         LogEntry.objects.log_actions(
-            user_id=request.user.pk, queryset=devices, action_flag=CHANGE, change_message=message
+            user_id=request.user.pk,  # type: ignore[arg-type]  # staff: logged in
+            queryset=devices,
+            action_flag=CHANGE,
+            change_message=message,
         )
 
     # The change page: recent messages, and a new token ---------------------------

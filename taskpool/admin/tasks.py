@@ -172,7 +172,7 @@ class TaskAdmin(PoolPagesAdmin):
                 page.number, on_each_side=2, on_ends=1
             ),
             status_counts=[
-                (counted.status, counted.count)
+                (counted.status, counted.total)
                 for counted in detail.state.status_counts(
                     registered_places(registered), now, shown=0
                 )
