@@ -21,7 +21,8 @@ from taskpool.exceptions import StoreUnavailable
 from taskpool.messages import encode_line, new_message
 from taskpool.realtime.scope import ADMIN, Scope
 from taskpool.realtime.stream import events
-from taskpool.stores.database.horizon import register_writer
+from taskpool.stores.database.horizon import horizon, register_writer
+from taskpool.stores.database.log import parse_position
 from taskpool.stores.database.store import DatabaseStore
 from tests.contract.support import Clock, stored
 
@@ -97,6 +98,65 @@ def test_a_tailing_reader_gets_a_row_that_commits_after_a_later_one(store):
     assert [m["from"] for m in page.results] == ["device:slow", "device:fast"]
     assert page.results[1] == fast
     assert store.messages_after(page.next_cursor, limit=10).results == []
+
+
+def test_a_reader_waits_for_a_writer_whose_id_pg_locks_does_not_show_yet(store):
+    # A transaction takes the lock on its own id a moment after it gets the id, and a
+    # reader may look at pg_locks in between (a writer held up there by a busy machine
+    # or by other sessions reading pg_locks). The moment is made to last: this session's
+    # pg_locks leaves the slow writer's id out.
+    start = store.end_cursor()
+    slow = a_slow_writer(heartbeat(store, "slow"))
+    try:
+        with connections["pool"].cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMPORARY VIEW pg_locks AS SELECT * FROM pg_catalog.pg_locks "
+                f"WHERE NOT (locktype = 'transactionid' AND pid = {int(slow.info.backend_pid)})"
+            )
+        try:
+            fast = store.post_heartbeat(device_id="fast")
+            page = store.messages_after(start, limit=10)
+            # Not past the slow writer's row, which commits next.
+            assert page.results == [] and page.next_cursor == start
+            assert store.end_cursor() == start
+        finally:
+            with connections["pool"].cursor() as cursor:
+                cursor.execute("DROP VIEW pg_temp.pg_locks")
+        slow.commit()
+    finally:
+        slow.close()
+    page = store.messages_after(start, limit=10)
+    assert [m["from"] for m in page.results] == ["device:slow", "device:fast"]
+    assert page.results[1] == fast
+
+
+def test_writers_that_got_their_ids_after_a_readers_snapshot_do_not_hide_the_log(store):
+    # Ids handed out after the last transaction that ended are past a snapshot's end
+    # (under load, two writers in flight are enough). Made lasting here: the reader's
+    # snapshot is taken before the writers get theirs.
+    beat = store.post_heartbeat(device_id="before")
+    start = store.end_cursor()
+    reader = connect()
+    writers = []
+    try:
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.execute("SELECT 1")  # the snapshot
+        writers = [a_slow_writer(heartbeat(store, name)) for name in ("one", "two")]
+        with reader.cursor() as cursor:
+            seen = horizon(cursor)
+        # Below every row stored before: a reader saw an empty log, and paged to its end.
+        assert seen > parse_position(start)[0]
+        with reader.cursor() as cursor:
+            cursor.execute(
+                "SELECT line FROM taskpool_db_message WHERE xid < %s ORDER BY xid DESC, seq DESC",
+                [seen],
+            )
+            assert orjson.loads(cursor.fetchone()[0]) == beat
+    finally:
+        reader.close()
+        for writer in writers:
+            writer.rollback()
+            writer.close()
 
 
 def test_a_long_transaction_that_does_not_write_the_log_holds_no_reader_back(store):

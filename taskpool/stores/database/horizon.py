@@ -11,12 +11,16 @@ never passes a row that could still appear behind it.
 Writers say they write: the first thing every transaction that appends to
 the log does, before it has an id, is to take the advisory lock
 ``LOG_WRITERS`` shared (``register_writer``). The horizon is then the
-smallest id among the transactions holding that lock, read from
-``pg_locks`` (visible to every role), and at most the next id to be handed
-out when it was read (a writer that registers later gets a later id). So
-only the pool's own writers, each for a few milliseconds, ever hold readers
-back: not a long transaction of another application or database on the
-same server.
+smallest id still running in the reader's snapshot, leaving out the ids
+that ``pg_locks`` (visible to every role) shows held by a transaction that
+does not hold that lock; and at most the snapshot's end (a writer that
+registers later gets a later id). An id is left out only when it is seen to
+be another's: a transaction takes the lock on its own id a moment after it
+gets the id, and a writer caught in that moment, its id not yet in
+``pg_locks``, must still hold readers back (else a reader passes its row
+before it commits, and never reads it). So only the pool's own writers, each
+for a few milliseconds, ever hold readers back: not a long transaction of
+another application or database on the same server.
 
 A writer whose host stops in the middle of its transaction (frozen, cut off
 by the network) would hold every reader back, on every host, until its
@@ -39,28 +43,42 @@ LOG_WRITERS = 0x7461736B6C6F6721  # "tasklog!"
 WRITER_IDLE_SECONDS = 5.0
 _HIGH, _LOW = LOG_WRITERS >> 32, LOG_WRITERS & 0xFFFFFFFF
 
-#: The horizon as a 64-bit transaction id. ``pg_locks`` gives 32-bit ids: each is put
-#: back in the epoch of the next id to be handed out (or the one before, once it wrapped).
+#: The horizon as a 64-bit transaction id: the smallest id still running in this
+#: statement's snapshot, less the ids ``pg_locks`` shows held by a session that is not
+#: one of the pool's writers (another application's transaction, a sweep); at most the
+#: snapshot's ``xmax``. Beyond ``xmax`` are the ids handed out since the last
+#: transaction ended (two writers in flight under load): not in the snapshot, they
+#: count as later ones. A transaction takes the lock on its own id a moment after it
+#: gets it, so a writer can be running with an id ``pg_locks`` does not show yet: it
+#: counts as long as no session is seen holding that id without being a writer. The
+#: locks are read once (``MATERIALIZED``), so the writers and the ids come from one look.
+#: ``pg_locks`` gives 32-bit ids: they are compared with the snapshot's by their low 32
+#: bits (ids running at once are less than 2**31 apart).
 HORIZON_QUERY = f"""
-WITH next AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS id),
-writing AS (
-    SELECT min(t.transactionid::text::bigint) AS low32
-    FROM pg_locks w
-    JOIN pg_locks t ON t.pid = w.pid AND t.locktype = 'transactionid'
-        AND t.mode = 'ExclusiveLock' AND t.granted
-    WHERE w.locktype = 'advisory' AND w.granted AND w.classid = {_HIGH}
-      AND w.objid = {_LOW} AND w.objsubid = 1
-      AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    GROUP BY w.pid
+WITH snapshot AS (SELECT pg_current_snapshot() AS s),
+locks AS MATERIALIZED (
+    SELECT pid, locktype, database, classid, objid, objsubid, transactionid, mode, granted
+    FROM pg_locks
+),
+writers AS (
+    SELECT pid FROM locks
+    WHERE locktype = 'advisory' AND granted AND classid = {_HIGH} AND objid = {_LOW}
+      AND objsubid = 1
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+),
+others AS (
+    SELECT t.transactionid::text::bigint AS low32 FROM locks t
+    WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
+      AND NOT EXISTS (SELECT 1 FROM writers w WHERE w.pid = t.pid)
 )
 SELECT least(
-    next.id,
-    min(CASE WHEN (next.id >> 32 << 32) + writing.low32 <= next.id
-             THEN (next.id >> 32 << 32) + writing.low32
-             ELSE ((next.id >> 32) - 1 << 32) + writing.low32 END)
+    pg_snapshot_xmax(snapshot.s)::text::bigint,
+    (SELECT min(x::text::bigint) FROM pg_snapshot_xip(snapshot.s) AS x
+     WHERE (x::text::bigint & 4294967295) NOT IN (SELECT low32 FROM others)),
+    CASE WHEN pg_backend_pid() IN (SELECT pid FROM writers)
+         THEN pg_current_xact_id_if_assigned()::text::bigint END
 )
-FROM next LEFT JOIN writing ON TRUE
-GROUP BY next.id
+FROM snapshot
 """
 
 
