@@ -425,6 +425,21 @@ def test_the_overview_inside_a_callers_transaction_keeps_nothing(store):
     assert store._kept_counts._task_days == {}
 
 
+def test_a_write_inside_a_transaction_that_wrote_before_is_said_in_the_log(store, caplog):
+    """Readers count on every writer registering before its transaction has an id: one that
+    had an id already may have been passed. The store cannot undo that; it says so."""
+    from django.db import transaction
+
+    store.post_task(sender="user:ops", to="device:a", title="alone")
+    assert not [r for r in caplog.records if "inside a transaction" in r.getMessage()]
+    with transaction.atomic(using="pool"):
+        connections["pool"].cursor().execute("SELECT pg_current_xact_id()")  # an id, as a write
+        store.post_task(sender="user:ops", to="device:a", title="inside the site's")
+    said = [r for r in caplog.records if "inside a transaction" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    assert [m["title"] for m in store.pending_for("a")] == ["alone", "inside the site's"]
+
+
 def test_a_status_column_is_written_for_responses_and_filled_in_for_older_rows(store):
     import importlib
 

@@ -33,7 +33,10 @@ moves on.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+logger = logging.getLogger("taskpool")
 
 #: The advisory lock every transaction appending to the log holds, shared.
 LOG_WRITERS = 0x7461736B6C6F6721  # "tasklog!"
@@ -104,8 +107,20 @@ def register_writer(cursor: Any, idle_seconds: float = WRITER_IDLE_SECONDS) -> N
     """Say this transaction appends to the log: call first, before anything gives it an id.
 
     The transaction is ended by PostgreSQL if it then waits on its client for
-    more than ``idle_seconds`` between two statements.
+    more than ``idle_seconds`` between two statements. A transaction that had
+    an id already (the store called inside the site's own transaction, after
+    a write on the pool's database) is said in the log: until now a reader
+    could have passed its place, and may never send what it writes.
     """
     cursor.execute(
-        f"SELECT pg_advisory_xact_lock_shared(%s), {BOUND_IDLE}", [LOG_WRITERS, idle(idle_seconds)]
+        f"SELECT pg_advisory_xact_lock_shared(%s), {BOUND_IDLE}, "
+        "pg_current_xact_id_if_assigned() IS NOT NULL",
+        [LOG_WRITERS, idle(idle_seconds)],
     )
+    if cursor.fetchone()[2]:
+        logger.warning(
+            "The pool was written to inside a transaction that had written to its database "
+            "before: a stream or a log reader may miss this message. Write to the pool "
+            "outside such a transaction (with transaction.on_commit, say), or give the pool "
+            "a database alias of its own."
+        )
