@@ -145,3 +145,26 @@ def manage_py(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
+
+
+class TaskStateCalls:
+    """The devices ``TaskState`` works a status out for (``statuses``) and builds an execution
+    row for (``rows``), while installed with ``monkeypatch``: to catch per-device work."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        from taskpool.lifecycle import TaskState
+
+        self.statuses: list[str] = []
+        self.rows: list[str] = []
+        status, execution = TaskState._status, TaskState.execution
+
+        def counted_status(state: Any, device_id: str, now: float) -> str:
+            self.statuses.append(device_id)
+            return status(state, device_id, now)
+
+        def counted_execution(state: Any, device_id: str, now: float) -> dict[str, Any]:
+            self.rows.append(device_id)
+            return execution(state, device_id, now)
+
+        monkeypatch.setattr(TaskState, "_status", counted_status)
+        monkeypatch.setattr(TaskState, "execution", counted_execution)

@@ -17,11 +17,11 @@ from taskpool.admin import day_files
 from taskpool.admin.downloads import download
 from taskpool.admin.roles import UserRoleInline
 from taskpool.days import day_of
-from taskpool.lifecycle import TaskState
 from taskpool.messages import encode_line, new_message_id
 from taskpool.models import DeviceUser, UserRole
 from taskpool.tokens import DeviceToken
 from tests.conftest import post_json
+from tests.support import TaskStateCalls
 
 pytestmark = pytest.mark.every_store
 
@@ -415,17 +415,11 @@ def test_a_broadcasts_thread_pages_its_executions_and_counts_each_status(
     for device_id in ("pi-001", "pi-120", "pi-249"):
         store.post_response(device_id=device_id, parent_id=task["id"], status="done")
     store.post_response(device_id="stranger", parent_id=task["id"], status="failed")
-    rows = []
-    row = TaskState.execution
-    monkeypatch.setattr(
-        TaskState,
-        "execution",
-        lambda self, device_id, now: rows.append(device_id) or row(self, device_id, now),
-    )
+    calls = TaskStateCalls(monkeypatch)
     first = master.get(f"/admin/taskpool/task/{task['id']}/")
     executions = [(e["device"], e["status"]) for e, _ in first.context["executions"]]
     assert executions[:3] == [("pi-000", "pending"), ("pi-001", "done"), ("pi-002", "pending")]
-    assert len(executions) == len(rows) == 100
+    assert len(executions) == len(calls.rows) == 100
     assert first.context["status_counts"] == [("done", 3), ("failed", 1), ("pending", 247)]
     html = first.content.decode()
     assert '<a href="?p=3#executions">3</a>' in html and "251 devices" in html
@@ -760,21 +754,7 @@ def test_the_task_list_costs_the_broadcasts_answers_not_the_fleet(master, store,
         for device_id in fleet[1 : 20 : number + 1]:
             store.post_response(device_id=device_id, parent_id=task["id"], status="progress")
         store.post_response(device_id=fleet[2999], parent_id=task["id"], status="failed")
-    looked_at = []
-    original = TaskState._status
-
-    def counted(self, device_id, now):
-        looked_at.append(device_id)
-        return original(self, device_id, now)
-
-    monkeypatch.setattr(TaskState, "_status", counted)
-    rows = []
-    row = TaskState.execution
-    monkeypatch.setattr(
-        TaskState,
-        "execution",
-        lambda self, device_id, now: rows.append(device_id) or row(self, device_id, now),
-    )
+    calls = TaskStateCalls(monkeypatch)
     response = master.get("/admin/taskpool/task/?to=device:pi-0042")
     assert response.status_code == 200
     groups = {row.message["title"]: groups for row, groups in response.context["rows"]}
@@ -796,8 +776,8 @@ def test_the_task_list_costs_the_broadcasts_answers_not_the_fleet(master, store,
     ]
     assert 'href="/admin/taskpool/deviceuser/pi-0021/change/"' in response.content.decode()
     answers = 20 + 11 + 8
-    assert len(looked_at) <= 3 * answers  # the task list's statuses, and the counts
-    assert rows == []
+    assert len(calls.statuses) <= 3 * answers  # the task list's statuses, and the counts
+    assert calls.rows == []
 
 
 def test_the_threads_devices_link_to_their_pages(master, store, make_device):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from taskpool.lifecycle import StatusCount, TaskState, registered_places, replay
-from tests.support import message
+from tests.support import TaskStateCalls, message
 
 START = 1_780_000_000.0
 FLEET = [f"pi-{number}" for number in range(2000)]
@@ -68,16 +68,9 @@ def test_a_broadcast_looks_at_its_answers_not_at_every_device(monkeypatch):
     state = replay(
         task, [answer(task, "pi-1", "done", 1), answer(task, "pi-2", "failed", 2)], 7 * 86400
     )
-    looked_at = []
-    original = TaskState._status
-
-    def counted(self, device_id, now):
-        looked_at.append(device_id)
-        return original(self, device_id, now)
-
-    monkeypatch.setattr(TaskState, "_status", counted)
+    calls = TaskStateCalls(monkeypatch)
     assert state.statuses(FLEET, START + 60) == {"done", "failed", "pending"}
-    assert len(looked_at) <= 3
+    assert len(calls.statuses) <= 3
 
 
 def counts_row_by_row(
@@ -150,26 +143,12 @@ def test_counting_a_broadcasts_statuses_looks_at_its_answers_not_at_every_device
     task = broadcast()
     answers = [answer(task, f"pi-{n}", "done" if n % 2 else "failed", n) for n in range(10)]
     state = replay(task, answers, 7 * 86400)
-    looked_at = []
-    original = TaskState._status
-
-    def counted(self, device_id, now):
-        looked_at.append(device_id)
-        return original(self, device_id, now)
-
-    monkeypatch.setattr(TaskState, "_status", counted)
-    rows = []
-    row = TaskState.execution
-    monkeypatch.setattr(
-        TaskState,
-        "execution",
-        lambda self, device_id, now: rows.append(device_id) or row(self, device_id, now),
-    )
+    calls = TaskStateCalls(monkeypatch)
     counts = state.status_counts(registered_places(FLEET), START + 60, 5)
     assert counts == [
         StatusCount("done", 5, ["pi-1", "pi-3", "pi-5", "pi-7", "pi-9"]),
         StatusCount("failed", 5, ["pi-0", "pi-2", "pi-4", "pi-6", "pi-8"]),
         StatusCount("pending", len(FLEET) - 10, ["pi-10", "pi-11", "pi-12", "pi-13", "pi-14"]),
     ]
-    assert len(looked_at) <= 11
-    assert rows == []
+    assert len(calls.statuses) <= 11
+    assert calls.rows == []
