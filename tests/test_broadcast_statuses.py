@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from taskpool.lifecycle import StatusCount, TaskState, registered_places, replay
+from taskpool.executions import StatusCount, registered_places
+from taskpool.lifecycle import TaskState, replay
 from tests.support import TaskStateCalls, message
 
 START = 1_780_000_000.0

@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from taskpool.exceptions import InvalidMessage
-from taskpool.lifecycle import StatusCount
+from taskpool.executions import StatusCount
 from taskpool.messages import Message, parse_address
 from taskpool.models import DeviceUser
 from taskpool.stores.base import TaskSummary

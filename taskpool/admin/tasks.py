@@ -39,9 +39,9 @@ from taskpool.exceptions import (
     TaskClosed,
     UnknownTask,
 )
+from taskpool.executions import EXECUTION_STATUSES, registered_places
 from taskpool.fleet import validated_device_ids
 from taskpool.jobs import JOB_KEYS
-from taskpool.lifecycle import EXECUTION_STATUSES, registered_places
 from taskpool.models import Task
 from taskpool.principals import address_of
 from taskpool.stores import get_store

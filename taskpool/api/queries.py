@@ -22,8 +22,8 @@ from taskpool.api.serializers import in_utc
 from taskpool.conf import pool_settings
 from taskpool.days import parse_day
 from taskpool.exceptions import InvalidCursor, InvalidMessage
+from taskpool.executions import EXECUTION_STATUSES
 from taskpool.jobs import JOB_KEYS
-from taskpool.lifecycle import EXECUTION_STATUSES
 from taskpool.messages import Address, parse_address
 from taskpool.stores.base import TaskQuery
 

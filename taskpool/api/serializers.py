@@ -18,9 +18,9 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from taskpool.conf import pool_settings
 from taskpool.exceptions import InvalidMessage
+from taskpool.executions import EXECUTION_STATUSES
 from taskpool.fleet import check_registered
 from taskpool.jobs import check_option
-from taskpool.lifecycle import EXECUTION_STATUSES
 from taskpool.messages import DEVICE_STATUSES, is_device_id
 from taskpool.stores.validation import (
     TASK_ADDRESSES,

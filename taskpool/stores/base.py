@@ -27,8 +27,8 @@ from django.core.checks import CheckMessage
 from taskpool import metrics
 from taskpool.days import day_of
 from taskpool.exceptions import DayInHorizon, InvalidMessage, UnknownTask
+from taskpool.executions import StatusCount, registered_places
 from taskpool.jobs import job_meta
-from taskpool.lifecycle import StatusCount, registered_places
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import (
     DEVICE_STATUSES,

@@ -19,7 +19,7 @@ from taskpool.exceptions import (
     TaskClosed,
     UnknownTask,
 )
-from taskpool.lifecycle import EXECUTION_STATUSES
+from taskpool.executions import EXECUTION_STATUSES
 from taskpool.messages import parse_address, parse_timestamp
 from taskpool.stores.base import BaseStore, TaskQuery
 from tests.contract.support import DAY, START, stored

@@ -18,7 +18,8 @@ from django.db import connections, transaction
 
 from taskpool.days import day_of
 from taskpool.exceptions import InvalidCursor, InvalidMessage
-from taskpool.lifecycle import TaskState, bits_to_statuses, replay
+from taskpool.executions import bits_to_statuses
+from taskpool.lifecycle import TaskState, replay
 from taskpool.messages import Message
 from taskpool.stores.base import PageEntry, TaskPage, TaskQuery, TaskSummary
 from taskpool.stores.database.kept_counts import KeptCounts

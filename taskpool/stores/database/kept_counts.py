@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from taskpool.days import day_of
-from taskpool.lifecycle import bits_to_statuses
+from taskpool.executions import bits_to_statuses
 from taskpool.messages import format_timestamp
 from taskpool.stores.overview import (
     HourActivity,

@@ -78,7 +78,7 @@ class TaskRecord(models.Model):
     record = models.JSONField(default=dict)
     #: ``None`` while open, else finished, cancelled or expired.
     closed = models.CharField(max_length=16, null=True)  # noqa: DJ001 - null: still open
-    #: Once closed, its execution statuses (``lifecycle.statuses_to_bits``).
+    #: Once closed, its execution statuses (``executions.statuses_to_bits``).
     status_bits = models.IntegerField(default=0)
     #: Whether it has job options (``taskpool.jobs``): time may owe it lines.
     jobs = models.BooleanField(default=False)

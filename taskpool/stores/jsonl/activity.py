@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskpool.lifecycle import EXECUTION_STATUSES
+from taskpool.executions import EXECUTION_STATUSES
 from taskpool.messages import Message
 from taskpool.stores.overview import (
     FAILURE_STATUSES,
@@ -38,7 +38,7 @@ class Activity:
     #: The latest failures, oldest first: (response id, task id, device, ts, status, summary).
     failures: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
     #: Day ordinal -> how many of the day's closed tasks closed with each set of execution
-    #: statuses (``lifecycle.statuses_to_bits``). A closed task's statuses never change;
+    #: statuses (``executions.statuses_to_bits``). A closed task's statuses never change;
     #: a week's tasks share a few dozen sets, so counting sets is one step a task.
     closed: dict[int, dict[int, int]] = field(default_factory=dict)
 

@@ -30,8 +30,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from taskpool.executions import EXECUTION_STATUSES
 from taskpool.jobs import Abort, JobOptions, Retries, Rollout, Timeout
-from taskpool.lifecycle import EXECUTION_STATUSES, Run, TaskState
+from taskpool.lifecycle import Run, TaskState
 from taskpool.messages import Address
 from taskpool.stores.jsonl.activity import Activity
 from taskpool.stores.jsonl.broadcasts import OpenBroadcasts

@@ -17,17 +17,9 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from taskpool.exceptions import InvalidMessage
+from taskpool.executions import EXECUTION_STATUSES
 from taskpool.jobs import served
-from taskpool.lifecycle import (
-    ABORTED,
-    CANCELLED,
-    EXECUTION_STATUSES,
-    EXPIRED,
-    FINISHED,
-    OFFERED,
-    TIMED_OUT,
-    TaskState,
-)
+from taskpool.lifecycle import ABORTED, CANCELLED, EXPIRED, FINISHED, OFFERED, TIMED_OUT, TaskState
 from taskpool.messages import TERMINAL_STATUSES, Message
 from taskpool.stores.jsonl.activity import Activity
 from taskpool.stores.jsonl.broadcasts import OpenBroadcasts
@@ -56,7 +48,7 @@ class KnownTask:
     day_ordinal: int
     offset: int
     closed: str | None  # None while open, else FINISHED, CANCELLED or EXPIRED
-    #: Once closed, its execution statuses as ``lifecycle.statuses_to_bits`` (0 while open).
+    #: Once closed, its execution statuses as ``executions.statuses_to_bits`` (0 while open).
     status_bits: int = 0
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from django.core import checks
 
-from taskpool.days import day_of, day_start, note_pruned_before
+from taskpool.days import day_of, note_pruned_before
 from taskpool.exceptions import (
     InvalidMessage,
     MessageTooLarge,
@@ -40,7 +40,8 @@ from taskpool.exceptions import (
     StoreUnavailable,
     UnknownTask,
 )
-from taskpool.lifecycle import StatusCount, bits_to_statuses, registered_places, replay
+from taskpool.executions import StatusCount, bits_to_statuses, registered_places
+from taskpool.lifecycle import replay
 from taskpool.management.progress import replay_bar
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import Message, decode_line, encode_line
@@ -274,7 +275,7 @@ class JsonlStore(BaseStore):
                 self._advance()
             with self._appender.locked():
                 now = self._advance(checkpoint_allowed=False) if reads_pool else self._clock()
-                now = self._not_behind_the_newest_day(now)
+                now = self._tail.not_behind_the_newest_day(now)
                 message, result = decide(self._ledger, now)
                 if message is None:
                     return result
@@ -292,21 +293,6 @@ class JsonlStore(BaseStore):
                 to_sync = self._appender.sync()
         self._appender.finish(to_sync)
         return result
-
-    def _not_behind_the_newest_day(self, now: float) -> float:
-        """``now``, or the first second of the newest day file when the clock is a day behind it.
-
-        A clock stepped back across midnight would stamp lines with the day
-        before and append them to its file, behind the cursors already handed
-        out in the newer one: a stream reading on would never send them. They
-        are stamped with the newer day's first second instead, in file order,
-        until the clock catches up. A day file further ahead (copied in, or
-        written by a clock days fast) does not stop the pool's time.
-        """
-        newest = self._tail.newest_day()
-        if newest is not None and day_of(now + 86400) == newest:
-            return day_start(newest)
-        return now
 
     def _append_indexed(self, day: date, line: bytes, now: float) -> None:
         """Append ``line`` and take it into the index (hold the lock, the index just advanced)."""

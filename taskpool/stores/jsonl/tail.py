@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from taskpool.days import day_of
+from taskpool.days import day_of, day_start
 from taskpool.exceptions import InvalidMessage
 from taskpool.messages import decode_line
 from taskpool.stores.changes import Journal, concern_of
@@ -180,9 +180,21 @@ class IndexTail:
             unread += max(stat.st_size - read, 0)
         return unread
 
-    def newest_day(self) -> date | None:
-        """The newest day file the index has read (``None`` before any)."""
-        return max(self.tails, default=None)
+    def not_behind_the_newest_day(self, now: float) -> float:
+        """``now``, or the first second of the newest day file read when the clock is a day
+        behind it: the time a line appended now is stamped with.
+
+        A clock stepped back across midnight would stamp lines with the day
+        before and append them to its file, behind the cursors already handed
+        out in the newer one: a stream reading on would never send them. They
+        are stamped with the newer day's first second instead, in file order,
+        until the clock catches up. A day file further ahead (copied in, or
+        written by a clock days fast) does not stop the pool's time.
+        """
+        newest = max(self.tails, default=None)
+        if newest is not None and day_of(now + 86400) == newest:
+            return day_start(newest)
+        return now
 
     def through(self) -> Cursor | None:
         """Where the index has read to in the newest day file."""
