@@ -14,6 +14,13 @@ asking again with the same key gets the same secret, as long as the token has
 not been collected. A device whose token answer was lost asks again with its
 secret within ``RECOLLECT_SECONDS`` of the first hand-out and gets a new
 token; each hand-out revokes the ones before, so only the last one works.
+
+Requests nobody acts on do not stay for good: ``stale_enrollments`` finds the
+requests that have waited longer than an age the operator gives, and the
+approved enrollments whose token was never collected since; ``forget_enrollments``
+deletes the first (the id is free again: the device, or another, may ask anew)
+and ends the second (the secret collects no token; the device stays, validated).
+``taskpool_device --forget-enrollments AGE`` runs both, from cron.
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -39,8 +47,9 @@ from taskpool.exceptions import (
     UnknownDevice,
     WrongEnrollmentSecret,
 )
-from taskpool.messages import is_device_id
+from taskpool.messages import is_device_id, parse_address
 from taskpool.models import DeviceUser, new_session
+from taskpool.stores import get_store
 from taskpool.tokens import DeviceToken
 
 #: Seconds a waiting device is asked to wait between two asks for its token.
@@ -185,3 +194,101 @@ def collect_token(device_id: str, secret: str) -> Collected:
             return collect_token(device_id, secret)
         return Collected(device_id, None)
     return Collected(device_id, str(DeviceToken.for_device(device)))
+
+
+@dataclass(frozen=True)
+class StaleEnrollments:
+    """What ``stale_enrollments`` found, before anything is changed."""
+
+    #: Requests staff never validated, waiting since before the cutoff: to be forgotten.
+    waiting: list[DeviceUser]
+    #: Such requests kept all the same, each with why: the pool has something of them.
+    kept: list[tuple[DeviceUser, str]]
+    #: Approved before the cutoff, the token never collected: their secret to be ended.
+    approved: list[DeviceUser]
+    cutoff: datetime
+
+
+def waiting_requests(cutoff: datetime) -> QuerySet[DeviceUser]:
+    """The enrollment requests nothing has happened to since ``cutoff``.
+
+    A device that asked to join, was never validated, never had a token
+    (neither collected nor issued by staff, which ends the secret) and never
+    made a request; asked before ``cutoff``, and not changed by staff since
+    (``updated_at``: an edit, an invalidation). A device staff created never
+    asked (``enrolled_at`` is empty) and is never one.
+    """
+    return DeviceUser.objects.filter(
+        enrolled_at__lt=cutoff,
+        updated_at__lt=cutoff,
+        validated=False,
+        token_collected_at__isnull=True,
+        last_seen__isnull=True,
+    ).exclude(enrollment_secret_hash="")
+
+
+def uncollected_approvals(cutoff: datetime) -> QuerySet[DeviceUser]:
+    """Validated devices whose enrollment secret could still collect a first token, approved
+    (their last change, ``updated_at``) before ``cutoff``."""
+    return DeviceUser.objects.filter(
+        enrolled_at__isnull=False,
+        updated_at__lt=cutoff,
+        validated=True,
+        token_collected_at__isnull=True,
+    ).exclude(enrollment_secret_hash="")
+
+
+def stale_enrollments(older_than: timedelta) -> StaleEnrollments:
+    """The enrollments that have waited longer than ``older_than``; nothing is changed.
+
+    A waiting request is kept when the pool has anything of the device: a
+    message from it, or a task pending for it that names it (a master may
+    address a device before staff approve it). A task to every device
+    (``device:*``) names none.
+    """
+    cutoff = timezone.now() - older_than
+    candidates = list(waiting_requests(cutoff).order_by("enrolled_at", "id"))
+    store = get_store()
+    ids = [device.id for device in candidates]
+    activity = store.device_activity(ids) if ids else {}
+    pending = store.pending_counts(ids) if ids else {}
+    waiting, kept = [], []
+    for device in candidates:
+        heard = activity.get(device.id)
+        if heard is not None and (heard.last_message or heard.last_heartbeat):
+            kept.append((device, "the pool has messages from it"))
+        elif pending.get(device.id) and _named_by_a_pending_task(store, device.id, pending):
+            kept.append((device, "a task pending for it names it"))
+        else:
+            waiting.append(device)
+    approved = list(uncollected_approvals(cutoff).order_by("updated_at", "id"))
+    return StaleEnrollments(waiting, kept, approved, cutoff)
+
+
+def _named_by_a_pending_task(store: Any, device_id: str, pending: dict[str, int]) -> bool:
+    for task in store.pending_for(device_id, limit=pending[device_id]):
+        address = parse_address(task["to"])
+        if not address.everyone and address.includes(device_id):
+            return True
+    return False
+
+
+def forget_enrollments(found: StaleEnrollments) -> tuple[int, int]:
+    """Delete the waiting requests and end the approved enrollments of ``found``; how many
+    of each.
+
+    Each is one statement that asks again what made the device stale, so one
+    that staff approve, or that collects its token, meanwhile is left alone.
+    """
+    _, deleted = (
+        waiting_requests(found.cutoff)
+        .filter(pk__in=[device.pk for device in found.waiting])
+        .delete()
+    )
+    forgotten = deleted.get(DeviceUser._meta.label, 0)
+    ended = (
+        uncollected_approvals(found.cutoff)
+        .filter(pk__in=[device.pk for device in found.approved])
+        .update(enrollment_secret_hash="", updated_at=timezone.now())
+    )
+    return forgotten, ended
