@@ -209,22 +209,26 @@ class StaleEnrollments:
     cutoff: datetime
 
 
-def waiting_requests(cutoff: datetime) -> QuerySet[DeviceUser]:
-    """The enrollment requests nothing has happened to since ``cutoff``.
+def unanswered_requests() -> QuerySet[DeviceUser]:
+    """The enrollment requests staff have not answered, of devices that never used the pool.
 
     A device that asked to join, was never validated, never had a token
     (neither collected nor issued by staff, which ends the secret) and never
-    made a request; asked before ``cutoff``, and not changed by staff since
-    (``updated_at``: an edit, an invalidation). A device staff created never
-    asked (``enrolled_at`` is empty) and is never one.
+    made a request. A device staff created never asked (``enrolled_at`` is
+    empty) and is never one.
     """
     return DeviceUser.objects.filter(
-        enrolled_at__lt=cutoff,
-        updated_at__lt=cutoff,
+        enrolled_at__isnull=False,
         validated=False,
         token_collected_at__isnull=True,
         last_seen__isnull=True,
     ).exclude(enrollment_secret_hash="")
+
+
+def waiting_requests(cutoff: datetime) -> QuerySet[DeviceUser]:
+    """The unanswered requests nothing has happened to since ``cutoff``: asked before it, and
+    not changed by staff since (``updated_at``: an edit, an invalidation)."""
+    return unanswered_requests().filter(enrolled_at__lt=cutoff, updated_at__lt=cutoff)
 
 
 def uncollected_approvals(cutoff: datetime) -> QuerySet[DeviceUser]:

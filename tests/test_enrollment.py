@@ -7,12 +7,15 @@ secret, a token asked for twice, too many requests from one address.
 from __future__ import annotations
 
 import io
+import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.admin.models import DELETION, LogEntry
 from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from taskpool.enrollment import RECOLLECT_SECONDS
@@ -458,3 +461,61 @@ def test_staff_with_the_change_permission_may_approve(staff):
     changer = staff("changer", perms=["view_deviceuser", "change_deviceuser"])
     assert changer.post("/admin/taskpool/deviceuser/pi-asks/approve/").status_code == 302
     assert DeviceUser.objects.get(pk="pi-asks").validated is True
+
+
+def test_the_admin_shows_how_long_each_request_has_waited(staff):
+    enrolled("pi-asks")
+    enrolled("pi-asked-earlier")
+    DeviceUser.objects.filter(pk="pi-asked-earlier").update(
+        enrolled_at=timezone.now() - timedelta(days=3, hours=1)
+    )
+    boss = staff("boss", role="admin")
+    page = boss.get("/admin/taskpool/deviceuser/?enrollment=waiting")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "waiting for approval" in html
+    assert re.search(r"asked <time [^>]*>3 d ago</time>", html)
+    # The column sorts by when they asked (here the latest first, not the ids' order).
+    page = boss.get("/admin/taskpool/deviceuser/?enrollment=waiting&o=-8")
+    assert [device.id for device in page.context["cl"].result_list] == [
+        "pi-asks",
+        "pi-asked-earlier",
+    ]
+
+
+def test_the_refuse_action_deletes_only_requests_nobody_validated(staff, make_device):
+    enrolled("pi-asks")
+    make_device("pi-made", validated=False)  # staff made it: not a request
+    approved_secret = enrolled("pi-approved")
+    DeviceUser.objects.filter(pk="pi-approved").update(validated=True)
+    tokened = enrolled("pi-tokened")
+    DeviceUser.objects.get(pk="pi-tokened").revoke_tokens()  # staff issued it a token
+    boss = staff("boss", role="admin")
+    everyone = ["pi-asks", "pi-made", "pi-approved", "pi-tokened"]
+    answer = boss.post(
+        "/admin/taskpool/deviceuser/",
+        {"action": "refuse", "_selected_action": everyone, "index": "0"},
+        follow=True,
+    )
+    text = answer.content.decode()
+    assert "1 enrollment request refused" in text
+    assert "3 selected devices were not waiting for approval" in text
+    assert sorted(DeviceUser.objects.values_list("pk", flat=True)) == sorted(everyone[1:])
+    assert ask_token(APIClient(), "pi-approved", approved_secret).status_code == 200
+    assert ask_token(APIClient(), "pi-tokened", tokened).status_code == 403
+    assert LogEntry.objects.filter(object_id="pi-asks", action_flag=DELETION).exists()
+    # Refused is not barred: the device (or another with its id) may ask again.
+    assert enroll(APIClient(), {"device_id": "pi-asks"}).status_code == 202
+
+
+def test_refusing_needs_the_right_to_delete_devices(staff):
+    enrolled("pi-asks")
+    master = staff("someone", role="master")
+    master.post(
+        "/admin/taskpool/deviceuser/",
+        {"action": "refuse", "_selected_action": ["pi-asks"], "index": "0"},
+    )
+    assert DeviceUser.objects.filter(pk="pi-asks").exists()
+    changer = staff("changer", perms=["view_deviceuser", "change_deviceuser"])
+    page = changer.get("/admin/taskpool/deviceuser/")
+    assert "refuse" not in dict(page.context["action_form"].fields["action"].choices)

@@ -6,8 +6,11 @@ calls for the whole page, not per row). Masters see devices; admins (or staff
 with the *change* permission on devices) validate, invalidate, revoke tokens
 and issue a new one, which is shown once and stored nowhere (see ``access``).
 Devices that enrolled by themselves wait for approval: the *enrollment*
-filter lists them, and the *approve* action or the device page's button
-validates them, after which the device collects its token once.
+filter lists them (with how long each has waited), and the *approve* action
+or the device page's button validates them, after which the device collects
+its token once; the *refuse* action deletes the requests (the device may ask
+again), as ``taskpool_device --forget-enrollments`` does for the ones that
+waited too long.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from taskpool.admin.access import RoleOrModelPermissions, can_use_tasks, with_forbidden_page
 from taskpool.admin.rows import message_rows
+from taskpool.enrollment import unanswered_requests
 from taskpool.fleet import DeviceStatus, device_statuses, presence
 from taskpool.messages import is_device_id
 from taskpool.models import DeviceUser, UserRole, revoke_tokens_of
@@ -141,7 +145,7 @@ class DeviceUserAdmin(RoleOrModelPermissions):
         "enrollment_meta",
         "token_collected_at",
     ]
-    actions = ["approve", "validate", "invalidate", "revoke_tokens"]
+    actions = ["approve", "refuse", "validate", "invalidate", "revoke_tokens"]
 
     class Media:
         css = {"all": ["taskpool/admin.css"]}
@@ -177,13 +181,16 @@ class DeviceUserAdmin(RoleOrModelPermissions):
     def pending_count(self, device: DeviceUser) -> int:
         return _status(device).pending
 
-    @admin.display(description=gettext_lazy("enrollment"))
+    @admin.display(description=gettext_lazy("enrollment"), ordering="enrolled_at")
     def enrollment_display(self, device: DeviceUser) -> str:
         if device.enrolled_at is None:
             return "-"
         if device.awaiting_approval:
             return format_html(
-                '<span class="taskpool-badge taskpool-offline">{}</span>', _("waiting for approval")
+                '<span class="taskpool-badge taskpool-offline">{}</span> {} {}',
+                _("waiting for approval"),
+                _("asked"),
+                moment(device.enrolled_at),
             )
         if device.token_collected_at is None:
             return _("approved, token not collected")
@@ -207,6 +214,40 @@ class DeviceUserAdmin(RoleOrModelPermissions):
             "next ask.",
             len(waiting),
         ) % {"count": len(waiting)}
+        if skipped:
+            text += " " + ngettext(
+                "%(count)d selected device was not waiting for approval.",
+                "%(count)d selected devices were not waiting for approval.",
+                skipped,
+            ) % {"count": skipped}
+        self.message_user(request, text, messages.SUCCESS)
+
+    @admin.action(
+        description=gettext_lazy("Refuse selected enrollment requests (they may ask again)"),
+        permissions=["delete"],
+    )
+    def refuse(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """Delete the selected requests nobody validated, of devices that never used the pool.
+
+        The id is free again: a device refused by mistake asks anew. A device staff
+        made, or one that was validated or had a token, is left alone: *delete*
+        removes those.
+        """
+        selected = list(queryset)
+        with transaction.atomic():
+            refused = list(
+                unanswered_requests()
+                .select_for_update()
+                .filter(pk__in=[device.pk for device in selected])
+            )
+            self.log_deletions(request, refused)  # type: ignore[arg-type]  # a list will do
+            DeviceUser.objects.filter(pk__in=[device.pk for device in refused]).delete()
+        skipped = len(selected) - len(refused)
+        text = ngettext(
+            "%(count)d enrollment request refused: the device may ask again.",
+            "%(count)d enrollment requests refused: the devices may ask again.",
+            len(refused),
+        ) % {"count": len(refused)}
         if skipped:
             text += " " + ngettext(
                 "%(count)d selected device was not waiting for approval.",
