@@ -6,6 +6,10 @@ it is sent, and the secret the server hands out is written there at once: an
 asks again with the same key and gets the same secret (enrolling the same id
 without it is refused). A token whose answer was lost is asked for again
 with the secret, which the server allows for a few minutes.
+
+A request the server no longer has (staff refused it, or it waited too long
+and was forgotten) ends the wait: the agent forgets its key and secret too,
+and says so, so that ``enroll`` run again asks anew.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from taskpool_agent.client import Backoff, PoolClient, Refused, retry_after
+from taskpool_agent.client import NOT_THE_POOL, Backoff, PoolClient, Refused, retry_after
 from taskpool_agent.config import Config, ConfigError, check_server, load, save
 
 log = logging.getLogger("taskpool_agent")
@@ -64,9 +68,22 @@ def enroll(
     else:
         print(f"Waiting for staff to approve {device_id} (asked before).", flush=True)
     while True:
-        answer = client.call(
-            "GET", f"enroll/{device_id}", headers={"Enrollment-Secret": config.enrollment_secret}
-        )
+        try:
+            answer = client.call(
+                "GET",
+                f"enroll/{device_id}",
+                headers={"Enrollment-Secret": config.enrollment_secret},
+            )
+        except Refused as refused:
+            if refused.status == 404 and not refused.detail.startswith(NOT_THE_POOL):
+                config.enrollment_secret = config.enrollment_request = ""
+                save(path, config)
+                raise Refused(
+                    404,
+                    f"the server no longer has the enrollment request of {device_id} (staff "
+                    "refused it, or it waited too long): run enroll again to ask anew",
+                ) from refused
+            raise
         if answer.status == 200:
             config.token = answer.data["token"]
             config.enrollment_secret = config.enrollment_request = ""

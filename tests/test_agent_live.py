@@ -281,6 +281,45 @@ def test_an_enrollment_whose_answers_were_lost_goes_on_without_staff(pool, tmp_p
         assert answer.status_code == works
 
 
+def test_a_request_the_server_forgot_ends_the_wait_and_enroll_asks_anew(pool, tmp_path):
+    """Staff refused the request, or it waited too long (``--forget-enrollments``): the
+    waiting agent says so and forgets it, and ``enroll`` run again asks anew."""
+    config = tmp_path / "config.toml"
+    process = subprocess.Popen(
+        enroll_command(pool, config, "pi-forgotten"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "waiting for staff to approve" in process.stdout.readline()
+        old_secret = config.read_text().split('enrollment_secret = "')[1].split('"')[0]
+        pool.django(
+            "shell", "-c", "from taskpool.models import DeviceUser; "
+            "DeviceUser.objects.filter(pk='pi-forgotten').delete()",
+        )  # fmt: skip
+        assert process.wait(timeout=20) == 1
+    finally:
+        process.kill()
+    said = process.stderr.read()
+    assert "no longer has the enrollment request of pi-forgotten" in said, said
+    assert "run enroll again" in said
+    assert "enrollment_secret" not in config.read_text()
+    again = subprocess.Popen(
+        enroll_command(pool, config, "pi-forgotten"), cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert "Asked to join as pi-forgotten" in again.stdout.readline()
+        new_secret = config.read_text().split('enrollment_secret = "')[1].split('"')[0]
+        assert new_secret != old_secret
+        pool.django("taskpool_device", "pi-forgotten", "--validate")
+        assert again.wait(timeout=20) == 0
+    finally:
+        again.kill()
+    assert 'token = "' in config.read_text()
+
+
 def test_enrolling_a_registered_id_fails_with_the_servers_reason(pool, tmp_path):
     config = tmp_path / "config.toml"
     done = subprocess.run(
