@@ -281,18 +281,27 @@ def forget_enrollments(found: StaleEnrollments) -> tuple[int, int]:
     """Delete the waiting requests and end the approved enrollments of ``found``; how many
     of each.
 
-    Each is one statement that asks again what made the device stale, so one
-    that staff approve, or that collects its token, meanwhile is left alone.
+    Each statement asks again what made the device stale, so one that staff
+    approve, or that collects its token, meanwhile is left alone. They go
+    ``STATEMENT_IDS`` ids at a time: a backlog may hold more ids than one
+    statement may (PostgreSQL takes 65,535 parameters).
     """
-    _, deleted = (
-        waiting_requests(found.cutoff)
-        .filter(pk__in=[device.pk for device in found.waiting])
-        .delete()
-    )
-    forgotten = deleted.get(DeviceUser._meta.label, 0)
-    ended = (
-        uncollected_approvals(found.cutoff)
-        .filter(pk__in=[device.pk for device in found.approved])
-        .update(enrollment_secret_hash="", updated_at=timezone.now())
-    )
+    forgotten = ended = 0
+    for ids in _batches([device.pk for device in found.waiting]):
+        _, deleted = waiting_requests(found.cutoff).filter(pk__in=ids).delete()
+        forgotten += deleted.get(DeviceUser._meta.label, 0)
+    for ids in _batches([device.pk for device in found.approved]):
+        ended += (
+            uncollected_approvals(found.cutoff)
+            .filter(pk__in=ids)
+            .update(enrollment_secret_hash="", updated_at=timezone.now())
+        )
     return forgotten, ended
+
+
+#: The most device ids one statement of ``forget_enrollments`` names.
+STATEMENT_IDS = 1000
+
+
+def _batches(ids: list[str]) -> list[list[str]]:
+    return [ids[start : start + STATEMENT_IDS] for start in range(0, len(ids), STATEMENT_IDS)]
