@@ -221,3 +221,14 @@ def test_a_device_with_a_token_is_not_a_request_even_unvalidated(db, make_device
     age("pi-tokened", 400)
     forget("1d")
     assert ids() == ["pi-tokened"]
+
+
+@pytest.mark.day_files_only
+def test_the_admin_says_an_ended_enrollment_needs_a_token_from_staff(fleet, admin_client):
+    forget("30d")
+    page = admin_client.get("/admin/taskpool/deviceuser/?enrollment=approved")
+    rows = {device.id: device for device in page.context["cl"].result_list}
+    assert sorted(rows) == ["new-approved", "old-approved"]
+    html = page.content.decode()
+    assert html.count("approved, token not collected") == 1  # new-approved may still collect
+    assert html.count("enrollment ended: its token comes from staff") == 1

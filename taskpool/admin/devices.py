@@ -193,6 +193,8 @@ class DeviceUserAdmin(RoleOrModelPermissions):
                 moment(device.enrolled_at),
             )
         if device.token_collected_at is None:
+            if not device.enrollment_secret_hash:  # staff issued a token, or it was forgotten
+                return _("approved, enrollment ended: its token comes from staff")
             return _("approved, token not collected")
         return _("token collected")
 
