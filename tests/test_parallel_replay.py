@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.history import write_history
 from taskpool.days import day_of
 from taskpool.messages import encode_line
 from taskpool.stores.jsonl import JsonlStore, checkpoint, parallel_replay
@@ -257,3 +260,81 @@ def test_a_worker_imports_the_index_without_django_or_the_store():
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+#: A server's first start: the store's warm-up thread replays the files while the main
+#: thread serves. Two workers, so that each has a long share whatever the machine's CPUs.
+SERVER_FIRST_START = """
+import sys, time
+from pathlib import Path
+from taskpool.stores.jsonl import JsonlStore, parallel_replay
+parallel_replay.available_cpus = lambda: 2
+JsonlStore(Path(sys.argv[1]), fsync=False).health(ready=True)
+time.sleep(600)
+"""
+
+
+def replay_workers_of(parent_pid: int) -> list[int]:
+    """The replay workers whose parent is ``parent_pid`` (once they run the worker, not a fork)."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # it ended meanwhile
+            continue
+        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
+        if ppid == parent_pid and b"parallel_replay.main" in command:
+            workers.append(int(entry.name))
+    return workers
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie waiting to be reaped has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_the_workers_end_when_the_server_that_started_them_is_killed(tmp_path):
+    """A server killed with SIGKILL in its first start (a stop timeout, the OOM killer) runs
+    no ``finally``: its workers must not read on, taking the CPU its restart needs.
+
+    About 110 MB of day files, a few seconds of replay per worker here; they are killed
+    a fraction of a second after they start.
+    """
+    directory = tmp_path / "pool"
+    write_history(directory, 400_000)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER_FIRST_START, str(directory)], env=environment
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(0.01)
+            workers = replay_workers_of(server.pid)
+        assert len(workers) == 2, "the server started no replay workers"
+        time.sleep(0.3)  # the workers are reading
+        assert all(running(pid) for pid in workers)
+
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait()
+        killed_at = time.monotonic()
+        while any(running(pid) for pid in workers) and time.monotonic() - killed_at < 30:
+            time.sleep(0.01)
+        lived_on = time.monotonic() - killed_at
+
+        assert lived_on < 1.0, f"the replay workers read on {lived_on:.1f} s after the server died"
+    finally:
+        server.kill()
+        server.wait()
+        for pid in workers:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -18,7 +18,8 @@ thing a fold cannot put right; the store then replays the files in order.
 
 Workers are new interpreters, not forks: the server may have threads.
 Anything that goes wrong in them is only a missed shortcut, and the store
-replays the files itself.
+replays the files itself. A worker ends with the server that started it,
+even one killed without a chance to stop them (``parent_death``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from taskpool.messages import Message, decode_line
 from taskpool.stores.jsonl.day_reading import whole_line_runs
 from taskpool.stores.jsonl.gc_pause import gc_paused
 from taskpool.stores.jsonl.index import PoolIndex
+from taskpool.stores.jsonl.parent_death import end_with_parent
 
 #: Below this many bytes in the horizon, starting workers costs more than it saves.
 MIN_BYTES = 32 * 1024 * 1024
@@ -162,7 +164,7 @@ def read_segments(segments: list[list[Piece]], task_ttl: float, now: float) -> l
     processes = []
     try:
         for segment in segments:
-            command = [sys.executable, "-c", WORKER, repr(task_ttl), repr(now)]
+            command = [sys.executable, "-c", WORKER, str(os.getpid()), repr(task_ttl), repr(now)]
             for piece in segment:
                 stop = "-" if piece.stop is None else str(piece.stop)
                 command += [piece.day.isoformat(), str(piece.path), str(piece.start), stop]
@@ -219,13 +221,15 @@ def read_segment(pieces: list[Piece], task_ttl: float, now: float) -> SegmentRea
 def main(arguments: list[str]) -> None:
     """A worker: read the pieces named, write their ``SegmentReading`` pickled to stdout.
 
-    Arguments: ``TASK_TTL`` seconds, now, then for each piece its day, its
-    file's path, its start and its stop (``-``: the file's end).
+    Arguments: the store's process id (the worker ends with it), ``TASK_TTL``
+    seconds, now, then for each piece its day, its file's path, its start and
+    its stop (``-``: the file's end).
     """
-    task_ttl, now = float(arguments[0]), float(arguments[1])
+    end_with_parent(int(arguments[0]))
+    task_ttl, now = float(arguments[1]), float(arguments[2])
     pieces = [
         Piece(date.fromisoformat(day), Path(path), int(start), None if stop == "-" else int(stop))
-        for day, path, start, stop in zip(*[iter(arguments[2:])] * 4, strict=True)
+        for day, path, start, stop in zip(*[iter(arguments[3:])] * 4, strict=True)
     ]
     with gc_paused():
         reading = read_segment(pieces, task_ttl, now)
