@@ -3,6 +3,7 @@ settings the pool depends on."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -35,6 +36,29 @@ def check_taskpool_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
     except StoreImproperlyConfigured as error:
         return [*errors, checks.Error(str(error), id="taskpool.E005")]
     return [*errors, *store.check(options)]
+
+
+@checks.register(checks.Tags.database)
+def check_pool_database(
+    app_configs: Any = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """What the store finds in the databases asked for (``check --database``, ``migrate``).
+
+    Tagged ``database``: a plain ``check`` (and ``runserver``) passes no
+    databases and queries none.
+    """
+    options = getattr(settings, "TASKPOOL", None)
+    if not databases or not isinstance(options, dict):
+        return []
+    from taskpool.stores import store_class
+
+    try:
+        store = store_class()
+    except StoreImproperlyConfigured:  # check_taskpool_settings says so
+        return []
+    if store.check(options):  # nothing to query until those are put right
+        return []
+    return store.check_database(options, list(databases))
 
 
 #: The schema class the API's OpenAPI schema (``/pool/schema``, ``/pool/docs``) is built with.

@@ -47,5 +47,10 @@ def migrate_hint(error: BaseException) -> str | None:
         if model._meta.db_table == table:
             alias = router.db_for_write(model) or DEFAULT_DB_ALIAS
             break
+    return f"The database has no table {table}: run {migrate_command(alias)}."
+
+
+def migrate_command(alias: str) -> str:
+    """The command that migrates the database ``alias``."""
     option = "" if alias == DEFAULT_DB_ALIAS else f" --database {alias}"
-    return f"The database has no table {table}: run manage.py migrate{option}."
+    return f"manage.py migrate{option}"

@@ -120,6 +120,15 @@ class BaseStore(abc.ABC):
         """System-check errors in ``options`` (the ``TASKPOOL`` dict) for this store."""
         return []
 
+    @classmethod
+    def check_database(cls, options: dict[str, Any], databases: list[str]) -> list[CheckMessage]:
+        """System-check problems found by querying the ``databases`` asked for, if this store
+        keeps the pool in one of them (``check --database``, and ``migrate`` for its own).
+
+        Called only once ``check`` found nothing wrong with ``options``.
+        """
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections; the store is not used afterwards."""
 

@@ -44,7 +44,7 @@ from taskpool.messages import (
     parse_address,
     parse_timestamp,
 )
-from taskpool.missing_tables import missing_table
+from taskpool.missing_tables import migrate_command, missing_table
 from taskpool.stores.base import (
     BaseStore,
     DaySummary,
@@ -73,6 +73,7 @@ from taskpool.stores.database.log import LogReading, position
 from taskpool.stores.database.reconnecting import reconnecting
 from taskpool.stores.database.sweeps import Sweeps
 from taskpool.stores.database.tailing import LogTailing
+from taskpool.stores.database.unapplied import unapplied_migrations
 from taskpool.stores.database.wakeups import Wakeups
 from taskpool.stores.rules import Decision, Ledger
 
@@ -151,6 +152,38 @@ class DatabaseStore(Sweeps, LogTailing, LogReading, Browsing, BaseStore):
                 )
             ]
         return []
+
+    @classmethod
+    def check_database(
+        cls, options: dict[str, Any], databases: list[str]
+    ) -> list[checks.CheckMessage]:
+        """``taskpool.W003``: the pool's database lacks the store's tables or a migration.
+
+        A warning, not an error: ``migrate --database ALIAS`` runs this check on
+        the database it is about to migrate, and an error would refuse the cure.
+        """
+        alias = options.get("DATABASE", "default")
+        if alias not in databases:
+            return []
+        missing, none_applied = unapplied_migrations(alias)
+        if not missing:
+            return []
+        if none_applied:
+            problem = f"The pool's tables are missing on database {alias!r}"
+        elif len(missing) == 1:
+            problem = f"The pool's migration {missing[0]} is not applied on database {alias!r}"
+        else:
+            problem = (
+                f"The pool's migrations {', '.join(missing)} are not applied on database {alias!r}"
+            )
+        return [
+            checks.Warning(
+                f"{problem}: run {migrate_command(alias)}.",
+                hint="migrate without --database migrates the default database only; until "
+                "this one is, the pool's requests and commands fail.",
+                id="taskpool.W003",
+            )
+        ]
 
     def close(self) -> None:
         self._wakeups.close()
