@@ -121,3 +121,28 @@ def test_no_check_of_the_pool_database_for_the_day_files():
     with CaptureQueriesContext(connections["pool"]) as queries:
         assert pool_database_checks(databases=["pool"]) == []
     assert len(queries) == 0
+
+
+def test_an_unreachable_pool_database_is_a_check_error_not_a_traceback(tmp_path):
+    """The operator asked about that database: say it does not answer, in the check's words."""
+    (tmp_path / "unreachable_settings.py").write_text(
+        "from tests.settings import *\n"
+        f"DATABASES['default'] = {{**DATABASES['default'], 'NAME': {str(tmp_path / 'db')!r}}}\n"
+        "DATABASES['pool'] = {**DATABASES['pool'], 'HOST': '127.0.0.1', 'PORT': '1'}\n"
+        f"TASKPOOL = {{**TASKPOOL, 'STORE': {DATABASE_STORE!r}}}\n"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "django", "check", "--database", "pool"],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "unreachable_settings",
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode != 0
+    assert "Traceback" not in checked.stderr, checked.stderr
+    assert "taskpool.E013" in checked.stderr
+    assert "The pool's database 'pool' does not answer" in checked.stderr

@@ -161,11 +161,21 @@ class DatabaseStore(Sweeps, LogTailing, LogReading, Browsing, BaseStore):
 
         A warning, not an error: ``migrate --database ALIAS`` runs this check on
         the database it is about to migrate, and an error would refuse the cure.
+        ``taskpool.E013`` when that database does not answer at all.
         """
         alias = options.get("DATABASE", "default")
         if alias not in databases:
             return []
-        missing, none_applied = unapplied_migrations(alias)
+        try:
+            missing, none_applied = unapplied_migrations(alias)
+        except DatabaseError as error:  # the operator asked about it: say so, not a traceback
+            return [
+                checks.Error(
+                    f"The pool's database {alias!r} does not answer: {str(error).strip()}",
+                    hint="Check its entry in DATABASES and that the server runs.",
+                    id="taskpool.E013",
+                )
+            ]
         if not missing:
             return []
         if none_applied:
