@@ -389,12 +389,15 @@ def test_the_thread_shows_responses_in_order_and_one_execution_per_device(
     store.post_response(device_id="pi-2", parent_id=task["id"], status="progress", body="10%")
     store.post_response(device_id="pi-2", parent_id=task["id"], status="done")
     store.post_response(device_id="pi-3", parent_id=task["id"], status="rejected")
-    page = master.get(f"/admin/taskpool/task/{task['id']}/").context
+    response = master.get(f"/admin/taskpool/task/{task['id']}/")
+    page = response.context
     assert [(row.sender, row.status) for row, _ in page["responses"]] == [
         ("device:pi-2", "progress"),
         ("device:pi-2", "done"),
         ("device:pi-3", "rejected"),
     ]
+    assert page["response_counts"] == []  # one page: everything, with no pager
+    assert 'class="paginator"' not in response.content.decode()
     assert [(e["device"], e["status"]) for e, _ in page["executions"]] == [
         ("pi-1", "pending"),
         ("pi-2", "done"),
@@ -431,6 +434,57 @@ def test_a_broadcasts_thread_pages_its_executions_and_counts_each_status(
     ]
     beyond = master.get(f"/admin/taskpool/task/{task['id']}/?p=99").context
     assert beyond["executions_page"].number == 3
+
+
+def test_a_broadcasts_thread_pages_its_responses_and_counts_each_status(master, store):
+    """Every answer of a large fleet on one page would be megabytes, fetched at each answer."""
+    fleet = [f"pi-{number:03d}" for number in range(150)]
+    DeviceUser.objects.bulk_create(DeviceUser(id=device_id, validated=True) for device_id in fleet)
+    task = store.post_task(sender="user:x", to="device:*", title="All").message
+    for device_id in fleet[:70]:
+        store.post_response(device_id=device_id, parent_id=task["id"], status="progress")
+        store.post_response(device_id=device_id, parent_id=task["id"], status="done")
+    for device_id in ("pi-100", "pi-101", "stranger"):
+        store.post_response(device_id=device_id, parent_id=task["id"], status="failed")
+    url = f"/admin/taskpool/task/{task['id']}/"
+
+    first = master.get(url)
+    responses = [(row.sender, row.status) for row, _ in first.context["responses"]]
+    assert len(responses) == 100
+    assert responses[:3] == [
+        ("device:pi-000", "progress"),
+        ("device:pi-000", "done"),
+        ("device:pi-001", "progress"),
+    ]
+    assert responses[-1] == ("device:pi-049", "done")
+    assert first.context["response_counts"] == [("done", 70), ("failed", 3), ("progress", 70)]
+    html = first.content.decode()
+    assert '<a href="?rp=2#responses">2</a>' in html and "143 responses" in html
+    assert '<a href="?p=2#executions">2</a>' in html and "151 devices" in html
+
+    last = master.get(url + "?rp=2")
+    responses = [(row.sender, row.status) for row, _ in last.context["responses"]]
+    assert len(responses) == 43
+    assert responses[0] == ("device:pi-050", "progress")
+    assert responses[-3:] == [
+        ("device:pi-100", "failed"),
+        ("device:pi-101", "failed"),
+        ("device:stranger", "failed"),
+    ]
+    assert [device.url is not None for _, device in last.context["responses"]][-3:] == [
+        True,
+        True,
+        False,
+    ]
+    # Each pager keeps the page the other one shows.
+    html = last.content.decode()
+    assert '<a href="?rp=2&amp;p=2#executions">2</a>' in html
+    assert '<a href="?rp=1#responses">1</a>' in html
+    both = master.get(url + "?p=2&rp=2")
+    assert both.context["executions_page"].number == both.context["responses_page"].number == 2
+    assert '<a href="?p=2&amp;rp=1#responses">1</a>' in both.content.decode()
+    beyond = master.get(url + "?rp=99").context
+    assert beyond["responses_page"].number == 2
 
 
 def test_a_cancel_reason_over_its_limit_cancels_nothing_and_says_why(master, store, snapshot):

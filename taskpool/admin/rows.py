@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,12 @@ def message_rows(entries: list[Any], user: Any) -> list[MessageRow]:
             )
         )
     return rows
+
+
+def response_status_counts(responses: list[Message]) -> list[tuple[str, int]]:
+    """How many of ``responses`` have each status, by status name (those without one left out)."""
+    counts = Counter(response_status(message) for message in responses)
+    return sorted((status, count) for status, count in counts.items() if status)
 
 
 def pretty_json(value: Any) -> str:

@@ -1,6 +1,6 @@
 """Tasks in the admin: recent tasks, a task's thread, sending and cancelling.
 
-The thread shows the task, every response in pool order and one execution
+The thread shows the task, its responses in pool order and one execution
 per addressed device, from ``store.task_detail``. Sending goes through the
 API's own validation (``forms.SendTaskForm``) and ``store.post_task``;
 cancelling through ``store.cancel``. The sender is the logged-in user
@@ -13,7 +13,6 @@ import math
 from datetime import date, timedelta
 
 from django.contrib import admin, messages
-from django.core.paginator import Paginator
 from django.http import (
     Http404,
     HttpRequest,
@@ -27,7 +26,8 @@ from django.utils.translation import gettext as _
 from taskpool.admin.access import TASKS_ROLE, PoolPagesAdmin, can_read_day_files
 from taskpool.admin.executions import SHOWN_PER_STATUS, DeviceLinks, status_groups
 from taskpool.admin.forms import JOB_FIELDS, CancelTaskForm, SendTaskForm
-from taskpool.admin.rows import message_rows, pretty_json
+from taskpool.admin.paging import paged_part
+from taskpool.admin.rows import message_rows, pretty_json, response_status_counts
 from taskpool.api.errors import field_errors
 from taskpool.api.queries import TaskListQuerySerializer, task_query
 from taskpool.conf import pool_settings
@@ -56,6 +56,8 @@ class TaskAdmin(PoolPagesAdmin):
     tasks_per_page = 50
     #: Executions per page of a task's thread (``?p=`` pages), as the admin's changelists.
     executions_per_page = 100
+    #: Responses per page of a task's thread (``?rp=`` pages): a broadcast has several a device.
+    responses_per_page = 100
 
     def pages(self) -> list[URLPattern]:
         return [
@@ -141,11 +143,19 @@ class TaskAdmin(PoolPagesAdmin):
         closed = detail.state.closed_reason(now)
         task_day = _day_of_ts(task["ts"])
         job = [(key, task["meta"][key]) for key in JOB_KEYS if key in task["meta"]]
-        # A page of executions: a broadcast has a row per device of the fleet.
-        paginator = Paginator(detail.state.addressed(registered), self.executions_per_page)
-        page = paginator.get_page(request.GET.get("p"))
-        executions = [detail.state.execution(device_id, now) for device_id in page]
-        responses = message_rows(detail.responses, request.user)
+        # A page of each: a broadcast has a row per device of the fleet, and their answers.
+        executions_part = paged_part(
+            request,
+            detail.state.addressed(registered),
+            self.executions_per_page,
+            "p",
+            "executions",
+        )
+        executions = [detail.state.execution(device_id, now) for device_id in executions_part.page]
+        responses_part = paged_part(
+            request, detail.responses, self.responses_per_page, "rp", "responses"
+        )
+        responses = message_rows(list(responses_part.page), request.user)
         links = DeviceLinks(
             self.admin_site,
             request,
@@ -166,18 +176,23 @@ class TaskAdmin(PoolPagesAdmin):
                 (row, links(row.sender[7:]) if row.sender.startswith("device:") else None)
                 for row in responses
             ],
+            responses_page=responses_part.page,
+            responses_links=responses_part.links,
+            responses_count=responses_part.count,
+            response_counts=response_status_counts(detail.responses)
+            if responses_part.links
+            else [],
             executions=[(execution, links(execution["device"])) for execution in executions],
-            executions_page=page,
-            executions_page_range=paginator.get_elided_page_range(
-                page.number, on_each_side=2, on_ends=1
-            ),
+            executions_page=executions_part.page,
+            executions_links=executions_part.links,
+            executions_count=executions_part.count,
             status_counts=[
                 (counted.status, counted.total)
                 for counted in detail.state.status_counts(
                     registered_places(registered), now, shown=0
                 )
             ]
-            if paginator.num_pages > 1
+            if executions_part.links
             else [],
             job=[
                 (key, value if isinstance(value, str) else pretty_json(value)) for key, value in job
