@@ -208,6 +208,33 @@ def test_a_thread_page_shows_new_answers_as_they_come(browser, site):
     page.context.close()
 
 
+def test_a_thread_page_of_many_answers_keeps_the_page_it_shows_live(browser, site):
+    task = post_task(site, to="device:pi-1", title="count to 101")
+    for step in range(101):
+        answer(site, "pi-1", task["id"], "progress", title=f"step {step}")
+    page = open_page(browser, site)
+    log_in(page, "master")
+    page.goto(f"/admin/taskpool/task/{task['id']}/")
+    responses = page.locator("#responses")
+    expect(responses.locator("tbody tr")).to_have_count(100)
+    expect(responses.locator(".paginator")).to_contain_text("101 responses")
+    responses.locator(".paginator a", has_text="2").click()
+    expect(page).to_have_url(f"{site.url}/admin/taskpool/task/{task['id']}/?rp=2#responses")
+    expect(responses.locator("tbody tr")).to_have_count(1)
+    expect(responses.locator("tbody")).to_contain_text("step 100")
+    expect(responses.locator(".paginator .this-page")).to_have_text("2")
+    page.evaluate("window.notReloaded = true")
+    time.sleep(0.5)  # the page's stream is open by now; the answer is what we wait for
+
+    answer(site, "pi-1", task["id"], "done", title="counted")
+    expect(responses.locator("tbody")).to_contain_text("counted", timeout=LIVE_WITHIN_MS)
+    expect(responses.locator("tbody tr")).to_have_count(2)
+    expect(responses.locator(".paginator")).to_contain_text("102 responses")
+    expect(page.locator("#executions .taskpool-badge")).to_have_text("done")
+    assert page.evaluate("window.notReloaded") is True
+    page.context.close()
+
+
 def test_after_the_server_restarts_the_page_resumes_and_catches_up(browser, running):
     page = open_dashboard(browser, running.site, "boss")
     page.evaluate("window.notReloaded = true")
