@@ -116,6 +116,8 @@ class UserRole(models.Model):
     ADMIN, MASTER, USER = "admin", "master", "user"
     ROLE_CHOICES = [(ADMIN, _("admin")), (MASTER, _("master")), (USER, _("user"))]
     RANK = {USER: 1, MASTER: 2, ADMIN: 3}
+    #: Roles whose pages are in the Django admin: giving one makes the user staff.
+    STAFF_ROLES = (ADMIN, MASTER)
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="taskpool_role"

@@ -239,6 +239,83 @@ def test_a_pool_admin_manages_devices_and_roles_without_model_permissions(login,
     assert UserRole.objects.get(user=plain).role == "user" and not plain.is_staff
 
 
+def user_page_data(page, **changes) -> dict[str, str]:
+    """What the user admin's change form posts back as it is, with ``changes``."""
+    form = page.context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None}
+    for name in ("groups", "user_permissions", "last_login", "password"):
+        data.pop(name, None)
+    joined = form.initial["date_joined"]
+    data.update(
+        date_joined_0=joined.strftime("%Y-%m-%d"),
+        date_joined_1=joined.strftime("%H:%M:%S"),
+        **{
+            "taskpool_role-TOTAL_FORMS": "1",
+            "taskpool_role-INITIAL_FORMS": "0",
+            "taskpool_role-MIN_NUM_FORMS": "0",
+            "taskpool_role-MAX_NUM_FORMS": "1",
+        },
+    )
+    for name in ("is_active", "is_staff", "is_superuser"):
+        if data.get(name) is False:
+            del data[name]  # an unticked box is not posted
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize(("role", "staff"), [("master", True), ("admin", True)])
+def test_a_role_given_on_the_users_page_lets_them_into_the_admin(login, role, staff):
+    """As ``taskpool_role`` does: a master's or an admin's pages are in the admin."""
+    root = Client()
+    root.force_login(get_user_model().objects.create_superuser("root", password="pw"))
+    someone = get_user_model().objects.create_user(
+        "someone", email="someone@example.com", password="their-pw"
+    )
+    url = f"/admin/auth/user/{someone.pk}/change/"
+    page = root.get(url)
+    assert "Giving admin or master also makes the user staff" in page.content.decode()
+    data = user_page_data(
+        page, **{"taskpool_role-0-user": str(someone.pk), "taskpool_role-0-role": role}
+    )
+    saved = root.post(url, data, follow=True)
+    assert saved.status_code == 200 and "adminform" not in saved.context, saved.context.get(
+        "errors"
+    )
+    assert UserRole.objects.get(user=someone).role == role
+    someone.refresh_from_db()
+    assert someone.is_staff is staff
+    shown = [str(message) for message in saved.context["messages"]]
+    assert ("someone is now staff, so they can log in to the admin." in shown) is staff
+
+    # Through the admin's own login page, with their password.
+    them = Client()
+    them.post(LOGIN, {"username": "someone", "password": "their-pw", "next": "/admin/"})
+    tasks = them.get("/admin/taskpool/task/")
+    assert tasks.status_code == (200 if staff else 302)
+
+
+def test_a_role_left_as_it_was_does_not_make_staff_again(login):
+    """Staff who take a master's staff status away on their page, role unchanged, keep it so."""
+    root = Client()
+    root.force_login(get_user_model().objects.create_superuser("root", password="pw"))
+    someone = get_user_model().objects.create_user("someone", is_staff=True)
+    role = UserRole.objects.create(user=someone, role="master")
+    url = f"/admin/auth/user/{someone.pk}/change/"
+    data = user_page_data(
+        root.get(url),
+        **{
+            "taskpool_role-INITIAL_FORMS": "1",
+            "taskpool_role-0-id": str(role.pk),
+            "taskpool_role-0-user": str(someone.pk),
+            "taskpool_role-0-role": "master",
+        },
+    )
+    del data["is_staff"]
+    assert root.post(url, data).status_code == 302
+    someone.refresh_from_db()
+    assert not someone.is_staff
+
+
 def test_a_master_sees_devices_but_does_not_change_them(login, make_device, db):
     make_device("new-1", validated=False)
     master = login("master", role="master")

@@ -8,10 +8,11 @@ registered again as a subclass with the inline: list ``taskpool`` after
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -51,17 +52,8 @@ class UserRoleAdmin(RoleOrModelPermissions):
 
     def save_model(self, request: HttpRequest, obj: UserRole, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        user = obj.user
-        if obj.role in (UserRole.ADMIN, UserRole.MASTER) and not user.is_staff:
-            # As taskpool_role does: the role's pages are in the admin, which a pool admin
-            # could otherwise not let them into (they may not change users).
-            user.is_staff = True
-            user.save(update_fields=["is_staff"])
-            self.message_user(
-                request,
-                gettext("%(user)s is now staff, so they can log in to the admin.") % {"user": user},
-                messages.INFO,
-            )
+        # A pool admin could otherwise not let them in: they may not change users.
+        let_into_the_admin(request, obj)
 
     @admin.display(description=_("email"), ordering="user__email")
     def user_email(self, role: UserRole) -> str:
@@ -72,14 +64,62 @@ class UserRoleAdmin(RoleOrModelPermissions):
         return role.user.is_staff
 
 
+def let_into_the_admin(request: HttpRequest, role: UserRole) -> None:
+    """Make the user of a role just given staff when the role's pages are in the admin, as
+    ``taskpool_role`` does, and say so."""
+    user = role.user
+    if role.role in UserRole.STAFF_ROLES and not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+        messages.info(
+            request,
+            gettext("%(user)s is now staff, so they can log in to the admin.") % {"user": user},
+        )
+
+
+class UserRoleFormSet(BaseInlineFormSet):
+    """The role on a user's page: given or changed to admin or master, it makes them staff.
+
+    Saved after the user's own form, so the staff box of that form cannot undo it; a role
+    saved unchanged leaves the user's staff status as that form set it.
+    """
+
+    #: The request of the page, set by ``UserRoleInline.get_formset`` (for the message).
+    request: HttpRequest
+
+    def save(self, commit: bool = True) -> list[Any]:
+        saved = super().save(commit)
+        for role in saved:
+            let_into_the_admin(self.request, role)
+        return saved
+
+
 class UserRoleInline(admin.StackedInline):
     model = UserRole
+    formset = UserRoleFormSet
     can_delete = True
     max_num = 1
     extra = 0
     verbose_name = _("pool role")
     verbose_name_plural = _("pool role")
-    help_texts = {"role": _("admin ⊇ master ⊇ user. Admins may read the day files.")}
+    #: Under the role (the admin's inlines have no such option: ``get_formset`` passes it).
+    help_texts = {
+        "role": _(
+            "admin ⊇ master ⊇ user. Admins may read the day files. Giving admin or master "
+            "also makes the user staff, so they can log in to the admin."
+        )
+    }
+
+    def get_formset(
+        self, request: HttpRequest, obj: Any = None, **kwargs: Any
+    ) -> type[UserRoleFormSet]:
+        # A subclass of ``formset``, made for this request by inlineformset_factory.
+        formset = cast(
+            type[UserRoleFormSet],
+            super().get_formset(request, obj, help_texts=self.help_texts, **kwargs),
+        )
+        formset.request = request
+        return formset
 
 
 def add_role_inline(site: admin.AdminSite = admin.site) -> None:

@@ -51,7 +51,7 @@ class Command(PoolCommand):
             user.set_password(password)
         elif created:
             user.set_unusable_password()
-        if role in (UserRole.ADMIN, UserRole.MASTER):
+        if role in UserRole.STAFF_ROLES:
             user.is_staff = True  # they send, follow and cancel tasks in the Django admin
         user.save()
         pool_role = UserRole.objects.filter(user=user).first() or UserRole(user=user)
