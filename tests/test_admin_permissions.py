@@ -263,7 +263,7 @@ def user_page_data(page, **changes) -> dict[str, str]:
     return data
 
 
-@pytest.mark.parametrize(("role", "staff"), [("master", True), ("admin", True)])
+@pytest.mark.parametrize(("role", "staff"), [("master", True), ("admin", True), ("user", False)])
 def test_a_role_given_on_the_users_page_lets_them_into_the_admin(login, role, staff):
     """As ``taskpool_role`` does: a master's or an admin's pages are in the admin."""
     root = Client()

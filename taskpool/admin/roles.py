@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.forms.models import BaseInlineFormSet
@@ -77,6 +78,15 @@ def let_into_the_admin(request: HttpRequest, role: UserRole) -> None:
         )
 
 
+class UserRoleInlineForm(forms.ModelForm):
+    """The role on a user's page, given when added even if it is the one preselected."""
+
+    def has_changed(self) -> bool:
+        # A form added for a role starts at the default role: unchanged, Django would skip it
+        # and save the user without the role they were given.
+        return self.instance.pk is None or super().has_changed()
+
+
 class UserRoleFormSet(BaseInlineFormSet):
     """The role on a user's page: given or changed to admin or master, it makes them staff.
 
@@ -96,6 +106,7 @@ class UserRoleFormSet(BaseInlineFormSet):
 
 class UserRoleInline(admin.StackedInline):
     model = UserRole
+    form = UserRoleInlineForm
     formset = UserRoleFormSet
     can_delete = True
     max_num = 1
