@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from tests.browser_site import PASSWORD, Site, serve
+from tests.browser_site import PASSWORD, ROOT, Site, serve, site_environment
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -369,6 +371,41 @@ def test_cancel_a_task(browser, site):
     expect(page.locator("#cancel-form")).to_have_count(0)
     screenshot(page, "thread_cancelled")
     assert task["id"] not in pending_ids(site, "cancel-1")
+    page.context.close()
+
+
+def test_a_master_role_given_on_a_users_page_lets_them_log_in(browser, site):
+    """As ``taskpool_role`` does: the pages of a master are in the admin, behind its login."""
+    subprocess.run(
+        [sys.executable, "manage.py", "taskpool_role", "newbie", "user", "--password", PASSWORD],
+        cwd=ROOT,
+        env=site_environment(site.var_dir),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    page = open_page(browser, site)
+    log_in(page, "boss")
+    page.goto("/admin/auth/user/?q=newbie")
+    page.get_by_role("link", name="newbie", exact=True).click()
+    expect(page.locator("#id_is_staff")).not_to_be_checked()
+    role = page.locator("#id_taskpool_role-0-role")
+    expect(page.locator("#taskpool_role-group")).to_contain_text(
+        "Giving admin or master also makes the user staff"
+    )
+    role.select_option("master")
+    page.click("input[name=_continue]")
+    expect(page.locator(".messagelist")).to_contain_text(
+        "Newbie is now staff, so they can log in to the admin."
+    )
+    expect(page.locator("#id_is_staff")).to_be_checked()
+    page.context.close()
+
+    page = open_page(browser, site)
+    log_in(page, "newbie")
+    expect(
+        page.locator("#content-main").get_by_role("link", name="Tasks", exact=True)
+    ).to_be_visible()
     page.context.close()
 
 
