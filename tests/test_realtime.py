@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from taskpool.exceptions import PoolError
 from taskpool.messages import encode_line
 from taskpool.realtime import sse
 from taskpool.realtime.hub import Hub, Waiter
@@ -35,7 +37,7 @@ def post(store, to: str, sender: str = "user:ops", **extra) -> dict:
 
 def carried(store, scope: Scope) -> list[str]:
     """The ids of the messages a stream for ``scope`` carries from the pool's start."""
-    stream_filter = StreamFilter(scope, store.find_task)
+    stream_filter = StreamFilter(scope, store)
     page = store.messages_after(None, limit=1000)
     return [message["id"] for message in page.results if stream_filter.carries(message)]
 
@@ -94,6 +96,97 @@ def test_a_device_hears_of_another_devices_claim_once_and_of_its_release(store):
     again = store.post_response(device_id="a", parent_id=task["id"], status="progress").message
     assert carried(store, Scope(DEVICE, "a")) == [task["id"], claim["id"], release["id"]]
     assert carried(store, Scope(DEVICE, "b")) == [task["id"], again["id"]]
+
+
+def carried_between(store, scope: Scope, start: str | None, stop: str | None) -> list[str]:
+    """The ids one connection for ``scope`` carries from cursor ``start`` until it has read
+    to ``stop`` (``None``: the end of the pool): what a device gets before it reconnects."""
+    stream_filter = StreamFilter(scope, store)
+    ids = []
+    cursor = start
+    while True:
+        page = store.messages_after(cursor, limit=1000)
+        for entry in page.entries:
+            if stop is not None and entry.cursor > stop:
+                return ids
+            if stream_filter.carries(entry.message):
+                ids.append(entry.message["id"])
+            if entry.cursor == stop:
+                return ids
+        if not page.has_more:
+            return ids
+        cursor = page.next_cursor
+
+
+def test_a_reconnected_device_is_not_told_again_of_a_claim_it_heard_of(store):
+    """Who holds an any-one task is the pool's, not the connection's: after a reconnect
+    with Last-Event-ID, the holder's progress is no new claim."""
+    task = post(store, "device:[a,b]", mode="any")
+    claim = store.claim(device_id="b", parent_id=task["id"]).claim
+    heard = store.end_cursor()
+    store.post_response(device_id="b", parent_id=task["id"], status="progress")
+    store.post_response(device_id="b", parent_id=task["id"], status="done")
+    assert carried_between(store, Scope(DEVICE, "a"), None, None) == [task["id"], claim["id"]]
+    assert carried_between(store, Scope(DEVICE, "a"), heard, None) == []
+
+
+def test_a_device_stream_is_the_same_however_it_was_cut_by_reconnects(store):
+    """A randomized run of any-one tasks among three devices (claims, progress, releases,
+    ends, refusals): from any cursor, one connection carries exactly what a device gets by
+    reconnecting at any later position and going on from there."""
+    rng = random.Random(20261128)
+    devices = ["a", "b", "c"]
+    tasks = [post(store, "device:[a,b,c]", mode="any")["id"] for _ in range(3)]
+    for _ in range(90):
+        if rng.random() < 0.08:
+            tasks.append(post(store, "device:[a,b,c]", mode="any")["id"])
+        task_id, device = rng.choice(tasks[-4:]), rng.choice(devices)
+        try:
+            if rng.random() < 0.3:
+                store.claim(device_id=device, parent_id=task_id)
+            else:
+                status = rng.choice(["progress", "progress", "rejected", "done", "failed"])
+                store.post_response(device_id=device, parent_id=task_id, status=status)
+        except PoolError:
+            pass  # refused by the rules (held by another, answered, closed): as a device sees
+    for device in devices:
+        assert len(carried_the_same_however_cut(store, Scope(DEVICE, device), every=9)) > 3
+
+
+def test_a_claim_after_a_timeout_is_told_however_the_stream_was_cut(store):
+    """A timeout releases an any-one task: another device's claim after it is a claim
+    again, for a stream that read the timeout as for one resumed after it."""
+    from taskpool.ticker import tick
+
+    task = post(store, "device:[a,b,c]", mode="any", timeout={"in_progress": 1})
+    first = store.claim(device_id="b", parent_id=task["id"]).claim
+    written: list[dict] = []
+    deadline = time.monotonic() + 10
+    while not written and time.monotonic() < deadline:
+        time.sleep(0.2)
+        written = tick(store, registered_devices=[])
+    assert [line["meta"]["status"] for line in written] == ["timed_out"]
+    second = store.claim(device_id="c", parent_id=task["id"]).claim
+    store.post_response(device_id="c", parent_id=task["id"], status="progress")
+    assert carried_the_same_however_cut(store, Scope(DEVICE, "a")) == [
+        task["id"],
+        first["id"],
+        written[0]["id"],
+        second["id"],
+    ]
+
+
+def carried_the_same_however_cut(store, scope: Scope, every: int = 1) -> list[str]:
+    """What a stream for ``scope`` carries from the pool's start, having checked that from
+    every ``every``-th position on, one connection carries what two do, cut anywhere."""
+    positions = [None, *(entry.cursor for entry in store.messages_after(None, limit=1000).entries)]
+    for start in positions[::every]:
+        whole = carried_between(store, scope, start, None)
+        for cut in positions[positions.index(start) + 1 :]:
+            pieces = carried_between(store, scope, start, cut)
+            pieces += carried_between(store, scope, cut, None)
+            assert pieces == whole, (scope, start, cut)
+    return carried_between(store, scope, None, None)
 
 
 def test_a_master_stream_carries_its_tasks_and_their_responses(store):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from taskpool.exceptions import InvalidMessage
 from taskpool.lifecycle import ABORTED, BACKEND_STATUSES, OFFERED, OPENED, TIMED_OUT
 from taskpool.messages import Message, parse_address, response_status
 from taskpool.principals import address_of, has_role, is_device
+from taskpool.stores.base import BaseStore
 from taskpool.stores.changes import Changes
 
 DEVICE, MASTER, ALL_TASKS, ADMIN = "device", "master", "all-tasks", "admin"
@@ -30,6 +30,8 @@ DEVICE, MASTER, ALL_TASKS, ADMIN = "device", "master", "all-tasks", "admin"
 #: Answers by which a device takes an any-one task (the first one claims it).
 _TAKING = frozenset({"claimed", "progress", "done", "failed"})
 _REMEMBERED_TASKS = 1024
+#: A holder the stream has not learnt yet (no device is named so).
+_NOT_KNOWN = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +78,24 @@ class Scope:
 class StreamFilter:
     """Decides, message by message in pool order, what one stream carries.
 
-    Looks up the task a response answers with ``find_task`` (remembering
-    the last ones), and remembers which device holds each any-one task, so a
-    device hears of a claim once rather than of every progress report after it.
+    Looks up the task a response answers in ``store`` (remembering the last
+    ones). A device hears of another device's answer to an any-one task only
+    when it changed who holds the task, a claim or a release, so it hears of
+    a claim once rather than of every progress report after it. Who held the
+    task is the pool's, not the connection's: a task whose line the stream
+    read starts with no holder, and one from before the stream's cursor asks
+    the store who held it before the first answer met (``holder_before``);
+    from there the stream follows the answers it reads, in pool order. A
+    device thus gets the same events from a cursor in one connection as in
+    several, resumed with ``Last-Event-ID`` anywhere in between.
     """
 
-    def __init__(self, scope: Scope, find_task: Callable[[str], Message | None]) -> None:
+    def __init__(self, scope: Scope, store: BaseStore) -> None:
         self.scope = scope
-        self._task = functools.lru_cache(maxsize=_REMEMBERED_TASKS)(find_task)
-        self._holders: OrderedDict[str, str] = OrderedDict()
+        self._task = functools.lru_cache(maxsize=_REMEMBERED_TASKS)(store.find_task)
+        self._holder_before = store.holder_before
+        #: Any-one tasks' holders where the stream has read to (``None``: nobody).
+        self._holders: OrderedDict[str, str | None] = OrderedDict()
 
     def carries(self, message: Message) -> bool:
         scope = self.scope
@@ -93,9 +104,12 @@ class StreamFilter:
         if scope.kind == ALL_TASKS:
             return message["type"] in ("task", "response")
         if message["type"] == "task":
+            own = self._is_own(message)
+            if own and scope.kind == DEVICE and message["meta"].get("mode") == "any":
+                self._hold(message["id"], None)  # nobody holds a task at its line
             # A device hears of a scheduled task (a start to come, a rollout) from the
             # backend's line that offers it to it, not before: it is not pending yet.
-            return self._is_own(message) and (scope.kind == MASTER or not _scheduled(message))
+            return own and (scope.kind == MASTER or not _scheduled(message))
         if message["type"] != "response" or not message["parent_id"]:
             return False
         if scope.kind == DEVICE and not self._may_change_pending(message):
@@ -130,27 +144,46 @@ class StreamFilter:
         status = response_status(response)
         if status == "cancelled":
             return True
+        any_one = task["meta"].get("mode") == "any"
         if response["from"] == "backend" and status in BACKEND_STATUSES:
-            return _names_device(response, self.scope.name, task["meta"].get("mode") == "any")
+            if (
+                any_one
+                and status == TIMED_OUT
+                and task["id"] in self._holders
+                and self._holders[task["id"]] == response["meta"].get("device")
+            ):
+                self._hold(task["id"], None)  # a timeout releases the task
+            return _names_device(response, self.scope.name, any_one)
         sender = response["from"]
-        if task["meta"].get("mode") != "any" or not sender.startswith("device:"):
+        if not any_one or not sender.startswith("device:"):
             return False
         device = sender[7:]
         if device == self.scope.name:
             return False  # its own answers: it knows them
+        # The device's own answers are not followed: while it holds the task, another
+        # device's answer claims nothing and releases nothing (the rules refuse a claim),
+        # whether the holder is known here or not.
+        holder = self._holders.get(task["id"], _NOT_KNOWN)
+        known = holder != _NOT_KNOWN
+        if not known:  # the stream began after the task's line, or forgot it: the pool knows
+            holder = self._holder_before(task["id"], response["id"])
+        if status == "rejected" and holder == device:
+            self._hold(task["id"], None)  # released: claimable again
+            return True
+        if holder is None and status in _TAKING:
+            self._hold(task["id"], device)
+            return True
+        if not known:
+            self._hold(task["id"], holder)
+        return False
+
+    def _hold(self, task_id: str, holder: str | None) -> None:
+        """Remember who holds ``task_id`` (``None``: nobody), forgetting the least recent."""
         holders = self._holders
-        holder = holders.get(task["id"])
-        if status == "rejected":
-            if holder == device:
-                del holders[task["id"]]  # released: claimable again
-            return holder in (device, None)
-        if status not in _TAKING or holder == device:
-            return False
-        holders[task["id"]] = device
-        holders.move_to_end(task["id"])
+        holders[task_id] = holder
+        holders.move_to_end(task_id)
         if len(holders) > _REMEMBERED_TASKS:
             holders.popitem(last=False)
-        return True
 
 
 def _scheduled(task: Message) -> bool:

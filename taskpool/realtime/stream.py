@@ -67,7 +67,7 @@ async def events(
 
     A keep-alive comment follows ``keep_alive`` seconds of silence.
     """
-    stream_filter = StreamFilter(scope, store.find_task)
+    stream_filter = StreamFilter(scope, store)
     loop = asyncio.get_running_loop()
     hub = hub_for(store)
     admitted_at = loop.time()
@@ -131,7 +131,7 @@ def sync_events(
     admitted: Callable[[], bool] | None = None,
 ) -> Iterator[bytes]:
     """The same stream for a thread of its own (WSGI, ``runserver``): it polls the pool."""
-    stream_filter = StreamFilter(scope, store.find_task)
+    stream_filter = StreamFilter(scope, store)
     admitted_at = time.monotonic()
 
     def still_admitted() -> bool:

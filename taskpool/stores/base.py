@@ -16,6 +16,7 @@ sort as strings in pool order.
 from __future__ import annotations
 
 import abc
+import functools
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
@@ -29,6 +30,7 @@ from taskpool.days import day_of
 from taskpool.exceptions import DayInHorizon, InvalidMessage, UnknownTask
 from taskpool.executions import StatusCount, registered_places
 from taskpool.jobs import job_meta
+from taskpool.lifecycle import replay
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import (
     DEVICE_STATUSES,
@@ -62,6 +64,9 @@ from taskpool.stores.validation import (
 )
 
 Result = TypeVar("Result")
+
+#: How many answers ``holder_before`` keeps what it found for.
+_KEPT_HOLDERS = 4096
 
 # The value types are kept in ``taskpool.stores.results``; named here too, as the contract's.
 __all__ = [
@@ -432,6 +437,34 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def task_detail(self, task_id: str) -> TaskDetail:
         """The task, its responses in pool order, and its state. ``UnknownTask`` if none."""
+
+    def holder_before(self, task_id: str, response_id: str) -> str | None:
+        """The device that held the any-one task ``task_id`` just before its response
+        ``response_id``, as the task's lines up to there say (``None``: nobody, or no task).
+
+        What a stream that did not read the task's earlier lines (it resumed after them)
+        needs to judge an answer it meets: a claim, or the holder's progress. Replays the
+        task's responses by the lifecycle's rules, so it reads the task's lines; the answer
+        does not change once the response is stored, and the last ones asked are kept, so
+        streams that meet the same answer together (a fleet reconnecting) read it once.
+        """
+        return self._kept_holders_before(task_id, response_id)
+
+    @functools.cached_property
+    def _kept_holders_before(self) -> Callable[[str, str], str | None]:
+        return functools.lru_cache(maxsize=_KEPT_HOLDERS)(self._replayed_holder_before)
+
+    def _replayed_holder_before(self, task_id: str, response_id: str) -> str | None:
+        try:
+            detail = self.task_detail(task_id)
+        except UnknownTask:
+            return None
+        earlier = []
+        for response in detail.responses:
+            if response["id"] == response_id:
+                break
+            earlier.append(response)
+        return replay(detail.task, earlier, self.task_ttl).claimer
 
     @abc.abstractmethod
     def recent_tasks(
