@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from django.db import OperationalError
 
 from taskpool.exceptions import PoolError
 from taskpool.messages import encode_line
@@ -25,7 +26,7 @@ from taskpool.realtime.scope import (
     StreamFilter,
     concerned_scopes,
 )
-from taskpool.realtime.stream import events
+from taskpool.realtime.stream import events, read_events
 from tests.conftest import client_with
 
 pytestmark = pytest.mark.every_store
@@ -174,6 +175,35 @@ def test_a_claim_after_a_timeout_is_told_however_the_stream_was_cut(store):
         written[0]["id"],
         second["id"],
     ]
+
+
+def test_a_lookup_that_fails_partway_ends_the_page_before_that_message(store, monkeypatch):
+    """The filter follows holders as it reads: a page that met a database gone away is
+    not judged again from its start (a claim read once would then be no news)."""
+    first = post(store, "device:[a,b]", mode="any")
+    second = post(store, "device:[a,b]", mode="any")
+    start = store.end_cursor()
+    claims = [store.claim(device_id="b", parent_id=task["id"]).claim for task in (first, second)]
+    lookup, calls = store.holder_before, []
+
+    def failing_the_second_time(task_id: str, response_id: str) -> str | None:
+        calls.append(response_id)
+        if len(calls) == 2:
+            raise OperationalError("the database went away")
+        return lookup(task_id, response_id)
+
+    monkeypatch.setattr(store, "holder_before", failing_the_second_time)
+    stream_filter = StreamFilter(Scope(DEVICE, "a"), store)
+    chunk, cursor, more = read_events(store, stream_filter, start)
+    assert more and cursor == store.messages_after(start, limit=1).next_cursor
+    rest, _, more = read_events(store, stream_filter, cursor)
+    assert not more
+    ids = [
+        orjson.loads(line[6:])["id"]
+        for line in (chunk + rest).splitlines()
+        if line[:6] == b"data: "
+    ]
+    assert ids == [claim["id"] for claim in claims]
 
 
 def carried_the_same_however_cut(store, scope: Scope, every: int = 1) -> list[str]:

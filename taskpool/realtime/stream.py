@@ -44,13 +44,24 @@ _PAGE = 500
 def read_events(
     store: BaseStore, stream_filter: StreamFilter, cursor: str | None
 ) -> tuple[bytes, str | None, bool]:
-    """The events after ``cursor`` this stream carries (one page), where it got to, and whether more follow."""
+    """The events after ``cursor`` this stream carries (one page), where it got to, and whether more follow.
+
+    The filter follows who holds each any-one task as it reads: a lookup that
+    fails partway (the database went away) ends the page before that message,
+    so the next read starts there and no message is judged twice.
+    """
     page = store.messages_after(cursor, limit=_PAGE)
-    events = [
-        sse.event(entry.cursor, entry.message)
-        for entry in page.entries
-        if stream_filter.carries(entry.message)
-    ]
+    events: list[bytes] = []
+    for entry in page.entries:
+        try:
+            carried = stream_filter.carries(entry.message)
+        except DatabaseError:
+            if entry is page.entries[0]:
+                raise
+            return b"".join(events), cursor, True
+        if carried:
+            events.append(sse.event(entry.cursor, entry.message))
+        cursor = entry.cursor
     return b"".join(events), page.next_cursor, page.has_more
 
 
