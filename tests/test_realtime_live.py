@@ -277,6 +277,35 @@ def test_a_reconnect_with_last_event_id_replays_exactly_what_was_missed_then_goe
         assert [next_event(events).data for _ in range(4)] == [*missed, live_one]
 
 
+def test_a_device_resumed_after_a_claim_is_not_told_of_the_holders_progress(live):
+    """Who holds an any-one task is the pool's: a device's stream resumed with
+    Last-Event-ID after another device's claim does not take the holder's progress for
+    a new claim."""
+    a, b, _ = live.servers
+    with open_stream(a, live.bearer("pi-10")) as response:
+        events = read_events(response)
+        assert next(events).comment == "stream open"
+        posted = httpx.post(
+            f"{b}/pool/task",
+            json={"to": "device:[pi-10,pi-11]", "title": "any", "mode": "any"},
+            headers=live.bearer("ops"),
+        )
+        assert posted.status_code == 201, posted.text
+        task = posted.json()
+        assert next_event(events).data == task
+        claimed = httpx.post(
+            f"{b}/pool/claim", json={"parent_id": task["id"]}, headers=live.bearer("pi-11")
+        )
+        assert claimed.status_code == 201, claimed.text
+        last = next_event(events)
+        assert last.data == claimed.json()["claim"]
+    respond(live, b, "pi-11", task, "progress")
+    with open_stream(a, {**live.bearer("pi-10"), "Last-Event-ID": last.id}) as response:
+        events = read_events(response)
+        sentinel = post_task(live, b, "ops", "device:pi-10", "after the progress")
+        assert next_event(events).data == sentinel
+
+
 def test_a_master_stream_carries_its_tasks_and_every_response_to_them(live):
     a, b, _ = live.servers
     with open_stream(a, live.bearer("ops2")) as response:
