@@ -265,6 +265,22 @@ class LifecycleContract:
         with pytest.raises(TaskClosed, match="finished"):
             self.restarted(pool).post_response(device_id="b", parent_id=t["id"], status="done")
 
+    def test_holder_before_each_answer_is_who_held_the_task_there(self, pool):
+        """What a stream resumed after the task asks: the holder as the pool stood just
+        before an answer, whatever came after it (here, in another process too)."""
+        t = task(pool, "device:[a,b]", mode="any")
+        answers = [
+            pool.claim(device_id="a", parent_id=t["id"]).claim,
+            pool.post_response(device_id="a", parent_id=t["id"], status="progress").message,
+            pool.post_response(device_id="a", parent_id=t["id"], status="rejected").message,
+            pool.post_response(device_id="b", parent_id=t["id"], status="progress").message,
+            pool.post_response(device_id="b", parent_id=t["id"], status="done").message,
+        ]
+        expected = [None, "a", "a", None, "b"]
+        for store in (pool, self.restarted(pool)):
+            assert [store.holder_before(t["id"], a["id"]) for a in answers] == expected
+        assert pool.holder_before("msg_unknown", answers[0]["id"]) is None
+
     def test_rejected_leaves_an_any_one_task_claimable(self, pool):
         t = task(pool, "device:[a,b]", mode="any")
         pool.post_response(device_id="a", parent_id=t["id"], status="rejected")
