@@ -79,8 +79,11 @@ class DeviceUser(models.Model):
 
     @property
     def awaiting_approval(self) -> bool:
-        """An enrollment request staff have not validated yet."""
-        return self.enrolled_at is not None and not self.validated
+        """An enrollment request staff have not validated yet: not a device that joined (its
+        token collected) and that staff invalidated since, which they validate again."""
+        return (
+            self.enrolled_at is not None and not self.validated and self.token_collected_at is None
+        )
 
     def rotate_session(self) -> None:
         """Revoke every token issued so far."""

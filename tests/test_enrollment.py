@@ -519,3 +519,20 @@ def test_refusing_needs_the_right_to_delete_devices(staff):
     changer = staff("changer", perms=["view_deviceuser", "change_deviceuser"])
     page = changer.get("/admin/taskpool/deviceuser/")
     assert "refuse" not in dict(page.context["action_form"].fields["action"].choices)
+
+
+def test_a_device_that_joined_and_was_invalidated_is_not_an_enrollment_request(staff):
+    """Staff took it out after it joined: approving is not the word for letting it back in."""
+    secret = enrolled("pi-joined")
+    DeviceUser.objects.filter(pk="pi-joined").update(validated=True)
+    assert ask_token(APIClient(), "pi-joined", secret).status_code == 200
+    call_command("taskpool_device", "pi-joined", "--invalidate", stdout=io.StringIO())
+    enrolled("pi-asks")
+    boss = staff("boss", role="admin")
+    waiting = boss.get("/admin/taskpool/deviceuser/?enrollment=waiting")
+    assert [device.id for device in waiting.context["cl"].result_list] == ["pi-asks"]
+    page = boss.get("/admin/taskpool/deviceuser/?enrollment=joined").content.decode()
+    assert "token collected, invalidated" in page
+    assert "waiting for approval" not in page
+    approve = boss.get("/admin/taskpool/deviceuser/pi-joined/approve/").content.decode()
+    assert "is not waiting for approval" in approve

@@ -91,7 +91,7 @@ class EnrollmentFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
         enrolled = queryset.filter(enrolled_at__isnull=False)
         if self.value() == "waiting":
-            return enrolled.filter(validated=False)
+            return enrolled.filter(validated=False, token_collected_at__isnull=True)
         if self.value() == "approved":
             return enrolled.filter(validated=True, token_collected_at__isnull=True)
         if self.value() == "joined":
@@ -196,6 +196,8 @@ class DeviceUserAdmin(RoleOrModelPermissions):
             if not device.enrollment_secret_hash:  # staff issued a token, or it was forgotten
                 return _("approved, enrollment ended: its token comes from staff")
             return _("approved, token not collected")
+        if not device.validated:
+            return _("token collected, invalidated")
         return _("token collected")
 
     # Actions ---------------------------------------------------------------
@@ -205,7 +207,7 @@ class DeviceUserAdmin(RoleOrModelPermissions):
     )
     def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
         selected = list(queryset)  # before approving: a filtered list may then hold none
-        waiting = [device for device in selected if device.enrolled_at and not device.validated]
+        waiting = [device for device in selected if device.awaiting_approval]
         with transaction.atomic():
             approve_devices(waiting)
             self.log_changes(request, waiting, _("Approved its enrollment request."))
