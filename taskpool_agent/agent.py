@@ -28,6 +28,7 @@ from typing import Any
 
 from taskpool_agent import __version__
 from taskpool_agent.client import Backoff, PoolClient, Refused, Stopped, Unreachable, interruptible
+from taskpool_agent.clock import Start
 from taskpool_agent.config import Config
 from taskpool_agent.journal import ANSWERED, FINISHED, STARTED, Journal, attempt_key
 from taskpool_agent.runner import (
@@ -237,13 +238,13 @@ class Agent:
             self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
             self.answer(key, task, outcome)
             return
-        started_at = time.time()
-        entry = {"state": STARTED, "task": task, "started_at": started_at, "handler": str(path)}
+        start = Start.now()
+        entry = {"state": STARTED, "task": task, **start.as_entry(), "handler": str(path)}
         self.journal.write(key, entry)  # before the handler starts: it never runs twice
         process = HandlerProcess.start(self.journal.directory(key), path, args, task)
         self.journal.write(key, {**entry, "pid": process.pid})
         log.info("%s: started %s (pid %d)", key, path.name, process.pid)
-        self.watch(key, task, process, started_at)
+        self.watch(key, task, process, start)
 
     def claim(self, key: str, task: dict[str, Any]) -> bool:
         """Take an any-one task before running it; ``False`` when another device holds it.
@@ -272,9 +273,7 @@ class Agent:
                 self.journal.write(key, {"state": ANSWERED, "task": task, "refused": str(error)})
             return False
 
-    def watch(
-        self, key: str, task: dict[str, Any], process: HandlerProcess, started_at: float
-    ) -> None:
+    def watch(self, key: str, task: dict[str, Any], process: HandlerProcess, start: Start) -> None:
         """Wait for the handler's end, reporting its progress, minding timeout, cancel and stop."""
         self.running = key
         timeout = timeout_of(task, self.options.handler_timeout)
@@ -282,7 +281,9 @@ class Agent:
         # A job's timeout is the server's to call (``timed_out``, which its retries and abort
         # count): the agent stops the handler itself only if that line is late in coming.
         grace = SERVER_TIMEOUT_GRACE_SECONDS if by_server else 0.0
-        deadline = time.monotonic() + timeout + grace - (time.time() - started_at)
+        # Counted from the handler's start (by an earlier agent, for one adopted), on the
+        # monotonic clock: a step of the wall clock neither ends it at once nor never.
+        deadline = time.monotonic() + timeout + grace - start.elapsed()
         closed = threading.Event()  # the task is no longer this device's to answer
         reporter = ProgressReporter(self, key, task, closed)
         if by_server:
@@ -317,12 +318,12 @@ class Agent:
                 if self.stop.is_set():
                     process.kill(self.options.kill_grace)
                     reason = "The agent was stopped while the handler ran."
-                    outcome = ended(process, started_at).stopped("stopped", {"reason": reason})
+                    outcome = ended(process, start).stopped("stopped", {"reason": reason})
                     break
                 if time.monotonic() >= deadline:
                     process.kill(self.options.kill_grace)
                     reason = f"The handler timed out after {timeout:g} s."
-                    outcome = ended(process, started_at).stopped(
+                    outcome = ended(process, start).stopped(
                         "timed out", {"reason": reason, "timeout": timeout}
                     )
                     break
@@ -330,7 +331,7 @@ class Agent:
             reporter.close()
             self.running = None
         if outcome is None:
-            outcome = ended(process, started_at)
+            outcome = ended(process, start)
         self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
         log.info("%s: %s (%s)", key, outcome.status, outcome.title)
         self.answer(key, task, outcome)
@@ -462,13 +463,13 @@ class Agent:
             pid = entry.get("pid") or find_wrapper(directory)
             if pid and ((directory / "status").exists() or wrapper_alive(pid)):
                 log.info("%s: the handler started before (pid %d): waiting for its end", key, pid)
-                self.watch(key, task, HandlerProcess.adopt(directory, pid), entry["started_at"])
+                self.watch(key, task, HandlerProcess.adopt(directory, pid), Start.of(entry))
                 continue
             if not pid and (directory / "status").exists():
                 # Stopped as the handler started, before its pid was journaled: it ran to
                 # its end meanwhile, and its exit status says how.
                 log.info("%s: the handler ran while no agent did: answering it", key)
-                outcome = ended(HandlerProcess.adopt(directory, 0), entry["started_at"])
+                outcome = ended(HandlerProcess.adopt(directory, 0), Start.of(entry))
             elif not HandlerProcess.ever_started(directory):
                 # Stopped after journaling the start, before the handler's wrapper ran (it
                 # marks its start before the handler), or the wrapper ended before it got
@@ -485,7 +486,7 @@ class Agent:
                 outcome = outcome_of(
                     None,
                     HandlerProcess.adopt(directory, 0).output_tail(),
-                    time.time() - entry["started_at"],
+                    Start.of(entry).elapsed(),
                 )
             self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
             self.answer(key, task, outcome)
@@ -577,11 +578,18 @@ def a_list(data: Any) -> bool:
     return isinstance(data, list)
 
 
-def ended(process: HandlerProcess, started_at: float) -> Outcome:
+def ended(process: HandlerProcess, start: Start) -> Outcome:
     """The answer to a handler that has ended: its exit status, output and how long it ran
-    (to its end, also when it ended while no agent ran)."""
-    finished_at = process.ended_at() or time.time()
-    return outcome_of(process.exit_code(), process.output_tail(), finished_at - started_at)
+    (to its end, also when it ended while no agent ran).
+
+    To the end this agent saw, on the monotonic clock; for one that ended while no agent
+    ran, to its status file's time, within the time since it started.
+    """
+    if process.seen_ending is not None:
+        seconds = start.elapsed() - (time.monotonic() - process.seen_ending)
+    else:
+        seconds = start.elapsed(until=process.ended_at())
+    return outcome_of(process.exit_code(), process.output_tail(), max(0.0, seconds))
 
 
 def answer_body(task: dict[str, Any], outcome: Outcome) -> dict[str, Any]:

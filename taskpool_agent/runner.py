@@ -185,6 +185,10 @@ class HandlerProcess:
         self._popen = popen
         self.exited = threading.Event()
         self._code: int | None = None
+        #: When (monotonic) this agent saw it end; ``None`` while it runs, or for a handler
+        #: that had ended before it was adopted (its status file's time says when).
+        self.seen_ending: float | None = None
+        self._ended_before = popen is None and (directory / "status").exists()
         self._read_at = 0
         self._partial = b""
         if popen is not None:
@@ -241,12 +245,15 @@ class HandlerProcess:
         assert self._popen is not None
         code = self._popen.wait()
         self._code = 128 - code if code < 0 else code  # killed by signal n: 128 + n, as sh says
+        self.seen_ending = time.monotonic()
         self.exited.set()
 
     def poll(self) -> bool:
         """Whether it has ended (for an adopted handler: its status file, or its process gone)."""
         ended = (self.directory / "status").exists() or not wrapper_alive(self.pid)
         if self._popen is None and not self.exited.is_set() and ended:
+            if not self._ended_before:
+                self.seen_ending = time.monotonic()
             self.exited.set()
         return self.exited.is_set()
 

@@ -96,7 +96,7 @@ class AgentProcess:
         self.log = directory / "agent.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, *extra: str) -> AgentProcess:
+    def start(self, *extra: str, environment: dict[str, str] | None = None) -> AgentProcess:
         command = [
             sys.executable, "-m", "taskpool_agent", "--config", str(self.config),
             "--backoff-max", "0.5", "--log-level", "DEBUG",
@@ -105,7 +105,9 @@ class AgentProcess:
             "--kill-grace", "0.5", *extra,
         ]  # fmt: skip
         with self.log.open("a") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, stderr=log, stdout=log)
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, stderr=log, stdout=log, env={**os.environ, **(environment or {})}
+            )
         return self
 
     def stop(self) -> int:
@@ -124,10 +126,15 @@ class AgentProcess:
 def agent(tmp_path, pool, handlers) -> Iterator[Callable[..., AgentProcess]]:
     started: list[AgentProcess] = []
 
-    def start(device_id: str, *extra: str, server: str | None = None) -> AgentProcess:
+    def start(
+        device_id: str,
+        *extra: str,
+        server: str | None = None,
+        environment: dict[str, str] | None = None,
+    ) -> AgentProcess:
         process = AgentProcess(
             tmp_path, server or pool.servers[0], device_id, pool.devices[device_id], handlers
-        ).start(*extra)
+        ).start(*extra, environment=environment)
         started.append(process)
         return process
 
@@ -598,6 +605,81 @@ def test_an_agent_restarted_while_its_handler_still_runs_waits_for_it(pool, agen
     answer = final_answer(pool, task)
     assert (answer["meta"]["status"], answer["body"]) == ("done", "slept\n")
     assert runs.read_text() == "run\n"
+    first.stop()
+
+
+#: libfaketime, which gives one process a wall clock of its own (the machine's is shared).
+LIBFAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), None)
+needs_faketime = pytest.mark.skipif(
+    LIBFAKETIME is None, reason="libfaketime is not installed (apt-get install faketime)"
+)
+
+
+def wall_clock(**faketime: str) -> dict[str, str]:
+    """The environment of a process whose wall clock is set by libfaketime (``FAKETIME``, or
+    a ``FAKETIME_TIMESTAMP_FILE`` read at each call) while its monotonic clock is the
+    machine's: a clock NTP steps, as a device's is."""
+    return {
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_NO_CACHE": "1",
+        **{
+            f"FAKETIME{'_' if name else ''}{name.upper()}": value
+            for name, value in faketime.items()
+        },
+    }
+
+
+@needs_faketime
+@pytest.mark.parametrize("step", ["forward", "back"])
+def test_a_handler_adopted_after_the_clock_stepped_keeps_its_timeout(pool, agent, tmp_path, step):
+    """The handler started while the device's clock was days behind (a Raspberry Pi booted
+    with fake-hwclock's time) or a year ahead; then NTP stepped the clock and the agent
+    restarted. Its timeout still counts from the handler's start: it is neither killed
+    at once nor left to run for ever."""
+    device_id = f"pi-clock-{step}"
+    new_device(pool, device_id)
+    runs = tmp_path / "runs"
+    first = agent(
+        device_id, environment=wall_clock(**{"": "-3d" if step == "forward" else "+365d"})
+    )
+    if step == "forward":  # 3 s of work, well within its 15 s
+        task = post_task(pool, device_id, "slow", args=[str(runs), "3"], handler_timeout=15)
+    else:  # a minute of work, over its 3 s
+        task = post_task(pool, device_id, "slow", args=[str(runs), "60"], handler_timeout=3)
+    wait_for(runs.exists, 20, "the handler started")
+    first.kill()
+    first.start()  # with the machine's clock: the step
+    answer = final_answer(pool, task, 15)
+    if step == "forward":
+        assert (answer["meta"]["status"], answer["body"]) == ("done", "slept\n")
+    else:
+        assert answer["meta"]["status"] == "failed"
+        assert "timed out after 3 s" in answer["meta"]["reason"]
+        assert 3 <= answer["meta"]["duration"] < 10
+    assert runs.read_text() == "run\n"
+    first.stop()
+
+
+@needs_faketime
+def test_a_clock_stepped_while_the_handler_runs_is_not_its_duration(pool, agent, tmp_path):
+    """NTP steps the clock a year forward while the handler runs: it is not timed out, and
+    its answer says how long it ran, not a year."""
+    new_device(pool, "pi-clock-running")
+    clock = tmp_path / "clock"
+    clock.write_text("+0\n")
+    first = agent("pi-clock-running", environment=wall_clock(timestamp_file=str(clock)))
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    task = post_task(
+        pool, "pi-clock-running", "gated", args=[str(runs), str(gate)], handler_timeout=30
+    )
+    wait_for(runs.exists, 20, "the handler started")
+    clock.write_text("+365d\n")
+    time.sleep(1.5)  # the agent's watch goes round a few times in the new year
+    gate.touch()
+    answer = final_answer(pool, task)
+    assert (answer["meta"]["status"], answer["body"]) == ("done", "slept\n")
+    assert 1.5 <= answer["meta"]["duration"] < 10
     first.stop()
 
 

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from taskpool_agent import cli, client
-from taskpool_agent.agent import a_message
+from taskpool_agent.agent import a_message, ended
 from taskpool_agent.client import (
     Backoff,
     PoolClient,
@@ -26,6 +26,7 @@ from taskpool_agent.client import (
     Unreachable,
     retry_after,
 )
+from taskpool_agent.clock import Start, boot_id
 from taskpool_agent.config import Config, ConfigError, load, save, token_device
 from taskpool_agent.enroll import enroll
 from taskpool_agent.journal import (
@@ -724,3 +725,28 @@ def test_a_stream_that_trickles_without_finishing_an_event_times_out(dripping, q
             seen.append(event)
     assert seen == [("", None)] * 4
     assert time.monotonic() - began < 5  # not the 10 s the drip takes
+
+
+def test_a_start_counts_on_the_monotonic_clock_whatever_the_wall_clock_says():
+    """Kept in a journal entry and read back by a restarted agent (the same boot): a wall
+    clock stepped a year either way since the start changes nothing."""
+    for step in (365 * 86400, -365 * 86400):
+        start = Start(time.time() + step, time.monotonic() - 5, boot_id())
+        assert 5 <= Start.of(json.loads(json.dumps(start.as_entry()))).elapsed() < 6
+    # An entry of another boot (or written without the monotonic time): the wall clock,
+    # never below zero.
+    assert Start(time.time() + 3600, time.monotonic(), "another boot").elapsed() == 0
+    assert 5 <= Start.of({"started_at": time.time() - 5}).elapsed() < 6
+
+
+@pytest.mark.parametrize("step", [365 * 86400, -86400])
+def test_a_handler_that_ended_across_a_clock_step_did_not_run_that_long(tmp_path, step):
+    """Its status file has the wall clock's time at its end: a year later than its start
+    once NTP stepped the clock forward (or a day earlier, back). Its duration is never
+    more than the time since it started, nor below zero."""
+    (tmp_path / "status").write_text("0\n")
+    start = Start(time.time() - 2, time.monotonic() - 2, boot_id())
+    os.utime(tmp_path / "status", (start.wall + 1 + step, start.wall + 1 + step))
+    outcome = ended(HandlerProcess.adopt(tmp_path, 0), start)
+    assert outcome.status == "done"
+    assert 0 <= outcome.meta["duration"] < 2.5

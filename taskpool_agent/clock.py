@@ -1,0 +1,70 @@
+"""How long a handler has run, measured so that a step of the wall clock does not change it.
+
+A device's wall clock steps: a Raspberry Pi has no real-time clock, boots with
+the time it saved at its last shutdown (fake-hwclock) or with 1970, and NTP
+steps it forward by days or years minutes later; clocks step back too. A
+timeout counted on that clock kills a handler at once, or never.
+
+So a handler's start is kept (in its journal entry) on the monotonic clock
+too, which no step moves, with the id of the boot it counts from: an agent
+restarted while the handler runs (the same boot) counts its time on it. The
+wall clock is the fallback, for an entry of another boot (its handler ended
+with the machine) or one written without it, never counted below zero.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+#: The kernel's id of this boot: the monotonic clock counts from the boot it names.
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_id() -> str | None:
+    """This boot's id; ``None`` where the kernel does not say (not Linux)."""
+    try:
+        with open(BOOT_ID_PATH, encoding="ascii") as file:
+            return file.read().strip() or None
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Start:
+    """When a handler started: on the wall clock, and on this boot's monotonic clock."""
+
+    wall: float
+    monotonic: float | None = None
+    boot: str | None = None
+
+    @classmethod
+    def now(cls) -> Start:
+        return cls(time.time(), time.monotonic(), boot_id())
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> Start:
+        """The start a journal entry keeps (``as_entry``); its wall time alone for an entry
+        written without the rest."""
+        monotonic, boot = entry.get("started_monotonic"), entry.get("boot_id")
+        return cls(
+            float(entry.get("started_at", 0.0)),
+            float(monotonic) if type(monotonic) in (int, float) else None,
+            boot if isinstance(boot, str) else None,
+        )
+
+    def as_entry(self) -> dict[str, Any]:
+        """The fields a journal entry keeps it in."""
+        return {"started_at": self.wall, "started_monotonic": self.monotonic, "boot_id": self.boot}
+
+    def elapsed(self, until: float | None = None) -> float:
+        """Seconds since the start; to ``until`` (a wall-clock time, such as a file's
+        modification time) if given, but never more than since the start, nor below zero."""
+        if self.monotonic is not None and self.boot is not None and self.boot == boot_id():
+            since = max(0.0, time.monotonic() - self.monotonic)
+        else:
+            since = max(0.0, time.time() - self.wall)
+        if until is None:
+            return since
+        return min(max(0.0, until - self.wall), since)
