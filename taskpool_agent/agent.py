@@ -102,6 +102,9 @@ class Agent:
         self.held_elsewhere: dict[str, float] = {}
         #: Set when an answer waits in the journal for the device to be validated again.
         self.answers_waiting = False
+        #: Why the journal cannot be written (a full or read-only state directory), while
+        #: it cannot: no task is started meanwhile.
+        self.journal_error: str | None = None
 
     # The loop -------------------------------------------------------------------
 
@@ -152,6 +155,8 @@ class Agent:
             if self.journal.read(attempt_key(task)) is None
             and attempt_key(task) not in self.held_elsewhere
         ]
+        if runnable and self.journal_error is not None:
+            self.stop.wait(self.options.check_interval)  # then try to journal its start again
         if runnable:
             self.take(runnable[0])
         elif any(attempt_key(task) in self.held_elsewhere for task in tasks):
@@ -235,14 +240,20 @@ class Agent:
         except NoHandler as error:
             log.info("%s: %s", key, error)
             outcome = Outcome("rejected", error.title, str(error), {"reason": str(error)})
-            self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
+            self.record(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
             self.answer(key, task, outcome)
             return
         start = Start.now()
         entry = {"state": STARTED, "task": task, **start.as_entry(), "handler": str(path)}
-        self.journal.write(key, entry)  # before the handler starts: it never runs twice
-        process = HandlerProcess.start(self.journal.directory(key), path, args, task)
-        self.journal.write(key, {**entry, "pid": process.pid})
+        if not self.record(key, entry):  # before the handler starts: it never runs twice
+            return
+        try:
+            process = HandlerProcess.start(self.journal.directory(key), path, args, task)
+        except OSError as error:  # its files could not be written: it did not start
+            self.journal_failed(error)
+            self.journal.forget(key)  # to be started once there is room
+            return
+        self.record(key, {**entry, "pid": process.pid})
         log.info("%s: started %s (pid %d)", key, path.name, process.pid)
         self.watch(key, task, process, start)
 
@@ -270,7 +281,7 @@ class Agent:
             if error.status == 409:
                 self.held_elsewhere[key] = time.monotonic()
             else:
-                self.journal.write(key, {"state": ANSWERED, "task": task, "refused": str(error)})
+                self.record(key, {"state": ANSWERED, "task": task, "refused": str(error)})
             return False
 
     def watch(self, key: str, task: dict[str, Any], process: HandlerProcess, start: Start) -> None:
@@ -313,7 +324,7 @@ class Agent:
                         "handler stopped",
                         key,
                     )
-                    self.journal.write(key, {"state": ANSWERED, "task": task, "cancelled": True})
+                    self.record(key, {"state": ANSWERED, "task": task, "cancelled": True})
                     return
                 if self.stop.is_set():
                     process.kill(self.options.kill_grace)
@@ -332,7 +343,7 @@ class Agent:
             self.running = None
         if outcome is None:
             outcome = ended(process, start)
-        self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
+        self.record(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
         log.info("%s: %s (%s)", key, outcome.status, outcome.title)
         self.answer(key, task, outcome)
 
@@ -414,7 +425,7 @@ class Agent:
                 self.answers_waiting = True
                 return
             log.warning("%s: the server refused the answer (%s); it is final", key, error)
-            self.journal.write(
+            self.record(
                 key,
                 {
                     "state": ANSWERED,
@@ -427,8 +438,8 @@ class Agent:
         except (Stopped, Unreachable):
             log.warning("%s: answer not sent yet; it is in the journal for the next start", key)
             return
-        self.journal.write(key, {"state": ANSWERED, "task": task, "answer": outcome.as_dict()})
-        keep_output_tail(self.journal.directory(key))
+        if self.record(key, {"state": ANSWERED, "task": task, "answer": outcome.as_dict()}):
+            keep_output_tail(self.journal.directory(key))
 
     def _may_poll(self) -> bool:
         """Whether the server lets this device ask for its pending tasks (no 403)."""
@@ -488,8 +499,42 @@ class Agent:
                     HandlerProcess.adopt(directory, 0).output_tail(),
                     Start.of(entry).elapsed(),
                 )
-            self.journal.write(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
+            self.record(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
             self.answer(key, task, outcome)
+
+    # The journal's disk -------------------------------------------------------------------
+
+    def record(self, key: str, entry: dict[str, Any]) -> bool:
+        """Journal ``entry``; ``False`` when the state directory cannot be written (full, or
+        read-only), which the log says as it starts and as it ends.
+
+        The agent goes on meanwhile: it sends the answers it has (their idempotency
+        keys make sending one again harmless, should the journal not know it was sent),
+        and starts no task, whose start it could not journal (it might run twice).
+        """
+        try:
+            self.journal.write(key, entry)
+        except OSError as error:
+            self.journal_failed(error)
+            return False
+        if self.journal_error is not None:
+            log.warning(
+                "the journal in %s can be written again: tasks are started again",
+                self.options.state_dir,
+            )
+            self.journal_error = None
+        return True
+
+    def journal_failed(self, error: OSError) -> None:
+        if self.journal_error is None:
+            log.error(
+                "cannot write the journal in %s (%s): no task is started until it can be "
+                "(free some space, or see why the file system is read-only); answers are "
+                "still sent",
+                self.options.state_dir,
+                error.strerror or error,
+            )
+        self.journal_error = error.strerror or str(error)
 
     # Heartbeats --------------------------------------------------------------------------
 
@@ -565,6 +610,7 @@ class Agent:
             "uptime": round(time.monotonic() - self.started),
             "load": load,
             "running": self.running,
+            **({"journal_error": self.journal_error} if self.journal_error else {}),
         }
 
 

@@ -22,6 +22,7 @@ started, so it is never run again, and it is left on disk to be looked at.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -104,6 +105,11 @@ class Journal:
         finally:
             os.close(descriptor)
 
+    def forget(self, key: str) -> None:
+        """Remove the attempt's entry and files, as far as the disk lets: for a handler that
+        could not be started, to be started later."""
+        shutil.rmtree(self.root / key, ignore_errors=True)
+
     def unanswered(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Entries started or finished but not answered, oldest first."""
         entries = []
@@ -130,7 +136,23 @@ class Journal:
 
 def _only_owner(path: Path) -> int:
     """An exclusive lock on ``path``, held by this process until it ends."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        if error.errno != errno.EROFS:
+            raise
+        # A read-only file system (remounted so after an error): the lock left there still
+        # keeps a second agent out, which could not journal anything either.
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise JournalInUse(
+                f"another taskpool-agent runs on the state directory {path.parent}: two "
+                "would run each task twice."
+            ) from None
+        return descriptor
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -342,7 +342,14 @@ def keep_output_tail(directory: Path) -> None:
     if tail is None or tail[0] <= KEPT_OUTPUT_BYTES:
         return
     kept = path.with_name("output.tmp")
-    kept.write_bytes(tail[1])
+    try:
+        kept.write_bytes(tail[1])
+    except OSError:  # no room for a copy (the output may be what fills the disk): in place
+        kept.unlink(missing_ok=True)
+        with path.open("r+b") as output:
+            output.truncate(0)
+            output.write(tail[1])
+        return
     os.replace(kept, path)
 
 

@@ -8,6 +8,7 @@ answered through the API.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -701,6 +702,84 @@ def test_a_restarted_agent_goes_on_reporting_progress_and_answers(pool, agent, t
     assert runs.read_text() == "run\n"
     assert len(reported()) >= 2
     first.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """The agent fixture's state directory on a file system of its own, 1 MiB: an SD card
+    to fill, or to remount read-only as the kernel does after an error (root only)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(state)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.decode().strip()}")
+    try:
+        yield state
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system ``directory`` is on, with one file; that file."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as file, contextlib.suppress(OSError):
+        while True:
+            file.write(b"x" * 4096)
+    return filler
+
+
+def test_a_full_state_directory_is_said_and_no_answer_is_lost(pool, agent, tmp_path, small_disk):
+    """The disk fills while a handler runs: its answer still goes, and the agent stays up
+    (heartbeats, answers), saying why in its log, and starts no task it could not journal
+    (it might run twice) until there is room again."""
+    new_device(pool, "pi-full")
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    running = agent("pi-full")
+    first = post_task(pool, "pi-full", "gated", args=[str(runs), str(gate)])
+    wait_for(runs.exists, 20, "the handler started")
+    filler = fill(small_disk)
+    gate.touch()
+    answer = final_answer(pool, first)
+    assert answer["meta"]["status"] in ("done", "failed")  # its last line may not fit
+    said = f"cannot write the journal in {small_disk} (No space left on device)"
+    wait_for(lambda: said in running.log.read_text(), 10, "the full disk said in the log")
+    second = post_task(pool, "pi-full", "slow", args=[str(runs), "0"])
+    time.sleep(3)
+    assert running.process.poll() is None  # still serving, not crash-looping
+    assert runs.read_text() == "run\n"  # the second task did not start without its entry
+    assert [r for r in responses(pool, second) if r["from"] == "device:pi-full"] == []
+    filler.unlink()
+    assert final_answer(pool, second)["meta"]["status"] == "done"
+    assert runs.read_text() == "run\nrun\n"
+    assert f"the journal in {small_disk} can be written again" in running.log.read_text()
+    assert "Traceback" not in running.log.read_text()
+    running.stop()
+
+
+def test_a_read_only_state_directory_still_sends_the_answers_it_holds(
+    pool, agent, tmp_path, small_disk
+):
+    """Remounted read-only (after a file system error) with an answer not sent yet: the
+    agent starts, sends it, and says in its log that it starts no task."""
+    new_device(pool, "pi-readonly")
+    task_id = post_task(pool, "pi-readonly", "hello")
+    (task,) = httpx.get(
+        f"{pool.servers[0]}/pool/pending", headers=pool.bearer("pi-readonly")
+    ).json()
+    journal = Journal(small_disk)
+    (small_disk / "agent.lock").write_text("4242\n")  # as the agent that ran before left it
+    answer = {"status": "done", "title": "exit 0", "body": "kept\n", "meta": {"exit_code": 0}}
+    journal.write(attempt_key(task), {"state": "finished", "task": task, "answer": answer})
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    running = agent("pi-readonly")
+    assert final_answer(pool, task_id)["body"] == "kept\n"
+    said = f"cannot write the journal in {small_disk} (Read-only file system)"
+    wait_for(lambda: said in running.log.read_text(), 10, "the read-only disk said in the log")
+    assert running.process.poll() is None
+    running.stop()
 
 
 def test_an_answer_refused_for_its_token_waits_for_a_new_one(pool, agent, tmp_path):
