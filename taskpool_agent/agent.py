@@ -105,6 +105,8 @@ class Agent:
         #: Why the journal cannot be written (a full or read-only state directory), while
         #: it cannot: no task is started meanwhile.
         self.journal_error: str | None = None
+        #: Whether the journal's old entries were let go (once the pending list is known).
+        self.forgot_old = False
 
     # The loop -------------------------------------------------------------------
 
@@ -115,7 +117,6 @@ class Agent:
         )
         if not self.options.handlers.is_dir():
             log.warning("no handlers directory %s: every task is rejected", self.options.handlers)
-        self.journal.forget_old()
         threading.Thread(target=self._heartbeats, name="taskpool-heartbeat", daemon=True).start()
         try:
             with contextlib.suppress(Stopped):
@@ -142,6 +143,9 @@ class Agent:
 
     def serve_once(self) -> None:
         tasks = self.pending(wait=self.options.wait)
+        if not self.forgot_old:
+            self.forgot_old = True
+            self.journal.forget_old(keep={attempt_key(task) for task in tasks})
         if self.answers_waiting:  # the device may poll again: its kept answers go first
             self.send_waiting_answers()
         now = time.monotonic()

@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +120,20 @@ class Journal:
         for _, key, entry in sorted(entries, key=lambda item: (item[0], item[1])):
             yield key, entry
 
-    def forget_old(self, now: float | None = None) -> int:
-        """Remove answered entries older than ``KEEP_SECONDS``; how many were removed."""
+    def forget_old(self, now: float | None = None, keep: Collection[str] = ()) -> int:
+        """Remove answered entries older than ``KEEP_SECONDS``, but those of the attempts
+        in ``keep``; how many were removed.
+
+        ``keep`` is the attempts the server still lists as pending (an answer it refused
+        for good leaves its task there until it expires): their entries stay, however old
+        the wall clock makes them look (NTP steps a device's clock forward by days), or
+        the attempt would run again.
+        """
         now = time.time() if now is None else now
         removed = 0
         for path in self.root.iterdir():
             entry = self.read(path.name) if path.is_dir() else None
-            if entry is None:
+            if entry is None or path.name in keep:
                 continue
             if entry.get("state") == ANSWERED and now - entry["updated_at"] > KEEP_SECONDS:
                 shutil.rmtree(path, ignore_errors=True)

@@ -782,6 +782,31 @@ def test_a_read_only_state_directory_still_sends_the_answers_it_holds(
     running.stop()
 
 
+def test_an_answered_task_still_pending_is_not_forgotten_after_a_clock_step(pool, agent, tmp_path):
+    """The server refused the answer for good, so the task stays pending (until it expires);
+    then NTP stepped the clock forward past the journal's keeping time, and the agent
+    restarted. The entry is not forgotten as old: its task would run a second time."""
+    new_device(pool, "pi-forgetful")
+    runs = tmp_path / "runs"
+    task_id = post_task(pool, "pi-forgetful", "slow", args=[str(runs), "0"])
+    (task,) = httpx.get(
+        f"{pool.servers[0]}/pool/pending", headers=pool.bearer("pi-forgetful")
+    ).json()
+    journal = Journal(tmp_path / "state")
+    key = attempt_key(task)
+    journal.write(key, {"state": "answered", "task": task, "refused": "422 the answer"})
+    entry = journal.directory(key) / "entry.json"
+    written = json.loads(entry.read_text())
+    written["updated_at"] -= 9 * 24 * 3600  # as old as the stepped clock takes it for
+    entry.write_text(json.dumps(written))
+    running = agent("pi-forgetful")
+    time.sleep(4)
+    assert not runs.exists()  # not run again
+    assert journal.read(key)["state"] == "answered"
+    assert [r for r in responses(pool, task_id) if r["from"] == "device:pi-forgetful"] == []
+    running.stop()
+
+
 def test_an_answer_refused_for_its_token_waits_for_a_new_one(pool, agent, tmp_path):
     old_token = new_device(pool, "pi-rotated")
     runs, gate = tmp_path / "runs", tmp_path / "gate"

@@ -234,6 +234,7 @@ def test_the_journal(tmp_path):
     journal.write("done.1", {"state": ANSWERED, "task": task, "started_at": 0.5})
     assert [k for k, _ in journal.unanswered()] == ["other.1", key]
     assert journal.forget_old(now=time.time()) == 0
+    assert journal.forget_old(now=time.time() + 9 * 24 * 3600, keep={"done.1"}) == 0
     assert journal.forget_old(now=time.time() + 9 * 24 * 3600) == 1
     assert journal.read("done.1") is None and journal.read(key)["state"] == STARTED
 
