@@ -759,24 +759,27 @@ def test_a_full_state_directory_is_said_and_no_answer_is_lost(pool, agent, tmp_p
     running.stop()
 
 
-def test_a_read_only_state_directory_still_sends_the_answers_it_holds(
-    pool, agent, tmp_path, small_disk
+@pytest.mark.parametrize("disk", ["Read-only file system", "No space left on device"])
+def test_a_state_directory_read_only_or_full_still_sends_the_answers_it_holds(
+    pool, agent, tmp_path, small_disk, disk
 ):
-    """Remounted read-only (after a file system error) with an answer not sent yet: the
-    agent starts, sends it, and says in its log that it starts no task."""
-    new_device(pool, "pi-readonly")
-    task_id = post_task(pool, "pi-readonly", "hello")
-    (task,) = httpx.get(
-        f"{pool.servers[0]}/pool/pending", headers=pool.bearer("pi-readonly")
-    ).json()
+    """Remounted read-only (after a file system error), or full, with an answer not sent
+    yet: the agent starts, sends it, and says in its log that it starts no task."""
+    device_id = "pi-readonly" if disk.startswith("Read") else "pi-full-at-start"
+    new_device(pool, device_id)
+    task_id = post_task(pool, device_id, "hello")
+    (task,) = httpx.get(f"{pool.servers[0]}/pool/pending", headers=pool.bearer(device_id)).json()
     journal = Journal(small_disk)
     (small_disk / "agent.lock").write_text("4242\n")  # as the agent that ran before left it
     answer = {"status": "done", "title": "exit 0", "body": "kept\n", "meta": {"exit_code": 0}}
     journal.write(attempt_key(task), {"state": "finished", "task": task, "answer": answer})
-    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    running = agent("pi-readonly")
+    if disk.startswith("Read"):
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    else:
+        fill(small_disk)
+    running = agent(device_id)
     assert final_answer(pool, task_id)["body"] == "kept\n"
-    said = f"cannot write the journal in {small_disk} (Read-only file system)"
+    said = f"cannot write the journal in {small_disk} ({disk})"
     wait_for(lambda: said in running.log.read_text(), 10, "the read-only disk said in the log")
     assert running.process.poll() is None
     running.stop()
