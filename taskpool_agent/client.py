@@ -19,6 +19,7 @@ import math
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -247,7 +248,29 @@ class PoolClient:
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             # HTTPException: an answer cut short or garbled on the way (IncompleteRead,
             # BadStatusLine).
-            raise _Retryable(str(getattr(error, "reason", error)) or type(error).__name__) from None
+            reason = getattr(error, "reason", error)
+            said = str(reason) or type(error).__name__
+            raise _Retryable(said + clock_hint(reason)) from None
+
+
+#: OpenSSL's verify codes for a certificate not yet valid, and for one expired.
+CERTIFICATE_NOT_YET_VALID, CERTIFICATE_EXPIRED = 9, 10
+
+
+def clock_hint(reason: object) -> str:
+    """What to add to a TLS error that may be the device's clock's, not the certificate's.
+
+    A device without a real-time clock (a Raspberry Pi) boots with 1970, or with the
+    time it saved at its last shutdown, until NTP sets it: the server's certificate
+    looks not valid yet (or expired) meanwhile. The agent tries again; this says why.
+    """
+    if isinstance(reason, ssl.SSLCertVerificationError) and reason.verify_code in (
+        CERTIFICATE_NOT_YET_VALID,
+        CERTIFICATE_EXPIRED,
+    ):
+        now = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        return f" (the device's clock says {now}: is it set? NTP may not have set it yet)"
+    return ""
 
 
 class _Retryable(Exception):

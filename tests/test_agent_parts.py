@@ -8,9 +8,12 @@ import contextlib
 import http.server
 import json
 import os
+import shutil
 import socket
 import socketserver
+import ssl
 import stat
+import subprocess
 import threading
 import time
 
@@ -751,3 +754,38 @@ def test_a_handler_that_ended_across_a_clock_step_did_not_run_that_long(tmp_path
     outcome = ended(HandlerProcess.adopt(tmp_path, 0), start)
     assert outcome.status == "done"
     assert 0 <= outcome.meta["duration"] < 2.5
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None or shutil.which("faketime") is None,
+    reason="needs openssl and faketime to make a certificate valid from a later day",
+)
+def test_a_certificate_not_yet_valid_says_to_look_at_the_devices_clock(tmp_path, monkeypatch):
+    """A device whose clock is behind (a Raspberry Pi booted with 1970, or with the time it
+    saved at its last shutdown, until NTP sets it) takes the server's certificate for
+    one not yet valid: the error says to look at the device's clock."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    # Valid from two days on: as a clock two days behind sees a certificate made today.
+    later = ["faketime", "-f", "+2d"]
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    make = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run([*later, *make, *files, *subject], check=True, capture_output=True)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answers)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    try:
+        client = PoolClient(
+            f"https://127.0.0.1:{server.server_address[1]}/pool/", "t", Backoff(0.01, 0.02)
+        )
+        with pytest.raises(Unreachable) as caught:
+            client.call("POST", "response", {}, retry_for=0.05)
+    finally:
+        server.shutdown()
+    said = str(caught.value)
+    assert "certificate is not yet valid" in said
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert f"the device's clock says {today}" in said and "NTP" in said
