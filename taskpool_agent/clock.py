@@ -50,7 +50,7 @@ class Start:
         monotonic, boot = entry.get("started_monotonic"), entry.get("boot_id")
         return cls(
             float(entry.get("started_at", 0.0)),
-            float(monotonic) if type(monotonic) in (int, float) else None,
+            float(monotonic) if isinstance(monotonic, int | float) else None,
             boot if isinstance(boot, str) else None,
         )
 
