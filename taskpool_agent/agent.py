@@ -54,6 +54,9 @@ PROGRESS_TEXT_MAX = 1024
 #: How long past a job's timeout the agent waits for the server's ``timed_out`` line (on
 #: the stream, or seen by the pending check) before it stops the handler itself.
 SERVER_TIMEOUT_GRACE_SECONDS = 5.0
+#: How often the journal lets go of old answered entries (at start, then while it runs:
+#: an agent runs for months, and each entry keeps up to 64 KiB of output on the device).
+FORGET_INTERVAL_SECONDS = 3600.0
 
 
 @dataclass
@@ -105,8 +108,9 @@ class Agent:
         #: Why the journal cannot be written (a full or read-only state directory), while
         #: it cannot: no task is started meanwhile.
         self.journal_error: str | None = None
-        #: Whether the journal's old entries were let go (once the pending list is known).
-        self.forgot_old = False
+        #: When (monotonic) the journal last let go of its old entries, which waits for
+        #: the pending list (an entry of a task still pending is kept).
+        self.forgot_old_at: float | None = None
 
     # The loop -------------------------------------------------------------------
 
@@ -143,8 +147,9 @@ class Agent:
 
     def serve_once(self) -> None:
         tasks = self.pending(wait=self.options.wait)
-        if not self.forgot_old:
-            self.forgot_old = True
+        last = self.forgot_old_at
+        if last is None or time.monotonic() - last >= FORGET_INTERVAL_SECONDS:
+            self.forgot_old_at = time.monotonic()
             self.journal.forget_old(keep={attempt_key(task) for task in tasks})
         if self.answers_waiting:  # the device may poll again: its kept answers go first
             self.send_waiting_answers()

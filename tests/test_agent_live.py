@@ -26,8 +26,10 @@ import httpx
 import pytest
 
 from taskpool_agent import __version__
+from taskpool_agent import agent as agent_module
+from taskpool_agent.agent import Agent, Options
 from taskpool_agent.cli import parser
-from taskpool_agent.config import DEFAULT_PATH
+from taskpool_agent.config import DEFAULT_PATH, Config
 from taskpool_agent.journal import Journal, attempt_key
 from taskpool_agent.runner import HandlerProcess
 from tests.live import ROOT, LivePool
@@ -808,6 +810,37 @@ def test_an_answered_task_still_pending_is_not_forgotten_after_a_clock_step(pool
     assert journal.read(key)["state"] == "answered"
     assert [r for r in responses(pool, task_id) if r["from"] == "device:pi-forgetful"] == []
     running.stop()
+
+
+def test_a_long_running_agent_lets_go_of_old_entries_as_it_goes(
+    pool, tmp_path, handlers, monkeypatch
+):
+    """An agent runs for months: the entries of answered tasks (each with up to 64 KiB of
+    output) are let go as they get old while it runs, not only at its start, or they fill
+    the device's SD card. (The interval, an hour, is made nothing here.)"""
+    new_device(pool, "pi-months")
+    config = Config(
+        server=f"{pool.servers[0]}/pool/", device_id="pi-months", token=pool.devices["pi-months"]
+    )
+    options = Options(handlers=handlers, state_dir=tmp_path / "state", wait=0.1, stream=False)
+    running = Agent(config, options)
+    journal = running.journal
+
+    def answered_long_ago(key: str) -> None:
+        journal.write(key, {"state": "answered", "task": {"id": key, "meta": {}}})
+        entry = journal.directory(key) / "entry.json"
+        written = json.loads(entry.read_text())
+        written["updated_at"] -= 9 * 24 * 3600
+        entry.write_text(json.dumps(written))
+
+    answered_long_ago("msg_first.1")
+    running.serve_once()
+    assert journal.read("msg_first.1") is None
+    answered_long_ago("msg_later.1")  # it got old while the agent ran
+    monkeypatch.setattr(agent_module, "FORGET_INTERVAL_SECONDS", 0)
+    running.serve_once()
+    assert journal.read("msg_later.1") is None
+    running.stop.set()
 
 
 def test_an_answer_refused_for_its_token_waits_for_a_new_one(pool, agent, tmp_path):
