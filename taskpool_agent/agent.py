@@ -447,8 +447,12 @@ class Agent:
         except (Stopped, Unreachable):
             log.warning("%s: answer not sent yet; it is in the journal for the next start", key)
             return
-        if self.record(key, {"state": ANSWERED, "task": task, "answer": outcome.as_dict()}):
+        # The output first: it may be what fills the disk, and the entry needs room.
+        try:
             keep_output_tail(self.journal.directory(key))
+        except OSError as error:  # a read-only disk: it is kept whole
+            log.debug("%s: output not cut: %s", key, error)
+        self.record(key, {"state": ANSWERED, "task": task, "answer": outcome.as_dict()})
 
     def _may_poll(self) -> bool:
         """Whether the server lets this device ask for its pending tasks (no 403)."""

@@ -57,6 +57,8 @@ HANDLERS = {
     "ticker": 'echo run >> "$1"; i=0; while [ $i -lt 15 ]; do echo "progress: step $i"; i=$((i+1)); sleep 0.3; done; echo ticked',
     # Much more output than an answer carries.
     "chatty": "head -c 200000 /dev/zero | tr '\\0' z; echo; echo done",
+    # Prints until the disk its output is on is full.
+    "flood": 'yes "flooding the disk"',
     # A NUL in its output, which the server refuses in an answer's text.
     "nul": "printf 'a\\000b\\n'",
 }
@@ -758,6 +760,23 @@ def test_a_full_state_directory_is_said_and_no_answer_is_lost(pool, agent, tmp_p
     assert runs.read_text() == "run\nrun\n"
     assert f"the journal in {small_disk} can be written again" in running.log.read_text()
     assert "Traceback" not in running.log.read_text()
+    running.stop()
+
+
+def test_a_handler_whose_output_fills_the_disk_leaves_room_once_answered(
+    pool, agent, tmp_path, small_disk
+):
+    """The handler's output (kept in the state directory) is what fills the disk: once its
+    answer is stored the output is cut to its tail, and the next task runs."""
+    new_device(pool, "pi-flood")
+    running = agent("pi-flood")
+    flood = post_task(pool, "pi-flood", "flood")
+    answer = final_answer(pool, flood)
+    assert (answer["meta"]["status"], answer["meta"]["exit_code"]) == ("failed", 1)
+    runs = tmp_path / "runs"
+    after = post_task(pool, "pi-flood", "slow", args=[str(runs), "0"])
+    assert final_answer(pool, after)["meta"]["status"] == "done"
+    assert runs.read_text() == "run\n"
     running.stop()
 
 
