@@ -258,9 +258,10 @@ class Agent:
             return
         try:
             process = HandlerProcess.start(self.journal.directory(key), path, args, task)
-        except OSError as error:  # its files could not be written: it did not start
-            self.journal_failed(error)
-            self.journal.forget(key)  # to be started once there is room
+        except OSError as error:  # its files not written, or no process made: it did not run
+            log.error("%s: the handler could not be started (%s); tried again", key, error)
+            self.journal.forget(key)  # to be started at the next try
+            self.stop.wait(self.options.check_interval)
             return
         self.record(key, {**entry, "pid": process.pid})
         log.info("%s: started %s (pid %d)", key, path.name, process.pid)
