@@ -238,8 +238,15 @@ class Agent:
 
     def take(self, task: dict[str, Any]) -> None:
         key = attempt_key(task)
-        if (task.get("meta") or {}).get("mode") == "any" and not self.claim(key, task):
-            return
+        if (task.get("meta") or {}).get("mode") == "any":
+            # A claim whose start could not be journaled would hold the task from the other
+            # devices, and not run it.
+            error = self.journal.has_room()
+            if error is not None:
+                self.journal_failed(error)
+                return
+            if not self.claim(key, task):
+                return
         self.run_handler(key, task)
 
     def run_handler(self, key: str, task: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ started, so it is never run again, and it is left on disk to be looked at.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -37,6 +38,9 @@ from typing import Any
 STARTED, FINISHED, ANSWERED = "started", "finished", "answered"
 #: An entry that cannot be read: neither run again nor answered.
 DAMAGED = "damaged"
+
+#: What ``has_room`` writes: a block, as much as an entry takes.
+PROBE_BYTES = 4096
 
 #: How long answered entries are kept (a task lives at most a week by default).
 KEEP_SECONDS = 8 * 24 * 3600
@@ -105,6 +109,22 @@ class Journal:
         finally:
             os.close(descriptor)
 
+    def has_room(self) -> OSError | None:
+        """``None`` if an entry can be written now, else why not (a full or read-only disk):
+        asked before a step that an entry must follow (a claim), written, synced, removed."""
+        probe = self.root / ".probe"
+        try:
+            with probe.open("wb") as file:
+                file.write(b"\0" * PROBE_BYTES)
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as error:
+            return error
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink(missing_ok=True)
+        return None
+
     def forget(self, key: str) -> None:
         """Remove the attempt's entry and files, as far as the disk lets: for a handler that
         could not be started, to be started later."""
@@ -170,8 +190,9 @@ def _only_owner(path: Path) -> int:
             f"another taskpool-agent{which} runs on the state directory "
             f"{path.parent}: two would run each task twice."
         ) from None
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    with contextlib.suppress(OSError):  # only to be read by a person: a full disk may refuse it
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
     return descriptor
 
 

@@ -780,6 +780,31 @@ def test_a_handler_whose_output_fills_the_disk_leaves_room_once_answered(
     running.stop()
 
 
+def test_an_any_one_task_is_not_claimed_while_the_disk_is_full(pool, agent, tmp_path, small_disk):
+    """A claim the agent could not journal the start of would hold the task from the other
+    devices and not run it: the agent claims nothing while its disk is full."""
+    new_device(pool, "pi-any-full")
+    new_device(pool, "pi-any-other")
+    running = agent("pi-any-full")
+    wait_for(lambda: "for pi-any-full" in running.log.read_text(), 10, "the agent started")
+    filler = fill(small_disk)
+    posted = httpx.post(
+        f"{pool.servers[0]}/pool/task",
+        json={"to": "device:[pi-any-full,pi-any-other]", "title": "hello", "mode": "any"},
+        headers=pool.bearer("ops"),
+    )
+    assert posted.status_code == 201, posted.text
+    task_id = posted.json()["id"]
+    said = f"cannot write the journal in {small_disk} (No space left on device)"
+    wait_for(lambda: said in running.log.read_text(), 10, "the full disk said in the log")
+    time.sleep(1)
+    assert [r for r in responses(pool, task_id) if r["from"] == "device:pi-any-full"] == []
+    filler.unlink()
+    answer = final_answer(pool, task_id)
+    assert (answer["from"], answer["meta"]["status"]) == ("device:pi-any-full", "done")
+    running.stop()
+
+
 @pytest.mark.parametrize("disk", ["Read-only file system", "No space left on device"])
 def test_a_state_directory_read_only_or_full_still_sends_the_answers_it_holds(
     pool, agent, tmp_path, small_disk, disk
@@ -791,12 +816,12 @@ def test_a_state_directory_read_only_or_full_still_sends_the_answers_it_holds(
     task_id = post_task(pool, device_id, "hello")
     (task,) = httpx.get(f"{pool.servers[0]}/pool/pending", headers=pool.bearer(device_id)).json()
     journal = Journal(small_disk)
-    (small_disk / "agent.lock").write_text("4242\n")  # as the agent that ran before left it
     answer = {"status": "done", "title": "exit 0", "body": "kept\n", "meta": {"exit_code": 0}}
     journal.write(attempt_key(task), {"state": "finished", "task": task, "answer": answer})
     if disk.startswith("Read"):
+        (small_disk / "agent.lock").write_text("4242\n")  # as the agent that ran before left it
         subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    else:
+    else:  # not even room for the pid in its lock file
         fill(small_disk)
     running = agent(device_id)
     assert final_answer(pool, task_id)["body"] == "kept\n"
