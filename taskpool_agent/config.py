@@ -111,3 +111,8 @@ def save(path: Path, config: Config) -> None:
         file.flush()
         os.fsync(descriptor)
     os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut: the token is in place
+    finally:
+        os.close(directory)

@@ -64,6 +64,24 @@ def test_the_config_round_trips_and_is_0600(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_saving_the_config_syncs_its_directory_so_the_token_survives_a_power_cut(
+    tmp_path, monkeypatch
+):
+    """The rename that puts the token in place is in the directory: synced, or a power cut
+    just after enrolling may leave the old file and an agent without its token."""
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.path.realpath(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    save(tmp_path / "agent.toml", Config(server="http://127.0.0.1:1/pool/", device_id="pi-1"))
+    assert str(tmp_path.resolve()) in synced
+
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
