@@ -5,6 +5,7 @@ A site installs the wheel (or the sdist, which builds it): every module, templat
 static file and migration the app loads at run time must be in it, or the installed
 site meets an ImportError, a TemplateDoesNotExist or a 404 on its admin's styles that
 the editable checkout never shows. Nothing else ships: not the tests, not ``var/``.
+The device agent's distribution holds the agent alone, and both carry the licence.
 """
 
 from __future__ import annotations
@@ -96,6 +97,14 @@ def server(checkout, tmp_path_factory) -> dict[str, Path]:
     return {"wheel": build("wheel", copy, out), "sdist": build("sdist", copy, out)}
 
 
+@pytest.fixture(scope="module")
+def agent(checkout, tmp_path_factory) -> dict[str, Path]:
+    copy, _ = checkout
+    out = tmp_path_factory.mktemp("agent-dist")
+    project = copy / "agent"
+    return {"wheel": build("wheel", project, out), "sdist": build("sdist", project, out)}
+
+
 def test_the_wheel_holds_every_file_of_the_packages_and_nothing_else(server, package_files):
     files = wheel_files(server["wheel"])
     shipped = {name for name in files if ".dist-info/" not in name}
@@ -126,3 +135,13 @@ def test_the_sdist_holds_what_builds_the_wheel_and_no_tests(server, package_file
     (tmp_path / "dist").mkdir()
     rebuilt = build("wheel", unpacked, tmp_path / "dist")
     assert wheel_files(rebuilt) == wheel_files(server["wheel"])
+
+
+def test_the_agent_distributions_hold_the_agent_alone_and_its_licence(agent, package_files):
+    agent_files = {name for name in package_files if name.startswith("taskpool_agent/")}
+    files = wheel_files(agent["wheel"])
+    assert {name for name in files if ".dist-info/" not in name} == agent_files
+    assert "taskpool_agent-0.1.0.dist-info/licenses/LICENSE" in files
+
+    sources = sdist_files(agent["sdist"])
+    assert sources == agent_files | {"LICENSE", "pyproject.toml"}
