@@ -144,4 +144,14 @@ def test_the_agent_distributions_hold_the_agent_alone_and_its_licence(agent, pac
     assert "taskpool_agent-0.1.0.dist-info/licenses/LICENSE" in files
 
     sources = sdist_files(agent["sdist"])
-    assert sources == agent_files | {"LICENSE", "pyproject.toml"}
+    assert sources == agent_files | {"LICENSE", "README.md", "pyproject.toml"}
+
+
+def test_the_agent_says_what_it_is_on_the_page_its_index_shows(agent):
+    """A device owner's index (or ``pip show``) shows the long description: how to run it."""
+    wheel = zipfile.ZipFile(agent["wheel"])
+    metadata = wheel.read("taskpool_agent-0.1.0.dist-info/METADATA").decode()
+    headers, _, description = metadata.partition("\n\n")
+    assert "Description-Content-Type: text/markdown" in headers
+    assert "taskpool-agent enroll --server" in description
+    assert "taskpool-agent run" in description
