@@ -404,6 +404,19 @@ class TaskState(ExecutionViews):
             return False
         return not (self.any_one and self.claimer is not None and self.claimer != device_id)
 
+    def offered_to_unheard(self) -> bool:
+        """Whether the task is offered to an addressed device it has heard nothing from
+        (no answer, no attempt): ``offered_to`` for such a device, expiry and
+        ``not_before`` aside. What a ``device:*`` task is to the devices that have not
+        answered it, however many: not once claimed, aborted, cancelled, or offered
+        device by device (a rollout)."""
+        if self.cancellation is not None:
+            return False
+        if self.any_one and self.claimer is not None:
+            return False
+        job = self.job
+        return job is None or (job.rollout is None and self.aborted is None)
+
     def is_pending_for(self, device_id: str, now: float) -> bool:
         """Addressed, not ended for this device, not cancelled, expired or held by another;
         for a job, offered and started."""

@@ -244,8 +244,9 @@ class SqlLedger:
         job = state.job if state is not None else None
         self.cursor.execute(
             "INSERT INTO taskpool_db_task (task_id, seq, day, sender, broadcast, any_one, "
-            "expires_at, claimer, record, closed, status_bits, jobs, rollout, not_before) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, '{}', NULL, 0, %s, %s, %s) "
+            "expires_at, claimer, record, closed, status_bits, jobs, rollout, not_before, "
+            "offered_to_unheard) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, '{}', NULL, 0, %s, %s, %s, %s) "
             "ON CONFLICT (task_id) DO NOTHING RETURNING seq",
             [
                 task["id"],
@@ -258,6 +259,7 @@ class SqlLedger:
                 job is not None,
                 job is not None and job.rollout is not None,
                 job.not_before if job is not None else None,
+                state is not None and state.offered_to_unheard(),
             ],
         )
         return self.cursor.fetchone() is not None
@@ -272,13 +274,14 @@ class SqlLedger:
         if closed is not None:
             self.load_every_answer(state)
         self.cursor.execute(
-            "UPDATE taskpool_db_task SET claimer = %s, record = %s, closed = %s, status_bits = %s "
-            "WHERE task_id = %s",
+            "UPDATE taskpool_db_task SET claimer = %s, record = %s, closed = %s, status_bits = %s, "
+            "offered_to_unheard = %s WHERE task_id = %s",
             [
                 state.claimer,
                 orjson.dumps(state.task_record()).decode(),
                 closed,
                 state.status_bits([], self.now) if closed is not None else 0,
+                state.offered_to_unheard(),
                 task_id,
             ],
         )
@@ -370,9 +373,11 @@ def give_broadcasts(cursor: Any, device_id: str) -> None:
 
     Broadcasts are not given a row per device when posted (the fleet may be
     thousands and change): a device gets its rows the first time it asks
-    after them, so its pending list stays one index range. Under the
-    broadcasts' lock, held shared, no broadcast is half-written, so the
-    mark never passes one that commits later.
+    after them, so its pending list stays one index range. A row is active
+    when the broadcast is offered to a device it has not heard from
+    (``TaskState.offered_to_unheard``: not claimed by another, not aborted).
+    Under the broadcasts' lock, held shared, no broadcast is half-written, so
+    the mark never passes one that commits later.
     """
     if not broadcasts_behind(cursor, device_id):
         return
@@ -392,7 +397,7 @@ def give_broadcasts(cursor: Any, device_id: str) -> None:
         return
     cursor.execute(
         "INSERT INTO taskpool_db_execution (task_id, device_id, seq, status, updated, active, "
-        "attempt) SELECT t.task_id, %s, t.seq, 'pending', '', (NOT t.any_one OR t.claimer IS NULL), 1 "
+        "attempt) SELECT t.task_id, %s, t.seq, 'pending', '', t.offered_to_unheard, 1 "
         "FROM taskpool_db_task t WHERE t.broadcast AND NOT t.rollout AND t.closed IS NULL "
         "AND t.seq > %s AND t.seq <= %s ON CONFLICT (task_id, device_id) DO NOTHING",
         [device_id, mark, newest],

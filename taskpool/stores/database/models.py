@@ -86,6 +86,9 @@ class TaskRecord(models.Model):
     rollout = models.BooleanField(default=False)
     #: Pending for no one before this time (epoch seconds).
     not_before = models.FloatField(null=True)
+    #: ``TaskState.offered_to_unheard()``: whether a device that has not answered it is
+    #: offered it (the row a broadcast gives a device is active, and counted, by this).
+    offered_to_unheard = models.BooleanField(default=True, db_default=True)
 
     class Meta:
         db_table = "taskpool_db_task"

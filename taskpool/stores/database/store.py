@@ -484,11 +484,12 @@ class DatabaseStore(Sweeps, LogTailing, LogReading, Browsing, BaseStore):
             )
             for device_id, count in cursor.fetchall():
                 counts[device_id] -= count
-            # Broadcasts a device has no row for yet are pending for it too.
+            # Broadcasts a device has no row for yet are pending for it too, when offered
+            # to a device they have not heard from (the row it is given would be active).
             cursor.execute(
                 "SELECT seq FROM taskpool_db_task WHERE broadcast AND NOT rollout "
                 "AND closed IS NULL AND expires_at > %s AND (not_before IS NULL OR not_before <= %s) "
-                "AND (NOT any_one OR claimer IS NULL) ORDER BY seq",
+                "AND offered_to_unheard ORDER BY seq",
                 [now, now],
             )
             broadcasts = [seq for (seq,) in cursor.fetchall()]
