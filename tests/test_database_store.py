@@ -5,10 +5,13 @@ process that serves at once, its own refusals. (The contract every store keeps i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 import orjson
 import psycopg
@@ -17,11 +20,13 @@ from django.core import checks
 from django.db import connections
 from django.test import override_settings
 
-from taskpool.exceptions import StoreUnavailable
+from taskpool.exceptions import PoolError, StoreUnavailable
+from taskpool.lifecycle import replay
 from taskpool.messages import encode_line, new_message
 from taskpool.realtime.scope import ADMIN, Scope
 from taskpool.realtime.stream import events
 from taskpool.stores.database.horizon import horizon, register_writer
+from taskpool.stores.database.ledger import give_broadcasts
 from taskpool.stores.database.log import parse_position
 from taskpool.stores.database.store import DatabaseStore
 from tests.contract.support import Clock, stored
@@ -475,3 +480,124 @@ def test_the_stores_own_connections_prepare_no_statements_as_djangos_do(store):
         assert connection.prepare_threshold is None
     finally:
         connection.close()
+
+
+def while_a_device_is_given_its_broadcasts(device: str, write: Callable[[], object]) -> None:
+    """Run ``write`` in a thread while another host gives ``device`` its broadcast rows, in a
+    transaction that commits only after ``write`` had time to store (or to wait for it)."""
+    giving = connect()
+    give_broadcasts(giving.cursor(), device)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            write()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    writer = threading.Thread(target=run)
+    writer.start()
+    writer.join(timeout=0.5)
+    giving.commit()
+    giving.close()
+    writer.join(timeout=30)
+    assert not writer.is_alive()
+    assert errors == []
+
+
+@pytest.mark.parametrize("change", ["claim", "cancel"])
+def test_a_broadcast_claimed_or_cancelled_while_a_device_is_given_it_is_not_pending_for_it(
+    store, change
+):
+    task = store.post_task(sender="user:ops", to="device:*", title="all", mode="any").message
+    if change == "claim":
+        write = partial(store.claim, device_id="a", parent_id=task["id"])
+    else:
+        write = partial(store.cancel, sender="user:ops", task_id=task["id"])
+    while_a_device_is_given_its_broadcasts("b", write)
+    assert store.pending_for("b") == []
+    assert store.pending_counts(["b"]) == {"b": 0}
+
+
+def test_a_broadcast_that_expires_while_a_device_is_given_it_is_not_counted_for_it():
+    clock = Clock()
+    store = DatabaseStore("pool", clock=clock)
+    try:
+        store.post_task(sender="user:ops", to="device:*", title="short", ttl=60)
+        clock.advance(61)
+        while_a_device_is_given_its_broadcasts("b", store.close_expired)
+        assert store.pending_for("b") == []
+        assert store.pending_counts(["b"]) == {"b": 0}
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_hosts_posting_claiming_and_polling_at_once_leave_counts_equal_to_the_lists(seed):
+    """Eight hosts at once: broadcasts (any-one or not, some short-lived), claims of the
+    oldest, answers, cancels, polls and counts. Afterwards, with the clock stopped, each
+    device's list equals a rescan of the log, and its count the list's length."""
+    devices = [f"d{number}" for number in range(8)]
+    errors: list[BaseException] = []
+
+    def host(number: int) -> None:
+        rng = random.Random(seed * 100 + number)
+        store = DatabaseStore("pool")
+        me = devices[number]
+        try:
+            for _ in range(60):
+                roll = rng.random()
+                with contextlib.suppress(PoolError):
+                    if roll < 0.2:
+                        mode = rng.choice(["any", None])
+                        ttl = rng.uniform(0.5, 30)
+                        store.post_task(
+                            sender="user:ops", to="device:*", title="t", mode=mode, ttl=ttl
+                        )
+                    elif roll < 0.4:
+                        store.claim(device_id=me)
+                    elif roll < 0.6:
+                        if pending := store.pending_for(me):
+                            task_id = rng.choice(pending)["id"]
+                            status = rng.choice(["progress", "done"])
+                            store.post_response(device_id=me, parent_id=task_id, status=status)
+                    elif roll < 0.7:
+                        if pending := store.pending_for(rng.choice(devices)):
+                            store.cancel(sender="user:ops", task_id=rng.choice(pending)["id"])
+                    else:
+                        store.pending_for(rng.choice(devices))
+                        store.pending_counts(devices)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            store.close()
+            connections.close_all()
+
+    hosts = [threading.Thread(target=host, args=(number,)) for number in range(len(devices))]
+    for thread in hosts:
+        thread.start()
+    for thread in hosts:
+        thread.join(timeout=120)
+    assert errors == []
+    stopped = time.time()
+    store = DatabaseStore("pool", clock=lambda: stopped)
+    try:
+        store.close_expired()
+        counts = store.pending_counts(devices)
+        expected = {device: [] for device in devices}
+        messages = [m for day in store.days() for m in store.day_messages(day)]
+        tasks = [m for m in messages if m["type"] == "task"]
+        for task in tasks:
+            answers = [m for m in messages if m["parent_id"] == task["id"]]
+            state = replay(task, answers, store.task_ttl)
+            for device in devices:
+                if state.is_pending_for(device, stopped):
+                    expected[device].append(task["id"])
+        lists = {d: [t["id"] for t in store.pending_for(d, limit=10_000)] for d in devices}
+        assert lists == expected
+        assert counts == {device: len(expected[device]) for device in devices}
+    finally:
+        store.close()

@@ -12,7 +12,9 @@ Lock order, the same in every transaction (so none deadlocks): an
 idempotency key's lock, a task row, the broadcasts' lock, a device row,
 execution rows. (Giving a device its broadcast rows takes the broadcasts'
 lock shared and then the device's row; a claim of the oldest task takes
-that first and then task rows, but never waits for one: ``SKIP LOCKED``.)
+that first and then task rows, but never waits for one: ``SKIP LOCKED``.
+A transaction that may need the broadcasts' lock exclusively takes it
+before it gives any rows, never after holding it shared.)
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ from taskpool.stores.rules import ClosedTask
 #: The advisory lock a broadcast task's writer holds exclusively until it
 #: commits, and that giving a device rows for broadcasts holds shared: so
 #: broadcasts commit in the order of their ``seq``, and a device's
-#: ``broadcast_mark`` never passes one still being written.
+#: ``broadcast_mark`` never passes one still being written. A write that
+#: changes whom an open broadcast is offered to (a claim, its release, an
+#: abort, a close, an expiry) holds it exclusively too, before it updates the
+#: devices' rows: a device given its rows meanwhile would otherwise get them
+#: as the broadcast was, and the update would miss them (``hold_broadcasts``).
 BROADCASTS_LOCK = 0x7461736B706F6F6C  # "taskpool"
 #: Held by the process folding the devices' pending changes into their counts.
 PENDING_CHANGES_LOCK = BROADCASTS_LOCK + 1
@@ -62,6 +68,8 @@ class SqlLedger:
         #: Of those, the ones loaded with every device's answers.
         self.complete: set[str] = set()
         self._closed: dict[str, ClosedTask | None] = {}
+        #: Whether this transaction holds the broadcasts' lock exclusively.
+        self._holds_broadcasts = False
 
     # The Ledger protocol -------------------------------------------------------
 
@@ -134,6 +142,9 @@ class SqlLedger:
         return state
 
     def oldest_claimable(self, device_id: str, now: float) -> TaskState | None:
+        # The claim may be of a broadcast: the lock that needs, before giving (see
+        # ``record``); whether a broadcast is to be given can change until the giving.
+        self.hold_broadcasts()
         give_broadcasts(self.cursor, device_id)
         self.cursor.execute(
             "SELECT e.task_id FROM taskpool_db_execution e "
@@ -183,6 +194,17 @@ class SqlLedger:
         for device, status, updated in self.cursor.fetchall():
             state.answers.setdefault(device, (status, updated))
 
+    def hold_broadcasts(self) -> None:
+        """Hold the broadcasts' lock exclusively until commit (see ``BROADCASTS_LOCK``).
+
+        Waits for the devices being given rows to commit, so that the rows
+        updated next include theirs; those given rows later wait for this
+        transaction, and see what it wrote.
+        """
+        if not self._holds_broadcasts:
+            self.cursor.execute("SELECT pg_advisory_xact_lock(%s)", [BROADCASTS_LOCK])
+            self._holds_broadcasts = True
+
     # Recording a stored message -------------------------------------------------
 
     def record(self, message: Message, seq: int) -> None:
@@ -193,6 +215,10 @@ class SqlLedger:
         if message["type"] == "response" and message["parent_id"]:
             state = self.open_task(message["parent_id"], device)
             if state is not None and device is not None and state.audience.everyone:
+                if state.any_one or state.aborted is not None:
+                    # Its answer may claim or close the broadcast: the lock that needs,
+                    # now, rather than after holding it shared to give (two would deadlock).
+                    self.hold_broadcasts()
                 # Its rows for every broadcast up to this one first, so that no row
                 # of it lies past its mark (the device's row is locked after this).
                 give_broadcasts(self.cursor, device)
@@ -269,10 +295,15 @@ class SqlLedger:
         status = response_status(response)
         if status in _CHANGES_EVERY_DEVICE or state.any_one or state.job is not None:
             self.load_every_answer(state)
+        offered_before = state.offered_to_unheard()
         claim_changed = state.apply(response)
         closed = state.ended_reason()  # expiry closes tasks apart (``close_expired``)
         if closed is not None:
             self.load_every_answer(state)
+        if state.audience.everyone and (
+            closed is not None or state.offered_to_unheard() != offered_before
+        ):
+            self.hold_broadcasts()
         self.cursor.execute(
             "UPDATE taskpool_db_task SET claimer = %s, record = %s, closed = %s, status_bits = %s, "
             "offered_to_unheard = %s WHERE task_id = %s",

@@ -48,7 +48,7 @@ class Sweeps:
             # The rows it locks would hold up every host's answers to them: bounded as a writer.
             cursor.execute(f"SELECT {BOUND_IDLE}", [idle(self.writer_idle_seconds)])
             cursor.execute(
-                "SELECT t.task_id, t.seq, t.record, m.line FROM taskpool_db_task t "
+                "SELECT t.task_id, t.seq, t.record, m.line, t.broadcast FROM taskpool_db_task t "
                 "JOIN taskpool_db_message m ON m.seq = t.seq WHERE t.closed IS NULL "
                 "AND (t.expires_at <= %s OR t.day < %s) FOR UPDATE OF t SKIP LOCKED",
                 [now, self._horizon_day(now)],
@@ -59,8 +59,10 @@ class Sweeps:
             ledger = SqlLedger(
                 cursor, now, task_ttl=self.task_ttl, horizon_day=date.min, history=True
             )
+            if any(broadcast for *_task, broadcast in expired):
+                ledger.hold_broadcasts()  # devices being given them: their rows closed too
             updates = []
-            for task_id, seq, record, line in expired:
+            for task_id, seq, record, line, _broadcast in expired:
                 state = TaskState.restore(
                     orjson.loads(line),
                     seq,
