@@ -142,16 +142,20 @@ class SqlLedger:
         return state
 
     def oldest_claimable(self, device_id: str, now: float) -> TaskState | None:
-        # The claim may be of a broadcast: the lock that needs, before giving (see
-        # ``record``); whether a broadcast is to be given can change until the giving.
-        self.hold_broadcasts()
+        # A claim of an any-one broadcast needs the broadcasts' lock exclusively, taken
+        # before giving (see ``record``). Most claims are of lists and need no lock: taken
+        # only while such a broadcast is open, and without it a broadcast posted meanwhile
+        # is left to the next claim (it committed after this one began looking).
+        if self._any_one_broadcast_open(now):
+            self.hold_broadcasts()
         give_broadcasts(self.cursor, device_id)
         self.cursor.execute(
             "SELECT e.task_id FROM taskpool_db_execution e "
             "JOIN taskpool_db_task t ON t.task_id = e.task_id "
             "WHERE e.device_id = %s AND e.active AND t.any_one AND t.claimer IS NULL "
             "AND t.closed IS NULL AND t.expires_at > %s "
-            "ORDER BY e.seq LIMIT 1 FOR UPDATE OF t SKIP LOCKED",
+            + ("" if self._holds_broadcasts else "AND NOT t.broadcast ")
+            + "ORDER BY e.seq LIMIT 1 FOR UPDATE OF t SKIP LOCKED",
             [device_id, now],
         )
         row = self.cursor.fetchone()
@@ -161,6 +165,16 @@ class SqlLedger:
         if state is None or not state.is_pending_for(device_id, now) or state.claimer is not None:
             return None
         return state
+
+    def _any_one_broadcast_open(self, now: float) -> bool:
+        """Whether an any-one broadcast is open and unclaimed (read from the open broadcasts'
+        index, not the whole pool)."""
+        self.cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM taskpool_db_task WHERE broadcast AND closed IS NULL "
+            "AND any_one AND claimer IS NULL AND expires_at > %s)",
+            [now],
+        )
+        return bool(self.cursor.fetchone()[0])
 
     # Loading answers ------------------------------------------------------------
 
