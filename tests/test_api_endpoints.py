@@ -385,6 +385,25 @@ def test_the_schema_is_openapi_3_and_lists_the_endpoints(client, db):
     assert yaml.content.startswith(b"openapi: 3.")
 
 
+def test_the_schema_describes_each_endpoint_in_its_own_words(client, db):
+    # drf-spectacular takes a view's description from its base classes when it has no
+    # docstring: the API reference said of a dozen endpoints what PoolAPIView is for
+    # in the code, and of the poll that it was "the seed's".
+    from taskpool.api.views import PoolAPIView
+
+    schema = client.get("/pool/schema", {"format": "json"}).json()
+    descriptions = {
+        f"{method.upper()} {path}": operation.get("description", "")
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict)
+    }
+    borrowed = [name for name, text in descriptions.items() if PoolAPIView.__doc__ in text]
+    assert borrowed == []
+    assert [name for name, text in descriptions.items() if "seed" in text] == []
+    assert "wait" in descriptions["GET /pool/pending"]
+
+
 def test_the_schema_generates_without_warnings_and_validates(db, tmp_path):
     # drf-spectacular falls back to "string" (with a warning) for a field type it cannot read.
     call_command(

@@ -124,6 +124,20 @@ class StrictQueryMixin:
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
+class PoolSchema(AutoSchema):
+    """drf-spectacular's schema, describing an endpoint by its view's own docstring only.
+
+    drf-spectacular falls back on the base classes' docstrings: a view without
+    one would be described, in the published API reference, by what
+    ``PoolAPIView`` is for in the code. Its summary says what it does.
+    """
+
+    def get_description(self) -> str:  # type: ignore[override]  # drf-spectacular's, not DRF's
+        if not vars(type(self.view)).get("__doc__"):
+            return ""
+        return super().get_description()
+
+
 class PoolAPIView(StrictQueryMixin, APIView):
     """What every taskpool endpoint shares: authentication, strict JSON, one error shape."""
 
@@ -139,7 +153,7 @@ class PoolAPIView(StrictQueryMixin, APIView):
     # The site's DEFAULT_THROTTLE_CLASSES are for its own API: the pool's endpoints
     # throttle only where they say so (the login, enrollment).
     throttle_classes: list[Any] = []
-    schema = AutoSchema()
+    schema = PoolSchema()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         ticker.ensure_running()  # this process keeps time for jobs from its first request on
@@ -221,9 +235,10 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 
 
 class PendingView(PoolAPIView):
-    """The seed's poll, and the long-poll for requests that have a thread to block.
+    """A poll answers at once; with ``wait``, it is held until a task comes or the time passes.
 
-    A site wrapped with ``taskpool.asgi.serve_waiting`` answers ``wait``
+    This view holds a waiting request in its own thread. A site wrapped with
+    ``taskpool.asgi.serve_pool`` (or ``serve_waiting``) answers ``wait``
     requests in front of Django instead, without a thread each.
     """
 
@@ -447,7 +462,7 @@ class TokenObtainView(StrictQueryMixin, TokenObtainPairView):
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
     throttle_classes = [LoginThrottle]
-    schema = AutoSchema()
+    schema = PoolSchema()
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -476,7 +491,7 @@ class TokenRefreshPairView(StrictQueryMixin, TokenRefreshView):
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
     throttle_classes: list[Any] = []  # as PoolAPIView
-    schema = AutoSchema()
+    schema = PoolSchema()
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
