@@ -297,3 +297,32 @@ def test_the_walkthrough_says_what_went_wrong_when_the_login_fails(site, tmp_pat
     )
     assert "Traceback" not in done.stderr
     assert "No active account found with the given credentials" in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("curl") is None, reason="the walk-through needs curl, which is not installed"
+)
+def test_served_on_every_address_the_walkthrough_names_one_the_site_answers(site, tmp_path):
+    # `make run HOST=0.0.0.0` asks for the walk-through at http://0.0.0.0:PORT, a Host that
+    # ALLOWED_HOSTS refuses: every step of it was Django's 400.
+    notes = site.var_dir / "demo-login.txt"
+    first = notes.read_text()
+    try:
+        said = manage(site.env, "demo_setup", "--url", f"http://0.0.0.0:{site.port}")
+        text = notes.read_text()
+        assert "0.0.0.0" not in text and f"{site.url}/pool/task" in text
+        assert site.url in said
+        done = subprocess.run(
+            ["bash"],
+            input=walkthrough(site.var_dir),
+            cwd=tmp_path,
+            env=site.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.splitlines()[2])["meta"]["status"] == "done"
+    finally:
+        manage(site.env, "demo_setup", "--url", site.url)
+    assert notes.read_text() == first

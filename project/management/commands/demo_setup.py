@@ -14,6 +14,7 @@ import secrets
 import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -31,6 +32,26 @@ DEMO_DEVICE = "demo-pi"
 #: The logins in a file this command wrote.
 PASSWORD_RE = re.compile(rf"  user {DEMO_ADMIN}  password (?P<password>\S+)\n")
 TOKEN_RE = re.compile(r"token \(valid [^)]*\):\n(?P<token>\S+)\n")
+
+#: Addresses a server binds to (HOST=0.0.0.0) that are no place to ask it at.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
+
+
+def site_url(url: str) -> str:
+    """``url``, with a wildcard address put as a host the site answers.
+
+    ``make run HOST=0.0.0.0`` serves on every address, but Django answers a
+    request for ``Host: 0.0.0.0`` with a 400 (it is not in ``ALLOWED_HOSTS``):
+    the logins and the walk-through name the first host ``ALLOWED_HOSTS``
+    names (loopback by default) instead.
+    """
+    parts = urlsplit(url)
+    if parts.hostname not in WILDCARD_HOSTS:
+        return url
+    named = [host for host in settings.ALLOWED_HOSTS if host != "*" and not host.startswith(".")]
+    host = named[0] if named else "127.0.0.1"
+    return urlunsplit(parts._replace(netloc=host if parts.port is None else f"{host}:{parts.port}"))
+
 
 # One field of a JSON answer; otherwise what came instead, in a sentence (no traceback).
 FIELD_HELPER = """\
@@ -110,6 +131,7 @@ class Command(BaseCommand):
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="Where the site runs.")
 
     def handle(self, *args: Any, url: str, **options: Any) -> None:
+        url = site_url(url)
         notes = Path(settings.VAR_DIR) / "demo-login.txt"
         if get_user_model().objects.exists():
             if notes.exists():
