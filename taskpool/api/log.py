@@ -1,6 +1,6 @@
 """The log: a day as a JSON array, pages with cursors, or the day's raw lines.
 
-- ``?date=D`` (or nothing: today): the day's messages as a JSON array, as in the seed;
+- ``?date=D`` (or nothing: today): the whole day's messages as a JSON array;
 - ``?date=D&limit=N``, ``?after=C&limit=N``: a page, ``{"results", "next_cursor", "has_more"}``,
   running on into later days, so a client can page through a day and then tail the pool;
 - ``?format=jsonl&date=D``: the day's lines exactly as stored, streamed as ``application/x-ndjson``.
