@@ -245,6 +245,32 @@ def test_devices_list_every_registered_device_with_its_fields(
     ]
 
 
+def test_devices_filter_by_kind_and_validated(make_device, admin_client_api):
+    make_device("pi-1", kind="raspberry-pi")
+    make_device("pi-2", kind="raspberry-pi", validated=False)
+    make_device("phone-7", kind="phone")
+
+    def ids(**query):
+        answer = admin_client_api.get("/pool/devices", query)
+        assert answer.status_code == 200, answer.json()
+        return [row["id"] for row in answer.json()]
+
+    assert ids() == ["phone-7", "pi-1", "pi-2"]
+    assert ids(kind="raspberry-pi") == ["pi-1", "pi-2"]
+    assert ids(validated="false") == ["pi-2"]
+    assert ids(kind="raspberry-pi", validated="true") == ["pi-1"]
+    assert ids(kind="toaster") == []
+    assert ids(kind="") == ["phone-7", "pi-1", "pi-2"]  # text: empty filters nothing, as a form's
+
+
+def test_the_devices_filters_are_in_the_schema(admin_client_api):
+    schema = admin_client_api.get("/pool/schema", {"format": "json"}).json()
+    parameters = schema["paths"]["/pool/devices"]["get"]["parameters"]
+    by_name = {parameter["name"]: parameter for parameter in parameters}
+    assert {"kind", "validated"} <= set(by_name)
+    assert by_name["validated"]["schema"]["enum"] == ["false", "true"]
+
+
 def test_last_seen_and_last_heartbeat_come_from_the_devices_messages(
     make_device, admin_client_api, other_process
 ):

@@ -783,6 +783,19 @@ def test_a_format_no_renderer_has_is_a_400_in_words(refused, admin_client_api, p
     assert body["errors"] == {"format": [message]}
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"validated": "banana"}, "validated"),
+        ({"validated": ""}, "validated"),  # a choice: empty is a bad value, as elsewhere
+        ({"kind": "x" * 65}, "kind"),
+        ({"online": "true"}, "online"),
+    ],
+)
+def test_a_bad_devices_filter_is_a_400_naming_it(refused, admin_client_api, query, field):
+    refused(lambda: admin_client_api.get("/pool/devices", query), 400, field)
+
+
 # Hostile requests found by probing a running server ----------------------------------
 # Each was once a 500, an HTML page, or a body the pool stored as something else.
 

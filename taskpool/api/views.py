@@ -10,9 +10,11 @@ from django.db import DatabaseError, connections, router
 from django.http import Http404, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings as drf_settings
@@ -23,6 +25,7 @@ from taskpool import metrics
 from taskpool.api import queries
 from taskpool.api import serializers as api
 from taskpool.api.errors import error_body, exception_handler
+from taskpool.api.filters import DeviceFilter, filter_parameters
 from taskpool.api.parsers import StrictJSONParser, refuse_body_of_unknown_length
 from taskpool.api.renderers import JSONRenderer
 from taskpool.api.throttles import LoginThrottle
@@ -325,15 +328,22 @@ class TaskView(PoolAPIView):
         return Response(posted.message, status=created_or_replayed(posted.created))
 
 
-class DevicesView(PoolAPIView):
+class DevicesView(PoolAPIView, GenericAPIView):
+    """Each registered device, or those of a kind, validated or not."""
+
     permission_classes = [HasRole.at_least("admin")]
+    queryset = DeviceUser.objects.all()
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = DeviceFilter
+    query_serializer_class = filter_parameters(DeviceFilter)
+    pagination_class = None
 
     @extend_schema(
         summary="Registered devices with their activity and pending count",
         responses={200: api.DeviceRowSerializer(many=True), **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        devices = list(DeviceUser.objects.all())
+        devices = list(self.filter_queryset(self.get_queryset()))
         return Response(device_rows(devices))
 
 
