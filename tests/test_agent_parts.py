@@ -81,7 +81,6 @@ def test_saving_the_config_syncs_its_directory_so_the_token_survives_a_power_cut
     assert str(tmp_path.resolve()) in synced
 
 
-
 @pytest.mark.parametrize(
     ("text", "says"),
     [
