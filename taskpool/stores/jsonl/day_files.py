@@ -131,8 +131,9 @@ class DayFiles:
                     continue
         return found
 
-    def messages_naming(self, day: date, text: str) -> Iterator[Message]:
-        """The day's messages whose line contains ``text``, found without parsing the rest."""
+    def messages_naming(self, day: date, text: str, *, start: int = 0) -> Iterator[Message]:
+        """The day's messages whose line contains ``text``, found without parsing the rest;
+        from the line at byte ``start`` on (a line's start)."""
         try:
             file = open(self.path(day), "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError:
@@ -144,7 +145,7 @@ class DayFiles:
             with mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ) as data:
                 end_of_complete = data.rfind(b"\n") + 1
                 needle = text.encode()
-                found = data.find(needle, 0, end_of_complete)
+                found = data.find(needle, start, end_of_complete)
                 while found >= 0:
                     start = data.rfind(b"\n", 0, found) + 1
                     end = data.find(b"\n", found)

@@ -399,6 +399,28 @@ class JsonlStore(BaseStore):
         ]
         return TaskDetail(task, responses, replay(task, responses, self.task_ttl))
 
+    def _replayed_holder_before(self, task_id: str, response_id: str) -> str | None:
+        """As ``BaseStore``'s, reading the days from the task's line to the answer only:
+        a stream resumed after a fleet's claims asks it of every task it meets, and the
+        day before the task (megabytes of other tasks) holds none of its lines."""
+        with self._mutex:
+            self._advance()
+            known = self._index.locate(task_id)
+            if known is None:
+                return None
+            task = self._ledger.task_at(known)
+        earlier: list[Message] = []
+        for day in self._files.days():
+            if day.toordinal() < known.day_ordinal:
+                continue
+            start = known.offset if day.toordinal() == known.day_ordinal else 0
+            for message in self._files.messages_naming(day, task_id, start=start):
+                if message["id"] == response_id:
+                    return replay(task, earlier, self.task_ttl).claimer
+                if message["type"] == "response" and message["parent_id"] == task_id:
+                    earlier.append(message)
+        return replay(task, earlier, self.task_ttl).claimer
+
     def task_status_counts(
         self, task_ids: list[str], registered_devices: list[str], *, shown: int = 5
     ) -> dict[str, list[StatusCount]]:
