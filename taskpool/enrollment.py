@@ -160,6 +160,8 @@ def collect_token(device_id: str, secret: str) -> Collected:
     device = DeviceUser.objects.filter(pk=device_id).first() if is_device_id(device_id) else None
     if device is None:
         raise UnknownDevice(f"There is no device {device_id}.")
+    if not device.enrollment_secret_hash and device.enrolled_at is not None:
+        raise _ended(device_id)
     if not device.enrollment_secret_hash or not hmac.compare_digest(
         device.enrollment_secret_hash, secret_hash(secret)
     ):
@@ -176,7 +178,7 @@ def collect_token(device_id: str, secret: str) -> Collected:
         if not DeviceUser.objects.filter(pk=device_id, enrollment_secret_hash=hashed).update(
             user_session=session
         ):
-            raise WrongEnrollmentSecret("Wrong Enrollment-Secret for this device.")
+            raise _ended(device_id)
         device.user_session = session
         return Collected(device_id, str(DeviceToken.for_device(device)))
     if not device.validated:
@@ -186,7 +188,7 @@ def collect_token(device_id: str, secret: str) -> Collected:
     ).update(token_collected_at=timezone.now())
     device.refresh_from_db()
     if device.enrollment_secret_hash != hashed:  # staff ended the enrollment meanwhile
-        raise WrongEnrollmentSecret("Wrong Enrollment-Secret for this device.")
+        raise _ended(device_id)
     if not handed_out:  # another ask won, or staff invalidated it meanwhile
         if device.token_collected_at is not None:
             # Another ask of the same secret handed it out a moment ago: this one is
@@ -194,6 +196,15 @@ def collect_token(device_id: str, secret: str) -> Collected:
             return collect_token(device_id, secret)
         return Collected(device_id, None)
     return Collected(device_id, str(DeviceToken.for_device(device)))
+
+
+def _ended(device_id: str) -> WrongEnrollmentSecret:
+    """What a device whose enrollment staff, or ``--forget-enrollments``, ended is told: its
+    secret collects nothing now, whether it is right or not, and its token comes from staff."""
+    return WrongEnrollmentSecret(
+        f"The enrollment of {device_id} has ended (staff issued or revoked its token, or its "
+        "approval was not collected in time): staff give it its token."
+    )
 
 
 @dataclass(frozen=True)

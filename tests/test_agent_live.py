@@ -293,6 +293,43 @@ def test_an_enrollment_whose_answers_were_lost_goes_on_without_staff(pool, tmp_p
         assert answer.status_code == works
 
 
+def test_an_approval_never_collected_and_ended_by_the_cron_says_staff_give_the_token(
+    pool, tmp_path
+):
+    """The device was off while staff approved it, and ``--forget-enrollments`` ended the
+    approval before it came back: its secret is right but collects nothing, and the agent
+    says its token now comes from staff, not that its secret is wrong."""
+    config = tmp_path / "config.toml"
+    process = subprocess.Popen(
+        enroll_command(pool, config, "pi-approved-long-ago"), cwd=ROOT, stdout=subprocess.PIPE
+    )
+    try:
+        assert b"waiting for staff to approve" in process.stdout.readline()
+    finally:
+        process.kill()
+        process.wait()
+    pool.django(
+        "shell", "-c", "from datetime import timedelta; from django.utils import timezone; "
+        "from taskpool.models import DeviceUser; "
+        "DeviceUser.objects.filter(pk='pi-approved-long-ago').update(validated=True, "
+        "updated_at=timezone.now() - timedelta(days=40))",
+    )  # fmt: skip
+    assert "ended 1 approved enrollment" in pool.django(
+        "taskpool_device", "--forget-enrollments", "30d"
+    )
+    again = subprocess.run(
+        enroll_command(pool, config, "pi-approved-long-ago"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 1
+    assert "Wrong Enrollment-Secret" not in again.stderr
+    assert "enrollment of pi-approved-long-ago has ended" in again.stderr, again.stderr
+    assert "staff" in again.stderr
+
+
 def test_a_request_the_server_forgot_ends_the_wait_and_enroll_asks_anew(pool, tmp_path):
     """Staff refused the request, or it waited too long (``--forget-enrollments``): the
     waiting agent says so and forgets it, and ``enroll`` run again asks anew."""
