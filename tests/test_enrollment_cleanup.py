@@ -202,6 +202,9 @@ def test_another_device_may_take_a_forgotten_id(db):
         (["--forget-enrollments", "30"], "is not an age"),
         (["--forget-enrollments", "0d"], "is not an age"),
         (["--forget-enrollments", "3w"], "is not an age"),
+        # Older than the calendar: a usage error, not an OverflowError's traceback.
+        (["--forget-enrollments", "1000000d"], "is not an age"),
+        (["--forget-enrollments", "9999999999d"], "is not an age"),
         (["pi-1", "--forget-enrollments", "30d"], "takes no device id"),
         (["--forget-enrollments", "30d", "--validate"], "takes no device id"),
         (["pi-1", "--dry-run"], "--dry-run goes with --forget-enrollments"),

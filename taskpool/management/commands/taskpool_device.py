@@ -30,7 +30,14 @@ def age_argument(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an age: a whole number of days, hours or minutes (30d, 12h, 90m)."
         )
-    return timedelta(**{_AGE_UNITS[found[2]]: int(found[1])})
+    try:
+        age = timedelta(**{_AGE_UNITS[found[2]]: int(found[1])})
+        timezone.now() - age  # the cutoff, which must be a date
+    except OverflowError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an age: it reaches back before the year 1."
+        ) from None
+    return age
 
 
 class Command(PoolCommand):
