@@ -523,3 +523,46 @@ def test_holder_before_reads_the_day_from_the_task_on_not_the_lines_before_it(
     assert holders == [(None, "pi-2")] * 40
     assert len(read_from) == 80
     assert min(read_from) >= before_the_tasks, "a lookup read the lines before its task"
+
+
+# Idempotency keys, kept by hash ------------------------------------------------
+
+
+def test_keys_of_older_days_still_find_their_message_live_and_after_a_restart(pool_dir, clock):
+    """A day's keys are kept compactly once a newer day exists: still found, in the
+    process that wrote them and in one that read the files again."""
+    store = store_at(pool_dir, clock)
+    first = store.post_task(sender=MASTER, to="device:pi-1", title="t", idempotency_key="k1")
+    clock.advance(2 * 86400)
+    later = store.post_task(sender=MASTER, to="device:pi-1", title="u", idempotency_key="k2")
+    again = store.post_task(sender=MASTER, to="device:pi-1", title="t", idempotency_key="k1")
+    store.close()
+    assert again.message == first.message and not again.created
+    restarted = store_at(pool_dir, clock)
+    try:
+        for sent in (first, later):
+            title = sent.message["title"]
+            key = sent.message["meta"]["idempotency_key"]
+            replayed = restarted.post_task(
+                sender=MASTER, to="device:pi-1", title=title, idempotency_key=key
+            )
+            assert replayed.message == sent.message and not replayed.created
+        other = restarted.post_task(
+            sender="user:other", to="device:pi-1", title="t", idempotency_key="k1"
+        )
+        assert other.created  # a key is its sender's
+    finally:
+        restarted.close()
+
+
+def test_two_keys_that_share_a_hash_do_not_answer_for_each_other(pool, monkeypatch):
+    """The index keeps 64 bits of each key: the line found is checked, so another key
+    with the same bits is a new request, not a replay of the first (nor a conflict)."""
+    from taskpool.stores.jsonl import index
+
+    monkeypatch.setattr(index, "key_hash", lambda sender, key: 7)
+    first = pool.post_task(sender=MASTER, to="device:pi-1", title="t", idempotency_key="a")
+    second = pool.post_task(sender=MASTER, to="device:pi-1", title="u", idempotency_key="b")
+    assert second.created and second.message["id"] != first.message["id"]
+    again = pool.post_task(sender=MASTER, to="device:pi-1", title="t", idempotency_key="a")
+    assert again.message == first.message and not again.created

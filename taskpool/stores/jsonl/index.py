@@ -23,6 +23,7 @@ from taskpool.lifecycle import ABORTED, CANCELLED, EXPIRED, FINISHED, OFFERED, T
 from taskpool.messages import TERMINAL_STATUSES, Message
 from taskpool.stores.jsonl.activity import Activity
 from taskpool.stores.jsonl.broadcasts import OpenBroadcasts
+from taskpool.stores.jsonl.idempotency import IdempotencyKeys, key_hash
 
 #: Positions order lines as the day files do: the day, then the byte offset.
 OFFSET_BITS = 40
@@ -90,8 +91,8 @@ class DayRecords:
 
     #: task key -> offset << 10 | status bits << 2 | close reason code, in file order.
     _tasks: dict[str | bytes, int] = field(default_factory=dict)
-    #: (sender, idempotency key) -> line offset of the first message sent with it.
-    idempotency: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: The idempotency keys the day's lines were sent with, and the first line of each.
+    idempotency: IdempotencyKeys = field(default_factory=IdempotencyKeys)
 
     def note_task(
         self,
@@ -176,7 +177,7 @@ class PoolIndex:
                 self.last_heartbeat[device_id] = ts
         key = message["meta"].get("idempotency_key")
         if key is not None and type(key) is str:
-            self._records(day_ordinal).idempotency.setdefault((sender, key), offset)
+            self._records(day_ordinal).idempotency.add(key_hash(sender, key), offset)
         if kind == "response":
             state = self.open.get(message["parent_id"])  # type: ignore[arg-type]
             if state is not None:
@@ -208,9 +209,9 @@ class PoolIndex:
                 self.days[day_ordinal] = records
                 continue
             mine._tasks.update(records._tasks)  # after this day's earlier tasks: file order
-            for key, offset in records.idempotency.items():
-                mine.idempotency.setdefault(key, offset)
+            mine.idempotency.take_later(records.idempotency)
         self._newest_first = sorted(self.days, reverse=True)
+        self._seal_older_days()
         self.open.update(later.open)
         for key, queue in later.queues.items():
             for state in queue.values():
@@ -234,7 +235,13 @@ class PoolIndex:
         if records is None:
             records = self.days[day_ordinal] = DayRecords()
             self._newest_first = sorted(self.days, reverse=True)
+            self._seal_older_days()
         return records
+
+    def _seal_older_days(self) -> None:
+        """Keep the idempotency keys of every day but the newest compactly: they take few."""
+        for day_ordinal in self._newest_first[1:]:
+            self.days[day_ordinal].idempotency.seal()
 
     def _add_task(self, task: Message, day_ordinal: int, offset: int, now: float) -> None:
         task_id = task["id"]
@@ -464,8 +471,9 @@ class PoolIndex:
 
     def locate_idempotent(self, sender: str, key: str) -> tuple[int, int] | None:
         """The day ordinal and offset of the first message ``sender`` sent with ``key``."""
+        hashed = key_hash(sender, key)
         for day_ordinal in reversed(self._newest_first):
-            offset = self.days[day_ordinal].idempotency.get((sender, key))
+            offset = self.days[day_ordinal].idempotency.get(hashed)
             if offset is not None:
                 return day_ordinal, offset
         return None

@@ -43,7 +43,13 @@ class IndexLedger:
         found = self.tail.index.locate_idempotent(sender, key)
         if found is None:
             return None
-        return self.files.message_starting_at(date.fromordinal(found[0]), found[1])
+        message = self.files.message_starting_at(date.fromordinal(found[0]), found[1])
+        # The index keeps a hash of each key: the line itself says whether it is this one.
+        if message["from"] != sender:
+            return None
+        if message["meta"].get("idempotency_key") != key:
+            return None
+        return message
 
     def oldest_claimable(self, device_id: str, now: float) -> TaskState | None:
         for state in self.tail.index.pending_states(device_id, now):
