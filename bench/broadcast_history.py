@@ -36,7 +36,14 @@ from pathlib import Path
 
 import orjson
 
-from bench.history import COMMANDS, DEVICE_COUNT, History, device_name, write_history
+from bench.history import (
+    COMMANDS,
+    DEVICE_COUNT,
+    History,
+    agent_key,
+    device_name,
+    write_history,
+)
 from taskpool.days import day_file_name, day_of
 from taskpool.messages import encode_line, format_timestamp
 
@@ -172,6 +179,8 @@ def _task(task_id: str, command: str, meta: dict) -> dict:
 
 def _response(message_id: str, task_id: str, sender: str, status: str, body: str = "") -> dict:
     meta: dict = {"status": status}
+    if sender.startswith("device:"):
+        meta["idempotency_key"] = agent_key(task_id, status, message_id)
     return {
         "id": message_id,
         "ts": "",

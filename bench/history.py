@@ -222,6 +222,14 @@ def write_history(
     return history
 
 
+def agent_key(task_id: str, status: str, message_id: str) -> str:
+    """The ``Idempotency-Key`` the device agent sends with an answer: it keys every one, and
+    the pool keeps each key for ``TASK_TTL`` (a history without them flatters the memory)."""
+    if status == "progress":
+        return f"{task_id}.1.progress.{message_id[-16:]}"
+    return f"{task_id}.1.{'claim' if status == 'claimed' else status}"
+
+
 def _message(kind: str, payload: tuple, ts: str, new_id, rng: random.Random) -> dict:
     if kind == "task":
         task_id, sender, to, command, meta = payload
@@ -250,13 +258,14 @@ def _message(kind: str, payload: tuple, ts: str, new_id, rng: random.Random) -> 
                 "parent_id": task_id,
                 "meta": {"status": "cancelled"},
             }
-        meta = {"status": status}
+        message_id = new_id()
+        meta = {"status": status, "idempotency_key": agent_key(task_id, status, message_id)}
         if status in ("done", "failed"):
             meta.update(
                 exit_code=0 if status == "done" else 1, duration_ms=rng.randrange(50, 90_000)
             )
         return {
-            "id": new_id(),
+            "id": message_id,
             "ts": ts,
             "from": f"device:{device}",
             "to": task_sender,
