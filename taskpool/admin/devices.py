@@ -211,20 +211,15 @@ class DeviceUserAdmin(RoleOrModelPermissions):
         with transaction.atomic():
             approve_devices(waiting)
             self.log_changes(request, waiting, _("Approved its enrollment request."))
-        skipped = len(selected) - len(waiting)
         text = ngettext(
             "%(count)d enrollment request approved: the device collects its token at its next ask.",
             "%(count)d enrollment requests approved: the devices collect their tokens at their "
             "next ask.",
             len(waiting),
         ) % {"count": len(waiting)}
-        if skipped:
-            text += " " + ngettext(
-                "%(count)d selected device was not waiting for approval.",
-                "%(count)d selected devices were not waiting for approval.",
-                skipped,
-            ) % {"count": skipped}
-        self.message_user(request, text, messages.SUCCESS)
+        self.message_user(
+            request, text + _not_waiting(len(selected) - len(waiting)), messages.SUCCESS
+        )
 
     @admin.action(
         description=gettext_lazy("Refuse selected enrollment requests (they may ask again)"),
@@ -246,19 +241,14 @@ class DeviceUserAdmin(RoleOrModelPermissions):
             )
             self.log_deletions(request, refused)  # type: ignore[arg-type]  # a list will do
             DeviceUser.objects.filter(pk__in=[device.pk for device in refused]).delete()
-        skipped = len(selected) - len(refused)
         text = ngettext(
             "%(count)d enrollment request refused: the device may ask again.",
             "%(count)d enrollment requests refused: the devices may ask again.",
             len(refused),
         ) % {"count": len(refused)}
-        if skipped:
-            text += " " + ngettext(
-                "%(count)d selected device was not waiting for approval.",
-                "%(count)d selected devices were not waiting for approval.",
-                skipped,
-            ) % {"count": skipped}
-        self.message_user(request, text, messages.SUCCESS)
+        self.message_user(
+            request, text + _not_waiting(len(selected) - len(refused)), messages.SUCCESS
+        )
 
     @admin.action(description=gettext_lazy("Validate selected devices"), permissions=["change"])
     def validate(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -442,6 +432,17 @@ class DeviceUserAdmin(RoleOrModelPermissions):
             **extra,
         }
         return TemplateResponse(request, f"admin/taskpool/deviceuser/{template}", context)
+
+
+def _not_waiting(skipped: int) -> str:
+    """What an enrollment action says of the selected devices it left alone."""
+    if not skipped:
+        return ""
+    return " " + ngettext(
+        "%(count)d selected device was not waiting for approval.",
+        "%(count)d selected devices were not waiting for approval.",
+        skipped,
+    ) % {"count": skipped}
 
 
 def approve_devices(devices: list[DeviceUser]) -> None:
