@@ -342,6 +342,34 @@ def test_counts_leave_out_tasks_expired_since_the_last_sweep():
         store.close()
 
 
+def test_counts_read_one_snapshot_while_another_host_posts(store):
+    """The counts take three statements; a task another host posts between them is counted
+    by all three or by none (a job that starts later was taken off a count it was not in)."""
+    from datetime import UTC, datetime
+
+    counted: list[str] = []
+
+    def another_host_posts_after_the_first(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("SELECT d.device_id"):  # each device's counted rows
+            counted.append(sql)
+            start = datetime.fromtimestamp(store.now() + 3600, UTC)
+            thread = threading.Thread(
+                target=lambda: store.post_task(
+                    sender="user:ops", to="device:a", title="later", not_before=start
+                )
+            )
+            thread.start()
+            thread.join()
+        return result
+
+    with connections["pool"].execute_wrapper(another_host_posts_after_the_first):
+        counts = store.pending_counts(["a"])
+    assert counted
+    assert counts == {"a": 0}
+    assert store.pending_counts(["a"]) == {"a": 0}
+
+
 def test_counts_kept_by_triggers_equal_the_rows_before_and_after_each_fold(store):
     devices = ["a", "b", "c", "d"]
 

@@ -457,12 +457,18 @@ class DatabaseStore(Sweeps, LogTailing, LogReading, Browsing, BaseStore):
         counts = dict.fromkeys(device_ids, 0)
         if not device_ids:
             return counts
-        with self._cursor() as cursor:
+        # The three statements read one snapshot (repeatable read): a task another host
+        # posts between them would otherwise be taken off a count it was not in. Inside a
+        # transaction the caller began, its isolation is the caller's to choose.
+        own_snapshot = not connections[self.alias].in_atomic_block
+        with transaction.atomic(using=self.alias), self._cursor() as cursor:
+            if own_snapshot:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             # Each device's active rows, kept counted by triggers on the executions'
             # table (counting the rows themselves read one index entry per pending
             # task: 100 ms for a thousand devices with a few hundred open broadcasts
             # each); less the few whose task has expired since the last sweep or has
-            # not started yet. One statement: one snapshot of the rows and their sum.
+            # not started yet.
             cursor.execute(
                 "SELECT d.device_id, COALESCE(s.pending_rows, 0) + COALESCE("
                 "(SELECT sum(c.delta) FROM taskpool_db_pending_change c "
