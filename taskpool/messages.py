@@ -270,28 +270,37 @@ def decode_line(line: bytes) -> Message:
 
 def check_message(message: Any) -> None:
     """Raise ``InvalidMessage`` unless ``message`` has the nine keys, each of its type."""
-    if type(message) is not dict or message.keys() != MESSAGE_KEY_SET:
-        raise InvalidMessage("A message is a JSON object with exactly the nine keys.")
-    # Spelled out: every line of the history passes here when a process starts.
-    if not (
-        type(message["id"]) is str
-        and type(message["ts"]) is str
-        and type(message["from"]) is str
-        and type(message["to"]) is str
-        and type(message["type"]) is str
-        and type(message["title"]) is str
-        and type(message["body"]) is str
-    ):
+    # Spelled out: every line of the history passes here when a process starts. Nine
+    # keys of which none is missing are the nine: no set of the keys is compared.
+    if type(message) is not dict or len(message) != len(MESSAGE_KEY_SET):
+        raise InvalidMessage(_NINE_KEYS)
+    try:
+        strings = (
+            type(message["id"]) is str
+            and type(message["ts"]) is str
+            and type(message["from"]) is str
+            and type(message["to"]) is str
+            and type(message["type"]) is str
+            and type(message["title"]) is str
+            and type(message["body"]) is str
+        )
+        parent_id = message["parent_id"]
+        meta = message["meta"]
+    except KeyError:
+        raise InvalidMessage(_NINE_KEYS) from None
+    if not strings:
+        if message.keys() != MESSAGE_KEY_SET:  # a key not looked at yet may be missing
+            raise InvalidMessage(_NINE_KEYS)
         bad = next(key for key in _STRING_KEYS if type(message[key]) is not str)
         raise InvalidMessage(f"{bad} must be a string.")
-    parent_id = message["parent_id"]
     if parent_id is not None and type(parent_id) is not str:
         raise InvalidMessage("parent_id must be a string or null.")
-    if type(message["meta"]) is not dict:
+    if type(meta) is not dict:
         raise InvalidMessage("meta must be a JSON object.")
 
 
 _STRING_KEYS = ("id", "ts", "from", "to", "type", "title", "body")
+_NINE_KEYS = "A message is a JSON object with exactly the nine keys."
 
 
 def response_status(message: Message) -> str | None:

@@ -156,6 +156,9 @@ def test_decode_refuses_what_is_not_json_object(line):
         lambda m: m.update(meta=[]),
         lambda m: m.update(parent_id=5),
         lambda m: m.update(to=["device:a"]),
+        lambda m: (m.pop("meta"), m.update(other={})),
+        lambda m: (m.pop("body"), m.update(other="", id=5)),
+        lambda m: (m.pop("parent_id"), m.update(other=None, title=5)),
     ],
     ids=[
         "missing key",
@@ -166,6 +169,9 @@ def test_decode_refuses_what_is_not_json_object(line):
         "meta list",
         "parent 5",
         "to list",
+        "nine keys, one not ours",
+        "nine keys, one not ours, and an id 5",
+        "nine keys, one not ours, and a title 5",
     ],
 )
 def test_decode_refuses_a_message_of_the_wrong_shape(change):
@@ -173,8 +179,10 @@ def test_decode_refuses_a_message_of_the_wrong_shape(change):
 
     item = message(ts="2026-06-03T12:00:00Z")
     change(item)
-    with pytest.raises(InvalidMessage):
+    with pytest.raises(InvalidMessage) as refused:
         decode_line(orjson.dumps(item))
+    if set(item) != {"id", "ts", "from", "to", "type", "title", "body", "parent_id", "meta"}:
+        assert str(refused.value) == "A message is a JSON object with exactly the nine keys."
 
 
 # Addresses -----------------------------------------------------------------
