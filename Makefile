@@ -15,10 +15,13 @@ PROMETHEUS_MULTIPROC_DIR ?= $(TASKPOOL_VAR_DIR)/prometheus
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Re-installs only when the declared dependencies change.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Re-installs only when the declared dependencies change. The device agent is a
+# distribution of its own (agent/), installed next to the app for its tests and the
+# bench; after the app, so that an older app's copy of the agent never removes it.
+$(VENV)/.installed: pyproject.toml agent/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[demo,test,docs]"
+	$(BIN)/python -m pip install --quiet -e ./agent
 	touch $@
 
 install: $(VENV)/.installed
