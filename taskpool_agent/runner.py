@@ -6,9 +6,10 @@ JSON on stdin and ``meta.args`` as arguments, runs in the attempt's journal
 directory, in a process group (a session) of its own, so that a timeout or a
 cancellation stops it and everything it started.
 
-It runs under a tiny ``sh`` wrapper that writes its exit status to a file:
-an agent that was killed and restarted still learns how a handler it
-started has ended.
+It runs under a tiny ``sh`` wrapper that writes its exit status to a file, synced
+before the wrapper exits: an agent that was killed and restarted, or a device
+that lost power after the handler's end, still learns how a handler it started
+has ended.
 
 Exit status 0 is ``done``, 65 (``EX_DATAERR``) ``rejected``, anything else
 ``failed``; the last 1 KiB of its output (stdout and stderr) is the answer's
@@ -41,13 +42,24 @@ READ_CHUNK = 1 << 16
 READ_BUDGET = 1 << 24
 PROGRESS_PREFIX = b"progress:"
 STEP_TIMEOUT_PREFIX = b"step-timeout:"
-#: The wrapper: runs the handler, then writes its status where the agent finds it.
 #: The shell around a handler: it marks its start (``status.started``, before the handler
 #: runs, so that an agent stopped at any moment can tell a handler that never started from
 #: one that did) and leaves the handler's exit status in ``status`` when it ends.
+#:
+#: The status is made durable before the wrapper exits, for the agent may not be there to
+#: journal the answer (stopped, restarting) when the power goes: written under a temporary
+#: name and synced, renamed into place, the rename synced in its directory. Found after a
+#: power cut, it is whole (never an empty file that a rename reached the disk before), and
+#: a handler that ended before the cut is answered by its status, not ``failed``. The agent
+#: journals the answer (synced) before sending it, so that order is all the answer needs.
+#: ``sync FILE`` syncs that file with coreutils 8.24 and later and BusyBox 1.26 and later;
+#: older ones ignore the arguments and sync everything, as does the fallback for a ``sync``
+#: that refuses them. What it says goes to /dev/null, not into the answer's body.
 WRAPPER = (
     'status="$1"; shift; : > "$status.started"; "$@"; code=$?; '
-    'echo "$code" > "$status.tmp"; mv "$status.tmp" "$status"; exit "$code"'
+    'echo "$code" > "$status.tmp"; sync "$status.tmp" 2>/dev/null || sync 2>/dev/null; '
+    'mv "$status.tmp" "$status"; sync "${status%/*}" 2>/dev/null || sync 2>/dev/null; '
+    'exit "$code"'
 )
 WRAPPER_NAME = "taskpool-handler"
 

@@ -806,3 +806,79 @@ def test_a_certificate_not_yet_valid_says_to_look_at_the_devices_clock(tmp_path,
     assert "certificate is not yet valid" in said
     today = time.strftime("%Y-%m-%d", time.gmtime())
     assert f"the device's clock says {today}" in said and "NTP" in said
+
+
+# A ``sync`` first on the wrapper's PATH: it notes what it is asked to sync and what the
+# attempt's directory holds at that moment, then does what ``then`` says (the real sync,
+# or a refusal of file arguments as a sync without them might).
+RECORDING_SYNC = """#!/bin/sh
+{{ echo "sync $*"; for name in status.tmp status; do value=
+  [ -e "{directory}/$name" ] && read -r value < "{directory}/$name"
+  [ -e "{directory}/$name" ] && echo "$name=$value"; done; }} >> "{log}"
+{then}
+"""
+
+
+def run_wrapped(tmp_path, monkeypatch, then: str, exit_status: int = 3):
+    """The real wrapper around a handler that exits ``exit_status``, with a recording
+    ``sync``; what the sync saw (one list per call), and the attempt's directory."""
+    directory = tmp_path / "attempt"
+    directory.mkdir()
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    log = tmp_path / "sync.log"
+    (tools / "sync").write_text(RECORDING_SYNC.format(directory=directory, log=log, then=then))
+    (tools / "sync").chmod(0o755)
+    (tools / "mv").symlink_to(shutil.which("mv"))
+    monkeypatch.setenv("PATH", str(tools))
+    handler = tmp_path / "handler"
+    handler.write_text(f"#!/bin/sh\necho did it\nexit {exit_status}\n")
+    handler.chmod(0o755)
+    process = HandlerProcess.start(directory, handler, [], {"id": "msg_1"})
+    assert process.wait(20)
+    calls: list[list[str]] = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        if line.startswith("sync"):
+            calls.append([line])
+        else:
+            calls[-1].append(line)
+    return calls, directory
+
+
+def test_a_handlers_exit_status_is_synced_whole_before_it_is_renamed_into_place(
+    tmp_path, monkeypatch
+):
+    """A power cut after the handler's end must not lose its status (the agent would answer
+    a success ``failed``, interrupted), nor leave one half written: the status is synced
+    under its temporary name, renamed into place, and the rename synced in its directory."""
+    real_sync = shutil.which("sync")
+    calls, directory = run_wrapped(tmp_path, monkeypatch, f'exec {real_sync} "$@"')
+    assert calls == [
+        [f"sync {directory}/status.tmp", "status.tmp=3"],  # whole, and not yet in place
+        [f"sync {directory}", "status=3"],  # in place: the rename made durable
+    ]
+    # What a restarted agent reads; the answer's body is the handler's output alone.
+    assert HandlerProcess.adopt(directory, 0).exit_code() == 3
+    assert (directory / "output").read_text() == "did it\n"
+    assert sorted(path.name for path in directory.iterdir()) == [
+        "output", "status", "status.started", "task.json",
+    ]  # fmt: skip
+
+
+def test_a_sync_that_takes_no_file_falls_back_to_syncing_everything(tmp_path, monkeypatch):
+    """An old BusyBox or coreutils ``sync`` ignores its arguments and syncs everything; one
+    that refuses them is asked to sync everything, and what it says stays out of the answer."""
+    refusing = 'if [ "$#" -gt 0 ]; then echo "sync: extra operand" >&2; exit 1; fi'
+    calls, directory = run_wrapped(tmp_path, monkeypatch, refusing, exit_status=0)
+    assert [call[0] for call in calls] == [
+        f"sync {directory}/status.tmp", "sync ", f"sync {directory}", "sync ",
+    ]  # fmt: skip
+    assert calls[1][1:] == ["status.tmp=0"]  # everything synced before the rename
+    assert HandlerProcess.adopt(directory, 0).exit_code() == 0
+    assert (directory / "output").read_text() == "did it\n"
+
+
+def test_without_a_sync_the_status_is_still_written(tmp_path, monkeypatch):
+    calls, directory = run_wrapped(tmp_path, monkeypatch, "exit 127")
+    assert HandlerProcess.adopt(directory, 0).exit_code() == 3
+    assert (directory / "output").read_text() == "did it\n"
