@@ -225,6 +225,39 @@ class JobsContract:
         assert [t["id"] for t in pending(pool, "b")] == [task["id"]]
         assert pool.claim(device_id="b").task["id"] == task["id"]
 
+    @pytest.mark.parametrize("to", ["device:[a,b]", "device:*"])
+    def test_a_claim_of_the_oldest_passes_over_an_aborted_any_one_task(self, pool, clock, to):
+        """An any-one task its abort ended (its holder timed out, and timing out aborts
+        it) is pending for nobody: a claim of the oldest takes the younger task instead
+        of stopping at it and finding nothing."""
+        aborted = job(
+            pool,
+            to,
+            mode="any",
+            timeout={"in_progress": 20},
+            abort={"failure_percentage": 100, "min_executed": 1, "on": ["timed_out"]},
+        )
+        pool.claim(device_id="a", parent_id=aborted["id"])
+        clock.advance(21)
+        written = tick(pool, registered_devices=[]) + tick(pool, registered_devices=[])
+        assert [line["meta"]["status"] for line in written] == ["timed_out", "aborted"]
+        younger = job(pool, "device:[a,b]", mode="any")
+        assert [t["id"] for t in pending(pool, "b")] == [younger["id"]]
+        claim = pool.claim(device_id="b")
+        assert claim is not None and claim.task["id"] == younger["id"]
+
+    @pytest.mark.parametrize("to", ["device:[a,b]", "device:*"])
+    def test_a_claim_of_the_oldest_passes_over_an_any_one_task_not_started(self, pool, clock, to):
+        """An any-one task that starts later is offered to its devices but pending for none
+        yet: a claim of the oldest takes the younger task instead of stopping at it."""
+        scheduled = job(pool, to, mode="any", not_before=datetime.fromtimestamp(clock() + 120, UTC))
+        younger = job(pool, "device:[a,b]", mode="any")
+        assert [t["id"] for t in pending(pool, "b")] == [younger["id"]]
+        claim = pool.claim(device_id="b")
+        assert claim is not None and claim.task["id"] == younger["id"]
+        clock.advance(121)
+        assert pool.claim(device_id="a").task["id"] == scheduled["id"]
+
     # Rollouts --------------------------------------------------------------------
 
     def test_a_rollout_offers_the_task_at_its_rate_spread_evenly(self, pool, clock):

@@ -149,14 +149,17 @@ class SqlLedger:
         if self._any_one_broadcast_open(now):
             self.hold_broadcasts()
         give_broadcasts(self.cursor, device_id)
+        # An active row is offered, start aside (as ``pending_for`` reads it): a task that
+        # starts later is passed over here, or it would stop the claim at it with nothing.
         self.cursor.execute(
             "SELECT e.task_id FROM taskpool_db_execution e "
             "JOIN taskpool_db_task t ON t.task_id = e.task_id "
             "WHERE e.device_id = %s AND e.active AND t.any_one AND t.claimer IS NULL "
             "AND t.closed IS NULL AND t.expires_at > %s "
+            "AND (t.not_before IS NULL OR t.not_before <= %s) "
             + ("" if self._holds_broadcasts else "AND NOT t.broadcast ")
             + "ORDER BY e.seq LIMIT 1 FOR UPDATE OF t SKIP LOCKED",
-            [device_id, now],
+            [device_id, now, now],
         )
         row = self.cursor.fetchone()
         if row is None:
