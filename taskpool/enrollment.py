@@ -220,6 +220,14 @@ class StaleEnrollments:
     cutoff: datetime
 
 
+def awaiting_approval() -> QuerySet[DeviceUser]:
+    """The devices ``DeviceUser.awaiting_approval`` holds true of, as a query: what staff
+    may approve, asked again in the statement that approves."""
+    return DeviceUser.objects.filter(
+        enrolled_at__isnull=False, validated=False, token_collected_at__isnull=True
+    )
+
+
 def unanswered_requests() -> QuerySet[DeviceUser]:
     """The enrollment requests staff have not answered, of devices that never used the pool.
 
@@ -293,13 +301,19 @@ def forget_enrollments(found: StaleEnrollments) -> tuple[int, int]:
     of each.
 
     Each statement asks again what made the device stale, so one that staff
-    approve, or that collects its token, meanwhile is left alone. They go
+    approve, or that collects its token, meanwhile is left alone. The requests
+    still waiting are locked before they are deleted: an approval racing the
+    delete waits for it and then finds the request gone (and says so), rather
+    than the delete removing a device approved after it looked. They go
     ``STATEMENT_IDS`` ids at a time: a backlog may hold more ids than one
     statement may (PostgreSQL takes 65,535 parameters).
     """
     forgotten = ended = 0
     for ids in _batches([device.pk for device in found.waiting]):
-        _, deleted = waiting_requests(found.cutoff).filter(pk__in=ids).delete()
+        with transaction.atomic():
+            stale = waiting_requests(found.cutoff).filter(pk__in=ids)
+            locked = list(stale.select_for_update().values_list("pk", flat=True))
+            _, deleted = stale.filter(pk__in=locked).delete()
         forgotten += deleted.get(DeviceUser._meta.label, 0)
     for ids in _batches([device.pk for device in found.approved]):
         ended += (

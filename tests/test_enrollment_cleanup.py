@@ -13,11 +13,15 @@ import io
 from datetime import timedelta
 
 import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.messages import get_messages
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from taskpool.admin import devices as admin_devices
+from taskpool.management.commands import taskpool_device
 from taskpool.models import DeviceUser
 from taskpool.tokens import DeviceToken
 from tests.conftest import client_with, post_json
@@ -235,3 +239,80 @@ def test_the_admin_says_an_ended_enrollment_needs_a_token_from_staff(fleet, admi
     html = page.content.decode()
     assert html.count("approved, token not collected") == 1  # new-approved may still collect
     assert html.count("enrollment ended: its token comes from staff") == 1
+
+
+# Approving while the cron forgets: each acts on what is still so when it writes. ----------
+
+
+def action_messages(response) -> list[str]:
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+def forgetting_before(monkeypatch, module, name: str) -> list[list[str]]:
+    """Run ``--forget-enrollments 30d`` at the moment ``module.name`` is called (after the
+    admin read the device, before it writes), then the call itself; what the forget said."""
+    said: list[list[str]] = []
+    original = getattr(module, name)
+
+    def forget_first(*args, **kwargs):
+        said.append(forget("30d"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, forget_first)
+    return said
+
+
+def test_the_approve_action_does_not_report_a_request_forgotten_meanwhile(
+    db, admin_client, monkeypatch
+):
+    enroll("old-waiting")
+    age("old-waiting", 40)
+    enroll("new-waiting")
+    said = forgetting_before(monkeypatch, admin_devices, "approve_devices")
+    response = admin_client.post(
+        "/admin/taskpool/deviceuser/",
+        {"action": "approve", "_selected_action": ["old-waiting", "new-waiting"], "index": "0"},
+    )
+    assert response.status_code == 302
+    assert said[0][0].startswith("forget  old-waiting")
+    assert ids() == ["new-waiting"] and DeviceUser.objects.get(pk="new-waiting").validated
+    assert action_messages(response) == [
+        "1 enrollment request approved: the device collects its token at its next ask. "
+        "1 selected device was not waiting for approval."
+    ]
+    logged = LogEntry.objects.values_list("object_id", flat=True)
+    assert list(logged) == ["new-waiting"]
+
+
+def test_the_approve_page_does_not_report_a_request_forgotten_meanwhile(
+    db, admin_client, monkeypatch
+):
+    enroll("old-waiting")
+    age("old-waiting", 40)
+    forgetting_before(monkeypatch, admin_devices, "approve_devices")
+    response = admin_client.post("/admin/taskpool/deviceuser/old-waiting/approve/")
+    assert response.status_code == 302
+    assert ids() == []
+    assert action_messages(response) == ["Device old-waiting is not waiting for approval."]
+    assert not LogEntry.objects.exists()
+
+
+def test_a_request_approved_after_the_forget_read_it_is_not_deleted(db, admin_client, monkeypatch):
+    """The other order: the cron found the request stale, staff approve it, then the cron
+    deletes: the delete asks again, and the approved device stays."""
+    enroll("old-waiting")
+    age("old-waiting", 40)
+    original = taskpool_device.forget_enrollments
+
+    def approve_first(found):
+        assert [device.pk for device in found.waiting] == ["old-waiting"]
+        admin_client.post(
+            "/admin/taskpool/deviceuser/",
+            {"action": "approve", "_selected_action": ["old-waiting"], "index": "0"},
+        )
+        return original(found)
+
+    monkeypatch.setattr(taskpool_device, "forget_enrollments", approve_first)
+    lines = forget("30d")
+    assert DeviceUser.objects.get(pk="old-waiting").validated
+    assert lines[-1].startswith("Forgot 0 enrollment requests")

@@ -35,7 +35,7 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from taskpool.admin.access import RoleOrModelPermissions, can_use_tasks, with_forbidden_page
 from taskpool.admin.rows import message_rows
-from taskpool.enrollment import unanswered_requests
+from taskpool.enrollment import awaiting_approval, unanswered_requests
 from taskpool.fleet import DeviceStatus, device_statuses, presence
 from taskpool.messages import is_device_id
 from taskpool.models import DeviceUser, UserRole, revoke_tokens_of
@@ -209,16 +209,16 @@ class DeviceUserAdmin(RoleOrModelPermissions):
         selected = list(queryset)  # before approving: a filtered list may then hold none
         waiting = [device for device in selected if device.awaiting_approval]
         with transaction.atomic():
-            approve_devices(waiting)
-            self.log_changes(request, waiting, _("Approved its enrollment request."))
+            approved = approve_devices(waiting)
+            self.log_changes(request, approved, _("Approved its enrollment request."))
         text = ngettext(
             "%(count)d enrollment request approved: the device collects its token at its next ask.",
             "%(count)d enrollment requests approved: the devices collect their tokens at their "
             "next ask.",
-            len(waiting),
-        ) % {"count": len(waiting)}
+            len(approved),
+        ) % {"count": len(approved)}
         self.message_user(
-            request, text + _not_waiting(len(selected) - len(waiting)), messages.SUCCESS
+            request, text + _not_waiting(len(selected) - len(approved)), messages.SUCCESS
         )
 
     @admin.action(
@@ -385,8 +385,7 @@ class DeviceUserAdmin(RoleOrModelPermissions):
             ),
         )
         if request.method == "POST":
-            if device.awaiting_approval:
-                approve_devices([device])
+            if device.awaiting_approval and approve_devices([device]):
                 self.log_change(request, device, _("Approved its enrollment request."))
                 self.message_user(
                     request,
@@ -445,11 +444,26 @@ def _not_waiting(skipped: int) -> str:
     ) % {"count": skipped}
 
 
-def approve_devices(devices: list[DeviceUser]) -> None:
-    """Validate devices waiting for approval; each collects its token at its next ask."""
-    DeviceUser.objects.filter(pk__in=[device.pk for device in devices]).update(
-        validated=True, updated_at=timezone.now()
-    )
+def approve_devices(devices: list[DeviceUser]) -> list[DeviceUser]:
+    """Validate those of ``devices`` still waiting for approval, and return them; each
+    collects its token at its next ask.
+
+    The page read the devices a moment before: since then ``--forget-enrollments`` or
+    another admin may have deleted a request, or someone validated it. One conditional
+    UPDATE decides, holding what it changed until the end of the transaction, and the
+    rows it stamped are what is reported: a request gone meanwhile is never said to be
+    approved.
+    """
+    approved_at = timezone.now()
+    ids = [device.pk for device in devices]
+    with transaction.atomic():
+        awaiting_approval().filter(pk__in=ids).update(validated=True, updated_at=approved_at)
+        approved = set(
+            DeviceUser.objects.filter(
+                pk__in=ids, validated=True, updated_at=approved_at
+            ).values_list("pk", flat=True)
+        )
+    return [device for device in devices if device.pk in approved]
 
 
 def _status(device: DeviceUser) -> DeviceStatus:
