@@ -30,7 +30,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
@@ -51,6 +51,8 @@ from taskpool.messages import is_device_id, parse_address
 from taskpool.models import DeviceUser, new_session
 from taskpool.stores import get_store
 from taskpool.tokens import DeviceToken
+
+T = TypeVar("T")
 
 #: Seconds a waiting device is asked to wait between two asks for its token.
 POLL_SECONDS = 5
@@ -267,20 +269,26 @@ def stale_enrollments(older_than: timedelta) -> StaleEnrollments:
     A waiting request is kept when the pool has anything of the device: a
     message from it, or a task pending for it that names it (a master may
     address a device before staff approve it). A task to every device
-    (``device:*``) names none.
+    (``device:*``) names none. The pool is asked for many devices at once
+    (``STATEMENT_IDS`` a call): with a ``device:*`` task open, something is
+    pending for every request, and asking device by device took one to two
+    minutes for 20,000 requests on PostgreSQL.
     """
     cutoff = timezone.now() - older_than
     candidates = list(waiting_requests(cutoff).order_by("enrolled_at", "id"))
     store = get_store()
     ids = [device.id for device in candidates]
     activity = store.device_activity(ids) if ids else {}
-    pending = store.pending_counts(ids) if ids else {}
+    unheard = [device_id for device_id in ids if not _heard_from(activity.get(device_id))]
+    pending = store.pending_counts(unheard) if unheard else {}
+    named = _named_by_pending_tasks(
+        store, [(device_id, pending[device_id]) for device_id in unheard if pending[device_id]]
+    )
     waiting, kept = [], []
     for device in candidates:
-        heard = activity.get(device.id)
-        if heard is not None and (heard.last_message or heard.last_heartbeat):
+        if _heard_from(activity.get(device.id)):
             kept.append((device, "the pool has messages from it"))
-        elif pending.get(device.id) and _named_by_a_pending_task(store, device.id, pending):
+        elif device.id in named:
             kept.append((device, "a task pending for it names it"))
         else:
             waiting.append(device)
@@ -288,12 +296,21 @@ def stale_enrollments(older_than: timedelta) -> StaleEnrollments:
     return StaleEnrollments(waiting, kept, approved, cutoff)
 
 
-def _named_by_a_pending_task(store: Any, device_id: str, pending: dict[str, int]) -> bool:
-    for task in store.pending_for(device_id, limit=pending[device_id]):
-        address = parse_address(task["to"])
-        if not address.everyone and address.includes(device_id):
-            return True
-    return False
+def _heard_from(activity: Any) -> bool:
+    return activity is not None and bool(activity.last_message or activity.last_heartbeat)
+
+
+def _named_by_pending_tasks(store: Any, requests: list[tuple[str, int]]) -> set[str]:
+    """The devices of ``(device_id, pending count)`` that a task pending for them names."""
+    named = set()
+    for batch in _batches(requests):
+        for (device_id, _), tasks in zip(batch, store.pending_for_many(batch), strict=True):
+            for task in tasks:
+                address = parse_address(task["to"])
+                if not address.everyone and address.includes(device_id):
+                    named.add(device_id)
+                    break
+    return named
 
 
 def forget_enrollments(found: StaleEnrollments) -> tuple[int, int]:
@@ -328,5 +345,5 @@ def forget_enrollments(found: StaleEnrollments) -> tuple[int, int]:
 STATEMENT_IDS = 1000
 
 
-def _batches(ids: list[str]) -> list[list[str]]:
-    return [ids[start : start + STATEMENT_IDS] for start in range(0, len(ids), STATEMENT_IDS)]
+def _batches(items: list[T]) -> list[list[T]]:
+    return [items[start : start + STATEMENT_IDS] for start in range(0, len(items), STATEMENT_IDS)]

@@ -20,9 +20,11 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from taskpool import enrollment
 from taskpool.admin import devices as admin_devices
 from taskpool.management.commands import taskpool_device
 from taskpool.models import DeviceUser
+from taskpool.stores import get_store
 from taskpool.tokens import DeviceToken
 from tests.conftest import client_with, post_json
 
@@ -150,6 +152,37 @@ def test_forgets_only_the_requests_that_waited_longer_than_the_age(fleet):
         "Forgot 2 enrollment requests, kept 1; ended 1 approved enrollment whose token "
         "was never collected."
     )
+
+
+def test_a_list_names_its_devices_and_device_star_names_none(
+    db, make_device, master_client, monkeypatch
+):
+    """With ``device:*`` open something is pending for every request: only a task that names
+    the device (here a list) keeps it, and one another device claimed keeps nobody. The pool
+    is asked for many devices at a time (two here), never device by device."""
+    for device in ("list-a", "list-b", "list-c", "only-all", "claimed-away"):
+        enroll(device)
+        age(device, 40)
+    make_device("pi-x")
+    for to, extra in (
+        ("device:*", {}),
+        ("device:[list-a,list-b,pi-x]", {}),
+        ("device:[claimed-away,pi-x]", {"mode": "any"}),
+    ):
+        posted = post_json(master_client, "/pool/task", {"to": to, "title": "t", **extra})
+        assert posted.status_code == 201
+    store = get_store()
+    store.claim(device_id="pi-x", parent_id=posted.json()["id"])
+    monkeypatch.setattr(enrollment, "STATEMENT_IDS", 2)
+    monkeypatch.setattr(store, "pending_for", None)  # asked one by one: a TypeError
+    lines = forget("30d", "--dry-run")
+    assert sorted(line.split(":")[0] for line in lines[:-1]) == [
+        "forget  claimed-away",
+        "forget  list-c",
+        "forget  only-all",
+        "keep    list-a",
+        "keep    list-b",
+    ]
 
 
 def test_an_approved_enrollment_never_collected_is_ended_and_the_device_stays(fleet):

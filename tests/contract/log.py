@@ -230,6 +230,28 @@ class LogContract:
         assert answers == [pool.pending_for(device, limit=limit) for device, limit in asked]
         assert [len(answer) for answer in answers] == [3, 1, 1, 1, 0]
 
+    def test_pending_for_many_gives_each_device_the_broadcasts_it_has_not_seen(self, pool):
+        """Devices that looked before some broadcasts, and devices never seen, asked
+        together (the database store gives them their broadcasts' rows at once)."""
+        first = post(pool, "device:*")
+        assert [t["id"] for t in pool.pending_for("a")] == [first["id"]]
+        second = post(pool, "device:*")
+        listed = post(pool, "device:[b,c]")
+        retried = pool.post_task(
+            sender="user:x", to="device:c", title="job", retries={"max_attempts": 2}
+        ).message
+        asked = [("c", 100), ("a", 100), ("b", 1), ("new", 100), ("a", 1)]
+        answers = pool.pending_for_many(asked)
+        assert [[t["id"] for t in answer] for answer in answers] == [
+            [first["id"], second["id"], listed["id"], retried["id"]],
+            [first["id"], second["id"]],
+            [first["id"]],
+            [first["id"], second["id"]],
+            [first["id"]],
+        ]
+        assert answers[0][-1]["meta"]["attempt"] == 1
+        assert answers == [pool.pending_for(device, limit=limit) for device, limit in asked]
+
     def test_device_activity_is_its_last_message_and_heartbeat(self, pool, clock):
         task = post(pool)
         pool.post_heartbeat(device_id="a")

@@ -456,6 +456,64 @@ def give_broadcasts(cursor: Any, device_id: str) -> None:
     )
 
 
+def any_broadcasts_behind(cursor: Any, device_ids: list[str]) -> bool:
+    """``broadcasts_behind`` for several devices at once: whether any of them has rows to be
+    given. One read."""
+    cursor.execute(
+        "SELECT EXISTS (SELECT 1 FROM unnest(%s::text[]) d(device_id) "
+        "LEFT JOIN taskpool_db_device s ON s.device_id = d.device_id "
+        "WHERE s.broadcast_mark IS NULL OR s.broadcast_mark < b.newest) "
+        "FROM (SELECT max(seq) AS newest FROM taskpool_db_task WHERE broadcast) b "
+        "WHERE b.newest IS NOT NULL",
+        [device_ids],
+    )
+    row = cursor.fetchone()
+    return row is not None and bool(row[0])
+
+
+def give_broadcasts_to(cursor: Any, device_ids: list[str]) -> None:
+    """``give_broadcasts`` for several devices, in a few statements whatever their number.
+
+    What a look at the pool for many devices at once needs (``pending_for_many``):
+    one device at a time, a thousand devices took a thousand transactions. The
+    devices' rows are locked in the order of their ids, so two such looks over
+    devices in common wait for each other rather than deadlock.
+    """
+    cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [BROADCASTS_LOCK])
+    cursor.execute(
+        "INSERT INTO taskpool_db_device (device_id, broadcast_mark) "
+        "SELECT d.device_id, 0 FROM unnest(%s::text[]) d(device_id) ORDER BY d.device_id "
+        "ON CONFLICT (device_id) DO NOTHING",
+        [device_ids],
+    )
+    cursor.execute(
+        "SELECT device_id, broadcast_mark FROM taskpool_db_device WHERE device_id = ANY(%s) "
+        "ORDER BY device_id FOR UPDATE",
+        [device_ids],
+    )
+    marks = cursor.fetchall()
+    cursor.execute("SELECT max(seq) FROM taskpool_db_task WHERE broadcast")
+    (newest,) = cursor.fetchone()
+    behind = [
+        (device_id, mark) for device_id, mark in marks if newest is not None and mark < newest
+    ]
+    if not behind:
+        return
+    ids = [device_id for device_id, _ in behind]
+    cursor.execute(
+        "INSERT INTO taskpool_db_execution (task_id, device_id, seq, status, updated, active, "
+        "attempt) SELECT t.task_id, d.device_id, t.seq, 'pending', '', t.offered_to_unheard, 1 "
+        "FROM unnest(%s::text[], %s::bigint[]) d(device_id, mark) "
+        "JOIN taskpool_db_task t ON t.broadcast AND NOT t.rollout AND t.closed IS NULL "
+        "AND t.seq > d.mark AND t.seq <= %s ON CONFLICT (task_id, device_id) DO NOTHING",
+        [ids, [mark for _, mark in behind], newest],
+    )
+    cursor.execute(
+        "UPDATE taskpool_db_device SET broadcast_mark = %s WHERE device_id = ANY(%s)",
+        [newest, ids],
+    )
+
+
 def _devices_named(line: Message) -> list[str]:
     """The devices a backend line for a job names (the rollout's step, a timeout, a retry)."""
     meta = line["meta"]

@@ -65,8 +65,10 @@ from taskpool.stores.database.kept_counts import KeptCounts
 from taskpool.stores.database.ledger import (
     BROADCASTS_LOCK,
     SqlLedger,
+    any_broadcasts_behind,
     broadcasts_behind,
     give_broadcasts,
+    give_broadcasts_to,
     storable,
 )
 from taskpool.stores.database.log import LogReading, position
@@ -450,6 +452,45 @@ class DatabaseStore(Sweeps, LogTailing, LogReading, Browsing, BaseStore):
                 cast(Message, served(orjson.loads(line), attempt if jobs else None))
                 for line, jobs, attempt in cursor.fetchall()
             ]
+
+    @reconnecting
+    def pending_for_many(self, requests: list[tuple[str, int]]) -> list[list[Message]]:
+        answers: list[list[Message]] = [[] for _ in requests]
+        if not requests:
+            return answers
+        now = self.now()
+        self._sweep(now)
+        devices = sorted({device_id for device_id, _ in requests})
+        with self._cursor() as cursor:
+            # ``pending_for``'s statements, each for every device at once: a few statements
+            # whatever the number of devices, where one at a time a thousand devices behind
+            # a ``device:*`` task took a thousand transactions.
+            if any_broadcasts_behind(cursor, devices):
+                with transaction.atomic(using=self.alias):
+                    give_broadcasts_to(cursor, devices)
+            cursor.execute(
+                "SELECT r.n, m.line, t.jobs, (SELECT e2.attempt FROM taskpool_db_execution e2 "
+                "WHERE t.jobs AND e2.task_id = t.task_id AND e2.device_id = r.device_id) "
+                "FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY r(device_id, wanted, n) "
+                "CROSS JOIN LATERAL (SELECT e.seq FROM taskpool_db_execution e "
+                "WHERE e.device_id = r.device_id AND e.active AND (SELECT t.closed IS NULL "
+                "AND t.expires_at > %s AND (t.not_before IS NULL OR t.not_before <= %s) "
+                "FROM taskpool_db_task t WHERE t.seq = e.seq) "
+                "ORDER BY e.seq LIMIT greatest(r.wanted, 0)) p "
+                "JOIN taskpool_db_message m ON m.seq = p.seq "
+                "JOIN taskpool_db_task t ON t.seq = p.seq ORDER BY r.n, p.seq",
+                [
+                    [device_id for device_id, _ in requests],
+                    [limit for _, limit in requests],
+                    now,
+                    now,
+                ],
+            )
+            for n, line, jobs, attempt in cursor.fetchall():
+                answers[n - 1].append(
+                    cast(Message, served(orjson.loads(line), attempt if jobs else None))
+                )
+        return answers
 
     def pending_counts(self, device_ids: list[str]) -> dict[str, int]:
         now = self.now()
