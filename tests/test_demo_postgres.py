@@ -152,3 +152,89 @@ def test_admin_pages_served_by_djangos_asgi_handler_keep_no_connection_each(
     finally:
         server.terminate()
         server.wait(timeout=15)
+
+
+def test_approving_a_request_as_the_cron_forgets_it_on_postgresql(fresh_database, tmp_path):
+    """The admin's *Approve* and ``--forget-enrollments``, each in its own session, one
+    running between the other's read and its write: the request the cron deleted is not
+    said to be approved, and the one staff approved is not deleted."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": fresh_database,
+        "TASKPOOL_VAR_DIR": str(tmp_path),
+        "DJANGO_ALLOWED_HOSTS": "testserver",
+    }
+    manage("migrate", "--noinput", env=env)
+    script = """
+import io
+import threading
+from datetime import timedelta
+from django.contrib.auth import get_user_model
+from django.contrib.messages import get_messages
+from django.core.management import call_command
+from django.db import connection, connections
+from django.test import Client
+from django.utils import timezone
+from taskpool.admin import devices
+from taskpool.management.commands import taskpool_device
+from taskpool.models import DeviceUser
+assert connection.vendor == "postgresql", connection.vendor
+
+def ask(device_id):
+    asked = Client().post("/pool/enroll", {"device_id": device_id}, content_type="application/json")
+    assert asked.status_code == 202, asked.content
+    old = timezone.now() - timedelta(days=40)
+    DeviceUser.objects.filter(pk=device_id).update(enrolled_at=old, updated_at=old)
+
+def in_another_session(action):
+    done = []
+    def run():
+        try:
+            done.append(action())
+        finally:
+            connections.close_all()
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return done[0]
+
+def forget():
+    out = io.StringIO()
+    call_command("taskpool_device", "--forget-enrollments", "30d", stdout=out)
+    return out.getvalue()
+
+root = Client()
+root.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-1x"))
+approve = lambda device_id: root.post(
+    "/admin/taskpool/deviceuser/",
+    {"action": "approve", "_selected_action": [device_id], "index": "0"},
+)
+
+ask("pg-forgotten")
+approve_devices = devices.approve_devices
+def forgetting_first(waiting):
+    assert "Forgot 1 enrollment request" in in_another_session(forget)
+    return approve_devices(waiting)
+devices.approve_devices = forgetting_first
+acted = approve("pg-forgotten")
+devices.approve_devices = approve_devices
+assert not DeviceUser.objects.filter(pk="pg-forgotten").exists()
+said = [str(message) for message in get_messages(acted.wsgi_request)]
+assert said == ["0 enrollment requests approved: the devices collect their tokens at their next "
+    "ask. 1 selected device was not waiting for approval."], said
+
+ask("pg-approved")
+forget_enrollments = taskpool_device.forget_enrollments
+def approving_first(found):
+    assert [device.pk for device in found.waiting] == ["pg-approved"]
+    assert in_another_session(lambda: approve("pg-approved").status_code) == 302
+    return forget_enrollments(found)
+taskpool_device.forget_enrollments = approving_first
+said = forget()
+assert DeviceUser.objects.get(pk="pg-approved").validated, said
+assert "Forgot 0 enrollment requests" in said, said
+print("OK")
+"""
+    out = manage("shell", "-c", script, env=env)
+    assert out.splitlines()[-1] == "OK", out
