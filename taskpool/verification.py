@@ -9,8 +9,8 @@ Each problem names its file and line (counted from 1):
 - ``invalid``: JSON that is not a message (missing or extra keys, a bad
   address, a wrong type, a ``ts`` that is not a UTC timestamp);
 - ``duplicate_id``: a message id seen before, with where;
-- ``out_of_order``: a message stamped earlier than the one before it, or
-  in the file of another day;
+- ``out_of_order``: a message stamped earlier than the one before it (by
+  more than a skew allowed, none by default), or in the file of another day;
 - ``unknown_task``: a response whose ``parent_id`` names no task before it.
   Not judged where its task may be in a day taken out of the pool
   (``taskpool_prune`` notes where) or before ``--since``'s horizon: an answer
@@ -32,7 +32,7 @@ import orjson
 
 from taskpool.days import day_of, day_of_file_name, pruned_before
 from taskpool.exceptions import InvalidMessage
-from taskpool.messages import decode_line
+from taskpool.messages import decode_line, parse_timestamp
 from taskpool.stores.validation import check_as_written
 
 PROBLEM_KINDS = (
@@ -104,8 +104,11 @@ class Verifier:
         first_day: date | None = None,
         task_ttl: timedelta | None = None,
         max_message_bytes: int,
+        skew_seconds: int = 0,
     ) -> None:
         self.report = Report()
+        #: How long before the newest stamp read a line may be stamped and still be in order.
+        self._skew_seconds = skew_seconds
         self._ids: dict[bytes, tuple[str, int]] = {}
         self._tasks: set[bytes] = set()
         self._last_ts = ""
@@ -137,6 +140,12 @@ class Verifier:
                 continue
             self._judge(day, name, number, line)
 
+    def _within_skew(self, ts: str) -> bool:
+        """Whether ``ts``, earlier than the newest stamp read, is within the skew allowed."""
+        if not self._skew_seconds:
+            return False
+        return parse_timestamp(self._last_ts) - parse_timestamp(ts) <= self._skew_seconds
+
     def _judge(self, day: date, name: str, number: int, line: bytes) -> None:
         try:
             message = decode_line(line)
@@ -158,7 +167,7 @@ class Verifier:
             return
         self._ids[key] = (name, number)
         ts = message["ts"]
-        if ts < self._last_ts:
+        if ts < self._last_ts and not self._within_skew(ts):
             self._found(
                 name, number, "out_of_order", f"stamped {ts}, after a line stamped {self._last_ts}"
             )
@@ -223,10 +232,13 @@ def verify_directory(
     since: date | None = None,
     task_ttl: timedelta,
     max_message_bytes: int,
+    skew_seconds: int = 0,
     progress: Callable[[int], Callable[[int], None]] = lambda _total: lambda _n: None,
 ) -> Report:
     """Verify the day files of ``directory`` from ``since`` on (all of them by default).
 
+    A line stamped up to ``skew_seconds`` before the newest line ahead of it is
+    in order (an export of the database store, whose writers overlap).
     The days within ``task_ttl`` before ``since`` are read too, for the
     tasks that answers from ``since`` on may name; their lines are not judged.
     ``progress(total_bytes)`` returns what is told each chunk's bytes.
@@ -244,6 +256,7 @@ def verify_directory(
         first_day=max(known, default=None),
         task_ttl=task_ttl,
         max_message_bytes=max_message_bytes,
+        skew_seconds=skew_seconds,
     )
     for path in context:
         verifier.learn_tasks(path)

@@ -180,3 +180,30 @@ def test_a_ts_that_is_no_timestamp_is_invalid_not_out_of_order(pool_dir):
     (problem,) = json.loads(out)["problems"]
     assert (code, problem["kind"]) == (1, "invalid")
     assert "not a UTC timestamp" in problem["detail"]
+
+
+def test_skew_passes_lines_stamped_that_little_before_the_line_ahead_and_no_more(pool_dir):
+    """An export of the database store: its hosts stamp a line before the database gives it
+    its place, so a line may follow one stamped a second or two later."""
+    day = days_ago(1)
+    stamped = [noon(day).replace("12:00:00", f"12:00:{second:02d}") for second in (5, 3, 9, 1)]
+    append_messages(
+        pool_dir,
+        *(message(kind="heartbeat", sender="device:pi-1", to="backend", ts=ts) for ts in stamped),
+    )
+    code, out = verify()
+    assert code == 1
+    assert out.count(": out_of_order:") == 2  # 3 after 5, 1 after 9
+    code, out = verify("--skew", "2")
+    assert code == 1
+    assert out.count(": out_of_order:") == 1
+    assert f":4: out_of_order: stamped {stamped[3]}, after a line stamped {stamped[2]}" in out
+    code, out = verify("--skew", "8")
+    assert code == 0, out
+    assert out.strip().endswith("4 messages: sound.")
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "nan", "inf", "90000"])
+def test_a_skew_that_is_not_seconds_up_to_a_day_is_refused(pool_dir, value):
+    with pytest.raises(CommandError, match="--skew: takes whole seconds from 0 to 86400"):
+        call_command("taskpool_verify", "--skew", value, "--no-progress", stdout=StringIO())

@@ -1,7 +1,9 @@
-"""``taskpool_verify [--since D] [--json]``: read the day files through and report what is wrong."""
+"""``taskpool_verify [--since D] [--json] [--directory DIR] [--skew S]``: read the day files
+through and report what is wrong."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,17 @@ from taskpool.stores import get_store
 from taskpool.verification import archived_only, verify_directory
 
 
+#: The most ``--skew`` takes: an export's writers overlap by seconds, never by a day.
+MAX_SKEW_SECONDS = 86400
+
+
+def skew_argument(text: str) -> int:
+    """Seconds of ``--skew``; anything else is a usage error (exit 2)."""
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_SKEW_SECONDS:
+        raise argparse.ArgumentTypeError(f"takes whole seconds from 0 to {MAX_SKEW_SECONDS}")
+    return int(text)
+
+
 class Command(PoolCommand):
     help = (
         "Read the pool's day files and report, with file and line (from 1), torn lines, lines "
@@ -30,6 +43,15 @@ class Command(PoolCommand):
         parser.add_argument("--json", action="store_true", help="One JSON report on stdout.")
         parser.add_argument(
             "--directory", help="Verify the day files in this directory instead of the pool's."
+        )
+        parser.add_argument(
+            "--skew",
+            type=skew_argument,
+            default=0,
+            metavar="SECONDS",
+            help="A line stamped at most this much before a line ahead of it is not out of order "
+            "(an export of the database store: each host stamps a line before the database "
+            "gives it its place in the log). Default 0.",
         )
         add_progress_argument(parser)
 
@@ -74,7 +96,7 @@ class Command(PoolCommand):
                     f"{type(store).__name__} keeps no day files: its database holds each message "
                     "whole in a row, with unique ids, so there is no torn line or duplicate to "
                     "find. To check the lines it would give, export them (taskpool_export DIR) "
-                    "and verify those: taskpool_verify --directory DIR."
+                    "and verify those: taskpool_verify --directory DIR --skew 5."
                 )
             directory = Path(store.directory)  # type: ignore[attr-defined]
 
@@ -88,6 +110,7 @@ class Command(PoolCommand):
                 since=options["since"],
                 task_ttl=pool_settings.TASK_TTL,
                 max_message_bytes=pool_settings.MAX_MESSAGE_BYTES,
+                skew_seconds=options["skew"],
                 progress=progress,
             )
         except OSError as error:
