@@ -18,7 +18,6 @@ from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.stores import get_store
 from taskpool.verification import archived_only, verify_directory
 
-
 #: The most ``--skew`` takes: an export's writers overlap by seconds, never by a day.
 MAX_SKEW_SECONDS = 86400
 
