@@ -515,6 +515,27 @@ def test_cancelling_twice_says_why_the_second_time(master, store, snapshot):
     assert snapshot() == before
 
 
+def test_a_live_pages_refresh_leaves_the_message_for_the_page_it_was_for(master, store):
+    """A live page fetches itself when its task changes: a fetch made as the cancel's redirect
+    is followed must not take the "Task cancelled" the next page is to show."""
+    task = store.post_task(sender="user:x", to="device:pi-1", title="t").message
+    url = f"/admin/taskpool/task/{task['id']}/"
+    master.post(url + "cancel/", {"reason": "wrong device"})
+    refreshed = master.get(url, headers={"X-Taskpool-Live": "refresh"})
+    assert refreshed.context["closed"] == "cancelled"
+    shown = master.get(url)
+    assert [str(m) for m in shown.context["messages"]] == [
+        "Task cancelled: it has left every device's pending list."
+    ]
+    assert [str(m) for m in master.get(url).context["messages"]] == []  # shown once
+    master.get("/admin/taskpool/dashboard/", headers={"X-Taskpool-Live": "refresh"})
+    master.post(url + "cancel/")
+    master.get("/admin/taskpool/dashboard/", headers={"X-Taskpool-Live": "refresh"})
+    assert [str(m) for m in master.get(url).context["messages"]] == [
+        f"Task {task['id']} was cancelled."
+    ]
+
+
 def test_the_task_list_is_newest_first_with_statuses_filters_and_paging(master, store, make_device):
     make_device("pi-1")
     make_device("pi-2")

@@ -29,6 +29,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ERROR_FLAG
+from django.contrib.messages import get_messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
@@ -215,8 +216,14 @@ class PoolPagesAdmin(admin.ModelAdmin):
     def render(
         self, request: HttpRequest, template: str, title: str, **context: Any
     ) -> TemplateResponse:
-        """A page in the admin's frame: its sidebar, header, and this model's ``opts``."""
-        return TemplateResponse(
+        """A page in the admin's frame: its sidebar, header, and this model's ``opts``.
+
+        A live page's own fetch of itself (``live.js`` names it with the header
+        ``X-Taskpool-Live``) shows the messages waiting without using them up:
+        made while the browser follows a form's redirect, it would take the
+        "Task cancelled" the next page is there to show.
+        """
+        response = TemplateResponse(
             request,
             template,
             {
@@ -228,3 +235,18 @@ class PoolPagesAdmin(admin.ModelAdmin):
                 **context,
             },
         )
+        if request.headers.get(LIVE_REFRESH_HEADER):
+            response.add_post_render_callback(lambda _rendered: _keep_messages(request))
+        return response
+
+
+#: The header ``live.js`` sends with a live page's fetch of itself.
+LIVE_REFRESH_HEADER = "X-Taskpool-Live"
+
+
+def _keep_messages(request: HttpRequest) -> None:
+    """Leave the request's messages stored, though the page shown has listed them (Django's
+    documented way to keep messages past an iteration)."""
+    storage = get_messages(request)
+    if hasattr(storage, "used"):  # no storage without the messages middleware
+        storage.used = False

@@ -74,7 +74,12 @@
       return;
     }
     busy = true;
-    fetch(window.location.href, { credentials: "same-origin", cache: "no-store" })
+    // Named, so that the messages waiting for the next page are not used up here.
+    fetch(window.location.href, {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { "X-Taskpool-Live": "refresh" },
+    })
       .then(function (answer) {
         if (answer.redirected || answer.status === 403) {
           // Sent to the login page, or refused the page: the session no longer has it.
