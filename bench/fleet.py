@@ -53,6 +53,7 @@ import tempfile
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -433,8 +434,13 @@ def descendants(pid: int) -> list[int]:
 # The site ---------------------------------------------------------------------------------
 
 
-def provision(devices: int) -> dict[str, Any]:
-    """The devices ``sim-00000`` ... and a master in the demo site's database; their tokens."""
+def provision(devices: int, *, seconds: float = 0) -> dict[str, Any]:
+    """The devices ``sim-00000`` ... and a master in the demo site's database; their tokens.
+
+    The master's token lasts at least ``seconds`` (the run): a site's own access
+    tokens may expire sooner (the demo's after 30 minutes), and a soak whose master
+    stopped posting halfway would measure a fleet that only polls.
+    """
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     sys.path.insert(0, str(ROOT))
     import django
@@ -457,9 +463,12 @@ def provision(devices: int) -> dict[str, Any]:
     by_id = DeviceUser.objects.in_bulk(names)
     user, _ = get_user_model().objects.get_or_create(username="fleet-simulator")
     UserRole.objects.update_or_create(user=user, defaults={"role": UserRole.MASTER})
+    master = AccessToken.for_user(user)
+    if seconds > master.lifetime.total_seconds():
+        master.set_exp(lifetime=timedelta(seconds=seconds))
     return {
         "devices": {name: str(DeviceToken.for_device(by_id[name])) for name in names},
-        "master": str(AccessToken.for_user(user)),
+        "master": str(master),
     }
 
 
@@ -528,7 +537,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if options.serve:  # the demo site, whatever this environment names
             os.environ["TASKPOOL_VAR_DIR"] = temporary
             os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
-        tokens = provision(options.devices)
+        # With a minute to spare: the ramp, the posting and the drain.
+        tokens = provision(
+            options.devices, seconds=options.ramp + options.duration + options.drain + 60
+        )
         server_pid = options.server_pid
         if options.serve:
             process, options.server = serve(Path(temporary), options.workers, options.app)

@@ -39,3 +39,18 @@ def test_a_small_fleet_answers_every_task(tmp_path):
     assert figures["latency_post_to_answer_stored"]["count"] >= figures["tasks_posted"]
     assert figures["requests_whole_run"]["heartbeat"] > 0
     assert "server_cpu_percent" in figures and "simulator_cpu_percent" in figures
+
+
+@pytest.mark.django_db
+def test_the_masters_token_outlasts_a_run_longer_than_the_sites_tokens():
+    """A soak longer than the site's access tokens: its master must not stop posting halfway."""
+    import time
+
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from bench.fleet import provision
+
+    lasting = AccessToken(provision(2, seconds=7200)["master"])
+    assert lasting["exp"] >= time.time() + 7200 - 60
+    short = AccessToken(provision(2, seconds=10)["master"])
+    assert short["exp"] < time.time() + 7200  # the site's own lifetime, when it is longer
