@@ -16,6 +16,15 @@ the duration and the outcome (done, failed at ``--fail-rate``, rejected at
 the devices' requests on purpose (the connection closed once the request is
 sent, the answer unread), as a flaky network would.
 
+A real fleet's week has more in it, and a soak should too. ``--streams N``
+makes N of the devices follow ``GET stream`` instead of long-polling (they
+resume with ``Last-Event-ID`` when the connection drops, and ``--drop-rate``
+cuts a stream after that share of its events). ``--broadcast-every
+S`` has the master post a ``device:*`` task every S seconds, which every
+device answers as it answers its own tasks. ``--offline SHARE`` leaves that
+share of the devices switched off: they never connect, get no task of their
+own, and leave every broadcast open for as long as the pool keeps it.
+
 Devices start over ``--ramp`` seconds (their polls and heartbeats spread
 out), then tasks are posted for ``--duration`` seconds; the run waits up to
 ``--drain`` seconds for the last answers. A summary line is printed every
@@ -82,6 +91,11 @@ class Figures:
     polling: int = 0  # devices whose long-poll is open now
     outstanding: set[str] = field(default_factory=set)  # tasks posted, not answered yet
     finished: set[str] = field(default_factory=set)  # tasks answered
+    broadcasts: int = 0  # device:* tasks posted
+    broadcast_answers: int = 0  # answers to them stored, all devices together
+    broadcast_latency: list[float] = field(default_factory=list)  # post -> each answer stored
+    streaming: int = 0  # devices whose event stream is open now
+    stream_resumes: int = 0  # streams reopened with Last-Event-ID
 
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
@@ -95,12 +109,14 @@ class Device:
         self.number, self.id, self.token, self.run = number, device_id, token, run
         self.poll = Connection(run.port, run.host)
         self.answered: set[str] = set()
+        self.streams = number < run.options.streams
+        self.last_event_id: str | None = None
 
     async def live(self) -> None:
         await asyncio.sleep(random.uniform(0, self.run.options.ramp))
         heartbeat = asyncio.create_task(self.heartbeats())
         try:
-            await self.work()
+            await (self.follow() if self.streams else self.work())
         finally:
             heartbeat.cancel()
             self.poll.close()
@@ -132,6 +148,53 @@ class Device:
                 if task["id"] not in self.answered:
                     await self.do(task)
 
+    async def follow(self) -> None:
+        """Take tasks from ``GET stream`` as they come, resuming after the last event seen."""
+        run, failures = self.run, 0
+        while not run.stopping.is_set():
+            connection = Connection(run.port, run.host)
+            headers = {}
+            if self.last_event_id is not None:
+                headers["Last-Event-ID"] = self.last_event_id
+                run.figures.stream_resumes += 1
+            try:
+                await connection.send("GET", f"{run.prefix}stream", self.token, headers=headers)
+                status, _ = await asyncio.wait_for(connection.head(), REQUEST_TIMEOUT)
+                if status != 200:
+                    run.figures.error(f"stream {status}")
+                else:
+                    run.figures.streaming += 1
+                    try:
+                        await self.take_events(connection)
+                        failures = -1  # the server ended a healthy stream: at once
+                    finally:
+                        run.figures.streaming -= 1
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as error:
+                if not run.stopping.is_set() and not isinstance(error, _Dropped):
+                    run.figures.error(f"stream {type(error).__name__}")
+            finally:
+                connection.close()
+            failures += 1
+            if failures:
+                await asyncio.sleep(backoff(failures))
+
+    async def take_events(self, connection: Connection) -> None:
+        """Answer the tasks an open stream brings, one at a time, as the agent does."""
+        buffer = b""
+        async for chunk in connection.chunks():
+            buffer += chunk
+            *events, buffer = buffer.split(b"\n\n")
+            for event in events:
+                fields = dict(line.split(b": ", 1) for line in event.split(b"\n") if b": " in line)
+                if b"id" in fields:
+                    self.last_event_id = fields[b"id"].decode()
+                if fields.get(b"event") == b"task":
+                    task = json.loads(fields[b"data"])
+                    if task["id"] not in self.answered:
+                        await self.do(task)
+                if self.run.drop():  # the network cuts the stream: resume from this event
+                    raise _Dropped
+
     async def request_polling(self) -> tuple[int, bytes]:
         path = f"{self.run.prefix}pending?wait={POLL_WAIT}"
         if self.run.drop():
@@ -154,6 +217,10 @@ class Device:
         if answer not in (200, 201):
             return
         figures = self.run.figures
+        if meta.get("sim_broadcast"):
+            figures.broadcast_answers += 1
+            figures.broadcast_latency.append(time.perf_counter() - float(meta["sim_posted"]))
+            return
         figures.finished.add(task["id"])
         figures.answered[status] += 1
         figures.outstanding.discard(task["id"])
@@ -199,6 +266,8 @@ class Run:
         self.prefix = url.path if url.path.endswith("/") else url.path + "/"
         self.tokens = tokens
         self.server_pid = server_pid
+        names = list(tokens["devices"])
+        self.online = names[: len(names) - round(len(names) * options.offline)]
         self.figures = Figures()
         self.stopping = asyncio.Event()
 
@@ -248,7 +317,7 @@ class Run:
         """Post ``--rate`` tasks a second, each on its own: a slow answer does not slow the rate
         (the load offered stays what was asked, whatever the server's latency)."""
         options = self.options
-        devices = list(self.tokens["devices"])
+        devices = self.online
         masters: list[Connection] = []  # idle keep-alive connections of the master
         posts: set[asyncio.Task] = set()
         started = time.perf_counter()
@@ -265,7 +334,25 @@ class Run:
             for connection in masters:
                 connection.close()
 
-    async def post_task(self, masters: list[Connection], device_id: str) -> None:
+    async def post_broadcasts(self) -> None:
+        """A ``device:*`` task every ``--broadcast-every`` seconds, the first one at once."""
+        masters: list[Connection] = []
+        post = None
+        try:
+            while not self.stopping.is_set():
+                # Shielded: a broadcast being posted when posting stops is still counted.
+                post = asyncio.create_task(self.post_task(masters, "*", broadcast=True))
+                await asyncio.shield(post)
+                await asyncio.sleep(self.options.broadcast_every)
+        finally:
+            if post is not None:
+                await asyncio.gather(post, return_exceptions=True)
+            for connection in masters:
+                connection.close()
+
+    async def post_task(
+        self, masters: list[Connection], device_id: str, *, broadcast: bool = False
+    ) -> None:
         options, figures = self.options, self.figures
         draw = random.random()
         outcome = "done"
@@ -275,9 +362,11 @@ class Run:
             outcome = "rejected"
         meta = {
             "sim_seconds": round(random.uniform(*options.task_seconds), 3),
-            "sim_outcome": outcome,
+            "sim_outcome": "done" if broadcast else outcome,
             "sim_posted": time.perf_counter(),
         }
+        if broadcast:
+            meta["sim_broadcast"] = True
         body = json.dumps({"to": f"device:{device_id}", "title": "sim", "meta": meta}).encode()
         master = masters.pop() if masters else Connection(self.port, self.host)
         try:
@@ -294,6 +383,9 @@ class Run:
         if status != 201:
             figures.error(f"task {status} {content[:80]!r}")
             return
+        if broadcast:
+            figures.broadcasts += 1
+            return
         figures.posted += 1
         task_id = json.loads(content)["id"]
         if task_id not in figures.finished:  # its answer may come before the 201 here
@@ -309,6 +401,7 @@ class Run:
             figures.latency_window = []
             print(
                 f"{time.monotonic() - began:6.0f} s  polling {figures.polling:6d}  "
+                f"streaming {figures.streaming:5d}  "
                 f"req/s {(requests - last_requests) / self.options.every:7.1f}  "
                 f"posted {figures.posted:6d}  answered {sum(figures.answered.values()):6d}  "
                 f"p50 {window.get('p50_ms', '-'):>6} ms  p99 {window.get('p99_ms', '-'):>6} ms  "
@@ -321,25 +414,34 @@ class Run:
         options = self.options
         began = time.monotonic()
         reporter = asyncio.create_task(self.report_lines(began))
+        tokens = self.tokens["devices"]
         devices = [
-            asyncio.create_task(Device(number, device_id, token, self).live())
-            for number, (device_id, token) in enumerate(self.tokens["devices"].items())
+            asyncio.create_task(Device(number, device_id, tokens[device_id], self).live())
+            for number, device_id in enumerate(self.online)
         ]
-        print(f"{len(devices)} devices starting over {options.ramp:g} s", flush=True)
+        print(
+            f"{len(devices)} devices starting over {options.ramp:g} s "
+            f"({len(tokens) - len(devices)} offline)",
+            flush=True,
+        )
         await asyncio.sleep(options.ramp + 2)
         before = self.cpu()
         requests_before = collections.Counter(self.figures.requests)
         window_began = time.monotonic()
-        poster = asyncio.create_task(self.post_tasks())
+        posters = [asyncio.create_task(self.post_tasks())]
+        if options.broadcast_every:
+            posters.append(asyncio.create_task(self.post_broadcasts()))
         await asyncio.sleep(options.duration)
-        posting = self.stop_posting(poster)
-        await posting
+        for poster in posters:
+            await self.stop_posting(poster)
         window = time.monotonic() - window_began
         after = self.cpu()
         in_window = collections.Counter(self.figures.requests)
         in_window.subtract(requests_before)
         drain_until = time.monotonic() + options.drain
-        while self.figures.outstanding and time.monotonic() < drain_until:
+        while time.monotonic() < drain_until and (
+            self.figures.outstanding or self.broadcasts_unanswered()
+        ):
             await asyncio.sleep(0.2)
         self.stopping.set()
         reporter.cancel()
@@ -347,6 +449,11 @@ class Run:
             device.cancel()
         await asyncio.gather(*devices, return_exceptions=True)
         return self.report(window, before, after, in_window)
+
+    def broadcasts_unanswered(self) -> int:
+        """Answers the online devices still owe to the broadcasts posted."""
+        figures = self.figures
+        return figures.broadcasts * len(self.online) - figures.broadcast_answers
 
     async def stop_posting(self, poster: asyncio.Task) -> None:
         poster.cancel()
@@ -387,6 +494,13 @@ class Run:
             "answered": dict(figures.answered),
             "unanswered": len(figures.outstanding),
             "latency_post_to_answer_stored": summary(figures.latency),
+            "offline_devices": len(self.tokens["devices"]) - len(self.online),
+            "streaming_devices": min(options.streams, len(self.online)),
+            "stream_resumes": figures.stream_resumes,
+            "broadcasts_posted": figures.broadcasts,
+            "broadcast_answers": figures.broadcast_answers,
+            "broadcast_answers_missing": self.broadcasts_unanswered(),
+            "latency_broadcast_post_to_answer_stored": summary(figures.broadcast_latency),
             "requests_while_posting": dict(in_window),
             "request_rate_per_s": round(sum(in_window.values()) / max(window, 1e-9), 1),
             "requests_whole_run": dict(figures.requests),
@@ -494,6 +608,13 @@ def raise_open_files_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError("a share from 0 up to (not including) 1")
+    return value
+
+
 def seconds_range(text: str) -> tuple[float, float]:
     low, _, high = text.partition(",")
     return float(low), float(high or low)
@@ -524,6 +645,15 @@ def parser() -> argparse.ArgumentParser:
     arguments.add_argument("--fail-rate", type=float, default=0.0)
     arguments.add_argument("--reject-rate", type=float, default=0.0)
     arguments.add_argument("--drop-rate", type=float, default=0.0, help="requests dropped")
+    arguments.add_argument(
+        "--streams", type=int, default=0, help="devices that follow GET stream instead of polling"
+    )
+    arguments.add_argument(
+        "--broadcast-every", type=float, default=0.0, help="seconds between device:* tasks"
+    )
+    arguments.add_argument(
+        "--offline", type=share, default=0.0, help="share of the devices that never connect"
+    )
     arguments.add_argument("--every", type=float, default=5.0, help="seconds between lines")
     arguments.add_argument("--json", type=Path, help="also write the report to this file")
     return arguments

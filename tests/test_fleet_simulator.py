@@ -54,3 +54,33 @@ def test_the_masters_token_outlasts_a_run_longer_than_the_sites_tokens():
     assert lasting["exp"] >= time.time() + 7200 - 60
     short = AccessToken(provision(2, seconds=10)["master"])
     assert short["exp"] < time.time() + 7200  # the site's own lifetime, when it is longer
+
+
+def test_streams_broadcasts_and_offline_devices(tmp_path):
+    """Every online device answers every broadcast once, through a poll or a resumed stream."""
+    report = tmp_path / "report.json"
+    command = [
+        sys.executable, "-m", "bench.fleet", "--serve", "--workers", "1",
+        "--devices", "20", "--ramp", "1", "--duration", "4", "--rate", "5",
+        "--heartbeat", "1", "--drain", "15", "--every", "1",
+        "--streams", "6", "--broadcast-every", "1", "--offline", "0.2",
+        "--drop-rate", "0.2", "--task-seconds", "0,0.1", "--json", str(report),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(report.read_text())
+    assert figures["offline_devices"] == 4
+    assert figures["streaming_devices"] == 6
+    assert figures["broadcasts_posted"] >= 3
+    # Exactly once each: a stream resumed over an answered task does not answer it again.
+    assert figures["broadcast_answers"] == figures["broadcasts_posted"] * 16
+    assert figures["broadcast_answers_missing"] == 0
+    assert figures["unanswered"] == 0
+    assert figures["errors"] == {}
+
+
+def test_the_share_of_offline_devices_is_checked():
+    command = [sys.executable, "-m", "bench.fleet", "--serve", "--offline", "1"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "a share from 0 up to (not including) 1" in done.stderr
