@@ -46,6 +46,11 @@ STEP_TIMEOUT_PREFIX = b"step-timeout:"
 #: runs, so that an agent stopped at any moment can tell a handler that never started from
 #: one that did) and leaves the handler's exit status in ``status`` when it ends.
 #:
+#: The mark is made durable (its directory synced) before the handler runs: a device that
+#: lost power while a handler ran would otherwise find no mark at the next boot, and run
+#: again a handler that may already have done what it does (flashed, rebooted, paid).
+#: With the mark, such a handler is answered ``failed``, interrupted, instead.
+#:
 #: The status is made durable before the wrapper exits, for the agent may not be there to
 #: journal the answer (stopped, restarting) when the power goes: written under a temporary
 #: name and synced, renamed into place, the rename synced in its directory. Found after a
@@ -56,7 +61,8 @@ STEP_TIMEOUT_PREFIX = b"step-timeout:"
 #: older ones ignore the arguments and sync everything, as does the fallback for a ``sync``
 #: that refuses them. What it says goes to /dev/null, not into the answer's body.
 WRAPPER = (
-    'status="$1"; shift; : > "$status.started"; "$@"; code=$?; '
+    'status="$1"; shift; : > "$status.started"; '
+    'sync "${status%/*}" 2>/dev/null || sync 2>/dev/null; "$@"; code=$?; '
     'echo "$code" > "$status.tmp"; sync "$status.tmp" 2>/dev/null || sync 2>/dev/null; '
     'mv "$status.tmp" "$status"; sync "${status%/*}" 2>/dev/null || sync 2>/dev/null; '
     'exit "$code"'

@@ -812,7 +812,9 @@ def test_a_certificate_not_yet_valid_says_to_look_at_the_devices_clock(tmp_path,
 # attempt's directory holds at that moment, then does what ``then`` says (the real sync,
 # or a refusal of file arguments as a sync without them might).
 RECORDING_SYNC = """#!/bin/sh
-{{ echo "sync $*"; for name in status.tmp status; do value=
+{{ echo "sync $*"; [ -e "{directory}/status.started" ] && echo started
+  [ -s "{directory}/output" ] && echo ran
+  for name in status.tmp status; do value=
   [ -e "{directory}/$name" ] && read -r value < "{directory}/$name"
   [ -e "{directory}/$name" ] && echo "$name=$value"; done; }} >> "{log}"
 {then}
@@ -850,12 +852,15 @@ def test_a_handlers_exit_status_is_synced_whole_before_it_is_renamed_into_place(
 ):
     """A power cut after the handler's end must not lose its status (the agent would answer
     a success ``failed``, interrupted), nor leave one half written: the status is synced
-    under its temporary name, renamed into place, and the rename synced in its directory."""
+    under its temporary name, renamed into place, and the rename synced in its directory.
+    Before all that, the handler's start is marked and synced before it runs: a power cut
+    while it ran must not make the next boot run it again."""
     real_sync = shutil.which("sync")
     calls, directory = run_wrapped(tmp_path, monkeypatch, f'exec {real_sync} "$@"')
     assert calls == [
-        [f"sync {directory}/status.tmp", "status.tmp=3"],  # whole, and not yet in place
-        [f"sync {directory}", "status=3"],  # in place: the rename made durable
+        [f"sync {directory}", "started"],  # the mark made durable, the handler not yet run
+        [f"sync {directory}/status.tmp", "started", "ran", "status.tmp=3"],  # not yet in place
+        [f"sync {directory}", "started", "ran", "status=3"],  # in place: the rename durable
     ]
     # What a restarted agent reads; the answer's body is the handler's output alone.
     assert HandlerProcess.adopt(directory, 0).exit_code() == 3
@@ -871,9 +876,11 @@ def test_a_sync_that_takes_no_file_falls_back_to_syncing_everything(tmp_path, mo
     refusing = 'if [ "$#" -gt 0 ]; then echo "sync: extra operand" >&2; exit 1; fi'
     calls, directory = run_wrapped(tmp_path, monkeypatch, refusing, exit_status=0)
     assert [call[0] for call in calls] == [
+        f"sync {directory}", "sync ",
         f"sync {directory}/status.tmp", "sync ", f"sync {directory}", "sync ",
     ]  # fmt: skip
-    assert calls[1][1:] == ["status.tmp=0"]  # everything synced before the rename
+    assert calls[1][1:] == ["started"]  # everything synced before the handler ran
+    assert calls[3][1:] == ["started", "ran", "status.tmp=0"]  # and before the rename
     assert HandlerProcess.adopt(directory, 0).exit_code() == 0
     assert (directory / "output").read_text() == "did it\n"
 
