@@ -505,9 +505,14 @@ class Agent:
             elif not HandlerProcess.ever_started(directory):
                 # Stopped after journaling the start, before the handler's wrapper ran (it
                 # marks its start before the handler), or the wrapper ended before it got
-                # that far: the handler never ran, so it runs now.
-                log.info("%s: the agent stopped before the handler started: starting it", key)
-                self.run_handler(key, task)
+                # that far: the handler never ran. It is taken again, as a task never
+                # journaled, if the server still lists it: not one cancelled, expired or
+                # whose attempt ended while no agent ran.
+                log.info(
+                    "%s: the agent stopped before the handler started: it starts if still pending",
+                    key,
+                )
+                self.journal.forget(key)
                 continue
             else:
                 log.warning(

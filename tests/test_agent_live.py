@@ -637,6 +637,25 @@ def test_an_agent_stopped_before_it_journaled_its_handlers_pid_runs_it_once(
     assert runs.read_text() == "run\n"  # never twice, and never not at all
 
 
+def test_a_task_cancelled_before_its_handler_started_is_not_started_after_a_restart(
+    pool, agent, tmp_path
+):
+    """The agent was stopped after journaling a start and before the handler ran; the task
+    was cancelled while no agent ran. The restarted agent does not start it."""
+    new_device(pool, "pi-cancelled-unstarted")
+    runs = tmp_path / "runs"
+    _directory, task = journaled_as_started(pool, tmp_path, "pi-cancelled-unstarted", runs)
+    cancelled = httpx.post(
+        f"{pool.servers[0]}/pool/tasks/{task}/cancel", json={}, headers=pool.bearer("ops")
+    )
+    assert cancelled.status_code == 201
+    agent("pi-cancelled-unstarted")
+    after = post_task(pool, "pi-cancelled-unstarted", "hello")  # served once recovery is over
+    assert final_answer(pool, after)["meta"]["status"] == "done"
+    assert not runs.exists()  # the cancelled task's handler never ran
+    assert [r["from"] for r in responses(pool, task)] == ["user:ops"]
+
+
 def test_an_agent_restarted_while_its_handler_still_runs_waits_for_it(pool, agent, tmp_path):
     runs = tmp_path / "runs"
     first = agent("pi-6")
