@@ -44,7 +44,7 @@ def enroll(
     if enrolled is not None:
         print(f"{device_id} is enrolled already: its token is in {path}.", flush=True)
         return enrolled
-    config = _resumable(path, server, device_id) or Config(server=server, device_id=device_id)
+    config = _resumable(path, server, device_id) or _new(path, server, device_id)
     client = PoolClient(config.base_url, backoff=backoff or Backoff(), stop=stop)
     if not config.enrollment_secret:
         undo = None
@@ -119,6 +119,19 @@ def _resumable(path: Path, server: str, device_id: str) -> Config | None:
     ):
         return config
     return None
+
+
+def _new(path: Path, server: str, device_id: str) -> Config:
+    """The config of a new enrollment: the handlers and state directory a config file
+    already at ``path`` names are kept (the journal is there: a task it has an entry for
+    is never run again)."""
+    try:
+        before = load(path)
+    except ConfigError:
+        return Config(server=server, device_id=device_id)
+    return Config(
+        server=server, device_id=device_id, handlers=before.handlers, state_dir=before.state_dir
+    )
 
 
 def _undo_of(path: Path) -> Callable[[], object]:

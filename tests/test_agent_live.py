@@ -29,7 +29,7 @@ from taskpool_agent import __version__
 from taskpool_agent import agent as agent_module
 from taskpool_agent.agent import Agent, Options
 from taskpool_agent.cli import parser
-from taskpool_agent.config import DEFAULT_PATH, Config
+from taskpool_agent.config import DEFAULT_PATH, Config, load
 from taskpool_agent.journal import Journal, attempt_key
 from taskpool_agent.runner import HandlerProcess
 from tests.live import ROOT, LivePool
@@ -251,6 +251,35 @@ def test_enroll_waits_for_approval_and_saves_the_token_0600(pool, tmp_path):
         f"{pool.servers[0]}/pool/pending", headers={"Authorization": f"Bearer {token}"}
     )
     assert answer.status_code == 200
+
+
+def test_enrolling_keeps_the_handlers_and_state_directory_the_config_file_names(pool, tmp_path):
+    """The config file written before enrolling (or kept, its token line removed, to enroll
+    again) names where the handlers and the journal are: enrolling keeps them."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'server = "{pool.servers[0]}/pool/"\ndevice_id = "pi-configured"\n'
+        'handlers = "/etc/taskpool-agent/handlers"\nstate_dir = "/var/lib/taskpool-agent"\n'
+    )
+    process = subprocess.Popen(
+        enroll_command(pool, config, "pi-configured"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert "waiting for staff to approve" in process.stdout.readline()
+        pool.django("taskpool_device", "pi-configured", "--validate")
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+    saved = load(config)
+    assert saved.token
+    assert (saved.handlers, saved.state_dir) == (
+        "/etc/taskpool-agent/handlers",
+        "/var/lib/taskpool-agent",
+    )
 
 
 def test_an_enrollment_whose_answers_were_lost_goes_on_without_staff(pool, tmp_path):
