@@ -251,6 +251,11 @@ class Agent:
 
     def run_handler(self, key: str, task: dict[str, Any]) -> None:
         """Start the task's handler, journaled first so that it never runs twice, and watch it."""
+        if self.stop.is_set():
+            # Asked to stop since the task came (an any-one task's claim may answer after
+            # SIGTERM): it would be stopped at once and answered failed. The next start
+            # takes it.
+            raise Stopped
         try:
             path, args = find_handler(self.options.handlers, task)
         except NoHandler as error:

@@ -1149,6 +1149,81 @@ def test_an_any_one_task_held_elsewhere_is_claimed_when_it_comes_back(pool, hand
     assert [r["meta"]["status"] for r in answers] == ["claimed", "done"]
 
 
+class SlowClaims(socketserver.BaseRequestHandler):
+    """A proxy to ``upstream`` that holds each claim ``delay`` seconds before passing it on
+    (a slow link), setting ``asked`` as one comes."""
+
+    upstream: tuple[str, int] = ("127.0.0.1", 0)
+    delay = 2.0
+    asked = threading.Event()
+
+    def handle(self):
+        import socket
+
+        first = self.request.recv(65536)
+        if first.startswith(b"POST /pool/claim"):
+            SlowClaims.asked.set()
+            time.sleep(SlowClaims.delay)
+        with socket.create_connection(SlowClaims.upstream) as upstream:
+            upstream.sendall(first)
+
+            def back():
+                with contextlib.suppress(OSError):
+                    while chunk := upstream.recv(65536):
+                        self.request.sendall(chunk)
+                with contextlib.suppress(OSError):
+                    self.request.shutdown(socket.SHUT_WR)
+
+            answering = threading.Thread(target=back, daemon=True)
+            answering.start()
+            with contextlib.suppress(OSError):
+                while chunk := self.request.recv(65536):
+                    upstream.sendall(chunk)
+            answering.join(timeout=60)
+
+
+def test_an_agent_stopped_while_it_claims_a_task_does_not_start_it(pool, agent, tmp_path):
+    """SIGTERM comes while the claim of an any-one task is on its way, and its answer comes
+    after: the handler is not started (to be stopped at once, and its task failed for
+    every device); the restarted agent runs it, once."""
+    new_device(pool, "pi-claim-stopped")
+    new_device(pool, "pi-claim-other")
+    host, port = pool.servers[0].removeprefix("http://").split(":")
+    SlowClaims.upstream, SlowClaims.delay = (host, int(port)), 2.0
+    SlowClaims.asked.clear()
+    proxy = socketserver.ThreadingTCPServer(("127.0.0.1", 0), SlowClaims)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        running = agent("pi-claim-stopped", server=f"http://127.0.0.1:{proxy.server_address[1]}")
+        runs = tmp_path / "runs"
+        posted = httpx.post(
+            f"{pool.servers[0]}/pool/task",
+            json={
+                "to": "device:[pi-claim-stopped,pi-claim-other]",
+                "title": "slow",
+                "mode": "any",
+                "meta": {"args": [str(runs), "0"]},
+            },
+            headers=pool.bearer("ops"),
+        )
+        assert posted.status_code == 201, posted.text
+        task = posted.json()["id"]
+        assert SlowClaims.asked.wait(20), "the claim asked"
+        assert running.stop() == 0
+        assert not runs.exists()  # not started once the agent was asked to stop
+        statuses = [r["meta"]["status"] for r in responses(pool, task)]
+        assert "failed" not in statuses
+        SlowClaims.delay = 0
+        running.start()
+        assert final_answer(pool, task)["meta"]["status"] == "done"
+        assert runs.read_text() == "run\n"
+        running.stop()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
 def test_relative_directories_are_found_from_where_the_agent_starts(pool, tmp_path, handlers):
     """``--state-dir state`` from the working directory, handlers by default next to
     ``--config config.toml``: the handler runs elsewhere, and still is found."""
