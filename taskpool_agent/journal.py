@@ -63,7 +63,9 @@ class JournalInUse(Exception):
 class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "tasks"
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.root.is_dir():
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _sync_directory(state_dir)  # its name survives a power cut
         self._lock_path = state_dir / "agent.lock"
         self._damaged_seen: set[str] = set()  # said once each, not at every poll
 
@@ -75,7 +77,13 @@ class Journal:
     def directory(self, key: str) -> Path:
         """The attempt's directory (created): the entry and the handler's files."""
         path = self.root / key
-        path.mkdir(mode=0o700, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            return path
+        # Its name survives a power cut, with the entry written in it before the handler
+        # starts: else the next boot may find no entry, and run the task again.
+        _sync_directory(self.root)
         return path
 
     def read(self, key: str) -> dict[str, Any] | None:
@@ -103,11 +111,7 @@ class Journal:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, directory / "entry.json")
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)  # the rename itself survives a power cut
-        finally:
-            os.close(descriptor)
+        _sync_directory(directory)  # the rename itself survives a power cut
 
     def has_room(self) -> OSError | None:
         """``None`` if an entry can be written now, else why not (a full or read-only disk):
@@ -159,6 +163,15 @@ class Journal:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def _sync_directory(path: Path) -> None:
+    """Sync ``path``'s own entries (names made, renamed or removed in it) to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _only_owner(path: Path) -> int:

@@ -259,6 +259,30 @@ def test_the_journal(tmp_path):
     assert journal.read("done.1") is None and journal.read(key)["state"] == STARTED
 
 
+def test_a_new_attempts_entry_is_synced_in_its_parents_so_a_power_cut_keeps_it(
+    tmp_path, monkeypatch
+):
+    """The entry written before a handler starts is in a directory made for it: the name of
+    that directory (and of the journal's, made at the first start) is synced in its parent,
+    or a power cut while the handler runs may lose the entry, and the task would run again."""
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.path.realpath(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    state = tmp_path / "state"
+    journal = Journal(state)
+    journal.write("msg_a.1", {"state": STARTED, "task": {"id": "msg_a"}, "started_at": 1.0})
+    assert str(state.resolve()) in synced  # the journal's directory, made at the first start
+    assert str((state / "tasks").resolve()) in synced  # the attempt's directory, made now
+    synced.clear()
+    journal.write("msg_a.1", {"state": STARTED, "task": {"id": "msg_a"}, "started_at": 1.0})
+    assert str((state / "tasks").resolve()) not in synced  # once is enough
+
+
 def test_backoff_doubles_with_jitter_up_to_its_most():
     backoff = Backoff(first=1, most=8)
     for failures, step in ((0, 1), (1, 2), (2, 4), (3, 8), (10, 8)):
