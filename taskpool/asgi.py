@@ -3,8 +3,8 @@
 Django's ASGI handler runs each request inside a ``ThreadSensitiveContext``,
 which gives it a thread of its own for as long as it is open, idle while an
 async view awaits: 1,000 waiting devices would be 1,000 threads. Wrap the
-site's application to serve ``GET pending?wait=…`` and ``GET stream`` from
-here instead, with the same views (``taskpool.api.realtime``), the same
+site's application to serve ``GET pending?wait=…`` (and its ``HEAD``) and ``GET stream``
+from here instead, with the same views (``taskpool.api.realtime``), the same
 authentication and the same store, and pass every other request to Django::
 
     # asgi.py
@@ -90,14 +90,16 @@ class WaitingEndpoints:
         return _app_path(scope).startswith(pending_path.removesuffix("pending"))
 
     def _view_for(self, scope: Scope) -> Callable[[Any], Awaitable[HttpResponseBase]] | None:
-        if scope["method"] != "GET":
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
             return None
         pending_path, stream_path = self._paths or self._find_paths()
         path = _app_path(scope)
         from taskpool.api import realtime  # needs the apps loaded: not at import time
 
-        if path == stream_path:
+        if path == stream_path and method == "GET":
             return realtime.stream
+        # A HEAD waits as its GET would: on a thread of ``threaded``, a few would hold them all.
         if path == pending_path and any(
             name == "wait" for name, _ in parse_qsl(scope["query_string"].decode("latin-1"), True)
         ):

@@ -249,3 +249,33 @@ def test_more_parameters_than_django_parses_is_a_json_400_in_front(
     status, answer_headers, body = async_to_sync(call)(front, path, query, headers)
     assert (status, answer_headers["Content-Type"]) == (400, "application/json"), body
     assert loads(body)["detail"] == "The request has more than 1000 parameters."
+
+
+def test_a_head_long_poll_waits_in_front_not_on_a_thread_of_the_pool(
+    transactional_db, make_device, store, settings
+):
+    """``HEAD pending?wait`` waits as ``GET`` does, in the event loop: on one of the threads
+    that serve the pool's short requests, a few of them from one device held every
+    heartbeat, answer and task of the server for as long as they waited."""
+    import asyncio
+
+    settings.ALLOWED_HOSTS = ["example.com"]
+    front = serve_pool(get_asgi_application(), prefix="/pool/", threads=1)
+    _, token = make_device("pi-1")
+    headers = {"Host": "example.com", "Authorization": f"Bearer {token}"}
+    json_headers = {**headers, "Content-Type": "application/json", "Content-Length": "2"}
+
+    async def head_then_heartbeat():
+        waiting = asyncio.ensure_future(
+            call(front, "/pool/pending", "wait=30", headers, method="HEAD")
+        )
+        await asyncio.sleep(0.2)  # the HEAD is on its way (a thread, or the event loop)
+        beat = await call(front, "/pool/heartbeat", "", json_headers, method="POST", body=b"{}")
+        still_waiting = not waiting.done()
+        await asyncio.to_thread(store.post_task, sender="backend", to="device:pi-1", title="wake")
+        return beat, still_waiting, await waiting
+
+    beat, still_waiting, (status, answer_headers, _) = async_to_sync(head_then_heartbeat)()
+    assert beat[0] == 201, beat
+    assert still_waiting, "the heartbeat waited for the HEAD's thread"
+    assert (status, answer_headers["Content-Type"]) == (200, "application/json")

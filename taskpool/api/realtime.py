@@ -77,7 +77,7 @@ async def long_poll(request: HttpRequest) -> HttpResponseBase:
 
 async def _long_poll(request: HttpRequest) -> HttpResponseBase:
     try:
-        if request.method != "GET":
+        if request.method not in ("GET", "HEAD"):
             raise MethodNotAllowed(str(request.method))
         device = await in_django_thread(authenticate, request, IsDevice)
         query = valid_query(queries.PendingQuerySerializer, request)
