@@ -457,6 +457,15 @@ def test_the_docs_page_answers(client, db):
     assert response["Content-Type"].startswith("text/html")
 
 
+@pytest.mark.parametrize("path", ["/pool/docs", "/pool/schema", "/pool/health"])
+def test_options_describes_an_endpoint_in_json_whatever_it_answers_in(client, db, path):
+    """The docs page answers in HTML, from a template DRF's description has none of."""
+    response = client.options(path)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["name"]
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -120,8 +120,12 @@ class StrictQueryMixin:
             raise serializers.ValidationError({name: [message]}) from None
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(response, Response) and response.status_code >= 400:
-            # Errors are JSON, also when the client asked for another format.
+        if isinstance(response, Response) and (
+            response.status_code >= 400 or request.method == "OPTIONS"
+        ):
+            # Errors, and OPTIONS's description of the endpoint, are JSON, also where the
+            # endpoint answers in another format (the docs page's template renders no
+            # description: it was a 500).
             request.accepted_renderer = JSONRenderer()
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
