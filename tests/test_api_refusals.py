@@ -540,6 +540,40 @@ def test_an_unknown_query_parameter_is_400_naming_it_on_every_endpoint(every_end
     assert snapshot() == before
 
 
+@pytest.mark.parametrize(
+    ("who", "path", "field"),
+    [
+        ("device", "/pool/pending?limit=1&limit=1000", "limit"),
+        ("device", "/pool/pending?wait=soon&wait=0", "wait"),
+        ("device", "/pool/stream?all=0&all=1", "all"),
+        ("admin", "/pool/log?date=2026-01-01&date=2026-01-02", "date"),
+        ("admin", "/pool/log?format=json&format=jsonl", "format"),
+        ("admin", "/pool/devices?kind=pi&kind=phone", "kind"),
+        ("master", "/pool/tasks?limit=1&limit=2", "limit"),
+        ("master", "/pool/tasks?q=a&q=b", "q"),
+        ("anyone", "/pool/health?ready=0&ready=1", "ready"),
+    ],
+)
+def test_a_parameter_given_twice_is_400_not_the_last_one_taken(
+    refused, device_client, master_client, admin_client_api, who, path, field
+):
+    """As a key twice in a JSON body: which one the client meant is not for the server to guess
+    (a misspelt first value was dropped without a word)."""
+    client = {
+        "device": device_client,
+        "master": master_client,
+        "admin": admin_client_api,
+        "anyone": client_with(None),
+    }[who]
+    body = refused(lambda: client.get(path), 400, field)
+    assert body["errors"][field] == ["Given more than once."]
+
+
+def test_the_repeatable_filters_still_take_many(master_client, task):
+    answer = master_client.get("/pool/tasks?status=pending&status=done&job=retries&job=timeout")
+    assert answer.status_code == 200, answer.json()
+
+
 def test_the_task_list_does_not_ignore_a_misspelt_filter(refused, master_client):
     body = refused(lambda: master_client.get("/pool/tasks", {"foo": "bar"}), 400, "foo")
     assert body["detail"] == "Invalid request. foo: Unknown query parameter."

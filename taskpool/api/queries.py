@@ -32,13 +32,26 @@ _SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,3})?")
 
 
 class QuerySerializer(serializers.Serializer):
-    """A query string: the declared parameters, and a 400 naming any other one."""
+    """A query string: the declared parameters, and a 400 naming any other one, or one given
+    twice that takes one value (the last would be taken, as a key twice in a JSON body)."""
 
     def to_internal_value(self, data: Any) -> Any:
         unknown = [name for name in data if name not in self.fields]
         if unknown:
             raise serializers.ValidationError(
                 {name: ["Unknown query parameter."] for name in unknown}
+            )
+        repeated = [
+            name
+            for name in data
+            if not isinstance(
+                self.fields[name], serializers.MultipleChoiceField | serializers.ListField
+            )
+            and len(data.getlist(name)) > 1
+        ]
+        if repeated:
+            raise serializers.ValidationError(
+                {name: ["Given more than once."] for name in repeated}
             )
         return super().to_internal_value(data)
 
