@@ -810,6 +810,8 @@ def test_the_send_form_refuses_unregistered_devices_too(task, snapshot, db):
         ("/pool/log?format=xml", "Must be one of: json, jsonl."),
         ("/pool/devices?format=xml", "Unknown query parameter."),
         ("/pool/devices?format=json", "Unknown query parameter."),
+        # Two renderers each for YAML and JSON: each format named once.
+        ("/pool/schema?format=xml", "Must be one of: yaml, json."),
     ],
 )
 def test_a_format_no_renderer_has_is_a_400_in_words(refused, admin_client_api, path, message):

@@ -113,7 +113,8 @@ class StrictQueryMixin:
             # bad parameter, refused as any other.
             name = drf_settings.URL_FORMAT_OVERRIDE
             if name in self.query_serializer_class().fields:
-                formats = ", ".join(renderer.format for renderer in self.get_renderers())  # type: ignore[attr-defined]
+                # Each format once: the schema has two renderers each for YAML and JSON.
+                formats = ", ".join(dict.fromkeys(r.format for r in self.get_renderers()))  # type: ignore[attr-defined]
                 message = f"Must be one of: {formats}."
             else:
                 message = "Unknown query parameter."
