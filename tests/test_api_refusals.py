@@ -3,6 +3,7 @@ and day files left byte-identical."""
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -146,6 +147,21 @@ def test_a_bad_task_address_is_400(refused, master_client, to):
 
 def test_a_form_body_is_415(refused, master_client):
     refused(lambda: master_client.post("/pool/task", {"to": "device:pi-1", "title": "t"}), 415)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate"])
+def test_a_compressed_body_is_415_naming_its_encoding(refused, master_client, encoding):
+    """The body is read as it is: a compressed one was a 400 saying it was not UTF-8, and one
+    labelled compressed but sent plain was stored."""
+    task = orjson.dumps({"to": "device:pi-1", "title": "t"})
+    for body in (gzip.compress(task), task):
+        answer = refused(
+            lambda body=body: post_json(
+                master_client, "/pool/task", body, HTTP_CONTENT_ENCODING=encoding
+            ),
+            415,
+        )
+        assert encoding in answer["detail"]
 
 
 @pytest.mark.parametrize(

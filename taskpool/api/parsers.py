@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import orjson
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.parsers import BaseParser
 
 from taskpool.api.errors import LengthRequired, PayloadTooLarge
@@ -28,7 +28,16 @@ class StrictJSONParser(BaseParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         limit = pool_settings.MAX_MESSAGE_BYTES
         request = (parser_context or {}).get("request")
-        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+        meta = request.META if request is not None else {}
+        encoding = meta.get("HTTP_CONTENT_ENCODING", "")
+        if encoding.strip().lower() not in ("", "identity"):
+            # Read as it is, a compressed body is "not UTF-8", and a plain one labelled
+            # compressed would be stored as if the label were not there.
+            raise UnsupportedMediaType(
+                str(media_type),
+                detail=f"The request body has Content-Encoding {encoding}: send it uncompressed.",
+            )
+        declared = meta.get("CONTENT_LENGTH")
         if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"The request body is over {limit} bytes.")
         data = stream.read(limit + 1) if stream is not None else b""
