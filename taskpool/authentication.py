@@ -41,8 +41,9 @@ class BearerHeader:
         parts = header.split()
         if not parts:
             return None
-        schemes = {b"Bearer", *simplejwt_authentication.AUTH_HEADER_TYPE_BYTES}
-        if parts[0] not in schemes:
+        # A scheme's case says nothing (HTTP): "bearer" is "Bearer".
+        schemes = {b"bearer", *(s.lower() for s in simplejwt_authentication.AUTH_HEADER_TYPE_BYTES)}
+        if parts[0].lower() not in schemes:
             return None  # not a token of ours: the next class may know it
         if len(parts) != 2:
             raise AuthenticationFailed(

@@ -102,6 +102,19 @@ def test_a_valid_device_token_works(make_device):
     assert client_with(token).get("/pool/pending").status_code == 200
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
+def test_the_scheme_is_read_whatever_its_case(make_device, make_user, scheme):
+    """HTTP's authentication schemes are case-insensitive; a client that wrote ``bearer``
+    was told it had sent no credentials (the metrics token was taken so already)."""
+    device = client_with(None)
+    device.credentials(HTTP_AUTHORIZATION=f"{scheme} {make_device('pi-1')[1]}")
+    assert device.get("/pool/pending").status_code == 200
+    assert device.get("/pool/pending?wait=0").status_code == 200
+    master = client_with(None)
+    master.credentials(HTTP_AUTHORIZATION=f"{scheme} {make_user('ops', role='master')[1]}")
+    assert master.get("/pool/tasks").status_code == 200
+
+
 def test_an_expired_device_token_is_401(make_device):
     device, token = make_device("pi-1")
     claims = claims_of(token)
