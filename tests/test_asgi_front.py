@@ -279,3 +279,24 @@ def test_a_head_long_poll_waits_in_front_not_on_a_thread_of_the_pool(
     assert beat[0] == 201, beat
     assert still_waiting, "the heartbeat waited for the HEAD's thread"
     assert (status, answer_headers["Content-Type"]) == (200, "application/json")
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [("text/html", 406), ("", 406), ("application/json", 200), ("*/*", 200), (None, 200)],
+)
+def test_a_long_poll_negotiates_as_the_plain_poll_does(front, make_device, accept, status):
+    """Through the front as through Django: an Accept that takes no JSON is a 406 in JSON
+    (the front answered it 200, the same request through Django 406)."""
+    from rest_framework.test import APIClient
+
+    _, token = make_device("pi-1")
+    headers = {"Host": "example.com", "Authorization": f"Bearer {token}"}
+    extra = {"HTTP_AUTHORIZATION": f"Bearer {token}", "HTTP_HOST": "example.com"}
+    if accept is not None:
+        headers["Accept"] = accept
+        extra["HTTP_ACCEPT"] = accept
+    through_django = APIClient().get("/pool/pending?wait=0", **extra)
+    answer, answer_headers, _ = async_to_sync(call)(front, "/pool/pending", "wait=0", headers)
+    assert (through_django.status_code, answer) == (status, status)
+    assert answer_headers["Content-Type"] == "application/json"

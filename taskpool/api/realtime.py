@@ -15,6 +15,7 @@ the request's thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -24,10 +25,11 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.asgi import ASGIRequest
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import APIException, MethodNotAllowed, PermissionDenied
+from rest_framework.request import Request
 
 from taskpool import metrics
 from taskpool.api import queries, views
@@ -79,6 +81,7 @@ async def _long_poll(request: HttpRequest) -> HttpResponseBase:
     try:
         if request.method not in ("GET", "HEAD"):
             raise MethodNotAllowed(str(request.method))
+        accepts_json(request)
         device = await in_django_thread(authenticate, request, IsDevice)
         query = valid_query(queries.PendingQuerySerializer, request)
         asked_at = time.monotonic()
@@ -95,6 +98,15 @@ async def _long_poll(request: HttpRequest) -> HttpResponseBase:
     except _REFUSALS as error:
         return error_response(error)
     return json_response(tasks)
+
+
+def accepts_json(request: HttpRequest) -> None:
+    """``NotAcceptable`` (406) where the request's ``Accept`` takes no JSON, as the plain poll
+    (``PendingView``) answers it: the same request, through Django or not, gets one answer."""
+    view = views.PendingView()
+    # Http404: a ?format=, refused with the other parameters the endpoint does not take.
+    with contextlib.suppress(Http404):
+        view.get_content_negotiator().select_renderer(Request(request), view.get_renderers())
 
 
 async def stream(request: HttpRequest) -> HttpResponseBase:
