@@ -894,6 +894,14 @@ def test_a_write_to_the_stream_is_a_json_405_not_a_csrf_page(refused, make_devic
     refused(lambda: getattr(client, method)("/pool/stream"), 405)
 
 
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete", "head", "options"])
+def test_a_405_from_the_stream_says_which_method_it_takes(device_client, method):
+    """HTTP asks a 405 to carry Allow, as every other endpoint's does."""
+    answer = getattr(device_client, method)("/pool/stream")
+    assert answer.status_code == 405
+    assert answer["Allow"] == "GET"
+
+
 def test_a_write_to_no_endpoint_is_a_json_404_not_a_csrf_page(refused):
     refused(lambda: APIClient(enforce_csrf_checks=True).post("/pool/nowhere"), 404)
 

@@ -22,7 +22,12 @@ from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
 from rest_framework import serializers
-from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, PermissionDenied
+from rest_framework.exceptions import (
+    AuthenticationFailed,
+    MethodNotAllowed,
+    NotAuthenticated,
+    PermissionDenied,
+)
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
@@ -105,8 +110,11 @@ def valid_query(
     return serializer.validated_data
 
 
-def error_response(error: Exception) -> HttpResponse:
-    """The API's JSON error for a DRF, Django or pool error; anything else is raised again."""
+def error_response(error: Exception, *, allow: str = "GET") -> HttpResponse:
+    """The API's JSON error for a DRF, Django or pool error; anything else is raised again.
+
+    ``allow``: the methods the view takes, sent with a 405 as HTTP asks.
+    """
     if isinstance(error, NotAuthenticated | AuthenticationFailed):
         first = PoolAPIView.authentication_classes[0]()
         error.auth_header = first.authenticate_header(None)  # type: ignore[arg-type,union-attr]
@@ -117,6 +125,8 @@ def error_response(error: Exception) -> HttpResponse:
     for header in ("WWW-Authenticate", "Retry-After"):
         if header in response:
             answer[header] = response[header]
+    if isinstance(error, MethodNotAllowed):
+        answer["Allow"] = allow
     return answer
 
 

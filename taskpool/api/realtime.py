@@ -96,7 +96,7 @@ async def _long_poll(request: HttpRequest) -> HttpResponseBase:
             # Its token was revoked, or the device invalidated, as it waited: the refusal.
             await in_django_thread(authenticate, request, IsDevice)
     except _REFUSALS as error:
-        return error_response(error)
+        return error_response(error, allow="GET, HEAD")
     return json_response(tasks)
 
 
