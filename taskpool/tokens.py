@@ -10,6 +10,7 @@ import orjson
 from rest_framework_simplejwt.tokens import Token
 
 from taskpool.conf import pool_settings
+from taskpool.messages import format_timestamp
 from taskpool.models import DeviceUser
 
 DEVICE_TOKEN_TYPE = "device"
@@ -30,6 +31,11 @@ class DeviceToken(Token):
         token["device_id"] = device.id
         token["sid"] = device.user_session
         return token
+
+    @property
+    def expires_at(self) -> str:
+        """When the token stops working, as the pool writes times (``2026-06-03T12:34:56Z``)."""
+        return format_timestamp(self["exp"])
 
     @staticmethod
     def claims_to_be_one(raw_token: bytes | str) -> bool:

@@ -526,6 +526,7 @@ def every_endpoint(task, device_client, master_client, admin_client_api):
         (device_client, "post", "/pool/response", {"parent_id": task["id"], "status": "done"}),
         (device_client, "post", "/pool/heartbeat", {}),
         (device_client, "post", "/pool/claim", {}),
+        (device_client, "post", "/pool/device/token", {}),
         (master_client, "post", "/pool/task", {"to": "device:pi-1", "title": "t"}),
         (master_client, "get", "/pool/tasks", None),
         (master_client, "get", f"/pool/tasks/{task['id']}", None),

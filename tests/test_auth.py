@@ -23,6 +23,7 @@ DEVICE_ENDPOINTS = [
     ("get", "/pool/pending", None),
     ("post", "/pool/heartbeat", {}),
     ("post", "/pool/response", {"parent_id": "msg_" + "0" * 32, "status": "done"}),
+    ("post", "/pool/device/token", {}),
 ]
 USER_ENDPOINTS = [
     ("post", "/pool/task", {"to": "device:pi-1", "title": "t"}),

@@ -237,6 +237,10 @@ class CancelRequestSerializer(StrictSerializer):
     reason = StrictCharField(required=False, default="")
 
 
+class DeviceTokenRenewalRequestSerializer(StrictSerializer):
+    """No fields: the token renewed is the one the request is made with."""
+
+
 class EnrollRequestSerializer(StrictSerializer):
     device_id = StrictCharField(
         allow_blank=False, help_text="The id to join as: [A-Za-z0-9][A-Za-z0-9._-]{0,63}."
@@ -337,6 +341,13 @@ class DeviceTokenSerializer(serializers.Serializer):
     token = serializers.CharField(
         help_text="The device's token (Authorization: Bearer <token>). Handed out only once."
     )
+
+
+class RenewedDeviceTokenSerializer(serializers.Serializer):
+    token = serializers.CharField(
+        help_text="A new token for the same device and session: the one it renews still works."
+    )
+    expires_at = serializers.CharField(help_text="UTC, second precision: 2026-06-03T12:34:56Z")
 
 
 class MessageSerializer(serializers.Serializer):

@@ -20,6 +20,7 @@ urlpatterns = [
     route("heartbeat", views.HeartbeatView.as_view(), "heartbeat"),
     route("task", views.TaskView.as_view(), "task"),
     route("claim", views.ClaimView.as_view(), "claim"),
+    route("device/token", views.DeviceTokenView.as_view(), "device-token"),
     route("tasks", views.TaskListView.as_view(), "tasks"),
     route("tasks/<str:task_id>", views.TaskDetailView.as_view(), "task-detail"),
     route("tasks/<str:task_id>/cancel", views.CancelView.as_view(), "task-cancel"),

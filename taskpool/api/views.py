@@ -46,6 +46,7 @@ from taskpool.realtime.longpoll import REAUTHENTICATE_AFTER_SECONDS, wait_for_pe
 from taskpool.realtime.scope import seen_by_device
 from taskpool.stores import get_store
 from taskpool.ticker import ticker
+from taskpool.tokens import DeviceToken
 
 ERROR_DESCRIPTIONS = {
     400: "Malformed body or parameter.",
@@ -468,6 +469,34 @@ class ClaimView(PoolAPIView):
         return Response(
             {"task": claim.task, "claim": claim.claim}, status=created_or_replayed(claim.created)
         )
+
+
+class DeviceTokenView(PoolAPIView):
+    """The calling device's token, renewed: the same device and session, a new lifetime.
+
+    The token the request is made with keeps working until it expires; rotating the
+    device's session (``taskpool_device --token``, the admin) ends both, and a token
+    that no longer works cannot be renewed.
+    """
+
+    permission_classes = [IsDevice]
+
+    @extend_schema(
+        summary="A new token for the calling device, living DEVICE_TOKEN_LIFETIME",
+        request=api.DeviceTokenRenewalRequestSerializer,
+        responses={200: api.RenewedDeviceTokenSerializer, **errors(411, 413, 415)},
+    )
+    def post(self, request: Request) -> Response:
+        self.valid(api.DeviceTokenRenewalRequestSerializer, request.data)
+        device = request.user
+        assert is_device(device)  # IsDevice let it in
+        token = DeviceToken.for_device(device)
+        renewed = api.RenewedDeviceTokenSerializer(
+            {"token": str(token), "expires_at": token.expires_at}
+        )
+        response = Response(renewed.data)
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 class TokenObtainView(StrictQueryMixin, TokenObtainPairView):
