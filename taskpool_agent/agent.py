@@ -29,8 +29,9 @@ from typing import Any
 from taskpool_agent import __version__
 from taskpool_agent.client import Backoff, PoolClient, Refused, Stopped, Unreachable, interruptible
 from taskpool_agent.clock import Start
-from taskpool_agent.config import Config
+from taskpool_agent.config import Config, ConfigError
 from taskpool_agent.journal import ANSWERED, FINISHED, STARTED, Journal, attempt_key
+from taskpool_agent.renewal import CHECK_INTERVAL_SECONDS, a_renewal, save_token, wants_renewal
 from taskpool_agent.runner import (
     HandlerProcess,
     NoHandler,
@@ -71,6 +72,9 @@ class Options:
     progress_interval: float = 1.0  # at most one progress answer per this many seconds
     stream: bool = True  # follow the event stream while a handler runs (cancels at once)
     backoff: Backoff | None = None
+    #: The config file a renewed token is saved in; ``None``: the token is never renewed.
+    config_path: Path | None = None
+    token_check_interval: float = CHECK_INTERVAL_SECONDS  # how often its age is looked at
 
 
 class NotThePool(Exception):
@@ -122,6 +126,8 @@ class Agent:
         if not self.options.handlers.is_dir():
             log.warning("no handlers directory %s: every task is rejected", self.options.handlers)
         threading.Thread(target=self._heartbeats, name="taskpool-heartbeat", daemon=True).start()
+        if self.options.config_path is not None:
+            threading.Thread(target=self._renewals, name="taskpool-renewal", daemon=True).start()
         try:
             with contextlib.suppress(Stopped):
                 self.recover()
@@ -618,6 +624,69 @@ class Agent:
                     down_since, failures = None, 0
             beat += 1
             self.stop.wait(wait)
+
+    # The token's renewal ------------------------------------------------------------------
+
+    def _renewals(self) -> None:
+        """Renew the token once it has less than half of its life left: looked at as the
+        agent starts, then every ``token_check_interval`` seconds.
+
+        A network error (or a 5xx) is retried with the agent's backoff. A refusal is
+        logged, and the agent goes on with the token it has until the server refuses
+        that too (a 401 there stops the agent, as ever); it asks again at the next look.
+        """
+        while not self.stop.is_set():
+            if wants_renewal(self.client.token, time.time()):
+                try:
+                    self.renew_token()
+                except Stopped:
+                    return
+                except Exception:  # never end the renewals: the next look may go through
+                    log.exception("the token was not renewed")
+            self.stop.wait(self.options.token_check_interval)
+
+    def renew_token(self) -> None:
+        """Ask for a new token, save it in the config file, then use it (never logged)."""
+        assert self.options.config_path is not None
+        try:
+            answer = self.client.call(
+                "POST",
+                "device/token",
+                expect=a_renewal(self.config.device_id),
+                about="token renewal",
+            )
+        except Refused as error:
+            if error.status == 404:
+                log.warning(
+                    "the token was not renewed: the server has no token renewal (404: %s); "
+                    "upgrade it before the token expires",
+                    error.detail,
+                )
+            else:
+                log.error(
+                    "the server refused to renew the token (%s); the agent goes on with it "
+                    "until it stops working, and asks again in %.0f s",
+                    error,
+                    self.options.token_check_interval,
+                )
+            return
+        token, expires_at = answer.data["token"], answer.data.get("expires_at", "?")
+        try:
+            save_token(self.options.config_path, self.config, token)
+        except (OSError, ConfigError) as error:
+            # Not used unsaved: the agent would start again with the token it renewed,
+            # as valid as ever, and renew that; asked again at the next look.
+            log.error(
+                "the renewed token could not be saved (%s): the agent goes on with the one it has",
+                error,
+            )
+            return
+        self.config.token = self.client.token = token
+        log.info(
+            "token renewed: the new one, saved in %s, expires at %s",
+            self.options.config_path,
+            expires_at,
+        )
 
     def refuse_token(self, error: Refused) -> None:
         """A call beside the main loop got a 401: the agent stops at once, even idle.

@@ -15,6 +15,7 @@ from taskpool_agent.client import Backoff, Refused, Stopped, Unreachable
 from taskpool_agent.config import DEFAULT_PATH, ConfigError, load, token_device
 from taskpool_agent.enroll import enroll
 from taskpool_agent.journal import JournalInUse
+from taskpool_agent.renewal import CHECK_INTERVAL_SECONDS
 
 #: Exit statuses (sysexits): another agent holds the state directory, so try again later;
 #: the state directory cannot be written (read-only, full).
@@ -104,6 +105,14 @@ def parser() -> argparse.ArgumentParser:
     running.add_argument(
         "--kill-grace", type=float, default=2.0, help="SIGTERM to SIGKILL, seconds (default 2)."
     )
+    running.add_argument(
+        "--token-check-interval",
+        type=float,
+        default=CHECK_INTERVAL_SECONDS,
+        help="How often the token's age is looked at, seconds (default "
+        f"{CHECK_INTERVAL_SECONDS:g}): past half its life, a new one is asked for and saved "
+        "in the config file.",
+    )
     return main
 
 
@@ -165,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             kill_grace=arguments.kill_grace,
             stream=arguments.stream,
             backoff=backoff,
+            config_path=config_path,
+            token_check_interval=arguments.token_check_interval,
         )
         return Agent(config, options, stop).run()
     except ConfigError as error:

@@ -22,6 +22,7 @@ import tomllib
 import urllib.parse
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 DEFAULT_PATH = Path("~/.config/taskpool-agent/config.toml")
 
@@ -69,15 +70,21 @@ def load(path: Path) -> Config:
     return Config(**values)
 
 
-def token_device(token: str) -> str | None:
-    """The device a device token names (its ``device_id`` claim), read without checking
-    its signature (the server does); ``None`` for a token that does not say."""
+def token_claims(token: str) -> dict[str, Any]:
+    """A token's claims, read without checking its signature (the server does); empty for
+    a token whose payload is not a JSON object."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
-        return None
-    device = claims.get("device_id") if isinstance(claims, dict) else None
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def token_device(token: str) -> str | None:
+    """The device a device token names (its ``device_id`` claim); ``None`` for a token that
+    does not say."""
+    device = token_claims(token).get("device_id")
     return device if isinstance(device, str) else None
 
 

@@ -24,3 +24,8 @@ TASKPOOL = {
     # Jobs' time-driven lines (retries, timeouts) when a test asks for them.
     "TICK_INTERVAL": float(os.environ.get("TASKPOOL_TEST_SERVER_TICK_INTERVAL", "0")),
 }
+if os.environ.get("TASKPOOL_TEST_SERVER_DEVICE_TOKEN_LIFETIME"):
+    # Seconds: device tokens short-lived enough for a test to see the agent renew them.
+    TASKPOOL["DEVICE_TOKEN_LIFETIME"] = float(
+        os.environ["TASKPOOL_TEST_SERVER_DEVICE_TOKEN_LIFETIME"]
+    )

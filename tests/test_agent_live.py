@@ -1414,3 +1414,58 @@ def test_a_second_agent_on_the_same_state_directory_stops_at_once(pool, tmp_path
         assert final_answer(pool, task)["meta"]["status"] == "done"
     finally:
         first.stop()
+
+
+# The token's renewal ------------------------------------------------------------------
+
+
+def claims_of(token: str) -> dict:
+    import jwt
+
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def test_an_agent_renews_its_token_past_half_its_life_and_goes_on(tmp_path, handlers):
+    """On a server whose device tokens live 12 s, the agent renews its token every 6 s or
+    so, saves each in its config file, and answers tasks long after the first expired;
+    the token it renews keeps working meanwhile (the same session)."""
+    lifetime = 12
+    short = LivePool(
+        tmp_path / "short",
+        {"TASKPOOL_TEST_SERVER_DEVICE_TOKEN_LIFETIME": str(lifetime)},
+    )
+    short.provision()
+    server = short.start_server()
+    try:
+        first = new_device(short, "pi-renewing")
+        running = AgentProcess(tmp_path, server, "pi-renewing", first, handlers).start(
+            "--token-check-interval", "0.5"
+        )
+
+        def saved() -> str:
+            return running.config.read_text().split('token = "')[1].split('"')[0]
+
+        second = wait_for(lambda: saved() != first and saved(), lifetime, "a renewed token")
+        assert claims_of(second)["sid"] == claims_of(first)["sid"]
+        assert claims_of(second)["exp"] - claims_of(second)["iat"] == lifetime
+        assert stat.S_IMODE(running.config.stat().st_mode) == 0o600
+        # The renewed token and the one it renewed both work.
+        for token in (first, second):
+            answer = httpx.get(
+                f"{server}/pool/pending", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert answer.status_code == 200, answer.text
+        third = wait_for(lambda: saved() not in (first, second) and saved(), 2 * lifetime)
+        assert claims_of(third)["sid"] == claims_of(first)["sid"]
+        wait_for(lambda: claims_of(first)["exp"] < time.time() - 1, 2 * lifetime)
+        answer = httpx.get(f"{server}/pool/pending", headers={"Authorization": f"Bearer {first}"})
+        assert answer.status_code == 401  # the first token has expired: the agent does not use it
+        task = post_task(short, "pi-renewing", "hello again")
+        assert final_answer(short, task)["meta"]["status"] == "done"
+        assert running.process.poll() is None
+        assert running.stop() == 0
+        log = running.log.read_text()
+        assert "token renewed" in log
+        assert not any(token in log for token in (first, second, third, saved()))
+    finally:
+        short.stop()

@@ -41,6 +41,7 @@ from taskpool_agent.journal import (
     JournalInUse,
     attempt_key,
 )
+from taskpool_agent.renewal import wants_renewal
 from taskpool_agent.runner import (
     HandlerProcess,
     NoHandler,
@@ -913,3 +914,172 @@ def test_without_a_sync_the_status_is_still_written(tmp_path, monkeypatch):
     calls, directory = run_wrapped(tmp_path, monkeypatch, "exit 127")
     assert HandlerProcess.adopt(directory, 0).exit_code() == 3
     assert (directory / "output").read_text() == "did it\n"
+
+
+# The token's renewal ---------------------------------------------------------------------
+
+
+def a_token_with(claims: dict) -> str:
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256'})}.{part(claims)}.c2ln"
+
+
+def test_a_token_is_renewed_once_less_than_half_its_life_is_left():
+    token = a_token_with({"device_id": "pi-1", "iat": 1_000_000, "exp": 1_000_000 + 3600})
+    assert not wants_renewal(token, 1_000_000)
+    assert not wants_renewal(token, 1_000_000 + 1799)
+    assert wants_renewal(token, 1_000_000 + 1800)
+    assert wants_renewal(token, 1_000_000 + 3599)
+    # A 30-day token, 16 days on.
+    month = a_token_with({"iat": 1_000_000, "exp": 1_000_000 + 30 * 86400})
+    assert not wants_renewal(month, 1_000_000 + 14 * 86400)
+    assert wants_renewal(month, 1_000_000 + 16 * 86400)
+    # Times the server may write as fractions.
+    assert wants_renewal(a_token_with({"iat": 10.5, "exp": 20.5}), 15.5)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"device_id": "pi-1", "sid": "s"},
+        {"exp": 2_000_000_000},
+        {"iat": 1_000_000},
+        {"iat": "1000000", "exp": "2000000"},
+        {"iat": True, "exp": 2_000_000_000},
+        {"iat": 1_000_000, "exp": None},
+        {"iat": 1_000_000, "exp": 1_000_000},
+        {"iat": 2_000_000, "exp": 1_000_000},
+        [1, 2],
+    ],
+)
+def test_a_token_that_does_not_say_its_times_is_left_alone(claims):
+    assert not wants_renewal(a_token_with(claims), 1e12)
+
+
+@pytest.mark.parametrize("token", ["", "x", "not.a-token", "a.!!!.c", "a.bnVsbA.c"])
+def test_something_that_is_no_token_is_left_alone(token):
+    assert not wants_renewal(token, 1e12)
+
+
+class Renewals(http.server.BaseHTTPRequestHandler):
+    """A real HTTP server answering ``POST device/token`` from a script: (status, body)."""
+
+    script: list[tuple[int, object]] = []
+    seen: list[dict] = []
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        Renewals.seen.append(
+            {
+                "path": self.path,
+                "authorization": self.headers["Authorization"],
+                "body": self.rfile.read(length),
+            }
+        )
+        status, body = Renewals.script.pop(0)
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def renewing(tmp_path):
+    """An agent of pi-1 whose token is past half its life, its config file, and a server."""
+    from taskpool_agent.agent import Agent, Options
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Renewals)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Renewals.seen = []
+    now = int(time.time())
+    old = a_token_with(
+        {"device_id": "pi-1", "sid": "s", "iat": now - 20 * 86400, "exp": now + 86400}
+    )
+    path = tmp_path / "config.toml"
+    config = Config(
+        server=f"http://127.0.0.1:{server.server_address[1]}/pool/", device_id="pi-1", token=old
+    )
+    save(path, config)
+    agent = Agent(
+        config,
+        Options(
+            tmp_path / "handlers",
+            tmp_path / "state",
+            backoff=Backoff(0.01, 0.02),
+            config_path=path,
+        ),
+    )
+    yield agent, path, old
+    server.shutdown()
+
+
+def test_a_renewed_token_is_saved_and_used_and_never_logged(renewing, caplog):
+    agent, path, old = renewing
+    # What an operator changed in the file since the agent read it stays.
+    save(path, Config(server=agent.config.server, device_id="pi-1", token=old, handlers="/h"))
+    new = a_token_with({"device_id": "pi-1", "sid": "s", "iat": 1, "exp": 2})
+    Renewals.script = [(200, {"token": new, "expires_at": "2026-12-29T01:00:00Z"})]
+    with caplog.at_level("DEBUG"):
+        agent.renew_token()
+    assert Renewals.seen == [
+        {"path": "/pool/device/token", "authorization": f"Bearer {old}", "body": b""}
+    ]
+    assert (load(path).token, load(path).handlers) == (new, "/h")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert agent.client.token == agent.config.token == new
+    assert "token renewed" in caplog.text and "2026-12-29T01:00:00Z" in caplog.text
+    assert new not in caplog.text and old not in caplog.text
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_renewal_is_logged_and_the_old_token_kept(renewing, caplog, status):
+    agent, path, old = renewing
+    Renewals.script = [(status, {"detail": "No."})]
+    agent.renew_token()
+    assert len(Renewals.seen) == 1  # a refusal is not asked again at once
+    assert load(path).token == agent.client.token == old
+    assert f"the server refused to renew the token ({status}: No.)" in caplog.text
+    assert not agent.stop.is_set()
+
+
+def test_a_server_without_renewal_says_to_upgrade_it(renewing, caplog):
+    agent, path, old = renewing
+    Renewals.script = [(404, {"detail": "Not found."})]
+    agent.renew_token()
+    assert load(path).token == agent.client.token == old
+    assert "the server has no token renewal (404" in caplog.text
+
+
+def test_a_renewal_is_retried_until_the_pools_answer_comes(renewing):
+    agent, path, _ = renewing
+    new = a_token_with({"device_id": "pi-1", "sid": "s", "iat": 1, "exp": 2})
+    other_device = a_token_with({"device_id": "pi-2", "sid": "s", "iat": 1, "exp": 2})
+    Renewals.script = [
+        (503, {"detail": "busy"}),
+        (200, {"token": other_device}),  # not an answer for this device: a proxy's, a portal's
+        (200, {"access": "x"}),
+        (200, {"token": new, "expires_at": "2026-12-29T01:00:00Z"}),
+    ]
+    agent.renew_token()
+    assert len(Renewals.seen) == 4
+    assert load(path).token == agent.client.token == new
+
+
+def test_a_renewed_token_that_cannot_be_saved_is_not_used(renewing, caplog):
+    agent, path, old = renewing
+    # Where save() writes its temporary file, a directory: the write fails (root or not).
+    blocked = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    blocked.mkdir()
+    new = a_token_with({"device_id": "pi-1", "sid": "s", "iat": 1, "exp": 2})
+    Renewals.script = [(200, {"token": new, "expires_at": "2026-12-29T01:00:00Z"})]
+    agent.renew_token()
+    assert load(path).token == agent.client.token == old
+    assert "the renewed token could not be saved" in caplog.text
+    assert new not in caplog.text
