@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -104,6 +105,23 @@ class DayArchive:
             partial.unlink(missing_ok=True)
         _sync_directory(self.directory)
         return lines, size
+
+    def holds_exactly(self, day: date, chunks: Iterator[bytes]) -> int | None:
+        """The number of lines when the archived day is exactly ``chunks``, else ``None``.
+
+        A prune cut short between archiving a day and taking it out of the pool
+        leaves such a day: the next run finishes it.
+        """
+        digest = hashlib.sha256()
+        lines = 0
+        for chunk in chunks:
+            digest.update(chunk)
+            lines += chunk.count(b"\n")
+        try:
+            same = _digest_of(self.path(day)) == digest.hexdigest()
+        except (OSError, EOFError, zlib.error):  # missing, unreadable, not gzip, cut short
+            return None
+        return lines if same else None
 
     # Reading (the same answers as a store's, for the log and the admin) ---------
 

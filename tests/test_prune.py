@@ -130,6 +130,30 @@ def test_a_day_archived_already_is_left_in_the_pool(store, history, tmp_path):
     assert days_ago(12) not in store.days()
 
 
+def test_a_prune_cut_short_after_archiving_a_day_is_finished_by_the_next_run(
+    store, history, tmp_path
+):
+    # Cut short (Ctrl-C, a reboot) between writing a day's archive and taking the day out:
+    # the archive holds the day exactly as the pool has it. The next run takes it out.
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    day = days_ago(20)
+    (archive / f"{day.isoformat()}.jsonl.gz").write_bytes(
+        gzip.compress(b"".join(store.day_lines(day)))
+    )
+    archived = (archive / f"{day.isoformat()}.jsonl.gz").read_bytes()
+
+    dry = prune("--before", today().isoformat(), "--archive", str(archive), "--dry-run")
+    assert f"archive {day} -> " in dry and "would archive 4 days, keep 1 and skip 0" in dry
+
+    out = prune("--before", today().isoformat(), "--archive", str(archive))
+
+    assert f"archive {day}: archived already, as the pool has it (2 lines)" in out
+    assert "Pruned: 4 days archived, 1 kept within TASK_TTL, 0 skipped." in out
+    assert day not in store.days()
+    assert (archive / f"{day.isoformat()}.jsonl.gz").read_bytes() == archived
+
+
 def test_archived_days_stay_readable_in_the_log_and_the_admin(
     store, history, tmp_path, settings, admin_client_api, client
 ):

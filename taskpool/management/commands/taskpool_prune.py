@@ -64,7 +64,13 @@ class Command(PoolCommand):
             self.stdout.write(f"keep    {day}: within TASK_TTL, a task of it may be pending")
         if options["dry_run"]:
             verb = "archive" if archive is not None else "take" if unsaid else "delete"
-            clashes = [day for day in days if archive is not None and archive.has(day)]
+            clashes = [
+                day
+                for day in days
+                if archive is not None
+                and archive.has(day)
+                and archive.holds_exactly(day, store.day_lines(day)) is None
+            ]
             for day in days:
                 if day in clashes:
                     self.stdout.write(f"skip    {day}: {archive.path(day)} exists already")  # type: ignore[union-attr]
@@ -96,6 +102,16 @@ class Command(PoolCommand):
                     try:
                         lines, size = archive.write(day, store.day_lines(day))
                     except ArchiveExists as error:
+                        held = archive.holds_exactly(day, store.day_lines(day))
+                        if held is not None:  # an earlier run archived it and was cut short
+                            store.remove_day(day)
+                            self.stdout.write(
+                                f"archive {day}: archived already, as the pool has it "
+                                f"({held} line{pluralize(held)}); taken out of the pool"
+                            )
+                            taken += 1
+                            bar.update(1)
+                            continue
                         self.stderr.write(
                             f"skip    {day}: {error.message} Both are left as they are."
                         )
