@@ -3,13 +3,15 @@ settings the pool depends on."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core import checks
 
-from taskpool.conf import DEFAULTS
+from taskpool.conf import DEFAULTS, DURATIONS
 from taskpool.exceptions import StoreImproperlyConfigured
 
 
@@ -29,6 +31,11 @@ def check_taskpool_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
         for name in options
         if name not in DEFAULTS
     ]
+    errors += [
+        checks.Error(problem, id="taskpool.E007")
+        for name in sorted(options)
+        if (problem := _value_problem(name, options[name])) is not None
+    ]
     from taskpool.stores import store_class
 
     try:
@@ -36,6 +43,34 @@ def check_taskpool_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
     except StoreImproperlyConfigured as error:
         return [*errors, checks.Error(str(error), id="taskpool.E005")]
     return [*errors, *store.check(options)]
+
+
+#: Durations that cannot be zero: every task would expire, every device token too.
+ABOVE_ZERO = frozenset({"TASK_TTL", "DEVICE_TOKEN_LIFETIME"})
+
+
+def _value_problem(name: str, value: Any) -> str | None:
+    """What is wrong with a duration or a size of ``TASKPOOL``, which would fail at first use."""
+    if name in DURATIONS:
+        if isinstance(value, timedelta):
+            seconds = value.total_seconds()
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = value
+        else:
+            return (
+                f"TASKPOOL[{name!r}] is {value!r}: a duration is a timedelta or a number of "
+                "seconds."
+            )
+        if not math.isfinite(seconds) or seconds < 0 or (name in ABOVE_ZERO and seconds == 0):
+            least = "above 0" if name in ABOVE_ZERO else "0 or more"
+            return f"TASKPOOL[{name!r}] is {value!r}: it takes a finite duration {least}."
+    if name == "MAX_MESSAGE_BYTES" and (
+        not isinstance(value, int) or isinstance(value, bool) or value <= 0
+    ):
+        return (
+            f"TASKPOOL['MAX_MESSAGE_BYTES'] is {value!r}: it takes a whole number of bytes above 0."
+        )
+    return None
 
 
 @checks.register(checks.Tags.database)

@@ -4,10 +4,12 @@ are for the site's API alone (the pool's endpoints keep their own)."""
 from __future__ import annotations
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
-from taskpool.checks import check_site_settings
+from taskpool.checks import check_site_settings, check_taskpool_settings
 from tests.conftest import client_with, post_json
 
 
@@ -33,6 +35,40 @@ def test_a_schema_class_the_pools_schema_cannot_use_is_a_warning(settings):
     (problem,) = check_site_settings()
     assert problem.id == "taskpool.W002" and not problem.is_serious()
     assert "drf_spectacular.openapi.AutoSchema" in problem.hint
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("TASK_TTL", "7d"),
+        ("DEVICE_TOKEN_LIFETIME", "30 days"),
+        ("LONG_POLL_MAX", None),
+        ("ONLINE_WINDOW", True),
+        ("TASK_TTL", -5),
+        ("TASK_TTL", 0),
+        ("LAST_SEEN_INTERVAL", float("inf")),
+        ("MAX_MESSAGE_BYTES", "64k"),
+        ("MAX_MESSAGE_BYTES", 0),
+    ],
+)
+def test_a_pool_setting_that_does_not_read_is_an_error_naming_it(settings, key, value):
+    settings.TASKPOOL = {**settings.TASKPOOL, key: value}
+    (problem,) = check_taskpool_settings()
+    assert problem.id == "taskpool.E007" and problem.is_serious()
+    assert f"TASKPOOL[{key!r}]" in problem.msg
+    with pytest.raises(SystemCheckError, match="taskpool.E007"):  # not a traceback
+        call_command("taskpool_verify", "--no-progress", skip_checks=False)
+
+
+def test_durations_read_as_the_settings_page_says(settings):
+    settings.TASKPOOL = {
+        **settings.TASKPOOL,
+        "TASK_TTL": 3 * 86400,
+        "LONG_POLL_MAX": 30.5,
+        "TICK_INTERVAL": 0,  # left to taskpool_tick
+        "MAX_MESSAGE_BYTES": 1024,
+    }
+    assert check_taskpool_settings() == []
 
 
 @pytest.fixture
