@@ -336,6 +336,41 @@ def test_export_into_a_path_that_cannot_be_a_directory_says_so(db, tmp_path):
         run("taskpool_export", str(a_file))
 
 
+@pytest.fixture
+def a_day_that_cannot_be_read(pool_dir, other_process):
+    """An old day, and a day file the command cannot read: a directory in its place (a file
+    of root's, read by the server's user, fails the same way)."""
+    from tests.support import days_ago, message, noon
+
+    other_process(message(ts=noon(days_ago(30)), title="old"))
+    (pool_dir / f"{days_ago(20).isoformat()}.jsonl").mkdir()
+    return days_ago(20)
+
+
+def test_export_of_a_day_it_cannot_read_says_which_with_no_traceback(
+    db, a_day_that_cannot_be_read, tmp_path
+):
+    with pytest.raises(CommandError, match="Cannot export: Is a directory"):
+        run("taskpool_export", str(tmp_path / "copy"), "--no-progress")
+    assert not any((tmp_path / "copy").iterdir())
+
+
+def test_prune_of_a_day_it_cannot_read_leaves_it_and_says_which(
+    db, a_day_that_cannot_be_read, pool_dir, tmp_path
+):
+    from tests.support import days_ago, today
+
+    day = a_day_that_cannot_be_read
+    archive = tmp_path / "archive"
+    with pytest.raises(
+        CommandError, match=f"Cannot archive {day}: Is a directory.*left in the pool"
+    ):
+        run("taskpool_prune", "--before", today().isoformat(), "--archive", str(archive))
+    assert (archive / f"{days_ago(30)}.jsonl.gz").exists()  # the day before it went
+    assert (pool_dir / f"{day}.jsonl").is_dir()  # this one is left as it was
+    assert not any(archive.glob(f"*{day}*"))
+
+
 def test_a_database_error_is_one_line_that_says_what_to_do(db):
     """Not Django's traceback: the database's own words, and migrate for a missing table."""
     from django.db import connection

@@ -25,6 +25,11 @@ def day_argument(text: str) -> date:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _reason(error: OSError) -> str:
+    """The system's words, and the file when it names one."""
+    return f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+
+
 class Command(PoolCommand):
     help = (
         "Write the pool's messages as day files (YYYY-MM-DD.jsonl, one message a line) in DIR, "
@@ -52,12 +57,20 @@ class Command(PoolCommand):
         if since > until:
             raise CommandError(f"--since {since} is after --until {until}: no day is in between.")
         days = [day for day in store.days() if since <= day <= until]
-        summaries = store.day_summaries(days)
+        try:
+            summaries = store.day_summaries(days)
+        except OSError as error:  # a day file it cannot read: no traceback
+            raise CommandError(f"Cannot export: {_reason(error)}. Nothing was written.") from None
         total = sum(summary.messages for summary in summaries)
         written = 0
         with progress_bar(options, total=total, unit="msg", label="export") as bar:
             for day in days:
-                lines = self._write_day(store, day, target / day_file_name(day))
+                try:
+                    lines = self._write_day(store, day, target / day_file_name(day))
+                except OSError as error:  # a day it cannot read, or DIR full: no traceback
+                    raise CommandError(
+                        f"Cannot export {day}: {_reason(error)}. The export is not whole."
+                    ) from None
                 written += lines
                 bar.update(lines)
         if days:
@@ -74,11 +87,14 @@ class Command(PoolCommand):
         """Write one day through a temporary file, renamed into place once whole."""
         partial = path.with_name(f".{path.name}.partial")
         lines = 0
-        with open(partial, "wb") as file:
-            for chunk in store.day_lines(day):
-                file.write(chunk)
-                lines += chunk.count(b"\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
+        try:
+            with open(partial, "wb") as file:
+                for chunk in store.day_lines(day):
+                    file.write(chunk)
+                    lines += chunk.count(b"\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
         return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -98,34 +99,17 @@ class Command(PoolCommand):
         taken = skipped = 0
         with progress_bar(options, total=len(days), unit="day", label="prune") as bar:
             for day in days:
-                if archive is not None:
-                    try:
-                        lines, size = archive.write(day, store.day_lines(day))
-                    except ArchiveExists as error:
-                        held = archive.holds_exactly(day, store.day_lines(day))
-                        if held is not None:  # an earlier run archived it and was cut short
-                            store.remove_day(day)
-                            self.stdout.write(
-                                f"archive {day}: archived already, as the pool has it "
-                                f"({held} line{pluralize(held)}); taken out of the pool"
-                            )
-                            taken += 1
-                            bar.update(1)
-                            continue
-                        self.stderr.write(
-                            f"skip    {day}: {error.message} Both are left as they are."
-                        )
+                try:
+                    if self._take(store, archive, day):
+                        taken += 1
+                    else:
                         skipped += 1
-                        bar.update(1)
-                        continue
-                    note = f"archived {lines} line{pluralize(lines)} ({size} bytes) to {archive.path(day)}"
-                else:
-                    note = "deleted"
-                store.remove_day(day)
-                self.stdout.write(
-                    f"{'archive' if archive is not None else 'delete '} {day}: {note}"
-                )
-                taken += 1
+                except OSError as error:  # the pool's file or the archive's: one line, no traceback
+                    where = f" ({error.filename})" if error.filename else ""
+                    raise CommandError(
+                        f"Cannot {'archive' if archive is not None else 'delete'} {day}: "
+                        f"{error.strerror or error}{where}. It is left in the pool."
+                    ) from None
                 bar.update(1)
         done = "archived" if archive is not None else "deleted"
         self.stdout.write(
@@ -136,3 +120,25 @@ class Command(PoolCommand):
                 f"{skipped} day{pluralize(skipped)} {pluralize(skipped, 'was,were')} archived already and "
                 f"{pluralize(skipped, 'was,were')} left in the pool."
             )
+
+    def _take(self, store: Any, archive: DayArchive | None, day: date) -> bool:
+        """Archive (or delete) one day and take it out of the pool; ``False``: left, skipped."""
+        if archive is not None:
+            try:
+                lines, size = archive.write(day, store.day_lines(day))
+            except ArchiveExists as error:
+                held = archive.holds_exactly(day, store.day_lines(day))
+                if held is None:
+                    self.stderr.write(f"skip    {day}: {error.message} Both are left as they are.")
+                    return False
+                # An earlier run archived it and was cut short before taking it out.
+                note = f"archived already, as the pool has it ({held} line{pluralize(held)}); taken out of the pool"
+            else:
+                note = (
+                    f"archived {lines} line{pluralize(lines)} ({size} bytes) to {archive.path(day)}"
+                )
+        else:
+            note = "deleted"
+        store.remove_day(day)
+        self.stdout.write(f"{'archive' if archive is not None else 'delete '} {day}: {note}")
+        return True
