@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from io import StringIO
 from pathlib import Path
 
@@ -327,6 +329,37 @@ def test_bad_values_are_usage_errors_with_no_traceback(command):
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "error:" in done.stderr
+
+
+def test_ctrl_c_stops_the_ticker_with_no_traceback(tmp_path):
+    """``taskpool_tick --every 1`` runs until stopped: Ctrl-C is how a terminal stops it."""
+    pool = tmp_path / "pool"
+    (tmp_path / "interrupted_settings.py").write_text(
+        f"from tests.settings import *  # noqa\nTASKPOOL = {{**TASKPOOL, 'DATA_DIR': {str(pool)!r}}}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "taskpool_tick", "--every", "1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "interrupted_settings",
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+        },
+    )
+    try:
+        for _ in range(600):  # the store has read the pool once this is there: ticking
+            if (pool / ".index-checkpoint.lock").exists() or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert process.returncode == 130 and "Interrupted" in err
 
 
 def test_export_into_a_path_that_cannot_be_a_directory_says_so(db, tmp_path):

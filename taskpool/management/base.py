@@ -1,7 +1,7 @@
 """``PoolCommand``: the operator's commands, whose database errors are one line each.
 
 A command run against a database that is down, read-only, or not migrated
-yet would print Django's traceback. The operator needs the one line that
+yet would print Django's traceback, and so would one stopped with Ctrl-C. The operator needs the one line that
 says which, and a hint for the common case, not a stack.
 """
 
@@ -17,9 +17,14 @@ from taskpool.missing_tables import migrate_hint
 
 
 class PoolCommand(BaseCommand):
+    #: What Ctrl-C leaves, said instead of a traceback (exit 130, as a shell says it).
+    interrupted = "Interrupted."
+
     def execute(self, *args: Any, **options: Any) -> str | None:
         try:
             return super().execute(*args, **options)
+        except KeyboardInterrupt:
+            raise CommandError(self.interrupted, returncode=130) from None
         except DatabaseError as error:
             hint = migrate_hint(error)
             if hint is not None:

@@ -31,6 +31,7 @@ def _reason(error: OSError) -> str:
 
 
 class Command(PoolCommand):
+    interrupted = "Interrupted: the day files written so far are whole; run it again for the rest."
     help = (
         "Write the pool's messages as day files (YYYY-MM-DD.jsonl, one message a line) in DIR, "
         "which a JSON Lines store can read and taskpool_import can load. A day file already in "

@@ -35,6 +35,10 @@ def complete_lines(path: Path, totals: Counter[str]) -> Iterator[bytes]:
 
 
 class Command(PoolCommand):
+    interrupted = (
+        "Interrupted: the messages stored so far stay; run it again to load the rest (what is "
+        "stored already is skipped)."
+    )
     help = (
         "Load the day files of DIR (YYYY-MM-DD.jsonl, as a JSON Lines store or taskpool_export "
         "writes them) into a store that keeps the pool in a database. Each message keeps its id "

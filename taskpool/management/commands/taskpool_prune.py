@@ -19,6 +19,10 @@ WHERE_DAYS_GO = "--archive DIR (or TASKPOOL['ARCHIVE_DIR']), or --delete to keep
 
 
 class Command(PoolCommand):
+    interrupted = (
+        "Interrupted: the days listed above are done; run it again for the rest (a day archived "
+        "but not yet taken out of the pool is taken out then)."
+    )
     help = (
         "Take the days older than --before out of the pool: each is archived as "
         "DIR/YYYY-MM-DD.jsonl.gz (--archive DIR, by default TASKPOOL['ARCHIVE_DIR']), read back "

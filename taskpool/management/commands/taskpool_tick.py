@@ -28,6 +28,7 @@ def positive_seconds(text: str) -> float:
 
 
 class Command(PoolCommand):
+    interrupted = "Interrupted: stopped ticking."
     help = (
         "Write the lines that jobs are owed as time passes: attempts that timed out, retries "
         "after their backoff, the next devices of rollouts, aborts, scheduled starts. Server "
