@@ -125,6 +125,8 @@ class WaitingEndpoints:
     ) -> None:
         from django.core.handlers.asgi import ASGIRequest
 
+        from taskpool.api.cycles import release_request
+
         request = ASGIRequest(scope, io.BytesIO())
         refusal = await _disallowed_host(request)
         if refusal is not None:
@@ -139,6 +141,7 @@ class WaitingEndpoints:
             for task in (answering, leaving):
                 task.cancel()
             await asyncio.gather(answering, leaving, return_exceptions=True)
+            release_request(request)
 
     async def _answer(
         self, view: Callable[[Any], Awaitable[HttpResponseBase]], request: Any, send: Send
@@ -189,6 +192,8 @@ class ThreadedRequests:
         from django.core.handlers.asgi import ASGIRequest
         from django.urls import set_script_prefix
 
+        from taskpool.api.cycles import release_request
+
         set_script_prefix(scope.get("root_path", "") or "/")
         signals.request_started.send(sender=self.__class__, scope=scope)
         request = ASGIRequest(scope, io.BytesIO(body))
@@ -196,6 +201,7 @@ class ThreadedRequests:
         response._handler_class = self.__class__  # type: ignore[attr-defined]  # as Django does
         if not response.streaming:  # rendered by the handler already
             response.close()  # request_finished, in the thread whose connections it closes
+            release_request(request)
         return response
 
 

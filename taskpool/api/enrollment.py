@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from taskpool import enrollment
 from taskpool.api import serializers as api
+from taskpool.api.cycles import represented
 from taskpool.api.throttles import EnrollmentThrottle
 from taskpool.api.views import PoolAPIView, errors, idempotency_key
 
@@ -75,10 +76,10 @@ class EnrollView(PoolAPIView):
             address=request.META.get("REMOTE_ADDR") or None,
             request_key=idempotency_key(request),
         )
-        answer = api.EnrollmentSerializer(
-            {"device_id": data["device_id"], "enrollment_secret": secret}
+        answer = represented(
+            api.EnrollmentSerializer, {"device_id": data["device_id"], "enrollment_secret": secret}
         )
-        return Response(answer.data, status=status.HTTP_202_ACCEPTED)
+        return Response(answer, status=status.HTTP_202_ACCEPTED)
 
 
 class EnrollmentTokenView(PoolAPIView):
@@ -110,11 +111,14 @@ class EnrollmentTokenView(PoolAPIView):
             raise serializers.ValidationError({"Enrollment-Secret": ["This header is required."]})
         collected = enrollment.collect_token(device_id, secret)
         if collected.waiting:
-            waiting = api.EnrollmentWaitingSerializer({"device_id": device_id, "status": "waiting"})
-            response = Response(waiting.data, status=status.HTTP_202_ACCEPTED)
+            waiting = {"device_id": device_id, "status": "waiting"}
+            response = Response(
+                represented(api.EnrollmentWaitingSerializer, waiting),
+                status=status.HTTP_202_ACCEPTED,
+            )
             response["Retry-After"] = str(enrollment.POLL_SECONDS)
         else:
-            token = api.DeviceTokenSerializer({"device_id": device_id, "token": collected.token})
-            response = Response(token.data)
+            token = {"device_id": device_id, "token": collected.token}
+            response = Response(represented(api.DeviceTokenSerializer, token))
         response["Cache-Control"] = "no-store"
         return response

@@ -91,20 +91,22 @@ def status_of(error: PoolError) -> int:
 def field_errors(detail: Any) -> dict[str, list[str]]:
     """DRF's nested ``ValidationError`` detail, flattened to ``{"a.b": ["message"]}``."""
     errors: dict[str, list[str]] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-        elif isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
-            for position, inner in enumerate(value):
-                walk(f"{prefix}.{position}" if prefix else str(position), inner)
-        else:
-            messages = value if isinstance(value, list) else [value]
-            errors.setdefault(prefix or "non_field_errors", []).extend(str(m) for m in messages)
-
-    walk("", detail)
+    _flatten(errors, "", detail)
     return errors
+
+
+def _flatten(errors: dict[str, list[str]], prefix: str, value: Any) -> None:
+    # A function of the module, not a closure calling itself: that would be a reference
+    # cycle (the function, its cell) left by every refused request.
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(errors, f"{prefix}.{key}" if prefix else str(key), inner)
+    elif isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
+        for position, inner in enumerate(value):
+            _flatten(errors, f"{prefix}.{position}" if prefix else str(position), inner)
+    else:
+        messages = value if isinstance(value, list) else [value]
+        errors.setdefault(prefix or "non_field_errors", []).extend(str(m) for m in messages)
 
 
 def error_body(detail: str, errors: dict[str, list[str]] | None = None) -> dict[str, Any]:

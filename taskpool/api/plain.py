@@ -29,8 +29,8 @@ from rest_framework.exceptions import (
     PermissionDenied,
 )
 from rest_framework.permissions import BasePermission
-from rest_framework.request import Request
 
+from taskpool.api.cycles import drf_request, validated
 from taskpool.api.errors import exception_handler
 from taskpool.api.views import PoolAPIView, note_seen
 
@@ -46,14 +46,14 @@ def authenticate(request: HttpRequest, permission: type[BasePermission] | None =
     """
     _attach_session_user(request)
     authenticators = [authenticator() for authenticator in PoolAPIView.authentication_classes]
-    drf_request = Request(request, authenticators=authenticators)
-    principal = drf_request.user
-    if not getattr(principal, "is_authenticated", False):
-        raise NotAuthenticated()
-    if permission is not None:
-        check = permission()
-        if not check.has_permission(drf_request, None):  # type: ignore[arg-type]  # no view here
-            raise PermissionDenied(getattr(check, "message", None))
+    with drf_request(request, authenticators=authenticators) as asking:
+        principal = asking.user
+        if not getattr(principal, "is_authenticated", False):
+            raise NotAuthenticated()
+        if permission is not None:
+            check = permission()
+            if not check.has_permission(asking, None):  # type: ignore[arg-type]  # no view here
+                raise PermissionDenied(getattr(check, "message", None))
     note_seen(principal)
     return principal
 
@@ -105,9 +105,7 @@ def valid_query(
     serializer_class: type[serializers.Serializer], request: HttpRequest
 ) -> dict[str, Any]:
     """The request's query string, validated (``ValidationError`` otherwise)."""
-    serializer = serializer_class(data=request.GET)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+    return validated(serializer_class, request.GET)
 
 
 def error_response(error: Exception, *, allow: str = "GET") -> HttpResponse:

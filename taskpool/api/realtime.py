@@ -29,11 +29,11 @@ from django.http import Http404, HttpRequest, HttpResponseBase, StreamingHttpRes
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import APIException, MethodNotAllowed, PermissionDenied
-from rest_framework.request import Request
 
 from taskpool import metrics
 from taskpool.api import queries, views
 from taskpool.api.admission import admissions
+from taskpool.api.cycles import drf_request
 from taskpool.api.plain import (
     as_asked_again,
     authenticate,
@@ -105,8 +105,8 @@ def accepts_json(request: HttpRequest) -> None:
     (``PendingView``) answers it: the same request, through Django or not, gets one answer."""
     view = views.PendingView()
     # Http404: a ?format=, refused with the other parameters the endpoint does not take.
-    with contextlib.suppress(Http404):
-        view.get_content_negotiator().select_renderer(Request(request), view.get_renderers())
+    with contextlib.suppress(Http404), drf_request(request) as asking:
+        view.get_content_negotiator().select_renderer(asking, view.get_renderers())
 
 
 async def stream(request: HttpRequest) -> HttpResponseBase:

@@ -24,6 +24,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 from taskpool import metrics
 from taskpool.api import queries
 from taskpool.api import serializers as api
+from taskpool.api.cycles import release_after_rendering, represented, validated
 from taskpool.api.errors import error_body, exception_handler
 from taskpool.api.filters import DeviceFilter, filter_parameters
 from taskpool.api.parsers import StrictJSONParser, refuse_body_of_unknown_length
@@ -98,9 +99,7 @@ class StrictQueryMixin:
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
-        serializer = self.query_serializer_class(data=request.query_params)
-        serializer.is_valid(raise_exception=True)
-        self.query = serializer.validated_data
+        self.query = validated(self.query_serializer_class, request.query_params)
         refuse_body_of_unknown_length(request)
 
     def get_exception_handler(self) -> Any:
@@ -175,12 +174,12 @@ class PoolAPIView(StrictQueryMixin, APIView):
         if response.status_code < 400 and response.status_code != status.HTTP_201_CREATED:
             note_seen(request.user)
         count_request(request, response)
+        if isinstance(response, Response):
+            release_after_rendering(self, request, response)
         return response
 
     def valid(self, serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-        serializer = serializer_class(data=data)
-        serializer.is_valid(raise_exception=True)
-        return serializer.validated_data
+        return validated(serializer_class, data)
 
 
 def count_request(request: Any, response: Any) -> None:
@@ -491,10 +490,10 @@ class DeviceTokenView(PoolAPIView):
         device = request.user
         assert is_device(device)  # IsDevice let it in
         token = DeviceToken.for_device(device)
-        renewed = api.RenewedDeviceTokenSerializer(
-            {"token": str(token), "expires_at": token.expires_at}
+        renewed = represented(
+            api.RenewedDeviceTokenSerializer, {"token": str(token), "expires_at": token.expires_at}
         )
-        response = Response(renewed.data)
+        response = Response(renewed)
         response["Cache-Control"] = "no-store"
         return response
 
