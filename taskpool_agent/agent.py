@@ -290,7 +290,9 @@ class Agent:
 
         Held elsewhere (409), the task is not journaled: it leaves this device's
         pending list while held, and comes back to be claimed again if its holder
-        rejects it or times out. Any other refusal is final.
+        rejects it or times out. Nor is it when the device itself is refused (a 403
+        while it may not poll: staff invalidated it): once validated again, the task
+        is pending for it and claimed then. Any other refusal is final.
         """
         try:
             self.client.call(
@@ -308,6 +310,12 @@ class Agent:
                 raise TokenRevoked.of(error) from None
             if error.status == 409:
                 self.held_elsewhere[key] = time.monotonic()
+            elif error.status == 403 and not self._may_poll():
+                log.warning(
+                    "%s: not claimed while the device is refused; claimed once it is "
+                    "validated again",
+                    key,
+                )
             else:
                 self.record(key, {"state": ANSWERED, "task": task, "refused": str(error)})
             return False

@@ -1469,3 +1469,39 @@ def test_an_agent_renews_its_token_past_half_its_life_and_goes_on(tmp_path, hand
         assert not any(token in log for token in (first, second, third, saved()))
     finally:
         short.stop()
+
+
+def test_a_claim_refused_while_the_device_is_invalidated_is_tried_again(pool, handlers, tmp_path):
+    """403 because the device is refused, not the task: the claim is not given up for good,
+    and once staff validate the device again it claims the task and runs it."""
+    from taskpool_agent.agent import Agent, Options
+    from taskpool_agent.client import Backoff
+    from taskpool_agent.config import Config
+    from taskpool_agent.journal import attempt_key
+
+    server = pool.servers[0]
+    token = new_device(pool, "pi-claim-paused")
+    new_device(pool, "pi-claim-peer")
+    posted = httpx.post(
+        f"{server}/pool/task",
+        json={"to": "device:[pi-claim-paused,pi-claim-peer]", "title": "hello", "mode": "any"},
+        headers=pool.bearer("ops"),
+    )
+    assert posted.status_code == 201, posted.text
+    task = posted.json()
+    options = Options(
+        handlers=handlers,
+        state_dir=tmp_path / "state",
+        wait=1,
+        check_interval=0.05,
+        stream=False,
+        backoff=Backoff(0.01, 0.05),
+    )
+    device = Agent(Config(f"{server}/pool/", "pi-claim-paused", token), options)
+    pool.django("taskpool_device", "pi-claim-paused", "--invalidate")
+    assert device.claim(attempt_key(task), task) is False
+    assert device.journal.read(attempt_key(task)) is None  # not given up for good
+    pool.django("taskpool_device", "pi-claim-paused", "--validate")
+    device.serve_once()
+    answers = [r for r in responses(pool, task["id"]) if r["from"] == "device:pi-claim-paused"]
+    assert [r["meta"]["status"] for r in answers] == ["claimed", "done"]
