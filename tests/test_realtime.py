@@ -562,3 +562,26 @@ def test_under_wsgi_the_jsonl_dump_is_the_days_lines(admin_client_api, store):
     assert b"".join(answer.streaming_content) == lines
     by_accept = admin_client_api.get("/pool/log", HTTP_ACCEPT="application/x-ndjson")
     assert b"".join(by_accept.streaming_content) == lines
+
+
+def test_a_stream_remembers_of_a_task_only_what_it_decides_by(store):
+    """Each stream remembers the tasks it looked up: whole, every stream of a worker kept
+    its own copy of each task's title, body and meta, for as long as it was open."""
+    task = store.post_task(
+        sender="user:ops",
+        to="device:[a,b]",
+        title="flash",
+        body="x" * 4000,
+        meta={"image": "y" * 4000},
+        mode="any",
+    ).message
+    stream_filter = StreamFilter(Scope(DEVICE, "a"), store)
+    claim = store.claim(device_id="b", parent_id=task["id"]).claim
+    assert stream_filter.carries(claim)  # b took the task from a: a's list changed
+    remembered = stream_filter._task(task["id"])  # noqa: SLF001 - what a stream keeps
+    assert remembered == {
+        "id": task["id"],
+        "from": "user:ops",
+        "to": "device:[a,b]",
+        "meta": {"mode": "any"},
+    }
