@@ -60,11 +60,18 @@ def pool(front, make_device, make_user):
 
 
 def _made_by_us(thing: object) -> str | None:
-    """The name of ``thing``'s type (or function) if Django, DRF or taskpool made it."""
+    """The name of ``thing``'s type (or function) if Django, DRF or taskpool made it.
+
+    Not a database connection: one goes with the thread that held it, and an earlier
+    test's threads end when they will (this front's threads keep theirs, which
+    test_asgi_front checks), not with a request.
+    """
     if isinstance(thing, types.FunctionType):
         module, name = thing.__module__ or "", thing.__qualname__
     else:
         module, name = type(thing).__module__, type(thing).__qualname__
+    if module.startswith("django.db.backends."):
+        return None
     return f"{module}.{name}" if module.split(".")[0] in OURS else None
 
 
