@@ -7,9 +7,9 @@ is asked a few times through the pool's threads (``serve_pool``), as
 production serves it, with the collector saving what it finds instead of
 freeing it; nothing made by Django, DRF or taskpool may be among it.
 
-Covered: what devices ask, what masters ask, and the refusals. Not covered:
-the admin's pages and the devices list, which go through Django's forms
-and django-filter (their own cycles), and are asked by staff, not a fleet.
+Covered: what devices ask, what masters ask, the devices list a dashboard
+polls, and the refusals. Not covered: the admin's pages, which go through
+Django's forms (their own cycles), and are asked by staff, not a fleet.
 """
 
 from __future__ import annotations
@@ -152,6 +152,18 @@ def test_an_any_one_claim_leaves_no_cycle(pool):
         body = {"to": "device:[pi-1]", "title": "x", "mode": "any"}
         assert ask(master, "/pool/task", "POST", body)[0] == 201
         assert ask(device, "/pool/claim", "POST", {})[0] == 201
+
+    assert cycles_left_by(requests) == Counter()
+
+
+def test_the_devices_list_leaves_no_cycle(pool, make_user):
+    ask, _, _ = pool
+    _, admin = make_user("root", role="admin")
+
+    def requests():
+        assert len(ask(admin, "/pool/devices")[1]) == 1
+        assert ask(admin, "/pool/devices", query="kind=pi&validated=true")[0] == 200
+        assert ask(admin, "/pool/devices", query="validated=maybe")[0] == 400
 
     assert cycles_left_by(requests) == Counter()
 

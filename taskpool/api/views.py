@@ -10,7 +10,6 @@ from django.db import DatabaseError, connections, router
 from django.http import Http404, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -26,7 +25,7 @@ from taskpool.api import queries
 from taskpool.api import serializers as api
 from taskpool.api.cycles import release_after_rendering, represented, validated
 from taskpool.api.errors import error_body, exception_handler
-from taskpool.api.filters import DeviceFilter, filter_parameters
+from taskpool.api.filters import DeviceFilter, FilterBackendWithoutCycles, filter_parameters
 from taskpool.api.parsers import StrictJSONParser, refuse_body_of_unknown_length
 from taskpool.api.renderers import JSONRenderer
 from taskpool.api.throttles import LoginThrottle
@@ -338,7 +337,7 @@ class DevicesView(PoolAPIView, GenericAPIView):
 
     permission_classes = [HasRole.at_least("admin")]
     queryset = DeviceUser.objects.all()
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [FilterBackendWithoutCycles]
     filterset_class = DeviceFilter
     query_serializer_class = filter_parameters(DeviceFilter)
     pagination_class = None
