@@ -363,15 +363,13 @@ class Agent:
                     self.record(key, {"state": ANSWERED, "task": task, "cancelled": True})
                     return
                 if self.stop.is_set():
-                    process.kill(self.options.kill_grace)
                     reason = "The agent was stopped while the handler ran."
-                    outcome = ended(process, start).stopped("stopped", {"reason": reason})
+                    outcome = self.stop_handler(key, process, start, "stopped", {"reason": reason})
                     break
                 if time.monotonic() >= deadline:
-                    process.kill(self.options.kill_grace)
                     reason = f"The handler timed out after {timeout:g} s."
-                    outcome = ended(process, start).stopped(
-                        "timed out", {"reason": reason, "timeout": timeout}
+                    outcome = self.stop_handler(
+                        key, process, start, "timed out", {"reason": reason, "timeout": timeout}
                     )
                     break
         finally:
@@ -382,6 +380,16 @@ class Agent:
         self.record(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
         log.info("%s: %s (%s)", key, outcome.status, outcome.title)
         self.answer(key, task, outcome)
+
+    def stop_handler(
+        self, key: str, process: HandlerProcess, start: Start, title: str, meta: dict[str, Any]
+    ) -> Outcome:
+        """Stop the handler; the answer: ``failed`` with ``title`` and ``meta``, or its own,
+        had it ended by itself as it was stopped (its exit status says what it did)."""
+        if process.kill(self.options.kill_grace):
+            log.info("%s: the handler had ended by itself as it was stopped", key)
+            return ended(process, start)
+        return ended(process, start).stopped(title, meta)
 
     def _check_still_pending(
         self, key: str, closed: threading.Event, process: HandlerProcess

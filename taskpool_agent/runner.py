@@ -60,9 +60,14 @@ STEP_TIMEOUT_PREFIX = b"step-timeout:"
 #: ``sync FILE`` syncs that file with coreutils 8.24 and later and BusyBox 1.26 and later;
 #: older ones ignore the arguments and sync everything, as does the fallback for a ``sync``
 #: that refuses them. What it says goes to /dev/null, not into the answer's body.
+#:
+#: Once the handler has ended, the wrapper ignores SIGTERM: a timeout or a stop that comes
+#: while it writes the status (a sync on an SD card takes a while) lets it finish, and the
+#: answer is the handler's own (``HandlerProcess.kill``). It is set after the handler ends,
+#: never before: the handler would inherit the ignored signal.
 WRAPPER = (
     'status="$1"; shift; : > "$status.started"; '
-    'sync "${status%/*}" 2>/dev/null || sync 2>/dev/null; "$@"; code=$?; '
+    'sync "${status%/*}" 2>/dev/null || sync 2>/dev/null; "$@"; code=$?; trap "" TERM; '
     'echo "$code" > "$status.tmp"; sync "$status.tmp" 2>/dev/null || sync 2>/dev/null; '
     'mv "$status.tmp" "$status"; sync "${status%/*}" 2>/dev/null || sync 2>/dev/null; '
     'exit "$code"'
@@ -331,11 +336,17 @@ class HandlerProcess:
         tail = _last_bytes(self.directory / "output", TAIL_BYTES)
         return "" if tail is None else tail[1].decode(errors="ignore")
 
-    def kill(self, grace: float = 2.0) -> None:
-        """Stop it and everything it started: SIGTERM to its group, SIGKILL after ``grace``.
+    def kill(self, grace: float = 2.0) -> bool:
+        """Stop it and everything it started: SIGTERM to its group, SIGKILL after ``grace``;
+        whether it had ended by itself first.
 
-        A handler adopted from an earlier agent has no exit status to collect:
-        it gets the one ``sh`` would report for the signal that ended it.
+        A handler that ended in the instant it is stopped (or just before) has its
+        exit status written by its wrapper, which the SIGTERM does not stop once the
+        handler has ended: its status is there, and says how it ended. A wrapper
+        stopped while its handler ran writes none.
+
+        A handler adopted from an earlier agent, stopped, has no exit status to
+        collect: it gets the one ``sh`` would report for the signal that ended it.
         """
         ending = signal.SIGTERM
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -348,8 +359,11 @@ class HandlerProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
         self.wait(grace)
+        if (self.directory / "status").exists():
+            return True
         if self._popen is None and self.exit_code() is None:
             self._code = 128 + ending
+        return False
 
 
 def keep_output_tail(directory: Path) -> None:

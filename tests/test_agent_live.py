@@ -512,6 +512,49 @@ def test_a_handler_over_its_timeout_is_killed_with_its_children(pool, agent, tmp
         wait_for(lambda pid=pid: not alive(pid), 5, f"pid {pid} gone")
 
 
+#: A ``sync`` for the handler's wrapper that, asked to sync the exit status it is writing,
+#: says so (a file ``syncing`` beside it) and holds the wrapper there until a SIGTERM comes:
+#: the handler has ended, with its own status, and the agent stops it now.
+SYNC_UNTIL_STOPPED = f"""#!{sys.executable}
+import pathlib, signal, sys, time
+if sys.argv[1:] and sys.argv[-1].endswith("status.tmp"):
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    pathlib.Path(sys.argv[-1]).with_name("syncing").touch()
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("stop", ["timeout", "SIGTERM"])
+def test_a_handler_that_ended_as_it_was_stopped_is_answered_by_its_own_status(
+    pool, agent, tmp_path, stop
+):
+    """The handler has ended (exit 65), and its wrapper is writing its status, when its time
+    is up or the agent is stopped: the answer is what the handler said, not ``failed``."""
+    device_id = f"pi-ended-{stop.lower()}"
+    new_device(pool, device_id)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "sync").write_text(SYNC_UNTIL_STOPPED)
+    (tools / "sync").chmod(0o755)
+    running = agent(
+        device_id,
+        "--kill-grace",
+        "10",
+        environment={"PATH": f"{tools}:{os.environ['PATH']}"},
+    )
+    timeout = 1 if stop == "timeout" else 600
+    task = post_task(pool, device_id, "refuse", handler_timeout=timeout)
+    if stop == "SIGTERM":
+        wait_for(lambda: list((tmp_path / "state").glob("tasks/*/syncing")), 20, "the sync")
+        running.process.send_signal(signal.SIGTERM)
+    answer = final_answer(pool, task)
+    assert (answer["meta"]["status"], answer["title"]) == ("rejected", "exit 65")
+    assert answer["meta"]["exit_code"] == 65 and "reason" not in answer["meta"]
+    assert answer["body"] == "not for me\n"
+    assert list((tmp_path / "state").glob("tasks/*/syncing"))  # it was stopped just there
+    assert running.stop() == 0
+
+
 def test_a_jobs_timeout_is_the_servers_to_call_and_stops_the_handler(pool, agent, tmp_path):
     """The server's ``timed_out`` (which retries and aborts count), not the agent's own
     ``failed``: the agent starts the server's clock with a progress answer, and stops the
