@@ -265,10 +265,7 @@ class Agent:
         try:
             path, args = find_handler(self.options.handlers, task)
         except NoHandler as error:
-            log.info("%s: %s", key, error)
-            outcome = Outcome("rejected", error.title, str(error), {"reason": str(error)})
-            self.record(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
-            self.answer(key, task, outcome)
+            self.reject(key, task, error)
             return
         start = Start.now()
         entry = {"state": STARTED, "task": task, **start.as_entry(), "handler": str(path)}
@@ -276,6 +273,9 @@ class Agent:
             return
         try:
             process = HandlerProcess.start(self.journal.directory(key), path, args, task)
+        except NoHandler as error:  # it cannot be started, now or ever: answered once
+            self.reject(key, task, error)
+            return
         except OSError as error:  # its files not written, or no process made: it did not run
             log.error("%s: the handler could not be started (%s); tried again", key, error)
             self.journal.forget(key)  # to be started at the next try
@@ -284,6 +284,13 @@ class Agent:
         self.record(key, {**entry, "pid": process.pid})
         log.info("%s: started %s (pid %d)", key, path.name, process.pid)
         self.watch(key, task, process, start)
+
+    def reject(self, key: str, task: dict[str, Any], error: NoHandler) -> None:
+        """Answer ``rejected`` a task whose handler cannot be run, saying why."""
+        log.info("%s: %s", key, error)
+        outcome = Outcome("rejected", error.title, str(error), {"reason": str(error)})
+        self.record(key, {"state": FINISHED, "task": task, "answer": outcome.as_dict()})
+        self.answer(key, task, outcome)
 
     def claim(self, key: str, task: dict[str, Any]) -> bool:
         """Take an any-one task before running it; ``False`` when another device holds it.

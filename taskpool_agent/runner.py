@@ -21,6 +21,7 @@ next step of a job with a timeout (sent at once, with the latest progress).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -221,6 +222,8 @@ class HandlerProcess:
     def start(
         cls, directory: Path, path: Path, args: list[str], task: dict[str, Any]
     ) -> HandlerProcess:
+        """Start the handler; ``NoHandler`` for arguments no program can be given, which
+        would fail so at every try, ``OSError`` for a start that may work at the next."""
         (directory / "task.json").write_text(json.dumps(task))
         for stale in ("status", "status.tmp", "status.started", "output"):
             (directory / stale).unlink(missing_ok=True)
@@ -228,22 +231,31 @@ class HandlerProcess:
             (directory / "task.json").open("rb") as stdin,
             (directory / "output").open("wb") as out,
         ):
-            popen = subprocess.Popen(
-                [
-                    "/bin/sh",
-                    "-c",
-                    WRAPPER,
-                    WRAPPER_NAME,
-                    str(directory / "status"),
-                    str(path),
-                    *args,
-                ],
-                stdin=stdin,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=directory,
-                start_new_session=True,
-            )
+            try:
+                popen = subprocess.Popen(
+                    [
+                        "/bin/sh",
+                        "-c",
+                        WRAPPER,
+                        WRAPPER_NAME,
+                        str(directory / "status"),
+                        str(path),
+                        *args,
+                    ],
+                    stdin=stdin,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=directory,
+                    start_new_session=True,
+                )
+            except OSError as error:
+                if error.errno == errno.E2BIG:  # the same at every try: the task's to answer
+                    raise NoHandler(
+                        "meta.args are too long to give a program (Argument list too long): "
+                        "Linux takes no argument over 128 KiB, and a few MiB in all.",
+                        BAD_ARGUMENTS,
+                    ) from error
+                raise  # short of memory or processes for now: tried again
         return cls(directory, popen.pid, popen)
 
     @staticmethod

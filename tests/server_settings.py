@@ -29,3 +29,6 @@ if os.environ.get("TASKPOOL_TEST_SERVER_DEVICE_TOKEN_LIFETIME"):
     TASKPOOL["DEVICE_TOKEN_LIFETIME"] = float(
         os.environ["TASKPOOL_TEST_SERVER_DEVICE_TOKEN_LIFETIME"]
     )
+if os.environ.get("TASKPOOL_TEST_SERVER_MAX_MESSAGE_BYTES"):
+    # A site that raised the limit: tasks whose arguments no program can be given.
+    TASKPOOL["MAX_MESSAGE_BYTES"] = int(os.environ["TASKPOOL_TEST_SERVER_MAX_MESSAGE_BYTES"])

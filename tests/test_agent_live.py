@@ -66,10 +66,14 @@ HANDLERS = {
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory) -> Iterator[LivePool]:
-    # The server writes jobs' retries and timeouts itself, as production servers do.
+    # The server writes jobs' retries and timeouts itself, as production servers do, and
+    # takes messages of up to 1 MiB, as a site that raised the limit does.
     live = LivePool(
         tmp_path_factory.mktemp("agent"),
-        extra_environment={"TASKPOOL_TEST_SERVER_TICK_INTERVAL": "0.2"},
+        extra_environment={
+            "TASKPOOL_TEST_SERVER_TICK_INTERVAL": "0.2",
+            "TASKPOOL_TEST_SERVER_MAX_MESSAGE_BYTES": str(1 << 20),
+        },
     )
     live.provision()
     live.start_server()
@@ -1098,6 +1102,24 @@ def test_a_nul_in_output_or_arguments_still_gets_an_answer(pool, agent):
     assert "NUL" in answer["body"]
     assert running.process.poll() is None
     running.stop()
+
+
+def test_arguments_too_long_for_any_program_are_answered_once_not_retried(pool, agent, tmp_path):
+    """Linux takes no argument over 128 KiB (E2BIG at exec): the handler cannot be started,
+    now or ever. The task is rejected once, as arguments with a NUL are, and the agent goes on."""
+    new_device(pool, "pi-e2big")
+    running = agent("pi-e2big")
+    runs = tmp_path / "runs"
+    task = post_task(pool, "pi-e2big", "slow", args=[str(runs), "x" * (200 * 1024)])
+    answer = final_answer(pool, task)
+    assert (answer["meta"]["status"], answer["title"]) == ("rejected", "bad arguments")
+    assert "too long" in answer["meta"]["reason"]
+    after = post_task(pool, "pi-e2big", "hello")
+    assert final_answer(pool, after)["meta"]["status"] == "done"
+    answers = [r for r in responses(pool, task) if r["from"] == "device:pi-e2big"]
+    assert len(answers) == 1 and not runs.exists()
+    assert running.stop() == 0
+    assert "tried again" not in running.log.read_text()
 
 
 def test_an_answered_handlers_output_is_kept_only_as_its_tail(pool, agent, tmp_path):
