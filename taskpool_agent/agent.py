@@ -41,9 +41,9 @@ from taskpool_agent.runner import (
     find_wrapper,
     keep_output_tail,
     outcome_of,
+    still_running,
     timed_by_server,
     timeout_of,
-    wrapper_alive,
 )
 
 log = logging.getLogger("taskpool_agent")
@@ -281,7 +281,7 @@ class Agent:
             self.journal.forget(key)  # to be started at the next try
             self.stop.wait(self.options.check_interval)
             return
-        self.record(key, {**entry, "pid": process.pid})
+        self.record(key, {**entry, "pid": process.pid, "pid_started": process.started})
         log.info("%s: started %s (pid %d)", key, path.name, process.pid)
         self.watch(key, task, process, start)
 
@@ -526,8 +526,11 @@ class Agent:
                 self.answer(key, task, Outcome(**entry["answer"]))
                 continue
             directory = self.journal.directory(key)
-            pid = entry.get("pid") or find_wrapper(directory)
-            if pid and ((directory / "status").exists() or wrapper_alive(pid)):
+            pid = entry.get("pid")
+            if pid and not still_running(pid, Start.of(entry).boot, entry.get("pid_started")):
+                pid = 0  # it has ended: its pid may be another process's now
+            pid = pid or find_wrapper(directory)
+            if pid:
                 log.info("%s: the handler started before (pid %d): waiting for its end", key, pid)
                 self.watch(key, task, HandlerProcess.adopt(directory, pid), Start.of(entry))
                 continue

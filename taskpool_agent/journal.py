@@ -6,7 +6,9 @@ exit status). The entry is written before the handler starts (``started``),
 when it ends (``finished``, with the answer to send) and once the server has
 the answer (``answered``). After a crash or a reboot the agent reads the
 journal first: it sends what it had finished, waits for a handler that still
-runs, and never runs an attempt it has an entry for again.
+runs, and never runs an attempt it has an entry for again. The entry names the
+handler's process by its pid and when it started (``pid_started``, at the boot
+``boot_id`` names): by then the pid alone may be another process's.
 
 One agent at a time keeps a journal: two would both take a task, and both run
 it. The agent holds an exclusive lock on ``<state_dir>/agent.lock`` for as long
@@ -222,6 +224,7 @@ def _well_formed(entry: Any) -> bool:
         and _number(started_at)
         and (entry["state"] != STARTED or "started_at" in entry)
         and type(pid) is int
+        and type(entry.get("pid_started")) in (int, type(None))
         and (entry["state"] != FINISHED or _answer_shaped(entry.get("answer")))
     )
 

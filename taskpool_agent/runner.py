@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskpool_agent.clock import boot_id
+
 EX_DATAERR = 65
 TAIL_BYTES = 1024
 #: The longest file name (bytes) Linux file systems take.
@@ -206,6 +208,9 @@ class HandlerProcess:
     def __init__(self, directory: Path, pid: int, popen: subprocess.Popen | None = None) -> None:
         self.directory = directory
         self.pid = pid  # also the process group: the wrapper leads a session of its own
+        #: When its wrapper started (``process_started``): read before anything collects
+        #: it, it tells this process from a later one given the same pid.
+        self.started = process_started(pid) if pid else None
         self._popen = popen
         self.exited = threading.Event()
         self._code: int | None = None
@@ -285,12 +290,16 @@ class HandlerProcess:
 
     def poll(self) -> bool:
         """Whether it has ended (for an adopted handler: its status file, or its process gone)."""
-        ended = (self.directory / "status").exists() or not wrapper_alive(self.pid)
+        ended = (self.directory / "status").exists() or not self.alive()
         if self._popen is None and not self.exited.is_set() and ended:
             if not self._ended_before:
                 self.seen_ending = time.monotonic()
             self.exited.set()
         return self.exited.is_set()
+
+    def alive(self) -> bool:
+        """Whether its wrapper still runs: the process of its pid is the one adopted."""
+        return still_running(self.pid, boot_id(), self.started)
 
     def wait(self, seconds: float) -> bool:
         if self._popen is not None:
@@ -422,6 +431,37 @@ def outcome_of(code: int | None, tail: str, seconds: float) -> Outcome:
     if code == EX_DATAERR:
         return Outcome("rejected", f"exit {code}", tail, meta)
     return Outcome("failed", f"exit {code}", tail, meta)
+
+
+def process_started(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since the boot (the 22nd field of
+    ``/proc/PID/stat``); ``None`` without ``/proc``, or once no process has that pid.
+
+    With the boot's id, it tells a process from any other that gets its pid later.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # After the command's name, which may hold spaces and parentheses itself.
+            fields = stat.read().rpartition(b")")[2].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def still_running(pid: int, boot: str | None, started: int | None) -> bool:
+    """Whether ``pid`` is still the handler wrapper that started at ``started`` (clock ticks
+    since the boot ``boot``), as a journal entry says: not a process that got the number
+    after it ended, at a later boot or at this one (another agent's handler on the host).
+
+    Where the entry or the system does not say (an entry of an older agent, no ``/proc``),
+    the command line, or else the process group, is all there is to go by.
+    """
+    this_boot = boot_id()
+    if boot is not None and this_boot is not None and boot != this_boot:
+        return False  # it ended with the machine
+    if started is not None and this_boot is not None:
+        return process_started(pid) == started and wrapper_alive(pid)
+    return wrapper_alive(pid)
 
 
 def wrapper_alive(pid: int) -> bool:

@@ -29,6 +29,7 @@ from taskpool_agent import __version__
 from taskpool_agent import agent as agent_module
 from taskpool_agent.agent import Agent, Options
 from taskpool_agent.cli import parser
+from taskpool_agent.clock import boot_id
 from taskpool_agent.config import DEFAULT_PATH, Config, load
 from taskpool_agent.journal import Journal, attempt_key
 from taskpool_agent.runner import HandlerProcess
@@ -743,6 +744,45 @@ def test_an_agent_restarted_while_its_handler_still_runs_waits_for_it(pool, agen
     assert (answer["meta"]["status"], answer["body"]) == ("done", "slept\n")
     assert runs.read_text() == "run\n"
     first.stop()
+
+
+@pytest.mark.parametrize("journaled", ["at an earlier boot", "for a process that ended"])
+def test_a_journaled_pid_that_is_now_another_handler_is_not_taken_for_this_one(
+    pool, agent, tmp_path, handlers, journaled
+):
+    """The journal names the pid of this attempt's handler, which ended while no agent ran,
+    leaving no exit status; that pid is now another agent's handler (after a reboot, or
+    reused on a host running several agents). The restarted agent neither waits for it nor
+    stops it at its timeout: the attempt is answered as one that ended unseen."""
+    device_id = f"pi-pid-{journaled.split()[-1]}"
+    new_device(pool, device_id)
+    elsewhere = tmp_path / "another-agent"
+    elsewhere.mkdir()
+    others = tmp_path / "others"
+    other = HandlerProcess.start(elsewhere, handlers / "slow", [str(others), "60"], {"id": "x"})
+    wait_for(others.exists, 20, "the other agent's handler started")
+    runs = tmp_path / "runs"
+    directory, task = journaled_as_started(pool, tmp_path, device_id, runs)
+    journal = Journal(tmp_path / "state")
+    entry = journal.read(directory.name)
+    assert entry is not None
+    entry["pid"] = other.pid
+    if journaled == "at an earlier boot":
+        entry.update(boot_id="an-earlier-boot", started_monotonic=1.0)
+    else:  # this boot, a process that started at another time than the pid's process now
+        entry.update(boot_id=boot_id(), started_monotonic=time.monotonic(), pid_started=1)
+    entry["task"]["meta"]["handler_timeout"] = 1
+    journal.write(directory.name, entry)
+    (directory / "status.started").touch()  # the handler ran, and left no exit status
+    try:
+        running = agent(device_id)
+        answer = final_answer(pool, task)
+        assert (answer["meta"]["status"], answer["title"]) == ("failed", "interrupted")
+        assert other.poll() is False and alive(other.pid)  # neither waited for nor stopped
+        assert not runs.exists() and others.read_text() == "run\n"
+        assert running.stop() == 0
+    finally:
+        other.kill(0.5)
 
 
 #: libfaketime, which gives one process a wall clock of its own (the machine's is shared).

@@ -48,6 +48,8 @@ from taskpool_agent.runner import (
     Progress,
     find_handler,
     outcome_of,
+    process_started,
+    still_running,
     timed_by_server,
     timeout_of,
 )
@@ -635,6 +637,31 @@ def test_a_handler_adopted_then_stopped_gets_the_status_of_its_signal(tmp_path):
     adopted.kill(grace=2)
     assert adopted.exit_code() == 143  # SIGTERM, as sh would say
     assert started.wait(5)
+
+
+def test_a_pid_is_a_journaled_handler_only_while_its_process_started_then_runs(tmp_path):
+    """A pid names the handler the journal noted only while the process started at the
+    time noted, at the boot noted, runs it; not an unrelated process, nor a later handler."""
+    handler = tmp_path / "sleeper"
+    handler.write_text("#!/bin/sh\nsleep 30\n")
+    handler.chmod(0o755)
+    directory = tmp_path / "attempt"
+    directory.mkdir()
+    process = HandlerProcess.start(directory, handler, [], {"id": "msg_1"})
+    unrelated = subprocess.Popen(["sleep", "30"])
+    try:
+        started, boot = process.started, boot_id()
+        assert started is not None and started == process_started(process.pid)
+        assert still_running(process.pid, boot, started)
+        assert not still_running(process.pid, boot, started + 1)  # a later process
+        assert not still_running(process.pid, "an-earlier-boot", started)
+        assert not still_running(unrelated.pid, boot, process_started(unrelated.pid))
+        assert still_running(process.pid, None, None)  # an entry of an older agent
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+        process.kill(grace=2)
+    assert not still_running(process.pid, boot, started)
 
 
 def test_only_the_tail_of_the_output_is_kept_once_answered(tmp_path):
