@@ -654,15 +654,23 @@ class Agent:
     # The token's renewal ------------------------------------------------------------------
 
     def _renewals(self) -> None:
-        """Renew the token once it has less than half of its life left: looked at as the
-        agent starts, then every ``token_check_interval`` seconds.
+        """Renew the token once it has less than half of its life left, on the server's
+        clock: looked at once the server first answers, then every ``token_check_interval``
+        seconds.
 
         A network error (or a 5xx) is retried with the agent's backoff. A refusal is
         logged, and the agent goes on with the token it has until the server refuses
         that too (a 401 there stops the agent, as ever); it asks again at the next look.
         """
         while not self.stop.is_set():
-            if wants_renewal(self.client.token, time.time()):
+            # On the server's clock, which the token's times are on: a device's wall clock
+            # may be days ahead (no real-time clock, no NTP yet), and every token it gets
+            # would look old at every look.
+            now = self.client.server_clock.now()
+            if now is None:  # the server has not answered yet: looked at once it has
+                self.stop.wait(min(1.0, self.options.token_check_interval))
+                continue
+            if wants_renewal(self.client.token, now):
                 try:
                     self.renew_token()
                 except Stopped:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from taskpool_agent import __version__
+from taskpool_agent.clock import ServerClock
 
 log = logging.getLogger("taskpool_agent")
 
@@ -87,6 +88,8 @@ class PoolClient:
     token: str = ""
     backoff: Backoff = field(default_factory=Backoff)
     stop: threading.Event = field(default_factory=threading.Event)
+    #: The server's time, as its answers' ``Date`` says it.
+    server_clock: ServerClock = field(default_factory=ServerClock, repr=False)
 
     def call(
         self,
@@ -220,6 +223,7 @@ class PoolClient:
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             with opener.open(request, timeout=timeout) as response:
+                self.server_clock.heard(response.headers.get("Date"))
                 raw = response.read()
                 if not raw and response.status in (200, 201, 202):
                     # Every such answer of the pool has a body: this one was cut inside
@@ -227,6 +231,7 @@ class PoolClient:
                     raise _Retryable(f"{response.status} with an empty body")
                 return Answer(response.status, dict(response.headers), _json(raw))
         except urllib.error.HTTPError as error:
+            self.server_clock.heard(error.headers.get("Date") if error.headers else None)
             try:
                 raw = error.read()
             except (OSError, http.client.HTTPException):

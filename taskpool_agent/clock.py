@@ -10,12 +10,18 @@ too, which no step moves, with the id of the boot it counts from: an agent
 restarted while the handler runs (the same boot) counts its time on it. The
 wall clock is the fallback, for an entry of another boot (its handler ended
 with the machine) or one written without it, never counted below zero.
+
+The token's age is not told by that wall clock either: its ``iat`` and ``exp``
+are the server's times. ``ServerClock`` reads the server's time off the ``Date``
+of its latest answer, run on since on the monotonic clock.
 """
 
 from __future__ import annotations
 
+import email.utils
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 #: The kernel's id of this boot: the monotonic clock counts from the boot it names.
@@ -68,3 +74,37 @@ class Start:
         if until is None:
             return since
         return min(max(0.0, until - self.wall), since)
+
+
+class ServerClock:
+    """The server's time now, from the ``Date`` of the latest answer heard, plus the time
+    since on this device's monotonic clock: whatever the device's wall clock says.
+
+    A ``Date`` says whole seconds, and is stamped as the answer leaves the server:
+    the time read is a second or so behind the server's, never ahead. Answers without
+    one (no server the agent knows of leaves it out: HTTP asks for it) leave the
+    device's wall clock to go by.
+    """
+
+    def __init__(self) -> None:
+        self._date: tuple[float, float] | None = None  # the Date heard, and when (monotonic)
+        self._answered = False
+
+    def heard(self, date: str | None) -> None:
+        """An answer came, with this ``Date`` header (``None``: without one)."""
+        self._answered = True
+        try:
+            when = email.utils.parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:  # "-0000": UTC, the source's zone unknown
+                when = when.replace(tzinfo=UTC)
+            self._date = (when.timestamp(), time.monotonic())
+
+    def now(self) -> float | None:
+        """The server's time (epoch seconds); ``None`` until the server has answered."""
+        if self._date is not None:
+            date, heard_at = self._date
+            return date + max(0.0, time.monotonic() - heard_at)
+        return time.time() if self._answered else None

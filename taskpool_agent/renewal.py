@@ -5,6 +5,9 @@ default). Once less than half of that is left (read from the token's own
 ``iat`` and ``exp``, without checking its signature: the server does), the
 agent asks ``POST device/token`` for a new one of the same session, saves it
 in its config file as ``enroll`` saves a token, and uses it from then on.
+Those times are the server's: they are compared with the server's time as its
+answers say it (``ServerClock``), not with the device's wall clock, which may be
+days off until NTP sets it (each new token would look half used at once).
 The token it renews keeps working until it expires, so a renewal whose
 answer was lost, or whose save failed, costs nothing: it is asked again.
 """
@@ -22,7 +25,8 @@ CHECK_INTERVAL_SECONDS = 300.0
 
 
 def wants_renewal(token: str, now: float) -> bool:
-    """Whether ``token`` has less than half of its lifetime left at ``now`` (epoch seconds).
+    """Whether ``token`` has less than half of its lifetime left at ``now`` (epoch seconds,
+    on the server's clock, which its ``iat`` and ``exp`` are on).
 
     A token that does not say when it was issued and when it expires (no
     ``iat`` or ``exp``, or not numbers, or ending before it starts) is left

@@ -9,6 +9,7 @@ answered through the API.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -1573,6 +1574,49 @@ def test_an_agent_renews_its_token_past_half_its_life_and_goes_on(tmp_path, hand
         assert "token renewed" in log
         assert not any(token in log for token in (first, second, third, saved()))
     finally:
+        short.stop()
+
+
+@needs_faketime
+def test_a_device_clock_days_ahead_renews_each_token_only_past_half_its_life(tmp_path, handlers):
+    """A device that booted with its clock 20 days ahead (no real-time clock, no NTP yet)
+    does not take each token it gets for one past half its life, to renew at every look:
+    it counts on the server's clock, as the server's answers say it, which is the clock
+    the token's times are on. So each token is renewed once half its 12 s are gone."""
+    lifetime = 12
+    short = LivePool(
+        tmp_path / "short",
+        {"TASKPOOL_TEST_SERVER_DEVICE_TOKEN_LIFETIME": str(lifetime)},
+    )
+    short.provision()
+    server = short.start_server()
+    running = None
+    try:
+        first = new_device(short, "pi-ahead")
+        running = AgentProcess(tmp_path, server, "pi-ahead", first, handlers).start(
+            "--token-check-interval", "0.2", environment=wall_clock(**{"": "+20d"})
+        )
+        seen = [first]
+
+        def renewed_twice() -> bool:
+            saved = running.config.read_text().split('token = "')[1].split('"')[0]
+            if saved != seen[-1]:
+                seen.append(saved)
+            return len(seen) >= 3
+
+        wait_for(renewed_twice, 3 * lifetime, "two renewals")
+        issued = [claims_of(token)["iat"] for token in seen]
+        # Issued at whole seconds, and renewed by a clock read at whole seconds.
+        assert all(
+            later - earlier >= lifetime / 2 - 1 for earlier, later in itertools.pairwise(issued)
+        )
+        task = post_task(short, "pi-ahead", "hello")
+        assert final_answer(short, task)["meta"]["status"] == "done"
+        assert running.stop() == 0
+        assert running.log.read_text().count("token renewed") < 4
+    finally:
+        if running is not None and running.process.poll() is None:
+            running.kill()
         short.stop()
 
 

@@ -990,6 +990,49 @@ def test_something_that_is_no_token_is_left_alone(token):
     assert not wants_renewal(token, 1e12)
 
 
+class DaysBehind(http.server.BaseHTTPRequestHandler):
+    """A real HTTP server whose clock is 20 days behind the device's (whose clock is ahead):
+    its ``Date`` says so; ``/refuse`` answers 403."""
+
+    def date_time_string(self, timestamp=None):
+        return super().date_time_string(time.time() - 20 * 86400)
+
+    def do_GET(self):
+        data = b"[]" if self.path.endswith("pending") else b'{"detail": "No."}'
+        self.send_response(200 if self.path.endswith("pending") else 403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("path", ["pending", "refuse"])
+def test_a_tokens_age_is_told_on_the_servers_clock_as_its_answers_say_it(path):
+    """A token the server issued a day ago is not past half its life however far ahead the
+    device's clock is: its times are compared with the server's, as its answers' Date
+    says it (a refusal's too), run on by the device's monotonic clock."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DaysBehind)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        pool = PoolClient(f"http://127.0.0.1:{server.server_address[1]}/pool/")
+        assert pool.server_clock.now() is None  # nothing heard yet: nothing to go by
+        with contextlib.suppress(Refused):
+            pool.call("GET", path)
+        server_now = pool.server_clock.now()
+        assert server_now is not None
+        token = a_token_with(
+            {"device_id": "pi-1", "iat": server_now - 86400, "exp": server_now + 29 * 86400}
+        )
+        assert wants_renewal(token, time.time())  # by the device's clock, 20 days ahead
+        assert not wants_renewal(token, server_now)
+        assert abs(server_now - (time.time() - 20 * 86400)) < 60
+    finally:
+        server.shutdown()
+
+
 class Renewals(http.server.BaseHTTPRequestHandler):
     """A real HTTP server answering ``POST device/token`` from a script: (status, body)."""
 
