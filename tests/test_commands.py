@@ -331,35 +331,96 @@ def test_bad_values_are_usage_errors_with_no_traceback(command):
     assert "Traceback" not in done.stderr and "error:" in done.stderr
 
 
-def test_ctrl_c_stops_the_ticker_with_no_traceback(tmp_path):
-    """``taskpool_tick --every 1`` runs until stopped: Ctrl-C is how a terminal stops it."""
+def command_process(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    """``manage.py ARGS`` in a process of its own, on a pool in ``tmp_path / "pool"``."""
     pool = tmp_path / "pool"
-    (tmp_path / "interrupted_settings.py").write_text(
+    (tmp_path / "stopped_settings.py").write_text(
         f"from tests.settings import *  # noqa\nTASKPOOL = {{**TASKPOOL, 'DATA_DIR': {str(pool)!r}}}\n"
     )
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "taskpool_tick", "--every", "1"],
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "interrupted_settings",
+            "DJANGO_SETTINGS_MODULE": "stopped_settings",
             "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
         },
     )
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "word"),
+    [(signal.SIGINT, 130, "Interrupted"), (signal.SIGTERM, 143, "Terminated")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_stop_ends_the_ticker_with_one_line(tmp_path, stop, code, word):
+    """``taskpool_tick --every 1`` runs until stopped: Ctrl-C on a terminal, SIGTERM from
+    systemd or a container's stop."""
+    process = command_process(tmp_path, "taskpool_tick", "--every", "1")
+    ticking = tmp_path / "pool" / ".index-checkpoint.lock"  # there once the pool was read
     try:
-        for _ in range(600):  # the store has read the pool once this is there: ticking
-            if (pool / ".index-checkpoint.lock").exists() or process.poll() is not None:
+        for _ in range(600):
+            if ticking.exists() or process.poll() is not None:
                 break
             time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         _out, err = process.communicate(timeout=60)
     finally:
         process.kill()
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    assert process.returncode == 130 and "Interrupted" in err
+    assert process.returncode == code, err
+    assert err.splitlines() == [f"CommandError: {word}: stopped ticking."]
+
+
+def test_sigterm_ends_a_command_stuck_reading_with_one_line(tmp_path):
+    """A verify waiting on a day file that never ends (a FIFO no one writes) is stopped too."""
+    days = tmp_path / "days"
+    days.mkdir()
+    os.mkfifo(days / "2026-06-03.jsonl")
+    process = command_process(tmp_path, "taskpool_verify", "--directory", str(days))
+    try:
+        for _ in range(600):  # blocked in the FIFO's open once the process has a reader on it
+            if process.poll() is not None or _reads_a_fifo(process.pid):
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    assert err.splitlines() == ["CommandError: Terminated."]
+
+
+def _reads_a_fifo(pid: int) -> bool:
+    """Whether the process is blocked opening a FIFO (its kernel wait channel says so)."""
+    try:
+        return "fifo" in Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+
+
+def test_sigterm_lets_a_unit_of_work_finish(db):
+    """A SIGTERM during a day's prune or export, or a tick, stops the command after it."""
+    from taskpool.management.base import PoolCommand
+
+    done = []
+
+    class Working(PoolCommand):
+        def handle(self, *args, **options):
+            with self.unit_of_work():
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("the unit")
+            done.append("after it")
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(CommandError) as stopped:
+        call_command(Working())
+    assert stopped.value.returncode == 143 and str(stopped.value) == "Terminated."
+    assert done == ["the unit"]
+    assert signal.getsignal(signal.SIGTERM) is before  # the process's own again
 
 
 def test_export_into_a_path_that_cannot_be_a_directory_says_so(db, tmp_path):

@@ -31,7 +31,7 @@ def _reason(error: OSError) -> str:
 
 
 class Command(PoolCommand):
-    interrupted = "Interrupted: the day files written so far are whole; run it again for the rest."
+    left_when_stopped = "the day files written so far are whole; run it again for the rest."
     help = (
         "Write the pool's messages as day files (YYYY-MM-DD.jsonl, one message a line) in DIR, "
         "which a JSON Lines store can read and taskpool_import can load. A day file already in "
@@ -67,7 +67,8 @@ class Command(PoolCommand):
         with progress_bar(options, total=total, unit="msg", label="export") as bar:
             for day in days:
                 try:
-                    lines = self._write_day(store, day, target / day_file_name(day))
+                    with self.unit_of_work():
+                        lines = self._write_day(store, day, target / day_file_name(day))
                 except OSError as error:  # a day it cannot read, or DIR full: no traceback
                     raise CommandError(
                         f"Cannot export {day}: {_reason(error)}. The export is not whole."

@@ -35,8 +35,8 @@ def complete_lines(path: Path, totals: Counter[str]) -> Iterator[bytes]:
 
 
 class Command(PoolCommand):
-    interrupted = (
-        "Interrupted: the messages stored so far stay; run it again to load the rest (what is "
+    left_when_stopped = (
+        "the messages stored so far stay; run it again to load the rest (what is "
         "stored already is skipped)."
     )
     help = (
@@ -84,10 +84,12 @@ class Command(PoolCommand):
                         continue
                     batch.append(line)
                     if len(batch) == BATCH_LINES:
-                        totals.update(self._load(store, batch))
+                        with self.unit_of_work():
+                            totals.update(self._load(store, batch))
                         batch = []
                 if batch:
-                    totals.update(self._load(store, batch))
+                    with self.unit_of_work():
+                        totals.update(self._load(store, batch))
         stored, skipped = totals["stored"], totals["skipped"]
         refused, unfinished = totals["refused"], totals["unfinished"]
         self.stdout.write(

@@ -19,8 +19,8 @@ WHERE_DAYS_GO = "--archive DIR (or TASKPOOL['ARCHIVE_DIR']), or --delete to keep
 
 
 class Command(PoolCommand):
-    interrupted = (
-        "Interrupted: the days listed above are done; run it again for the rest (a day archived "
+    left_when_stopped = (
+        "the days listed above are done; run it again for the rest (a day archived "
         "but not yet taken out of the pool is taken out then)."
     )
     help = (
@@ -104,7 +104,9 @@ class Command(PoolCommand):
         with progress_bar(options, total=len(days), unit="day", label="prune") as bar:
             for day in days:
                 try:
-                    if self._take(store, archive, day):
+                    with self.unit_of_work():  # archived and taken out, or neither
+                        taken_out = self._take(store, archive, day)
+                    if taken_out:
                         taken += 1
                     else:
                         skipped += 1

@@ -28,7 +28,7 @@ def positive_seconds(text: str) -> float:
 
 
 class Command(PoolCommand):
-    interrupted = "Interrupted: stopped ticking."
+    left_when_stopped = "stopped ticking."
     help = (
         "Write the lines that jobs are owed as time passes: attempts that timed out, retries "
         "after their backoff, the next devices of rollouts, aborts, scheduled starts. Server "
@@ -48,7 +48,8 @@ class Command(PoolCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         every = options["every"]
         while True:
-            written = tick()
+            with self.unit_of_work():  # a SIGTERM waits for the tick's lines
+                written = tick()
             if written or not every:
                 kinds = sorted({line["meta"]["status"] for line in written})
                 self.stdout.write(
