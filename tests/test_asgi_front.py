@@ -21,7 +21,7 @@ async def call(
     app,
     path: str,
     query: str = "",
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
     *,
     method: str = "GET",
     body: bytes = b"",
@@ -53,7 +53,10 @@ async def call(
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": query.encode(),
-        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+        "headers": [
+            (k.lower().encode(), v.encode())
+            for k, v in (headers.items() if isinstance(headers, dict) else headers or [])
+        ],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
@@ -149,6 +152,34 @@ def test_the_threads_refuse_as_django_does_and_append_nothing(
         pool_front, token, b'{"meta": {"pad": "' + b"x" * 500 + b'"}}', parts=7
     )
     assert status == 400, body
+    assert snapshot() == before
+
+
+@pytest.mark.every_store
+@pytest.mark.parametrize("through", ["threads of serve_pool", "Django's ASGI handler"])
+def test_an_idempotency_key_sent_twice_is_400_and_stores_nothing(
+    settings, transactional_db, make_user, snapshot, through
+):
+    """Sent twice, the header arrives as two; Django joins them (``a,b``) on either path."""
+    settings.ALLOWED_HOSTS = ["example.com"]
+    app = get_asgi_application()
+    front = serve_pool(app, prefix="/pool/", threads=2) if through.startswith("threads") else app
+    _, token = make_user("ops", role="master")
+    body = b'{"to": "device:*", "title": "once"}'
+    headers = [
+        ("Host", "example.com"),
+        ("Authorization", f"Bearer {token}"),
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Idempotency-Key", "first-key"),
+        ("Idempotency-Key", "second-key"),
+    ]
+    before = snapshot()
+    status, answer_headers, answer = async_to_sync(call)(
+        front, "/pool/task", headers=headers, method="POST", body=body
+    )
+    assert (status, answer_headers["Content-Type"]) == (400, "application/json"), answer
+    assert "Idempotency-Key" in loads(answer)["errors"]
     assert snapshot() == before
 
 

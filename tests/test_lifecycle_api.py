@@ -356,6 +356,27 @@ def test_idempotent_task_response_claim_and_cancel(master_client, devices, snaps
     assert snapshot() == before
 
 
+@pytest.mark.parametrize("joined", ["a,b", "a, b", "create-1,create-1"])
+def test_an_idempotency_key_sent_twice_is_400_and_stores_nothing(
+    master_client, devices, snapshot, joined
+):
+    """A server gives a header sent twice to Django joined with a comma: not one key "a,b"."""
+    a, _b = devices
+    task = post_task(master_client, to="device:a")
+    before = snapshot()
+    for client, path, body in [
+        (master_client, "/pool/task", {"to": "device:a", "title": "x"}),
+        (a, "/pool/response", {"parent_id": task["id"], "status": "done"}),
+        (a, "/pool/claim", {}),
+        (master_client, f"/pool/tasks/{task['id']}/cancel", {}),
+    ]:
+        response = post_json(client, path, body, HTTP_IDEMPOTENCY_KEY=joined)
+        assert response.status_code == 400, (path, response.json())
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["errors"]["Idempotency-Key"][0].startswith("Given more than once")
+    assert snapshot() == before
+
+
 @pytest.mark.parametrize("key", ["", "x" * 129, "has space", "caf\u00e9", "tab\tkey"])
 def test_bad_idempotency_keys_get_400(master_client, devices, snapshot, key):
     before = snapshot()

@@ -218,10 +218,25 @@ def device_id(request: Request) -> str:
 
 
 def idempotency_key(request: Request) -> str | None:
-    """The ``Idempotency-Key`` header: 1 to 128 visible ASCII characters, or absent."""
+    """The ``Idempotency-Key`` header: 1 to 128 visible ASCII characters but a comma, or absent.
+
+    WSGI and ASGI servers hand a header sent twice to Django as one, its values
+    joined with a comma: ``a`` and ``b`` would be the one key ``a,b``. Which key
+    the client meant is not for the server to guess (as for a query parameter
+    given twice), and a key with a comma cannot be told from two.
+    """
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
+    if "," in key:
+        raise serializers.ValidationError(
+            {
+                "Idempotency-Key": [
+                    "Given more than once, or holds a comma (how a repeated header arrives): "
+                    "send one key, without commas."
+                ]
+            }
+        )
     if not IDEMPOTENCY_KEY_RE.fullmatch(key):
         raise serializers.ValidationError(
             {"Idempotency-Key": ["Must be 1 to 128 visible ASCII characters."]}
@@ -237,7 +252,8 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
     str,
     OpenApiParameter.HEADER,
-    description="A retry with the same key returns the first stored message (200).",
+    description="1 to 128 visible ASCII characters but a comma, sent once. A retry with the "
+    "same key returns the first stored message (200).",
 )
 
 
