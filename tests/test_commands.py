@@ -449,6 +449,36 @@ def test_export_of_a_day_it_cannot_read_says_which_with_no_traceback(
     assert not any((tmp_path / "copy").iterdir())
 
 
+def bytes_read_by_this_process() -> int:
+    """What the kernel counts as read by this process so far (``rchar``: read and pread)."""
+    io_counts = Path("/proc/self/io").read_text().split()
+    return int(io_counts[io_counts.index("rchar:") + 1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux's /proc/self/io")
+def test_export_reads_each_day_once_and_writes_it_byte_for_byte(db, pool_dir, tmp_path):
+    """A year of history is read once, not once to size the progress bar and again to write."""
+    from django.core.cache import cache
+
+    from tests.support import append_messages, days_ago, message, noon
+
+    pad = "x" * 2000
+    for age in (3, 2, 1):
+        append_messages(
+            pool_dir, *(message(ts=noon(days_ago(age)), title="t", body=pad) for _ in range(1000))
+        )
+    original = {path.name: path.read_bytes() for path in pool_dir.glob("*.jsonl")}
+    size = sum(len(data) for data in original.values())
+    cache.clear()  # no count of the days kept from before
+    before = bytes_read_by_this_process()
+    run("taskpool_export", str(tmp_path / "copy"), "--no-progress")
+    read = bytes_read_by_this_process() - before
+    assert {
+        path.name: path.read_bytes() for path in (tmp_path / "copy").glob("*.jsonl")
+    } == original
+    assert size <= read < 1.5 * size, (read, size)
+
+
 def test_prune_of_a_day_it_cannot_read_leaves_it_and_says_which(
     db, a_day_that_cannot_be_read, pool_dir, tmp_path
 ):

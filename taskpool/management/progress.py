@@ -21,8 +21,9 @@ def add_progress_argument(parser: CommandParser) -> None:
     )
 
 
-def progress_bar(options: dict[str, Any], *, total: int, unit: str, label: str) -> tqdm:
-    """A bar counting to ``total`` ``unit``s, quiet off a terminal or with ``--no-progress``."""
+def progress_bar(options: dict[str, Any], *, total: int | None, unit: str, label: str) -> tqdm:
+    """A bar counting to ``total`` ``unit``s (``None``: a count and a rate, no end), quiet off a
+    terminal or with ``--no-progress``."""
     quiet = options.get("no_progress") or not sys.stderr.isatty()
     return tqdm(
         total=total,

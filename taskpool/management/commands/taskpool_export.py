@@ -58,23 +58,29 @@ class Command(PoolCommand):
         if since > until:
             raise CommandError(f"--since {since} is after --until {until}: no day is in between.")
         days = [day for day in store.days() if since <= day <= until]
-        try:
-            summaries = store.day_summaries(days)
-        except OSError as error:  # a day file it cannot read: no traceback
-            raise CommandError(f"Cannot export: {_reason(error)}. Nothing was written.") from None
-        total = sum(summary.messages for summary in summaries)
+        total = None  # a database's days are not sized first: that would read them twice
+        if store.supports_day_files:
+            try:
+                # Sized by their files' bytes (count_limit=0: no file is read through,
+                # only its last line), so a day file it cannot read is found before
+                # anything is written.
+                summaries = store.day_summaries(days, count_limit=0)
+            except OSError as error:  # a day file it cannot read: no traceback
+                raise CommandError(
+                    f"Cannot export: {_reason(error)}. Nothing was written."
+                ) from None
+            total = sum(summary.size for summary in summaries)
         written = 0
-        with progress_bar(options, total=total, unit="msg", label="export") as bar:
+        with progress_bar(options, total=total, unit="B", label="export") as bar:
             for day in days:
                 try:
                     with self.unit_of_work():
-                        lines = self._write_day(store, day, target / day_file_name(day))
+                        lines = self._write_day(store, day, target / day_file_name(day), bar)
                 except OSError as error:  # a day it cannot read, or DIR full: no traceback
                     raise CommandError(
                         f"Cannot export {day}: {_reason(error)}. The export is not whole."
                     ) from None
                 written += lines
-                bar.update(lines)
         if days:
             # The pool's days before these are not here (pruned, or not asked for): an
             # answer near the start may answer a task of one of them, which verify then
@@ -85,7 +91,7 @@ class Command(PoolCommand):
             f"to {target}."
         )
 
-    def _write_day(self, store: Any, day: date, path: Path) -> int:
+    def _write_day(self, store: Any, day: date, path: Path, bar: Any) -> int:
         """Write one day through a temporary file, renamed into place once whole."""
         partial = path.with_name(f".{path.name}.partial")
         lines = 0
@@ -94,6 +100,7 @@ class Command(PoolCommand):
                 for chunk in store.day_lines(day):
                     file.write(chunk)
                     lines += chunk.count(b"\n")
+                    bar.update(len(chunk))
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(partial, path)
