@@ -11,14 +11,23 @@ that ended are kept otherwise).
 Figures about the pool itself (tasks pending, devices online, the index's
 lag, the checkpoint's age, free disk) are not counted: they are read from
 the store when the metrics are scraped, by the process that answers.
+
+In that mode a process's first value makes its files, named by its pid, and
+they stay after it ends. Every process that sets Django up imports this
+module, a management command from cron as much as a worker, so importing it
+makes no value; and a command records nothing (``not_recorded``): no scrape
+reads a process that ends in seconds, and a cron job that inherits the
+variable would leave files there at every run.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +54,19 @@ APPEND_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=None,
 )
-DECISION_SECONDS = Histogram(
-    "taskpool_decision_seconds",
-    "Time the rules take to decide a write (a 409, a claim), while the pool's lock is held.",
-    buckets=_LATENCY_BUCKETS,
-    registry=None,
-)
+
+
+@functools.cache
+def decision_seconds() -> Histogram:
+    """Made at its first use: a histogram without labels makes its value (its file) when made."""
+    return Histogram(
+        "taskpool_decision_seconds",
+        "Time the rules take to decide a write (a 409, a claim), while the pool's lock is held.",
+        buckets=_LATENCY_BUCKETS,
+        registry=None,
+    )
+
+
 APPENDED = Counter(
     "taskpool_messages_appended",
     "Messages stored through the API and the admin, by type.",
@@ -65,17 +81,27 @@ WAITING = Gauge(
     registry=None,
 )
 
-#: What ``waiting`` counts. Both are shown from the start, at 0, so that a
+#: What ``waiting`` counts. Both are shown from the first scrape, at 0, so that a
 #: dashboard's query has a series before the first request waits.
 WAITING_KINDS = ("long_poll", "stream")
 
-_OWN_METRICS: tuple[Collector, ...] = (
-    REQUESTS,
-    APPEND_SECONDS,
-    DECISION_SECONDS,
-    APPENDED,
-    WAITING,
-)
+
+def _own_metrics() -> tuple[Collector, ...]:
+    return (REQUESTS, APPEND_SECONDS, decision_seconds(), APPENDED, WAITING)
+
+
+#: False while a management command runs (see the module's docstring).
+_recording: ContextVar[bool] = ContextVar("taskpool_metrics_recording", default=True)
+
+
+@contextmanager
+def not_recorded() -> Iterator[None]:
+    """Record no write made in this block (a management command's)."""
+    token = _recording.set(False)
+    try:
+        yield
+    finally:
+        _recording.reset(token)
 
 
 _children: dict[Any, dict[tuple[str, ...], Any]] = {}
@@ -92,10 +118,6 @@ def _child(metric: Any, *labels: str) -> Any:
     if child is None:
         child = children[labels] = metric.labels(*labels)
     return child
-
-
-for _kind in WAITING_KINDS:
-    _child(WAITING, _kind)
 
 
 def count_request(endpoint: str, method: str, status: int) -> None:
@@ -122,6 +144,8 @@ def measured_write(
     A write that does not read the pool (a heartbeat) decides nothing: its
     rules only make its message, so it is not counted among the decisions.
     """
+    if not _recording.get():
+        return transact(decide, reads_pool=reads_pool)
     stored: list[str] = []
 
     def noted(ledger: Any, now: float) -> Any:
@@ -130,7 +154,7 @@ def measured_write(
             message, result = decide(ledger, now)
         finally:
             if reads_pool:
-                DECISION_SECONDS.observe(time.perf_counter() - started)
+                decision_seconds().observe(time.perf_counter() - started)
         stored[:] = [] if message is None else [message["type"]]
         return message, result
 
@@ -218,6 +242,9 @@ def _running(pid: int) -> bool:
 
 def exposition() -> bytes:
     """The metrics in Prometheus's text format: every process's counters, and the pool's figures."""
+    for kind in WAITING_KINDS:  # at 0 until a request waits
+        _child(WAITING, kind)
+    decision_seconds()  # empty until a write, as it was when made at import
     registry = CollectorRegistry()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
@@ -226,7 +253,7 @@ def exposition() -> bytes:
         _forget_ended_workers(directory)
         multiprocess.MultiProcessCollector(registry, path=directory)
     else:
-        for metric in _OWN_METRICS:
+        for metric in _own_metrics():
             registry.register(metric)
     registry.register(PoolCollector())
     return generate_latest(registry)

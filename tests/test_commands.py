@@ -331,7 +331,7 @@ def test_bad_values_are_usage_errors_with_no_traceback(command):
     assert "Traceback" not in done.stderr and "error:" in done.stderr
 
 
-def command_process(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+def command_process(tmp_path: Path, *args: str, **environment: str) -> subprocess.Popen[str]:
     """``manage.py ARGS`` in a process of its own, on a pool in ``tmp_path / "pool"``."""
     pool = tmp_path / "pool"
     (tmp_path / "stopped_settings.py").write_text(
@@ -347,6 +347,7 @@ def command_process(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "stopped_settings",
             "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+            **environment,
         },
     )
 
@@ -421,6 +422,29 @@ def test_sigterm_lets_a_unit_of_work_finish(db):
     assert stopped.value.returncode == 143 and str(stopped.value) == "Terminated."
     assert done == ["the unit"]
     assert signal.getsignal(signal.SIGTERM) is before  # the process's own again
+
+
+def test_commands_leave_no_metric_files_behind(tmp_path):
+    """A cron job that inherits PROMETHEUS_MULTIPROC_DIR: each run of a command, one that
+    writes lines (a tick) or not, left files of its own there (named by its pid)."""
+    from taskpool.stores.jsonl import JsonlStore
+    from tests.contract.support import Clock
+
+    pool = JsonlStore(tmp_path / "pool", fsync=False, clock=Clock(time.time() - 60))
+    task = pool.post_task(
+        sender="user:ops", to="device:a", title="job", timeout={"in_progress": 1}
+    ).message
+    pool.post_response(device_id="a", parent_id=task["id"], status="progress")
+    pool.close()
+    metrics = tmp_path / "prometheus"
+    metrics.mkdir()
+    said = {}
+    for command in ("taskpool_tick", "taskpool_verify", "check", "help"):
+        process = command_process(tmp_path, command, PROMETHEUS_MULTIPROC_DIR=str(metrics))
+        said[command], err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert [path.name for path in metrics.iterdir()] == [], command
+    assert said["taskpool_tick"].strip() == "Wrote 1 line (timed_out)."
 
 
 def test_export_into_a_path_that_cannot_be_a_directory_says_so(db, tmp_path):

@@ -9,6 +9,10 @@ without a word. A command takes it as it takes Ctrl-C: one line saying what
 the run left, and exit 143 (128 + 15, as a shell reports it). Work a
 command marks as one unit (``unit_of_work``: a tick, a day exported or
 pruned, a batch imported) is finished first; anything else stops at once.
+
+Writes a command makes are not counted in the Prometheus metrics
+(``taskpool.metrics.not_recorded``): a command's counts would be kept in files
+of its own in ``PROMETHEUS_MULTIPROC_DIR``, a set at every run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
+from taskpool import metrics
 from taskpool.exceptions import StoreUnavailable
 from taskpool.missing_tables import migrate_hint
 
@@ -45,7 +50,7 @@ class PoolCommand(BaseCommand):
 
     def execute(self, *args: Any, **options: Any) -> str | None:
         try:
-            with self._terminated_on_sigterm():
+            with self._terminated_on_sigterm(), metrics.not_recorded():
                 return super().execute(*args, **options)
         except KeyboardInterrupt:
             raise CommandError(self._stopped("Interrupted"), returncode=EXIT_INTERRUPTED) from None
