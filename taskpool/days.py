@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from datetime import date, timedelta
 from pathlib import Path
@@ -58,6 +59,16 @@ def day_of_file_name(name: str) -> date | None:
         return date.fromisoformat(match.group(1))
     except ValueError:
         return None
+
+
+def broken_link(path: Path) -> str | None:
+    """Where ``path`` leads when it is a symbolic link to nothing (a day file named so
+    cannot be read, and must not be read as an empty day); ``None`` otherwise."""
+    try:
+        target = os.readlink(path)
+    except OSError:  # not a link, or not there
+        return None
+    return None if os.path.exists(path) else target
 
 
 #: In a directory of day files, the day before which days were taken out (pruned), so

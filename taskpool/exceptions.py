@@ -83,6 +83,14 @@ class StoreUnavailable(PoolError):
         return refusal(f"The pool cannot store the message now ({reason}); try again later.")
 
 
+class DayFileMissing(StoreUnavailable):
+    """A day file whose name is there but whose lines are not: a symbolic link to nothing.
+
+    Read as a day without messages, its tasks would leave the pool and its
+    answers would make tasks pending again, without a word.
+    """
+
+
 class StoreFull(StoreUnavailable):
     """The storage has no room for the message (a full disk, a quota): nothing was stored."""
 

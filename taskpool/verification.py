@@ -11,6 +11,9 @@ Each problem names its file and line (counted from 1):
 - ``duplicate_id``: a message id seen before, with where;
 - ``out_of_order``: a message stamped earlier than the one before it (by
   more than a skew allowed, none by default), or in the file of another day;
+- ``missing``: a day file that is a symbolic link to nothing (line 0: the
+  file itself); its day cannot be read, and the pool refuses to read until
+  it is mended;
 - ``unknown_task``: a response whose ``parent_id`` names no task before it.
   Not judged where its task may be in a day taken out of the pool
   (``taskpool_prune`` notes where) or before ``--since``'s horizon: an answer
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import orjson
 
-from taskpool.days import day_of, day_of_file_name, pruned_before
+from taskpool.days import broken_link, day_of, day_of_file_name, pruned_before
 from taskpool.exceptions import InvalidMessage
 from taskpool.messages import decode_line, parse_timestamp
 from taskpool.stores.validation import check_as_written
@@ -41,6 +44,7 @@ PROBLEM_KINDS = (
     "invalid",
     "duplicate_id",
     "out_of_order",
+    "missing",
     "unknown_task",
 )
 _CHUNK_BYTES = 8 * 1024 * 1024
@@ -244,6 +248,9 @@ def verify_directory(
     ``progress(total_bytes)`` returns what is told each chunk's bytes.
     """
     files = day_files(directory)
+    # A link to nothing is said once, and not read: it has no lines.
+    missing = {path: target for _day, path in files if (target := broken_link(path)) is not None}
+    files = [(day, path) for day, path in files if path not in missing]
     judged = [(day, path) for day, path in files if since is None or day >= since]
     context = [path for day, path in files if since is not None and since - task_ttl <= day < since]
     # Answers to tasks of days taken out (pruned) cannot be judged: where the files start
@@ -258,6 +265,10 @@ def verify_directory(
         max_message_bytes=max_message_bytes,
         skew_seconds=skew_seconds,
     )
+    for path, target in missing.items():
+        verifier.report.problems.append(
+            Problem(path.name, 0, "missing", f"a symbolic link to {target}, which does not exist")
+        )
     for path in context:
         verifier.learn_tasks(path)
     advance = progress(sum(path.stat().st_size for _day, path in judged))

@@ -30,7 +30,7 @@ from taskpool.admin.forms import DayFilterForm
 from taskpool.admin.rows import message_rows, pretty_json, thread_id_of
 from taskpool.archive import DayArchive, archived_day, configured_archive
 from taskpool.days import day_file_name, parse_day
-from taskpool.exceptions import InvalidCursor, InvalidMessage
+from taskpool.exceptions import DayFileMissing, InvalidCursor, InvalidMessage
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import MESSAGE_TYPES, RESPONSE_STATUSES
 from taskpool.models import DayFile
@@ -74,9 +74,7 @@ class DayFileAdmin(PoolPagesAdmin):
         page = paginator.get_page(request.GET.get("p"))
         shown = list(page.object_list)
         in_archive = set(archived)
-        summaries = store.day_summaries(
-            [day for day in shown if day not in in_archive], count_limit=self.count_limit
-        )
+        summaries = self._summaries(request, store, [day for day in shown if day not in in_archive])
         if archive is not None:
             summaries += archive.day_summaries([day for day in shown if day in in_archive])
         summaries.sort(key=lambda summary: summary.day, reverse=True)
@@ -103,6 +101,21 @@ class DayFileAdmin(PoolPagesAdmin):
             counting=not all(summary.complete for summary in summaries),
             day_files=store.supports_day_files,
         )
+
+    def _summaries(self, request: HttpRequest, store: Any, days: list[date]) -> list[Any]:
+        """The days' summaries; a day file that cannot be read is named above the list."""
+        try:
+            return list(store.day_summaries(days, count_limit=self.count_limit))
+        except DayFileMissing:
+            readable = []
+            for day in days:  # which: count_limit=0 reads none of them through
+                try:
+                    store.day_summaries([day], count_limit=0)
+                except DayFileMissing as error:
+                    messages.error(request, error.message)
+                else:
+                    readable.append(day)
+            return list(store.day_summaries(readable, count_limit=self.count_limit))
 
     # One day --------------------------------------------------------------
 

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from taskpool.days import day_file_name, day_of_file_name
-from taskpool.exceptions import InvalidCursor, InvalidMessage
+from taskpool.days import broken_link, day_file_name, day_of_file_name
+from taskpool.exceptions import DayFileMissing, InvalidCursor, InvalidMessage
 from taskpool.messages import Message, decode_line
 from taskpool.stores.jsonl import day_reading
 from taskpool.stores.jsonl.cursors import Cursor
@@ -28,6 +28,16 @@ DUMP_CHUNK_BYTES = 1024 * 1024
 #: A directory changed this recently is listed again: its mtime may not have
 #: ticked for a file created just after the last look.
 _RELIST_NS = 2_000_000_000
+
+
+def refuse_broken_link(path: Path) -> None:
+    """After a ``FileNotFoundError``: ``DayFileMissing`` if the day file's name is there as a
+    link to nothing; a day file that is really gone (pruned meanwhile) is no error."""
+    if broken_link(path) is not None:
+        raise DayFileMissing(
+            f"The day file {path.name} is a symbolic link to a file that does not exist: that "
+            "day cannot be read until the file is restored (or the link removed)."
+        )
 
 
 class DayFiles:
@@ -90,6 +100,7 @@ class DayFiles:
         try:
             descriptor = os.open(self.path(day), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
+            refuse_broken_link(self.path(day))
             yield None, 0
             return
         try:
@@ -137,6 +148,7 @@ class DayFiles:
         try:
             file = open(self.path(day), "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError:
+            refuse_broken_link(self.path(day))
             return
         with file:
             size = os.fstat(file.fileno()).st_size
@@ -180,6 +192,7 @@ class DayFiles:
         try:
             descriptor = os.open(self.path(cursor.day), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
+            refuse_broken_link(self.path(cursor.day))
             raise InvalidCursor(f"Cursor {cursor} names no day file.") from None
         try:
             if cursor.offset == 0:

@@ -21,6 +21,7 @@ from django.core.cache import cache
 from taskpool.exceptions import InvalidMessage
 from taskpool.messages import decode_line
 from taskpool.stores.base import DaySummary
+from taskpool.stores.jsonl.day_files import refuse_broken_link
 from taskpool.stores.jsonl.day_reading import complete_end, read_forward
 
 CACHE_PREFIX = "taskpool:day-summary:"
@@ -65,6 +66,7 @@ def summarize(day: date, path: Path, budget: Budget | None = None) -> DaySummary
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
+        refuse_broken_link(path)
         return None
     try:
         stat = os.fstat(descriptor)

@@ -30,7 +30,7 @@ from taskpool.stores.changes import Journal, concern_of
 from taskpool.stores.jsonl import checkpoint, parallel_replay
 from taskpool.stores.jsonl.appender import Appended
 from taskpool.stores.jsonl.cursors import Cursor
-from taskpool.stores.jsonl.day_files import DayFiles
+from taskpool.stores.jsonl.day_files import DayFiles, refuse_broken_link
 from taskpool.stores.jsonl.day_reading import whole_line_runs
 from taskpool.stores.jsonl.gc_pause import gc_paused
 from taskpool.stores.jsonl.index import PoolIndex
@@ -287,6 +287,7 @@ class IndexTail:
         try:
             stat = os.stat(path)
         except FileNotFoundError:
+            refuse_broken_link(path)  # a day the index must not read as empty
             if tail is not None:
                 raise _StartOver from None
             return
