@@ -1,8 +1,10 @@
-"""Whether the data directory can take an append: the day files' health check.
+"""What is wrong with the data directory: the day files' health check and system check.
 
-Tested by creating, writing and removing a file in it, which is what an
-append needs, and what a permission bit, a read-only mount or a full disk
-refuses, also to root.
+Whether it can take an append is tested by creating, writing and removing a
+file in it, which is what an append needs, and what a permission bit, a
+read-only mount or a full disk refuses, also to root. A day file that is a
+symbolic link to nothing is named (the pool refuses to read with one, rather
+than read its day as empty).
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+
+from django.core import checks
+
+from taskpool.days import broken_link, day_of_file_name
 
 
 def directory_problem(directory: Path) -> str | None:
@@ -35,3 +41,31 @@ def directory_problem(directory: Path) -> str | None:
             f"The data directory lets no file be removed: {os.strerror(error.errno or 0)}."
         )
     return problem
+
+
+def broken_day_links(directory: Path) -> list[checks.CheckMessage]:
+    """A day file that is a symbolic link to nothing (``taskpool.W004``).
+
+    A warning, not an error: an error would stop ``taskpool_verify``, which
+    says the same, and every other command.
+    """
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:  # no directory yet: made at the first start
+        return []
+    found: list[checks.CheckMessage] = []
+    for name in names:
+        if day_of_file_name(name) is None:
+            continue
+        target = broken_link(directory / name)
+        if target is not None:
+            found.append(
+                checks.Warning(
+                    f"The day file {directory / name} is a symbolic link to {target}, which "
+                    "does not exist: the pool refuses to read until it is mended.",
+                    hint="Restore the file it points to; or, if that day is gone for good, "
+                    "remove the link.",
+                    id="taskpool.W004",
+                )
+            )
+    return found

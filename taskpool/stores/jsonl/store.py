@@ -32,7 +32,7 @@ from typing import Any
 
 from django.core import checks
 
-from taskpool.days import broken_link, day_of, day_of_file_name, note_pruned_before
+from taskpool.days import day_of, note_pruned_before
 from taskpool.exceptions import (
     InvalidMessage,
     MessageTooLarge,
@@ -65,7 +65,7 @@ from taskpool.stores.jsonl import browsing, checkpoint, day_summaries
 from taskpool.stores.jsonl.appender import Appender
 from taskpool.stores.jsonl.cursors import Cursor
 from taskpool.stores.jsonl.day_files import DayFiles
-from taskpool.stores.jsonl.directory_check import directory_problem
+from taskpool.stores.jsonl.directory_check import broken_day_links, directory_problem
 from taskpool.stores.jsonl.index import PoolIndex, split_position
 from taskpool.stores.jsonl.ledger import IndexLedger
 from taskpool.stores.jsonl.tail import CHECKPOINT_LINES, IndexTail
@@ -178,36 +178,7 @@ class JsonlStore(BaseStore):
                     id="taskpool.E004",
                 )
             ]
-        return cls._check_links(path)
-
-    @classmethod
-    def _check_links(cls, directory: Path) -> list[checks.CheckMessage]:
-        """A day file that is a symbolic link to nothing (``taskpool.W004``).
-
-        The pool refuses to read with one (a 503 naming it), rather than read
-        its day as empty. A warning, not an error: an error would stop
-        ``taskpool_verify``, which says the same, and every other command.
-        """
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError:  # no directory yet: made at the first start
-            return []
-        found: list[checks.CheckMessage] = []
-        for name in names:
-            if day_of_file_name(name) is None:
-                continue
-            target = broken_link(directory / name)
-            if target is not None:
-                found.append(
-                    checks.Warning(
-                        f"The day file {directory / name} is a symbolic link to {target}, which "
-                        "does not exist: the pool refuses to read until it is mended.",
-                        hint="Restore the file it points to; or, if that day is gone for good, "
-                        "remove the link.",
-                        id="taskpool.W004",
-                    )
-                )
-        return found
+        return broken_day_links(path)
 
     def close(self) -> None:
         with self._mutex:
