@@ -101,3 +101,17 @@ def test_the_admin_lists_the_other_days_and_names_it(client, make_user, pool_dir
     text = page.content.decode()
     assert link.name in text and "does not exist" in text
     assert days_ago(2).isoformat() in text
+
+
+@pytest.mark.parametrize(
+    "page", ["/admin/taskpool/dashboard/", "/admin/taskpool/task/", "/admin/taskpool/deviceuser/"]
+)
+def test_the_admin_pages_that_read_the_pool_name_it_in_a_503(client, make_user, linked_day, page):
+    link, _target = linked_day
+    user, _ = make_user("boss", role="admin", superuser=True)
+    client.force_login(user)
+    answer = client.get(page)
+    assert answer.status_code == 503
+    text = answer.content.decode()
+    assert link.name in text and 'id="unavailable"' in text
+    assert 'id="site-name"' in text  # in the admin's frame, not a bare error page

@@ -36,6 +36,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.translation import gettext as _
 
+from taskpool.exceptions import StoreUnavailable
 from taskpool.models import UserRole
 from taskpool.principals import has_role, role_of
 
@@ -76,18 +77,41 @@ def forbidden(request: HttpRequest, model_admin: admin.ModelAdmin, reason: str) 
     )
 
 
-def with_forbidden_page(view: Callable[..., HttpResponse], model_admin: Any) -> Callable[..., Any]:
-    """``view``, answering a ``PermissionDenied`` with ``forbidden``.
+def unavailable(request: HttpRequest, model_admin: admin.ModelAdmin, reason: str) -> HttpResponse:
+    """A 503 in the admin's frame: the pool could not be read for the page, and why."""
+    return TemplateResponse(
+        request,
+        "admin/taskpool/unavailable.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "opts": model_admin.opts,
+            "title": _("The pool cannot be read"),
+            "reason": reason,
+        },
+        status=503,
+    )
 
-    The refusal's own message is the reason, else ``model_admin.refusal(request)``.
+
+def with_forbidden_page(view: Callable[..., HttpResponse], model_admin: Any) -> Callable[..., Any]:
+    """``view``, answering a ``PermissionDenied`` with ``forbidden``, and a store that cannot
+    be read (``StoreUnavailable``: a database that does not answer, a day file linked to
+    nothing) with ``unavailable``, not a server error.
+
+    The refusal's own message is the reason, else ``model_admin.refusal(request)``. A page
+    is rendered here, so that what its template reads of the pool is read under the guard.
     """
 
     @functools.wraps(view)
     def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
-            return view(request, *args, **kwargs)
+            response = view(request, *args, **kwargs)
+            if isinstance(response, TemplateResponse) and not response.is_rendered:
+                response.render()
+            return response
         except PermissionDenied as denied:
             return forbidden(request, model_admin, str(denied) or model_admin.refusal(request))
+        except StoreUnavailable as error:
+            return unavailable(request, model_admin, error.message)
 
     return guarded
 
