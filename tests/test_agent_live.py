@@ -1484,6 +1484,24 @@ def test_the_systemd_units_command_line_is_one_the_agent_takes():
     assert "RestartPreventExitStatus=78" in unit  # the agent's exit status for a refused token
 
 
+def test_the_systemd_unit_lets_the_agent_save_a_renewed_token():
+    """The agent saves each renewed token as a new config file beside the old one. Under
+    ``ProtectSystem=full`` (or ``strict``) systemd mounts /etc read-only for the service, and
+    only ``ReadWritePaths`` opens a directory of it again: without that, no renewal is ever
+    saved, and once the enrolled token expires the restarted agent is refused for good."""
+    unit = (ROOT / "deploy" / "taskpool-agent.service").read_text()
+    settings = [line.split("=", 1) for line in unit.splitlines() if "=" in line]
+    arguments = next(value for key, value in settings if key == "ExecStart").split()[1:]
+    config_directory = Path(str(parser().parse_args(arguments).config)).parent
+    protect = next((value for key, value in settings if key == "ProtectSystem"), "no")
+    read_only = {"full": ["/usr", "/boot", "/efi", "/etc"], "strict": ["/"]}.get(protect, [])
+    writable = [Path(path) for key, value in settings if key == "ReadWritePaths" for path in value.split()]
+    if any(config_directory.is_relative_to(path) for path in read_only):
+        assert any(config_directory.is_relative_to(path) for path in writable), (
+            f"{config_directory} is read-only under ProtectSystem={protect}"
+        )
+
+
 @pytest.mark.parametrize("command", ["enroll", "run"])
 def test_the_shared_options_go_before_or_after_the_command(command):
     """Written after the command, as people type them, or before, as the systemd unit does."""
