@@ -1495,7 +1495,9 @@ def test_the_systemd_unit_lets_the_agent_save_a_renewed_token():
     config_directory = Path(str(parser().parse_args(arguments).config)).parent
     protect = next((value for key, value in settings if key == "ProtectSystem"), "no")
     read_only = {"full": ["/usr", "/boot", "/efi", "/etc"], "strict": ["/"]}.get(protect, [])
-    writable = [Path(path) for key, value in settings if key == "ReadWritePaths" for path in value.split()]
+    writable = [
+        Path(path) for key, value in settings if key == "ReadWritePaths" for path in value.split()
+    ]
     if any(config_directory.is_relative_to(path) for path in read_only):
         assert any(config_directory.is_relative_to(path) for path in writable), (
             f"{config_directory} is read-only under ProtectSystem={protect}"
