@@ -558,7 +558,12 @@ def test_a_handler_that_ended_as_it_was_stopped_is_answered_by_its_own_status(
     assert answer["meta"]["exit_code"] == 65 and "reason" not in answer["meta"]
     assert answer["body"] == "not for me\n"
     assert list((tmp_path / "state").glob("tasks/*/syncing"))  # it was stopped just there
-    assert running.stop() == 0
+    if stop == "SIGTERM":
+        # Already stopping: a second SIGTERM could meet it past the point where Python
+        # has given the signal back its default action, on its way out.
+        assert running.process.wait(timeout=15) == 0
+    else:
+        assert running.stop() == 0
 
 
 def test_a_jobs_timeout_is_the_servers_to_call_and_stops_the_handler(pool, agent, tmp_path):
