@@ -587,9 +587,10 @@ def provision(devices: int, *, seconds: float = 0) -> dict[str, Any]:
 
 
 def serve(
-    var_dir: Path, workers: int, app: str = "project.asgi:application"
+    var_dir: Path, workers: int, app: str = "project.asgi:application", port: int = 0
 ) -> tuple[subprocess.Popen, str]:
-    """The demo site as production serves it: uvicorn with ``workers`` worker processes."""
+    """The demo site as production serves it: uvicorn with ``workers`` worker processes, on
+    ``port`` (0: one the kernel picks)."""
     metrics = var_dir / "prometheus"
     metrics.mkdir(exist_ok=True)  # shared by servers over the same site
     environment = {
@@ -598,7 +599,7 @@ def serve(
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),
     }
     process, port = start_uvicorn(
-        app, environment, workers=workers, backlog=16384, graceful_seconds=5
+        app, environment, workers=workers, backlog=16384, graceful_seconds=5, port=port
     )
     return process, f"http://127.0.0.1:{port}/pool/"
 

@@ -19,10 +19,11 @@ def start_uvicorn(
     workers: int = 1,
     backlog: int = 4096,
     graceful_seconds: int = 2,
+    port: int = 0,
 ) -> tuple[subprocess.Popen, int]:
     """uvicorn serving ``app`` with ``workers`` processes; the process and its port once all serve.
 
-    The port is one the kernel picks, read from uvicorn's log. Not ``--fd``:
+    The port is ``port``, or (0) one the kernel picks, read from uvicorn's log. Not ``--fd``:
     uvicorn takes such a socket for a Unix one and leaves Nagle's algorithm
     on, which adds 40 ms to every answer. The log is read to its end (so its
     pipe never fills), and a traceback or an error in it is shown.
@@ -36,7 +37,7 @@ def start_uvicorn(
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(port),
             "--backlog",
             str(backlog),
             "--no-access-log",
