@@ -79,6 +79,8 @@ esac
 
 FINAL = {"done", "failed", "rejected", "cancelled", "expired", "timed_out"}
 ANSWERS = {"done", "failed", "rejected"}  # what a device answers to end its attempt
+#: How long systemd waits for the agent after SIGTERM (the unit's TimeoutStopSec).
+STOP_SECONDS = 15.0
 FAULTS = ("delay", "reset_before", "reset_after", "truncate", "stall")
 
 
@@ -203,6 +205,7 @@ class ChaosAgent:
     process: subprocess.Popen | None = None
     stopped_by_us: bool = False
     exits: list[str] = field(default_factory=list)  # exits nobody asked for, and bad ones
+    stop_seconds: list[float] = field(default_factory=list)  # SIGTERM to its exit, each stop
 
     @property
     def executions(self) -> Path:
@@ -251,6 +254,7 @@ class ChaosAgent:
     def clean_stop(self) -> None:
         assert self.process is not None
         self.stopped_by_us = True
+        began = time.monotonic()
         self.process.terminate()
         try:
             code = self.process.wait(timeout=30)
@@ -258,8 +262,12 @@ class ChaosAgent:
             self.exits.append("did not stop within 30 s of SIGTERM")
             self.power_cut()
             return
+        took = time.monotonic() - began
+        self.stop_seconds.append(took)
         if code != 0:
             self.exits.append(f"exited {code} after SIGTERM")
+        if took > STOP_SECONDS:
+            self.exits.append(f"took {took:.1f} s to stop after SIGTERM (its unit waits 15 s)")
 
     def ended_by_itself(self) -> int | None:
         if self.process is None or self.stopped_by_us:
@@ -558,6 +566,9 @@ def run(directory: Path, options: argparse.Namespace, rng: random.Random) -> dic
                 agent.power_cut()
         stop_server(server)
         loop.call_soon_threadsafe(loop.stop)
+    (directory / "details.json").write_text(
+        json.dumps([{"kind": task.kind, **details[task.id]} for task in posted])
+    )
     violations = check(posted, details, agents)
     return {
         "command": "python -m bench.agent_chaos " + " ".join(sys.argv[1:]),
@@ -565,6 +576,9 @@ def run(directory: Path, options: argparse.Namespace, rng: random.Random) -> dic
         "executions_started": sum(lines["start"] for lines in read_executions(agents).values()),
         "faults": dict(faults),
         "kills": dict(kills),
+        "longest_clean_stop_s": round(
+            max((s for a in agents for s in a.stop_seconds), default=0), 1
+        ),
         "violations": violations,
     }
 
