@@ -419,7 +419,9 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of chaos")
-    parser.add_argument("--drain", type=float, default=180.0, help="most seconds to catch up")
+    parser.add_argument(
+        "--drain", type=float, default=120.0, help="seconds without a task settling: given up"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--post-every", type=float, default=1.0, help="seconds between tasks")
     parser.add_argument("--fault-rate", type=float, default=0.25, help="share of connections")
@@ -535,6 +537,7 @@ def run(directory: Path, options: argparse.Namespace, rng: random.Random) -> dic
                     )
                 time.sleep(0.05)
             # The drain: no more faults, every agent up, until every task is settled.
+            drain_began, drained_to = time.monotonic(), len(posted) + 1
             for proxy in proxies:
                 proxy.enabled = False
             for _, task_id in cancels:
@@ -542,24 +545,33 @@ def run(directory: Path, options: argparse.Namespace, rng: random.Random) -> dic
             for _, agent in restarts:
                 agent.start()
             details: dict[str, dict] = {}
-            deadline = time.monotonic() + options.drain
+            backlog = None
+            # A backlog (each agent runs one task at a time) takes as long as it takes: the
+            # drain gives up only once no task has settled for ``--drain`` seconds.
+            progress_at = time.monotonic()
             while True:
                 watch_exits(agents)
                 for task in posted:
                     if task.id not in details or not settled(details[task.id], task):
                         details[task.id] = client.get(f"tasks/{task.id}").raise_for_status().json()
-                waiting = [t for t in posted if not settled(details[t.id], t)]
-                if not waiting or time.monotonic() >= deadline:
+                waiting = sum(not settled(details[t.id], t) for t in posted)
+                backlog = waiting if backlog is None else backlog
+                if waiting < drained_to:
+                    progress_at = time.monotonic()
+                drained_to = min(drained_to, waiting)
+                if not waiting or time.monotonic() - progress_at >= options.drain:
                     break
                 time.sleep(2)
+            drain_seconds = time.monotonic() - drain_began
             time.sleep(3)  # answers a moment late, or stored twice, show too
+            # Stopped before the last look: an answer a clean stop sends shows in it.
+            for agent in agents:
+                if agent.process is not None and agent.process.poll() is None:
+                    agent.clean_stop()
+                watch_exits(agents)
             details = {
                 task.id: client.get(f"tasks/{task.id}").raise_for_status().json() for task in posted
             }
-        for agent in agents:
-            if agent.process is not None and agent.process.poll() is None:
-                agent.clean_stop()
-            watch_exits(agents)
     finally:
         for agent in agents:
             if agent.process is not None and agent.process.poll() is None:
@@ -576,6 +588,8 @@ def run(directory: Path, options: argparse.Namespace, rng: random.Random) -> dic
         "executions_started": sum(lines["start"] for lines in read_executions(agents).values()),
         "faults": dict(faults),
         "kills": dict(kills),
+        "unsettled_when_the_chaos_stopped": backlog,
+        "drain_s": round(drain_seconds),
         "longest_clean_stop_s": round(
             max((s for a in agents for s in a.stop_seconds), default=0), 1
         ),
