@@ -358,10 +358,39 @@ def attempt_of(response: dict) -> int:
     return int((response.get("meta") or {}).get("attempt") or 1)
 
 
+def stored_twice(pool: Path) -> list[dict[str, str]]:
+    """What the day files themselves hold twice: a device's final answer to one attempt, or
+    one sender's idempotency key (the API's view aside)."""
+    answers: collections.Counter = collections.Counter()
+    keys: collections.Counter = collections.Counter()
+    for day in sorted(pool.rglob("*.jsonl")):
+        for line in day.read_text().splitlines():
+            message = json.loads(line)
+            meta = message.get("meta") or {}
+            if meta.get("idempotency_key"):
+                keys[
+                    (message.get("parent_id") or "-", message["from"], meta["idempotency_key"])
+                ] += 1
+            if message["from"].startswith("device:") and meta.get("status") in ANSWERS:
+                answers[(message["parent_id"], message["from"], attempt_of(message))] += 1
+    return [
+        {
+            "task": task,
+            "what": f"{sender} attempt {attempt}: {count} final answers in the day files",
+        }
+        for (task, sender, attempt), count in answers.items()
+        if count > 1
+    ] + [
+        {"task": task, "what": f"{sender}: idempotency key {key} stored {count} times"}
+        for (task, sender, key), count in keys.items()
+        if count > 1
+    ]
+
+
 def check(
-    posted: list[Posted], details: dict[str, dict], agents: list[ChaosAgent]
+    posted: list[Posted], details: dict[str, dict], agents: list[ChaosAgent], pool: Path
 ) -> list[dict[str, str]]:
-    violations: list[dict[str, str]] = []
+    violations: list[dict[str, str]] = stored_twice(pool)
 
     def violation(task: str, what: str) -> None:
         violations.append({"task": task, "what": what})
@@ -423,6 +452,7 @@ def parser() -> argparse.ArgumentParser:
         "--drain", type=float, default=120.0, help="seconds without a task settling: given up"
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="the server's uvicorn workers")
     parser.add_argument("--post-every", type=float, default=1.0, help="seconds between tasks")
     parser.add_argument("--fault-rate", type=float, default=0.25, help="share of connections")
     parser.add_argument("--cut-every", type=float, default=15.0, help="mean seconds, all agents")
@@ -456,7 +486,7 @@ def run(directory: Path, options: argparse.Namespace, rng: random.Random) -> dic
     os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
     seconds = options.duration + options.drain + 600
     tokens = provision(options.agents, seconds=seconds)
-    server, url = serve(directory, workers=1, port=options.port)
+    server, url = serve(directory, workers=options.workers, port=options.port)
     handlers = directory / "handlers"
     handlers.mkdir(exist_ok=True)
     (handlers / "work").write_text(HANDLER)
@@ -581,7 +611,7 @@ def run(directory: Path, options: argparse.Namespace, rng: random.Random) -> dic
     (directory / "details.json").write_text(
         json.dumps([{"kind": task.kind, **details[task.id]} for task in posted])
     )
-    violations = check(posted, details, agents)
+    violations = check(posted, details, agents, directory / "pool")
     return {
         "command": "python -m bench.agent_chaos " + " ".join(sys.argv[1:]),
         "tasks": dict(collections.Counter(task.kind for task in posted)),
