@@ -405,7 +405,7 @@ def check(
             states = {e["device"]: e["status"] for e in detail["executions"]}
             violation(task.id, f"{task.kind}: not settled after the drain: {states}")
         answers: dict[tuple[str, int], list[str]] = collections.defaultdict(list)
-        closed: set[tuple[str, int]] = set()  # attempts the server ended (timed out)
+        closed: set[tuple[Any, int]] = set()  # attempts the server ended (timed out)
         cancelled = False
         for response in detail["responses"]:
             status = (response.get("meta") or {}).get("status")
