@@ -9,11 +9,11 @@ agent reaches the server through a chaos proxy of its own (loopback), which
 picks a share (``--fault-rate``) of the connections and, at random: delays the
 request; resets the connection before the request is forwarded; resets it once
 the server has answered, the answer unsent (the server stored it, the agent
-never heard); sends half of the answer and closes; or stalls a long-poll's
-answer. Every ``--cut-every`` seconds or so an agent loses power (SIGKILL to it
-and to its handlers' process groups) and is started again after a short pause
-with the same state directory; one time in five it is stopped cleanly
-(SIGTERM) instead.
+never heard); sends half of the answer and closes; or stalls a long-poll's or
+a stream's answer. Every ``--cut-every`` seconds or so an agent loses power
+(SIGKILL to it and to its handlers' process groups) and is started again after
+a short pause with the same state directory; one time in five it is stopped
+cleanly (SIGTERM) instead.
 
 A master posts a mix of tasks meanwhile: to one device, to a list, to
 ``device:*``, any-one tasks, tasks whose handler outlives its timeout, jobs with
@@ -103,8 +103,9 @@ class ChaosProxy:
         if not self.enabled or self.rng.random() >= self.rate:
             return None
         fault = self.rng.choice(FAULTS)
-        if fault == "stall" and b"wait=" not in request.split(b"\r\n", 1)[0]:
-            fault = "delay"  # only a long-poll's answer is stalled
+        line = request.split(b"\r\n", 1)[0]
+        if fault == "stall" and b"wait=" not in line and b"/stream" not in line:
+            fault = "delay"  # only a long-poll's or a stream's answer is stalled
         self.faults[fault] += 1
         return fault
 
@@ -136,7 +137,9 @@ class ChaosProxy:
                 return
             if fault == "stall":
                 first = await asyncio.wait_for(upstream_reader.read(1 << 16), 120)
-                await asyncio.sleep(self.rng.uniform(3.0, 15.0))
+                # Now and then past the agent's own time limit for the answer (a long-poll's
+                # wait and 30 s; 20 s for a stream's next line): it gives up and asks again.
+                await asyncio.sleep(self.rng.choice([self.rng.uniform(3, 15), 40.0]))
                 writer.write(first)
             await relay(reader, writer, upstream_reader, upstream_writer)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
