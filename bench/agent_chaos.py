@@ -13,7 +13,9 @@ never heard); sends half of the answer and closes; or stalls a long-poll's or
 a stream's answer. Every ``--cut-every`` seconds or so an agent loses power
 (SIGKILL to it and to its handlers' process groups) and is started again after
 a short pause with the same state directory; one time in five it is stopped
-cleanly (SIGTERM) instead.
+cleanly (SIGTERM) instead, and a share of the times (``--crash-share``, one in
+five) the agent alone is killed, as a bug or the OOM killer would: its
+handlers run on, and the agent started again adopts them.
 
 A master posts a mix of tasks meanwhile: to one device, to a list, to
 ``device:*``, any-one tasks, tasks whose handler outlives its timeout, jobs with
@@ -33,7 +35,7 @@ from the pool's task details and the execution logs:
 - no device stored two final answers to one attempt;
 - no agent ended by itself, nor logged a traceback; a clean stop exits 0.
 
-A report follows (tasks by kind, faults by kind, power cuts and clean stops,
+A report follows (tasks by kind, faults by kind, power cuts, crashes and clean stops,
 each violation with its task); the exit status is 1 if there is any violation.
 """
 
@@ -209,6 +211,7 @@ class ChaosAgent:
     stopped_by_us: bool = False
     exits: list[str] = field(default_factory=list)  # exits nobody asked for, and bad ones
     stop_seconds: list[float] = field(default_factory=list)  # SIGTERM to its exit, each stop
+    orphans: set[int] = field(default_factory=set)  # handlers' groups left by a crash
 
     @property
     def executions(self) -> Path:
@@ -241,18 +244,39 @@ class ChaosAgent:
         self.stopped_by_us = False
 
     def power_cut(self) -> None:
-        """SIGKILL to the agent and to every handler it started (their process groups)."""
+        """SIGKILL to the agent and to every handler it started (their process groups), and
+        to those an agent that crashed left running."""
         assert self.process is not None
         self.stopped_by_us = True
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid, signal.SIGSTOP)  # it starts nothing more meanwhile
-        for pid in descendants(self.process.pid):
+        for group in self.handler_groups() | self.orphans:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.killpg(group, signal.SIGKILL)
+        self.orphans.clear()
         self.process.kill()
         self.process.wait()
+
+    def crash(self) -> None:
+        """SIGKILL to the agent alone (a bug, the OOM killer): its handlers run on, and the
+        agent started again adopts them."""
+        assert self.process is not None
+        self.stopped_by_us = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGSTOP)
+        self.orphans |= self.handler_groups()
+        self.process.kill()
+        self.process.wait()
+
+    def handler_groups(self) -> set[int]:
+        """The process groups of the handlers the agent runs now (each leads its own)."""
+        assert self.process is not None
+        groups = set()
+        for pid in descendants(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                groups.add(os.getpgid(pid))
+        groups.discard(os.getpgid(self.process.pid))
+        return groups
 
     def clean_stop(self) -> None:
         assert self.process is not None
@@ -460,6 +484,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--fault-rate", type=float, default=0.25, help="share of connections")
     parser.add_argument("--cut-every", type=float, default=15.0, help="mean seconds, all agents")
     parser.add_argument(
+        "--crash-share",
+        type=float,
+        default=0.2,
+        help="share of the cuts that kill the agent alone (its handlers run on)",
+    )
+    parser.add_argument(
         "--port", type=int, default=0, help="the server's port; the proxies take the next ones"
     )
     parser.add_argument("--keep", type=Path, help="keep the run's files in this directory")
@@ -548,9 +578,13 @@ def run(directory: Path, options: argparse.Namespace, rng: random.Random) -> dic
                     victims = [a for a in agents if a not in (r[1] for r in restarts)]
                     if victims:
                         victim = rng.choice(victims)
-                        if rng.random() < 0.2:
+                        dice = rng.random()
+                        if dice < 0.2:
                             victim.clean_stop()
                             kills["clean_stops"] += 1
+                        elif dice < 0.2 + options.crash_share:
+                            victim.crash()
+                            kills["agent_crashes"] += 1
                         else:
                             victim.power_cut()
                             kills["power_cuts"] += 1
