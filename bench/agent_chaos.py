@@ -212,6 +212,7 @@ class ChaosAgent:
     exits: list[str] = field(default_factory=list)  # exits nobody asked for, and bad ones
     stop_seconds: list[float] = field(default_factory=list)  # SIGTERM to its exit, each stop
     orphans: set[int] = field(default_factory=set)  # handlers' groups left by a crash
+    starts_before: int = 0  # its log's start lines before the latest start
 
     @property
     def executions(self) -> Path:
@@ -233,6 +234,7 @@ class ChaosAgent:
             "--wait", "5", "--heartbeat-interval", "5", "--check-interval", "1",
             "--kill-grace", "0.5",
         ]  # fmt: skip
+        self.starts_before = self.starts_logged()
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 command,
@@ -242,6 +244,12 @@ class ChaosAgent:
                 env={**os.environ, "CHAOS_LOG": str(self.executions)},
             )
         self.stopped_by_us = False
+
+    def starts_logged(self) -> int:
+        """How many times the agent has said it started, in its log."""
+        if not self.log.exists():
+            return 0
+        return self.log.read_text(errors="replace").count(" INFO taskpool-agent ")
 
     def power_cut(self) -> None:
         """SIGKILL to the agent and to every handler it started (their process groups), and
@@ -291,7 +299,9 @@ class ChaosAgent:
             return
         took = time.monotonic() - began
         self.stop_seconds.append(took)
-        if code != 0:
+        if code == -signal.SIGTERM and self.starts_logged() == self.starts_before:
+            pass  # stopped while Python started, before the agent could catch SIGTERM: clean
+        elif code != 0:
             self.exits.append(f"exited {code} after SIGTERM")
         if took > STOP_SECONDS:
             self.exits.append(f"took {took:.1f} s to stop after SIGTERM (its unit waits 15 s)")
