@@ -63,36 +63,40 @@ def needs_role(role: str) -> str:
 
 def forbidden(request: HttpRequest, model_admin: admin.ModelAdmin, reason: str) -> HttpResponse:
     """A 403 in the admin's frame, saying why and what the viewer's role is."""
-    return TemplateResponse(
-        request,
-        "admin/taskpool/forbidden.html",
-        {
-            **model_admin.admin_site.each_context(request),
-            "opts": model_admin.opts,
-            "title": _("Permission denied"),
-            "reason": reason,
-            "role": role_of(request.user),
-        },
-        status=403,
-    )
+    role = role_of(request.user)
+    title = _("Permission denied")
+    return _error_page(request, model_admin, "forbidden", title, 403, reason=reason, role=role)
 
 
 def unavailable(request: HttpRequest, model_admin: admin.ModelAdmin, reason: str) -> HttpResponse:
     """A 503 in the admin's frame: the pool could not be read for the page, and why."""
-    return TemplateResponse(
-        request,
-        "admin/taskpool/unavailable.html",
-        {
-            **model_admin.admin_site.each_context(request),
-            "opts": model_admin.opts,
-            "title": _("The pool cannot be read"),
-            "reason": reason,
-        },
-        status=503,
+    return _error_page(
+        request, model_admin, "unavailable", _("The pool cannot be read"), 503, reason=reason
     )
 
 
-def with_forbidden_page(view: Callable[..., HttpResponse], model_admin: Any) -> Callable[..., Any]:
+def _error_page(
+    request: HttpRequest,
+    model_admin: admin.ModelAdmin,
+    template: str,
+    title: str,
+    status: int,
+    **context: Any,
+) -> HttpResponse:
+    return TemplateResponse(
+        request,
+        f"admin/taskpool/{template}.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "opts": model_admin.opts,
+            "title": title,
+            **context,
+        },
+        status=status,
+    )
+
+
+def with_error_pages(view: Callable[..., HttpResponse], model_admin: Any) -> Callable[..., Any]:
     """``view``, answering a ``PermissionDenied`` with ``forbidden``, and a store that cannot
     be read (``StoreUnavailable``: a database that does not answer, a day file linked to
     nothing) with ``unavailable``, not a server error.
@@ -126,7 +130,7 @@ class ForbiddenPagesMixin:
         return [
             URLPattern(
                 pattern.pattern,
-                with_forbidden_page(pattern.callback, self),
+                with_error_pages(pattern.callback, self),
                 pattern.default_args,
                 pattern.name,
             )
@@ -208,7 +212,7 @@ class PoolPagesAdmin(admin.ModelAdmin):
         opts = self.opts
         return path(
             route,
-            with_forbidden_page(self.admin_site.admin_view(view), self),
+            with_error_pages(self.admin_site.admin_view(view), self),
             name=f"{opts.app_label}_{opts.model_name}_{name}",
         )
 

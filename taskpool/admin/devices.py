@@ -33,7 +33,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from taskpool.admin.access import RoleOrModelPermissions, can_use_tasks, with_forbidden_page
+from taskpool.admin.access import RoleOrModelPermissions, can_use_tasks, with_error_pages
 from taskpool.admin.rows import message_rows
 from taskpool.enrollment import awaiting_approval, unanswered_requests
 from taskpool.fleet import DeviceStatus, device_statuses, presence
@@ -315,12 +315,12 @@ class DeviceUserAdmin(RoleOrModelPermissions):
         return [
             path(
                 "<path:object_id>/approve/",
-                with_forbidden_page(self.admin_site.admin_view(self.approve_view), self),
+                with_error_pages(self.admin_site.admin_view(self.approve_view), self),
                 name=f"{opts.app_label}_{opts.model_name}_approve",
             ),
             path(
                 "<path:object_id>/token/",
-                with_forbidden_page(self.admin_site.admin_view(self.token_view), self),
+                with_error_pages(self.admin_site.admin_view(self.token_view), self),
                 name=f"{opts.app_label}_{opts.model_name}_token",
             ),
             *super().get_urls(),
