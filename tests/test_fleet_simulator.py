@@ -62,10 +62,12 @@ def test_streams_broadcasts_and_offline_devices(tmp_path):
     command = [
         sys.executable, "-m", "bench.fleet", "--serve", "--workers", "1",
         "--devices", "20", "--ramp", "1", "--duration", "4", "--rate", "5",
-        "--heartbeat", "1", "--drain", "15", "--every", "1",
+        "--heartbeat", "1", "--drain", "45", "--every", "1",
         "--streams", "6", "--broadcast-every", "1", "--offline", "0.2",
         "--drop-rate", "0.2", "--task-seconds", "0,0.1", "--json", str(report),
     ]  # fmt: skip
+    # The drain ends as soon as every broadcast is answered; its length is room for a device
+    # whose requests were dropped several times in a row to back off and come back.
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(report.read_text())
