@@ -2,21 +2,21 @@
 
 ``TaskState`` is the one place that knows these rules: which answers end a
 task for a device, how an any-one task is claimed and released, when a task
-is cancelled or expired. What it looks like on each device (execution
-statuses, rows, counts) is ``taskpool.executions``, a mixin of it. The
-JSON Lines store's index keeps a ``TaskState`` for every open task; the
-database store keeps its parts in rows and restores one per decision; the
-task detail replays a task's responses into a fresh one.
+is cancelled or expired. Two mixins of it read its fields: what it looks
+like on each device (execution statuses, rows, counts) is
+``taskpool.executions``, and what the backend owes a job as time passes
+(timeouts, retries, rollout offers) is ``taskpool.job_schedule``. The JSON
+Lines store's index keeps a ``TaskState`` for every open task; the database
+store keeps its parts in rows and restores one per decision; the task detail
+replays a task's responses into a fresh one.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from sys import intern
-from typing import Any, NamedTuple
+from typing import Any
 
 from taskpool.exceptions import (
     AlreadyAnswered,
@@ -28,6 +28,15 @@ from taskpool.exceptions import (
     TaskClosed,
 )
 from taskpool.executions import ExecutionViews
+from taskpool.job_schedule import (
+    ABORTED,
+    BACKEND_STATUSES,
+    OFFERED,
+    OPENED,
+    TIMED_OUT,
+    JobSchedule,
+    moment_of,
+)
 from taskpool.jobs import JobOptions
 from taskpool.messages import (
     TERMINAL_STATUSES,
@@ -37,16 +46,6 @@ from taskpool.messages import (
     parse_address,
     parse_timestamp,
 )
-
-#: What the backend writes as a job moves on (``meta.status`` of its responses).
-TIMED_OUT, RETRY, OFFERED, ABORTED, OPENED = "timed_out", "retry", "offered", "aborted", "opened"
-BACKEND_STATUSES = frozenset({TIMED_OUT, RETRY, OFFERED, ABORTED, OPENED})
-#: Devices an ``offered`` line names at most (a rollout step over more writes several).
-OFFERS_PER_LINE = 500
-#: After a quiet spell (no process ticking, or no device waiting), a rollout makes up at
-#: most this many seconds' worth of offers at once (one step, if a step is longer), then
-#: goes on at its rate: a restart or devices joining together make no burst.
-ROLLOUT_CATCH_UP_SECONDS = 5.0
 
 #: Why a task stopped being open.
 FINISHED, CANCELLED, EXPIRED = "finished", "cancelled", "expired"
@@ -96,16 +95,6 @@ class Run:
         )
 
 
-class Transition(NamedTuple):
-    """A line the backend owes a job task now (``TaskState.due``)."""
-
-    status: str
-    devices: tuple[str, ...] = ()
-    attempt: int | None = None
-    reason: str = ""
-    rollout_clock: float | None = None
-
-
 def task_expiry(task: Message, default_ttl: float) -> float:
     """When ``task`` expires, in epoch seconds: ``meta.expires_at``, else ``ts + default_ttl``."""
     expires_at = task["meta"].get("expires_at")
@@ -126,7 +115,7 @@ def task_expiry(task: Message, default_ttl: float) -> float:
         raise InvalidMessage("The task's ts is not a UTC timestamp.") from None
 
 
-class TaskState(ExecutionViews):
+class TaskState(ExecutionViews, JobSchedule):
     """One task and what its responses have done to it so far."""
 
     __slots__ = (
@@ -256,7 +245,7 @@ class TaskState(ExecutionViews):
                 claim_changed = True
             elif self.claimer != device:
                 return False
-        moment = _moment(response["ts"])
+        moment = moment_of(response["ts"])
         timeout = self.job.timeout  # type: ignore[union-attr]
         # A line's time is its second, and the answer came within it: deadlines count from
         # the second's end, so that a device gets at least the seconds it was promised.
@@ -309,7 +298,7 @@ class TaskState(ExecutionViews):
         if status == TIMED_OUT:
             if attempt != run.attempt or not self._running(device):
                 return False
-            self._end_attempt(device, run, TIMED_OUT, line["ts"], _moment(line["ts"]))
+            self._end_attempt(device, run, TIMED_OUT, line["ts"], moment_of(line["ts"]))
             self.answers[device] = (TIMED_OUT, line["ts"])
             if self.claimer == device:
                 self.claimer, self.claim = None, None  # released: another device may take it
@@ -559,92 +548,6 @@ class TaskState(ExecutionViews):
                 f"Attempt {current} of task {self.id} on device {device_id} timed out at "
                 f"{format_timestamp(run.deadline)}."
             )
-
-    # What the backend owes it ---------------------------------------------------
-
-    def due(self, now: float, registered_devices: Callable[[], list[str]]) -> list[Transition]:
-        """The lines a job task is owed at ``now``, in the order to write them.
-
-        ``registered_devices()``: the devices a ``device:*`` rollout offers the
-        task to (validated devices, in a stable order; asked only then); a
-        device that joins later is offered it too.
-        """
-        job = self.job
-        if job is None or self.cancellation is not None or now >= self.expires_at:
-            return []
-        owed: list[Transition] = []
-        if job.not_before is not None and not self.opened and now >= job.not_before:
-            owed.append(Transition(OPENED))
-        for device, run in self.runs.items():
-            if run.deadline is not None and now >= run.deadline and self._running(device):
-                owed.append(
-                    Transition(
-                        TIMED_OUT,
-                        (device,),
-                        run.attempt,
-                        "No answer within the attempt's time limit.",
-                    )
-                )
-            elif run.retry_at is not None and now >= run.retry_at and self._retrying(device):
-                owed.append(Transition(RETRY, (device,), run.attempt + 1))
-        if job.abort is not None and self.aborted is None:
-            finished = failures = 0
-            for device in self.answers:
-                if self._ended_for(device):
-                    finished += 1
-                    if self.answers[device][0] in job.abort.on:
-                        failures += 1
-            if job.abort.reached(finished, failures):
-                owed.append(
-                    Transition(
-                        ABORTED,
-                        reason=f"{failures} of {finished} finished executions failed "
-                        f"({', '.join(sorted(job.abort.on))}), at or over "
-                        f"{job.abort.failure_percentage:g}%.",
-                    )
-                )
-        if job.rollout is not None and self.aborted is None and not owed:
-            offer = self._offers_due(now, registered_devices)
-            if offer is not None:
-                owed.append(offer)
-        return owed
-
-    def _offers_due(
-        self, now: float, registered_devices: Callable[[], list[str]]
-    ) -> Transition | None:
-        """The next rollout step: the devices due an offer by now, at the rollout's rate."""
-        job = self.job
-        start = job.not_before if job.not_before is not None else _moment(self.task["ts"])  # type: ignore[union-attr]
-        if start is None or now < start:
-            return None
-        audience = registered_devices() if self.audience.everyone else self.audience.device_ids
-        waiting = [
-            device for device in audience if not (device in self.runs and self.runs[device].offered)
-        ]
-        if not waiting:
-            return None
-        succeeded = sum(1 for answer in self.answers.values() if answer[0] == "done")
-        per_second = job.rollout.per_minute(succeeded) / 60  # type: ignore[union-attr]
-        if self.rollout_clock is None:
-            # The first device at once, and the rate counts from that offer: counted from
-            # the task's time, which is cut to its second, a first look up to a second
-            # later found room for two.
-            return Transition(OFFERED, (waiting[0],), rollout_clock=now)
-        # Then one every 1/rate seconds, spread evenly.
-        clock = max(self.rollout_clock, now - max(1 / per_second, ROLLOUT_CATCH_UP_SECONDS))
-        # (A little slack for the rounding of epoch seconds, about 1e-7 s today.)
-        count = min(math.floor((now - clock) * per_second + 1e-5), len(waiting), OFFERS_PER_LINE)
-        if count <= 0:
-            return None
-        return Transition(OFFERED, tuple(waiting[:count]), rollout_clock=clock + count / per_second)
-
-
-def _moment(ts: str) -> float | None:
-    """Epoch seconds of a message's ``ts``, or ``None`` for a hand-written one that does not read."""
-    try:
-        return parse_timestamp(ts)
-    except ValueError:
-        return None
 
 
 def replay(task: Message, responses: list[Message], default_ttl: float) -> TaskState:
