@@ -18,8 +18,9 @@ sent, the answer unread), as a flaky network would.
 
 A real fleet's week has more in it, and a soak should too. ``--streams N``
 makes N of the devices follow ``GET stream`` instead of long-polling (they
-resume with ``Last-Event-ID`` when the connection drops, and ``--drop-rate``
-cuts a stream after that share of its events). ``--broadcast-every
+resume with ``Last-Event-ID`` when the connection drops, a stream opened
+without one is followed by one ``GET pending`` as the agent does, and
+``--drop-rate`` cuts a stream after that share of its events). ``--broadcast-every
 S`` has the master post a ``device:*`` task every S seconds, which every
 device answers as it answers its own tasks. ``--offline SHARE`` leaves that
 share of the devices switched off: they never connect, get no task of their
@@ -96,6 +97,10 @@ class Figures:
     broadcast_latency: list[float] = field(default_factory=list)  # post -> each answer stored
     streaming: int = 0  # devices whose event stream is open now
     stream_resumes: int = 0  # streams reopened with Last-Event-ID
+    broadcast_ids: list[str] = field(default_factory=list)  # device:* tasks posted, in order
+    broadcasts_answered_by: collections.defaultdict = field(
+        default_factory=lambda: collections.defaultdict(set)
+    )  # device -> the broadcasts it answered
 
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
@@ -164,7 +169,10 @@ class Device:
                     run.figures.error(f"stream {status}")
                 else:
                     run.figures.streaming += 1
+                    failures = 0  # opened: a drop from here on is a first failure
                     try:
+                        if self.last_event_id is None:
+                            await self.answer_pending()
                         await self.take_events(connection)
                         failures = -1  # the server ended a healthy stream: at once
                     finally:
@@ -177,6 +185,30 @@ class Device:
             failures += 1
             if failures:
                 await asyncio.sleep(backoff(failures))
+
+    async def answer_pending(self) -> None:
+        """Answer what ``GET pending`` lists, once, as ``taskpool-agent`` does when its stream
+        opens: a stream without ``Last-Event-ID`` starts at the pool's end, so a task posted
+        while the device had no stream (never opened, or dropped before its first event)
+        comes only this way."""
+        run = self.run
+        connection = Connection(run.port, run.host)
+        path = f"{run.prefix}pending"
+        try:
+            if run.drop():
+                await connection.send("GET", path, self.token)
+                raise _Dropped
+            status, content = await asyncio.wait_for(
+                connection.request("GET", path, self.token), REQUEST_TIMEOUT
+            )
+        finally:
+            connection.close()
+        run.figures.requests["poll"] += 1
+        if status != 200:
+            raise ValueError(f"GET pending answered {status}")
+        for task in json.loads(content):
+            if task["id"] not in self.answered:
+                await self.do(task)
 
     async def take_events(self, connection: Connection) -> None:
         """Answer the tasks an open stream brings, one at a time, as the agent does."""
@@ -219,6 +251,7 @@ class Device:
         figures = self.run.figures
         if meta.get("sim_broadcast"):
             figures.broadcast_answers += 1
+            figures.broadcasts_answered_by[self.id].add(task["id"])
             figures.broadcast_latency.append(time.perf_counter() - float(meta["sim_posted"]))
             return
         figures.finished.add(task["id"])
@@ -385,6 +418,7 @@ class Run:
             return
         if broadcast:
             figures.broadcasts += 1
+            figures.broadcast_ids.append(json.loads(content)["id"])
             return
         figures.posted += 1
         task_id = json.loads(content)["id"]
@@ -455,6 +489,15 @@ class Run:
         figures = self.figures
         return figures.broadcasts * len(self.online) - figures.broadcast_answers
 
+    def unanswered_by(self) -> dict[str, list[str]]:
+        """The broadcasts each online device has not answered (those that owe any)."""
+        answered = self.figures.broadcasts_answered_by
+        owed = {
+            device: [task for task in self.figures.broadcast_ids if task not in answered[device]]
+            for device in self.online
+        }
+        return {device: tasks for device, tasks in owed.items() if tasks}
+
     async def stop_posting(self, poster: asyncio.Task) -> None:
         poster.cancel()
         await asyncio.gather(poster, return_exceptions=True)  # the posts under way finish
@@ -500,6 +543,7 @@ class Run:
             "broadcasts_posted": figures.broadcasts,
             "broadcast_answers": figures.broadcast_answers,
             "broadcast_answers_missing": self.broadcasts_unanswered(),
+            "broadcasts_unanswered_by": self.unanswered_by(),
             "latency_broadcast_post_to_answer_stored": summary(figures.broadcast_latency),
             "requests_while_posting": dict(in_window),
             "request_rate_per_s": round(sum(in_window.values()) / max(window, 1e-9), 1),

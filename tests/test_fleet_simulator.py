@@ -75,7 +75,8 @@ def test_streams_broadcasts_and_offline_devices(tmp_path):
     assert figures["streaming_devices"] == 6
     assert figures["broadcasts_posted"] >= 3
     # Exactly once each: a stream resumed over an answered task does not answer it again.
-    assert figures["broadcast_answers"] == figures["broadcasts_posted"] * 16
+    owed = figures["broadcasts_unanswered_by"]  # device -> broadcasts it did not answer
+    assert figures["broadcast_answers"] == figures["broadcasts_posted"] * 16, owed
     assert figures["broadcast_answers_missing"] == 0
     assert figures["unanswered"] == 0
     assert figures["errors"] == {}
@@ -86,3 +87,45 @@ def test_the_share_of_offline_devices_is_checked():
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "a share from 0 up to (not including) 1" in done.stderr
+
+
+# A stream opened without Last-Event-ID starts at the pool's end: the simulated device must ask
+# for what is already pending, as the agent does, or a task posted while it had no stream (before
+# its first one, or after a drop that came before any event) is never answered.
+_FRESH_STREAM = """
+import asyncio, json, os, sys, tempfile
+from pathlib import Path
+from bench import fleet
+
+async def follow_once(options, tokens):
+    run = fleet.Run(options, tokens, None)
+    await run.post_task([], "sim-00000")  # posted while the device has no stream
+    device = fleet.Device(0, "sim-00000", tokens["devices"]["sim-00000"], run)
+    following = asyncio.create_task(device.follow())
+    for _ in range(100):
+        if run.figures.finished:
+            break
+        await asyncio.sleep(0.1)
+    run.stopping.set()
+    following.cancel()
+    return {"posted": run.figures.posted, "answered": len(run.figures.finished)}
+
+with tempfile.TemporaryDirectory() as directory:
+    os.environ["TASKPOOL_VAR_DIR"] = directory
+    os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+    tokens = fleet.provision(1, seconds=600)
+    process, url = fleet.serve(Path(directory), 1)
+    try:
+        options = fleet.parser().parse_args(["--server", url, "--devices", "1", "--streams", "1"])
+        print(json.dumps(asyncio.run(follow_once(options, tokens))))
+    finally:
+        fleet.stop_server(process)
+"""
+
+
+def test_a_streaming_device_answers_what_was_posted_before_its_stream_opened():
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_STREAM], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"posted": 1, "answered": 1}
