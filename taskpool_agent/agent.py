@@ -658,9 +658,10 @@ class Agent:
         clock: looked at once the server first answers, then every ``token_check_interval``
         seconds.
 
-        A network error (or a 5xx) is retried with the agent's backoff. A refusal is
-        logged, and the agent goes on with the token it has until the server refuses
-        that too (a 401 there stops the agent, as ever); it asks again at the next look.
+        A network error (or a 5xx) is retried with the agent's backoff. A 401 says the
+        token works nowhere any more: the agent stops, as at a heartbeat's 401. Another
+        refusal is logged, the agent goes on with the token it has, and it asks again at
+        the next look.
         """
         while not self.stop.is_set():
             # On the server's clock, which the token's times are on: a device's wall clock
@@ -690,7 +691,10 @@ class Agent:
                 about="token renewal",
             )
         except Refused as error:
-            if error.status == 404:
+            if error.status == 401:  # the token works nowhere now: as a heartbeat's 401
+                log.error("the token was not renewed: the server refuses it (%s)", error)
+                self.refuse_token(error)
+            elif error.status == 404:
                 log.warning(
                     "the token was not renewed: the server has no token renewal (404: %s); "
                     "upgrade it before the token expires",

@@ -1108,15 +1108,28 @@ def test_a_renewed_token_is_saved_and_used_and_never_logged(renewing, caplog):
     assert new not in caplog.text and old not in caplog.text
 
 
-@pytest.mark.parametrize("status", [401, 403])
-def test_a_refused_renewal_is_logged_and_the_old_token_kept(renewing, caplog, status):
+def test_a_refused_renewal_is_logged_and_the_old_token_kept(renewing, caplog):
     agent, path, old = renewing
-    Renewals.script = [(status, {"detail": "No."})]
+    Renewals.script = [(403, {"detail": "No."})]
     agent.renew_token()
     assert len(Renewals.seen) == 1  # a refusal is not asked again at once
     assert load(path).token == agent.client.token == old
-    assert f"the server refused to renew the token ({status}: No.)" in caplog.text
+    assert "the server refused to renew the token (403: No.)" in caplog.text
     assert not agent.stop.is_set()
+
+
+def test_a_renewal_refused_with_401_stops_the_agent_as_any_call_would(renewing, caplog):
+    """A 401 says the token works nowhere: the agent stops with the usual advice, and
+    does not log that it goes on with it."""
+    agent, path, old = renewing
+    Renewals.script = [(401, {"detail": "Token is expired."})]
+    agent.renew_token()
+    assert len(Renewals.seen) == 1
+    assert load(path).token == old
+    assert "the server refuses it (401: Token is expired.)" in caplog.text
+    assert "goes on with it" not in caplog.text
+    assert agent.token_refused.is_set() and agent.stop.is_set()
+    assert agent.refusal is not None and agent.refusal.status == 401
 
 
 def test_a_server_without_renewal_says_to_upgrade_it(renewing, caplog):
