@@ -84,3 +84,63 @@ def test_expiry_heap_is_compacted_and_still_expires_the_open_tasks():
     assert index.open == {}
     assert index.locate(f"msg_{0:032x}").closed == EXPIRED
     assert index.locate(f"msg_{4999:032x}").closed == FINISHED
+
+
+def test_idempotency_keys_give_the_first_offset_of_each_hash_as_a_dict_would():
+    """Keys move from their dict into the sorted arrays as they come; every lookup, across
+    moves, a late line to a compacted day, merges and a pickle, answers as a plain dict."""
+    import pickle
+    import random
+
+    from taskpool.stores.jsonl import idempotency
+    from taskpool.stores.jsonl.idempotency import IdempotencyKeys
+
+    draw = random.Random(12)
+    keys, expected = IdempotencyKeys(), {}
+    # Hashes from a small pool, so many repeat (the first line counts), some in every shard.
+    pool = [draw.getrandbits(64) for _ in range(6 * idempotency.FLUSH_AT)]
+    pool += [0, 2**64 - 1, 1 << idempotency.SHARD_SHIFT]
+    for offset in range(0, 100 * idempotency.FLUSH_AT, 5):
+        hashed = draw.choice(pool)
+        keys.add(hashed, offset)
+        expected.setdefault(hashed, offset)
+        if offset % 9 == 0:
+            probe = draw.choice(pool)
+            assert keys.get(probe) == expected.get(probe)
+    assert len(keys._recent) < idempotency.FLUSH_AT  # they moved, at last one by one:
+    assert keys._sorted > 4 * idempotency.FLUSH_AT  # a batch was under a quarter of them
+    keys.compact()
+    keys.add(pool[0], 1)  # a line come late, before the first one noted: it counts now
+    expected[pool[0]] = 1
+    later = IdempotencyKeys()
+    for hashed in [*pool[:100], 12345]:
+        later.add(hashed, 10**9)  # read by another process after these: the first counts
+        expected.setdefault(hashed, 10**9)
+    keys.take_later(later)
+    copy = pickle.loads(pickle.dumps(keys))
+    for each in (keys, copy):
+        assert len(each) == len(expected)
+        assert all(each.get(hashed) == offset for hashed, offset in expected.items())
+        assert each.get(draw.getrandbits(64)) is None
+
+
+def test_a_days_idempotency_keys_take_16_bytes_each_while_it_is_written():
+    """The day being written keeps its keys as compactly as an older day, not in a dict."""
+    import tracemalloc
+
+    from taskpool.stores.jsonl.idempotency import IdempotencyKeys, key_hash
+
+    hashes = [key_hash("device:pi-1", f"task-{number}.done") for number in range(100_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        keys = IdempotencyKeys()
+        for offset, hashed in enumerate(hashes):
+            keys.add(hashed, offset * 300)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(keys) == 100_000
+    # 16 bytes a key, the arrays' spare room, and at most one batch still in the dict;
+    # a dict of them all took about 120 bytes a key.
+    assert grown / 100_000 < 30, grown / 100_000

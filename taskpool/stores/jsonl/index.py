@@ -211,7 +211,7 @@ class PoolIndex:
             mine._tasks.update(records._tasks)  # after this day's earlier tasks: file order
             mine.idempotency.take_later(records.idempotency)
         self._newest_first = sorted(self.days, reverse=True)
-        self._seal_older_days()
+        self._compact_older_days()
         self.open.update(later.open)
         for key, queue in later.queues.items():
             for state in queue.values():
@@ -235,13 +235,13 @@ class PoolIndex:
         if records is None:
             records = self.days[day_ordinal] = DayRecords()
             self._newest_first = sorted(self.days, reverse=True)
-            self._seal_older_days()
+            self._compact_older_days()
         return records
 
-    def _seal_older_days(self) -> None:
-        """Keep the idempotency keys of every day but the newest compactly: they take few."""
+    def _compact_older_days(self) -> None:
+        """Move the last keys of every day but the newest out of their dict: they take few."""
         for day_ordinal in self._newest_first[1:]:
-            self.days[day_ordinal].idempotency.seal()
+            self.days[day_ordinal].idempotency.compact()
 
     def _add_task(self, task: Message, day_ordinal: int, offset: int, now: float) -> None:
         task_id = task["id"]
