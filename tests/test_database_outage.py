@@ -262,3 +262,24 @@ def test_a_pool_database_not_migrated_is_named_by_health_and_the_api(
         with connections["pool"].cursor() as cursor:
             cursor.execute("ALTER TABLE taskpool_db_message_away RENAME TO taskpool_db_message")
     assert device_client.get("/pool/pending").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "page", ["/admin/taskpool/dashboard/", "/admin/taskpool/task/", "/admin/taskpool/deviceuser/"]
+)
+def test_the_admin_pages_that_read_the_pool_are_a_503_while_its_database_is_down(
+    pool_dir, client, make_user, make_device, page
+):
+    """The staff's session lives in the site's database; the pool's is down: the page says so
+    in the admin's frame, not as a server error, and is back once the database is."""
+    make_device("pi-1")  # a row whose pending count and last message the list reads
+    user, _ = make_user("boss", role="admin", superuser=True)
+    client.force_login(user)
+    assert client.get(page).status_code == 200
+    with the_database_down():
+        answer = client.get(page)
+    assert answer.status_code == 503, answer.content[:2000]
+    text = answer.content.decode()
+    assert 'id="unavailable"' in text and 'id="site-name"' in text
+    assert "The database does not answer now" in text
+    assert client.get(page).status_code == 200

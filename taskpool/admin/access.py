@@ -23,6 +23,7 @@ role it needs (``forbidden``).
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -31,12 +32,14 @@ from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ERROR_FLAG
 from django.contrib.messages import get_messages
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.translation import gettext as _
 
 from taskpool.exceptions import StoreUnavailable
+from taskpool.missing_tables import migrate_hint
 from taskpool.models import UserRole
 from taskpool.principals import has_role, role_of
 
@@ -44,6 +47,7 @@ from taskpool.principals import has_role, role_of
 TASKS_ROLE = UserRole.MASTER
 #: The pool role the day-file pages need.
 DAY_FILES_ROLE = UserRole.ADMIN
+logger = logging.getLogger("taskpool")
 
 
 def can_use_tasks(user: Any) -> bool:
@@ -98,8 +102,8 @@ def _error_page(
 
 def with_error_pages(view: Callable[..., HttpResponse], model_admin: Any) -> Callable[..., Any]:
     """``view``, answering a ``PermissionDenied`` with ``forbidden``, and a store that cannot
-    be read (``StoreUnavailable``: a database that does not answer, a day file linked to
-    nothing) with ``unavailable``, not a server error.
+    be read (``StoreUnavailable``, such as a day file linked to nothing, or a database that
+    does not answer) with ``unavailable``, not a server error.
 
     The refusal's own message is the reason, else ``model_admin.refusal(request)``. A page
     is rendered here, so that what its template reads of the pool is read under the guard.
@@ -116,6 +120,15 @@ def with_error_pages(view: Callable[..., HttpResponse], model_admin: Any) -> Cal
             return forbidden(request, model_admin, str(denied) or model_admin.refusal(request))
         except StoreUnavailable as error:
             return unavailable(request, model_admin, error.message)
+        except (OperationalError, InterfaceError) as error:
+            if migrate_hint(error) is not None:
+                raise  # tables missing: no retry mends it, and the error says to migrate
+            logger.warning("The admin could not read the pool: %s", error)
+            reason = _(
+                "The database does not answer now (down, restarting, or a connection cut). "
+                "Try again in a moment; the server's log says what the database said."
+            )
+            return unavailable(request, model_admin, reason)
 
     return guarded
 
