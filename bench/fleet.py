@@ -489,14 +489,21 @@ class Run:
         figures = self.figures
         return figures.broadcasts * len(self.online) - figures.broadcast_answers
 
-    def unanswered_by(self) -> dict[str, list[str]]:
-        """The broadcasts each online device has not answered (those that owe any)."""
-        answered = self.figures.broadcasts_answered_by
-        owed = {
-            device: [task for task in self.figures.broadcast_ids if task not in answered[device]]
-            for device in self.online
-        }
-        return {device: tasks for device, tasks in owed.items() if tasks}
+    def unanswered_by(self, most: int = 20) -> dict[str, list[str]]:
+        """The broadcasts online devices have not answered: the first ``most`` devices that owe
+        any, and up to ``most`` broadcasts each (a report that says who and what, kept short
+        for a fleet of thousands)."""
+        figures = self.figures
+        posted = set(figures.broadcast_ids)
+        owed: dict[str, list[str]] = {}
+        for device in self.online:
+            answered = figures.broadcasts_answered_by.get(device, set())
+            if answered >= posted:
+                continue
+            owed[device] = [task for task in figures.broadcast_ids if task not in answered][:most]
+            if len(owed) == most:
+                break
+        return owed
 
     async def stop_posting(self, poster: asyncio.Task) -> None:
         poster.cancel()
