@@ -15,7 +15,9 @@ shrinks, is replaced, or appears older than the files already read makes the
 index start over from the files. A start-up checkpoint (``stores.jsonl.checkpoint``),
 written every ``CHECKPOINT_LINES`` lines, lets a new process skip replaying
 the week. Reading the files for anything else (the log, pages, the admin) is
-``DayFiles``'s, without the index.
+``DayFiles``'s, without the index (``stores.jsonl.file_reads``); the task
+lists and pages take where each task is from the index and what it says from
+the files (``stores.jsonl.task_views``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,41 +36,28 @@ from django.core import checks
 
 from taskpool.days import day_of, note_pruned_before
 from taskpool.exceptions import (
-    InvalidMessage,
     MessageTooLarge,
     StoreImproperlyConfigured,
     StoreUnavailable,
-    UnknownTask,
 )
-from taskpool.executions import StatusCount, bits_to_statuses, registered_places
-from taskpool.lifecycle import replay
 from taskpool.management.progress import replay_bar
-from taskpool.message_filter import MessageFilter
-from taskpool.messages import Message, decode_line, encode_line
+from taskpool.messages import Message, encode_line
 from taskpool.stores.base import (
-    BaseStore,
-    DayPage,
-    DaySummary,
     DeviceActivity,
     HealthCheck,
-    Page,
-    PageEntry,
     StoreFigures,
-    TaskDetail,
-    TaskPage,
-    TaskQuery,
-    TaskSummary,
     refuse_in_horizon,
 )
 from taskpool.stores.changes import Changes
-from taskpool.stores.jsonl import browsing, checkpoint, day_summaries
+from taskpool.stores.jsonl import checkpoint
 from taskpool.stores.jsonl.appender import Appender
-from taskpool.stores.jsonl.cursors import Cursor
 from taskpool.stores.jsonl.day_files import DayFiles
 from taskpool.stores.jsonl.directory_check import broken_day_links, directory_problem
+from taskpool.stores.jsonl.file_reads import DayFileReads
 from taskpool.stores.jsonl.index import PoolIndex, split_position
 from taskpool.stores.jsonl.ledger import IndexLedger
 from taskpool.stores.jsonl.tail import CHECKPOINT_LINES, IndexTail
+from taskpool.stores.jsonl.task_views import TaskViews
 from taskpool.stores.overview import (
     Failure,
     HourActivity,
@@ -84,7 +73,7 @@ from taskpool.stores.rules import Decision, Ledger
 CATCH_UP_UNLOCKED_AFTER = 0.5
 
 
-class JsonlStore(BaseStore):
+class JsonlStore(DayFileReads, TaskViews):
     """The pool in ``DATA_DIR/YYYY-MM-DD.jsonl`` files; see the module docstring."""
 
     supports_day_files = True
@@ -377,178 +366,6 @@ class JsonlStore(BaseStore):
                 oldest_open=None if oldest is None else oldest.task,
             )
 
-    def days(self) -> list[date]:
-        return self._files.days()
-
-    def day_messages(self, day: date) -> list[Message]:
-        return self._files.messages(day)
-
-    def task_detail(self, task_id: str) -> TaskDetail:
-        with self._mutex:
-            self._advance()
-            known = self._index.locate(task_id)
-            if known is None:
-                raise UnknownTask(f"There is no task {task_id} in the pool.")
-            task = self._ledger.task_at(known)
-        days = [day for day in self._files.days() if day.toordinal() >= known.day_ordinal]
-        responses = [
-            message
-            for day in days
-            for message in self._files.messages_naming(day, task_id)
-            if message["type"] == "response" and message["parent_id"] == task_id
-        ]
-        return TaskDetail(task, responses, replay(task, responses, self.task_ttl))
-
-    def _replayed_holder_before(self, task_id: str, response_id: str) -> str | None:
-        """As ``BaseStore``'s, reading the days from the task's line to the answer only:
-        a stream resumed after a fleet's claims asks it of every task it meets, and the
-        day before the task (megabytes of other tasks) holds none of its lines."""
-        with self._mutex:
-            self._advance()
-            known = self._index.locate(task_id)
-            if known is None:
-                return None
-            task = self._ledger.task_at(known)
-        earlier: list[Message] = []
-        for day in self._files.days():
-            if day.toordinal() < known.day_ordinal:
-                continue
-            start = known.offset if day.toordinal() == known.day_ordinal else 0
-            for message in self._files.messages_naming(day, task_id, start=start):
-                if message["id"] == response_id:
-                    return replay(task, earlier, self.task_ttl).claimer
-                if message["type"] == "response" and message["parent_id"] == task_id:
-                    earlier.append(message)
-        return replay(task, earlier, self.task_ttl).claimer
-
-    def task_status_counts(
-        self, task_ids: list[str], registered_devices: list[str], *, shown: int = 5
-    ) -> dict[str, list[StatusCount]]:
-        """As ``BaseStore``'s, from the index's state of each open task: the day files are
-        read only for closed tasks."""
-        registered = registered_places(registered_devices)
-        counts = {}
-        closed = []
-        with self._mutex:
-            self._advance()
-            now = self._clock()
-            for task_id in task_ids:
-                state = self._index.open.get(task_id)
-                if state is None:
-                    closed.append(task_id)
-                else:
-                    counts[task_id] = state.status_counts(registered, now, shown)
-        if closed:
-            counts.update(super().task_status_counts(closed, registered_devices, shown=shown))
-        return counts
-
-    def recent_tasks(
-        self,
-        query: TaskQuery,
-        *,
-        before: str | None = None,
-        limit: int = 50,
-        registered_devices: list[str] | None = None,
-    ) -> TaskPage:
-        registered = registered_devices or []
-        bound = None
-        if before is not None:
-            at = Cursor.parse(before)
-            bound = (at.day.toordinal(), at.offset)
-        found: list[tuple[TaskSummary, str]] = []
-        with self._mutex:
-            self._advance()
-            day_ordinals = sorted(self._index.days, reverse=True)
-        for day_ordinal in day_ordinals:
-            if bound is not None and day_ordinal > bound[0]:
-                continue
-            for task_id, offset, statuses in self._tasks_of_day(day_ordinal, registered):
-                if bound is not None and (day_ordinal, offset) >= bound:
-                    continue
-                if query.statuses is not None and not statuses & query.statuses:
-                    continue
-                try:
-                    task = self._files.message_starting_at(date.fromordinal(day_ordinal), offset)
-                except (InvalidMessage, OSError):
-                    continue
-                if task["id"] != task_id or not query.matches(task):
-                    continue
-                found.append(
-                    (
-                        TaskSummary(task, statuses),
-                        str(Cursor(date.fromordinal(day_ordinal), offset)),
-                    )
-                )
-                if len(found) > limit:
-                    return TaskPage(
-                        [summary for summary, _ in found[:limit]], found[limit - 1][1], True
-                    )
-        return TaskPage([summary for summary, _ in found], found[-1][1] if found else before, False)
-
-    def _tasks_of_day(
-        self, day_ordinal: int, registered: list[str]
-    ) -> list[tuple[str, int, frozenset[str]]]:
-        """A day's tasks, newest first, with their execution statuses now."""
-        with self._mutex:
-            records = self._index.days.get(day_ordinal)
-            if records is None:
-                return []
-            now = self._clock()
-            tasks = []
-            for task_id, offset, closed, bits in records.tasks_newest_first():
-                state = self._index.open.get(task_id) if closed is None else None
-                statuses = (
-                    state.statuses(registered, now) if state is not None else bits_to_statuses(bits)
-                )
-                tasks.append((task_id, offset, statuses))
-            return tasks
-
-    # The log: cursors, pages, raw lines -----------------------------------
-
-    def check_cursor(self, cursor: str) -> None:
-        self._files.check_cursor(Cursor.parse(cursor))
-
-    def end_cursor(self) -> str | None:
-        end = self._files.end_cursor()
-        return None if end is None else str(end)
-
-    def messages_after(self, cursor: str | None, *, limit: int) -> Page:
-        if cursor is None:
-            days = self._files.days()
-            if not days:
-                return Page([], None, False)
-            start = Cursor.start_of(days[0])
-        else:
-            start = Cursor.parse(cursor)
-            self._files.check_cursor(start)
-        return self._page(start, limit)
-
-    def messages_from_day(self, day: date, *, limit: int) -> Page:
-        first = next((listed for listed in self._files.days() if listed >= day), None)
-        if first is None:
-            return Page([], self.end_cursor(), False)
-        return self._page(Cursor.start_of(first), limit)
-
-    def _page(self, start: Cursor, limit: int) -> Page:
-        entries: list[PageEntry] = []
-        position = start
-        for day in [listed for listed in self._files.days() if listed >= start.day]:
-            offset = start.offset if day == start.day else 0
-            for end, line in self._files.lines(day, offset):
-                try:
-                    message = decode_line(line)
-                except InvalidMessage:
-                    position = Cursor(day, end)  # not a message: step over it
-                    continue
-                if len(entries) == limit:
-                    return Page(entries, entries[-1].cursor, True)
-                position = Cursor(day, end)
-                entries.append(PageEntry(str(position), message))
-        return Page(entries, str(position), False)
-
-    def day_lines(self, day: date) -> Iterator[bytes]:
-        return self._files.raw_chunks(day)
-
     def find_task(self, task_id: str) -> Message | None:
         with self._mutex:
             known = self._index.locate(task_id)
@@ -600,44 +417,3 @@ class JsonlStore(BaseStore):
                 "skipped_lines": index.skipped_lines,
                 "open_tasks": len(index.open),
             }
-
-    # Browsing day files (the admin) ------------------------------------------
-    # Reads the files directly, never the index, and takes no lock: day files
-    # only grow, and each read stops at the last complete line.
-
-    def day_summaries(
-        self, days: list[date], *, count_limit: int | None = None
-    ) -> list[DaySummary]:
-        budget = day_summaries.Budget(count_limit)
-        summaries = (day_summaries.summarize(day, self._files.path(day), budget) for day in days)
-        return [summary for summary in summaries if summary is not None]
-
-    def day_page(
-        self,
-        day: date,
-        *,
-        after: str | None = None,
-        before: str | None = None,
-        from_end: bool = False,
-        limit: int = 50,
-        where: MessageFilter | None = None,
-        scan_limit: int | None = None,
-    ) -> DayPage:
-        return browsing.day_page(
-            self._files,
-            day,
-            after=None if after is None else Cursor.parse(after),
-            before=None if before is None else Cursor.parse(before),
-            from_end=from_end,
-            limit=limit,
-            where=where,
-            scan_limit=scan_limit,
-        )
-
-    def message_at(self, cursor: str) -> Message:
-        return self._files.message_ending_at(Cursor.parse(cursor))
-
-    def device_messages(self, device_id: str, *, limit: int = 20) -> list[PageEntry]:
-        first_day = day_of(self._clock() - self.task_ttl)
-        days = [day for day in self._files.days() if day >= first_day]
-        return browsing.device_messages(self._files, device_id, days, limit=limit)
