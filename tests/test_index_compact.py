@@ -108,7 +108,7 @@ def test_idempotency_keys_give_the_first_offset_of_each_hash_as_a_dict_would():
             probe = draw.choice(pool)
             assert keys.get(probe) == expected.get(probe)
     assert len(keys._recent) < idempotency.FLUSH_AT  # they moved, at last one by one:
-    assert keys._sorted > 4 * idempotency.FLUSH_AT  # a batch was under a quarter of them
+    assert keys.sorted_count > 4 * idempotency.FLUSH_AT  # a batch was under a quarter of them
     keys.compact()
     keys.add(pool[0], 1)  # a line come late, before the first one noted: it counts now
     expected[pool[0]] = 1

@@ -42,18 +42,22 @@ class IdempotencyKeys:
     The first line counts: of two offsets for one hash, the smaller one.
     """
 
-    __slots__ = ("_recent", "_hashes", "_offsets", "_sorted")
+    __slots__ = ("_recent", "_hashes", "_offsets")
 
     def __init__(self) -> None:
         self._recent: dict[int, int] = {}
         #: Per shard, sorted hashes and their offsets (empty until the first flush).
         self._hashes: list[array] = []
         self._offsets: list[array] = []
-        self._sorted = 0
 
     def __len__(self) -> int:
         """How many hashes are noted (one in the dict and the arrays both, once)."""
-        return self._sorted + sum(1 for hashed in self._recent if self._moved(hashed) is None)
+        return self.sorted_count + sum(1 for hashed in self._recent if self._moved(hashed) is None)
+
+    @property
+    def sorted_count(self) -> int:
+        """How many hashes the sorted arrays hold."""
+        return sum(map(len, self._hashes))
 
     def get(self, hashed: int) -> int | None:
         offset = self._recent.get(hashed)
@@ -98,11 +102,10 @@ class IdempotencyKeys:
         recent = self._recent
         if not recent:
             return
-        if len(recent) > self._sorted // 4:
+        if len(recent) > self.sorted_count // 4:
             self._rebuild()
             return
         all_hashes, all_offsets = self._hashes, self._offsets
-        moved = 0
         for hashed, offset in recent.items():
             shard = hashed >> SHARD_SHIFT
             hashes = all_hashes[shard]
@@ -113,8 +116,6 @@ class IdempotencyKeys:
                 continue
             hashes.insert(place, hashed)
             all_offsets[shard].insert(place, offset)
-            moved += 1
-        self._sorted += moved
         self._recent = {}
 
     def _rebuild(self) -> None:
@@ -133,11 +134,10 @@ class IdempotencyKeys:
         bounds.append(len(hashes))
         self._hashes = [hashes[low:high] for low, high in itertools.pairwise(bounds)]
         self._offsets = [offsets[low:high] for low, high in itertools.pairwise(bounds)]
-        self._sorted = len(hashes)
         self._recent = {}
 
-    def __getstate__(self) -> tuple[dict[int, int], list[array], list[array], int]:
-        return self._recent, self._hashes, self._offsets, self._sorted
+    def __getstate__(self) -> tuple[dict[int, int], list[array], list[array]]:
+        return self._recent, self._hashes, self._offsets
 
-    def __setstate__(self, state: tuple[dict[int, int], list[array], list[array], int]) -> None:
-        self._recent, self._hashes, self._offsets, self._sorted = state
+    def __setstate__(self, state: tuple[dict[int, int], list[array], list[array]]) -> None:
+        self._recent, self._hashes, self._offsets = state
