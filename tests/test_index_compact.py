@@ -144,3 +144,111 @@ def test_a_days_idempotency_keys_take_16_bytes_each_while_it_is_written():
     # 16 bytes a key, the arrays' spare room, and at most one batch still in the dict;
     # a dict of them all took about 120 bytes a key.
     assert grown / 100_000 < 30, grown / 100_000
+
+
+def test_a_task_registry_answers_as_a_dict_in_file_order_across_compactions():
+    """Tasks move from their dict into the arrays when compacted; every lookup, the order
+    both ways, a record changed where it is, late tasks, merges and a pickle, as a dict."""
+    import pickle
+    import random
+
+    from taskpool.stores.jsonl.task_registry import TaskRegistry
+
+    draw = random.Random(7)
+    registry, expected = TaskRegistry(), {}  # key -> packed; packed grows with the offset
+    # Ids sharing their high half (one 64-bit half alike) and ids kept by name, among random ones.
+    twins = [bytes(8) + draw.randbytes(8) for _ in range(3)]
+    offset = 0
+
+    def new_key() -> str | bytes:
+        roll = draw.random()
+        if roll < 0.05:
+            return f"hand-written-{offset}"
+        if roll < 0.08 and twins:
+            return twins.pop()
+        return draw.randbytes(16)
+
+    for step in range(6000):
+        offset += draw.randrange(1, 500)
+        roll = draw.random()
+        if roll < 0.6 or not expected:
+            key, packed = new_key(), offset << 10
+        else:  # a record noted again (a task closing): its place stays
+            key = draw.choice(list(expected))
+            packed = (expected[key] >> 10 << 10) | draw.randrange(1024)
+        registry.set(key, packed)
+        expected[key] = packed
+        if step % 1500 == 1499:
+            registry.compact()
+        if step % 7 == 0:
+            probe = draw.choice(
+                [draw.randbytes(16), *list(expected)[-3:], twins[0] if twins else b""]
+            )
+            assert registry.get(probe) == expected.get(probe)
+            assert (probe in registry) == (probe in expected)
+    later = TaskRegistry()
+    for number in range(50):
+        key = draw.randbytes(16) if number % 10 else f"later-{number}"
+        offset += 100
+        later.set(key, offset << 10)
+        expected[key] = offset << 10
+    later.compact()
+    registry.take_later(later)
+    in_order = sorted(expected.items(), key=lambda item: item[1])
+
+    def id_of(key: str | bytes) -> str:
+        return "msg_" + key.hex() if isinstance(key, bytes) else key
+
+    for each in (registry, pickle.loads(pickle.dumps(registry))):
+        assert len(each) == len(expected)
+        assert all(each.get(key) == packed for key, packed in expected.items())
+        assert list(each.in_file_order()) == in_order
+        assert list(each.newest_first()) == [(id_of(key), packed) for key, packed in in_order[::-1]]
+        assert each.get(draw.randbytes(16)) is None and "unknown" not in each
+    registry.compact()
+    assert registry._recent == {}
+    assert list(registry.newest_first()) == [(id_of(key), packed) for key, packed in in_order[::-1]]
+
+
+def test_a_finished_days_tasks_take_under_40_bytes_each():
+    """Once compacted, a day's tasks take their arrays' room, not a dict's 120 bytes a task."""
+    import os
+    import tracemalloc
+
+    from taskpool.stores.jsonl.task_registry import TaskRegistry
+
+    keys = [os.urandom(16) for _ in range(100_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        registry = TaskRegistry()
+        for number, key in enumerate(keys):
+            registry.set(key, (number * 300) << 10 | 3)
+        registry.compact()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(registry) == 100_000
+    assert grown / 100_000 < 40, grown / 100_000
+
+
+def test_the_index_compacts_every_day_but_the_newest_and_still_finds_their_tasks():
+    index = PoolIndex(7 * 86400)
+    days = (739_000, 739_001, 739_002)
+    for day in days:
+        for number in range(day * 10, day * 10 + 5):
+            index.add(task(number, NOW + 3600), day, number % 10 * 100, NOW)
+    index.compact_finished_days()
+    assert [index.days[day].tasks._recent == {} for day in days] == [True, True, False]
+    index.add(done(days[0] * 10), days[2], 900, NOW)  # an answer to a compacted day's task
+    late = task(days[0] * 10 + 7, NOW + 3600)  # a line come late to a compacted day
+    index.add(late, days[0], 2000, NOW)
+    index.add(task(days[0] * 10 + 1, NOW + 3600), days[2], 1000, NOW)  # a repeated line
+    assert index.locate(f"msg_{days[0] * 10:032x}").closed == FINISHED
+    assert index.locate(late["id"]).offset == 2000
+    assert index.locate(f"msg_{days[0] * 10 + 1:032x}").day_ordinal == days[0]
+    listed = [task_id for task_id, *_rest in index.days[days[0]].tasks_newest_first()]
+    assert listed == [
+        late["id"],
+        *(f"msg_{n:032x}" for n in range(days[0] * 10 + 4, days[0] * 10 - 1, -1)),
+    ]

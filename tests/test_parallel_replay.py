@@ -27,7 +27,7 @@ from taskpool.days import day_of
 from taskpool.messages import encode_line
 from taskpool.stores.jsonl import JsonlStore, checkpoint, parallel_replay
 from tests.support import append_raw, message
-from tests.test_store_rescan import DEVICES, random_traffic, view
+from tests.test_store_rescan import DEVICES, random_traffic, task_ids_in, view
 
 pytestmark = [
     pytest.mark.slow,
@@ -74,6 +74,9 @@ def test_a_parallel_replay_equals_reading_the_files_in_order(tmp_path, monkeypat
     assert store._tail.segments_replayed_in_parallel == cpus  # 7 cuts some days in two
     assert in_parallel == in_order
     assert any(in_order["pending"].values())  # something is still open to compare
+    # Newest first, as the files have them: the days before the last are held compacted.
+    listed = [task_id for task_id, _statuses in in_order["tasks"]]
+    assert listed == task_ids_in(directory)[::-1]
 
 
 def done_by(device: str, parent_id: str, *, seconds_ago: float) -> dict:

@@ -21,6 +21,7 @@ from taskpool.days import day_of
 from taskpool.exceptions import PoolError
 from taskpool.stores.jsonl import JsonlStore
 from taskpool.stores.jsonl.appender import Appender
+from taskpool.stores.results import TaskQuery
 
 DEVICES = [f"d{number}" for number in range(6)]
 
@@ -55,6 +56,11 @@ def view(store: JsonlStore) -> dict[str, Any]:
         "locations": locations,
         # The dashboard's counts, kept by the index as it reads.
         "overview": store.overview(DEVICES, failures=100),
+        # The task list, newest first, as the index gives the tasks of each day back.
+        "tasks": [
+            (summary.task["id"], sorted(summary.statuses))
+            for summary in store.recent_tasks(TaskQuery(), limit=10_000).results
+        ],
     }
 
 

@@ -36,11 +36,13 @@ from taskpool.lifecycle import Run, TaskState
 from taskpool.messages import Address
 from taskpool.stores.jsonl.activity import Activity
 from taskpool.stores.jsonl.broadcasts import OpenBroadcasts
+from taskpool.stores.jsonl.idempotency import IdempotencyKeys
 from taskpool.stores.jsonl.index import DayRecords, KnownTask, PoolIndex
+from taskpool.stores.jsonl.task_registry import TaskRegistry
 
 CHECKPOINT_FILE_NAME = ".index-checkpoint"
 REPLAY_LOCK_NAME = ".index-checkpoint.lock"
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 #: Bytes before each day file's offset kept to recognise the same file on loading: the
 #: last lines read. Files are only ever appended to; like a running process, a checkpoint
 #: cannot see an edit further back that keeps the inode and the size.
@@ -60,6 +62,8 @@ def _layout_fingerprint() -> str:
         sorted(vars(PoolIndex(1.0))),
         sorted(vars(OpenBroadcasts())),
         [f.name for f in fields(DayRecords)],
+        TaskRegistry.__slots__,
+        IdempotencyKeys.__slots__,
         [f.name for f in fields(KnownTask)],
         [f.name for f in fields(Activity)],
         [f.name for f in fields(Address)],
@@ -97,6 +101,7 @@ _ALLOWED_GLOBALS = frozenset(
         ("taskpool.stores.jsonl.broadcasts", "OpenBroadcasts"),
         ("taskpool.stores.jsonl.index", "DayRecords"),
         ("taskpool.stores.jsonl.idempotency", "IdempotencyKeys"),
+        ("taskpool.stores.jsonl.task_registry", "TaskRegistry"),
         ("taskpool.stores.jsonl.index", "KnownTask"),
         ("taskpool.stores.jsonl.activity", "Activity"),
         ("taskpool.lifecycle", "TaskState"),

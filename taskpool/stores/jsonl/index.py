@@ -24,6 +24,7 @@ from taskpool.messages import TERMINAL_STATUSES, Message
 from taskpool.stores.jsonl.activity import Activity
 from taskpool.stores.jsonl.broadcasts import OpenBroadcasts
 from taskpool.stores.jsonl.idempotency import IdempotencyKeys, key_hash
+from taskpool.stores.jsonl.task_registry import TaskRegistry, task_key
 
 #: Positions order lines as the day files do: the day, then the byte offset.
 OFFSET_BITS = 40
@@ -61,36 +62,18 @@ _STATUS_MASK = (1 << _STATUS_BITS) - 1
 _STATUS_SHIFT, _OFFSET_SHIFT = 2, 2 + _STATUS_BITS
 
 
-def _task_key(task_id: str) -> str | bytes:
-    """The registry's key for a task id: its 16 bytes for ``msg_<32 hex>``, else the id itself."""
-    if len(task_id) == 36 and task_id.startswith("msg_"):
-        digits = task_id[4:]
-        try:
-            key = bytes.fromhex(digits)
-        except ValueError:
-            return task_id
-        # fromhex also takes capitals and spaces: only the canonical form maps to bytes.
-        if key.hex() == digits:
-            return key
-    return task_id
-
-
-def _task_id(key: str | bytes) -> str:
-    return "msg_" + key.hex() if type(key) is bytes else key  # type: ignore[union-attr]
-
-
 @dataclass(slots=True)
 class DayRecords:
     """What the index remembers of one day file once its lines are read.
 
     A week of history holds hundreds of thousands of tasks, so each is kept
     as compactly as Python allows: its id as 16 bytes, and its offset, close
-    reason and status bits packed into one integer (no tuple, nothing for the
-    garbage collector to track).
+    reason and status bits packed into one integer, in sorted arrays once
+    the day is over (``TaskRegistry``).
     """
 
-    #: task key -> offset << 10 | status bits << 2 | close reason code, in file order.
-    _tasks: dict[str | bytes, int] = field(default_factory=dict)
+    #: task key -> offset << 10 | status bits << 2 | close reason code.
+    tasks: TaskRegistry = field(default_factory=TaskRegistry)
     #: The idempotency keys the day's lines were sent with, and the first line of each.
     idempotency: IdempotencyKeys = field(default_factory=IdempotencyKeys)
 
@@ -105,28 +88,29 @@ class DayRecords:
     ) -> None:
         """Record where a task's line starts, why it closed (``None``: open) and its statuses.
 
-        ``key`` is ``_task_key(task_id)``, when the caller has it already.
+        ``key`` is ``task_key(task_id)``, when the caller has it already.
         """
-        self._tasks[_task_key(task_id) if key is None else key] = (
-            offset << _OFFSET_SHIFT | status_bits << _STATUS_SHIFT | _REASON_CODES[closed]
+        self.tasks.set(
+            task_key(task_id) if key is None else key,
+            offset << _OFFSET_SHIFT | status_bits << _STATUS_SHIFT | _REASON_CODES[closed],
         )
 
     def task(self, task_id: str) -> tuple[int, str | None, int] | None:
         """(offset, close reason, status bits) of a task of this day, or ``None``."""
-        packed = self._tasks.get(_task_key(task_id))
+        packed = self.tasks.get(task_key(task_id))
         return None if packed is None else _unpack(packed)
 
     def packed_task(self, key: str | bytes) -> int | None:
-        """The packed record of the task with registry key ``key`` (see ``_task_key``)."""
-        return self._tasks.get(key)
+        """The packed record of the task with registry key ``key`` (see ``task_key``)."""
+        return self.tasks.get(key)
 
     def tasks_newest_first(self) -> Iterator[tuple[str, int, str | None, int]]:
         """(task id, offset, close reason, status bits) of each task, last line first."""
-        for key, packed in reversed(self._tasks.items()):
-            yield (_task_id(key), *_unpack(packed))
+        for task_id, packed in self.tasks.newest_first():
+            yield (task_id, *_unpack(packed))
 
     def task_count(self) -> int:
-        return len(self._tasks)
+        return len(self.tasks)
 
 
 def _unpack(packed: int) -> tuple[int, str | None, int]:
@@ -195,10 +179,8 @@ class PoolIndex:
         nothing, if ``later`` repeats a task line read here (which only
         reading in order gets right).
         """
-        for records in later.days.values():
-            new = records._tasks.keys()
-            if any(not new.isdisjoint(known._tasks.keys()) for known in self.days.values()):
-                return False
+        if self._repeats_a_task(later):
+            return False
         for response, _offset in strays:
             state = self.open.get(response["parent_id"])  # type: ignore[arg-type]
             if state is not None:
@@ -208,7 +190,7 @@ class PoolIndex:
             if mine is None:
                 self.days[day_ordinal] = records
                 continue
-            mine._tasks.update(records._tasks)  # after this day's earlier tasks: file order
+            mine.tasks.take_later(records.tasks)
             mine.idempotency.take_later(records.idempotency)
         self._newest_first = sorted(self.days, reverse=True)
         self._compact_older_days()
@@ -225,6 +207,37 @@ class PoolIndex:
         self.skipped_lines += later.skipped_lines
         self.activity.merge(later.activity)
         return True
+
+    def _repeats_a_task(self, later: PoolIndex) -> bool:
+        """Whether ``later`` holds a task line this index holds too.
+
+        The ids' high halves are compared as sets first: only a high half
+        found on both sides costs a lookup.
+        """
+        mine = [records.tasks for records in self.days.values()]
+        highs = set().union(*(tasks.id_highs() for tasks in mine))
+        named = set().union(*(tasks.named_ids() for tasks in mine))
+        for records in later.days.values():
+            theirs = records.tasks
+            if not named.isdisjoint(theirs.named_ids()):
+                return True
+            common = highs.intersection(theirs.id_highs())
+            if common and any(
+                key in tasks for key in theirs.keys_with_highs(common) for tasks in mine
+            ):
+                return True
+        return False
+
+    def compact_finished_days(self) -> None:
+        """Move the tasks of every day but the newest into their compact arrays, where due.
+
+        Called once a batch of lines is read, not line by line: a replay
+        keeps each day's dict, fast to look in, until it has read every file.
+        """
+        for day_ordinal in self._newest_first[1:]:
+            tasks = self.days[day_ordinal].tasks
+            if tasks.compact_due():
+                tasks.compact()
 
     def skip_line(self) -> None:
         """Count a line that is not a message."""
@@ -245,7 +258,7 @@ class PoolIndex:
 
     def _add_task(self, task: Message, day_ordinal: int, offset: int, now: float) -> None:
         task_id = task["id"]
-        key = _task_key(task_id)
+        key = task_key(task_id)
         if task_id in self.open or self._is_known(key):
             return  # a duplicated line: the first one counts
         records = self._records(day_ordinal)
@@ -449,7 +462,7 @@ class PoolIndex:
 
     def locate(self, task_id: str) -> KnownTask | None:
         """Where the task ``task_id`` is and whether it closed, or ``None`` if unknown."""
-        return self._locate_key(_task_key(task_id))
+        return self._locate_key(task_key(task_id))
 
     def _locate_key(self, key: str | bytes) -> KnownTask | None:
         for day_ordinal in self._newest_first:
@@ -460,12 +473,12 @@ class PoolIndex:
 
     def knows(self, task_id: str) -> bool:
         """Whether the task ``task_id`` was read, open or closed."""
-        return task_id in self.open or self._is_known(_task_key(task_id))
+        return task_id in self.open or self._is_known(task_key(task_id))
 
     def _is_known(self, key: str | bytes) -> bool:
         """Whether any day's registry has the task: ``_locate_key`` without building the answer."""
         for records in self.days.values():  # noqa: SIM110 - a loop: any() and its generator cost more
-            if key in records._tasks:
+            if key in records.tasks:
                 return True
         return False
 

@@ -151,6 +151,8 @@ class IndexTail:
                 self.start_over()
                 continue
             self._advanced_at = time.monotonic()
+            if checkpoint_allowed:  # not under the pool's lock: other writers would wait
+                self.index.compact_finished_days()
             if (
                 checkpoint_allowed
                 and self.lines_read - self._checkpointed_lines >= self.checkpoint_lines
