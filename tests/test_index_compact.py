@@ -176,7 +176,7 @@ def test_a_task_registry_answers_as_a_dict_in_file_order_across_compactions():
         else:  # a record noted again (a task closing): its place stays
             key = draw.choice(list(expected))
             packed = (expected[key] >> 10 << 10) | draw.randrange(1024)
-        registry.set(key, packed)
+        registry.note(key, packed)
         expected[key] = packed
         if step % 1500 == 1499:
             registry.compact()
@@ -190,7 +190,7 @@ def test_a_task_registry_answers_as_a_dict_in_file_order_across_compactions():
     for number in range(50):
         key = draw.randbytes(16) if number % 10 else f"later-{number}"
         offset += 100
-        later.set(key, offset << 10)
+        later.note(key, offset << 10)
         expected[key] = offset << 10
     later.compact()
     registry.take_later(later)
@@ -223,7 +223,7 @@ def test_a_finished_days_tasks_take_under_40_bytes_each():
         before = tracemalloc.get_traced_memory()[0]
         registry = TaskRegistry()
         for number, key in enumerate(keys):
-            registry.set(key, (number * 300) << 10 | 3)
+            registry.note(key, (number * 300) << 10 | 3)
         registry.compact()
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:

@@ -90,7 +90,7 @@ class DayRecords:
 
         ``key`` is ``task_key(task_id)``, when the caller has it already.
         """
-        self.tasks.set(
+        self.tasks.note(
             task_key(task_id) if key is None else key,
             offset << _OFFSET_SHIFT | status_bits << _STATUS_SHIFT | _REASON_CODES[closed],
         )

@@ -70,12 +70,12 @@ class TaskRegistry:
         # Looked up for every task line a replay reads, in every day: the dicts first.
         if key in self._recent or key in self._named:
             return True
-        return bool(self._packed) and type(key) is bytes and self._find(key) >= 0  # type: ignore[arg-type]
+        return bool(self._packed) and isinstance(key, bytes) and self._find(key) >= 0
 
     def get(self, key: str | bytes) -> int | None:
         """The packed record of the task with ``key``, or ``None``."""
-        if type(key) is not bytes:
-            return self._named.get(key)  # type: ignore[call-overload]
+        if not isinstance(key, bytes):
+            return self._named.get(key)
         packed = self._recent.get(key)
         if packed is None and self._packed:
             place = self._find(key)
@@ -83,10 +83,10 @@ class TaskRegistry:
                 return self._packed[place]
         return packed
 
-    def set(self, key: str | bytes, packed: int) -> None:
+    def note(self, key: str | bytes, packed: int) -> None:
         """Note the task's packed record: a new task's, or a new one for a task already noted."""
-        if type(key) is not bytes:
-            self._named[key] = packed  # type: ignore[index]
+        if not isinstance(key, bytes):
+            self._named[key] = packed
             return
         if self._packed and key not in self._recent:
             place = self._find(key)
@@ -138,7 +138,7 @@ class TaskRegistry:
     def take_later(self, later: TaskRegistry) -> None:
         """Take in the tasks of ``later``, a registry of the lines after this one's."""
         for key, packed in later.in_file_order():
-            self.set(key, packed)
+            self.note(key, packed)
 
     def named_ids(self) -> set[str]:
         """The ids held by name (those that are not canonical)."""
