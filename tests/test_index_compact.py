@@ -1,10 +1,26 @@
 """The index's compact structures: the task registry and the expiry heap."""
 
+import tracemalloc
+from collections.abc import Callable
+from typing import TypeVar
+
 from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED
 from taskpool.messages import format_timestamp
 from taskpool.stores.jsonl.index import DayRecords, PoolIndex
 
 NOW = 1_780_000_000.0
+T = TypeVar("T")
+
+
+def traced_growth(build: Callable[[], T]) -> tuple[T, int]:
+    """What ``build`` returns, and how many bytes more Python holds once it has."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        built = build()
+        return built, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
 
 
 def test_registry_keeps_each_id_apart_and_returns_what_was_noted():
@@ -126,20 +142,17 @@ def test_idempotency_keys_give_the_first_offset_of_each_hash_as_a_dict_would():
 
 def test_a_days_idempotency_keys_take_16_bytes_each_while_it_is_written():
     """The day being written keeps its keys as compactly as an older day, not in a dict."""
-    import tracemalloc
-
     from taskpool.stores.jsonl.idempotency import IdempotencyKeys, key_hash
 
     hashes = [key_hash("device:pi-1", f"task-{number}.done") for number in range(100_000)]
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+
+    def build() -> IdempotencyKeys:
         keys = IdempotencyKeys()
         for offset, hashed in enumerate(hashes):
             keys.add(hashed, offset * 300)
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+        return keys
+
+    keys, grown = traced_growth(build)
     assert len(keys) == 100_000
     # 16 bytes a key, the arrays' spare room, and at most one batch still in the dict;
     # a dict of them all took about 120 bytes a key.
@@ -213,21 +226,19 @@ def test_a_task_registry_answers_as_a_dict_in_file_order_across_compactions():
 def test_a_finished_days_tasks_take_under_40_bytes_each():
     """Once compacted, a day's tasks take their arrays' room, not a dict's 120 bytes a task."""
     import os
-    import tracemalloc
 
     from taskpool.stores.jsonl.task_registry import TaskRegistry
 
     keys = [os.urandom(16) for _ in range(100_000)]
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+
+    def build() -> TaskRegistry:
         registry = TaskRegistry()
         for number, key in enumerate(keys):
             registry.note(key, (number * 300) << 10 | 3)
         registry.compact()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+        return registry
+
+    registry, grown = traced_growth(build)
     assert len(registry) == 100_000
     assert grown / 100_000 < 40, grown / 100_000
 
