@@ -1,0 +1,104 @@
+"""How far the store's own code could move its durable appends: ``python -m bench.append_ceiling``.
+
+Takes turns, for a few rounds, between raw ``write``+``fdatasync`` loops, the
+store's heartbeat as it is, and the same store without three things it must
+keep: the ``dup`` of the descriptor it syncs (another thread may retire the
+kept one meanwhile), the check that ends a torn last line before its own,
+and its metrics. Each keeps its best round; the store's rates are printed
+against raw's, as ``make bench`` prints them.
+
+The stripped store is a measurement and nothing else: it could sync a
+closed descriptor and append to a torn line. What it gains over the real
+store is the most that cutting the store's own work could gain without
+breaking a rule of the day files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.appends import AppendResult, _measure, _raw_loop, _store_loop
+from taskpool import metrics
+from taskpool.stores.jsonl import JsonlStore
+from taskpool.stores.jsonl.appender import Appended, Appender
+
+
+class _StrippedAppender(Appender):
+    """Syncs the kept descriptor itself, and never looks for a torn line."""
+
+    def sync(self) -> int:
+        writer = self._writer
+        return writer.descriptor if self.fsync and writer is not None else -1
+
+    def finish(self, descriptor: int) -> None:
+        if descriptor >= 0:
+            os.fdatasync(descriptor)
+
+    def _append(self, day, line, inode, clean_end) -> Appended:  # noqa: ANN001 - as the base's
+        writer, _size = self._writer_for(day, inode)
+        written = self._write(writer, line)
+        return Appended(written - len(line), written)
+
+
+def _stripped_loop(store: JsonlStore) -> Callable[[int, float], int]:
+    def run(writer: int, deadline: float) -> int:
+        store.fsync = True
+        device_id = f"bench-writer-{writer}"
+        count = 0
+        with metrics.not_recorded():
+            while time.perf_counter() < deadline:
+                store.post_heartbeat(device_id=device_id)
+                count += 1
+        return count
+
+    return run
+
+
+def measure(
+    directory: Path, *, writers: int, seconds: float, rounds: int
+) -> dict[str, AppendResult]:
+    store = JsonlStore(directory)
+    stripped = JsonlStore(directory)
+    stripped._appender = _StrippedAppender(stripped._files, fsync=True)  # noqa: SLF001
+    loops = {
+        "raw write+fdatasync": _raw_loop(directory, True),
+        "store FSYNC on": _store_loop(store, True),
+        "store without dup, torn-line check, metrics": _stripped_loop(stripped),
+    }
+    best: dict[str, AppendResult] = {}
+    for _round in range(rounds):
+        for name, loop in loops.items():
+            store.stats()
+            stripped.stats()
+            result = _measure(loop, writers, seconds)
+            if name not in best or result.rate > best[name].rate:
+                best[name] = result
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each run")
+    parser.add_argument("--rounds", type=int, default=5, help="turns each loop takes")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="taskpool-append-ceiling-") as work:
+        best = measure(
+            Path(work), writers=options.writers, seconds=options.seconds, rounds=options.rounds
+        )
+    raw = best["raw write+fdatasync"].rate
+    print(f"{options.writers} writers, best of {options.rounds} rounds of {options.seconds:g} s:")
+    for name, result in best.items():
+        print(
+            f"  {name:45} {result.rate:9,.0f} lines/s  {result.rate / raw:6.1%} of raw"
+            f"  CPU {result.cpu_per_line * 1e6:4.0f} µs a line (user {result.user_per_line * 1e6:.0f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
