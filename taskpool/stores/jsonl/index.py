@@ -68,8 +68,8 @@ class DayRecords:
 
     A week of history holds hundreds of thousands of tasks, so each is kept
     as compactly as Python allows: its id as 16 bytes, and its offset, close
-    reason and status bits packed into one integer, in sorted arrays once
-    the day is over (``TaskRegistry``).
+    reason and status bits packed into one integer, in flat arrays once the
+    day is over (``TaskRegistry``).
     """
 
     #: task key -> offset << 10 | status bits << 2 | close reason code.
@@ -193,7 +193,7 @@ class PoolIndex:
             mine.tasks.take_later(records.tasks)
             mine.idempotency.take_later(records.idempotency)
         self._newest_first = sorted(self.days, reverse=True)
-        self._compact_older_days()
+        self._compact_older_days_keys()
         self.open.update(later.open)
         for key, queue in later.queues.items():
             for state in queue.values():
@@ -248,10 +248,10 @@ class PoolIndex:
         if records is None:
             records = self.days[day_ordinal] = DayRecords()
             self._newest_first = sorted(self.days, reverse=True)
-            self._compact_older_days()
+            self._compact_older_days_keys()
         return records
 
-    def _compact_older_days(self) -> None:
+    def _compact_older_days_keys(self) -> None:
         """Move the last keys of every day but the newest out of their dict: they take few."""
         for day_ordinal in self._newest_first[1:]:
             self.days[day_ordinal].idempotency.compact()
