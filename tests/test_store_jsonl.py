@@ -12,6 +12,7 @@ from taskpool.days import day_of
 from taskpool.exceptions import AlreadyAnswered, InvalidMessage, NotAddressed, UnknownTask
 from taskpool.messages import encode_line, parse_timestamp
 from taskpool.stores.jsonl import JsonlStore
+from taskpool.stores.results import TaskQuery
 from tests.support import (
     ManualClock,
     append_messages,
@@ -263,6 +264,34 @@ def test_a_ticking_clock_across_midnight_keeps_file_order_and_time_order(pool_di
     stamps = [item["ts"] for item in in_file_order]
     assert stamps == sorted(stamps)
     assert ids(store.pending_for("pi-1", limit=1000)) == ids(sent)
+
+
+def test_a_day_that_ended_is_held_compact_and_its_tasks_answer_as_before(pool_dir):
+    clock = ManualClock("2026-06-02T23:00:00Z")
+    store = store_at(pool_dir, clock)
+    yesterday = [task(store, title=f"before midnight {number}") for number in range(5)]
+    answer(store, "pi-1", yesterday[0], "done")
+    clock.advance(3600)
+    today = task(store, title="after midnight")
+    store.pending_for("pi-1")  # a read after the day ended compacts its tasks
+    registry = store._index.days[JUNE_2.toordinal()].tasks
+    assert registry._recent == {} and len(registry) == 5
+    with pytest.raises(AlreadyAnswered):
+        answer(store, "pi-1", yesterday[0], "failed")
+    answer(store, "pi-1", yesterday[1], "done")
+    assert ids(store.pending_for("pi-1")) == [*ids(yesterday[2:]), today["id"]]
+    assert [row["status"] for row in store.task_detail(yesterday[1]["id"]).executions([], 0)] == [
+        "done"
+    ]
+    newest_first = [today, *reversed(yesterday)]
+    listed = store.recent_tasks(TaskQuery(), limit=100).results
+    assert [summary.task["id"] for summary in listed] == ids(newest_first)
+    # Another process reads the same files into the same views.
+    other = store_at(pool_dir, clock)
+    assert ids(other.pending_for("pi-1")) == ids(store.pending_for("pi-1"))
+    assert other.recent_tasks(TaskQuery(), limit=100).results == listed
+    with pytest.raises(AlreadyAnswered):
+        answer(other, "pi-1", yesterday[1], "failed")
 
 
 def test_a_clock_stepped_back_across_midnight_stamps_the_newer_day_and_loses_nothing(
