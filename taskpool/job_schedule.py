@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+from taskpool.executions import record_status
 from taskpool.messages import parse_timestamp
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class JobSchedule:
         task: Message
         audience: Address
         expires_at: float
-        answers: dict[str, tuple[str, str]]
+        answers: dict[str, str]
         cancellation: Message | None
         job: JobOptions | None
         runs: dict[str, Run]
@@ -90,7 +91,7 @@ class JobSchedule:
             for device in self.answers:
                 if self._ended_for(device):
                     finished += 1
-                    if self.answers[device][0] in job.abort.on:
+                    if record_status(self.answers[device]) in job.abort.on:
                         failures += 1
             if job.abort.reached(finished, failures):
                 owed.append(
@@ -121,7 +122,7 @@ class JobSchedule:
         ]
         if not waiting:
             return None
-        succeeded = sum(1 for answer in self.answers.values() if answer[0] == "done")
+        succeeded = sum(1 for answer in self.answers.values() if record_status(answer) == "done")
         per_second = job.rollout.per_minute(succeeded) / 60  # type: ignore[union-attr]
         if self.rollout_clock is None:
             # The first device at once, and the rate counts from that offer: counted from

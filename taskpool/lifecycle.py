@@ -27,7 +27,7 @@ from taskpool.exceptions import (
     NotStarted,
     TaskClosed,
 )
-from taskpool.executions import ExecutionViews
+from taskpool.executions import ExecutionViews, answer_record, record_status
 from taskpool.job_schedule import (
     ABORTED,
     BACKEND_STATUSES,
@@ -150,8 +150,8 @@ class TaskState(ExecutionViews, JobSchedule):
         #: The device holding an any-one task, and the response that claimed it.
         self.claimer: str | None = None
         self.claim: Message | None = None
-        #: Each answering device's latest status and its time: device -> (status, ts).
-        self.answers: dict[str, tuple[str, str]] = {}
+        #: Each answering device's latest status and its time, as ``answer_record`` keeps them.
+        self.answers: dict[str, str] = {}
         self.cancellation: Message | None = None
         #: Retries, timeout, rollout, abort, start time; ``None`` for a plain task.
         self.job: JobOptions | None = JobOptions.of(task["meta"])
@@ -190,7 +190,7 @@ class TaskState(ExecutionViews, JobSchedule):
         if not audience.everyone and device not in audience.device_ids:
             return False
         previous = self.answers.get(device)
-        if previous is not None and previous[0] in TERMINAL_STATUSES:
+        if previous is not None and record_status(previous) in TERMINAL_STATUSES:
             return False
         claim_changed = False
         if self.any_one:
@@ -205,11 +205,10 @@ class TaskState(ExecutionViews, JobSchedule):
                 return False
         if status == "claimed" and previous is not None:
             return claim_changed  # already working on it: keep its progress
-        # Interned: each device's name and each status is then one string for
-        # all the answers that hold it, not a copy per answer, which is a
-        # third of an open broadcast's memory (and a checkpoint's pickle
-        # keeps them shared).
-        self.answers[intern(device)] = (intern(status), response["ts"])
+        # Interned: each device's name is then one string for all the answers
+        # that hold it, not a copy per answer, which was a third of an open
+        # broadcast's memory (and a checkpoint's pickle keeps them shared).
+        self.answers[intern(device)] = answer_record(status, response["ts"])
         return claim_changed
 
     def _apply_to_job(self, response: Message) -> bool:
@@ -265,9 +264,9 @@ class TaskState(ExecutionViews, JobSchedule):
             run.deadline = min(moment + 1 + step, run.started + 1 + timeout.in_progress)
         if status in _ATTEMPT_ENDING:
             self._end_attempt(device, run, status, response["ts"], moment)
-        if status == "claimed" and previous is not None and previous[0] != "pending":
+        if status == "claimed" and previous is not None and record_status(previous) != "pending":
             return claim_changed  # already working on it: keep its progress
-        self.answers[device] = (status, response["ts"])
+        self.answers[device] = answer_record(status, response["ts"])
         return claim_changed
 
     def _apply_backend(self, line: Message) -> bool:
@@ -299,7 +298,7 @@ class TaskState(ExecutionViews, JobSchedule):
             if attempt != run.attempt or not self._running(device):
                 return False
             self._end_attempt(device, run, TIMED_OUT, line["ts"], moment_of(line["ts"]))
-            self.answers[device] = (TIMED_OUT, line["ts"])
+            self.answers[device] = answer_record(TIMED_OUT, line["ts"])
             if self.claimer == device:
                 self.claimer, self.claim = None, None  # released: another device may take it
                 return True
@@ -308,7 +307,7 @@ class TaskState(ExecutionViews, JobSchedule):
         if attempt != run.attempt + 1 or not self._retrying(device):
             return False
         run.attempt, run.started, run.deadline, run.retry_at = attempt, None, None, None
-        self.answers[device] = ("pending", line["ts"])
+        self.answers[device] = answer_record("pending", line["ts"])
         return False
 
     def _end_attempt(
@@ -354,7 +353,7 @@ class TaskState(ExecutionViews, JobSchedule):
         state.aborted = record.get("aborted")
         state.opened = bool(record.get("opened", False))
         state.rollout_clock = record.get("rollout_clock")
-        state.answers = dict(answers)
+        state.answers = {device: answer_record(*answer) for device, answer in answers.items()}
         state.runs = {device: Run.from_record(kept) for device, kept in (runs or {}).items()}
         return state
 
@@ -389,7 +388,7 @@ class TaskState(ExecutionViews, JobSchedule):
         if self.job is not None:
             return self._job_offered_to(device_id)
         answer = self.answers.get(device_id)
-        if answer is not None and answer[0] in TERMINAL_STATUSES:
+        if answer is not None and record_status(answer) in TERMINAL_STATUSES:
             return False
         return not (self.any_one and self.claimer is not None and self.claimer != device_id)
 
@@ -417,7 +416,7 @@ class TaskState(ExecutionViews, JobSchedule):
             not_before = self.job.not_before
             return self._job_offered_to(device_id) and (not_before is None or now >= not_before)
         answer = self.answers.get(device_id)
-        if answer is not None and answer[0] in TERMINAL_STATUSES:
+        if answer is not None and record_status(answer) in TERMINAL_STATUSES:
             return False
         return not (self.any_one and self.claimer is not None and self.claimer != device_id)
 
@@ -438,7 +437,7 @@ class TaskState(ExecutionViews, JobSchedule):
 
     def _running(self, device_id: str) -> bool:
         answer = self.answers.get(device_id)
-        return answer is not None and answer[0] in _RUNNING
+        return answer is not None and record_status(answer) in _RUNNING
 
     def _retrying(self, device_id: str) -> bool:
         """A job task's device whose attempt failed or timed out, and that gets another."""
@@ -447,15 +446,19 @@ class TaskState(ExecutionViews, JobSchedule):
             return False
         retries = self.job.retries
         run = self.runs.get(device_id)
-        return retries is not None and run is not None and retries.covers(answer[0], run.attempt)
+        return (
+            retries is not None
+            and run is not None
+            and retries.covers(record_status(answer), run.attempt)
+        )
 
     def _ended_for(self, device_id: str) -> bool:
         """Whether the device is done with the task for good (terminal, or out of attempts)."""
         answer = self.answers.get(device_id)
         if self.job is None:
-            return answer is not None and answer[0] in TERMINAL_STATUSES
+            return answer is not None and record_status(answer) in TERMINAL_STATUSES
         if answer is not None:
-            status = answer[0]
+            status = record_status(answer)
             if status in ("done", "rejected"):
                 return True
             if status in ("failed", TIMED_OUT):
@@ -471,12 +474,12 @@ class TaskState(ExecutionViews, JobSchedule):
         if (
             self.any_one
             and self.claimer is not None
-            and self.answers[self.claimer][0] in _WORK_ENDING
+            and record_status(self.answers[self.claimer]) in _WORK_ENDING
         ):
             return FINISHED
         if self.job is not None and self.aborted is not None:
             # Aborted: over once the devices that had started are done.
-            running = any(answer[0] in _RUNNING for answer in self.answers.values())
+            running = any(record_status(answer) in _RUNNING for answer in self.answers.values())
             return None if running else FINISHED
         if self.audience.everyone:
             return None
@@ -501,14 +504,17 @@ class TaskState(ExecutionViews, JobSchedule):
             raise NotAddressed(f"Task {self.id} is not addressed to device {device_id}.")
         answer = self.answers.get(device_id)
         if self._ended_for(device_id):
-            if answer is not None and answer[0] == TIMED_OUT:  # the server's line, not an answer
+            if (
+                answer is not None and record_status(answer) == TIMED_OUT
+            ):  # the server's line, not an answer
                 run = self.runs.get(device_id)
                 raise AttemptEnded(
                     f"Attempt {1 if run is None else run.attempt} of task {self.id} on device "
                     f"{device_id} timed out, and no attempt follows."
                 )
             raise AlreadyAnswered(
-                f"Device {device_id} has already answered task {self.id} with {answer[0]}."  # type: ignore[index]
+                f"Device {device_id} has already answered task {self.id} with "
+                f"{record_status(answer)}."  # type: ignore[arg-type]
             )
         if self.cancellation is not None:
             raise TaskClosed(f"Task {self.id} was cancelled.")
@@ -533,7 +539,7 @@ class TaskState(ExecutionViews, JobSchedule):
             reason = self.aborted["meta"].get("reason") or "aborted"
             raise TaskClosed(f"Task {self.id} was aborted: {reason}")
         if self._retrying(device_id):
-            ended = self.answers[device_id][0]
+            ended = record_status(self.answers[device_id])
             raise AttemptEnded(
                 f"Attempt {current} of task {self.id} on device {device_id} ended ({ended}); "
                 f"attempt {current + 1} is offered at "

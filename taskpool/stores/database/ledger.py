@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from taskpool.exceptions import InvalidMessage
+from taskpool.executions import answer_record, record_status, record_time
 from taskpool.lifecycle import ABORTED, EXPIRED, FINISHED, OFFERED, Run, TaskState
 from taskpool.messages import Message, response_status
 from taskpool.stores.rules import ClosedTask
@@ -196,7 +197,10 @@ class SqlLedger:
                 stored[device] = (status, updated)
             if detail is not None and device not in state.runs:
                 state.runs[device] = Run.from_record(_record_of(detail))
-        state.answers = {**stored, **state.answers}
+        state.answers = {
+            **{device: answer_record(*answer) for device, answer in stored.items()},
+            **state.answers,
+        }
         self.complete.add(state.id)
 
     def _load_answers(self, state: TaskState, devices: list[str]) -> None:
@@ -209,7 +213,7 @@ class SqlLedger:
             [state.id, wanted],
         )
         for device, status, updated in self.cursor.fetchall():
-            state.answers.setdefault(device, (status, updated))
+            state.answers.setdefault(device, answer_record(status, updated))
 
     def hold_broadcasts(self) -> None:
         """Hold the broadcasts' lock exclusively until commit (see ``BROADCASTS_LOCK``).
@@ -364,7 +368,10 @@ class SqlLedger:
 
     def _row(self, state: TaskState, device: str, open_: bool) -> tuple[Any, ...]:
         """An execution row as ``state`` has it for ``device``."""
-        status, updated = state.answers.get(device, ("pending", ""))
+        answer = state.answers.get(device)
+        status, updated = (
+            ("pending", "") if answer is None else (record_status(answer), record_time(answer))
+        )
         run = state.runs.get(device)
         detail = state.device_record(device)
         return (

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from taskpool.exceptions import InvalidMessage
-from taskpool.executions import EXECUTION_STATUSES
+from taskpool.executions import EXECUTION_STATUSES, record_status
 from taskpool.jobs import served
 from taskpool.lifecycle import ABORTED, CANCELLED, EXPIRED, FINISHED, OFFERED, TIMED_OUT, TaskState
 from taskpool.messages import TERMINAL_STATUSES, Message
@@ -335,7 +335,7 @@ class PoolIndex:
             # A plain broadcast: only a device's terminal answer changes anything, for good.
             if shared and sender.startswith("device:"):
                 answer = state.answers.get(sender[7:])
-                if answer is not None and answer[0] in TERMINAL_STATUSES:
+                if answer is not None and record_status(answer) in TERMINAL_STATUSES:
                     broadcasts.mark_done(sender[7:], state.position)
             return
         if sender == "backend":
