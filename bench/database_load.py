@@ -38,6 +38,7 @@ import orjson
 
 from taskpool.days import day_of, day_of_file_name
 from taskpool.exceptions import InvalidMessage
+from taskpool.executions import answer_parts
 from taskpool.lifecycle import EXPIRED, FINISHED, TaskState
 from taskpool.messages import Message
 from taskpool.stores.database.store import stored_status
@@ -322,7 +323,7 @@ def _close(
     known.status_bits = state.status_bits([], now)
     devices = state.answers if state.audience.everyone else state.audience.device_ids
     for device_id in devices:
-        status, updated = state.answers.get(device_id, ("pending", ""))
+        status, updated = answer_parts(state.answers.get(device_id))
         executions.append((state.id, device_id, state.position, status, updated, False))
 
 
@@ -342,7 +343,7 @@ def _executions(
         else:
             devices = state.audience.device_ids
         for device_id in devices:
-            status, updated = state.answers.get(device_id, ("pending", ""))
+            status, updated = answer_parts(state.answers.get(device_id))
             yield task_id, device_id, known.seq, status, updated, state.offered_to(device_id)
 
 

@@ -58,6 +58,11 @@ def record_time(record: str) -> str:
     return record[1:] if record[0] != _UNCODED else record[1:].partition(_UNCODED)[2]
 
 
+def answer_parts(record: str | None) -> tuple[str, str]:
+    """(status, time) of a kept answer; ``("pending", "")`` for a device that gave none."""
+    return ("pending", "") if record is None else (record_status(record), record_time(record))
+
+
 class ExecutionViews:
     """``TaskState``'s views of its executions (a mixin: it reads the state's fields)."""
 

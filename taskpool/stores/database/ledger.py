@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from taskpool.exceptions import InvalidMessage
-from taskpool.executions import answer_record, record_status, record_time
+from taskpool.executions import answer_parts, answer_record
 from taskpool.lifecycle import ABORTED, EXPIRED, FINISHED, OFFERED, Run, TaskState
 from taskpool.messages import Message, response_status
 from taskpool.stores.rules import ClosedTask
@@ -368,10 +368,7 @@ class SqlLedger:
 
     def _row(self, state: TaskState, device: str, open_: bool) -> tuple[Any, ...]:
         """An execution row as ``state`` has it for ``device``."""
-        answer = state.answers.get(device)
-        status, updated = (
-            ("pending", "") if answer is None else (record_status(answer), record_time(answer))
-        )
+        status, updated = answer_parts(state.answers.get(device))
         run = state.runs.get(device)
         detail = state.device_record(device)
         return (
