@@ -227,7 +227,8 @@ class TaskState(ExecutionViews, JobSchedule):
             return False
         if not self.audience.includes(device) or not self._may_answer(device):
             return False
-        device, status = intern(device), intern(status)  # shared, as in ``apply``
+        # Shared: the device's name in answers and runs, the status in the run's history.
+        device, status = intern(device), intern(status)
         run = self._run(device)
         attempt = meta.get("attempt")
         if attempt is not None and attempt != run.attempt:
