@@ -4,6 +4,8 @@ import tracemalloc
 from collections.abc import Callable
 from typing import TypeVar
 
+import pytest
+
 from taskpool.lifecycle import CANCELLED, EXPIRED, FINISHED
 from taskpool.messages import format_timestamp
 from taskpool.stores.jsonl.index import DayRecords, PoolIndex
@@ -159,7 +161,16 @@ def test_a_days_idempotency_keys_take_16_bytes_each_while_it_is_written():
     assert grown / 100_000 < 30, grown / 100_000
 
 
-def test_a_task_registry_answers_as_a_dict_in_file_order_across_compactions():
+@pytest.mark.parametrize(
+    ("steps", "compact_every", "shards"),
+    [
+        (6000, 1500, 1),  # few tasks: the arrays sorted again at each compaction, one shard
+        (40_000, 700, 256),  # a day being written: tasks moved in one by one, then 256 shards
+    ],
+)
+def test_a_task_registry_answers_as_a_dict_in_file_order_across_compactions(
+    steps: int, compact_every: int, shards: int
+):
     """Tasks move from their dict into the arrays when compacted; every lookup, the order
     both ways, a record changed where it is, late tasks, merges and a pickle, as a dict."""
     import pickle
@@ -169,6 +180,7 @@ def test_a_task_registry_answers_as_a_dict_in_file_order_across_compactions():
 
     draw = random.Random(7)
     registry, expected = TaskRegistry(), {}  # key -> packed; packed grows with the offset
+    noted: list[str | bytes] = []  # the keys of ``expected``, to draw from
     # Ids sharing their high half (one 64-bit half alike) and ids kept by name, among random ones.
     twins = [bytes(8) + draw.randbytes(8) for _ in range(3)]
     offset = 0
@@ -181,21 +193,22 @@ def test_a_task_registry_answers_as_a_dict_in_file_order_across_compactions():
             return twins.pop()
         return draw.randbytes(16)
 
-    for step in range(6000):
+    for step in range(steps):
         offset += draw.randrange(1, 500)
         roll = draw.random()
         if roll < 0.6 or not expected:
             key, packed = new_key(), offset << 10
+            noted.append(key)
         else:  # a record noted again (a task closing): its place stays
-            key = draw.choice(list(expected))
+            key = draw.choice(noted)
             packed = (expected[key] >> 10 << 10) | draw.randrange(1024)
         registry.note(key, packed)
         expected[key] = packed
-        if step % 1500 == 1499:
+        if step % compact_every == compact_every - 1:
             registry.compact()
         if step % 7 == 0:
             probe = draw.choice(
-                [draw.randbytes(16), *list(expected)[-3:], twins[0] if twins else b""]
+                [draw.randbytes(16), draw.choice(noted), *noted[-3:], twins[0] if twins else b""]
             )
             assert registry.get(probe) == expected.get(probe)
             assert (probe in registry) == (probe in expected)
@@ -219,7 +232,7 @@ def test_a_task_registry_answers_as_a_dict_in_file_order_across_compactions():
         assert list(each.newest_first()) == [(id_of(key), packed) for key, packed in in_order[::-1]]
         assert each.get(draw.randbytes(16)) is None and "unknown" not in each
     registry.compact()
-    assert registry._recent == {}
+    assert registry._recent == {} and len(registry._sorted) == shards
     assert list(registry.newest_first()) == [(id_of(key), packed) for key, packed in in_order[::-1]]
 
 
@@ -243,13 +256,51 @@ def test_a_finished_days_tasks_take_under_40_bytes_each():
     assert grown / 100_000 < 40, grown / 100_000
 
 
+def test_the_day_being_written_takes_under_45_bytes_a_task_as_it_grows():
+    """Its tasks move into the arrays every few thousand, not once the day is over."""
+    import os
+
+    from taskpool.stores.jsonl.task_registry import FLUSH_AT, TaskRegistry
+
+    keys = [os.urandom(16) for _ in range(100_000)]
+
+    def build() -> TaskRegistry:
+        registry = TaskRegistry()
+        for number, key in enumerate(keys):
+            registry.note(key, (number * 300) << 10 | 3)
+            if registry.compact_due(day_over=False):
+                registry.compact()
+        return registry
+
+    registry, grown = traced_growth(build)
+    assert len(registry._recent) < FLUSH_AT
+    assert all(registry.get(key) == (number * 300) << 10 | 3 for number, key in enumerate(keys))
+    assert grown / 100_000 < 45, grown / 100_000
+
+
+def test_the_index_moves_the_newest_days_tasks_once_it_has_enough_of_them():
+    from taskpool.stores.jsonl.task_registry import FLUSH_AT
+
+    index = PoolIndex(7 * 86400)
+    for number in range(FLUSH_AT - 1):
+        index.add(task(number, NOW + 3600), 739_000, number * 100, NOW)
+    index.compact_tasks()
+    assert len(index.days[739_000].tasks._recent) == FLUSH_AT - 1  # too few yet
+    index.add(task(FLUSH_AT, NOW + 3600), 739_000, FLUSH_AT * 100, NOW)
+    index.compact_tasks()
+    assert index.days[739_000].tasks._recent == {}
+    index.add(done(7), 739_000, FLUSH_AT * 100 + 100, NOW)
+    assert index.locate(f"msg_{7:032x}").closed == FINISHED
+    assert index.locate(f"msg_{FLUSH_AT:032x}").offset == FLUSH_AT * 100
+
+
 def test_the_index_compacts_every_day_but_the_newest_and_still_finds_their_tasks():
     index = PoolIndex(7 * 86400)
     days = (739_000, 739_001, 739_002)
     for day in days:
         for number in range(day * 10, day * 10 + 5):
             index.add(task(number, NOW + 3600), day, number % 10 * 100, NOW)
-    index.compact_finished_days()
+    index.compact_tasks()
     assert [index.days[day].tasks._recent == {} for day in days] == [True, True, False]
     index.add(done(days[0] * 10), days[2], 900, NOW)  # an answer to a compacted day's task
     late = task(days[0] * 10 + 7, NOW + 3600)  # a line come late to a compacted day

@@ -294,6 +294,34 @@ def test_a_day_that_ended_is_held_compact_and_its_tasks_answer_as_before(pool_di
         answer(other, "pi-1", yesterday[1], "failed")
 
 
+def test_the_day_being_written_moves_its_tasks_as_it_goes_and_they_answer_as_before(
+    pool_dir, clock, monkeypatch
+):
+    from taskpool.stores.jsonl import task_registry
+
+    monkeypatch.setattr(task_registry, "FLUSH_AT", 4)  # four tasks a move, not thousands
+    monkeypatch.setattr(task_registry, "ONE_SHARD_MAX", 8)  # and split 256 ways past 8
+    store = store_at(pool_dir, clock)
+    sent = [task(store, title=f"task {number}") for number in range(23)]
+    answer(store, "pi-1", sent[0], "done")
+    store.pending_for("pi-1")  # a read moves the dict's tasks once it holds four
+    registry = store._index.days[JUNE_3.toordinal()].tasks
+    assert len(registry._recent) < 4 and len(registry._sorted) == 256 and len(registry) == 23
+    with pytest.raises(AlreadyAnswered):
+        answer(store, "pi-1", sent[0], "failed")
+    answer(store, "pi-1", sent[5], "done")
+    open_ids = [item["id"] for number, item in enumerate(sent) if number not in (0, 5)]
+    assert ids(store.pending_for("pi-1", limit=100)) == open_ids
+    listed = store.recent_tasks(TaskQuery(), limit=100).results
+    assert [summary.task["id"] for summary in listed] == ids(sent[::-1])
+    # Another process reads the same file into the same views.
+    other = store_at(pool_dir, clock)
+    assert ids(other.pending_for("pi-1", limit=100)) == open_ids
+    assert other.recent_tasks(TaskQuery(), limit=100).results == listed
+    with pytest.raises(AlreadyAnswered):
+        answer(other, "pi-1", sent[5], "failed")
+
+
 def test_a_clock_stepped_back_across_midnight_stamps_the_newer_day_and_loses_nothing(
     pool, pool_dir, clock
 ):

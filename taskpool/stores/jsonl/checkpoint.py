@@ -42,7 +42,7 @@ from taskpool.stores.jsonl.task_registry import TaskRegistry
 
 CHECKPOINT_FILE_NAME = ".index-checkpoint"
 REPLAY_LOCK_NAME = ".index-checkpoint.lock"
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 #: Bytes before each day file's offset kept to recognise the same file on loading: the
 #: last lines read. Files are only ever appended to; like a running process, a checkpoint
 #: cannot see an edit further back that keeps the inode and the size.

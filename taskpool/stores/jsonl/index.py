@@ -228,15 +228,16 @@ class PoolIndex:
                 return True
         return False
 
-    def compact_finished_days(self) -> None:
-        """Move the tasks of every day but the newest into their compact arrays, where due.
+    def compact_tasks(self) -> None:
+        """Move each day's new tasks into its compact arrays, where due.
 
         Called once a batch of lines is read, not line by line: a replay
         keeps each day's dict, fast to look in, until it has read every file.
         """
-        for day_ordinal in self._newest_first[1:]:
+        newest = self._newest_first[:1]
+        for day_ordinal in self._newest_first:
             tasks = self.days[day_ordinal].tasks
-            if tasks.compact_due():
+            if tasks.compact_due(day_over=day_ordinal not in newest):
                 tasks.compact()
 
     def skip_line(self) -> None:

@@ -215,7 +215,7 @@ def read_segment(pieces: list[Piece], task_ttl: float, now: float) -> SegmentRea
                     start += len(line) + 1
                 end = start
         done.append(PieceRead(piece.day, stat.st_ino, piece.start, end, stat.st_size))
-    index.compact_finished_days()  # here, in parallel, rather than after the fold
+    index.compact_tasks()  # here, in parallel, rather than after the fold
     return SegmentReading(done, index, strays)
 
 

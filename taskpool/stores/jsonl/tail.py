@@ -152,7 +152,7 @@ class IndexTail:
                 continue
             self._advanced_at = time.monotonic()
             if checkpoint_allowed:  # not under the pool's lock: other writers would wait
-                self.index.compact_finished_days()
+                self.index.compact_tasks()
             if (
                 checkpoint_allowed
                 and self.lines_read - self._checkpointed_lines >= self.checkpoint_lines

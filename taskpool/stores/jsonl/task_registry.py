@@ -7,9 +7,11 @@ costs about 120 bytes (a 16-byte key object, its packed record as an int,
 and the dict's slot); ``compact`` moves them into flat storage instead: in
 file order, the ids' 16 bytes in one string and the packed records in an
 array, and for lookups the tasks' places sorted by the id's first 8 bytes,
-with those 8 bytes as numbers. A day's tasks are compacted once the day is
-over and its file is read; the day being written keeps its dict, which
-takes new tasks cheaply.
+with those 8 bytes as numbers. New tasks go into a dict, which takes them
+cheaply. A finished day's tasks are compacted once its file is read; the
+day being written moves its tasks every ``FLUSH_AT`` of them, so it grows by
+about 36 bytes a task too. The sorted arrays are split by the id's first
+byte: moving a task in shifts a 256th of the day's tasks, not all of them.
 
 Ids that are not ``msg_`` and 32 lower-case hex digits (a hand-written line)
 are kept by name in a dict of their own, whatever the day.
@@ -19,11 +21,19 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import sys
 from array import array
 from collections.abc import Iterator
 
 KEY_BYTES = 16
+#: New tasks the day being written keeps in its dict before they move into the arrays.
+FLUSH_AT = 4096
+#: The high half's bits below its shard's number: the id's first byte picks one of 256.
+SHARD_SHIFT = 56
+SHARDS = 1 << (64 - SHARD_SHIFT)
+#: Up to this many tasks, a day's sorted arrays are one shard: 256 would be mostly empty.
+ONE_SHARD_MAX = 4 * FLUSH_AT
 
 
 def task_key(task_id: str) -> str | bytes:
@@ -44,9 +54,10 @@ class TaskRegistry:
     """Task key (16 bytes, or an odd id's text) -> the task's packed record.
 
     Packed records must sort as their lines do in the file (the offset in
-    their high bits): the registry gives tasks back in file order by them.
-    A key is held in one place only: a new task goes into the dict, and a
-    record noted again is changed where it is.
+    their high bits), and tasks are noted in file order: the dict's tasks
+    all come after the arrays', and the odd ids are merged in by their
+    records. A key is held in one place only: a new task goes into the
+    dict, and a record noted again is changed where it is.
     """
 
     __slots__ = ("_recent", "_named", "_keys", "_packed", "_sorted", "_sorted_highs")
@@ -59,9 +70,10 @@ class TaskRegistry:
         #: Compacted tasks in file order: their keys end to end, and their packed records.
         self._keys = b""
         self._packed = array("Q")
-        #: The compacted tasks' places, ordered by the key's first 8 bytes, and those bytes.
-        self._sorted = array("I")
-        self._sorted_highs = array("Q")
+        #: Per shard (one, or 256 by the key's first byte), the compacted tasks' places
+        #: ordered by the key's first 8 bytes, and those 8 bytes as numbers.
+        self._sorted: list[array] = [array("I")]
+        self._sorted_highs: list[array] = [array("Q")]
 
     def __len__(self) -> int:
         return len(self._recent) + len(self._named) + len(self._packed)
@@ -97,43 +109,73 @@ class TaskRegistry:
 
     def newest_first(self) -> Iterator[tuple[str, int]]:
         """(task id, packed record) of every task, the last line first."""
-        parts: list[Iterator[tuple[str, int]]] = []
-        if self._packed:
-            digits, packed = self._keys.hex(), self._packed  # one call for all the ids' digits
-            width = 2 * KEY_BYTES
-            parts.append(
-                ("msg_" + digits[place * width : place * width + width], packed[place])
-                for place in reversed(range(len(packed)))
-            )
-        if self._recent:
-            parts.append(
-                ("msg_" + key.hex(), packed) for key, packed in reversed(self._recent.items())
-            )
-        if self._named:
-            parts.append(reversed(self._named.items()))
-        if len(parts) == 1:
-            return parts[0]  # a day compacted, or the day being written: nothing to merge
-        return heapq.merge(*parts, key=_packed_record, reverse=True)
+        recent = (("msg_" + key.hex(), packed) for key, packed in reversed(self._recent.items()))
+        canonical = itertools.chain(recent, self._compacted_newest_first())
+        if not self._named:
+            return canonical
+        return heapq.merge(
+            canonical, reversed(self._named.items()), key=_packed_record, reverse=True
+        )
 
     def in_file_order(self) -> Iterator[tuple[str | bytes, int]]:
         """(key, packed record) of every task, the first line first."""
         compacted = zip(self._compacted_keys(), self._packed, strict=True)
-        return heapq.merge(compacted, self._recent.items(), self._named.items(), key=_packed_record)
+        canonical = itertools.chain(compacted, self._recent.items())
+        if not self._named:
+            return canonical
+        return heapq.merge(canonical, self._named.items(), key=_packed_record)
 
-    def compact_due(self) -> bool:
-        """Whether the dict holds enough tasks to be worth rebuilding the arrays for."""
-        return len(self._recent) > len(self._packed) // 4
+    def _compacted_newest_first(self) -> Iterator[tuple[str, int]]:
+        if not self._packed:
+            return
+        digits, packed = self._keys.hex(), self._packed  # one call for all the ids' digits
+        width = 2 * KEY_BYTES
+        for place in reversed(range(len(packed))):
+            yield "msg_" + digits[place * width : place * width + width], packed[place]
+
+    def compact_due(self, *, day_over: bool) -> bool:
+        """Whether the dict's tasks should move into the arrays now.
+
+        A finished day moves whatever its dict holds (a late line, now and
+        then); the day being written waits for ``FLUSH_AT`` new tasks.
+        """
+        return len(self._recent) >= (1 if day_over else FLUSH_AT)
 
     def compact(self) -> None:
-        """Move the dict's tasks after those compacted already (file order), and sort again."""
-        if not self._recent:
+        """Move the dict's tasks after those compacted already (file order), and into the
+        sorted arrays: one by one when they are few against those, else by sorting again."""
+        recent = self._recent
+        if not recent:
             return
-        self._keys += b"".join(self._recent)
-        self._packed.extend(self._recent.values())
-        highs = _highs_of(self._keys)
-        self._sorted = array("I", sorted(range(len(highs)), key=highs.__getitem__))
-        self._sorted_highs = array("Q", map(highs.__getitem__, self._sorted))
+        first_place = len(self._packed)
+        new_keys = b"".join(recent)
+        self._keys += new_keys
+        self._packed.extend(recent.values())
         self._recent = {}
+        total = len(self._packed)
+        if len(recent) > first_place // 4 or (len(self._sorted) == 1 and total > ONE_SHARD_MAX):
+            self._sort_again()
+            return
+        shift = SHARD_SHIFT if len(self._sorted) == SHARDS else 64
+        all_places, all_highs = self._sorted, self._sorted_highs
+        for place, high in enumerate(_highs_of(new_keys), first_place):
+            shard = high >> shift
+            highs = all_highs[shard]
+            at = bisect.bisect_right(highs, high)
+            highs.insert(at, high)
+            all_places[shard].insert(at, place)
+
+    def _sort_again(self) -> None:
+        highs = _highs_of(self._keys)
+        places = array("I", sorted(range(len(highs)), key=highs.__getitem__))
+        sorted_highs = array("Q", map(highs.__getitem__, places))
+        if len(places) <= ONE_SHARD_MAX:
+            self._sorted, self._sorted_highs = [places], [sorted_highs]
+            return
+        bounds = [bisect.bisect_left(sorted_highs, shard << SHARD_SHIFT) for shard in range(SHARDS)]
+        bounds.append(len(places))
+        self._sorted = [places[low:high] for low, high in itertools.pairwise(bounds)]
+        self._sorted_highs = [sorted_highs[low:high] for low, high in itertools.pairwise(bounds)]
 
     def take_later(self, later: TaskRegistry) -> None:
         """Take in the tasks of ``later``, a registry of the lines after this one's."""
@@ -146,7 +188,7 @@ class TaskRegistry:
 
     def id_highs(self) -> set[int]:
         """The first 8 bytes, as numbers, of every canonical id held."""
-        highs = set(self._sorted_highs)
+        highs = set().union(*self._sorted_highs)
         highs.update(_highs_of(b"".join(self._recent)))
         return highs
 
@@ -164,10 +206,11 @@ class TaskRegistry:
     def _find(self, key: bytes) -> int:
         """Where ``key`` is among the compacted tasks, or -1."""
         high = int.from_bytes(key[:8])
-        sorted_highs = self._sorted_highs
+        shard = high >> SHARD_SHIFT if len(self._sorted) == SHARDS else 0
+        sorted_highs = self._sorted_highs[shard]
         at = bisect.bisect_left(sorted_highs, high)
         while at < len(sorted_highs) and sorted_highs[at] == high:
-            place = self._sorted[at]
+            place = self._sorted[shard][at]
             if self._keys[place * KEY_BYTES : (place + 1) * KEY_BYTES] == key:
                 return place
             at += 1
