@@ -7,8 +7,11 @@ keeps the pool in a database checks that one itself.
 
 from __future__ import annotations
 
+import logging
+
 from django.db import DatabaseError, connections, router
 
+from taskpool.exceptions import PoolError
 from taskpool.missing_tables import migrate_hint
 from taskpool.models import DeviceUser
 from taskpool.stores import get_store
@@ -34,7 +37,10 @@ def health_checks(*, ready: bool = False) -> list[HealthCheck]:
     """Every check, the store's first; with ``ready``, also whether the store is ready to serve."""
     try:
         store = get_store()
-    except Exception:  # noqa: BLE001 - a store that cannot be built is the answer
+    except PoolError as error:  # the store's own refusal, which says what is wrong
+        store_checks = [HealthCheck("store", error.message)]
+    except Exception:  # a store that cannot be built is the answer; the log says why
+        logging.getLogger("taskpool").exception("The store cannot be opened.")
         store_checks = [HealthCheck("store", "The store cannot be opened.")]
     else:
         store_checks = store.health(ready=ready)

@@ -171,3 +171,31 @@ def test_a_database_store_whose_server_does_not_answer_is_a_503_naming_it():
     assert answer["status"] == 503
     assert list(answer["body"]["checks"]) == ["pool_database"]
     assert str(port) not in json.dumps(answer["body"])
+
+
+@pytest.mark.day_files_only
+def test_a_data_directory_that_cannot_be_made_is_a_json_503_and_the_log_says_why(
+    db, pool_dir, settings, make_device, caplog
+):
+    """A path through a file (or a directory the server may not write): every request is the
+    store's refusal as JSON, never a server error, and the log names the path and the reason."""
+    from tests.conftest import client_with, post_json
+
+    in_the_way = pool_dir / "a-file"
+    in_the_way.write_text("not a directory\n")
+    settings.TASKPOOL = {**settings.TASKPOOL, "DATA_DIR": str(in_the_way / "pool")}
+    device = client_with(make_device("pi-1")[1])
+    with caplog.at_level("ERROR", logger="taskpool"):
+        pending = device.get("/pool/pending")
+        posted = post_json(device, "/pool/heartbeat", {"body": "ok"})
+        checked = health()
+    for response in (pending, posted, checked):
+        assert response.status_code == 503, response.content
+        assert response["Content-Type"] == "application/json"
+        assert "data directory cannot be made" in response.content.decode()
+        assert str(in_the_way) not in response.content.decode()  # no paths for anyone to read
+    assert list(checked.json()["checks"]) == ["store"]
+    assert any(
+        str(in_the_way / "pool") in record.getMessage() and "Not a directory" in record.getMessage()
+        for record in caplog.records
+    )

@@ -43,6 +43,23 @@ def directory_problem(directory: Path) -> str | None:
     return problem
 
 
+def creation_problem(directory: Path) -> str | None:
+    """Why ``directory`` is not, or cannot become, a writable directory; ``None`` if it can.
+
+    Said as the end of a sentence about the setting. A directory still to
+    be made is judged by the nearest part of its path that exists: the store
+    makes the rest at its first start.
+    """
+    if os.path.exists(directory):
+        if os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK):
+            return None
+        return f"is not a writable directory: {directory}."
+    existing = next(parent for parent in directory.parents if os.path.exists(parent))
+    if os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK):
+        return None
+    return f"cannot be made: {existing} is not a writable directory."
+
+
 def broken_day_links(directory: Path) -> list[checks.CheckMessage]:
     """A day file that is a symbolic link to nothing (``taskpool.W004``).
 

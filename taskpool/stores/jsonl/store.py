@@ -22,6 +22,7 @@ the files (``stores.jsonl.task_views``).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -52,7 +53,11 @@ from taskpool.stores.changes import Changes
 from taskpool.stores.jsonl import checkpoint
 from taskpool.stores.jsonl.appender import Appender
 from taskpool.stores.jsonl.day_files import DayFiles
-from taskpool.stores.jsonl.directory_check import broken_day_links, directory_problem
+from taskpool.stores.jsonl.directory_check import (
+    broken_day_links,
+    creation_problem,
+    directory_problem,
+)
 from taskpool.stores.jsonl.file_reads import DayFileReads
 from taskpool.stores.jsonl.index import PoolIndex, split_position
 from taskpool.stores.jsonl.ledger import IndexLedger
@@ -71,6 +76,8 @@ from taskpool.stores.rules import Decision, Ledger
 #: A write by a process whose index is older than this (seconds) catches up
 #: before taking the pool's lock; a busier one has little to read under it.
 CATCH_UP_UNLOCKED_AFTER = 0.5
+
+logger = logging.getLogger("taskpool")
 
 
 class JsonlStore(DayFileReads, TaskViews):
@@ -99,7 +106,12 @@ class JsonlStore(DayFileReads, TaskViews):
         except OSError as error:  # a read-only or full disk: the store's refusal, as JSON
             if error.errno in StoreUnavailable.STORAGE_ERRNOS:
                 raise StoreUnavailable.from_os_error(error) from error
-            raise
+            # No retry mends this (a permission, a file in the path): the log says
+            # where and why, every request gets the store's refusal, not a server error.
+            logger.error("The pool's data directory %s cannot be made: %s", directory, error)
+            raise StoreUnavailable(
+                "The pool's data directory cannot be made; the server's log says why."
+            ) from error
         self.directory = directory
         self.task_ttl = float(task_ttl)
         self.max_message_bytes = max_message_bytes
@@ -152,6 +164,8 @@ class JsonlStore(DayFileReads, TaskViews):
                     id="taskpool.E002",
                 )
             ]
+        if not isinstance(data_dir, str | os.PathLike):
+            return []  # not a path at all: the settings' own check says so
         path = Path(data_dir)
         if not path.is_absolute():
             return [
@@ -160,13 +174,9 @@ class JsonlStore(DayFileReads, TaskViews):
                     id="taskpool.E003",
                 )
             ]
-        if path.exists() and not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
-            return [
-                checks.Error(
-                    f"TASKPOOL['DATA_DIR'] is not a writable directory: {data_dir}.",
-                    id="taskpool.E004",
-                )
-            ]
+        problem = creation_problem(path)
+        if problem is not None:
+            return [checks.Error(f"TASKPOOL['DATA_DIR'] {problem}", id="taskpool.E004")]
         return broken_day_links(path)
 
     def close(self) -> None:
