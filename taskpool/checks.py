@@ -4,6 +4,7 @@ settings the pool depends on."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -36,6 +37,8 @@ def check_taskpool_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
         for name in sorted(options)
         if (problem := _value_problem(name, options[name])) is not None
     ]
+    if _value_problem("STORE", options.get("STORE", DEFAULTS["STORE"])) is not None:
+        return errors  # said above; no store to ask for its own checks
     from taskpool.stores import store_class
 
     try:
@@ -47,10 +50,26 @@ def check_taskpool_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
 
 #: Durations that cannot be zero: every task would expire, every device token too.
 ABOVE_ZERO = frozenset({"TASK_TTL", "DEVICE_TOKEN_LIFETIME"})
+#: Switches: a string such as "False", read from the environment, would count as on.
+SWITCHES = frozenset({"FSYNC", "ENROLLMENT", "ALLOW_UNREGISTERED_DEVICES"})
+#: Secrets a request must show, or ``None`` for none.
+SECRETS = frozenset({"METRICS_TOKEN", "ENROLLMENT_KEY"})
+#: Names of a thing: a dotted path, a database alias.
+NAMES = frozenset({"STORE", "DATABASE"})
+#: Directories: a path, or ``None`` (the store's own check says whether it needs one).
+DIRECTORIES = frozenset({"DATA_DIR", "ARCHIVE_DIR"})
 
 
 def _value_problem(name: str, value: Any) -> str | None:
-    """What is wrong with a duration or a size of ``TASKPOOL``, which would fail at first use."""
+    """What is wrong with a value of ``TASKPOOL`` that would misbehave or fail at first use."""
+    if name in SWITCHES and not isinstance(value, bool):
+        return f"TASKPOOL[{name!r}] is {value!r}: it takes True or False."
+    if name in SECRETS and not (value is None or (isinstance(value, str) and value)):
+        return f"TASKPOOL[{name!r}] is {value!r}: it takes a non-empty string, or None for none."
+    if name in NAMES and not (isinstance(value, str) and value):
+        return f"TASKPOOL[{name!r}] is {value!r}: it takes a name (a string)."
+    if name in DIRECTORIES and not (value is None or isinstance(value, str | os.PathLike)):
+        return f"TASKPOOL[{name!r}] is {value!r}: it takes a path (a string or a Path)."
     if name in DURATIONS:
         if isinstance(value, timedelta):
             seconds = value.total_seconds()

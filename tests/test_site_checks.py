@@ -49,6 +49,15 @@ def test_a_schema_class_the_pools_schema_cannot_use_is_a_warning(settings):
         ("LAST_SEEN_INTERVAL", float("inf")),
         ("MAX_MESSAGE_BYTES", "64k"),
         ("MAX_MESSAGE_BYTES", 0),
+        # Read from the environment, "False" would count as on.
+        ("ENROLLMENT", "False"),
+        ("FSYNC", 0),
+        ("ALLOW_UNREGISTERED_DEVICES", "no"),
+        ("METRICS_TOKEN", 12345),
+        ("ENROLLMENT_KEY", ""),
+        ("STORE", None),
+        ("DATABASE", ""),
+        ("ARCHIVE_DIR", 7),
     ],
 )
 def test_a_pool_setting_that_does_not_read_is_an_error_naming_it(settings, key, value):
@@ -58,6 +67,26 @@ def test_a_pool_setting_that_does_not_read_is_an_error_naming_it(settings, key, 
     assert f"TASKPOOL[{key!r}]" in problem.msg
     with pytest.raises(SystemCheckError, match="taskpool.E007"):  # not a traceback
         call_command("taskpool_verify", "--no-progress", skip_checks=False)
+
+
+def test_a_data_dir_that_is_not_a_path_is_one_error_not_a_traceback(settings):
+    settings.TASKPOOL = {**settings.TASKPOOL, "DATA_DIR": 5}
+    (problem,) = check_taskpool_settings()
+    assert problem.id == "taskpool.E007" and "TASKPOOL['DATA_DIR'] is 5" in problem.msg
+
+
+def test_a_data_dir_that_cannot_be_made_is_an_error_naming_what_is_in_the_way(settings, tmp_path):
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a directory\n")
+    settings.TASKPOOL = {**settings.TASKPOOL, "DATA_DIR": str(in_the_way / "taskpool" / "pool")}
+    (problem,) = check_taskpool_settings()
+    assert problem.id == "taskpool.E004" and problem.is_serious()
+    assert problem.msg == (
+        f"TASKPOOL['DATA_DIR'] cannot be made: {in_the_way} is not a writable directory."
+    )
+    # One that does not exist yet under a writable directory is made at the first start.
+    settings.TASKPOOL = {**settings.TASKPOOL, "DATA_DIR": str(tmp_path / "later" / "pool")}
+    assert check_taskpool_settings() == []
 
 
 def test_durations_read_as_the_settings_page_says(settings):

@@ -24,6 +24,10 @@ def store_class() -> type[BaseStore]:
     from taskpool.conf import pool_settings
 
     path = pool_settings.STORE
+    if not isinstance(path, str):
+        raise StoreImproperlyConfigured(
+            f"TASKPOOL['STORE'] is {path!r}: it takes the dotted path of a store class."
+        )
     try:
         return import_string(path)
     except ImportError as error:
