@@ -5,8 +5,9 @@ attempt that timed out, a retry after the backoff, the next devices of a
 rollout, an abort once failures pile up, the start of a scheduled task.
 ``tick()`` writes every one that is due. Each server process runs it every
 ``TICK_INTERVAL`` seconds in a thread, started by the first request that
-reaches the pool; ``python manage.py taskpool_tick`` runs it for sites that
-only run WSGI workers (from cron, a systemd timer, or ``--every 1``). Any
+reaches the pool, under WSGI and ASGI alike; ``python manage.py
+taskpool_tick`` runs it for sites whose server runs no threads, or that set
+``TICK_INTERVAL`` to 0 (from cron, a systemd timer, or ``--every 1``). Any
 number of processes and hosts may tick at once: each line is decided under
 the store's lock (``rules.transition``), so it is written once.
 """
