@@ -142,4 +142,25 @@ def check_site_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
                 id="taskpool.W002",
             )
         )
+    problems += _docs_page_apps()
     return problems
+
+
+def _docs_page_apps() -> list[checks.CheckMessage]:
+    """``taskpool.W005``: an app the API docs page (``/pool/docs``) is drawn with is missing."""
+    from django.apps import apps
+
+    needed = ["drf_spectacular"]
+    spectacular = getattr(settings, "SPECTACULAR_SETTINGS", {})
+    if "SIDECAR" in (spectacular.get("SWAGGER_UI_DIST"), spectacular.get("SWAGGER_UI_FAVICON_HREF")):
+        needed.append("drf_spectacular_sidecar")  # its static files are the page's scripts
+    return [
+        checks.Warning(
+            f"{app!r} is not in INSTALLED_APPS: the pool's API docs page (/pool/docs) "
+            "cannot be drawn without it.",
+            hint=f"Add {app!r} to INSTALLED_APPS.",
+            id="taskpool.W005",
+        )
+        for app in needed
+        if not apps.is_installed(app)
+    ]

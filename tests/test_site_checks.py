@@ -37,6 +37,22 @@ def test_a_schema_class_the_pools_schema_cannot_use_is_a_warning(settings):
     assert "drf_spectacular.openapi.AutoSchema" in problem.hint
 
 
+@pytest.mark.parametrize("missing", ["drf_spectacular", "drf_spectacular_sidecar"])
+def test_an_app_the_api_docs_page_is_drawn_with_is_a_warning_when_missing(settings, missing):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != missing]
+    (problem,) = check_site_settings()
+    assert problem.id == "taskpool.W005" and not problem.is_serious()
+    assert repr(missing) in problem.msg and "/pool/docs" in problem.msg
+
+
+def test_the_sidecar_is_not_asked_for_when_the_docs_page_takes_its_assets_elsewhere(settings):
+    settings.INSTALLED_APPS = [
+        app for app in settings.INSTALLED_APPS if app != "drf_spectacular_sidecar"
+    ]
+    settings.SPECTACULAR_SETTINGS = {"TITLE": "taskpool"}  # drf-spectacular's CDN defaults
+    assert check_site_settings() == []
+
+
 @pytest.mark.parametrize(
     "key, value",
     [
