@@ -152,3 +152,31 @@ def test_an_unreachable_pool_database_is_a_check_error_not_a_traceback(tmp_path)
     assert "Traceback" not in checked.stderr, checked.stderr
     assert "taskpool.E013" in checked.stderr
     assert "The pool's database 'pool' does not answer" in checked.stderr
+
+
+def test_an_upgrade_keeps_each_tasks_record_as_it_was(site):
+    """The task record column went from jsonb to text (jsonb refuses a NUL a meta may hold)."""
+    import orjson
+
+    assert site("migrate", "--database", "pool", "taskpool_database", "0005").returncode == 0
+    record = {"claim": {"from": "device:a", "meta": {"note": "é", "n": 1.5}}, "cancellation": None}
+    with connections["pool"].cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {SCHEMA}.taskpool_db_task (task_id, seq, day, sender, broadcast, "
+            "any_one, expires_at, claimer, record, closed, status_bits, jobs, rollout) VALUES "
+            "('msg_1', 1, '2026-06-03', 'user:ops', FALSE, TRUE, 0, 'a', %s::jsonb, NULL, 0, "
+            "FALSE, FALSE)",
+            [orjson.dumps(record).decode()],
+        )
+    migrated = site("migrate", "--database", "pool")
+    assert migrated.returncode == 0, migrated.stderr
+    with connections["pool"].cursor() as cursor:
+        cursor.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = 'taskpool_db_task' AND column_name = 'record'",
+            [SCHEMA],
+        )
+        assert cursor.fetchone() == ("text",)
+        cursor.execute(f"SELECT record FROM {SCHEMA}.taskpool_db_task")
+        (kept,) = cursor.fetchone()
+    assert orjson.loads(kept) == record

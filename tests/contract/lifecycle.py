@@ -265,6 +265,24 @@ class LifecycleContract:
         with pytest.raises(TaskClosed, match="finished"):
             self.restarted(pool).post_response(device_id="b", parent_id=t["id"], status="done")
 
+    def test_an_answer_that_claims_keeps_a_nul_character_as_any_answer_does(self, pool):
+        """A message's text and meta may hold U+0000; the claim it makes is kept with it."""
+        t = task(pool, "device:[a,b]", mode="any")
+        meta = {"note": "a\x00b", "\x00": [1, "\x00"]}
+        first = pool.post_response(
+            device_id="a", parent_id=t["id"], status="progress", body="x\x00y", meta=meta
+        ).message
+        cancelled = task(pool, "device:[a,b]", mode="any")
+        pool.cancel(sender="user:ops@example.com", task_id=cancelled["id"], reason="r\x00")
+        for store in (pool, self.restarted(pool)):
+            again = store.claim(device_id="a", parent_id=t["id"])
+            assert not again.created and again.claim == first
+            assert again.claim["meta"]["note"] == "a\x00b" and again.claim["body"] == "x\x00y"
+            with pytest.raises(ClaimedByOther):
+                store.claim(device_id="b", parent_id=t["id"])
+            assert pending_ids(store, "b") == []
+            assert statuses(store, cancelled["id"]) == {"a": "cancelled", "b": "cancelled"}
+
     def test_holder_before_each_answer_is_who_held_the_task_there(self, pool):
         """What a stream resumed after the task asks: the holder as the pool stood just
         before an answer, whatever came after it (here, in another process too)."""

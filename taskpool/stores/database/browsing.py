@@ -127,7 +127,7 @@ class Browsing:
                 task,
                 seq,
                 self.task_ttl,
-                record=record if isinstance(record, dict) else orjson.loads(record),
+                record=orjson.loads(record),
                 answers={},
             )
         except InvalidMessage:

@@ -74,8 +74,9 @@ class TaskRecord(models.Model):
     expires_at = models.FloatField()
     #: The device holding an any-one task.
     claimer = models.CharField(max_length=255, null=True)  # noqa: DJ001 - null: nobody holds it
-    #: ``TaskState.task_record()``: the claim and the cancellation.
-    record = models.JSONField(default=dict)
+    #: ``TaskState.task_record()`` as JSON text: the claim and the cancellation. Text, not
+    #: jsonb, which refuses the NUL character that a message's meta may hold.
+    record = models.TextField(default="{}")
     #: ``None`` while open, else finished, cancelled or expired.
     closed = models.CharField(max_length=16, null=True)  # noqa: DJ001 - null: still open
     #: Once closed, its execution statuses (``executions.statuses_to_bits``).

@@ -67,7 +67,7 @@ class Sweeps:
                     orjson.loads(line),
                     seq,
                     self.task_ttl,
-                    record=record if isinstance(record, dict) else orjson.loads(record),
+                    record=orjson.loads(record),
                     answers={},
                 )
                 ledger.load_every_answer(state)
