@@ -152,7 +152,10 @@ def _docs_page_apps() -> list[checks.CheckMessage]:
 
     needed = ["drf_spectacular"]
     spectacular = getattr(settings, "SPECTACULAR_SETTINGS", {})
-    if "SIDECAR" in (spectacular.get("SWAGGER_UI_DIST"), spectacular.get("SWAGGER_UI_FAVICON_HREF")):
+    if "SIDECAR" in (
+        spectacular.get("SWAGGER_UI_DIST"),
+        spectacular.get("SWAGGER_UI_FAVICON_HREF"),
+    ):
         needed.append("drf_spectacular_sidecar")  # its static files are the page's scripts
     return [
         checks.Warning(

@@ -70,7 +70,11 @@ class Rollout:
         if self.after_succeeded <= 0 or self.increment_factor == 1.0:
             return self.base_per_minute
         steps = succeeded // self.after_succeeded
-        return min(self.base_per_minute * self.increment_factor**steps, MAX_PER_MINUTE)
+        try:
+            rate = self.base_per_minute * self.increment_factor**steps
+        except OverflowError:  # a float's power past its range: long past the cap
+            return MAX_PER_MINUTE
+        return min(rate, MAX_PER_MINUTE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,10 @@ import logging
 import threading
 import time
 
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from taskpool.conf import pool_settings
+from taskpool.exceptions import StoreUnavailable
 from taskpool.messages import Message
 from taskpool.missing_tables import migrate_hint
 from taskpool.stores import get_store
@@ -31,6 +32,18 @@ logger = logging.getLogger("taskpool.ticker")
 
 #: Lines written for one task in one tick at most (a rollout step writes one a line).
 LINES_PER_TASK = 100
+#: The store failing: every task would meet it, so a tick stops at the first.
+STORE_ERRORS = (StoreUnavailable, DatabaseError, OSError)
+
+
+class TickFailed(Exception):
+    """Some job tasks could not be kept this tick; the others were (``written``)."""
+
+    def __init__(self, written: list[Message], failures: list[tuple[str, Exception]]) -> None:
+        named = ", ".join(f"{task_id} ({error!r})" for task_id, error in failures)
+        super().__init__(f"Keeping time failed for {len(failures)} job task(s): {named}.")
+        self.written = written
+        self.failures = failures
 
 
 def tick(
@@ -56,12 +69,20 @@ def tick(
         return validated_device_ids()
 
     written: list[Message] = []
+    failures: list[tuple[str, Exception]] = []
     for task_id in task_ids:
-        for _ in range(LINES_PER_TASK):
-            line = store.transition(task_id, devices)
-            if line is None:
-                break
-            written.append(line)
+        try:
+            for _ in range(LINES_PER_TASK):
+                line = store.transition(task_id, devices)
+                if line is None:
+                    break
+                written.append(line)
+        except STORE_ERRORS:
+            raise
+        except Exception as error:  # noqa: BLE001 - one task's fault: the others are still kept
+            failures.append((task_id, error))
+    if failures:
+        raise TickFailed(written, failures) from failures[0][1]
     return written
 
 
@@ -94,8 +115,17 @@ class Ticker:
             close_old_connections()
             try:
                 tick()
-            except Exception as error:
+            except TickFailed as error:
                 if not failing:  # once per failure, not every tick
+                    logger.error(
+                        "taskpool: %s The others were kept; trying again.",
+                        error,
+                        exc_info=error.__cause__,
+                    )
+                failing = True
+                continue
+            except Exception as error:
+                if not failing:
                     hint = migrate_hint(error)
                     if hint is not None:
                         logger.error("taskpool: keeping time for jobs failed: %s", hint)

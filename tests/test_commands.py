@@ -543,3 +543,32 @@ def test_an_api_request_that_meets_a_missing_table_is_told_which_migrate_to_run(
     assert refused.json() == {
         "detail": "The database has no table taskpool_deviceuser: run manage.py migrate."
     }
+
+
+def test_a_tick_that_cannot_keep_one_task_writes_the_others_and_names_it(store, monkeypatch):
+    from tests.contract.support import Clock
+
+    clock = Clock(time.time())
+    monkeypatch.setattr(store, "now", clock)
+    monkeypatch.setattr(store, "_clock", clock, raising=False)
+    broken, kept = (
+        store.post_task(
+            sender="user:ops", to="device:a", title="job", timeout={"in_progress": 1}
+        ).message
+        for _ in range(2)
+    )
+    for task in (broken, kept):
+        store.post_response(device_id="a", parent_id=task["id"], status="progress")
+    clock.advance(2)
+    transition = store.transition
+
+    def faulty(task_id, devices):
+        if task_id == broken["id"]:
+            raise ValueError("a schedule that cannot be computed")
+        return transition(task_id, devices)
+
+    monkeypatch.setattr(store, "transition", faulty)
+    out = StringIO()
+    with pytest.raises(CommandError, match=f"Keeping time failed for 1 job task.*{broken['id']}"):
+        call_command("taskpool_tick", stdout=out)
+    assert out.getvalue().strip() == "Wrote 1 line (timed_out)."

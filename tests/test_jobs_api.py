@@ -228,3 +228,13 @@ def test_a_start_in_the_distant_past_starts_at_once(master_client, devices):
     assert task["meta"]["not_before"] == "0999-01-01T00:00:00Z"
     pending = devices["a"].get("/pool/pending").json()
     assert [t["id"] for t in pending] == [task["id"]]
+
+
+def test_a_rollouts_rate_stops_at_the_cap_however_many_devices_succeed():
+    """5-fold after every success passes a float's range after 442 successes."""
+    from taskpool.jobs import MAX_PER_MINUTE, Rollout
+
+    rollout = Rollout(base_per_minute=1000, increment_factor=5, after_succeeded=1)
+    assert [rollout.per_minute(n) for n in (0, 441, 442, 10**6)] == [MAX_PER_MINUTE] * 4
+    slow = Rollout(base_per_minute=1, increment_factor=1.1, after_succeeded=1)
+    assert slow.per_minute(1) == 1.1 and slow.per_minute(7448) == MAX_PER_MINUTE

@@ -351,6 +351,35 @@ class JobsContract:
             pool.post_response(device_id=device, parent_id=task["id"], status="done")
         assert len(step(1)) == 2  # two succeeded: 120 a minute
 
+    def test_a_task_whose_time_cannot_be_kept_leaves_the_others_kept(self, pool, clock):
+        """A fault in one job task's schedule is that task's: the tick keeps the others and
+        then names it, rather than stopping every job in the process."""
+        from taskpool.ticker import TickFailed
+
+        broken = job(pool, timeout={"in_progress": 60})
+        kept = job(pool, timeout={"in_progress": 60})
+        for task in (broken, kept):
+            pool.post_response(device_id="a", parent_id=task["id"], status="progress")
+        clock.advance(61)
+        transition = pool.transition
+
+        def faulty(task_id, devices):
+            if task_id == broken["id"]:
+                raise ValueError("a schedule that cannot be computed")
+            return transition(task_id, devices)
+
+        pool.transition = faulty
+        with pytest.raises(TickFailed) as failed:
+            tick(pool, registered_devices=[])
+        assert [line["parent_id"] for line in failed.value.written] == [kept["id"]]
+        assert [task_id for task_id, _error in failed.value.failures] == [broken["id"]]
+        assert broken["id"] in str(failed.value)
+        assert statuses(pool, kept["id"]) == {"a": "timed_out"}
+        assert statuses(pool, broken["id"]) == {"a": "progress"}
+        del pool.transition  # mended: its line is written at the next tick
+        (late,) = tick(pool, registered_devices=[])
+        assert late["parent_id"] == broken["id"] and late["meta"]["status"] == "timed_out"
+
     # Aborts ----------------------------------------------------------------------
 
     def test_an_abort_cancels_only_the_executions_not_started(self, pool, clock):

@@ -8,12 +8,12 @@ import math
 import time
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import close_old_connections
 from django.template.defaultfilters import pluralize
 
 from taskpool.management.base import PoolCommand
-from taskpool.ticker import tick
+from taskpool.ticker import TickFailed, tick
 
 
 def positive_seconds(text: str) -> float:
@@ -48,14 +48,22 @@ class Command(PoolCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         every = options["every"]
         while True:
+            failed = None
             with self.unit_of_work():  # a SIGTERM waits for the tick's lines
-                written = tick()
+                try:
+                    written = tick()
+                except TickFailed as error:  # the other tasks' lines were written
+                    failed, written = error, error.written
             if written or not every:
                 kinds = sorted({line["meta"]["status"] for line in written})
                 self.stdout.write(
                     f"Wrote {len(written)} line{pluralize(written)}"
                     + (f" ({', '.join(kinds)})." if kinds else ".")
                 )
+            if failed is not None:
+                if not every:
+                    raise CommandError(str(failed))
+                self.stderr.write(str(failed))
             if not every:
                 return
             time.sleep(every)
