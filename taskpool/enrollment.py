@@ -30,6 +30,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, transaction
@@ -134,11 +135,29 @@ def _asked_before(device_id: str, secret: str, kind: str, meta: dict[str, Any]) 
         or not hmac.compare_digest(device.enrollment_secret_hash, secret_hash(secret))
     ):
         return False
-    if (device.kind, device.enrollment_meta) != (kind, meta):
+    if device.kind != kind or not same_json(device.enrollment_meta, meta):
         raise IdempotencyConflict(
             "This Idempotency-Key asked to enroll the device with another kind or meta."
         )
     return True
+
+
+def same_json(kept: Any, sent: Any) -> bool:
+    """Whether two JSON values are the same, numbers by their decimal value.
+
+    PostgreSQL's jsonb keeps a number as a decimal and gives ``1e23`` back
+    as the integer 100000000000000000000000, which Python does not take for
+    the float it was sent as.
+    """
+    if isinstance(kept, bool) or isinstance(sent, bool):
+        return kept is sent
+    if isinstance(kept, int | float) and isinstance(sent, int | float):
+        return Decimal(repr(kept)) == Decimal(repr(sent))
+    if isinstance(kept, dict) and isinstance(sent, dict):
+        return kept.keys() == sent.keys() and all(same_json(kept[k], sent[k]) for k in kept)
+    if isinstance(kept, list) and isinstance(sent, list):
+        return len(kept) == len(sent) and all(map(same_json, kept, sent))
+    return type(kept) is type(sent) and kept == sent
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,13 @@ assert DeviceUser.objects.get(pk="pg-pi").last_seen is not None  # the poll was 
 nul_meta = Client().post("/pool/enroll", {"device_id": "pg-new", "meta": {"n": "a\\x00"}}, content_type="application/json")
 assert nul_meta.status_code == 400 and "meta" in nul_meta.json()["errors"], nul_meta.content
 nul_id = Client().get("/pool/enroll/a%00", headers={"Enrollment-Secret": "x"})
+# jsonb gives 1e23 back as an integer: a device's retry of its enrollment is still the same one.
+retried = [
+    Client().post("/pool/enroll", {"device_id": "pg-retry", "meta": {"n": 1e23, "f": [0.1, 2.0]}}, content_type="application/json", headers={"Idempotency-Key": "k" * 40})
+    for _ in range(2)
+]
+assert [answer.status_code for answer in retried] == [202, 202], [answer.content for answer in retried]
+assert retried[0].json() == retried[1].json()
 assert nul_id.status_code == 404 and nul_id.json()["detail"], nul_id.content
 staff = Client()
 staff.force_login(get_user_model().objects.get(username="ops"))

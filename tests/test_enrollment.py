@@ -536,3 +536,14 @@ def test_a_device_that_joined_and_was_invalidated_is_not_an_enrollment_request(s
     assert "waiting for approval" not in page
     approve = boss.get("/admin/taskpool/deviceuser/pi-joined/approve/").content.decode()
     assert "is not waiting for approval" in approve
+
+
+def test_an_enrollments_meta_is_the_same_whatever_form_its_numbers_come_back_in():
+    """PostgreSQL's jsonb gives 1e23 back as an integer; a retry sent 1e23 as a float."""
+    from taskpool.enrollment import same_json
+
+    assert same_json({"n": 100000000000000000000000, "l": [1, 0.5]}, {"n": 1e23, "l": [1.0, 0.5]})
+    assert not same_json({"n": 1}, {"n": True})  # a boolean is not a number
+    assert not same_json({"n": 1e23}, {"n": 1e22})
+    assert not same_json({"n": [1, 2]}, {"n": [1]}) and not same_json({"a": 1}, {"b": 1})
+    assert not same_json({"s": "1"}, {"s": 1})
