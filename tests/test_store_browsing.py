@@ -302,3 +302,8 @@ def test_a_count_limit_spreads_the_counting_over_calls(store, busy_day, pool_dir
     }
     expected = (12, 1, {"heartbeat": 6, "response": 3, "task": 3})
     assert counted == {day: expected, older: expected}
+
+
+@pytest.mark.parametrize("text", ["00010101-000000000000", "99991231-000000000042"])
+def test_a_cursor_reads_back_as_it_was_written_at_either_end_of_the_calendar(text):
+    assert str(Cursor.parse(text)) == text

@@ -26,7 +26,8 @@ class Cursor:
     offset: int
 
     def __str__(self) -> str:
-        return f"{self.day:%Y%m%d}-{self.offset:012d}"
+        day = self.day  # not strftime: its %Y writes the year 1 as "1", not "0001"
+        return f"{day.year:04d}{day.month:02d}{day.day:02d}-{self.offset:012d}"
 
     @classmethod
     def parse(cls, text: object) -> Cursor:
