@@ -149,7 +149,7 @@ def job_meta(
         meta["retries"] = {
             "max_attempts": parsed.max_attempts,
             "on": sorted(parsed.on),
-            "backoff": parsed.backoff,
+            "backoff": retries.get("backoff", 0),  # as sent: 2 stays 2, not 2.0
         }
     if timeout is not None:
         parsed_timeout = _checked("timeout", _timeout, timeout)
@@ -158,7 +158,7 @@ def job_meta(
                 f"timeout.in_progress may be at most {task_ttl:g} seconds (TASK_TTL).",
                 field="timeout",
             )
-        meta["timeout"] = {"in_progress": parsed_timeout.in_progress}
+        meta["timeout"] = {"in_progress": timeout["in_progress"]}
     if rollout is not None:
         _checked("rollout", _rollout, rollout)
         if mode == "any":
@@ -171,7 +171,7 @@ def job_meta(
     if abort is not None:
         parsed_abort = _checked("abort", _abort, abort)
         meta["abort"] = {
-            "failure_percentage": parsed_abort.failure_percentage,
+            "failure_percentage": abort["failure_percentage"],
             "min_executed": parsed_abort.min_executed,
             "on": sorted(parsed_abort.on),
         }

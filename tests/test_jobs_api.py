@@ -8,6 +8,7 @@ import io
 import time
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 from django.core.management import call_command
 
@@ -238,3 +239,18 @@ def test_a_rollouts_rate_stops_at_the_cap_however_many_devices_succeed():
     assert [rollout.per_minute(n) for n in (0, 441, 442, 10**6)] == [MAX_PER_MINUTE] * 4
     slow = Rollout(base_per_minute=1, increment_factor=1.1, after_succeeded=1)
     assert slow.per_minute(1) == 1.1 and slow.per_minute(7448) == MAX_PER_MINUTE
+
+
+def test_a_job_options_numbers_are_stored_as_they_were_sent(master_client, devices):
+    """2 stays 2 and 1.5 stays 1.5: the answer to the post, the day's line and every read agree."""
+    options = {
+        "retries": {"max_attempts": 2, "on": ["failed"], "backoff": 2},
+        "timeout": {"in_progress": 1.5},
+        "abort": {"failure_percentage": 50, "min_executed": 1, "on": ["failed"]},
+    }
+    posted = post_json(master_client, "/pool/task", {"to": "device:a", "title": "t", **options})
+    assert posted.status_code == 201, posted.content
+    for name, sent in options.items():
+        assert posted.content.count(orjson.dumps({name: sent})[1:-1]) == 1, name
+    read = master_client.get(f"/pool/tasks/{posted.json()['id']}")
+    assert {name: read.json()["task"]["meta"][name] for name in options} == options
