@@ -22,7 +22,9 @@ def check_taskpool_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
     if not isinstance(options, dict):
         return [
             checks.Error(
-                "settings.TASKPOOL must be a dict.",
+                "settings.TASKPOOL is not set."
+                if options is None
+                else f"settings.TASKPOOL is {options!r}: it must be a dict.",
                 hint='For example TASKPOOL = {"DATA_DIR": BASE_DIR / "var" / "pool"}.',
                 id="taskpool.E001",
             )
@@ -134,9 +136,10 @@ def check_site_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
         )
     schema_class = getattr(settings, "REST_FRAMEWORK", {}).get("DEFAULT_SCHEMA_CLASS")
     if schema_class != SPECTACULAR_SCHEMA:
+        said = "is not set" if schema_class is None else f"is {schema_class!r}"
         problems.append(
             checks.Warning(
-                f"REST_FRAMEWORK['DEFAULT_SCHEMA_CLASS'] is {schema_class!r}: the pool's "
+                f"REST_FRAMEWORK['DEFAULT_SCHEMA_CLASS'] {said}: the pool's "
                 "OpenAPI schema (/pool/schema) and its docs page cannot be built with it.",
                 hint=f"Set it to {SPECTACULAR_SCHEMA!r}.",
                 id="taskpool.W002",

@@ -135,3 +135,15 @@ def test_the_sites_throttles_are_not_the_pools(site_throttles_everything, make_d
         assert master.get("/pool/tasks").status_code == 200
         assert anonymous.get("/pool/health").status_code == 200
         assert anonymous.get("/pool/schema").status_code == 200
+
+
+def test_a_missing_taskpool_setting_is_said_to_be_missing_not_to_be_the_wrong_type(settings):
+    del settings.TASKPOOL
+    (problem,) = check_taskpool_settings()
+    assert (problem.id, problem.msg) == ("taskpool.E001", "settings.TASKPOOL is not set.")
+    settings.TASKPOOL = ["DATA_DIR"]
+    (problem,) = check_taskpool_settings()
+    assert problem.msg == "settings.TASKPOOL is ['DATA_DIR']: it must be a dict."
+    del settings.REST_FRAMEWORK
+    (warning,) = check_site_settings()
+    assert warning.msg.startswith("REST_FRAMEWORK['DEFAULT_SCHEMA_CLASS'] is not set: ")
