@@ -9,8 +9,11 @@ agent reaches the server through a chaos proxy of its own (loopback), which
 picks a share (``--fault-rate``) of the connections and, at random: delays the
 request; resets the connection before the request is forwarded; resets it once
 the server has answered, the answer unsent (the server stored it, the agent
-never heard); sends half of the answer and closes; or stalls a long-poll's or
-a stream's answer. Every ``--cut-every`` seconds or so an agent loses power
+never heard); sends half of the answer and closes; stalls a long-poll's or
+a stream's answer; answers in the server's stead with a proxy's own HTML error
+page (401, 403 or 404: a 404 not for the pending tasks, which before the pool
+has answered an agent once says its server URL is wrong, on purpose); or
+redirects the request to where it was going. Every ``--cut-every`` seconds or so an agent loses power
 (SIGKILL to it and to its handlers' process groups) and is started again after
 a short pause with the same state directory; one time in five it is stopped
 cleanly (SIGTERM) instead, and a share of the times (``--crash-share``, one in
@@ -83,7 +86,15 @@ FINAL = {"done", "failed", "rejected", "cancelled", "expired", "timed_out"}
 ANSWERS = {"done", "failed", "rejected"}  # what a device answers to end its attempt
 #: How long systemd waits for the agent after SIGTERM (the unit's TimeoutStopSec).
 STOP_SECONDS = 15.0
-FAULTS = ("delay", "reset_before", "reset_after", "truncate", "stall")
+FAULTS = (
+    "delay",
+    "reset_before",
+    "reset_after",
+    "truncate",
+    "stall",
+    "error_page",
+    "redirect",
+)
 
 
 # The chaos proxy --------------------------------------------------------------------------
@@ -118,6 +129,10 @@ class ChaosProxy:
             if request is None:
                 return
             fault = self.pick(request)
+            if fault in ("error_page", "redirect"):
+                writer.write(self.answer_in_the_servers_stead(fault, request))
+                await writer.drain()
+                return
             if fault == "delay":
                 await asyncio.sleep(self.rng.uniform(0.2, 3.0))
             if fault == "reset_before":
@@ -150,6 +165,23 @@ class ChaosProxy:
             for each in (writer, upstream_writer):
                 if each is not None:
                     each.close()
+
+    def answer_in_the_servers_stead(self, fault: str, request: bytes) -> bytes:
+        """A proxy's own error page, or a redirect to the same place, the server never asked."""
+        method, target = request.split(b" ", 2)[:2]
+        if fault == "redirect":
+            where = f"http://127.0.0.1:{self.port}{target.decode()}"
+            return (
+                f"HTTP/1.1 301 Moved Permanently\r\nLocation: {where}\r\n"
+                "Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ).encode()
+        codes = [401, 403] if method == b"GET" and b"/pending" in target else [401, 403, 404]
+        code = self.rng.choice(codes)
+        page = f"<html><head><title>{code}</title></head><body>nginx</body></html>".encode()
+        return (
+            f"HTTP/1.1 {code} Error\r\nContent-Type: text/html\r\n"
+            f"Content-Length: {len(page)}\r\nConnection: close\r\n\r\n"
+        ).encode() + page
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes | None:

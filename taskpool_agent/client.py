@@ -103,10 +103,13 @@ class PoolClient:
         retry_for: float | None = None,
         expect: Callable[[Any], bool] | None = None,
         about: str = "",
+        page_refuses: frozenset[int] = frozenset(),
     ) -> Answer:
         """One request, retried on network errors, 5xx and 429 for ``retry_for`` seconds
         (``None``: until it succeeds or the agent stops). A success whose JSON ``expect``
-        says is not the pool's answer (a proxy's, a portal's) is retried as well.
+        says is not the pool's answer (a proxy's, a portal's) is retried as well, and so
+        are a redirect and a 4xx that is not the pool's refusal (a proxy's error page),
+        unless ``page_refuses`` holds its status: then it is ``Refused`` like the pool's.
         ``about`` names what the request is for (a task's attempt) in the log.
 
         Once the agent is stopping, a try (one already under way included) is given up
@@ -128,7 +131,7 @@ class PoolClient:
         while True:  # one try even once stopping: the answer to a handler stopped on SIGTERM
             try:
                 answer = interruptible(
-                    lambda: self._once(method, url, data, request_headers, timeout),
+                    lambda: self._once(method, url, data, request_headers, timeout, page_refuses),
                     self.stop,
                     grace=STOPPING_TIMEOUT,  # a service manager waits only so long
                 )
@@ -196,13 +199,21 @@ class PoolClient:
                 raise TimeoutError(f"no whole event in {read_timeout:g} s")
 
     def _once(
-        self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        timeout: float,
+        page_refuses: frozenset[int],
     ) -> Answer:
         """One try, given ``timeout`` seconds in all: a socket's timeout counts each read on
         its own, and an answer that trickles in (a byte a second) would never time out."""
         with Deadline(timeout) as deadline:
             try:
-                answer = self._try(deadline.opener(), method, url, data, headers, timeout)
+                answer = self._try(
+                    deadline.opener(), method, url, data, headers, timeout, page_refuses
+                )
             except (_Retryable, Refused):
                 if deadline.expired:
                     raise _Retryable(f"timed out (no whole answer in {timeout:g} s)") from None
@@ -219,6 +230,7 @@ class PoolClient:
         data: bytes | None,
         headers: dict[str, str],
         timeout: float,
+        page_refuses: frozenset[int],
     ) -> Answer:
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
@@ -238,12 +250,28 @@ class PoolClient:
                 # The refusal itself was cut short on the way: what it said is unknown.
                 raise _Retryable(f"{error.code}, its body cut short") from None
             detail = _detail(raw, error.code) or error.reason
+            if error.code < 400:  # not followed: urllib would send a POST on as a GET
+                where = error.headers.get("Location") if error.headers else None
+                detail = (
+                    f"the server redirects{f' to {where}' if where else ''}: set the config's "
+                    "server to the pool's URL there"
+                )
+                if error.code in page_refuses:
+                    raise Refused(error.code, detail) from None
+                raise _Retryable(f"{error.code}: {detail}") from None
             if error.code >= 500 or error.code == 429:
                 said = f"{error.code} {detail}"
                 if str(detail).split()[:1] == [str(error.code)]:  # a page that says its status
                     said = str(detail)
                 raise _Retryable(said, retry_after(error.headers)) from None
-            raise Refused(error.code, str(detail)) from None
+            if error.code in page_refuses or _a_pool_refusal(raw):
+                raise Refused(error.code, str(detail)) from None
+            # A proxy's page (its 404 while the site is down for work, its own 401): not
+            # the pool's word on the request, which is asked again.
+            said = f"{error.code} {detail}"
+            if not str(detail).startswith(NOT_THE_POOL):
+                said += f" ({NOT_THE_POOLS_ANSWER})"
+            raise _Retryable(said) from None
         except ValueError:
             # Not the pool's answer: a proxy's or a captive portal's page, or a server URL
             # that names the site rather than its pool.
@@ -288,8 +316,19 @@ def _json(raw: bytes) -> Any:
     return json.loads(raw) if raw else None
 
 
+def _a_pool_refusal(raw: bytes) -> bool:
+    """Whether a 4xx's body is the pool's refusal: a JSON object whose ``detail`` is text."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("detail"), str)
+
+
 #: What a 404 that is not the pool's own says: the server URL names something else.
 NOT_THE_POOL = "not the pool (the server must be the pool's URL, such as https://host/pool/)"
+#: What is added to another refusal that is not the pool's (a proxy's page).
+NOT_THE_POOLS_ANSWER = "not the pool's answer: is the config's server the pool's URL?"
 
 
 def _detail(raw: bytes, status: int | None = None) -> str:
@@ -383,7 +422,7 @@ class Deadline:
     def opener(self) -> urllib.request.OpenerDirector:
         """``urlopen``'s opener (proxies from the environment included), whose connections
         this deadline watches."""
-        return urllib.request.build_opener(_WatchedHTTP(self), _WatchedHTTPS(self))
+        return urllib.request.build_opener(_WatchedHTTP(self), _WatchedHTTPS(self), _NoRedirects())
 
     def watch(self, sock: socket.socket) -> None:
         with self.lock:
@@ -437,6 +476,14 @@ class _Watching:
             return made
 
         return super().do_open(connection, req, **kwargs)  # type: ignore[misc]
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib sends a POST on as a GET, and an answer the agent
+    took for sent would be lost. A 3xx comes back as it is, to be said and asked again."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 class _WatchedHTTP(_Watching, urllib.request.HTTPHandler):

@@ -19,11 +19,16 @@ import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from taskpool_agent.client import NOT_THE_POOL, Backoff, PoolClient, Refused, retry_after
 from taskpool_agent.config import Config, ConfigError, check_server, load, save
 
 log = logging.getLogger("taskpool_agent")
+
+#: Enrolling is done at a terminal: a redirect, or a page that is not the pool's (the
+#: site's root given as --server), ends it at once, saying so, instead of being retried.
+PAGES_REFUSE = frozenset(range(300, 500))
 
 
 def enroll(
@@ -44,6 +49,7 @@ def enroll(
     if enrolled is not None:
         print(f"{device_id} is enrolled already: its token is in {path}.", flush=True)
         return enrolled
+    _keep_a_token(path)
     config = _resumable(path, server, device_id) or _new(path, server, device_id)
     client = PoolClient(config.base_url, backoff=backoff or Backoff(), stop=stop)
     if not config.enrollment_secret:
@@ -56,7 +62,13 @@ def enroll(
         body = {"device_id": device_id, "kind": kind, "meta": {"agent": "taskpool-agent"}}
         try:
             answer = client.call(
-                "POST", "enroll", body, headers=headers, idempotency_key=config.enrollment_request
+                "POST",
+                "enroll",
+                body,
+                headers=headers,
+                idempotency_key=config.enrollment_request,
+                expect=an_enrollment,
+                page_refuses=PAGES_REFUSE,
             )
         except Refused:
             if undo is not None:  # refused for good: the config file as it was
@@ -73,6 +85,8 @@ def enroll(
                 "GET",
                 f"enroll/{device_id}",
                 headers={"Enrollment-Secret": config.enrollment_secret},
+                expect=a_token_or_a_wait,
+                page_refuses=PAGES_REFUSE,
             )
         except Refused as refused:
             if refused.status == 404 and not refused.detail.startswith(NOT_THE_POOL):
@@ -95,15 +109,47 @@ def enroll(
             raise KeyboardInterrupt
 
 
+def an_enrollment(data: Any) -> bool:
+    """Whether ``data`` is the pool's answer to an enrollment: it holds the secret."""
+    return isinstance(data, dict) and isinstance(data.get("enrollment_secret"), str)
+
+
+def a_token_or_a_wait(data: Any) -> bool:
+    """Whether ``data`` is the pool's answer to a device waiting for its token."""
+    return isinstance(data, dict) and (
+        isinstance(data.get("token"), str) or data.get("status") == "waiting"
+    )
+
+
 def _enrolled(path: Path, server: str, device_id: str) -> Config | None:
     """The config of this device at this server when it has its token (``enroll`` run again)."""
     try:
         config = load(path)
     except ConfigError:
         return None
-    if config.server == server and config.device_id == device_id and config.token:
+    if _same_server(config, server) and config.device_id == device_id and config.token:
         return config
     return None
+
+
+def _keep_a_token(path: Path) -> None:
+    """``ConfigError`` when the config at ``path`` holds a token (another device's, or at
+    another server): an enrollment would overwrite it before its own token came, and a
+    token lost is one only staff can give again."""
+    try:
+        config = load(path)
+    except ConfigError:
+        return
+    if config.token:
+        raise ConfigError(
+            f"{path} holds the token of {config.device_id} at {config.server}: enrolling "
+            "would replace it. Give another --config, or move that file aside first."
+        )
+
+
+def _same_server(config: Config, server: str) -> bool:
+    """Whether ``server`` names the config's server (``/pool`` and ``/pool/`` alike)."""
+    return config.base_url == Config(server=server, device_id=config.device_id).base_url
 
 
 def _resumable(path: Path, server: str, device_id: str) -> Config | None:
@@ -113,7 +159,7 @@ def _resumable(path: Path, server: str, device_id: str) -> Config | None:
     except ConfigError:
         return None
     if (
-        config.server == server
+        _same_server(config, server)
         and config.device_id == device_id
         and (config.enrollment_secret or config.enrollment_request)
     ):

@@ -200,7 +200,9 @@ def _only_owner(path: Path) -> int:
     except BlockingIOError:
         holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
         os.close(descriptor)
-        which = f" (pid {holder})" if holder else ""  # empty: it is starting just now
+        # Empty: it is starting just now. A pid no process has: the holder could not write
+        # its own (a read-only disk), and this one is an earlier agent's.
+        which = f" (pid {holder})" if holder and _alive(holder) else ""
         raise JournalInUse(
             f"another taskpool-agent{which} runs on the state directory "
             f"{path.parent}: two would run each task twice."
@@ -209,6 +211,20 @@ def _only_owner(path: Path) -> int:
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
     return descriptor
+
+
+def _alive(pid: str) -> bool:
+    """Whether ``pid`` names a process that runs now (0 and below name groups, not one)."""
+    try:
+        number = int(pid)
+        if number <= 0:
+            return False
+        os.kill(number, 0)
+    except (ValueError, OverflowError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process: it runs
+        return True
+    return True
 
 
 def _well_formed(entry: Any) -> bool:

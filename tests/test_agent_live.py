@@ -412,12 +412,20 @@ def test_enrolling_a_registered_id_fails_with_the_servers_reason(pool, tmp_path)
     assert done.returncode == 1
     assert "409" in done.stderr and "already registered" in done.stderr
     assert not config.exists()
-    kept = 'server = "https://elsewhere.example/pool/"\ndevice_id = "other"\ntoken = "t"\n'
-    config.write_text(kept)  # another enrollment's config: a refusal leaves it as it was
+    waiting = 'server = "https://elsewhere.example/pool/"\ndevice_id = "other"\n'
+    config.write_text(waiting + 'enrollment_request = "r"\n')  # another enrollment's, waiting
+    kept = config.read_text()
     again = subprocess.run(
         enroll_command(pool, config, "pi-9"), cwd=ROOT, capture_output=True, text=True, timeout=30
     )
     assert again.returncode == 1 and "409" in again.stderr
+    assert config.read_text() == kept  # a refusal leaves it as it was
+    config.write_text(waiting + 'token = "t"\n')  # one that holds its token: not even asked
+    kept = config.read_text()
+    holding = subprocess.run(
+        enroll_command(pool, config, "pi-9"), cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert holding.returncode == 78 and "holds the token of other" in holding.stderr
     assert config.read_text() == kept
 
 

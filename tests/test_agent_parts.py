@@ -163,6 +163,16 @@ def test_one_agent_at_a_time_keeps_a_journal(tmp_path):
         Journal(tmp_path).hold()
 
 
+def test_an_agent_holding_the_journal_is_not_named_by_a_pid_no_process_has(tmp_path):
+    """The holder could not write its pid (a read-only disk): the file has an earlier one's."""
+    Journal(tmp_path).hold()
+    lock = next(path for path in tmp_path.iterdir() if path.read_text().strip() == str(os.getpid()))
+    lock.write_text("4194999\n")  # above any pid Linux gives
+    with pytest.raises(JournalInUse) as in_use:
+        Journal(tmp_path).hold()
+    assert "(pid" not in str(in_use.value) and "another taskpool-agent runs" in str(in_use.value)
+
+
 @pytest.fixture
 def handlers(tmp_path):
     directory = tmp_path / "handlers"
@@ -295,6 +305,7 @@ def test_backoff_doubles_with_jitter_up_to_its_most():
 
 
 GARBLED, CUT_SHORT, HEADERS_ONLY, REFUSAL_CUT_SHORT, PORTAL, NGINX = -1, -2, -3, -4, -5, -6
+MOVED, PROXY_404, PROXY_401 = -7, -8, -9  # a redirect, and a proxy's own error pages
 
 
 class Answers(http.server.BaseHTTPRequestHandler):
@@ -304,11 +315,30 @@ class Answers(http.server.BaseHTTPRequestHandler):
     seen: list[dict] = []
 
     def do_POST(self):
-        length = int(self.headers["Content-Length"])
+        length = int(self.headers.get("Content-Length", 0))
         Answers.seen.append(
-            {"key": self.headers["Idempotency-Key"], "body": json.loads(self.rfile.read(length))}
+            {
+                "method": self.command,
+                "key": self.headers["Idempotency-Key"],
+                "body": json.loads(self.rfile.read(length)) if length else None,
+            }
         )
         status, body = Answers.script.pop(0)
+        if status == MOVED:  # the site moved to https, say
+            self.send_response(301)
+            self.send_header("Location", "http://127.0.0.1:9/pool/response")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if status in (PROXY_404, PROXY_401):
+            code = 404 if status == PROXY_404 else 401
+            page = f"<html><head><title>{code}</title></head><body>nginx</body></html>".encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return
         if status == GARBLED:  # a status line that is not HTTP
             self.wfile.write(b"GARBAGE\r\n\r\n")
             self.close_connection = True
@@ -359,6 +389,8 @@ class Answers(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    do_GET = do_POST
+
     def log_message(self, *args):
         pass
 
@@ -389,6 +421,48 @@ def test_5xx_is_retried_with_the_same_key_and_4xx_is_final(scripted):
         client_for(scripted).call("POST", "response", {}, idempotency_key="k2")
     assert (refused.value.status, refused.value.detail) == (409, "Already answered.")
     assert len(Answers.seen) == 4  # once: a 409 is not asked again
+
+
+def test_a_redirect_is_not_followed_but_said_and_asked_again(scripted, caplog):
+    """urllib would send the answer on as a GET, and the agent would take it for refused."""
+    Answers.script = [(MOVED, {}), (201, {"id": "msg_1"})]
+    answer = client_for(scripted).call("POST", "response", {"a": 1}, idempotency_key="k1")
+    assert answer.status == 201
+    assert [(seen["method"], seen["key"]) for seen in Answers.seen] == [("POST", "k1")] * 2
+    assert (
+        "POST response: 301: the server redirects to http://127.0.0.1:9/pool/response: "
+        "set the config's server to the pool's URL there; again in "
+    ) in caplog.text
+
+
+def test_a_proxys_own_404_or_401_is_asked_again_and_only_the_pools_refusal_is_final(
+    scripted, caplog
+):
+    Answers.script = [(PROXY_404, {}), (PROXY_401, {}), (201, {"id": "msg_1"})]
+    answer = client_for(scripted).call("POST", "response", {"a": 1}, idempotency_key="k1")
+    assert answer.status == 201 and len(Answers.seen) == 3
+    assert "401 401 nginx (not the pool's answer: is the config's server" in caplog.text
+    Answers.script = [(404, {"detail": "No task msg_x."})]
+    with pytest.raises(Refused) as refused:
+        client_for(scripted).call("POST", "response", {}, idempotency_key="k2")
+    assert (refused.value.status, refused.value.detail) == (404, "No task msg_x.")
+    # Where the caller says a page is final (at its first contact, or when enrolling).
+    Answers.script = [(PROXY_404, {})]
+    with pytest.raises(Refused) as refused:
+        client_for(scripted).call("GET", "pending", page_refuses=frozenset({404}))
+    assert refused.value.detail.startswith("not the pool (the server must be the pool's URL")
+
+
+def test_a_proxys_401_on_a_heartbeat_leaves_the_token_alone(scripted, tmp_path):
+    from taskpool_agent.agent import Agent, Options
+
+    Answers.script = [(PROXY_401, {}), (201, {"id": "msg_1"})]
+    agent = Agent(
+        Config(server=client_for(scripted).base_url, device_id="pi-1", token="t"),
+        Options(tmp_path / "handlers", tmp_path / "state", backoff=Backoff(0.01, 0.02)),
+    )
+    agent.client.call("POST", "heartbeat", {}, idempotency_key="h1")
+    assert not agent.token_refused.is_set() and len(Answers.seen) == 2
 
 
 def test_a_retry_is_logged_as_one_sentence(scripted, caplog):
@@ -499,6 +573,39 @@ def test_enrollment_waits_for_approval_within_the_retry_after_bounds(tmp_path, r
     finally:
         server.shutdown()
     assert 1 <= Enrollment.asked <= 2  # once at once, then at least a second apart
+
+
+def test_enrolling_again_with_the_same_server_written_otherwise_keeps_the_token(tmp_path):
+    config = tmp_path / "config.toml"
+    save(config, Config(server="http://127.0.0.1:9/pool/", device_id="pi-1", token="kept"))
+    before = config.read_bytes()
+    same = enroll(config, server="http://127.0.0.1:9/pool", device_id="pi-1")
+    assert same.token == "kept" and config.read_bytes() == before
+    # Another device, or another server: refused before the file is touched.
+    for server, device in (
+        ("http://127.0.0.1:9/pool", "pi-2"),
+        ("http://127.0.0.1:8/pool/", "pi-1"),
+    ):
+        with pytest.raises(
+            ConfigError, match="holds the token of pi-1 at http://127.0.0.1:9/pool/"
+        ):
+            enroll(config, server=server, device_id=device)
+        assert config.read_bytes() == before
+
+
+def test_an_enrollment_answered_by_something_else_is_asked_again(scripted, tmp_path):
+    """A 200 JSON that is not the pool's (a portal's) was a traceback: KeyError."""
+    Answers.script = [
+        (200, {"ok": True}),
+        (202, {"device_id": "pi-1", "enrollment_secret": "s"}),
+        (200, {"ok": True}),
+        (200, {"device_id": "pi-1", "token": "the-token"}),
+    ]
+    backoff = Backoff(0.01, 0.02)
+    url = client_for(scripted).base_url
+    done = enroll(tmp_path / "config.toml", server=url, device_id="pi-1", backoff=backoff)
+    assert done.token == "the-token" and len(Answers.seen) == 4
+    assert [seen["method"] for seen in Answers.seen] == ["POST", "POST", "GET", "GET"]
 
 
 def test_once_stopping_the_last_try_waits_only_a_few_seconds(monkeypatch):
