@@ -57,7 +57,8 @@ STEP_TIMEOUT_PREFIX = b"step-timeout:"
 #: The status is made durable before the wrapper exits, for the agent may not be there to
 #: journal the answer (stopped, restarting) when the power goes: written under a temporary
 #: name and synced, renamed into place, the rename synced in its directory. Found after a
-#: power cut, it is whole (never an empty file that a rename reached the disk before), and
+#: power cut, it is whole (never an empty file that a rename reached the disk before, nor
+#: one a full disk left empty: then there is none, as after a cut while it ran), and
 #: a handler that ended before the cut is answered by its status, not ``failed``. The agent
 #: journals the answer (synced) before sending it, so that order is all the answer needs.
 #: ``sync FILE`` syncs that file with coreutils 8.24 and later and BusyBox 1.26 and later;
@@ -71,8 +72,8 @@ STEP_TIMEOUT_PREFIX = b"step-timeout:"
 WRAPPER = (
     'status="$1"; shift; : > "$status.started"; '
     'sync "${status%/*}" 2>/dev/null || sync 2>/dev/null; "$@"; code=$?; trap "" TERM; '
-    'echo "$code" > "$status.tmp"; sync "$status.tmp" 2>/dev/null || sync 2>/dev/null; '
-    'mv "$status.tmp" "$status"; sync "${status%/*}" 2>/dev/null || sync 2>/dev/null; '
+    'echo "$code" > "$status.tmp" && { sync "$status.tmp" 2>/dev/null || sync 2>/dev/null; '
+    'mv "$status.tmp" "$status"; sync "${status%/*}" 2>/dev/null || sync 2>/dev/null; }; '
     'exit "$code"'
 )
 WRAPPER_NAME = "taskpool-handler"

@@ -1273,3 +1273,19 @@ def test_a_renewed_token_that_cannot_be_saved_is_not_used(renewing, caplog):
     assert load(path).token == agent.client.token == old
     assert "the renewed token could not be saved" in caplog.text
     assert new not in caplog.text
+
+
+def test_a_status_that_cannot_be_written_leaves_none_rather_than_an_empty_one(tmp_path):
+    """A full disk (here: a directory where the status is first written) refuses the exit
+    status: the agent then finds no status, as after a power cut, never an empty one."""
+    from taskpool_agent.runner import WRAPPER
+
+    (tmp_path / "status.tmp").mkdir()
+    status = tmp_path / "status"
+    done = subprocess.run(
+        ["/bin/sh", "-c", WRAPPER, "taskpool-handler", str(status), "/bin/sh", "-c", "exit 3"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 3
+    assert (tmp_path / "status.started").exists() and not status.exists()
