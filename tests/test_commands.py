@@ -546,7 +546,7 @@ def test_an_api_request_that_meets_a_missing_table_is_told_which_migrate_to_run(
 
 
 def test_a_tick_that_cannot_keep_one_task_writes_the_others_and_names_it(store, monkeypatch):
-    from tests.contract.support import Clock
+    from tests.contract.support import Clock, transition_failing_for
 
     clock = Clock(time.time())
     monkeypatch.setattr(store, "now", clock)
@@ -560,14 +560,7 @@ def test_a_tick_that_cannot_keep_one_task_writes_the_others_and_names_it(store, 
     for task in (broken, kept):
         store.post_response(device_id="a", parent_id=task["id"], status="progress")
     clock.advance(2)
-    transition = store.transition
-
-    def faulty(task_id, devices):
-        if task_id == broken["id"]:
-            raise ValueError("a schedule that cannot be computed")
-        return transition(task_id, devices)
-
-    monkeypatch.setattr(store, "transition", faulty)
+    monkeypatch.setattr(store, "transition", transition_failing_for(store, broken["id"]))
     out = StringIO()
     with pytest.raises(CommandError, match=f"Keeping time failed for 1 job task.*{broken['id']}"):
         call_command("taskpool_tick", stdout=out)

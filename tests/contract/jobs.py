@@ -19,7 +19,7 @@ from taskpool.exceptions import (
 )
 from taskpool.stores.base import BaseStore
 from taskpool.ticker import tick
-from tests.contract.support import stored
+from tests.contract.support import stored, transition_failing_for
 
 
 def job(pool: BaseStore, to: str = "device:a", **options) -> dict:
@@ -361,14 +361,7 @@ class JobsContract:
         for task in (broken, kept):
             pool.post_response(device_id="a", parent_id=task["id"], status="progress")
         clock.advance(61)
-        transition = pool.transition
-
-        def faulty(task_id, devices):
-            if task_id == broken["id"]:
-                raise ValueError("a schedule that cannot be computed")
-            return transition(task_id, devices)
-
-        pool.transition = faulty
+        pool.transition = transition_failing_for(pool, broken["id"])
         with pytest.raises(TickFailed) as failed:
             tick(pool, registered_devices=[])
         assert [line["parent_id"] for line in failed.value.written] == [kept["id"]]

@@ -1,6 +1,10 @@
-"""What the store contract's tests share: a clock they drive, and the pool's messages."""
+"""What the store contract's tests share: a clock they drive, the pool's messages, and a
+fault in one job task's schedule."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from taskpool.messages import Message
 from taskpool.stores.base import BaseStore
@@ -32,3 +36,15 @@ def stored(pool: BaseStore) -> list[Message]:
         if not page.has_more:
             return found
         cursor = page.next_cursor
+
+
+def transition_failing_for(pool: BaseStore, task_id: str) -> Callable[..., Any]:
+    """``pool.transition``, but failing for ``task_id``: a schedule that cannot be computed."""
+    transition = pool.transition
+
+    def faulty(asked: str, devices: Any) -> Any:
+        if asked == task_id:
+            raise ValueError("a schedule that cannot be computed")
+        return transition(asked, devices)
+
+    return faulty
