@@ -473,6 +473,44 @@ def test_export_of_a_day_it_cannot_read_says_which_with_no_traceback(
     assert not any((tmp_path / "copy").iterdir())
 
 
+def test_a_day_pruned_while_it_is_exported_fails_the_export_not_written_empty(
+    db, pool_dir, tmp_path, monkeypatch
+):
+    """Written empty, the day would stand for itself in a pool restored from the copy."""
+    from taskpool.stores import get_store
+    from tests.support import append_messages, days_ago, message, noon
+
+    for age in (3, 2):
+        append_messages(pool_dir, message(ts=noon(days_ago(age)), title=f"{age} days ago"))
+    store = get_store()
+    reading = store.day_lines
+
+    def pruned_first(day):
+        if day == days_ago(2):
+            (pool_dir / f"{day.isoformat()}.jsonl").unlink()  # a prune, just then
+        return reading(day)
+
+    monkeypatch.setattr(store, "day_lines", pruned_first)
+    with pytest.raises(CommandError, match=f"Cannot export {days_ago(2)}: it left the pool"):
+        run("taskpool_export", str(tmp_path / "copy"), "--no-progress")
+    assert [path.name for path in (tmp_path / "copy").glob("*.jsonl")] == [
+        f"{days_ago(3).isoformat()}.jsonl"
+    ]
+
+
+def test_export_with_crossed_dates_makes_no_directory(db, tmp_path):
+    with pytest.raises(CommandError, match="is after --until"):
+        run(
+            "taskpool_export",
+            str(tmp_path / "copy"),
+            "--since",
+            "2026-06-03",
+            "--until",
+            "2026-06-02",
+        )
+    assert not (tmp_path / "copy").exists()
+
+
 def bytes_read_by_this_process() -> int:
     """What the kernel counts as read by this process so far (``rchar``: read and pread)."""
     io_counts = Path("/proc/self/io").read_text().split()

@@ -50,13 +50,13 @@ class Command(PoolCommand):
         own = getattr(store, "directory", None)
         if own is not None and Path(own).resolve() == target:
             raise CommandError("DIR is the pool's own DATA_DIR: export somewhere else.")
+        since, until = options["since"] or date.min, options["until"] or date.max
+        if since > until:
+            raise CommandError(f"--since {since} is after --until {until}: no day is in between.")
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise CommandError(f"Cannot make {target}: {error.strerror}.") from None
-        since, until = options["since"] or date.min, options["until"] or date.max
-        if since > until:
-            raise CommandError(f"--since {since} is after --until {until}: no day is in between.")
         days = [day for day in store.days() if since <= day <= until]
         total = None  # a database's days are not sized first: that would read them twice
         if store.supports_day_files:
@@ -80,6 +80,14 @@ class Command(PoolCommand):
                     raise CommandError(
                         f"Cannot export {day}: {_reason(error)}. The export is not whole."
                     ) from None
+                if not lines and day not in store.days():
+                    # Pruned since it was listed: written empty, it would stand for the day
+                    # (a restored pool's own day hides the archive's).
+                    (target / day_file_name(day)).unlink(missing_ok=True)
+                    raise CommandError(
+                        f"Cannot export {day}: it left the pool meanwhile (pruned?). The export "
+                        "is not whole: run it again."
+                    )
                 written += lines
         if days:
             # The pool's days before these are not here (pruned, or not asked for): an
