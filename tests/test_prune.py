@@ -217,3 +217,34 @@ def test_an_export_notes_where_it_starts_so_that_verify_judges_no_answer_before(
     call_command("taskpool_export", str(exported), "--no-progress", stdout=StringIO())
     first = min(path.name for path in exported.glob("*.jsonl"))
     assert (exported / ".pruned-before").read_text().strip() == first.removesuffix(".jsonl")
+
+
+@pytest.mark.day_files_only
+def test_a_day_whose_last_line_is_unfinished_is_left_in_the_pool_not_archived_short(
+    store, history, pool_dir, tmp_path
+):
+    """Its last bytes end no line (a crash's, or a hand edit's): the archive, made of the
+    day's lines, would not hold them, and taking the file out would lose them."""
+    day = days_ago(12)
+    path = pool_dir / f"{day.isoformat()}.jsonl"
+    unended = encode_line(message(ts=noon(day), title="no newline after me"))[:-1]
+    with path.open("ab") as file:
+        file.write(unended)
+    before = path.read_bytes()
+    archive = tmp_path / "archive"
+    dry = StringIO()
+    with pytest.raises(CommandError, match="left in the pool"):
+        call_command(
+            "taskpool_prune", "--before", today().isoformat(), "--archive", str(archive),
+            "--dry-run", "--no-progress", stdout=dry,
+        )  # fmt: skip
+    assert f"skip    {day}: its last {len(unended)} bytes end no line" in dry.getvalue()
+    errors = StringIO()
+    with pytest.raises(CommandError, match="1 day was left in the pool"):
+        call_command(
+            "taskpool_prune", "--before", today().isoformat(), "--archive", str(archive),
+            "--no-progress", stdout=StringIO(), stderr=errors,
+        )  # fmt: skip
+    assert "mend the file (taskpool_verify names the line)" in errors.getvalue()
+    assert path.read_bytes() == before and not (archive / f"{day}.jsonl.gz").exists()
+    assert (archive / f"{days_ago(20)}.jsonl.gz").exists()  # the others went as before

@@ -151,6 +151,12 @@ class BaseStore(StoreWrites):
         horizon = day_of(self.now() - self.task_ttl)
         return [day for day in self.days() if day < before and day < horizon]
 
+    def unfinished_bytes(self, day: date) -> int:
+        """Bytes of the day after its last complete line: a line torn by a crash, or one
+        left without its newline by hand. They are in no message, so no archive made from
+        ``day_lines`` holds them. A store that keeps rows has none."""
+        return 0
+
     @abc.abstractmethod
     def remove_day(self, day: date) -> None:
         """Remove a day's messages for good (``taskpool_prune``, once they are archived).

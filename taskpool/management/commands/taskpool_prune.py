@@ -69,29 +69,28 @@ class Command(PoolCommand):
             self.stdout.write(f"keep    {day}: within TASK_TTL, a task of it may be pending")
         if options["dry_run"]:
             verb = "archive" if archive is not None else "take" if unsaid else "delete"
-            clashes = [
-                day
-                for day in days
-                if archive is not None
-                and archive.has(day)
-                and archive.holds_exactly(day, store.day_lines(day)) is None
-            ]
+            skips = {}
             for day in days:
-                if day in clashes:
-                    self.stdout.write(f"skip    {day}: {archive.path(day)} exists already")  # type: ignore[union-attr]
+                if archive is not None and (tail := unfinished_tail(store, day)):
+                    skips[day] = tail
+                elif (
+                    archive is not None
+                    and archive.has(day)
+                    and archive.holds_exactly(day, store.day_lines(day)) is None
+                ):
+                    skips[day] = f"{archive.path(day)} exists already"
+            for day in days:
+                if day in skips:
+                    self.stdout.write(f"skip    {day}: {skips[day]}")
                     continue
                 target = f" -> {archive.path(day)}" if archive is not None else ""
                 self.stdout.write(f"{verb} {day}{target}")
             self.stdout.write(
-                f"Dry run: would {verb} {len(days) - len(clashes)} day{pluralize(len(days) - len(clashes))}, keep {len(kept)} and "
-                f"skip {len(clashes)}; nothing was done.{unsaid}"
+                f"Dry run: would {verb} {len(days) - len(skips)} day{pluralize(len(days) - len(skips))}, keep {len(kept)} and "
+                f"skip {len(skips)}; nothing was done.{unsaid}"
             )
-            if clashes:  # as the real run would end
-                clashing = len(clashes)
-                raise CommandError(
-                    f"{clashing} day{pluralize(clashing)} {pluralize(clashing, 'is,are')} "
-                    "archived already."
-                )
+            if skips:  # as the real run would end
+                raise CommandError(left_in_the_pool(len(skips)))
             return
         if archive is not None:
             try:
@@ -122,14 +121,15 @@ class Command(PoolCommand):
             f"Pruned: {taken} day{pluralize(taken)} {done}, {len(kept)} kept within TASK_TTL, {skipped} skipped."
         )
         if skipped:
-            raise CommandError(
-                f"{skipped} day{pluralize(skipped)} {pluralize(skipped, 'was,were')} archived already and "
-                f"{pluralize(skipped, 'was,were')} left in the pool."
-            )
+            raise CommandError(left_in_the_pool(skipped))
 
     def _take(self, store: Any, archive: DayArchive | None, day: date) -> bool:
         """Archive (or delete) one day and take it out of the pool; ``False``: left, skipped."""
         if archive is not None:
+            tail = unfinished_tail(store, day)
+            if tail:
+                self.stderr.write(f"skip    {day}: {tail} It is left in the pool.")
+                return False
             try:
                 lines, size = archive.write(day, store.day_lines(day))
             except ArchiveExists as error:
@@ -148,3 +148,23 @@ class Command(PoolCommand):
         store.remove_day(day)
         self.stdout.write(f"{'archive' if archive is not None else 'delete '} {day}: {note}")
         return True
+
+
+def unfinished_tail(store: Any, day: date) -> str:
+    """Why the day's file holds more than its lines ("" when it does not): bytes after its
+    last complete line, which no archive of its lines would hold."""
+    tail = store.unfinished_bytes(day)
+    if not tail:
+        return ""
+    return (
+        f"its last {tail} byte{pluralize(tail)} end no line (torn by a crash, or left "
+        "without a newline), and the archive would not hold them: mend the file "
+        "(taskpool_verify names the line), then prune again."
+    )
+
+
+def left_in_the_pool(skipped: int) -> str:
+    return (
+        f"{skipped} day{pluralize(skipped)} {pluralize(skipped, 'was,were')} left in the pool: "
+        "archived already otherwise, or not whole (said above)."
+    )

@@ -226,6 +226,10 @@ class JsonlStore(DayFileReads, TaskViews):
         with self._mutex:
             self._advance()
 
+    def unfinished_bytes(self, day: date) -> int:
+        with self._files.open(day) as (descriptor, complete_end):
+            return 0 if descriptor is None else os.fstat(descriptor).st_size - complete_end
+
     def remove_day(self, day: date) -> None:
         """Deletes the day file. Nothing else needs it: the index reads only the horizon."""
         refuse_in_horizon(self, day)
