@@ -27,7 +27,7 @@ from pathlib import Path
 from django.core.cache import cache
 
 from taskpool.conf import pool_settings
-from taskpool.exceptions import InvalidCursor, InvalidMessage, PoolError
+from taskpool.exceptions import ArchivedDayUnreadable, InvalidCursor, InvalidMessage, PoolError
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import Message, decode_line
 from taskpool.stores.base import DayPage, DaySummary, PageEntry
@@ -126,14 +126,31 @@ class DayArchive:
     # Reading (the same answers as a store's, for the log and the admin) ---------
 
     def lines(self, day: date) -> Iterator[bytes]:
-        """The archived day's complete lines, without their newlines."""
-        with gzip.open(self.path(day), "rb") as file:
-            for line in file:
-                if line.endswith(b"\n"):
-                    yield line[:-1]
+        """The archived day's complete lines, without their newlines; ``ArchivedDayUnreadable``
+        for a file that does not read to its end."""
+        try:
+            with gzip.open(self.path(day), "rb") as file:
+                for line in file:
+                    if line.endswith(b"\n"):
+                        yield line[:-1]
+        except (OSError, EOFError, zlib.error) as error:  # cut short, not gzip, gone
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            raise ArchivedDayUnreadable(
+                f"The archived day {day} ({self.path(day).name}) cannot be read whole: "
+                f"{reason}. Restore it from a backup, or remove it if the day is gone for good."
+            ) from error
 
     def day_lines(self, day: date) -> Iterator[bytes]:
-        """The day's lines as archived, in chunks that end at line ends."""
+        """The day's lines as archived, in chunks that end at line ends.
+
+        The file is read through once first, so that one cut short is refused
+        (``ArchivedDayUnreadable``) before a download of it begins, not midway.
+        """
+        for _line in self.lines(day):
+            pass
+        return self._chunks(day)
+
+    def _chunks(self, day: date) -> Iterator[bytes]:
         chunk: list[bytes] = []
         size = 0
         for line in self.lines(day):
@@ -166,15 +183,17 @@ class DayArchive:
             key = f"taskpool:archive:{day.isoformat()}:{stat.st_ino}:{stat.st_size}"
             summary = cache.get(key)
             if summary is None:
-                summary = self._summarize(day, stat.st_size)
+                summary = self._summarize(day)
                 cache.set(key, summary, None)
             summaries.append(summary)
         return summaries
 
-    def _summarize(self, day: date, size: int) -> DaySummary:
+    def _summarize(self, day: date) -> DaySummary:
+        """Counted from the lines, and sized as the day's download is (not gzipped)."""
         types: dict[str, int] = {}
-        messages = torn = 0
+        messages = torn = size = 0
         for line in self.lines(day):
+            size += len(line) + 1
             try:
                 kind = decode_line(line)["type"]
             except InvalidMessage:
@@ -182,7 +201,7 @@ class DayArchive:
                 continue
             messages += 1
             types[kind] = types.get(kind, 0) + 1
-        return DaySummary(day, size, messages, torn, types, counted=size)
+        return DaySummary(day, size, messages, torn, types, counted=size, on_disk=False)
 
     def day_page(
         self,

@@ -91,6 +91,13 @@ class DayFileMissing(StoreUnavailable):
     """
 
 
+class ArchivedDayUnreadable(StoreUnavailable):
+    """An archived day whose file cannot be read whole: cut short, or not gzip at all.
+
+    Read as far as it goes, it would show part of a day as the whole of it.
+    """
+
+
 class StoreFull(StoreUnavailable):
     """The storage has no room for the message (a full disk, a quota): nothing was stored."""
 

@@ -187,6 +187,36 @@ def test_archived_days_stay_readable_in_the_log_and_the_admin(
     assert b"".join(raw_file.streaming_content) == b"".join(encode_line(i) for i in before)
 
 
+def test_an_archived_day_cut_short_is_a_503_naming_it_and_the_other_days_stay_listed(
+    store, history, tmp_path, settings, admin_client_api, client
+):
+    """Read as far as it goes, it would pass part of a day for the whole of it."""
+    settings.TASKPOOL = {**settings.TASKPOOL, "ARCHIVE_DIR": str(tmp_path / "archive")}
+    from taskpool.stores import get_store
+
+    get_store()
+    prune("--before", today().isoformat())
+    day, sound = days_ago(12), days_ago(20)
+    archived = tmp_path / "archive" / f"{day.isoformat()}.jsonl.gz"
+    archived.write_bytes(archived.read_bytes()[:-12])  # its end cut off: no gzip trailer
+    for query in ("", "&format=jsonl"):
+        refused = admin_client_api.get(f"/pool/log?date={day.isoformat()}{query}")
+        assert refused.status_code == 503, refused.content
+        assert refused["Content-Type"] == "application/json"
+        assert f"{day.isoformat()}.jsonl.gz) cannot be read whole" in refused.json()["detail"]
+    assert admin_client_api.get(f"/pool/log?date={sound.isoformat()}").status_code == 200
+
+    client.force_login(get_user_model().objects.create_superuser("root", password="pw"))
+    listing = client.get("/admin/taskpool/dayfile/")
+    assert listing.status_code == 200
+    assert "cannot be read whole" in listing.content.decode()
+    assert f"{sound.isoformat()}/" in listing.content.decode()  # the others as before
+    for page in ("", "raw/"):  # one message that reads whole (L1/) is shown as it is
+        answer = client.get(f"/admin/taskpool/dayfile/{day.isoformat()}/{page}")
+        assert answer.status_code == 503, (page, answer.status_code)
+        assert "cannot be read whole" in answer.content.decode()
+
+
 def test_import_and_verify_given_only_archives_say_how_to_read_them(store, history, tmp_path):
     archive = tmp_path / "archive"
     prune("--before", today().isoformat(), "--archive", str(archive))

@@ -30,7 +30,12 @@ from taskpool.admin.forms import DayFilterForm
 from taskpool.admin.rows import message_rows, pretty_json, thread_id_of
 from taskpool.archive import DayArchive, archived_day, configured_archive
 from taskpool.days import day_file_name, parse_day
-from taskpool.exceptions import DayFileMissing, InvalidCursor, InvalidMessage
+from taskpool.exceptions import (
+    ArchivedDayUnreadable,
+    DayFileMissing,
+    InvalidCursor,
+    InvalidMessage,
+)
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import MESSAGE_TYPES, RESPONSE_STATUSES
 from taskpool.models import DayFile
@@ -76,7 +81,9 @@ class DayFileAdmin(PoolPagesAdmin):
         in_archive = set(archived)
         summaries = self._summaries(request, store, [day for day in shown if day not in in_archive])
         if archive is not None:
-            summaries += archive.day_summaries([day for day in shown if day in in_archive])
+            summaries += self._archived_summaries(
+                request, archive, [day for day in shown if day in in_archive]
+            )
         summaries.sort(key=lambda summary: summary.day, reverse=True)
         known = list(MESSAGE_TYPES)
         others = sorted({kind for s in summaries for kind in s.types if kind not in known})
@@ -116,6 +123,18 @@ class DayFileAdmin(PoolPagesAdmin):
                 else:
                     readable.append(day)
             return list(store.day_summaries(readable, count_limit=self.count_limit))
+
+    def _archived_summaries(
+        self, request: HttpRequest, archive: Any, days: list[date]
+    ) -> list[Any]:
+        """The archived days' summaries; one whose file cannot be read is named above the list."""
+        found = []
+        for day in days:
+            try:
+                found += archive.day_summaries([day])
+            except ArchivedDayUnreadable as error:
+                messages.error(request, error.message)
+        return found
 
     # One day --------------------------------------------------------------
 
