@@ -171,13 +171,15 @@ class Verifier:
             return
         self._ids[key] = (name, number)
         ts = message["ts"]
+        misplaced = ts[:10] != day.isoformat()
         if ts < self._last_ts and not self._within_skew(ts):
             self._found(
                 name, number, "out_of_order", f"stamped {ts}, after a line stamped {self._last_ts}"
             )
-        elif ts[:10] != day.isoformat():
+        elif misplaced:
             self._found(name, number, "out_of_order", f"stamped {ts}, in the file of {day}")
-        self._last_ts = max(self._last_ts, ts)
+        if not misplaced:  # one stamped for another day (a clock's jump) sets no mark
+            self._last_ts = max(self._last_ts, ts)
         if message["type"] == "task":
             self._tasks.add(key)
         elif message["type"] == "response":

@@ -203,6 +203,30 @@ def test_skew_passes_lines_stamped_that_little_before_the_line_ahead_and_no_more
     assert out.strip().endswith("4 messages: sound.")
 
 
+def test_a_line_stamped_for_a_later_day_is_the_one_problem_not_every_line_after_it(pool_dir):
+    """One host's clock jumped a day ahead for one line: the lines after it, each in order
+    with the one before it, are not out of order."""
+    day = days_ago(2)
+    beats = [
+        message(
+            kind="heartbeat",
+            sender="device:pi-1",
+            to="backend",
+            ts=noon(day).replace("12:00", f"12:{minute:02d}"),
+        )
+        for minute in range(5)
+    ]
+    beats[2] = {**beats[2], "ts": noon(days_ago(1)).replace("12:00", "23:00")}
+    for beat in beats:  # all in the day's file, as the host that stamped them wrote them
+        append_raw(pool_dir, day, encode_line(beat))
+    later = message(kind="heartbeat", sender="device:pi-1", to="backend", ts=noon(days_ago(1)))
+    append_messages(pool_dir, later)
+    code, out = verify()
+    assert code == 1
+    assert out.count(": out_of_order:") == 1, out
+    assert f":3: out_of_order: stamped {beats[2]['ts']}, in the file of {day}" in out
+
+
 @pytest.mark.parametrize("value", ["-1", "x", "nan", "inf", "90000"])
 def test_a_skew_that_is_not_seconds_up_to_a_day_is_refused(pool_dir, value):
     with pytest.raises(CommandError, match="--skew: takes whole seconds from 0 to 86400"):
