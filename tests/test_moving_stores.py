@@ -115,6 +115,26 @@ def test_an_imported_pool_is_live(on_database, tmp_path):
     assert store.pending_for("c") == []  # cancelled
 
 
+def test_an_older_day_imported_after_a_newer_one_leaves_each_devices_latest_times(
+    on_database, tmp_path
+):
+    source = tmp_path / "source"
+    a_week_of_day_files(source)
+    days = sorted(source.glob("*.jsonl"))
+    newest, older = tmp_path / "newest", tmp_path / "older"
+    for directory, files in ((newest, days[-1:]), (older, days[:-1])):
+        directory.mkdir()
+        for path in files:
+            (directory / path.name).write_bytes(path.read_bytes())
+    run("taskpool_import", str(newest))
+    run("taskpool_import", str(older))
+    heard = [m for m in stored(on_database) if m["from"] == "device:a"]
+    latest = max(m["ts"] for m in heard)
+    latest_beat = max(m["ts"] for m in heard if m["type"] == "heartbeat")
+    activity = on_database.device_activity(["a"])["a"]
+    assert (activity.last_message, activity.last_heartbeat) == (latest, latest_beat)
+
+
 def test_lines_that_are_not_messages_are_counted_and_left_out(on_database, tmp_path):
     source = tmp_path / "source"
     a_week_of_day_files(source)

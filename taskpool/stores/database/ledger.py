@@ -246,10 +246,14 @@ class SqlLedger:
         if device is not None:
             heartbeat = message["ts"] if message["type"] == "heartbeat" else None
             self.cursor.execute(
+                # The latest time, not the last row's: an import of an older day comes
+                # after a newer one. Compared as bytes, as the stamps' fixed form sorts.
                 "INSERT INTO taskpool_db_device (device_id, broadcast_mark, last_message, "
                 "last_heartbeat) VALUES (%s, 0, %s, %s) ON CONFLICT (device_id) DO UPDATE SET "
-                "last_message = EXCLUDED.last_message, "
-                "last_heartbeat = COALESCE(EXCLUDED.last_heartbeat, taskpool_db_device.last_heartbeat)",
+                'last_message = GREATEST(EXCLUDED.last_message COLLATE "C", '
+                'taskpool_db_device.last_message COLLATE "C"), '
+                'last_heartbeat = GREATEST(EXCLUDED.last_heartbeat COLLATE "C", '
+                'taskpool_db_device.last_heartbeat COLLATE "C")',
                 [sender[7:], message["ts"], heartbeat],
             )
         key = message["meta"].get("idempotency_key")
