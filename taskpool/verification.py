@@ -89,6 +89,21 @@ class Report:
         }
 
 
+def unread_files(directory: Path) -> list[str]:
+    """What to say of each file in ``directory`` that looks meant for a day file but is not
+    read as one: the pool, and verify and import, take only ``YYYY-MM-DD.jsonl`` of a real
+    date."""
+    said = []
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(".") or ".jsonl" not in name.lower() or day_of_file_name(name):
+            continue
+        if name.endswith(".jsonl.gz"):
+            said.append(f"{name}: not read: an archived day (gunzip it to read it)")
+        else:
+            said.append(f"{name}: not read: not a day file's name (YYYY-MM-DD.jsonl)")
+    return said
+
+
 def day_files(directory: Path) -> list[tuple[date, Path]]:
     """The day files of ``directory``, in day order."""
     found = [

@@ -225,3 +225,19 @@ def test_a_day_file_that_is_no_file_stops_the_import_before_anything_is_stored(
 def test_import_needs_a_store_that_imports(settings, tmp_path):
     with pytest.raises(CommandError, match="day files already"):
         run("taskpool_import", str(tmp_path))
+
+
+def test_an_import_names_the_files_it_does_not_read(on_database, tmp_path):
+    source = tmp_path / "source"
+    a_week_of_day_files(source)
+    first = sorted(source.glob("*.jsonl"))[0]
+    (source / f"{first.name}.gz").write_bytes(b"")  # an archived day beside the day files
+    (source / "2026-02-30.jsonl").write_bytes(first.read_bytes())
+    errors = io.StringIO()
+    call_command(
+        "taskpool_import", str(source), "--no-progress", stdout=io.StringIO(), stderr=errors
+    )
+    assert errors.getvalue().splitlines() == [
+        "2026-02-30.jsonl: not read: not a day file's name (YYYY-MM-DD.jsonl)",
+        f"{first.name}.gz: not read: an archived day (gunzip it to read it)",
+    ]

@@ -231,3 +231,20 @@ def test_a_line_stamped_for_a_later_day_is_the_one_problem_not_every_line_after_
 def test_a_skew_that_is_not_seconds_up_to_a_day_is_refused(pool_dir, value):
     with pytest.raises(CommandError, match="--skew: takes whole seconds from 0 to 86400"):
         call_command("taskpool_verify", "--skew", value, "--no-progress", stdout=StringIO())
+
+
+def test_files_meant_for_day_files_that_are_not_read_as_any_are_named(pool_dir):
+    a_sound_pool(pool_dir)
+    day = days_ago(1).isoformat()
+    for name in (f"{day}.JSONL", "2026-02-30.jsonl", f"{day}.jsonl.bak", f"{day}.jsonl.gz"):
+        (pool_dir / name).write_bytes(b"")
+    code, out = verify()
+    assert code == 0, out  # said, not problems of the files read
+    assert out.splitlines()[:4] == [
+        "2026-02-30.jsonl: not read: not a day file's name (YYYY-MM-DD.jsonl)",
+        f"{day}.JSONL: not read: not a day file's name (YYYY-MM-DD.jsonl)",
+        f"{day}.jsonl.bak: not read: not a day file's name (YYYY-MM-DD.jsonl)",
+        f"{day}.jsonl.gz: not read: an archived day (gunzip it to read it)",
+    ]
+    code, out = verify("--json")
+    assert json.loads(out)["not_read"][0].startswith("2026-02-30.jsonl: not read")

@@ -17,7 +17,7 @@ from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.messages import decode_line
 from taskpool.stores import get_store
 from taskpool.stores.validation import check_as_written
-from taskpool.verification import archived_only, day_files
+from taskpool.verification import archived_only, day_files, unread_files
 
 #: Lines stored per transaction.
 BATCH_LINES = 1000
@@ -66,6 +66,8 @@ class Command(PoolCommand):
         if only_archives is not None:
             raise CommandError(only_archives)
         files = [path for _day, path in day_files(source)]
+        for said in unread_files(source):  # an archive, a misnamed day: said, not imported
+            self.stderr.write(said)
         for path in files:  # before anything is stored: all of it, or nothing
             if not path.is_file():
                 raise CommandError(f"Cannot read {path}: it is not a file (or a broken link).")

@@ -16,7 +16,7 @@ from taskpool.management.base import PoolCommand
 from taskpool.management.commands.taskpool_export import day_argument
 from taskpool.management.progress import add_progress_argument, progress_bar
 from taskpool.stores import get_store
-from taskpool.verification import archived_only, verify_directory
+from taskpool.verification import archived_only, unread_files, verify_directory
 
 #: The most ``--skew`` takes: an export's writers overlap by seconds, never by a day.
 MAX_SKEW_SECONDS = 86400
@@ -62,8 +62,10 @@ class Command(PoolCommand):
                 self.stdout.write(json.dumps({"error": str(refusal)}))
             raise
         if options["json"]:
-            self.stdout.write(json.dumps(report.as_json(), indent=2))
+            self.stdout.write(json.dumps({**report.as_json(), "not_read": self._unread}, indent=2))
         else:
+            for said in self._unread:
+                self.stdout.write(said)
             for problem in report.problems:
                 self.stdout.write(
                     f"{problem.file}:{problem.line}: {problem.kind}: {problem.detail}"
@@ -98,6 +100,8 @@ class Command(PoolCommand):
                     "and verify those: taskpool_verify --directory DIR --skew 5."
                 )
             directory = Path(store.directory)  # type: ignore[attr-defined]
+
+        self._unread = unread_files(directory)
 
         def progress(total: int) -> Any:
             self._bar = progress_bar(options, total=total, unit="B", label="verify")
