@@ -315,6 +315,7 @@ def test_a_username_the_user_model_refuses_is_refused(db, username):
         ["taskpool_tick", "--every", "-1"],
         ["taskpool_tick", "--every", "nan"],
         ["taskpool_tick", "--every", "inf"],
+        ["taskpool_tick", "--every", "1e10"],  # sleep() refused it, after the first tick
     ],
 )
 def test_bad_values_are_usage_errors_with_no_traceback(command):

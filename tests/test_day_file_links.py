@@ -115,3 +115,17 @@ def test_the_admin_pages_that_read_the_pool_name_it_in_a_503(client, make_user, 
     text = answer.content.decode()
     assert link.name in text and 'id="unavailable"' in text
     assert 'id="site-name"' in text  # in the admin's frame, not a bare error page
+
+
+def test_a_dry_run_of_prune_refuses_an_old_day_linked_to_nothing_as_the_run_does(
+    pool_dir, tmp_path, db
+):
+    old = f"{days_ago(20).isoformat()}.jsonl"
+    (pool_dir / old).symlink_to(tmp_path / "gone.jsonl")
+    for dry in (["--dry-run"], []):
+        with pytest.raises(CommandError, match=old):
+            call_command(
+                "taskpool_prune", "--before", days_ago(10).isoformat(), "--archive",
+                str(tmp_path / "archive"), "--no-progress", *dry, stdout=io.StringIO(),
+            )  # fmt: skip
+    assert (pool_dir / old).is_symlink()

@@ -16,14 +16,21 @@ from taskpool.management.base import PoolCommand
 from taskpool.ticker import TickFailed, tick
 
 
+#: The longest ``--every``: a day. Longer keeps no job's time (and ``time.sleep`` refuses
+#: what is past its range, after the first tick).
+MOST_SECONDS = 86400
+
+
 def positive_seconds(text: str) -> float:
-    """A number of seconds above zero, finite; anything else is a usage error."""
+    """A number of seconds above zero, at most a day; anything else is a usage error."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0.")
+    if not 0 < seconds <= MOST_SECONDS:  # NaN and infinities too
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds above 0, at most {MOST_SECONDS}."
+        )
     return seconds
 
 
