@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import MD5, Concat
@@ -137,10 +137,15 @@ class UserRole(models.Model):
         return f"{self.user}: {self.role}"
 
     def clean(self) -> None:
-        """One pool identity per user: refuse a role to a user another pool user is written as."""
-        if self.user_id is None:
+        """One pool identity per user: refuse a role to a user another pool user is written as.
+
+        The user may be one not saved yet (the role given on the user's add page).
+        """
+        try:
+            user = self.user
+        except ObjectDoesNotExist:  # none chosen: the field's own check says so
             return
-        other = identity_holder(self.user)
+        other = identity_holder(user)
         if other is not None:
             raise ValidationError(
                 _(
@@ -148,7 +153,7 @@ class UserRole(models.Model):
                     "in the pool: give %(user)s an email of their own first."
                 ),
                 code="identity_taken",
-                params={"user": self.user, "other": other, "identity": pool_identity(other)},
+                params={"user": user, "other": other, "identity": pool_identity(other)},
             )
 
 

@@ -110,6 +110,22 @@ def test_the_dashboard_counts_a_known_pool(known_pool):
     assert found["daily-answers-total"] == "3"
 
 
+def test_a_device_invalidated_after_it_joined_is_not_counted_as_waiting(known_pool):
+    """As the list the figure opens: staff validate it again, they do not approve it."""
+    DeviceUser.objects.create(
+        id="joined", kind="pi", validated=False, enrolled_at=timezone.now(),
+        token_collected_at=timezone.now(),
+    )  # fmt: skip
+    client = staff("boss", "admin")
+    page = client.get(URL)
+    assert metrics(page).values["devices-waiting"] == "1"
+    waiting = re.search(
+        r'href="([^"]+)"><span [^>]*data-metric="devices-waiting"', page.content.decode()
+    )
+    listed = client.get(html.unescape(waiting.group(1))).context["cl"].result_list
+    assert [device.id for device in listed] == ["new"]
+
+
 def test_the_latest_failures_link_their_thread_and_device(known_pool):
     page = staff("boss", "admin").get(URL).content.decode()
     failures = page[page.index('id="failures"') :]

@@ -180,6 +180,19 @@ def test_rows_link_to_the_thread_and_to_the_message(boss, store):
     assert message_page.context["thread_url"] == f"/admin/taskpool/task/{task['id']}/"
 
 
+def test_a_message_page_refuses_a_cursor_of_another_day(boss, store, other_process):
+    """It showed that day's message under this day's breadcrumbs."""
+    from tests.support import days_ago, message, noon
+
+    other_process(message(ts=noon(days_ago(1)), title="yesterday's"))
+    store.post_heartbeat(device_id="pi-1")
+    yesterday = days_ago(1).isoformat()
+    (row,) = boss.get(f"/admin/taskpool/dayfile/{yesterday}/").context["rows"]
+    assert boss.get(f"/admin/taskpool/dayfile/{yesterday}/{row.cursor}/").status_code == 200
+    elsewhere = f"/admin/taskpool/dayfile/{today(store).isoformat()}/{row.cursor}/"
+    assert boss.get(elsewhere).status_code == 404
+
+
 @pytest.mark.day_files_only
 def test_bad_days_and_cursors(boss, store):
     store.post_heartbeat(device_id="pi-1")

@@ -359,3 +359,40 @@ def test_a_refusal_is_an_admin_page_that_names_the_role_needed(login, pool, who,
     assert sentence in html
     assert 'id="site-name"' in html and 'class="breadcrumbs"' in html  # the admin's frame
     assert 'href="/admin/"' in html  # a way back
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "99999999999999999999", "\x00"])
+def test_a_role_form_given_a_user_that_is_no_id_is_refused_as_a_form_error(login, value):
+    """The user search box looked the value up as it was, and failed with a server error."""
+    root = Client()
+    root.force_login(get_user_model().objects.create_superuser("root", password="pw"))
+    shown = root.get("/admin/taskpool/userrole/add/", {"user": value})
+    assert shown.status_code == 200
+    posted = root.post("/admin/taskpool/userrole/add/", {"user": value, "role": "admin"})
+    assert posted.status_code == 200 and posted.context["adminform"].form.errors["user"]
+    assert not UserRole.objects.exists()
+
+
+def test_a_role_given_on_the_add_user_page_keeps_one_pool_identity_per_user(login):
+    """The new user is not saved while the role is checked: it was let through."""
+    root = Client()
+    root.force_login(get_user_model().objects.create_superuser("root", password="pw"))
+    puser = get_user_model().objects.create_user("puser", email="puser@example.com")
+    UserRole.objects.create(user=puser, role="user")
+    data = {
+        "username": "puser@example.com",
+        "password1": "a-long-password-1",
+        "password2": "a-long-password-1",
+        "usable_password": "true",
+        "taskpool_role-TOTAL_FORMS": "1",
+        "taskpool_role-INITIAL_FORMS": "0",
+        "taskpool_role-MIN_NUM_FORMS": "0",
+        "taskpool_role-MAX_NUM_FORMS": "1",
+        "taskpool_role-0-role": "master",
+    }
+    refused = root.post("/admin/auth/user/add/", data)
+    assert refused.status_code == 200
+    assert "cannot have a pool role while puser is user:puser@example.com" in (
+        refused.content.decode()
+    )
+    assert not get_user_model().objects.filter(username="puser@example.com").exists()

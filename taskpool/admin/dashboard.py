@@ -174,7 +174,9 @@ class DashboardAdmin(PoolPagesAdmin):
 
     def _devices(self, now: datetime) -> dict[str, Any]:
         devices = list(
-            DeviceUser.objects.only("id", "kind", "validated", "last_seen", "enrolled_at")
+            DeviceUser.objects.only(
+                "id", "kind", "validated", "last_seen", "enrolled_at", "token_collected_at"
+            )
         )
         validated = [device for device in devices if device.validated]
         seen = presence(validated)
@@ -196,7 +198,8 @@ class DashboardAdmin(PoolPagesAdmin):
             "online": len(online),
             "offline": len(offline),
             "never_seen": len(never),
-            "waiting": sum(1 for d in devices if d.enrolled_at and not d.validated),
+            # As the list the number opens counts them: not a device invalidated since.
+            "waiting": sum(1 for device in devices if device.awaiting_approval),
             "total": len(devices),
             "online_url": f"{changelist}?validated__exact=1&online=yes",
             "offline_url": f"{changelist}?validated__exact=1&online=no",

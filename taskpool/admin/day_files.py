@@ -194,7 +194,7 @@ class DayFileAdmin(PoolPagesAdmin):
             if isinstance(source, DayArchive):
                 message = source.message_on(the_day, cursor)
             else:
-                message = source.message_at(cursor)
+                message = source.message_at(cursor, day=the_day)
         except (InvalidCursor, InvalidMessage):
             raise Http404(_("No message ends at %(cursor)s.") % {"cursor": cursor}) from None
         thread_id = thread_id_of(message)

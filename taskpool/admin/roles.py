@@ -12,7 +12,9 @@ from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils.translation import gettext
@@ -20,6 +22,18 @@ from django.utils.translation import gettext_lazy as _
 
 from taskpool.admin.access import RoleOrModelPermissions
 from taskpool.models import UserRole
+
+
+class CheckedAutocompleteSelect(AutocompleteSelect):
+    """Django's search box for the user, which looked up whatever a request gave as the
+    chosen user (``?user=abc``, a number past the database's) and failed with a server
+    error; such a value now shows no choice, and the form's own check refuses it."""
+
+    def optgroups(self, name: str, value: Any, attr: Any = None) -> Any:
+        try:
+            return super().optgroups(name, value, attr)
+        except (ValueError, TypeError, OverflowError, ValidationError):
+            return super().optgroups(name, [], attr)
 
 
 @admin.register(UserRole)
@@ -43,6 +57,13 @@ class UserRoleAdmin(RoleOrModelPermissions):
 
     def refusal(self, request: HttpRequest) -> str:
         return gettext("Pool roles need the pool role admin, or Django's permissions on them.")
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = CheckedAutocompleteSelect(
+                db_field, self.admin_site, using=kwargs.get("using")
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
         # The search asks the user admin, which a pool admin may not see: a plain list then.

@@ -355,11 +355,12 @@ class BaseStore(StoreWrites):
         """
 
     @abc.abstractmethod
-    def message_at(self, cursor: str) -> Message:
+    def message_at(self, cursor: str, *, day: date | None = None) -> Message:
         """The message a ``PageEntry.cursor`` names: the one just before ``cursor``.
 
-        ``InvalidCursor`` if no message ends there, ``InvalidMessage`` if what
-        is there is not a message (a torn line).
+        ``InvalidCursor`` if no message ends there (or, given ``day``, if the
+        cursor is not in that day), ``InvalidMessage`` if what is there is not
+        a message (a torn line).
         """
 
     @abc.abstractmethod

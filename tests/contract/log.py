@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import orjson
 import pytest
@@ -118,6 +119,17 @@ class LogContract:
         for entry in entries:
             pool.check_cursor(entry.cursor)
         assert entries[0].cursor < entries[1].cursor < entries[2].cursor  # strings, pool order
+
+    def test_a_cursor_asked_for_in_another_day_names_no_message_there(self, pool, clock):
+        first = post(pool)
+        clock.advance(DAY)
+        post(pool)
+        (entry, later) = pool.messages_after(None, limit=10).entries
+        today = day_of(pool.now())
+        assert pool.message_at(later.cursor, day=today)["id"] == later.message["id"]
+        assert pool.message_at(entry.cursor, day=today - timedelta(days=1)) == first
+        with pytest.raises(InvalidCursor, match="is not in the day"):
+            pool.message_at(entry.cursor, day=today)
 
     @pytest.mark.parametrize("bad", ["", "x", "20260603-00000000000x", "0" * 40, "../etc"])
     def test_cursors_the_store_did_not_give_are_refused(self, pool, bad):

@@ -15,7 +15,6 @@ from django.template.defaultfilters import pluralize
 from taskpool.management.base import PoolCommand
 from taskpool.ticker import TickFailed, tick
 
-
 #: The longest ``--every``: a day. Longer keeps no job's time (and ``time.sleep`` refuses
 #: what is past its range, after the first tick).
 MOST_SECONDS = 86400

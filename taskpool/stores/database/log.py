@@ -150,15 +150,17 @@ class LogReading:
             return Page(entries[:limit], entries[limit - 1].cursor, True)
         return Page(entries, entries[-1].cursor if entries else given, False)
 
-    def message_at(self, cursor: str) -> Message:
+    def message_at(self, cursor: str, *, day: date | None = None) -> Message:
         xid, seq = parse_position(cursor)
         with self._cursor() as sql:
             sql.execute(
-                "SELECT line FROM taskpool_db_message WHERE seq = %s AND xid = %s", [seq, xid]
+                "SELECT line, day FROM taskpool_db_message WHERE seq = %s AND xid = %s", [seq, xid]
             )
             row = sql.fetchone()
         if row is None:
             raise InvalidCursor(f"Cursor {cursor} names no message of this pool.")
+        if day is not None and row[1] != day:
+            raise InvalidCursor(f"Cursor {cursor} is not in the day {day.isoformat()}.")
         return orjson.loads(row[0])
 
     def day_summaries(

@@ -12,7 +12,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from taskpool.days import day_of
-from taskpool.exceptions import InvalidMessage
+from taskpool.exceptions import InvalidCursor, InvalidMessage
 from taskpool.message_filter import MessageFilter
 from taskpool.messages import Message, decode_line
 from taskpool.stores.base import DayPage, DaySummary, Page, PageEntry
@@ -114,8 +114,11 @@ class DayFileReads:
             scan_limit=scan_limit,
         )
 
-    def message_at(self, cursor: str) -> Message:
-        return self._files.message_ending_at(Cursor.parse(cursor))
+    def message_at(self, cursor: str, *, day: date | None = None) -> Message:
+        position = Cursor.parse(cursor)
+        if day is not None and position.day != day:
+            raise InvalidCursor(f"Cursor {cursor} is not in the day {day.isoformat()}.")
+        return self._files.message_ending_at(position)
 
     def device_messages(self, device_id: str, *, limit: int = 20) -> list[PageEntry]:
         first_day = day_of(self._clock() - self.task_ttl)
