@@ -842,7 +842,9 @@ class ProgressReporter:
             self.done = True
             self.latest = None
             self.condition.notify()
-        self.thread.join(timeout=2)
+        # A report under way gets 2 s to land before the answer; not once stopping, whose
+        # time is the answer's (a later report is refused: the task is closed by then).
+        self.thread.join(timeout=0 if self.agent.stop.is_set() else 2)
 
     def _send(self) -> None:
         interval = self.agent.options.progress_interval

@@ -1289,3 +1289,30 @@ def test_a_status_that_cannot_be_written_leaves_none_rather_than_an_empty_one(tm
     )
     assert done.returncode == 3
     assert (tmp_path / "status.started").exists() and not status.exists()
+
+
+def test_a_progress_report_under_way_does_not_hold_up_a_stop(tmp_path):
+    """Once stopping, the agent's time is its answer's: it does not wait 2 s for a report
+    that a server that does not answer holds."""
+    from taskpool_agent.agent import Agent, Options, ProgressReporter
+    from taskpool_agent.runner import Progress
+
+    silent = socket.create_server(("127.0.0.1", 0))  # connects, never answers
+    agent = Agent(
+        Config(
+            server=f"http://127.0.0.1:{silent.getsockname()[1]}/pool/", device_id="pi-1", token="t"
+        ),
+        Options(tmp_path / "handlers", tmp_path / "state", backoff=Backoff(0.01, 0.02)),
+    )
+    try:
+        reporter = ProgressReporter(
+            agent, "msg_t.1", {"id": "msg_t", "meta": {}}, threading.Event()
+        )
+        reporter.report(Progress("half way", None))
+        time.sleep(0.3)  # the report is under way, held by the server
+        agent.stop.set()
+        began = time.monotonic()
+        reporter.close()
+        assert time.monotonic() - began < 0.5
+    finally:
+        silent.close()
