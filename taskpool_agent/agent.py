@@ -115,10 +115,6 @@ class Agent:
         #: When (monotonic) the journal last let go of its old entries, which waits for
         #: the pending list (an entry of a task still pending is kept).
         self.forgot_old_at: float | None = None
-        #: Whether the pool has answered once: until it has, a 404 page for the pending
-        #: tasks says the config's server is not the pool's URL; after, it is a proxy's
-        #: while the site is down for work, asked again.
-        self.heard_from_pool = False
 
     # The loop -------------------------------------------------------------------
 
@@ -219,22 +215,22 @@ class Agent:
             log.debug("stream: %s", error)
         self.stop.wait(self.options.check_interval)  # no stream to wait on: poll, slowly
 
-    def _ask_pending(self, path: str, timeout: float) -> Any:
-        first_contact = frozenset() if self.heard_from_pool else frozenset({404})
-        return self.client.call(
-            "GET", path, timeout=timeout, expect=a_list, page_refuses=first_contact
-        )
-
     def pending(self, *, wait: float | None = None) -> list[dict[str, Any]]:
         path = f"pending?limit={PENDING_LIMIT}" + (f"&wait={wait:g}" if wait else "")
         timeout = (wait or 0) + 30
         while True:
             try:
-                answer = interruptible(lambda: self._ask_pending(path, timeout), self.stop)
+                # A 404 page (not the pool's JSON) is asked again, the log saying the
+                # config's server may not be the pool's URL: it may also be a proxy's
+                # while the site is down for work, which a stop here would outlast.
+                answer = interruptible(
+                    lambda: self.client.call("GET", path, timeout=timeout, expect=a_list),
+                    self.stop,
+                )
             except Refused as error:
                 if error.status == 401:
                     raise TokenRevoked.of(error) from None
-                if error.status == 404:
+                if error.status == 404:  # in JSON: another API's (the pool has pending)
                     raise NotThePool(
                         f"{self.config.base_url}pending is not found (404): the config's server "
                         "must be the pool's URL, such as https://host/pool/."
@@ -243,7 +239,6 @@ class Agent:
                     "GET pending refused (%s); again in %.0f s", error, self.client.backoff.most
                 )
             else:
-                self.heard_from_pool = True
                 return answer.data  # a list: ``expect`` retried anything else
             if self.stop.wait(self.client.backoff.most):
                 raise Stopped from None

@@ -264,7 +264,11 @@ class PoolClient:
                 if str(detail).split()[:1] == [str(error.code)]:  # a page that says its status
                     said = str(detail)
                 raise _Retryable(said, retry_after(error.headers)) from None
-            if error.code in page_refuses or _a_pool_refusal(raw):
+            if _a_pool_refusal(raw):
+                raise Refused(error.code, str(detail)) from None
+            if error.code in page_refuses:  # a page: what answered is not the pool
+                if not str(detail).startswith(NOT_THE_POOL):
+                    detail = f"{NOT_THE_POOL}: {detail}"
                 raise Refused(error.code, str(detail)) from None
             # A proxy's page (its 404 while the site is down for work, its own 401): not
             # the pool's word on the request, which is asked again.

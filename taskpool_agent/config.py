@@ -70,6 +70,21 @@ def load(path: Path) -> Config:
     return Config(**values)
 
 
+def kept_paths(path: Path) -> tuple[str, str]:
+    """The ``handlers`` and ``state_dir`` the config file at ``path`` names ("" for none),
+    whatever else it holds or lacks: a file prepared with them alone, before enrolling."""
+    try:
+        with path.open("rb") as file:
+            values = tomllib.load(file)
+    except (OSError, ValueError):
+        return "", ""
+    handlers, state_dir = values.get("handlers", ""), values.get("state_dir", "")
+    return (
+        handlers if isinstance(handlers, str) else "",
+        state_dir if isinstance(state_dir, str) else "",
+    )
+
+
 def token_claims(token: str) -> dict[str, Any]:
     """A token's claims, read without checking its signature (the server does); empty for
     a token whose payload is not a JSON object."""

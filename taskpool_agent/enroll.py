@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from taskpool_agent.client import NOT_THE_POOL, Backoff, PoolClient, Refused, retry_after
-from taskpool_agent.config import Config, ConfigError, check_server, load, save
+from taskpool_agent.config import Config, ConfigError, check_server, kept_paths, load, save
 
 log = logging.getLogger("taskpool_agent")
 
@@ -169,15 +169,10 @@ def _resumable(path: Path, server: str, device_id: str) -> Config | None:
 
 def _new(path: Path, server: str, device_id: str) -> Config:
     """The config of a new enrollment: the handlers and state directory a config file
-    already at ``path`` names are kept (the journal is there: a task it has an entry for
-    is never run again)."""
-    try:
-        before = load(path)
-    except ConfigError:
-        return Config(server=server, device_id=device_id)
-    return Config(
-        server=server, device_id=device_id, handlers=before.handlers, state_dir=before.state_dir
-    )
+    already at ``path`` names are kept, even in a file that names nothing else (the journal
+    is there: a task it has an entry for is never run again)."""
+    handlers, state_dir = kept_paths(path)
+    return Config(server=server, device_id=device_id, handlers=handlers, state_dir=state_dir)
 
 
 def _undo_of(path: Path) -> Callable[[], object]:

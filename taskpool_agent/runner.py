@@ -137,11 +137,14 @@ def find_handler(handlers: Path, task: dict[str, Any]) -> tuple[Path, list[str]]
         )
     path = handlers / name
     try:
-        runnable = path.is_file() and os.access(path, os.X_OK)
+        found = path.is_file()
+        runnable = found and os.access(path, os.X_OK)
     except OSError:  # a name the file system refuses: no such handler either
-        runnable = False
-    if not runnable:
+        found = runnable = False
+    if not found:
         raise NoHandler(f"No handler named {name} in {handlers}.")
+    if not runnable:
+        raise NoHandler(f"The handler {path} is not executable by the agent's user (chmod +x it).")
     return path, args
 
 

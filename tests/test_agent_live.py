@@ -1188,19 +1188,32 @@ def test_an_answered_handlers_output_is_kept_only_as_its_tail(pool, agent, tmp_p
     running.stop()
 
 
-def test_a_server_that_is_not_the_pool_is_a_config_error(pool, tmp_path, handlers):
+def test_a_server_that_is_not_the_pool_is_said_in_the_log_and_asked_again(pool, tmp_path, handlers):
+    """The site's own 404 page for pending: a config to mend, or a proxy's page while the
+    site is down for work. An agent that stopped there would stay stopped under systemd."""
     token = new_device(pool, "pi-misplaced")
     config = tmp_path / "config.toml"
     config.write_text(
         f'server = "{pool.servers[0]}/"\ndevice_id = "pi-misplaced"\ntoken = "{token}"\n'
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "taskpool_agent", "--config", str(config), "run",
-         "--handlers", str(handlers), "--state-dir", str(tmp_path / "state")],
-        cwd=ROOT, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert done.returncode == 78
-    assert "not found (404)" in done.stderr and "/pool/" in done.stderr
+    log = tmp_path / "agent.log"
+    with log.open("w") as output:
+        running = subprocess.Popen(
+            [sys.executable, "-m", "taskpool_agent", "--config", str(config),
+             "--backoff-max", "0.5", "run", "--handlers", str(handlers),
+             "--state-dir", str(tmp_path / "state")],
+            cwd=ROOT, stdout=output, stderr=output,
+        )  # fmt: skip
+    try:
+        said = "wait=30: 404 not the pool (the server must be the pool's URL"
+        deadline = time.monotonic() + 30
+        while log.read_text().count(said) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert log.read_text().count(said) >= 2, log.read_text()  # asked again, still running
+        assert running.poll() is None
+    finally:
+        running.send_signal(signal.SIGTERM)
+        assert running.wait(timeout=15) == 0
 
 
 def test_a_task_answered_in_vain_does_not_slow_the_next_one(pool, agent, tmp_path):

@@ -194,7 +194,7 @@ def test_a_handler_is_named_by_meta_or_the_titles_first_word(handlers):
 @pytest.mark.parametrize(
     ("task", "says"),
     [
-        ({"title": "notexec", "meta": {}}, "No handler named notexec"),
+        ({"title": "notexec", "meta": {}}, r"notexec is not executable .* \(chmod \+x it\)"),
         ({"title": "missing", "meta": {}}, "No handler named missing"),
         ({"title": ".hidden", "meta": {}}, "not a handler name"),
         ({"title": "x", "meta": {"handler": "../outside"}}, "not a handler name"),
@@ -1316,3 +1316,52 @@ def test_a_progress_report_under_way_does_not_hold_up_a_stop(tmp_path):
         assert time.monotonic() - began < 0.5
     finally:
         silent.close()
+
+
+def test_enrolling_keeps_the_handlers_and_state_dir_of_a_file_that_names_only_those(
+    scripted, tmp_path
+):
+    """A config file prepared before enrolling, with its paths alone."""
+    config = tmp_path / "config.toml"
+    config.write_text('handlers = "/etc/taskpool-agent/handlers"\nstate_dir = "state"\n')
+    Answers.script = [
+        (202, {"device_id": "pi-1", "enrollment_secret": "s"}),
+        (200, {"device_id": "pi-1", "token": "the-token"}),
+    ]
+    url = client_for(scripted).base_url
+    enroll(config, server=url, device_id="pi-1", backoff=Backoff(0.01, 0.02))
+    kept = load(config)
+    assert (kept.handlers, kept.state_dir, kept.token) == (
+        "/etc/taskpool-agent/handlers",
+        "state",
+        "the-token",
+    )
+
+
+def test_pending_answered_404_in_json_is_another_apis_url_and_stops_the_agent(
+    scripted, tmp_path
+):
+    """The pool always has pending: a JSON 404 there is another API's (a site's DRF), whose
+    URL the config names; a 404 page is asked again (a proxy's, while the site is down)."""
+    from taskpool_agent.agent import Agent, NotThePool, Options
+
+    agent = Agent(
+        Config(server=client_for(scripted).base_url, device_id="pi-1", token="t"),
+        Options(tmp_path / "handlers", tmp_path / "state", backoff=Backoff(0.01, 0.02)),
+    )
+    Answers.script = [(PROXY_404, {}), (200, [])]
+    assert agent.pending() == [] and len(Answers.seen) == 2
+    Answers.script = [(404, {"detail": "Not found."})]
+    with pytest.raises(NotThePool, match="the config's server must be the pool's URL"):
+        agent.pending()
+
+
+def test_enrolling_at_a_page_that_is_not_the_pools_says_so_whatever_its_status(
+    scripted, tmp_path
+):
+    """--server naming the site's admin: its CSRF page (403) was quoted as the pool's."""
+    Answers.script = [(PROXY_401, {})]
+    with pytest.raises(Refused) as refused:
+        enroll(tmp_path / "config.toml", server=client_for(scripted).base_url, device_id="pi-1")
+    assert refused.value.status == 401
+    assert refused.value.detail.startswith("not the pool (the server must be the pool's URL")
