@@ -92,6 +92,8 @@ class DeviceJWTAuthentication(BearerHeader, JWTAuthentication):
             raise AuthenticationFailed(str(_("No such device.")), code="device_not_found")
         if not session or session != device.user_session:
             raise AuthenticationFailed(str(_("Token has been revoked.")), code="token_revoked")
+        # For a request that waits (a long-poll, a stream): the token may expire meanwhile.
+        device.token_expires_at = validated_token.get("exp")
         return device
 
 

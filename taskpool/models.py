@@ -73,6 +73,10 @@ class DeviceUser(models.Model):
     def __str__(self) -> str:
         return self.id
 
+    #: When the token the request authenticated with expires (epoch seconds), set by the
+    #: device authentication for requests that wait; not stored.
+    token_expires_at: float | None = None
+
     @property
     def address(self) -> str:
         return f"device:{self.id}"

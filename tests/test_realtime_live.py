@@ -174,6 +174,43 @@ def test_a_long_poll_woken_after_its_token_was_revoked_answers_401_not_the_task(
         assert task["id"] not in answer.text
 
 
+def short_token(live: LivePool, device: str, seconds: int) -> str:
+    """A token for ``device`` that expires in ``seconds`` (its session unchanged)."""
+    script = (
+        "from datetime import timedelta\n"
+        "from taskpool.models import DeviceUser\n"
+        "from taskpool.tokens import DeviceToken\n"
+        f"token = DeviceToken.for_device(DeviceUser.objects.get(pk={device!r}))\n"
+        f"token.set_exp(lifetime=timedelta(seconds={seconds}))\n"
+        "print(token)\n"
+    )
+    return live.django("shell", "-c", script).strip().splitlines()[-1]
+
+
+def test_a_long_poll_and_a_stream_end_once_their_token_expires_as_they_wait(live):
+    """An expired token is refused as a revoked one is: renewing a token keeps the device's
+    session, so the shared check of revocations alone let such a stream run on for ever."""
+    a, b, c = live.servers
+    for server, device in ((a, "expiring-1"), (c, "expiring-2")):
+        live.django("taskpool_device", device, "--validate")
+        headers = {"Authorization": f"Bearer {short_token(live, device, 3)}"}
+        with httpx.stream(
+            "GET", f"{server}/pool/stream", headers=headers, timeout=httpx.Timeout(30, read=5)
+        ) as streaming, ThreadPoolExecutor(1) as executor:
+            events = read_events(streaming)
+            assert next(events).comment == "stream open"
+            polling = executor.submit(
+                httpx.get, f"{server}/pool/pending?wait=30", headers=headers, timeout=60
+            )
+            time.sleep(3.5)  # expired as it waited
+            to = f"device:{device}"
+            task = post_task(live, b, "ops", to)
+            answer = polling.result()
+            assert answer.status_code == 401, answer.text
+            assert task["id"] not in answer.text
+            ends_before_it_carries(events, lambda to=to: post_task(live, b, "ops", to))
+
+
 # Stream ---------------------------------------------------------------------
 
 

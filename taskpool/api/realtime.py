@@ -88,12 +88,13 @@ async def _long_poll(request: HttpRequest) -> HttpResponseBase:
         tasks = await wait_for_pending(
             get_store(), device.id, limit=query["limit"], seconds=query["wait"]
         )
-        if (
-            tasks
-            and time.monotonic() - asked_at >= REAUTHENTICATE_AFTER_SECONDS
+        if tasks and (
+            token_expired(device)
+            or time.monotonic() - asked_at >= REAUTHENTICATE_AFTER_SECONDS
             and not await admissions().holds(device.id, device.user_session)
         ):
-            # Its token was revoked, or the device invalidated, as it waited: the refusal.
+            # Its token expired or was revoked, or the device was invalidated, as it
+            # waited: the refusal.
             await in_django_thread(authenticate, request, IsDevice)
     except _REFUSALS as error:
         return error_response(error, allow="GET, HEAD")
@@ -153,11 +154,22 @@ def _admission(request: HttpRequest, admits: Callable[[], bool]) -> Callable[[],
     principal = request.user  # as authentication left it
 
     async def admitted() -> bool:
-        if is_device(principal) and await admissions().holds(principal.pk, principal.user_session):
+        if (
+            is_device(principal)
+            and not token_expired(principal)
+            and await admissions().holds(principal.pk, principal.user_session)
+        ):
             return True
         return await in_django_thread(admits)
 
     return admitted
+
+
+def token_expired(principal: Any) -> bool:
+    """Whether the device token a waiting request was admitted with has expired since: the
+    shared question above asks of revocations only, which leave the token's time alone."""
+    expires_at = getattr(principal, "token_expires_at", None)
+    return isinstance(expires_at, int | float) and time.time() >= expires_at
 
 
 def _still_admits(request: HttpRequest, wants_all: bool) -> bool:
