@@ -1338,9 +1338,7 @@ def test_enrolling_keeps_the_handlers_and_state_dir_of_a_file_that_names_only_th
     )
 
 
-def test_pending_answered_404_in_json_is_another_apis_url_and_stops_the_agent(
-    scripted, tmp_path
-):
+def test_pending_answered_404_in_json_is_another_apis_url_and_stops_the_agent(scripted, tmp_path):
     """The pool always has pending: a JSON 404 there is another API's (a site's DRF), whose
     URL the config names; a 404 page is asked again (a proxy's, while the site is down)."""
     from taskpool_agent.agent import Agent, NotThePool, Options
@@ -1356,9 +1354,7 @@ def test_pending_answered_404_in_json_is_another_apis_url_and_stops_the_agent(
         agent.pending()
 
 
-def test_enrolling_at_a_page_that_is_not_the_pools_says_so_whatever_its_status(
-    scripted, tmp_path
-):
+def test_enrolling_at_a_page_that_is_not_the_pools_says_so_whatever_its_status(scripted, tmp_path):
     """--server naming the site's admin: its CSRF page (403) was quoted as the pool's."""
     Answers.script = [(PROXY_401, {})]
     with pytest.raises(Refused) as refused:

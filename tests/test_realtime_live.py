@@ -194,9 +194,12 @@ def test_a_long_poll_and_a_stream_end_once_their_token_expires_as_they_wait(live
     for server, device in ((a, "expiring-1"), (c, "expiring-2")):
         live.django("taskpool_device", device, "--validate")
         headers = {"Authorization": f"Bearer {short_token(live, device, 3)}"}
-        with httpx.stream(
-            "GET", f"{server}/pool/stream", headers=headers, timeout=httpx.Timeout(30, read=5)
-        ) as streaming, ThreadPoolExecutor(1) as executor:
+        with (
+            httpx.stream(
+                "GET", f"{server}/pool/stream", headers=headers, timeout=httpx.Timeout(30, read=5)
+            ) as streaming,
+            ThreadPoolExecutor(1) as executor,
+        ):
             events = read_events(streaming)
             assert next(events).comment == "stream open"
             polling = executor.submit(
