@@ -206,6 +206,24 @@ def test_a_lookup_that_fails_partway_ends_the_page_before_that_message(store, mo
     assert ids == [claim["id"] for claim in claims]
 
 
+def test_a_stream_hands_out_large_messages_a_bounded_chunk_at_a_time(store):
+    """A client that reads slowly holds the server's memory to about a chunk, not to the
+    pool's next 500 messages of up to 64 KiB each, joined in one piece."""
+    from taskpool.realtime.stream import CHUNK_BYTES
+
+    start = store.end_cursor()
+    posted = [post(store, "device:*", body="x" * 20_000)["id"] for _ in range(12)]
+    stream_filter = StreamFilter(Scope(ADMIN), store)
+    cursor, seen, more = start, [], True
+    while more:
+        chunk, cursor, more = read_events(store, stream_filter, cursor)
+        assert len(chunk) < CHUNK_BYTES + 21_000
+        seen += [
+            orjson.loads(line[6:])["id"] for line in chunk.splitlines() if line[:6] == b"data: "
+        ]
+    assert seen == posted  # each once, in order
+
+
 def carried_the_same_however_cut(store, scope: Scope, every: int = 1) -> list[str]:
     """What a stream for ``scope`` carries from the pool's start, having checked that from
     every ``every``-th position on, one connection carries what two do, cut anywhere."""

@@ -38,21 +38,40 @@ SYNC_POLL_SECONDS = 0.25
 ADMISSION_SECONDS = 1.0
 #: Seconds between two looks at a pool whose database does not answer.
 RETRY_SECONDS = 1.0
-_PAGE = 500
+#: About the most a stream hands the server at once: a client that reads slowly then holds
+#: up the stream (the server's flow control), not the pool's next messages in memory.
+CHUNK_BYTES = 64 * 1024
+#: Messages a stream reads at a time: from ``FIRST_PAGE``, doubled while a read fills no
+#: chunk (small messages, a long catch-up), quartered when one does (messages of tens of
+#: kilobytes, of which a read of 500 would hold 30 MB to send a few), within these bounds.
+FIRST_PAGE, MIN_PAGE, MAX_PAGE = 64, 4, 500
+
+
+def next_page(page: int, chunk: bytes, more: bool) -> int:
+    """How many messages a stream reads next, after a read of ``page`` gave ``chunk``."""
+    if more and len(chunk) >= CHUNK_BYTES:
+        return max(MIN_PAGE, page // 4)
+    if more:
+        return min(MAX_PAGE, page * 2)
+    return page
 
 
 def read_events(
-    store: BaseStore, stream_filter: StreamFilter, cursor: str | None
+    store: BaseStore, stream_filter: StreamFilter, cursor: str | None, limit: int = MAX_PAGE
 ) -> tuple[bytes, str | None, bool]:
-    """The events after ``cursor`` this stream carries (one page), where it got to, and whether more follow.
+    """The events after ``cursor`` this stream carries (``limit`` messages read, or about
+    ``CHUNK_BYTES`` of events), where it got to, and whether more follow.
 
     The filter follows who holds each any-one task as it reads: a lookup that
     fails partway (the database went away) ends the page before that message,
     so the next read starts there and no message is judged twice.
     """
-    page = store.messages_after(cursor, limit=_PAGE)
+    page = store.messages_after(cursor, limit=limit)
     events: list[bytes] = []
+    size = 0
     for entry in page.entries:
+        if size >= CHUNK_BYTES:  # the rest at the next read, once this chunk is taken
+            return b"".join(events), cursor, True
         try:
             carried = stream_filter.carries(entry.message)
         except DatabaseError:
@@ -61,6 +80,7 @@ def read_events(
             return b"".join(events), cursor, True
         if carried:
             events.append(sse.event(entry.cursor, entry.message))
+            size += len(events[-1])
         cursor = entry.cursor
     return b"".join(events), page.next_cursor, page.has_more
 
@@ -97,12 +117,14 @@ async def events(
             yield sse.OPENED
             quiet_until = loop.time() + keep_alive
             failing = False
+            page = FIRST_PAGE
             while True:
                 waiter.clear()
                 try:
                     chunk, cursor, more = await asyncio.to_thread(
-                        read_events, store, stream_filter, cursor
+                        read_events, store, stream_filter, cursor, page
                     )
+                    page = next_page(page, chunk, more)
                 except InvalidCursor:
                     logger.warning(
                         "taskpool: a stream's position %s went away; closing it.", cursor
@@ -158,9 +180,11 @@ def sync_events(
         yield sse.OPENED
         quiet_until = time.monotonic() + keep_alive
         failing = False
+        page = FIRST_PAGE
         while True:
             try:
-                chunk, cursor, more = read_events(store, stream_filter, cursor)
+                chunk, cursor, more = read_events(store, stream_filter, cursor, page)
+                page = next_page(page, chunk, more)
             except InvalidCursor:
                 logger.warning("taskpool: a stream's position %s went away; closing it.", cursor)
                 return
