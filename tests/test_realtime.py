@@ -603,3 +603,17 @@ def test_a_stream_remembers_of_a_task_only_what_it_decides_by(store):
         "to": "device:[a,b]",
         "meta": {"mode": "any"},
     }
+
+
+def test_a_streams_reads_shrink_while_its_chunks_fill_and_grow_back_while_they_do_not():
+    from taskpool.realtime.stream import CHUNK_BYTES, FIRST_PAGE, MAX_PAGE, MIN_PAGE, next_page
+
+    full, small = b"x" * CHUNK_BYTES, b"x" * 100
+    page = FIRST_PAGE
+    for _ in range(10):  # messages of tens of kilobytes
+        page = next_page(page, full, True)
+    assert page == MIN_PAGE
+    for _ in range(10):  # a catch-up of small ones
+        page = next_page(page, small, True)
+    assert page == MAX_PAGE
+    assert next_page(page, small, False) == MAX_PAGE  # caught up: left as it was
