@@ -458,6 +458,24 @@ def test_the_overview_inside_a_callers_transaction_keeps_nothing(store):
     assert store._kept_counts._task_days == {}
 
 
+def test_the_row_count_is_counted_until_the_table_is_first_analysed(store):
+    """The planner's estimate is -1 before the first ANALYZE: the dashboard said 0 rows."""
+    from django.db import transaction
+
+    for device in "abc":
+        store.post_heartbeat(device_id=device)
+    with transaction.atomic(using="pool"):
+        # As a young table is before autovacuum first analyses it (a test database's
+        # table may have been analysed already: say it was not, and roll that back).
+        connections["pool"].cursor().execute(
+            "UPDATE pg_class SET reltuples = -1 WHERE oid = 'taskpool_db_message'::regclass"
+        )
+        assert store.figures().stored_rows == 3
+        transaction.set_rollback(True, using="pool")
+    connections["pool"].cursor().execute("ANALYZE taskpool_db_message")
+    assert store.figures().stored_rows == 3
+
+
 def test_a_write_inside_a_transaction_that_wrote_before_is_said_in_the_log(store, caplog):
     """Readers count on every writer registering before its transaction has an id: one that
     had an id already may have been passed. The store cannot undo that; it says so."""

@@ -263,10 +263,15 @@ class DatabaseStore(PendingReads, Sweeps, LogTailing, LogReading, Browsing, Base
             (open_tasks,) = cursor.fetchone()
             # The planner's estimate: counting a large table's rows would read all of it.
             cursor.execute(
-                "SELECT greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid) "
+                "SELECT c.reltuples::bigint, pg_total_relation_size(c.oid) "
                 "FROM pg_class c WHERE c.oid = 'taskpool_db_message'::regclass"
             )
             rows, size = cursor.fetchone()
+            if rows < 0:
+                # Never analysed yet (autovacuum does it after the first fifty rows or
+                # so): the table is young, so count it rather than say 0.
+                cursor.execute("SELECT count(*) FROM taskpool_db_message")
+                (rows,) = cursor.fetchone()
         return StoreFigures(open_tasks=open_tasks, stored_bytes=size, stored_rows=rows)
 
     # Connections -------------------------------------------------------------
