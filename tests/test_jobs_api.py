@@ -13,8 +13,10 @@ import pytest
 from django.core.management import call_command
 
 from taskpool.messages import format_timestamp
+from taskpool.stores import get_store
 from taskpool.ticker import tick
 from tests.conftest import client_with, post_json
+from tests.contract.support import Clock
 
 pytestmark = pytest.mark.every_store
 
@@ -254,3 +256,22 @@ def test_a_job_options_numbers_are_stored_as_they_were_sent(master_client, devic
         assert posted.content.count(orjson.dumps({name: sent})[1:-1]) == 1, name
     read = master_client.get(f"/pool/tasks/{posted.json()['id']}")
     assert {name: read.json()["task"]["meta"][name] for name in options} == options
+
+
+def test_a_device_reads_a_rollouts_offer_as_naming_itself_alone(
+    master_client, make_device, monkeypatch
+):
+    """A device's part of a task never says which other devices the task reaches."""
+    clients = {name: client_with(make_device(name)[1]) for name in "abcd"}
+    clock = Clock(time.time())
+    monkeypatch.setattr(get_store(), "_clock", clock)
+    task = post_task(master_client, to="device:[a,b,c,d]", rollout={"max_per_minute": 60})
+    tick()
+    clock.advance(3)
+    tick()  # three more devices, one a second: one line names them all
+    whole = master_client.get(f"/pool/tasks/{task['id']}").json()["responses"]
+    offers = [r["meta"]["devices"] for r in whole if r["meta"]["status"] == "offered"]
+    assert sorted(map(len, offers)) == [1, 3]
+    for name, client in clients.items():
+        read = client.get(f"/pool/tasks/{task['id']}").json()["responses"]
+        assert [r["meta"]["devices"] for r in read if r["meta"]["status"] == "offered"] == [[name]]

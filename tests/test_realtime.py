@@ -99,6 +99,34 @@ def test_a_device_hears_of_another_devices_claim_once_and_of_its_release(store):
     assert carried(store, Scope(DEVICE, "b")) == [task["id"], again["id"]]
 
 
+def test_a_device_reads_only_the_status_of_another_devices_answer_on_its_stream(store):
+    """What the other device answered (title, body, meta) is its own: the stream says only
+    that it took the task, and an admin's stream still carries the whole answer."""
+    task = post(store, "device:[a,b]", mode="any")
+    answer = store.post_response(
+        device_id="b",
+        parent_id=task["id"],
+        status="done",
+        title="b's result",
+        body="private",
+        meta={"checksum": "x"},
+    ).message
+
+    def sent(scope: Scope) -> dict:
+        chunk, _cursor, _more = read_events(store, StreamFilter(scope, store), None)
+        (line,) = [
+            line
+            for line in chunk.splitlines()
+            if line.startswith(b"data: ") and b'"response"' in line
+        ]
+        return orjson.loads(line[6:])
+
+    told = sent(Scope(DEVICE, "a"))
+    assert (told["id"], told["from"], told["parent_id"]) == (answer["id"], "device:b", task["id"])
+    assert (told["title"], told["body"], told["meta"]) == ("", "", {"status": "done"})
+    assert sent(Scope(ADMIN)) == answer
+
+
 def carried_between(store, scope: Scope, start: str | None, stop: str | None) -> list[str]:
     """The ids one connection for ``scope`` carries from cursor ``start`` until it has read
     to ``stop`` (``None``: the end of the pool): what a device gets before it reconnects."""

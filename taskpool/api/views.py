@@ -43,7 +43,7 @@ from taskpool.models import DeviceUser
 from taskpool.permissions import HasRole, IsDevice, IsMasterOrAddressedDevice
 from taskpool.principals import address_of, is_device
 from taskpool.realtime.longpoll import REAUTHENTICATE_AFTER_SECONDS, wait_for_pending_in_thread
-from taskpool.realtime.scope import seen_by_device
+from taskpool.realtime.scope import as_seen_by_device, seen_by_device
 from taskpool.stores import get_store
 from taskpool.ticker import ticker
 from taskpool.tokens import DeviceToken
@@ -388,7 +388,9 @@ class TaskDetailView(PoolAPIView):
             if not detail.state.audience.includes(me):
                 raise NotAddressed(f"Task {task_id} is not addressed to device {me}.")
             any_one = detail.task["meta"].get("mode") == "any"
-            responses = [r for r in detail.responses if seen_by_device(r, me, any_one)]
+            responses = [
+                as_seen_by_device(r, me) for r in detail.responses if seen_by_device(r, me, any_one)
+            ]
             executions = [detail.state.execution(me, store.now())]
         return Response(
             {
@@ -524,6 +526,7 @@ class TokenObtainView(StrictQueryMixin, TokenObtainPairView):
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
+        response["Cache-Control"] = "no-store"  # it carries tokens
         count_request(request, response)
         return response
 
@@ -553,6 +556,7 @@ class TokenRefreshPairView(StrictQueryMixin, TokenRefreshView):
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
+        response["Cache-Control"] = "no-store"  # it carries tokens
         count_request(request, response)
         return response
 

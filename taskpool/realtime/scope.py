@@ -3,7 +3,7 @@
 - a device gets what changes its pending list: the tasks addressed to it
   (a scheduled one, with a start or a rollout, by the line that offers it),
   their cancellation, and other devices' claims (and releases) of the any-one
-  tasks it was offered;
+  tasks it was offered, of which it reads only the status;
 - a master gets the tasks it sent and every response to them; a master who
   asks for all (``?all=1``) gets every task and every response, as it may see
   and cancel every task;
@@ -121,6 +121,12 @@ class StreamFilter:
             return False
         return scope.kind == MASTER or self._changes_pending(task, message)
 
+    def as_carried(self, message: Message) -> Message:
+        """``message`` as this listener reads it: to a device, without other devices' parts."""
+        if self.scope.kind != DEVICE or message["type"] != "response":
+            return message
+        return as_seen_by_device(message, self.scope.name)
+
     def _may_change_pending(self, response: Message) -> bool:
         """A cancel, a job's move that names the device (or everyone), or another device's
         answer (to what may be an any-one task)."""
@@ -227,6 +233,30 @@ def seen_by_device(response: Message, device_id: str, any_one: bool) -> bool:
     if response["from"] == f"device:{device_id}" or response_status(response) == "cancelled":
         return True
     return response["from"] == "backend" and _names_device(response, device_id, any_one)
+
+
+def as_seen_by_device(response: Message, device_id: str) -> Message:
+    """A response that a device addressed by its task may read, as it may read it.
+
+    Another device's answer (a claim or a release of an any-one task, which
+    the device's stream carries) keeps only its status: not its title, body
+    or meta, which are that device's results. A rollout's offer names only
+    this device, not the others it reached.
+    """
+    sender = response["from"]
+    if sender == f"device:{device_id}":
+        return response
+    meta = response["meta"]
+    if sender.startswith("device:"):
+        return cast(
+            Message,
+            {**response, "title": "", "body": "", "meta": {"status": response_status(response)}},
+        )
+    devices = meta.get("devices")
+    if sender == "backend" and meta.get("status") == OFFERED and type(devices) is list:
+        named = [device_id] if device_id in devices else []
+        return cast(Message, {**response, "meta": {**meta, "devices": named}})
+    return response
 
 
 def _names_device(line: Message, device_id: str, any_one: bool) -> bool:

@@ -79,7 +79,7 @@ def read_events(
                 raise
             return b"".join(events), cursor, True
         if carried:
-            events.append(sse.event(entry.cursor, entry.message))
+            events.append(sse.event(entry.cursor, stream_filter.as_carried(entry.message)))
             size += len(events[-1])
         cursor = entry.cursor
     return b"".join(events), page.next_cursor, page.has_more
