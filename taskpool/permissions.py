@@ -46,10 +46,10 @@ class HasRole(BasePermission):
         return True
 
 
-class IsMasterOrAddressedDevice(BasePermission):
-    """A master or admin, or a validated device (the view checks the device is addressed)."""
+class IsMasterOrDevice(BasePermission):
+    """A master or admin, or a validated device: who may follow the event stream."""
 
-    message = _("This needs the master role, or a device the task is addressed to.")
+    message = _("The stream is for devices, masters and admins.")
 
     def has_permission(self, request: Any, view: Any) -> bool:
         user = request.user
@@ -59,6 +59,12 @@ class IsMasterOrAddressedDevice(BasePermission):
                 return False
             return True
         return has_role(user, "master")
+
+
+class IsMasterOrAddressedDevice(IsMasterOrDevice):
+    """A master or admin, or a validated device (the view checks the device is addressed)."""
+
+    message = _("This needs the master role, or a device the task is addressed to.")
 
 
 class CanReadMetrics(BasePermission):

@@ -239,6 +239,15 @@ def test_an_unvalidated_device_is_403_not_401(make_device, snapshot, method, pat
     assert DeviceUser.objects.get(pk="pi-new").last_seen is None
 
 
+def test_a_refused_stream_does_not_count_as_the_device_being_seen(make_device):
+    """A device not validated (or invalidated) that keeps opening its stream is not online."""
+    _, token = make_device("pi-new", validated=False)
+    response = client_with(token).get("/pool/stream")
+    assert_403(response)
+    assert "not been validated" in response.json()["detail"]
+    assert DeviceUser.objects.get(pk="pi-new").last_seen is None
+
+
 def test_an_unvalidated_device_is_told_why(make_device):
     _, token = make_device("pi-new", validated=False)
     assert "not been validated" in client_with(token).get("/pool/pending").json()["detail"]
@@ -350,6 +359,27 @@ def test_a_new_password_ends_the_tokens_issued_before_it(make_user):
     again = post_json(client, "/pool/auth/token", {"username": "ops", "password": "a-new-one-9f2c"})
     fresh = post_json(client, "/pool/auth/token/refresh", {"refresh": again.json()["refresh"]})
     assert client_with(fresh.json()["access"]).get("/pool/tasks").status_code == 200
+
+
+def test_a_refresh_token_of_a_user_since_deleted_is_401(make_user):
+    from django.contrib.auth import get_user_model
+
+    make_user("gone", role="master")
+    client = client_with(None)
+    pair = post_json(client, "/pool/auth/token", {"username": "gone", "password": "pw-gone"}).json()
+    get_user_model().objects.filter(username="gone").delete()
+    refreshed = post_json(client, "/pool/auth/token/refresh", {"refresh": pair["refresh"]})
+    assert refreshed.status_code == 401
+    assert refreshed.json()["detail"] == "No active account found for the given token."
+
+
+def test_answers_that_carry_tokens_are_not_kept_by_caches(make_user):
+    make_user("ops", role="master")
+    client = client_with(None)
+    login = post_json(client, "/pool/auth/token", {"username": "ops", "password": "pw-ops"})
+    refreshed = post_json(client, "/pool/auth/token/refresh", {"refresh": login.json()["refresh"]})
+    assert (login.status_code, refreshed.status_code) == (200, 200)
+    assert login["Cache-Control"] == refreshed["Cache-Control"] == "no-store"
 
 
 def test_logins_are_throttled_per_address(make_user, settings):

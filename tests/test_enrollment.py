@@ -48,6 +48,7 @@ def test_enroll_wait_approve_collect_once():
     answer = enroll(client, {"device_id": "pi-new", "kind": "raspberry-pi", "meta": {"os": "12"}})
     assert answer.status_code == 202, answer.content
     assert answer.json()["device_id"] == "pi-new"
+    assert answer["Cache-Control"] == "no-store"  # it carries the secret
     secret = answer.json()["enrollment_secret"]
     device = DeviceUser.objects.get(pk="pi-new")
     assert (device.validated, device.kind, device.enrollment_meta) == (

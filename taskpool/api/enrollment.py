@@ -79,7 +79,9 @@ class EnrollView(PoolAPIView):
         answer = represented(
             api.EnrollmentSerializer, {"device_id": data["device_id"], "enrollment_secret": secret}
         )
-        return Response(answer, status=status.HTTP_202_ACCEPTED)
+        response = Response(answer, status=status.HTTP_202_ACCEPTED)
+        response["Cache-Control"] = "no-store"  # the secret is as good as a token
+        return response
 
 
 class EnrollmentTokenView(PoolAPIView):

@@ -43,11 +43,11 @@ from taskpool.api.plain import (
     valid_query,
 )
 from taskpool.exceptions import InvalidCursor, PoolError
-from taskpool.permissions import IsDevice
+from taskpool.permissions import IsDevice, IsMasterOrDevice
 from taskpool.principals import is_device
 from taskpool.realtime import sse
 from taskpool.realtime.longpoll import REAUTHENTICATE_AFTER_SECONDS, wait_for_pending
-from taskpool.realtime.scope import DEVICE, Scope
+from taskpool.realtime.scope import Scope
 from taskpool.realtime.stream import events, sync_events
 from taskpool.stores import get_store
 from taskpool.stores.base import BaseStore
@@ -188,13 +188,13 @@ def _still_admits(request: HttpRequest, wants_all: bool) -> bool:
 
 
 def stream_scope(request: HttpRequest) -> Scope:
-    """The caller's scope of the pool; 401 or 403 for those who get no stream."""
-    principal = authenticate(request)
-    scope = Scope.of(principal)
-    if scope is None:
-        raise PermissionDenied("The stream is for devices, masters and admins.")
-    if scope.kind == DEVICE and not principal.validated:
-        raise PermissionDenied("This device has not been validated.")
+    """The caller's scope of the pool; 401 or 403 for those who get no stream.
+
+    Refused callers are not noted as seen: a device not validated yet, or one
+    invalidated, that keeps asking would otherwise show as online.
+    """
+    scope = Scope.of(authenticate(request, IsMasterOrDevice))
+    assert scope is not None  # IsMasterOrDevice let only those with a scope in
     return scope
 
 

@@ -278,8 +278,9 @@ class LoginSerializer(StrictSerializer, TokenObtainPairSerializer):
 
 
 class RefreshSerializer(StrictSerializer, TokenRefreshSerializer):
-    """simplejwt's refresh, with a strict string field, which with ``CHECK_REVOKE_TOKEN``
-    also refuses a refresh token issued before the user's password last changed.
+    """simplejwt's refresh, with a strict string field, which refuses the token of a user
+    who no longer exists and, with ``CHECK_REVOKE_TOKEN``, one issued before the user's
+    password last changed.
 
     (simplejwt would hand out an access token that every request then refuses.)
     """
@@ -289,21 +290,26 @@ class RefreshSerializer(StrictSerializer, TokenRefreshSerializer):
         self.fields["refresh"] = StrictCharField(allow_blank=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
-        if jwt_settings.CHECK_REVOKE_TOKEN:
-            payload = self.token_class(attrs["refresh"]).payload
-            user = (
-                get_user_model()
-                .objects.filter(
-                    **{jwt_settings.USER_ID_FIELD: payload.get(jwt_settings.USER_ID_CLAIM)}
-                )
-                .first()
+        payload = self.token_class(attrs["refresh"]).payload
+        user_id = payload.get(jwt_settings.USER_ID_CLAIM)
+        user = (
+            get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).first()
+            if user_id
+            else None
+        )
+        if user_id and user is None:
+            # simplejwt looks the user up with ``get()``: a deleted user was a server error.
+            raise AuthenticationFailed(
+                self.error_messages["no_active_account"], code="no_active_account"
             )
-            if user is not None and payload.get(
-                jwt_settings.REVOKE_TOKEN_CLAIM
-            ) != get_md5_hash_password(user.password):
-                raise AuthenticationFailed(
-                    "The user's password has been changed.", code="password_changed"
-                )
+        if (
+            jwt_settings.CHECK_REVOKE_TOKEN
+            and user is not None
+            and payload.get(jwt_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(user.password)
+        ):
+            raise AuthenticationFailed(
+                "The user's password has been changed.", code="password_changed"
+            )
         return super().validate(attrs)
 
 
