@@ -430,6 +430,21 @@ def test_the_schema_describes_each_endpoint_in_its_own_words(client, db):
     assert "wait" in descriptions["GET /pool/pending"]
 
 
+def test_the_schema_lists_the_406_that_an_accept_without_json_gets(client, db):
+    schema = client.get("/pool/schema", {"format": "json"}).json()
+    operations = {
+        f"{method.upper()} {path}": operation
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        # The stream answers in its own type, and the schema in YAML or JSON.
+        if isinstance(operation, dict) and path not in ("/pool/stream", "/pool/schema")
+    }
+    assert [name for name, op in operations.items() if "406" not in op["responses"]] == []
+    refused = client.get("/pool/health", HTTP_ACCEPT="text/html")
+    assert refused.status_code == 406
+    assert refused.json()["detail"]
+
+
 def test_the_schema_generates_without_warnings_and_validates(db, tmp_path):
     # drf-spectacular falls back to "string" (with a warning) for a field type it cannot read.
     call_command(

@@ -665,6 +665,13 @@ def test_meta_nested_deeper_than_the_limit_is_400_naming_meta(
         assert body["errors"] == {"meta": [DEEP]}, path
 
 
+@pytest.mark.parametrize("option", ["retries", "timeout", "rollout", "abort"])
+def test_a_job_option_nested_too_deep_is_400_naming_the_option(refused, master_client, option):
+    data = {"to": "device:pi-1", "title": "t", option: nested(40)}
+    body = refused(lambda: post_json(master_client, "/pool/task", data), 400)
+    assert body["errors"] == {option: [DEEP.replace("meta", option)]}
+
+
 def _deep_json(data) -> bytes:
     """``data`` as JSON; orjson will not write more than 255 levels, so the nesting is spliced in."""
     meta = data["meta"]
@@ -854,6 +861,16 @@ def test_a_bad_devices_filter_is_a_400_naming_it(refused, admin_client_api, quer
 
 # In range as written, out of the calendar once moved to UTC.
 OFF_THE_CALENDAR = ["9999-12-31T23:59:59-00:01", "0001-01-01T00:00:00+00:01"]
+
+
+def test_a_time_may_end_in_a_lower_case_z_as_rfc_3339_allows(master_client, make_device):
+    make_device("pi-1")
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    written = soon.strftime("%Y-%m-%dt%H:%M:%Sz")
+    data = {"to": "device:pi-1", "title": "t", "expires_at": written}
+    answer = post_json(master_client, "/pool/task", data)
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["meta"]["expires_at"] == soon.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @pytest.mark.parametrize("moment", OFF_THE_CALENDAR)

@@ -623,3 +623,18 @@ def test_two_keys_that_share_a_hash_do_not_answer_for_each_other(pool, monkeypat
     assert second.created and second.message["id"] != first.message["id"]
     again = pool.post_task(sender=MASTER, to="device:pi-1", title="t", idempotency_key="a")
     assert again.message == first.message and not again.created
+
+
+def test_a_cursor_past_the_end_of_its_day_file_is_refused_as_such(pool):
+    """Not "not at the end of a line": the file has no such offset at all."""
+    from taskpool.exceptions import InvalidCursor
+
+    task(pool)
+    end = pool.end_cursor()
+    day, offset = end.split("-")
+    past = f"{day}-{int(offset) + 1000:0{len(offset)}d}"
+    with pytest.raises(InvalidCursor, match="past the end of its day file"):
+        pool.messages_after(past, limit=1)
+    middle = f"{day}-{int(offset) - 2:0{len(offset)}d}"
+    with pytest.raises(InvalidCursor, match="not at the end of a line"):
+        pool.messages_after(middle, limit=1)

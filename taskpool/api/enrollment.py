@@ -97,6 +97,7 @@ class EnrollmentTokenView(PoolAPIView):
             200: api.DeviceTokenSerializer,
             202: api.EnrollmentWaitingSerializer,
             400: errors()[400],
+            406: errors()[406],
             403: OpenApiResponse(api.ErrorSerializer, description="Wrong Enrollment-Secret."),
             404: OpenApiResponse(api.ErrorSerializer, description="No such device."),
             410: OpenApiResponse(

@@ -37,6 +37,7 @@ class HealthView(PoolAPIView):
             200: api.HealthSerializer,
             503: OpenApiResponse(api.HealthSerializer, description="A check fails."),
             400: ERRORS[400],
+            406: ERRORS[406],
         },
         auth=[],
     )

@@ -69,12 +69,13 @@ def holds_nul(value: Any) -> bool:
 
 @extend_schema_field(OpenApiTypes.OBJECT)
 class JSONObjectField(serializers.Field):
-    """A JSON object (``meta``); a string or a list is refused, and so is deep nesting."""
+    """A JSON object (``meta``, a job's options); a string or a list is refused, and so is
+    deep nesting."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise serializers.ValidationError("Must be a JSON object.")
-        return by_the_rule(check_meta_depth, data) or data
+        return by_the_rule(check_meta_depth, data, self.field_name) or data
 
     def to_representation(self, value: Any) -> Any:
         return value
@@ -96,6 +97,8 @@ class UTCDateTimeField(serializers.Field):
     def to_internal_value(self, data: Any) -> datetime:
         if not isinstance(data, str):
             raise serializers.ValidationError("Must be a string.")
+        if data.endswith("z"):
+            data = data[:-1] + "Z"  # RFC 3339 allows either, as it allows a lower-case t
         try:
             moment = datetime.fromisoformat(data)
         except ValueError:

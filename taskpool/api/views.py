@@ -53,6 +53,7 @@ ERROR_DESCRIPTIONS = {
     401: "Missing, invalid, expired or revoked token.",
     403: "Not allowed for this principal.",
     404: "No such task in the TASK_TTL horizon.",
+    406: "An Accept header that rules out JSON.",
     409: "The task's state refuses it: already answered, cancelled, expired, held by another.",
     411: "A body sent without Content-Length (chunked), which is not read.",
     413: "The body or the message is over MAX_MESSAGE_BYTES.",
@@ -64,10 +65,10 @@ ERROR_DESCRIPTIONS = {
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
-    """The error answers of an endpoint: 400, 401 and 403, and ``codes``."""
+    """The error answers of an endpoint: 400, 401, 403 and 406, and ``codes``."""
     return {
         code: OpenApiResponse(api.ErrorSerializer, description=ERROR_DESCRIPTIONS[code])
-        for code in sorted({400, 401, 403, *codes})
+        for code in sorted({400, 401, 403, 406, *codes})
     }
 
 

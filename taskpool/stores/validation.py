@@ -51,12 +51,12 @@ def task_title(title: object) -> str:
     return title
 
 
-def check_meta_depth(meta: Any) -> None:
-    """Refuse a ``meta`` nested deeper than ``MAX_META_DEPTH``."""
+def check_meta_depth(meta: Any, name: str = "meta") -> None:
+    """Refuse a ``meta`` (or another object field, ``name``) nested deeper than ``MAX_META_DEPTH``."""
     if nests_deeper_than(meta, MAX_META_DEPTH):
         raise InvalidMessage(
-            f"meta may nest objects and arrays at most {MAX_META_DEPTH} levels deep.",
-            field="meta",
+            f"{name} may nest objects and arrays at most {MAX_META_DEPTH} levels deep.",
+            field=name,
         )
 
 

@@ -197,10 +197,9 @@ class DayFiles:
         try:
             if cursor.offset == 0:
                 return
-            if (
-                cursor.offset > os.fstat(descriptor).st_size
-                or os.pread(descriptor, 1, cursor.offset - 1) != b"\n"
-            ):
+            if cursor.offset > os.fstat(descriptor).st_size:
+                raise InvalidCursor(f"Cursor {cursor} is past the end of its day file.")
+            if os.pread(descriptor, 1, cursor.offset - 1) != b"\n":
                 raise InvalidCursor(f"Cursor {cursor} is not at the end of a line.")
         finally:
             os.close(descriptor)
