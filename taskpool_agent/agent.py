@@ -636,7 +636,7 @@ class Agent:
                     down_since = time.monotonic()
                     log.warning(
                         "heartbeat not sent: %s; heartbeats back off until the server answers",
-                        error,
+                        str(error).rstrip("."),  # the server's sentence, then ours
                     )
                 failures += 1
                 wait = max(wait, self.client.backoff.delay(failures))

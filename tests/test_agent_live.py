@@ -1419,10 +1419,12 @@ def test_the_agent_recovers_when_the_server_comes_back(tmp_path, handlers):
 
 
 class Outage(socketserver.StreamRequestHandler):
-    """A server that is down (each request's connection closed unanswered) while ``down``;
-    it counts the heartbeats asked, and answers them once it is up."""
+    """A server that is down while ``down``: each request's connection closed unanswered,
+    or with ``refusal``, the pool's 503 for a database that does not answer. It counts the
+    heartbeats asked, and answers them once it is up."""
 
     down = True
+    refusal = False
     heartbeats = 0
 
     def handle(self):
@@ -1433,19 +1435,24 @@ class Outage(socketserver.StreamRequestHandler):
         while self.rfile.readline() not in (b"\r\n", b""):
             pass
         if not Outage.down:
-            body = b'{"id": "msg_heartbeat"}'
-            self.wfile.write(
-                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-            )
+            self.answer(b"201 Created", b'{"id": "msg_heartbeat"}')
+        elif Outage.refusal:
+            self.answer(b"503 Service Unavailable", b'{"detail": "The database is down."}')
+
+    def answer(self, status: bytes, body: bytes) -> None:
+        self.wfile.write(
+            b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (status, len(body), body)
+        )
 
 
-def test_heartbeats_back_off_through_an_outage_and_log_it_once(tmp_path, handlers):
+@pytest.mark.parametrize("refusal", [False, True], ids=["connection-closed", "503"])
+def test_heartbeats_back_off_through_an_outage_and_log_it_once(tmp_path, handlers, refusal):
     """Not a burst of retries every beat, for ever: each failed beat waits longer."""
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Outage)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    Outage.down, Outage.heartbeats = True, 0
+    Outage.down, Outage.refusal, Outage.heartbeats = True, refusal, 0
     url = f"http://127.0.0.1:{server.server_address[1]}"
     running = AgentProcess(tmp_path, url, "pi-1", "t", handlers)
     try:
@@ -1456,6 +1463,8 @@ def test_heartbeats_back_off_through_an_outage_and_log_it_once(tmp_path, handler
         log = running.log.read_text()
         assert log.count("heartbeat not sent") == 1
         assert "heartbeats back off until the server answers" in log
+        if refusal:  # the server's sentence, then the agent's: one sentence
+            assert "The database is down; heartbeats back off" in log
         Outage.down = False
         wait_for(lambda: "the server answers again" in running.log.read_text(), 10, "the end")
         assert running.stop() == 0

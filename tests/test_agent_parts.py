@@ -467,11 +467,11 @@ def test_a_proxys_401_on_a_heartbeat_leaves_the_token_alone(scripted, tmp_path):
 
 def test_a_retry_is_logged_as_one_sentence(scripted, caplog):
     Answers.script = [
-        (503, {"detail": "The database does not answer now; retry after Retry-After seconds."}),
+        (503, {"detail": "The database does not answer now; retry in 5 s (Retry-After)."}),
         (201, {"id": "msg_1"}),
     ]
     client_for(scripted).call("POST", "response", {"a": 1}, idempotency_key="k1")
-    assert "retry after Retry-After seconds; again in " in caplog.text
+    assert "retry in 5 s (Retry-After); again in " in caplog.text
 
 
 def test_a_retried_answer_names_its_task_in_the_log(scripted, tmp_path, caplog):

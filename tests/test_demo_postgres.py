@@ -245,3 +245,63 @@ print("OK")
 """
     out = manage("shell", "-c", script, env=env)
     assert out.splitlines()[-1] == "OK", out
+
+
+def test_the_admin_says_503_when_the_sites_own_database_is_down_too(fresh_database, tmp_path):
+    """Sessions, users and the pool in one database, as the deployment docs show: with it
+    down, the pool's admin pages cannot even read who is asking. They still say why, with a
+    503, rather than Django's bare server error."""
+    import httpx
+    import psycopg
+
+    from tests.live import start_uvicorn
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": fresh_database,
+        "TASKPOOL_VAR_DIR": str(tmp_path),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "TASKPOOL_STORE": "database",
+    }
+    manage("migrate", "--noinput", env=env)
+    manage("taskpool_role", "boss", "admin", "--password", "boss-password-1", env=env)
+    name = urlsplit(fresh_database).path.lstrip("/")
+
+    def allow_connections(allowed: bool) -> None:
+        with psycopg.connect(fresh_database.replace(name, "postgres"), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    [name],
+                )
+
+    pages = ["/admin/taskpool/dashboard/", "/admin/taskpool/deviceuser/", "/admin/taskpool/task/"]
+    url, server = start_uvicorn("project.asgi:application", env)
+    try:
+        with httpx.Client(base_url=url) as staff:
+            staff.get("/admin/login/")
+            logged_in = staff.post(
+                "/admin/login/",
+                data={
+                    "username": "boss",
+                    "password": "boss-password-1",
+                    "csrfmiddlewaretoken": staff.cookies["csrftoken"],
+                    "next": "/admin/",
+                },
+                headers={"Referer": f"{url}/admin/login/"},
+            )
+            assert logged_in.status_code == 302, logged_in.text
+            assert [staff.get(page).status_code for page in pages] == [200, 200, 200]
+            allow_connections(False)
+            try:
+                down = [staff.get(page) for page in pages]
+            finally:
+                allow_connections(True)
+            assert [answer.status_code for answer in down] == [503, 503, 503]
+            assert all("The database does not answer now" in answer.text for answer in down)
+            assert [staff.get(page).status_code for page in pages] == [200, 200, 200]
+    finally:
+        server.terminate()
+        server.wait(timeout=15)

@@ -36,6 +36,8 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from django.utils.html import format_html
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from taskpool.exceptions import StoreUnavailable
@@ -87,17 +89,32 @@ def _error_page(
     status: int,
     **context: Any,
 ) -> HttpResponse:
-    return TemplateResponse(
-        request,
-        f"admin/taskpool/{template}.html",
-        {
-            **model_admin.admin_site.each_context(request),
-            "opts": model_admin.opts,
-            "title": title,
-            **context,
-        },
-        status=status,
-    )
+    try:
+        response = TemplateResponse(
+            request,
+            f"admin/taskpool/{template}.html",
+            {
+                **model_admin.admin_site.each_context(request),
+                "opts": model_admin.opts,
+                "title": title,
+                **context,
+            },
+            status=status,
+        )
+        return response.render()
+    except (OperationalError, InterfaceError):
+        # The site's own database (sessions, users) does not answer either, as when it
+        # holds the pool too: the admin's frame needs the user, so the page says why alone.
+        reason = context.get("reason", "")
+        page = format_html(
+            '<!doctype html><html lang="{}"><title>{}</title><h1>{}</h1><p id="{}">{}</p></html>',
+            get_language() or "en",
+            title,
+            title,
+            template,
+            reason,
+        )
+        return HttpResponse(page, status=status)
 
 
 def with_error_pages(view: Callable[..., HttpResponse], model_admin: Any) -> Callable[..., Any]:

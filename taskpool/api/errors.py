@@ -128,7 +128,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # The database does not answer (down, restarting, a connection cut): the
         # connection is replaced at the next request, so a retry may succeed.
         logging.getLogger("taskpool").warning("The database does not answer: %s", exc)
-        exc = StoreUnavailable("The database does not answer now; retry after Retry-After seconds.")
+        exc = StoreUnavailable(
+            f"The database does not answer now; retry in {RETRY_AFTER_SECONDS} s (Retry-After)."
+        )
     if isinstance(exc, PoolError):
         errors = {exc.field: [exc.message]} if exc.field else None
         response = Response(error_body(exc.message, errors), status=status_of(exc))

@@ -59,8 +59,9 @@ ERROR_DESCRIPTIONS = {
     413: "The body or the message is over MAX_MESSAGE_BYTES.",
     415: "The body is not application/json.",
     422: "An Idempotency-Key reused for a different request.",
-    503: "The store cannot take the write now: retry after Retry-After seconds.",
-    507: "The store has no room for the write (a full disk): retry after Retry-After seconds.",
+    503: "The store cannot take the write now: retry after the seconds its Retry-After gives.",
+    507: "The store has no room for the write (a full disk): retry after the seconds its "
+    "Retry-After gives.",
 }
 
 
