@@ -525,6 +525,10 @@ class TaskState(ExecutionViews, JobSchedule):
             raise ClaimedByOther(f"Task {self.id} is held by device {self.claimer}.")
         if self.job is not None:
             self._check_job_answer(device_id, now, attempt)
+        elif attempt is not None and attempt != 1:
+            raise AttemptEnded(
+                f"Task {self.id} is not retried: it has one attempt, not attempt {attempt}."
+            )
 
     def _check_job_answer(self, device_id: str, now: float, attempt: int | None) -> None:
         job = self.job

@@ -145,6 +145,26 @@ def test_an_option_that_would_outlive_the_task_is_400(
     assert post_json(master_client, "/pool/task", shorter).status_code == 201
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("retries", {"max_attempts": 2, "backoff": 60}), ("timeout", {"in_progress": 60})],
+)
+def test_an_option_that_would_outlive_the_task_from_its_start_is_400(
+    master_client, devices, snapshot, field, value
+):
+    """A task with a start lives only from then on: 110 s of ttl, 100 of them before its
+    start, leave 10 s in which a 60 s timeout or backoff never comes."""
+    start = format_timestamp(time.time() + 100)
+    task = {"to": "device:a", "title": "x", "ttl": 110, "not_before": start, field: value}
+    before = snapshot()
+    refused = post_json(master_client, "/pool/task", task)
+    assert refused.status_code == 400, refused.json()
+    assert "shorter than the task's life" in refused.json()["errors"][field][0]
+    assert snapshot() == before
+    unstarted = {key: item for key, item in task.items() if key != "not_before"}
+    assert post_json(master_client, "/pool/task", unstarted).status_code == 201
+
+
 def test_every_job_field_at_fault_is_named_at_once(master_client, devices, snapshot):
     before = snapshot()
     refused = post_json(

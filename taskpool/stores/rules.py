@@ -132,12 +132,14 @@ def task(
         return None, Posted(replayed, False)
     expiry = deadline(now, task_ttl, ttl, expires_at)
     start = meta.get("not_before")
-    if start is not None and parse_timestamp(start) >= expiry:
+    offered_from = now if start is None else max(now, parse_timestamp(start))
+    if offered_from >= expiry:
         raise InvalidMessage(
             "not_before must be before the task expires, or it is never offered.",
             field="not_before",
         )
-    _refuse_options_that_outlive(meta, expiry - now)
+    # What counts is the life the task has once it may be offered, from its start.
+    _refuse_options_that_outlive(meta, expiry - offered_from)
     meta["expires_at"] = format_timestamp(math.ceil(expiry))  # at least the ttl asked for
     return message, Posted(message, True)
 
@@ -289,7 +291,7 @@ def cancel(
         closed = ledger.closed_task(task_id)
         if closed is None:
             raise UnknownTask(f"There is no task {task_id} in the pool.")
-        raise closed_error(task_id, closed.reason)
+        raise closed_error(task_id, closed.reason, closed.task["meta"])
     message["to"] = state.task["to"]
     return message, Posted(message, True)
 
@@ -391,4 +393,4 @@ def _open_task_for(ledger: Ledger, task_id: str, device_id: str) -> TaskState:
         raise AlreadyAnswered(
             f"Task {task_id} is over for device {device_id}: {', '.join(ends[:-1])} or {ends[-1]}."
         )
-    raise closed_error(task_id, closed.reason)
+    raise closed_error(task_id, closed.reason, closed.task["meta"])

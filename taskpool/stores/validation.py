@@ -112,12 +112,16 @@ def deadline(now: float, limit: float, ttl: float | None, expires_at: datetime |
     return now + limit
 
 
-def closed_error(task_id: str, reason: str | None) -> TaskClosed:
-    """The refusal for acting on a task that closed for ``reason``."""
+def closed_error(task_id: str, reason: str | None, meta: dict[str, Any]) -> TaskClosed:
+    """The refusal for acting on a task (of ``meta``) that closed for ``reason``."""
     if reason == CANCELLED:
         return TaskClosed(f"Task {task_id} was cancelled.")
     if reason == EXPIRED:
         return TaskClosed(f"Task {task_id} has expired.")
+    if "abort" in meta:
+        return TaskClosed(
+            f"Task {task_id} is over: its devices finished it, or the job's abort ended it."
+        )
     return TaskClosed(f"Task {task_id} is already finished.")
 
 

@@ -241,6 +241,10 @@ class JobsContract:
         clock.advance(21)
         written = tick(pool, registered_devices=[]) + tick(pool, registered_devices=[])
         assert [line["meta"]["status"] for line in written] == ["timed_out", "aborted"]
+        with pytest.raises(TaskClosed, match="or the job's abort ended it"):
+            pool.claim(device_id="b", parent_id=aborted["id"])
+        with pytest.raises(TaskClosed, match="or the job's abort ended it"):
+            pool.cancel(sender="user:ops", task_id=aborted["id"])
         younger = job(pool, "device:[a,b]", mode="any")
         assert [t["id"] for t in pending(pool, "b")] == [younger["id"]]
         claim = pool.claim(device_id="b")
@@ -486,6 +490,19 @@ class JobsContract:
         with pytest.raises(InvalidMessage):
             pool.post_response(device_id="a", parent_id=task["id"], status="progress", meta=meta)
         assert len(stored(pool)) == 1
+
+    def test_an_answer_to_a_plain_task_may_name_only_its_one_attempt(self, pool):
+        """As for a job without retries: there is no attempt 7 to end."""
+        task = pool.post_task(sender="user:ops", to="device:[a,b]", title="t").message
+        with pytest.raises(AttemptEnded, match="not retried"):
+            pool.post_response(
+                device_id="a", parent_id=task["id"], status="done", meta={"attempt": 7}
+            )
+        assert len(stored(pool)) == 1
+        named = pool.post_response(
+            device_id="b", parent_id=task["id"], status="done", meta={"attempt": 1}
+        )
+        assert named.message["meta"]["attempt"] == 1
 
     def test_jobs_survive_a_restart(self, pool, clock):
         task = job(
