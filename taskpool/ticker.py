@@ -93,6 +93,10 @@ class Ticker:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
+    def is_running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def ensure_running(self) -> None:
         """Start the thread, unless it runs or ``TICK_INTERVAL`` is 0 (cheap to call often)."""
         thread = self._thread

@@ -108,6 +108,9 @@ def test_the_dashboard_counts_a_known_pool(known_pool):
     assert found["hourly-failures-total"] == "1"
     assert found["hourly-heartbeats-total"] == "1"
     assert found["daily-answers-total"] == "3"
+    # The series counts every response, the server's lines for jobs too: so it is named.
+    labels = re.findall(r'class="taskpool-chart-label">([^<]*)<', response.content.decode())
+    assert "Responses" in labels and "Answers" not in labels
 
 
 def test_a_device_invalidated_after_it_joined_is_not_counted_as_waiting(known_pool):

@@ -1006,3 +1006,18 @@ def test_addresses_break_between_ids_not_inside_them(master, store, make_device)
     css = (Path(__file__).parent.parent / "taskpool/static/taskpool/admin.css").read_text()
     assert ".taskpool-id { white-space: nowrap; }" in css
     assert "overflow-wrap: anywhere; min-width" not in css
+
+
+def test_a_pool_page_of_the_admin_starts_this_processs_ticker(master, settings):
+    """A process that only staff reach still writes jobs' timeouts and retries."""
+    from taskpool.ticker import ticker
+
+    if ticker.is_running():  # an earlier test's, ending at its next tick (TICK_INTERVAL 0)
+        ticker._thread.join(timeout=5)
+    assert not ticker.is_running()
+    settings.TASKPOOL = {**settings.TASKPOOL, "TICK_INTERVAL": 0.05}
+    assert master.get("/admin/taskpool/task/").status_code == 200
+    assert ticker.is_running()
+    settings.TASKPOOL = {**settings.TASKPOOL, "TICK_INTERVAL": 0}
+    ticker._thread.join(timeout=5)  # it stops at its next tick
+    assert not ticker.is_running()

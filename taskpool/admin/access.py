@@ -44,6 +44,7 @@ from taskpool.exceptions import StoreUnavailable
 from taskpool.missing_tables import migrate_hint
 from taskpool.models import UserRole
 from taskpool.principals import has_role, role_of
+from taskpool.ticker import ticker
 
 #: The pool role the task pages need.
 TASKS_ROLE = UserRole.MASTER
@@ -128,6 +129,9 @@ def with_error_pages(view: Callable[..., HttpResponse], model_admin: Any) -> Cal
 
     @functools.wraps(view)
     def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # A process that serves only the admin keeps time for jobs as one serving the API
+        # does: its timeouts and retries are written while staff watch them.
+        ticker.ensure_running()
         try:
             response = view(request, *args, **kwargs)
             if isinstance(response, TemplateResponse) and not response.is_rendered:

@@ -59,7 +59,8 @@ _SHOWN_WHEN_ZERO = {"pending", "claimed", "progress", "done", "failed", "rejecte
 #: The hourly series, as (attribute of ``HourActivity``, metric name, label).
 SERIES = (
     ("tasks", "tasks", gettext_lazy("tasks sent")),
-    ("answers", "answers", gettext_lazy("answers")),
+    # Every response: the devices' answers, cancels, and the server's own lines for jobs.
+    ("answers", "answers", gettext_lazy("responses")),
     ("failures", "failures", gettext_lazy("failures")),
     ("heartbeats", "heartbeats", gettext_lazy("heartbeats")),
 )
