@@ -72,8 +72,20 @@ class InvalidCursor(PoolError):
 class StoreUnavailable(PoolError):
     """The store cannot take or read messages now (a full disk, a database that does not answer)."""
 
-    #: Errors of the operating system that mean the storage cannot take a write now.
-    STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+    #: Errors of the operating system that mean the storage cannot take a write now: among
+    #: them a pool file or directory the server may not write (a file restored as root, a
+    #: directory made read-only), which ``/pool/health`` names too.
+    STORAGE_ERRNOS = frozenset(
+        {
+            errno.ENOSPC,
+            errno.EDQUOT,
+            errno.EFBIG,
+            errno.EIO,
+            errno.EROFS,
+            errno.EACCES,
+            errno.EPERM,
+        }
+    )
 
     @classmethod
     def from_os_error(cls, error: OSError) -> StoreUnavailable:

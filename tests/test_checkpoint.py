@@ -212,3 +212,24 @@ def test_answers_share_each_device_name_also_after_a_checkpoint(tmp_path):
         statuses = [record_status(record) for answered in answers for record in answered.values()]
         assert names == ["pi-7"] * 3 and statuses == ["done"] * 3
         assert len({id(name) for name in names}) == 1
+
+
+def test_a_save_removes_what_a_save_killed_midway_left_and_nothing_else(tmp_path):
+    """A process killed while it wrote its checkpoint left a copy of the index behind."""
+    import os
+    import time
+
+    directory = tmp_path / "pool"
+    store = EagerStore(directory, fsync=False)
+    random_traffic(store, random.Random(5), 20)
+    abandoned = directory / (checkpoint.CHECKPOINT_FILE_NAME + ".k1lled0x")
+    in_progress = directory / (checkpoint.CHECKPOINT_FILE_NAME + ".wr1t1ng0")
+    for path in (abandoned, in_progress):
+        path.write_bytes(b"half an index")
+    long_ago = time.time() - checkpoint.ABANDONED_AFTER_SECONDS - 60
+    os.utime(abandoned, (long_ago, long_ago))
+    random_traffic(store, random.Random(6), 20)
+    store.pending_for("d0")  # a read writes the checkpoint
+    assert not abandoned.exists()
+    assert in_progress.exists()  # another process's save, under way
+    assert (directory / checkpoint.CHECKPOINT_FILE_NAME).exists()

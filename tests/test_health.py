@@ -80,6 +80,20 @@ def test_a_data_directory_that_takes_no_file_is_a_503_naming_it(db, store, pool_
 
 
 @pytest.mark.day_files_only
+def test_a_write_to_a_data_directory_that_takes_no_file_is_a_json_503(
+    store, pool_dir, device_client
+):
+    """As on the first write after midnight, when today's file must be made: not a 500."""
+    with unwritable(pool_dir):
+        refused = device_client.post("/pool/heartbeat", {}, format="json")
+    assert refused.status_code == 503, refused.content[:300]
+    assert refused["Content-Type"] == "application/json" and refused["Retry-After"]
+    assert "cannot store the message now" in refused.json()["detail"]
+    assert list(pool_dir.glob("*.jsonl")) == []
+    assert device_client.post("/pool/heartbeat", {}, format="json").status_code == 201
+
+
+@pytest.mark.day_files_only
 def test_a_missing_data_directory_is_a_503_naming_it(db, store, pool_dir):
     shutil.rmtree(pool_dir)
     response = health()

@@ -181,3 +181,47 @@ def test_other_os_errors_are_not_dressed_up_as_a_full_disk(tmp_path, monkeypatch
     monkeypatch.setattr(store._appender, "append", denied)
     with pytest.raises(PermissionError):
         store.post_heartbeat(device_id="a")
+
+
+FAILED_SYNC = """
+import json, sys
+from taskpool.exceptions import StoreUnavailable
+from taskpool.stores.jsonl import JsonlStore
+
+store = JsonlStore(sys.argv[1], fsync=True)
+try:
+    posted = store.post_task(sender="backend", to="device:pi-1", title="synced?", idempotency_key="k" * 32)
+except StoreUnavailable as error:
+    print(json.dumps({"refused": error.message}))
+"""
+
+
+def test_a_sync_the_disk_fails_is_refused_saying_the_message_may_be_stored(tmp_path):
+    """The line is in the file before its sync, and other lines may follow it: it cannot be
+    taken back. The refusal says so, and the key that stores it once."""
+    import shutil
+
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("needs strace to make the disk's sync fail (apt-get install strace)")
+    directory = tmp_path / "pool"
+    done = subprocess.run(
+        [strace, "-f", "-qq", "-o", os.devnull, "-e", "trace=fdatasync"]
+        + ["-e", "inject=fdatasync:error=EIO", sys.executable, "-c", FAILED_SYNC, str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0 and "ptrace" in done.stderr:
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    refused = json.loads(done.stdout)["refused"]
+    assert refused.startswith("The disk did not make the message durable (Input/output error)")
+    assert "same Idempotency-Key" in refused
+    (day_file,) = directory.glob("*.jsonl")
+    (line,) = day_file.read_bytes().splitlines()
+    assert decode_line(line)["title"] == "synced?"  # in the pool, as the refusal warned
+    again = JsonlStore(directory, fsync=False).post_task(
+        sender="backend", to="device:pi-1", title="synced?", idempotency_key="k" * 32
+    )
+    assert again.created is False  # sent again with its key: stored once

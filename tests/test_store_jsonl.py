@@ -638,3 +638,48 @@ def test_a_cursor_past_the_end_of_its_day_file_is_refused_as_such(pool):
     middle = f"{day}-{int(offset) - 2:0{len(offset)}d}"
     with pytest.raises(InvalidCursor, match="not at the end of a line"):
         pool.messages_after(middle, limit=1)
+
+
+def test_a_line_glued_to_a_hand_append_in_progress_is_written_again_whole(pool, pool_dir, clock):
+    """``cat >>`` takes no lock and writes in pieces that may end mid-line: one that lands
+    between the store's look at the file's end and its write had the store's line glued to
+    its half-line, unreadable, though the post was acknowledged."""
+    from taskpool.stores.jsonl.appender import Appender
+
+    by_hand = encode_line(message(ts="2026-06-03T12:00:00Z", title="by hand"))
+    pieces = [by_hand[:40]]  # what lands first: half a line
+
+    class HandAppendInBetween(Appender):
+        def _write(self, writer, line):
+            if pieces:
+                append_raw(pool_dir, JUNE_3, pieces.pop())
+            return super()._write(writer, line)
+
+    task(pool)  # today's file exists, and the store has looked at it
+    pool._appender = HandAppendInBetween(pool._files, fsync=False)
+    posted = task(pool, title="acknowledged")
+    append_raw(pool_dir, JUNE_3, by_hand[40:])  # the rest of the hand's line
+    assert pieces == []
+    restarted = store_at(pool_dir, clock)
+    for reader in (pool, restarted):
+        assert reader.find_task(posted["id"]) == posted
+        assert ids(reader.pending_for("pi-1")).count(posted["id"]) == 1
+    restarted.close()
+
+
+def test_a_day_file_mended_in_place_is_read_again_by_a_running_store(pool, pool_dir):
+    """An editor that writes the file back over itself keeps its inode: the lines the
+    index read move, and it reads them again rather than from the middle of one."""
+    first = task(pool, title="first")
+    path = day_path(pool_dir, JUNE_3)
+    torn = b'{"id":"msg_torn'
+    append_raw(pool_dir, JUNE_3, torn + b"\n")
+    last = task(pool, title="last")
+    assert ids(pool.pending_for("pi-1")) == [first["id"], last["id"]]
+    mended = message(ts="2026-06-03T12:00:00Z", title="mended, and longer than the torn line")
+    data = path.read_bytes().replace(torn + b"\n", encode_line(mended))
+    inode = path.stat().st_ino
+    with open(path, "r+b") as file:  # in place, as an editor saving over the file
+        file.write(data)
+    assert path.stat().st_ino == inode
+    assert ids(pool.pending_for("pi-1")) == [first["id"], mended["id"], last["id"]]

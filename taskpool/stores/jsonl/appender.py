@@ -11,7 +11,7 @@ A disk that cannot take a line is refused: ``StoreFull`` when it has no room
 (full, over quota), ``StoreUnavailable`` when it fails. A line written short
 is taken back at once, under the lock, so it never becomes half a message
 that the next writer's newline would end; a line whose sync fails is not
-acknowledged.
+acknowledged, and the refusal says it may be in the pool all the same.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from datetime import date
 from pathlib import Path
 from typing import NamedTuple
 
-from taskpool.exceptions import StoreUnavailable
+from taskpool.exceptions import StoreFull, StoreUnavailable
 from taskpool.stores.jsonl.day_files import DayFiles
 
 LOCK_FILE_NAME = ".lock"
+#: Tries at writing a line whole while another writer appends without the lock.
+GLUED_RETRIES = 3
 
 
 class Appended(NamedTuple):
@@ -120,16 +122,29 @@ class Appender:
 
     def _append(self, day: date, line: bytes, inode: int | None, clean_end: int | None) -> Appended:
         writer, size = self._writer_for(day, inode)
+        ended = b""
         if clean_end is None:
             if size < 0:
                 size = os.lseek(writer.descriptor, 0, os.SEEK_END)
             # A file that ends where our last line ended ends with a newline.
             if size and size != writer.end and os.pread(writer.descriptor, 1, size - 1) != b"\n":
-                line = b"\n" + line  # end a torn line so ours stays whole
-                written = self._write(writer, line)
-                return Appended(written - len(line) + 1, written)
-        written = self._write(writer, line)
-        return Appended(written - len(line), written)
+                ended = b"\n"  # end a torn line so ours stays whole
+        else:
+            size = clean_end
+        for _ in range(GLUED_RETRIES):
+            written = self._write(writer, ended + line)
+            start = written - len(line)
+            if start - len(ended) == size or os.pread(writer.descriptor, 1, start - 1) == b"\n":
+                return Appended(start, written)
+            # Bytes came in between the look at the file's end and the write, from a
+            # writer that takes no lock (a large `cat >>` goes in pieces that end mid-line):
+            # our line is glued to its half-line, and no reader can read it. Again, whole;
+            # the glued copy stays unreadable, so no reader sees the message twice.
+            size = os.lseek(writer.descriptor, 0, os.SEEK_END)
+            ended = b"" if os.pread(writer.descriptor, 1, size - 1) == b"\n" else b"\n"
+        raise StoreUnavailable(
+            "The day file is being written without the pool's lock; try again later."
+        )
 
     def sync(self) -> int:
         """A descriptor to ``finish`` outside the lock, or -1 without ``FSYNC``.
@@ -150,7 +165,15 @@ class Appender:
             os.fdatasync(descriptor)
         except OSError as error:
             if error.errno in StoreUnavailable.STORAGE_ERRNOS:
-                raise StoreUnavailable.from_os_error(error) from error
+                # The line is in the file, where readers see it, but the disk did not say
+                # it is kept: it may be lost at a crash. Other lines may follow it, so it
+                # cannot be taken back; the client is told to send it again, with its key.
+                refusal = StoreFull if error.errno in StoreFull.SPACE_ERRNOS else StoreUnavailable
+                raise refusal(
+                    f"The disk did not make the message durable ({error.strerror or error}): "
+                    "it may be in the pool or not. Send it again with the same "
+                    "Idempotency-Key, which stores it once."
+                ) from error
             raise
         finally:
             os.close(descriptor)

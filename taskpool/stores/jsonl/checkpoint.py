@@ -18,11 +18,13 @@ a damaged one.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import pickle
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -42,6 +44,8 @@ from taskpool.stores.jsonl.task_registry import TaskRegistry
 
 CHECKPOINT_FILE_NAME = ".index-checkpoint"
 REPLAY_LOCK_NAME = ".index-checkpoint.lock"
+#: Age after which a checkpoint's temporary file is taken for one a killed process left.
+ABANDONED_AFTER_SECONDS = 600
 FORMAT_VERSION = 9
 #: Bytes before each day file's offset kept to recognise the same file on loading: the
 #: last lines read. Files are only ever appended to; like a running process, a checkpoint
@@ -159,6 +163,20 @@ def save(directory: Path, checkpoint: Checkpoint) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+    _remove_abandoned(directory)
+
+
+def _remove_abandoned(directory: Path) -> None:
+    """Remove the temporary files of saves that never ended (a process killed while it
+    wrote one): each is a copy of the index, and nothing else would ever remove it. A save
+    takes seconds at most, so one older than ``ABANDONED_AFTER_SECONDS`` is no one's."""
+    now = time.time()
+    for path in directory.glob(CHECKPOINT_FILE_NAME + ".*"):
+        if path.name == REPLAY_LOCK_NAME:
+            continue
+        with contextlib.suppress(OSError):  # gone already, removed by another process
+            if now - path.stat().st_mtime > ABANDONED_AFTER_SECONDS:
+                path.unlink()
 
 
 def load(directory: Path, task_ttl: float, path_of: Any) -> Checkpoint | None:

@@ -299,6 +299,10 @@ class IndexTail:
             tail = self.tails[day] = DayTail(stat.st_ino, 0)
         elif stat.st_ino != tail.inode or stat.st_size < tail.offset:
             raise _StartOver
+        elif stat.st_size > tail.offset and tail.offset and not _ends_a_line(path, tail.offset):
+            # The file was edited in place (same inode, another size): what the index read
+            # has moved, and its position is no longer a line's end.
+            raise _StartOver
         tail.size = stat.st_size
         if stat.st_size > tail.offset:
             self._consume(day, path, tail, stat.st_size, now)
@@ -352,3 +356,9 @@ class IndexTail:
             self._read_new(day, now)
         except _StartOver:
             self.start_over()
+
+
+def _ends_a_line(path: Path, offset: int) -> bool:
+    """Whether the byte before ``offset`` in ``path`` is a newline."""
+    with open(path, "rb", buffering=0) as file:
+        return os.pread(file.fileno(), 1, offset - 1) == b"\n"
