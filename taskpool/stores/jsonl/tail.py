@@ -299,10 +299,6 @@ class IndexTail:
             tail = self.tails[day] = DayTail(stat.st_ino, 0)
         elif stat.st_ino != tail.inode or stat.st_size < tail.offset:
             raise _StartOver
-        elif stat.st_size > tail.offset and tail.offset and not _ends_a_line(path, tail.offset):
-            # The file was edited in place (same inode, another size): what the index read
-            # has moved, and its position is no longer a line's end.
-            raise _StartOver
         tail.size = stat.st_size
         if stat.st_size > tail.offset:
             self._consume(day, path, tail, stat.st_size, now)
@@ -311,6 +307,10 @@ class IndexTail:
         """Feed the complete lines between ``tail.offset`` and ``size`` to the index."""
         day_ordinal = day.toordinal()
         with open(path, "rb", buffering=0) as file:
+            if tail.offset and os.pread(file.fileno(), 1, tail.offset - 1) != b"\n":
+                # The file was edited in place (same inode, another size): what the index
+                # read has moved, and where it read up to is no longer a line's end.
+                raise _StartOver
             for offset, run in whole_line_runs(file.fileno(), tail.offset, size, READ_CHUNK_BYTES):
                 start = offset
                 for line in run.split(b"\n"):
@@ -356,9 +356,3 @@ class IndexTail:
             self._read_new(day, now)
         except _StartOver:
             self.start_over()
-
-
-def _ends_a_line(path: Path, offset: int) -> bool:
-    """Whether the byte before ``offset`` in ``path`` is a newline."""
-    with open(path, "rb", buffering=0) as file:
-        return os.pread(file.fileno(), 1, offset - 1) == b"\n"
