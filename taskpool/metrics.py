@@ -23,6 +23,7 @@ variable would leave files there at every run.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -137,12 +138,19 @@ def waiting(kind: str) -> Iterator[None]:
 
 
 def measured_write(
-    transact: Callable[..., Any], decide: Callable[..., Any], *, reads_pool: bool
+    transact: Callable[..., Any],
+    decide: Callable[..., Any],
+    *,
+    reads_pool: bool,
+    idle_checks_count: bool = True,
 ) -> Any:
     """``transact(decide)``, timing the decision and the whole write, counting what it stored.
 
     A write that does not read the pool (a heartbeat) decides nothing: its
     rules only make its message, so it is not counted among the decisions.
+    Without ``idle_checks_count`` (the job ticker's look at each open job, every
+    second), a decision counts only when it writes: else the ticker's checks would
+    be most of the figure, and a slow answer would hardly move it.
     """
     if not _recording.get():
         return transact(decide, reads_pool=reads_pool)
@@ -150,10 +158,11 @@ def measured_write(
 
     def noted(ledger: Any, now: float) -> Any:
         started = time.perf_counter()
+        message = None
         try:
             message, result = decide(ledger, now)
         finally:
-            if reads_pool:
+            if reads_pool and (idle_checks_count or message is not None):
                 decision_seconds().observe(time.perf_counter() - started)
         stored[:] = [] if message is None else [message["type"]]
         return message, result
@@ -167,27 +176,49 @@ def measured_write(
 
 
 class PoolCollector(Collector):
-    """The pool's figures, read from the store (and the devices) at each scrape."""
+    """The pool's figures, read from the store (and the devices) at each scrape.
+
+    A store or a database that cannot be read now leaves them out of the scrape, and
+    the counters, which live in the process, are served all the same: an outage is
+    when the error rates matter most.
+    """
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
+        from django.db import DatabaseError
+
+        from taskpool.exceptions import StoreUnavailable
+
+        try:
+            gauges = self._gauges()
+        except (DatabaseError, StoreUnavailable) as error:
+            logging.getLogger("taskpool").warning(
+                "taskpool: the pool's figures were left out of the metrics: %s", error
+            )
+            return
+        yield from gauges
+
+    def _gauges(self) -> list[GaugeMetricFamily]:
         from taskpool.fleet import online_device_ids
         from taskpool.models import DeviceUser
         from taskpool.stores import get_store
 
         figures = get_store().figures()
-        yield _gauge(
-            "taskpool_tasks_pending",
-            "Tasks still open: not yet closed for every device (answered for good, cancelled or "
-            "expired); a job's task waiting for its start, a rollout step or a retry counts.",
-            figures.open_tasks,
-        )
         devices = list(DeviceUser.objects.all())
-        yield _gauge("taskpool_devices", "Registered devices.", len(devices))
-        yield _gauge(
-            "taskpool_devices_online",
-            "Devices heard from within ONLINE_WINDOW.",
-            len(online_device_ids(devices)),
-        )
+        gauges = [
+            _gauge(
+                "taskpool_tasks_pending",
+                "Tasks still open: not yet closed for every device (answered for good, "
+                "cancelled or expired); a job's task waiting for its start, a rollout step or "
+                "a retry counts.",
+                figures.open_tasks,
+            ),
+            _gauge("taskpool_devices", "Registered devices.", len(devices)),
+            _gauge(
+                "taskpool_devices_online",
+                "Devices heard from within ONLINE_WINDOW.",
+                len(online_device_ids(devices)),
+            ),
+        ]
         optional = [
             (
                 "taskpool_index_lag_bytes",
@@ -205,9 +236,8 @@ class PoolCollector(Collector):
                 figures.disk_free_bytes,
             ),
         ]
-        for name, documentation, value in optional:
-            if value is not None:
-                yield _gauge(name, documentation, value)
+        gauges += [_gauge(name, text, value) for name, text, value in optional if value is not None]
+        return gauges
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -136,6 +136,39 @@ def test_a_write_the_database_refuses_is_a_503_whose_cause_is_in_the_log(
     )
 
 
+def test_a_read_whose_sweep_the_read_only_database_refuses_is_answered(
+    pool_dir, device_client, caplog
+):
+    """Reads close expired tasks as they go (a sweep, at most once a second): a database
+    that takes no writes refused the sweep, and the poll that ran it was a 500."""
+    store = get_store()
+    with the_database_read_only():
+        answers = []
+        for _ in range(2):
+            store._swept_at = -1e18  # the sweep is due at this read
+            answers.append(device_client.get("/pool/pending"))
+    assert [answer.status_code for answer in answers] == [200, 200], answers[0].content
+    said = [r.getMessage() for r in caplog.records if "sweep" in r.getMessage()]
+    assert len(said) == 1 and "read-only transaction" in said[0]  # once, not at every read
+
+
+def test_a_scrape_while_the_database_is_down_serves_the_counters(pool_dir, settings, device_client):
+    """An outage is when the error rates matter: the pool's figures are left out, not the
+    whole scrape."""
+    from tests.conftest import client_with
+
+    settings.TASKPOOL = {**settings.TASKPOOL, "METRICS_TOKEN": "scrape-me-0123456789abcdef"}
+    scraper = client_with("scrape-me-0123456789abcdef")
+    assert device_client.get("/pool/pending").status_code == 200
+    with the_database_down():
+        down = scraper.get("/pool/metrics")
+    assert down.status_code == 200, down.content[:300]
+    text = down.content.decode()
+    assert 'taskpool_requests_total{endpoint="pending"' in text
+    assert "taskpool_tasks_pending" not in text
+    assert "taskpool_tasks_pending" in scraper.get("/pool/metrics").content.decode()
+
+
 def test_a_worker_thread_whose_connection_was_cut_reads_on_a_fresh_one(pool_dir):
     """The threads the waiting endpoints read the pool from outlive any one request: each
     read they make meets the cut once, connects again and answers."""

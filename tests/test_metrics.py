@@ -101,6 +101,24 @@ def test_the_metrics_move_with_requests(admin_client_api, master_client, device_
         assert ("taskpool_index_lag_bytes", frozenset()) in after
 
 
+def test_the_job_tickers_looks_that_write_nothing_are_no_decisions(
+    admin_client_api, master_client, make_device
+):
+    """The ticker looks at every open job every second: counted, they were most of the
+    figure, and a slow answer hardly moved it."""
+    from taskpool.ticker import tick
+
+    make_device("pi-1")
+    job = {"to": "device:pi-1", "title": "t", "timeout": {"in_progress": 600}}
+    assert post_json(master_client, "/pool/task", job).status_code == 201
+    before = scrape(admin_client_api)
+    for _ in range(5):
+        assert tick() == []  # nothing due: five looks at the open job
+    after = scrape(admin_client_api)
+    count = ("taskpool_decision_seconds_count", frozenset())
+    assert after[count] == before[count]
+
+
 @pytest.mark.day_files_only
 def test_index_lag_counts_what_the_index_has_not_read(admin_client_api, store, pool_dir):
     store.pending_for("pi-1")

@@ -61,10 +61,16 @@ class StoreWrites(abc.ABC):
         """
 
     def _write(
-        self, decide: Callable[[Ledger, float], Decision], *, reads_pool: bool = True
+        self,
+        decide: Callable[[Ledger, float], Decision],
+        *,
+        reads_pool: bool = True,
+        idle_checks_count: bool = True,
     ) -> Any:
         """``transact``, with the decision's and the write's times and the message counted."""
-        return metrics.measured_write(self.transact, decide, reads_pool=reads_pool)
+        return metrics.measured_write(
+            self.transact, decide, reads_pool=reads_pool, idle_checks_count=idle_checks_count
+        )
 
     def post_task(
         self,
@@ -259,5 +265,6 @@ class StoreWrites(abc.ABC):
         ``rules.transition``); each is written once, whoever else keeps time.
         ``registered_devices()`` lists the devices a ``device:*`` rollout offers it to."""
         return self._write(
-            partial(rules.transition, task_id=task_id, registered_devices=registered_devices)
+            partial(rules.transition, task_id=task_id, registered_devices=registered_devices),
+            idle_checks_count=False,
         )

@@ -10,17 +10,19 @@ its own host (``BOUND_IDLE``), as writers do.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from contextlib import AbstractContextManager
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from django.db import OperationalError, transaction
+from django.db import DatabaseError, transaction
 
 from taskpool.lifecycle import EXPIRED, TaskState
 from taskpool.stores.database.horizon import BOUND_IDLE, idle
 from taskpool.stores.database.ledger import PENDING_CHANGES_LOCK, SqlLedger
+
+logger = logging.getLogger("taskpool")
 
 
 class Sweeps:
@@ -32,6 +34,7 @@ class Sweeps:
     task_ttl: float
     writer_idle_seconds: float
     _swept_at: float
+    _sweep_failing = False
 
     if TYPE_CHECKING:  # given by DatabaseStore
 
@@ -89,10 +92,18 @@ class Sweeps:
         if now - self._swept_at >= self.expiry_sweep_seconds or now < self._swept_at:
             self._swept_at = now
             # Another process sweeping the same rows is no harm: reads filter expiry anyway.
-            with contextlib.suppress(OperationalError):
+            # Nor is a sweep the database refuses (down, or read-only: a replica promoted
+            # late, a disk full), which each sweep is in a transaction, or a savepoint, of
+            # its own: the read goes on, and the next read tries again.
+            try:
                 self.close_expired(now)
-            with contextlib.suppress(OperationalError):
                 self.fold_pending_changes()
+            except DatabaseError as error:
+                if not self._sweep_failing:  # said once, until a sweep goes through again
+                    logger.warning("taskpool: a sweep of the pool's tables failed: %s", error)
+                self._sweep_failing = True
+            else:
+                self._sweep_failing = False
 
     def fold_pending_changes(self) -> int:
         """Add the devices' counted changes to their pending rows; how many were folded.
