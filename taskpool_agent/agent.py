@@ -30,7 +30,14 @@ from taskpool_agent import __version__
 from taskpool_agent.client import Backoff, PoolClient, Refused, Stopped, Unreachable, interruptible
 from taskpool_agent.clock import Start
 from taskpool_agent.config import Config, ConfigError
-from taskpool_agent.journal import ANSWERED, FINISHED, STARTED, Journal, attempt_key
+from taskpool_agent.journal import (
+    ANSWERED,
+    FINISHED,
+    STARTED,
+    Journal,
+    attempt_key,
+    hold_config,
+)
 from taskpool_agent.renewal import CHECK_INTERVAL_SECONDS, a_renewal, save_token, wants_renewal
 from taskpool_agent.runner import (
     HandlerProcess,
@@ -99,6 +106,9 @@ class Agent:
         )
         self.journal = Journal(options.state_dir)
         self.journal.hold()
+        self._config_lock = (
+            None if options.config_path is None else hold_config(options.config_path)
+        )
         self.started = time.monotonic()
         self.running: str | None = None
         #: Set when a call made beside the main loop (a heartbeat, a progress answer) gets
@@ -330,8 +340,19 @@ class Agent:
                 self.record(key, {"state": ANSWERED, "task": task, "refused": str(error)})
             return False
 
-    def watch(self, key: str, task: dict[str, Any], process: HandlerProcess, start: Start) -> None:
-        """Wait for the handler's end, reporting its progress, minding timeout, cancel and stop."""
+    def watch(
+        self,
+        key: str,
+        task: dict[str, Any],
+        process: HandlerProcess,
+        start: Start,
+        *,
+        adopted: bool = False,
+    ) -> None:
+        """Wait for the handler's end, reporting its progress, minding timeout, cancel and stop.
+
+        ``adopted``: a handler an earlier agent started, which the server was told of then.
+        """
         self.running = key
         timeout = timeout_of(task, self.options.handler_timeout)
         by_server = timed_by_server(task)
@@ -343,8 +364,10 @@ class Agent:
         deadline = time.monotonic() + timeout + grace - start.elapsed()
         closed = threading.Event()  # the task is no longer this device's to answer
         reporter = ProgressReporter(self, key, task, closed)
-        if by_server:
-            # The server counts the attempt's time from its first progress answer.
+        if (by_server or "abort" in (task.get("meta") or {})) and not adopted:
+            # The server counts the attempt's time from its first progress answer; and a
+            # job's abort cancels the devices that have not started, which a handler that
+            # says nothing for a while would look like: stopped half-way, an update say.
             reporter.report(Progress(text="started"))
         checker = threading.Thread(
             target=self._check_still_pending, args=(key, closed, process), daemon=True
@@ -535,7 +558,8 @@ class Agent:
             pid = pid or find_wrapper(directory)
             if pid:
                 log.info("%s: the handler started before (pid %d): waiting for its end", key, pid)
-                self.watch(key, task, HandlerProcess.adopt(directory, pid), Start.of(entry))
+                adopted = HandlerProcess.adopt(directory, pid)
+                self.watch(key, task, adopted, Start.of(entry), adopted=True)
                 continue
             if not pid and (directory / "status").exists():
                 # Stopped as the handler started, before its pid was journaled: it ran to

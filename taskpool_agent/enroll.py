@@ -70,9 +70,13 @@ def enroll(
                 expect=an_enrollment,
                 page_refuses=PAGES_REFUSE,
             )
-        except Refused:
+        except Refused as refused:
             if undo is not None:  # refused for good: the config file as it was
                 undo()
+            if refused.status == 404 and not refused.detail.startswith(NOT_THE_POOL):
+                # The pool never answers a request to join with 404: a URL of the site's
+                # under the pool's (its docs, say) does, in the pool's own words.
+                raise Refused(404, f"{NOT_THE_POOL}: {refused.detail}") from refused
             raise
         config.enrollment_secret = answer.data["enrollment_secret"]
         save(path, config)

@@ -65,16 +65,20 @@ class JournalInUse(Exception):
 class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "tasks"
-        if not self.root.is_dir():
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _sync_directory(state_dir)  # its name survives a power cut
+        self._make_root()
         self._lock_path = state_dir / "agent.lock"
         self._damaged_seen: set[str] = set()  # said once each, not at every poll
+
+    def _make_root(self) -> None:
+        """The entries' directory, made again if it went (removed by hand, say)."""
+        if not self.root.is_dir():
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _sync_directory(self.root.parent)  # its name survives a power cut
 
     def hold(self) -> None:
         """Keep the journal for this process alone, until it ends (``JournalInUse`` if
         another process holds it)."""
-        self._lock = _only_owner(self._lock_path)
+        self._lock = only_owner(self._lock_path, f"the state directory {self._lock_path.parent}")
 
     def directory(self, key: str) -> Path:
         """The attempt's directory (created): the entry and the handler's files."""
@@ -120,6 +124,7 @@ class Journal:
         asked before a step that an entry must follow (a claim), written, synced, removed."""
         probe = self.root / ".probe"
         try:
+            self._make_root()
             with probe.open("wb") as file:
                 file.write(b"\0" * PROBE_BYTES)
                 file.flush()
@@ -176,8 +181,33 @@ def _sync_directory(path: Path) -> None:
         os.close(descriptor)
 
 
-def _only_owner(path: Path) -> int:
-    """An exclusive lock on ``path``, held by this process until it ends."""
+def hold_config(config_path: Path) -> int | None:
+    """Keep the device of ``config_path`` for this process alone, until it ends.
+
+    The state directory's lock keeps out a second agent on the same directory only: one
+    started by hand with the same config, and the default state directory where the
+    service names another, would keep a journal of its own and run each task again. The
+    lock is on a file beside the config, which is replaced whole when a token is saved.
+    ``None`` (and a warning) where that file cannot be made: the state directory's lock
+    still holds.
+    """
+    path = config_path.with_name(f".{config_path.name}.lock")
+    try:
+        return only_owner(path, f"the config {config_path}")
+    except JournalInUse:
+        raise
+    except OSError as error:
+        logging.getLogger("taskpool_agent").warning(
+            "cannot lock %s (%s): a second agent with this config would not be kept out",
+            path,
+            error.strerror or error,
+        )
+        return None
+
+
+def only_owner(path: Path, what: str) -> int:
+    """An exclusive lock on ``path``, held by this process until it ends; ``JournalInUse``,
+    saying that another agent runs with ``what``, if another process holds it."""
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as error:
@@ -191,8 +221,7 @@ def _only_owner(path: Path) -> int:
         except BlockingIOError:
             os.close(descriptor)
             raise JournalInUse(
-                f"another taskpool-agent runs on the state directory {path.parent}: two "
-                "would run each task twice."
+                f"another taskpool-agent runs with {what}: two would run each task twice."
             ) from None
         return descriptor
     try:
@@ -204,8 +233,7 @@ def _only_owner(path: Path) -> int:
         # its own (a read-only disk), and this one is an earlier agent's.
         which = f" (pid {holder})" if holder and _alive(holder) else ""
         raise JournalInUse(
-            f"another taskpool-agent{which} runs on the state directory "
-            f"{path.parent}: two would run each task twice."
+            f"another taskpool-agent{which} runs with {what}: two would run each task twice."
         ) from None
     with contextlib.suppress(OSError):  # only to be read by a person: a full disk may refuse it
         os.ftruncate(descriptor, 0)

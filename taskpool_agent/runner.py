@@ -357,9 +357,16 @@ class HandlerProcess:
         return list(latest.values())
 
     def output_tail(self) -> str:
-        """The last 1 KiB of its output, as text (a character cut in two is dropped)."""
+        """The last 1 KiB of its output, as text: a character the cut left half of is
+        dropped, and bytes that are not UTF-8 read U+FFFD, as in a progress answer."""
         tail = _last_bytes(self.directory / "output", TAIL_BYTES)
-        return "" if tail is None else tail[1].decode(errors="ignore")
+        if tail is None:
+            return ""
+        data = tail[1]
+        cut = 0
+        while cut < min(3, len(data)) and data[cut] & 0xC0 == 0x80:  # a character's rest
+            cut += 1
+        return data[cut:].decode(errors="replace")
 
     def kill(self, grace: float = 2.0) -> bool:
         """Stop it and everything it started: SIGTERM to its group, SIGKILL after ``grace``;

@@ -63,6 +63,8 @@ HANDLERS = {
     "flood": 'yes "flooding the disk"',
     # A NUL in its output, which the server refuses in an answer's text.
     "nul": "printf 'a\\000b\\n'",
+    # Bytes that are not UTF-8, then text.
+    "latin": "printf '\\377\\376 bad\\n'",
 }
 
 
@@ -429,10 +431,14 @@ def test_enrolling_a_registered_id_fails_with_the_servers_reason(pool, tmp_path)
     assert config.read_text() == kept
 
 
-def test_enrolling_at_the_sites_url_rather_than_the_pools_says_so_in_one_line(pool, tmp_path):
+@pytest.mark.parametrize("server", ["/", "/pool/docs/"], ids=["the-site", "under-the-pool"])
+def test_enrolling_at_the_sites_url_rather_than_the_pools_says_so_in_one_line(
+    pool, tmp_path, server
+):
+    """The site's root answers with a page; a URL under the pool's, in the pool's words."""
     config = tmp_path / "config.toml"
     command = enroll_command(pool, config, "pi-lost")
-    command[command.index("--server") + 1] = f"{pool.servers[0]}/"  # the site, not its pool
+    command[command.index("--server") + 1] = f"{pool.servers[0]}{server}"
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and not config.exists()
     said = done.stderr.strip()
@@ -665,6 +671,35 @@ def test_a_step_timeout_line_asks_the_server_for_more_time(pool, agent):
     reported = [(r["body"], r["meta"].get("step_timeout")) for r in progress]
     assert reported[0] == ("started", None)  # the job's clock starts with the handler
     assert ("flashing", 30) in reported
+
+
+def test_a_job_with_an_abort_is_told_its_quiet_handler_started(pool, agent, tmp_path):
+    """An abort cancels the devices that have not started: a handler that says nothing for
+    a while looked so, and was stopped half-way, an update say."""
+    new_device(pool, "pi-quiet")
+    agent("pi-quiet")
+    abort = {"failure_percentage": 50, "min_executed": 1}
+    task = post_task(
+        pool, "pi-quiet", "slow", fields={"abort": abort}, args=[str(tmp_path / "r"), "1"]
+    )
+    assert final_answer(pool, task)["meta"]["status"] == "done"
+    said = [(r["meta"]["status"], r["body"]) for r in responses(pool, task)]
+    assert said == [("progress", "started"), ("done", "slept\n")]
+
+
+def test_a_handler_adopted_after_a_restart_is_not_said_to_start_again(pool, agent, tmp_path):
+    new_device(pool, "pi-adopt")
+    runs = tmp_path / "runs"
+    first = agent("pi-adopt")
+    task = post_task(
+        pool, "pi-adopt", "slow", fields={"timeout": {"in_progress": 60}}, args=[str(runs), "3"]
+    )
+    wait_for(runs.exists, 20, "the handler started")
+    first.kill()
+    first.start()
+    assert final_answer(pool, task)["meta"]["status"] == "done"
+    started = [r for r in responses(pool, task) if r["body"] == "started"]
+    assert len(started) == 1
 
 
 def test_an_agent_killed_mid_task_answers_once_after_restart(pool, agent, tmp_path):
@@ -1149,8 +1184,11 @@ def test_a_nul_in_output_or_arguments_still_gets_an_answer(pool, agent):
     running = agent("pi-nul")
     printed = post_task(pool, "pi-nul", "nul")
     argued = post_task(pool, "pi-nul", "hello", args=["a\0b"])
+    not_utf8 = post_task(pool, "pi-nul", "latin")
     answer = final_answer(pool, printed)
     assert (answer["meta"]["status"], answer["body"]) == ("done", "a\ufffdb\n")
+    answer = final_answer(pool, not_utf8)  # said, as a progress answer says them
+    assert (answer["meta"]["status"], answer["body"]) == ("done", "\ufffd\ufffd bad\n")
     answer = final_answer(pool, argued)
     assert answer["meta"]["status"] == "rejected"
     assert "NUL" in answer["body"]
@@ -1573,6 +1611,25 @@ def test_a_second_agent_on_the_same_state_directory_stops_at_once(pool, tmp_path
         assert first.process.poll() is None  # the first goes on
         task = post_task(pool, "pi-twice", "hello once")
         assert final_answer(pool, task)["meta"]["status"] == "done"
+    finally:
+        first.stop()
+
+
+def test_a_second_agent_with_the_same_config_stops_at_once_whatever_its_state_directory(
+    pool, tmp_path, handlers
+):
+    """The service names its state directory; started by hand with the same config, the
+    agent took the default one, kept a journal of its own, and ran each task again."""
+    token = new_device(pool, "pi-twice")
+    first = AgentProcess(tmp_path, pool.servers[0], "pi-twice", token, handlers).start()
+    wait_for(lambda: (tmp_path / ".config.toml.lock").exists(), what="the first agent's lock")
+    second = AgentProcess(tmp_path, pool.servers[0], "pi-twice", token, handlers)
+    second.start("--state-dir", str(tmp_path / "another-state"))
+    try:
+        assert second.process.wait(timeout=30) == 75
+        said = second.log.read_text()
+        assert f"runs with the config {tmp_path / 'config.toml'}" in said
+        assert first.process.poll() is None
     finally:
         first.stop()
 

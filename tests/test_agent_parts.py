@@ -163,6 +163,18 @@ def test_one_agent_at_a_time_keeps_a_journal(tmp_path):
         Journal(tmp_path).hold()
 
 
+def test_a_journal_whose_directory_was_removed_makes_it_again(tmp_path):
+    """Removed by hand while the agent ran: it took every task since for a full disk."""
+    import shutil
+
+    journal = Journal(tmp_path)
+    shutil.rmtree(tmp_path / "tasks")
+    assert journal.has_room() is None
+    journal.write("a.1", {"state": STARTED})
+    written = json.loads((tmp_path / "tasks" / "a.1" / "entry.json").read_text())
+    assert written["state"] == STARTED
+
+
 def test_an_agent_holding_the_journal_is_not_named_by_a_pid_no_process_has(tmp_path):
     """The holder could not write its pid (a read-only disk): the file has an earlier one's."""
     Journal(tmp_path).hold()
