@@ -5,9 +5,12 @@ Needs TASKPOOL_TEST_POSTGRES (set by .ci/run); skips without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -110,26 +113,58 @@ print("OK", task.json()["id"])
     assert len(day_files) == 1 and b"on postgres" in day_files[0].read_bytes()
 
 
-def test_admin_pages_served_by_djangos_asgi_handler_keep_no_connection_each(
-    fresh_database, tmp_path
-):
-    """Each such request runs in a thread that ends with it: a connection it kept for
-    CONN_MAX_AGE would stay open on the server until garbage collection found it."""
-    import httpx
-    import psycopg
-
+@contextlib.contextmanager
+def demo_on_uvicorn(database: str, var_dir: Path) -> Iterator[str]:
+    """The demo site on ``database`` (the site's tables and the pool's), migrated, with a
+    pool admin ``boss``, served by uvicorn; its URL."""
     from tests.live import start_uvicorn
 
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DATABASE_URL": fresh_database,
-        "TASKPOOL_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": database,
+        "TASKPOOL_VAR_DIR": str(var_dir),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "TASKPOOL_STORE": "database",
     }
     manage("migrate", "--noinput", env=env)
     manage("taskpool_role", "boss", "admin", "--password", "boss-password-1", env=env)
+    url, server = start_uvicorn("project.asgi:application", env)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def logged_in_as_boss(url: str) -> Iterator[Any]:
+    """An ``httpx.Client`` on ``url`` with the admin's session of ``boss``."""
+    import httpx
+
+    with httpx.Client(base_url=url) as staff:
+        staff.get("/admin/login/")
+        logged_in = staff.post(
+            "/admin/login/",
+            data={
+                "username": "boss",
+                "password": "boss-password-1",
+                "csrfmiddlewaretoken": staff.cookies["csrftoken"],
+                "next": "/admin/",
+            },
+            headers={"Referer": f"{url}/admin/login/"},
+        )
+        assert logged_in.status_code == 302, logged_in.text
+        yield staff
+
+
+def test_admin_pages_served_by_djangos_asgi_handler_keep_no_connection_each(
+    fresh_database, tmp_path
+):
+    """Each such request runs in a thread that ends with it: a connection it kept for
+    CONN_MAX_AGE would stay open on the server until garbage collection found it."""
+    import psycopg
+
     name = urlsplit(fresh_database).path.lstrip("/")
 
     def connections_held() -> int:
@@ -138,27 +173,11 @@ def test_admin_pages_served_by_djangos_asgi_handler_keep_no_connection_each(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]
             ).fetchone()[0]
 
-    url, server = start_uvicorn("project.asgi:application", env)
-    try:
-        with httpx.Client(base_url=url) as staff:
-            staff.get("/admin/login/")
-            logged_in = staff.post(
-                "/admin/login/",
-                data={
-                    "username": "boss",
-                    "password": "boss-password-1",
-                    "csrfmiddlewaretoken": staff.cookies["csrftoken"],
-                    "next": "/admin/",
-                },
-                headers={"Referer": f"{url}/admin/login/"},
-            )
-            assert logged_in.status_code == 302, logged_in.text
+    with demo_on_uvicorn(fresh_database, tmp_path) as url:
+        with logged_in_as_boss(url) as staff:
             for _ in range(30):
                 assert staff.get("/admin/taskpool/deviceuser/").status_code == 200
         assert connections_held() <= 4  # the pool's own few, not one a page (11 before)
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
 
 
 def test_approving_a_request_as_the_cron_forgets_it_on_postgresql(fresh_database, tmp_path):
@@ -251,21 +270,8 @@ def test_the_admin_says_503_when_the_sites_own_database_is_down_too(fresh_databa
     """Sessions, users and the pool in one database, as the deployment docs show: with it
     down, the pool's admin pages cannot even read who is asking. They still say why, with a
     503, rather than Django's bare server error."""
-    import httpx
     import psycopg
 
-    from tests.live import start_uvicorn
-
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DATABASE_URL": fresh_database,
-        "TASKPOOL_VAR_DIR": str(tmp_path),
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "TASKPOOL_STORE": "database",
-    }
-    manage("migrate", "--noinput", env=env)
-    manage("taskpool_role", "boss", "admin", "--password", "boss-password-1", env=env)
     name = urlsplit(fresh_database).path.lstrip("/")
 
     def allow_connections(allowed: bool) -> None:
@@ -278,30 +284,13 @@ def test_the_admin_says_503_when_the_sites_own_database_is_down_too(fresh_databa
                 )
 
     pages = ["/admin/taskpool/dashboard/", "/admin/taskpool/deviceuser/", "/admin/taskpool/task/"]
-    url, server = start_uvicorn("project.asgi:application", env)
-    try:
-        with httpx.Client(base_url=url) as staff:
-            staff.get("/admin/login/")
-            logged_in = staff.post(
-                "/admin/login/",
-                data={
-                    "username": "boss",
-                    "password": "boss-password-1",
-                    "csrfmiddlewaretoken": staff.cookies["csrftoken"],
-                    "next": "/admin/",
-                },
-                headers={"Referer": f"{url}/admin/login/"},
-            )
-            assert logged_in.status_code == 302, logged_in.text
-            assert [staff.get(page).status_code for page in pages] == [200, 200, 200]
-            allow_connections(False)
-            try:
-                down = [staff.get(page) for page in pages]
-            finally:
-                allow_connections(True)
-            assert [answer.status_code for answer in down] == [503, 503, 503]
-            assert all("The database does not answer now" in answer.text for answer in down)
-            assert [staff.get(page).status_code for page in pages] == [200, 200, 200]
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
+    with demo_on_uvicorn(fresh_database, tmp_path) as url, logged_in_as_boss(url) as staff:
+        assert [staff.get(page).status_code for page in pages] == [200, 200, 200]
+        allow_connections(False)
+        try:
+            down = [staff.get(page) for page in pages]
+        finally:
+            allow_connections(True)
+        assert [answer.status_code for answer in down] == [503, 503, 503]
+        assert all("The database does not answer now" in answer.text for answer in down)
+        assert [staff.get(page).status_code for page in pages] == [200, 200, 200]
