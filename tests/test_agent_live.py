@@ -1622,10 +1622,10 @@ def test_a_second_agent_with_the_same_config_stops_at_once_whatever_its_state_di
     agent took the default one, kept a journal of its own, and ran each task again."""
     token = new_device(pool, "pi-twice")
     first = AgentProcess(tmp_path, pool.servers[0], "pi-twice", token, handlers).start()
-    wait_for(lambda: (tmp_path / ".config.toml.lock").exists(), what="the first agent's lock")
     second = AgentProcess(tmp_path, pool.servers[0], "pi-twice", token, handlers)
-    second.start("--state-dir", str(tmp_path / "another-state"))
     try:
+        wait_for(lambda: (tmp_path / ".config.toml.lock").exists(), what="the first's lock")
+        second.start("--state-dir", str(tmp_path / "another-state"))
         assert second.process.wait(timeout=30) == 75
         said = second.log.read_text()
         assert f"runs with the config {tmp_path / 'config.toml'}" in said
