@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -12,7 +13,7 @@ from pathlib import Path
 from taskpool_agent import __version__
 from taskpool_agent.agent import Agent, Options
 from taskpool_agent.client import Backoff, Refused, Stopped, Unreachable
-from taskpool_agent.config import DEFAULT_PATH, ConfigError, load, token_device
+from taskpool_agent.config import DEFAULT_PATH, Config, ConfigError, load, token_device
 from taskpool_agent.enroll import enroll
 from taskpool_agent.journal import JournalInUse
 from taskpool_agent.renewal import CHECK_INTERVAL_SECONDS
@@ -126,14 +127,60 @@ def directory(given: Path | None, configured: str | None, default: Path, base: P
     return (base / chosen).absolute()
 
 
+def relay_signals(stop: threading.Event) -> None:
+    """``stop`` is set at SIGTERM or SIGINT, by a thread the signal wakes, not by the handler.
+
+    A handler runs between two steps of the main thread, which may hold the lock that
+    ``stop.set()`` takes (in ``stop.wait()``, or a first signal's ``set()``): set there, it
+    waited for itself for good, and the unit's stop ended in a SIGKILL. The handler does
+    nothing; Python writes each signal to the wakeup pipe, whose reader sets ``stop``.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: None)
+
+    def relay() -> None:
+        os.read(read_end, 1)
+        stop.set()
+
+    threading.Thread(target=relay, name="taskpool-agent-signals", daemon=True).start()
+
+
+def run_options(
+    arguments: argparse.Namespace, config: Config, config_path: Path, backoff: Backoff
+) -> Options:
+    """What ``run`` runs with: the command line's, then the config file's, then defaults.
+
+    The config's directories, and the default ``handlers`` beside it, are found from the
+    config file's directory, however the config's path was given.
+    """
+    base = config_path.parent
+    return Options(
+        handlers=directory(arguments.handlers, config.handlers, Path("handlers"), base),
+        state_dir=directory(
+            arguments.state_dir, config.state_dir, Path("~/.local/state/taskpool-agent"), base
+        ),
+        wait=arguments.wait,
+        heartbeat_interval=arguments.heartbeat_interval,
+        check_interval=arguments.check_interval,
+        handler_timeout=arguments.handler_timeout,
+        kill_grace=arguments.kill_grace,
+        stream=arguments.stream,
+        backoff=backoff,
+        config_path=config_path,
+        token_check_interval=arguments.token_check_interval,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     logging.basicConfig(
         level=arguments.log_level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
     stop = threading.Event()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signal_number, lambda *_: stop.set())
+    relay_signals(stop)
     backoff = Backoff(first=min(1.0, arguments.backoff_max), most=arguments.backoff_max)
     config_path = arguments.config.expanduser()
     state_dir: Path | None = None  # known once the config is read
@@ -160,23 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{config_path}: the token is device {named}'s, but device_id is "
                 f"{config.device_id}: make them the same device."
             )
-        base = config_path.parent
-        state_dir = directory(
-            arguments.state_dir, config.state_dir, Path("~/.local/state/taskpool-agent"), base
-        )
-        options = Options(
-            handlers=directory(arguments.handlers, config.handlers, base / "handlers", base),
-            state_dir=state_dir,
-            wait=arguments.wait,
-            heartbeat_interval=arguments.heartbeat_interval,
-            check_interval=arguments.check_interval,
-            handler_timeout=arguments.handler_timeout,
-            kill_grace=arguments.kill_grace,
-            stream=arguments.stream,
-            backoff=backoff,
-            config_path=config_path,
-            token_check_interval=arguments.token_check_interval,
-        )
+        options = run_options(arguments, config, config_path, backoff)
+        state_dir = options.state_dir
         return Agent(config, options, stop).run()
     except ConfigError as error:
         print(f"taskpool-agent: {error}", file=sys.stderr)

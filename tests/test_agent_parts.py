@@ -14,6 +14,7 @@ import socketserver
 import ssl
 import stat
 import subprocess
+import sys
 import threading
 import time
 
@@ -1373,3 +1374,47 @@ def test_enrolling_at_a_page_that_is_not_the_pools_says_so_whatever_its_status(s
         enroll(tmp_path / "config.toml", server=client_for(scripted).base_url, device_id="pi-1")
     assert refused.value.status == 401
     assert refused.value.detail.startswith("not the pool (the server must be the pool's URL")
+
+
+@pytest.mark.parametrize("given", ["dev1/config.toml", "./dev1/config.toml"])
+def test_a_config_given_by_a_relative_path_finds_its_handlers_beside_it(
+    tmp_path, monkeypatch, given
+):
+    """Given as dev1/config.toml, the handlers were looked for in dev1/dev1/handlers."""
+    from taskpool_agent.config import Config
+
+    monkeypatch.chdir(tmp_path)
+    arguments = cli.parser().parse_args(["--config", given, "run"])
+    config = Config(server="http://127.0.0.1:9/pool/", device_id="pi-1", token="t")
+    options = cli.run_options(arguments, config, arguments.config, client.Backoff())
+    assert options.handlers == tmp_path / "dev1" / "handlers"
+    configured = Config(**{**config.__dict__, "handlers": "mine", "state_dir": "state"})
+    options = cli.run_options(arguments, configured, arguments.config, client.Backoff())
+    assert (options.handlers, options.state_dir) == (
+        tmp_path / "dev1/mine",
+        tmp_path / "dev1/state",
+    )
+
+
+SIGNAL_WHILE_STOP_IS_BUSY = """
+import signal, threading, time
+from taskpool_agent.cli import relay_signals
+
+stop = threading.Event()
+relay_signals(stop)
+with stop._cond:  # where the main thread is in stop.wait(), or in a first signal's set()
+    signal.raise_signal(signal.SIGTERM)  # its handler runs here, on this thread
+print("stopping" if stop.wait(5) else "not stopped")
+"""
+
+
+def test_a_signal_that_comes_while_the_main_thread_holds_the_stop_events_lock_stops_it():
+    """A handler that set the event itself waited for the lock its own thread held: the
+    agent hung until systemd's SIGKILL (two quick signals made it likelier)."""
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_WHILE_STOP_IS_BUSY],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stdout.strip() == "stopping", done.stderr
