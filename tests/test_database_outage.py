@@ -265,10 +265,11 @@ def test_a_stream_served_without_an_event_loop_goes_on_across_an_outage(pool_dir
 
 
 def test_a_pool_database_not_migrated_is_named_by_health_and_the_api(
-    pool_dir, device_client, master_client
+    pool_dir, device_client, master_client, client, make_user
 ):
     """Misconfiguration, not an outage: each says which migrate to run, no retry is asked."""
     store = get_store()
+    client.force_login(make_user("boss", role="admin", superuser=True)[0])
     hint = "The database has no table taskpool_db_message: run manage.py migrate --database pool."
     with connections["pool"].cursor() as cursor:
         cursor.execute("ALTER TABLE taskpool_db_message RENAME TO taskpool_db_message_away")
@@ -286,6 +287,9 @@ def test_a_pool_database_not_migrated_is_named_by_health_and_the_api(
             assert refused.status_code == 500 and refused["Content-Type"] == "application/json"
             assert refused.json() == {"detail": hint}
             assert not refused.has_header("Retry-After")
+        page = client.get("/admin/taskpool/task/")  # in the admin's frame, not a bare 500
+        assert page.status_code == 500
+        assert hint in page.content.decode() and 'id="site-name"' in page.content.decode()
         with pytest.raises(CommandError, match=re.escape(hint)):
             call_command("taskpool_export", str(pool_dir / "export"))
         with pytest.raises(DatabaseError) as failed:

@@ -32,7 +32,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ERROR_FLAG
 from django.contrib.messages import get_messages
 from django.core.exceptions import PermissionDenied
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
@@ -141,9 +141,16 @@ def with_error_pages(view: Callable[..., HttpResponse], model_admin: Any) -> Cal
             return forbidden(request, model_admin, str(denied) or model_admin.refusal(request))
         except StoreUnavailable as error:
             return unavailable(request, model_admin, error.message)
-        except (OperationalError, InterfaceError) as error:
-            if migrate_hint(error) is not None:
-                raise  # tables missing: no retry mends it, and the error says to migrate
+        except DatabaseError as error:
+            hint = migrate_hint(error)
+            if hint is not None:  # tables missing: no retry mends it, a migrate does
+                logger.error("%s (%s)", hint, error)
+                return _error_page(
+                    request, model_admin, "unavailable", _("The pool is not set up"), 500,
+                    reason=hint,
+                )  # fmt: skip
+            if not isinstance(error, OperationalError | InterfaceError):
+                raise
             logger.warning("The admin could not read the pool: %s", error)
             reason = _(
                 "The database does not answer now (down, restarting, or a connection cut). "
