@@ -133,7 +133,7 @@ def task(
     expiry = deadline(now, task_ttl, ttl, expires_at)
     start = meta.get("not_before")
     offered_from = now if start is None else max(now, parse_timestamp(start))
-    if offered_from >= expiry:
+    if start is not None and offered_from >= expiry:
         raise InvalidMessage(
             "not_before must be before the task expires, or it is never offered.",
             field="not_before",

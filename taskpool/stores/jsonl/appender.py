@@ -134,7 +134,11 @@ class Appender:
         for _ in range(GLUED_RETRIES):
             written = self._write(writer, ended + line)
             start = written - len(line)
-            if start - len(ended) == size or os.pread(writer.descriptor, 1, start - 1) == b"\n":
+            if (
+                start - len(ended) == size
+                or start == 0
+                or os.pread(writer.descriptor, 1, start - 1) == b"\n"
+            ):
                 return Appended(start, written)
             # Bytes came in between the look at the file's end and the write, from a
             # writer that takes no lock (a large `cat >>` goes in pieces that end mid-line):
