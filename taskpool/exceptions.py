@@ -103,6 +103,20 @@ class DayFileMissing(StoreUnavailable):
     """
 
 
+class DataDirMissing(StoreUnavailable):
+    """The pool's data directory is gone while the server runs (moved away, a disk not mounted).
+
+    The store does not make it again: on a mount point that failed, the lines
+    would go to the disk underneath, beside a pool that comes back later.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The pool's data directory is missing: nothing can be read or stored until it "
+            "is back (moved away, or a disk not mounted?)."
+        )
+
+
 class ArchivedDayUnreadable(StoreUnavailable):
     """An archived day whose file cannot be read whole: cut short, or not gzip at all.
 

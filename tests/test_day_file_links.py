@@ -129,3 +129,28 @@ def test_a_dry_run_of_prune_refuses_an_old_day_linked_to_nothing_as_the_run_does
                 str(tmp_path / "archive"), "--no-progress", *dry, stdout=io.StringIO(),
             )  # fmt: skip
     assert (pool_dir / old).is_symlink()
+
+
+@pytest.mark.parametrize("served_before", [True, False], ids=["while serving", "at a start"])
+def test_health_fails_its_read_check_naming_it_as_every_request_does(
+    pool_dir, tmp_path, db, served_before
+):
+    """A load balancer must not keep sending devices to a server that refuses every read."""
+    from rest_framework.test import APIClient
+
+    from taskpool.stores import get_store
+
+    append_messages(pool_dir, message(ts=noon(days_ago(1)), title="yesterday's"))
+    store = get_store()
+    if served_before:
+        store.pending_for("pi-1")
+    name = f"{days_ago(1).isoformat()}.jsonl"
+    (pool_dir / name).rename(tmp_path / name)
+    (pool_dir / name).symlink_to(tmp_path / "gone.jsonl")
+    for query in ("", "?ready"):
+        answer = APIClient().get(f"/pool/health{query}")
+        assert answer.status_code == 503, answer.content
+        assert name in answer.json()["checks"]["read"]
+    (pool_dir / name).unlink()
+    (tmp_path / name).rename(pool_dir / name)
+    assert APIClient().get("/pool/health").status_code == 200

@@ -17,6 +17,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from taskpool.stores import get_store
+from tests.conftest import post_json
 
 pytestmark = pytest.mark.every_store
 
@@ -100,6 +101,38 @@ def test_a_missing_data_directory_is_a_503_naming_it(db, store, pool_dir):
     assert response.status_code == 503
     assert list(response.json()["checks"]) == ["data_dir"]
     assert "missing" in response.json()["checks"]["data_dir"]
+
+
+@pytest.mark.day_files_only
+def test_a_data_directory_moved_away_while_serving_is_a_json_503_for_every_request(
+    store, pool_dir, device_client, master_client, admin_client_api
+):
+    """Moved away or a disk not mounted: every request says so, and nothing makes it again."""
+    posted = post_json(master_client, "/pool/task", {"to": "device:pi-1", "title": "kept"})
+    assert posted.status_code == 201
+    away = pool_dir.with_name(pool_dir.name + ".away")
+    pool_dir.rename(away)
+    try:
+        answers = {
+            "pending": device_client.get("/pool/pending"),
+            "long-poll": device_client.get("/pool/pending?wait=1"),
+            "heartbeat": post_json(device_client, "/pool/heartbeat", {}),
+            "task": post_json(master_client, "/pool/task", {"to": "device:pi-1", "title": "x"}),
+            "tasks": master_client.get("/pool/tasks"),
+            "log": admin_client_api.get("/pool/log"),
+        }
+        for name, answer in answers.items():
+            assert answer.status_code == 503, (name, answer.content[:300])
+            assert answer["Content-Type"] == "application/json", name
+            assert answer["Retry-After"], name
+            assert "data directory is missing" in answer.json()["detail"], name
+            assert str(pool_dir) not in answer.content.decode(), name
+        assert not pool_dir.exists()  # not made again, beside a pool that may come back
+    finally:
+        away.rename(pool_dir)
+    pending = device_client.get("/pool/pending").json()
+    assert [task["id"] for task in pending] == [posted.json()["id"]]
+    assert [line.count(b"\n") for line in map(Path.read_bytes, pool_dir.glob("*.jsonl"))] == [1]
 
 
 def test_a_site_database_never_migrated_is_a_503_naming_the_migrate(db, store):

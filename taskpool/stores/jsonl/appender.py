@@ -25,12 +25,26 @@ from datetime import date
 from pathlib import Path
 from typing import NamedTuple
 
-from taskpool.exceptions import StoreFull, StoreUnavailable
+from taskpool.exceptions import DataDirMissing, StoreFull, StoreUnavailable
 from taskpool.stores.jsonl.day_files import DayFiles
 
 LOCK_FILE_NAME = ".lock"
 #: Tries at writing a line whole while another writer appends without the lock.
 GLUED_RETRIES = 3
+
+
+def storage_refusal(error: OSError, directory: Path) -> StoreUnavailable | None:
+    """The store's refusal for a write the system refused, or ``None`` for an error of the code.
+
+    A file the disk may not take (full, read-only, not the server's) is
+    ``from_os_error``'s; a file that cannot be made because the data directory
+    itself is gone is ``DataDirMissing``.
+    """
+    if error.errno in StoreUnavailable.STORAGE_ERRNOS:
+        return StoreUnavailable.from_os_error(error)
+    if error.errno == errno.ENOENT and not directory.is_dir():
+        return DataDirMissing()
+    return None
 
 
 class Appended(NamedTuple):
@@ -70,9 +84,10 @@ class PoolLock:
             try:
                 self._descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as error:  # a read-only or failing disk: the store's refusal
-                if error.errno in StoreUnavailable.STORAGE_ERRNOS:
-                    raise StoreUnavailable.from_os_error(error) from error
-                raise
+                refusal = storage_refusal(error, self.path.parent)
+                if refusal is None:
+                    raise
+                raise refusal from error
             self._pid = os.getpid()
         fcntl.flock(self._descriptor, fcntl.LOCK_EX)
 
@@ -116,9 +131,10 @@ class Appender:
         try:
             return self._append(day, line, inode, clean_end)
         except OSError as error:
-            if error.errno in StoreUnavailable.STORAGE_ERRNOS:
-                raise StoreUnavailable.from_os_error(error) from error
-            raise
+            refusal = storage_refusal(error, self.files.directory)
+            if refusal is None:
+                raise
+            raise refusal from error
 
     def _append(self, day: date, line: bytes, inode: int | None, clean_end: int | None) -> Appended:
         writer, size = self._writer_for(day, inode)

@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 
 from taskpool.days import broken_link, day_file_name, day_of_file_name
-from taskpool.exceptions import DayFileMissing, InvalidCursor, InvalidMessage
+from taskpool.exceptions import DataDirMissing, DayFileMissing, InvalidCursor, InvalidMessage
 from taskpool.messages import Message, decode_line
 from taskpool.stores.jsonl import day_reading
 from taskpool.stores.jsonl.cursors import Cursor
@@ -61,17 +61,23 @@ class DayFiles:
 
     def days(self) -> list[date]:
         """Every day that has a file, oldest first; listed again only when the directory changed."""
-        mtime = os.stat(self.directory).st_mtime_ns
+        mtime = self._directory_mtime()
         listing = self._listing
         if listing is not None and listing[0] == mtime and time.time_ns() - mtime > _RELIST_NS:
             return listing[1]
-        days = sorted(
-            day
-            for name in os.listdir(self.directory)
-            if (day := day_of_file_name(name)) is not None
-        )
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError as error:
+            raise DataDirMissing from error
+        days = sorted(day for name in names if (day := day_of_file_name(name)) is not None)
         self._listing = (mtime, days)
         return days
+
+    def _directory_mtime(self) -> int:
+        try:
+            return os.stat(self.directory).st_mtime_ns
+        except FileNotFoundError as error:
+            raise DataDirMissing from error
 
     def extents(self, first_day: date) -> tuple[int, tuple[tuple[date, int, int], ...]]:
         """The directory's mtime and each file's (day, inode, size) from ``first_day`` on.
@@ -79,7 +85,7 @@ class DayFiles:
         A few ``stat`` calls and no reading: what a watcher compares to learn
         that lines may have arrived.
         """
-        mtime = os.stat(self.directory).st_mtime_ns
+        mtime = self._directory_mtime()
         extents = []
         for day in self.days():
             if day >= first_day:

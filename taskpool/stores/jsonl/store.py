@@ -38,6 +38,7 @@ from django.core import checks
 from taskpool.days import day_of, note_pruned_before
 from taskpool.exceptions import (
     MessageTooLarge,
+    PoolError,
     StoreImproperlyConfigured,
     StoreUnavailable,
 )
@@ -52,7 +53,7 @@ from taskpool.stores.base import (
 from taskpool.stores.changes import Changes
 from taskpool.stores.jsonl import checkpoint
 from taskpool.stores.jsonl.appender import Appender
-from taskpool.stores.jsonl.day_files import DayFiles
+from taskpool.stores.jsonl.day_files import DayFiles, refuse_broken_link
 from taskpool.stores.jsonl.directory_check import (
     broken_day_links,
     creation_problem,
@@ -205,10 +206,37 @@ class JsonlStore(DayFileReads, TaskViews):
         directory = directory_problem(self.directory)
         if directory is not None:
             return [HealthCheck("data_dir", directory)]
-        checks = [HealthCheck("data_dir"), *super().health(ready=ready)]
+        checks = [HealthCheck("data_dir"), self._read_check()]
         if ready:
             checks.append(self._index_check())
         return checks
+
+    def _read_check(self) -> HealthCheck:
+        """``read``: once the index is built, it catches up with the files, as every request
+        does first, so a day file the pool refuses to read fails the check as it fails them.
+
+        Before (or while another thread holds the store), the end of the newest file is
+        looked for, and the horizon's day files for one linked to nothing, which a replay
+        would refuse: the check never waits for a replay.
+        """
+        try:
+            if self._index_built and self._mutex.acquire(blocking=False):
+                try:
+                    self._advance(checkpoint_allowed=False)
+                finally:
+                    self._mutex.release()
+            else:
+                self.end_cursor()
+                first_day = day_of(self.now() - self.task_ttl)
+                for day in self._files.days():
+                    if day >= first_day:
+                        refuse_broken_link(self._files.path(day))
+        except PoolError as error:
+            return HealthCheck("read", error.message)
+        except Exception:  # noqa: BLE001 - any failure is the answer; the log says why
+            logger.exception("The pool cannot be read.")
+            return HealthCheck("read", "The pool cannot be read.")
+        return HealthCheck("read")
 
     def _index_check(self) -> HealthCheck:
         """Passes once the index was built; until then starts building it, in a thread of its own."""
