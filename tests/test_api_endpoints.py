@@ -445,6 +445,26 @@ def test_the_schema_lists_the_406_that_an_accept_without_json_gets(client, db):
     assert refused.json()["detail"]
 
 
+def test_the_schema_lists_a_503_with_its_retry_after_for_every_endpoint(client, db):
+    """Every endpoint reads the store or a database, and any of them may not answer."""
+    schema = client.get("/pool/schema", {"format": "json"}).json()
+    operations = {
+        f"{method.upper()} {path}": operation["responses"]
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and path != "/pool/schema"
+    }
+    assert [name for name, answers in operations.items() if "503" not in answers] == []
+    without_header = [
+        f"{name} {code}"
+        for name, answers in operations.items()
+        for code, answer in answers.items()
+        if code in ("429", "503", "507") and "Retry-After" not in answer.get("headers", {})
+    ]
+    assert without_header == []
+    assert "429" in operations["POST /pool/auth/token"]
+
+
 def test_the_schema_generates_without_warnings_and_validates(db, tmp_path):
     # drf-spectacular falls back to "string" (with a warning) for a field type it cannot read.
     call_command(

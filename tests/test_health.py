@@ -76,6 +76,7 @@ def test_a_data_directory_that_takes_no_file_is_a_503_naming_it(db, store, pool_
     assert body["status"] == "unavailable"
     assert list(body["checks"]) == ["data_dir"]
     assert body["detail"].startswith("data_dir: ")
+    assert response["Retry-After"] == "5"  # as every 503 of the pool says
     assert str(pool_dir) not in response.content.decode()  # no paths for anyone to read
     assert health().status_code == 200  # and well again once it is writable
 

@@ -98,6 +98,7 @@ class EnrollmentTokenView(PoolAPIView):
             202: api.EnrollmentWaitingSerializer,
             400: errors()[400],
             406: errors()[406],
+            503: errors()[503],
             403: OpenApiResponse(api.ErrorSerializer, description="Wrong Enrollment-Secret."),
             404: OpenApiResponse(api.ErrorSerializer, description="No such device."),
             410: OpenApiResponse(

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from taskpool import metrics
 from taskpool.api import queries
 from taskpool.api import serializers as api
+from taskpool.api.errors import RETRY_AFTER_SECONDS
 from taskpool.api.views import ERRORS, PoolAPIView
 from taskpool.authentication import (
     CookieSessionAuthentication,
@@ -35,7 +36,9 @@ class HealthView(PoolAPIView):
         parameters=[queries.HealthQuerySerializer],
         responses={
             200: api.HealthSerializer,
-            503: OpenApiResponse(api.HealthSerializer, description="A check fails."),
+            503: OpenApiResponse(
+                api.HealthSerializer, description="A check fails: ask again after Retry-After."
+            ),
             400: ERRORS[400],
             406: ERRORS[406],
         },
@@ -53,6 +56,7 @@ class HealthView(PoolAPIView):
                     "checks": {check.name: check.problem for check in failing},
                 },
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         response["Cache-Control"] = "no-store"
         return response

@@ -59,30 +59,37 @@ ERROR_DESCRIPTIONS = {
     413: "The body or the message is over MAX_MESSAGE_BYTES.",
     415: "The body is not application/json.",
     422: "An Idempotency-Key reused for a different request.",
-    503: "The store cannot take the write now: retry after the seconds its Retry-After gives.",
+    503: "The store or a database cannot serve the request now (a failing disk, a data "
+    "directory missing, a database that does not answer): retry after the seconds its "
+    "Retry-After gives.",
     507: "The store has no room for the write (a full disk): retry after the seconds its "
     "Retry-After gives.",
 }
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
-    """The error answers of an endpoint: 400, 401, 403 and 406, and ``codes``."""
+    """The error answers of an endpoint: 400, 401, 403, 406 and 503, and ``codes``.
+
+    Every endpoint reads the store or a database (the principal's user), so any
+    may find one not answering.
+    """
     return {
         code: OpenApiResponse(api.ErrorSerializer, description=ERROR_DESCRIPTIONS[code])
-        for code in sorted({400, 401, 403, 406, *codes})
+        for code in sorted({400, 401, 403, 406, 503, *codes})
     }
 
 
 #: What every endpoint may answer with an error.
 ERRORS = errors()
 #: What an endpoint that stores a message may answer besides.
-WRITE_ERRORS = errors(411, 413, 415, 503, 507)
+WRITE_ERRORS = errors(411, 413, 415, 507)
 
+#: Sent with every 429, 503 and 507; ``PoolSchema`` adds it to every endpoint's.
 RETRY_AFTER = OpenApiParameter(
     "Retry-After",
     int,
     OpenApiParameter.HEADER,
-    response=[503, 507],
+    response=[429, 503, 507],
     description="Seconds after which a retry may succeed.",
 )
 
@@ -145,6 +152,10 @@ class PoolSchema(AutoSchema):
         if not vars(type(self.view)).get("__doc__"):
             return ""
         return super().get_description()
+
+    def get_override_parameters(self) -> list[Any]:
+        """The view's own, and the ``Retry-After`` header of its 429, 503 and 507 answers."""
+        return [*super().get_override_parameters(), RETRY_AFTER]
 
 
 class PoolAPIView(StrictQueryMixin, APIView):
@@ -297,7 +308,7 @@ class ResponseView(PoolAPIView):
     @extend_schema(
         summary="Answer a task: progress, done, failed or rejected",
         request=api.ResponseRequestSerializer,
-        parameters=[IDEMPOTENCY_PARAMETER, RETRY_AFTER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={
             201: api.MessageSerializer,
             200: api.MessageSerializer,
@@ -319,7 +330,6 @@ class HeartbeatView(PoolAPIView):
     @extend_schema(
         summary="Tell the backend the device is alive",
         request=api.HeartbeatRequestSerializer,
-        parameters=[RETRY_AFTER],
         responses={201: api.MessageSerializer, **WRITE_ERRORS},
     )
     def post(self, request: Request) -> Response:
@@ -334,7 +344,7 @@ class TaskView(PoolAPIView):
     @extend_schema(
         summary="Post a task to one device, a list, or all of them",
         request=api.TaskRequestSerializer,
-        parameters=[IDEMPOTENCY_PARAMETER, RETRY_AFTER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={
             201: api.MessageSerializer,
             200: api.MessageSerializer,
@@ -443,7 +453,7 @@ class CancelView(PoolAPIView):
     @extend_schema(
         summary="Cancel a task on every device",
         request=api.CancelRequestSerializer,
-        parameters=[IDEMPOTENCY_PARAMETER, RETRY_AFTER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={
             201: api.MessageSerializer,
             200: api.MessageSerializer,
@@ -468,7 +478,7 @@ class ClaimView(PoolAPIView):
     @extend_schema(
         summary="Claim the named, or the oldest claimable, any-one task",
         request=api.ClaimRequestSerializer,
-        parameters=[IDEMPOTENCY_PARAMETER, RETRY_AFTER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={
             201: api.ClaimSerializer,
             200: api.ClaimSerializer,
