@@ -321,12 +321,14 @@ def same_request(stored: Message, candidate: Message, *, with_parent: bool = Tru
 
     Compares what a client chooses: the type, title, body, ``meta`` (less the
     keys the server writes), a task's ``to``, and the parent unless told not to.
+    Numbers compare as JSON numbers: ``2`` and ``2.0`` are one value (a release
+    that stored a job's options as floats stored ``2.0`` for a ``2`` sent).
     """
     filled = SERVER_FILLED_META_KEYS - candidate["meta"].keys()
 
     def chosen(message: Message) -> tuple[Any, ...]:
         meta = {
-            k: v
+            k: _whole_numbers_as_integers(v)
             for k, v in message["meta"].items()
             if k not in SERVER_META_KEYS and k not in filled
         }
@@ -340,6 +342,21 @@ def same_request(stored: Message, candidate: Message, *, with_parent: bool = Tru
         )
 
     return chosen(stored) == chosen(candidate)
+
+
+#: Whole floats below this are written as integers when compared: each is exactly one.
+_EXACT_INTEGERS = 2**53
+
+
+def _whole_numbers_as_integers(value: Any) -> Any:
+    """``value`` with every float that is a whole number (``2.0``) as that integer."""
+    if type(value) is float:
+        return int(value) if value.is_integer() and abs(value) < _EXACT_INTEGERS else value
+    if type(value) is dict:
+        return {key: _whole_numbers_as_integers(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_whole_numbers_as_integers(item) for item in value]
+    return value
 
 
 def new_message(

@@ -423,6 +423,26 @@ class LifecycleContract:
             pool.post_task(sender="user:ops", to="device:b", title="x", idempotency_key="k1")
         assert len(stored(pool)) == 1
 
+    def test_a_key_compares_numbers_as_json_numbers(self, pool):
+        """``2.0`` stored (as an older release stored a job's options) is the ``2`` sent again;
+        another number, or ``true`` for ``1``, is another request."""
+        first = pool.post_task(
+            sender="user:ops", to="device:a", title="x", meta={"n": 1.0, "deep": [{"m": 3.0}]},
+            retries={"max_attempts": 3, "backoff": 2.0}, idempotency_key="k1",
+        )  # fmt: skip
+        again = pool.post_task(
+            sender="user:ops", to="device:a", title="x", meta={"n": 1, "deep": [{"m": 3}]},
+            retries={"max_attempts": 3, "backoff": 2}, idempotency_key="k1",
+        )  # fmt: skip
+        assert not again.created and again.message == first.message
+        for meta in ({"n": 1.5, "deep": [{"m": 3}]}, {"n": True, "deep": [{"m": 3}]}):
+            with pytest.raises(IdempotencyConflict):
+                pool.post_task(
+                    sender="user:ops", to="device:a", title="x", meta=meta,
+                    retries={"max_attempts": 3, "backoff": 2}, idempotency_key="k1",
+                )  # fmt: skip
+        assert len(stored(pool)) == 1
+
     def test_keys_belong_to_their_sender(self, pool):
         first = pool.post_task(sender="user:ops", to="device:a", title="x", idempotency_key="k")
         other = pool.post_task(sender="user:other", to="device:a", title="x", idempotency_key="k")
