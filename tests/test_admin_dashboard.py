@@ -274,3 +274,52 @@ def test_days_before_the_week_are_charted_from_their_summaries(known_pool, other
     assert re.search(rf'data-key="{day}" data-value="2"', daily)  # its heartbeats
     # The week's figures are the known pool's: an old day changes none of them.
     assert metrics(staff("ops", "master").get(URL)).values["tasks-sent-7d"] == "3"
+
+
+@pytest.mark.day_files_only
+def test_an_old_day_not_yet_counted_whole_is_unknown_not_a_partial_count(
+    known_pool, other_process, monkeypatch
+):
+    """A first view of a long history counts part of it: the rest is said to be uncounted,
+    never shown as the part counted so far."""
+    from taskpool.admin.dashboard import DashboardAdmin
+    from taskpool.days import day_of
+    from taskpool.messages import format_timestamp, new_message_id
+
+    store = get_store()
+    long_ago = store.now() - 20 * 86400
+    day = day_of(long_ago).isoformat()
+    beats = [
+        {
+            "id": new_message_id(),
+            "ts": format_timestamp(long_ago),
+            "from": "device:a",
+            "to": "backend",
+            "type": "heartbeat",
+            "title": "",
+            "body": "x" * 200,
+            "parent_id": None,
+            "meta": {},
+        }
+        for _ in range(40)
+    ]
+    other_process(*beats)
+    monkeypatch.setattr(DashboardAdmin, "count_limit", 1)  # one chunk a view
+    monkeypatch.setattr("taskpool.stores.jsonl.day_reading.FIRST_CHUNK_BYTES", 1000)
+    monkeypatch.setattr("taskpool.stores.jsonl.day_reading.MAX_CHUNK_BYTES", 1000)
+    boss = staff("boss", "admin")
+    first = boss.get(URL)
+    found = metrics(first).values
+    assert found["daily-uncounted"] == "1"
+    daily = first.content.decode()[first.content.decode().index('id="dashboard-daily"') :]
+    assert not re.search(rf'data-key="{day}" data-value="\d', daily)  # no partial bar
+    assert found["daily-heartbeats-total"] == "1"  # the week's one heartbeat alone
+    for _ in range(30):
+        page = boss.get(URL)
+        if "daily-uncounted" not in metrics(page).values:
+            break
+    else:
+        raise AssertionError("the day was never counted whole")
+    daily = page.content.decode()[page.content.decode().index('id="dashboard-daily"') :]
+    assert re.search(rf'data-key="{day}" data-value="40"', daily)
+    assert metrics(page).values["daily-heartbeats-total"] == "41"

@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from taskpool.admin.access import TASKS_ROLE, PoolPagesAdmin, can_read_day_files
-from taskpool.admin.charts import BarChart, bar_chart
+from taskpool.admin.charts import bar_chart
 from taskpool.fleet import presence, validated_device_ids
 from taskpool.models import Dashboard, DeviceUser
 from taskpool.stores import get_store
@@ -150,7 +150,7 @@ class DashboardAdmin(PoolPagesAdmin):
                 )
                 for name, metric, label in SERIES
             ],
-            daily=self._daily(store, overview, today),
+            **self._daily(store, overview, today),
             messages_today=sum(hour.messages for hour in today_hours),
             stored_bytes=figures.stored_bytes,
             stored_rows=figures.stored_rows,
@@ -241,9 +241,13 @@ class DashboardAdmin(PoolPagesAdmin):
             )
         return rows
 
-    def _daily(self, store: Any, overview: PoolOverview, today: date) -> list[BarChart]:
-        """Per day over the retained history: the week from the hours, older days from
-        their summaries (no failures counted there)."""
+    def _daily(self, store: Any, overview: PoolOverview, today: date) -> dict[str, Any]:
+        """Per day over the retained history (``daily``): the week from the hours, older days
+        from their summaries (no failures counted there).
+
+        An older day not yet counted whole (``count_limit`` reached) is unknown, not the
+        part counted so far; ``uncounted_days`` says how many there are.
+        """
         by_day: dict[str, list[HourActivity]] = defaultdict(list)
         for hour in overview.hours:
             by_day[hour.hour[:10]].append(hour)
@@ -254,6 +258,7 @@ class DashboardAdmin(PoolPagesAdmin):
             for summary in store.day_summaries(older, count_limit=self.count_limit)
         }
         points: dict[str, list[tuple[str, int | None]]] = {name: [] for name, _m, _l in SERIES}
+        uncounted = 0
         for day in [*older, *sorted(week)]:
             key = day.isoformat()
             if day in week:
@@ -261,15 +266,23 @@ class DashboardAdmin(PoolPagesAdmin):
                     points[name].append((key, sum(getattr(h, name) for h in by_day[key])))
                 continue
             summary = summaries.get(day)
+            if summary is not None and summary.counted < summary.size:
+                uncounted += 1
+                for name, _metric, _label in SERIES:
+                    points[name].append((key, None))
+                continue
             types = summary.types if summary is not None else {}
             points["tasks"].append((key, types.get("task", 0)))
             points["answers"].append((key, types.get("response", 0)))
             points["failures"].append((key, None))
             points["heartbeats"].append((key, types.get("heartbeat", 0)))
-        return [
-            bar_chart(metric, str(label), points[name], current_key=today.isoformat())
-            for name, metric, label in SERIES
-        ]
+        return {
+            "daily": [
+                bar_chart(metric, str(label), points[name], current_key=today.isoformat())
+                for name, metric, label in SERIES
+            ],
+            "uncounted_days": uncounted,
+        }
 
 
 def _outcomes(overview: PoolOverview, today: date) -> list[Outcome]:
