@@ -187,6 +187,52 @@ def test_archived_days_stay_readable_in_the_log_and_the_admin(
     assert b"".join(raw_file.streaming_content) == b"".join(encode_line(i) for i in before)
 
 
+def test_a_page_of_an_archived_day_is_refused_rather_than_another_days_messages(
+    store, history, tmp_path, settings, admin_client_api, snapshot
+):
+    """Paged, the pool runs on from the first day after the one asked for: for an archived
+    day, that is another day's messages read as its own."""
+    settings.TASKPOOL = {**settings.TASKPOOL, "ARCHIVE_DIR": str(tmp_path / "archive")}
+    prune("--before", today().isoformat())
+    day = days_ago(12).isoformat()
+    before = snapshot()
+    refused = admin_client_api.get(f"/pool/log?date={day}&limit=5")
+    assert refused.status_code == 400, refused.content
+    assert "pruned" in refused.json()["errors"]["limit"][0]
+    assert snapshot() == before
+    whole = admin_client_api.get(f"/pool/log?date={day}")
+    assert [item["title"] for item in whole.json()] == ["12 days ago", ""]
+    # A day the pool never had, and that no archive holds, still pages on from the next.
+    never = admin_client_api.get(f"/pool/log?date={days_ago(30).isoformat()}&limit=5")
+    assert never.status_code == 200 and never.json()["results"]
+
+
+def test_an_export_of_a_range_with_archived_days_says_where_they_are(
+    store, history, tmp_path, settings
+):
+    """A backup script that exports the pool alone would otherwise lack them without a word."""
+    archive = tmp_path / "archive"
+    settings.TASKPOOL = {**settings.TASKPOOL, "ARCHIVE_DIR": str(archive)}
+    prune("--before", today().isoformat())
+    out = StringIO()
+    call_command(
+        "taskpool_export", str(tmp_path / "copy"), "--since", days_ago(25).isoformat(),
+        "--no-progress", stdout=out,
+    )  # fmt: skip
+    said = out.getvalue()
+    assert (
+        f"4 days in the range ({days_ago(20).isoformat()} to {days_ago(8).isoformat()}) are in "
+        f"the archive, not in the pool: copy them from {archive}." in said
+    )
+    assert "Exported 3 lines in 2 day files" in said  # the days still in the pool
+    out = StringIO()
+    call_command(
+        "taskpool_export", str(tmp_path / "recent"), "--since", days_ago(3).isoformat(),
+        "--no-progress", stdout=out,
+    )  # fmt: skip
+    assert "archive" not in out.getvalue()
+
+
 def test_an_archived_day_cut_short_is_a_503_naming_it_and_the_other_days_stay_listed(
     store, history, tmp_path, settings, admin_client_api, client
 ):

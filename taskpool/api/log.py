@@ -74,7 +74,19 @@ class LogView(views.PoolAPIView):
             except InvalidCursor as error:
                 raise InvalidCursor(error.message, field="after") from None
         else:
-            page = store.messages_from_day(self.day(), limit=query["limit"])
+            day = self.day()
+            if archived_day(store.days(), day) is not None:
+                # Paged, the pool would run on from its first day after it: another day's
+                # messages, read as this one's.
+                raise ValidationError(
+                    {
+                        "limit": [
+                            f"{day.isoformat()} was pruned from the pool and is read from its "
+                            "archive whole: give only date (or format=jsonl)."
+                        ]
+                    }
+                )
+            page = store.messages_from_day(day, limit=query["limit"])
         return Response(
             {"results": page.results, "next_cursor": page.next_cursor, "has_more": page.has_more}
         )

@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.template.defaultfilters import pluralize
 
+from taskpool.archive import configured_archive
 from taskpool.days import day_file_name, note_pruned_before, parse_day
 from taskpool.management.base import PoolCommand
 from taskpool.management.progress import add_progress_argument, progress_bar
@@ -98,6 +99,18 @@ class Command(PoolCommand):
             f"Exported {written} line{pluralize(written)} in {len(days)} day file{pluralize(days)} "
             f"to {target}."
         )
+        archive = configured_archive()
+        if archive is not None:
+            held = set(store.days())
+            archived = [day for day in archive.days() if since <= day <= until and day not in held]
+            if archived:
+                # Pruned days are not the pool's to export: a backup made of this alone
+                # would lack them without a word.
+                self.stdout.write(
+                    f"{len(archived)} day{pluralize(archived)} in the range ({archived[0]} to "
+                    f"{archived[-1]}) {pluralize(archived, 'is,are')} in the archive, not in the "
+                    f"pool: copy {pluralize(archived, 'it,them')} from {archive.directory}."
+                )
 
     def _write_day(self, store: Any, day: date, path: Path, bar: Any) -> int:
         """Write one day through a temporary file, renamed into place once whole."""
