@@ -323,3 +323,39 @@ def test_an_old_day_not_yet_counted_whole_is_unknown_not_a_partial_count(
     daily = page.content.decode()[page.content.decode().index('id="dashboard-daily"') :]
     assert re.search(rf'data-key="{day}" data-value="40"', daily)
     assert metrics(page).values["daily-heartbeats-total"] == "41"
+
+
+def test_the_per_day_chart_shows_the_latest_days_of_a_long_history(
+    known_pool, other_process, monkeypatch
+):
+    """Kept for years, a chart of every day would grow the page by four bars a day."""
+    from taskpool.admin.dashboard import DashboardAdmin
+    from taskpool.days import day_of
+    from taskpool.messages import format_timestamp, new_message_id
+
+    store = get_store()
+    ages = (40, 30, 20)
+    other_process(
+        *(
+            {
+                "id": new_message_id(),
+                "ts": format_timestamp(store.now() - age * 86400),
+                "from": "device:a",
+                "to": "backend",
+                "type": "heartbeat",
+                "title": "",
+                "body": "",
+                "parent_id": None,
+                "meta": {},
+            }
+            for age in ages
+        )
+    )
+    week_days = len(store.overview([], failures=0).task_days)
+    monkeypatch.setattr(DashboardAdmin, "daily_days", week_days + 2)
+    page = staff("boss", "admin").get(URL).content.decode()
+    daily = page[page.index('id="dashboard-daily"') :]
+    keys = {age: day_of(store.now() - age * 86400).isoformat() for age in ages}
+    assert f'data-key="{keys[40]}"' not in daily  # the oldest day, past the chart's days
+    assert f'data-key="{keys[30]}"' in daily and f'data-key="{keys[20]}"' in daily
+    assert f"at most the last {week_days + 2} days" in page

@@ -109,6 +109,8 @@ class DashboardAdmin(PoolPagesAdmin):
     #: At most this many bytes of older day files are counted per view (day files only):
     #: a first view of a long history shows what it has counted so far.
     count_limit = 16 * 1024 * 1024
+    #: Days in the per-day chart, the latest (a site may keep years: each day is four bars).
+    daily_days = 366
 
     def pages(self) -> list[URLPattern]:
         return [self.page("", self.dashboard_view, "changelist")]
@@ -253,6 +255,7 @@ class DashboardAdmin(PoolPagesAdmin):
             by_day[hour.hour[:10]].append(hour)
         week = {day.day for day in overview.task_days}
         older = [day for day in store.days() if day < min(week, default=today)]
+        older = older[max(len(older) - max(self.daily_days - len(week), 0), 0) :]
         summaries = {
             summary.day: summary
             for summary in store.day_summaries(older, count_limit=self.count_limit)
@@ -282,6 +285,7 @@ class DashboardAdmin(PoolPagesAdmin):
                 for name, metric, label in SERIES
             ],
             "uncounted_days": uncounted,
+            "daily_days": self.daily_days,
         }
 
 
