@@ -309,6 +309,40 @@ def test_a_new_attempts_entry_is_synced_in_its_parents_so_a_power_cut_keeps_it(
     assert str((state / "tasks").resolve()) not in synced  # once is enough
 
 
+def test_an_entry_is_replaced_whole_once_its_bytes_are_on_disk(tmp_path, monkeypatch):
+    """A power cut at any moment leaves the old entry or the new one, never a torn or empty
+    one (which the agent would take for damaged: the task neither run again nor answered)."""
+    journal = Journal(tmp_path / "state")
+    journal.write("msg_a.1", {"state": STARTED, "task": {"id": "msg_a"}, "started_at": 1.0})
+    entry = journal.directory("msg_a.1") / "entry.json"
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor: int) -> None:
+        events.append(("fsync", os.path.realpath(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    def replace(source, target) -> None:
+        # What a power cut just before the rename would leave in the entry's place.
+        with open(target, encoding="utf-8") as left:
+            events.append(("replace", str(source), str(target), left.read()))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    journal.write(
+        "msg_a.1", {"state": FINISHED, "task": {"id": "msg_a"}, "started_at": 1.0, "status": 0}
+    )
+    renames = [event for event in events if event[0] == "replace"]
+    assert len(renames) == 1
+    _, source, target, left_before = renames[0]
+    assert target == str(entry) and source != target
+    assert json.loads(left_before)["state"] == STARTED  # the old entry, whole, until then
+    synced = [event[1] for event in events[: events.index(renames[0])] if event[0] == "fsync"]
+    assert os.path.realpath(source) in synced  # the new bytes on disk before the rename
+    assert json.loads(entry.read_text())["state"] == FINISHED
+
+
 def test_backoff_doubles_with_jitter_up_to_its_most():
     backoff = Backoff(first=1, most=8)
     for failures, step in ((0, 1), (1, 2), (2, 4), (3, 8), (10, 8)):

@@ -233,3 +233,33 @@ def test_a_save_removes_what_a_save_killed_midway_left_and_nothing_else(tmp_path
     assert not abandoned.exists()
     assert in_progress.exists()  # another process's save, under way
     assert (directory / checkpoint.CHECKPOINT_FILE_NAME).exists()
+
+
+def test_a_save_replaces_the_checkpoint_whole_so_a_starting_store_never_reads_half(
+    tmp_path, monkeypatch
+):
+    """Another worker may start while one saves: until the new checkpoint is whole, the
+    old one stays in place, whole (read half-written, it would be a full replay)."""
+    import os
+
+    directory = tmp_path / "pool"
+    store = EagerStore(directory, fsync=False)
+    random_traffic(store, random.Random(7), 30)
+    store.pending_for("d0")
+    path = directory / checkpoint.CHECKPOINT_FILE_NAME
+    old = path.read_bytes()
+    seen_at_rename = []
+    real_replace = os.replace
+
+    def replace(source, target) -> None:
+        seen_at_rename.append((Path(source), Path(target).read_bytes(), Path(source).read_bytes()))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    random_traffic(store, random.Random(8), 30)
+    store.pending_for("d0")  # a read writes the checkpoint
+    assert seen_at_rename, "no checkpoint was saved"
+    source, in_place, new = seen_at_rename[0]
+    assert source != path and in_place == old
+    assert path.read_bytes() == new != old
+    assert checkpoint.load(directory, store.task_ttl, store._files.path) is not None

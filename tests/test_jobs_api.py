@@ -127,6 +127,7 @@ def test_malformed_job_fields_are_400_naming_the_field(
         ("retries", {"max_attempts": 2, "backoff": 120}),
         ("retries", {"max_attempts": 2, "backoff": 60}),
         ("timeout", {"in_progress": 120}),
+        ("timeout", {"in_progress": 60}),
     ],
 )
 def test_an_option_that_would_outlive_the_task_is_400(

@@ -73,6 +73,16 @@ def test_the_horizon_follows_task_ttl(store, history, tmp_path, settings):
     assert get_store().days() == [days_ago(9), days_ago(8), days_ago(3), today()]
 
 
+def test_the_day_at_the_horizon_is_kept(store, history, tmp_path, settings):
+    """With TASK_TTL of 9 days, a task of the day 9 days ago may still be open at its end."""
+    settings.TASKPOOL = {**settings.TASKPOOL, "TASK_TTL": 9 * 86400}
+    out = prune("--before", today().isoformat(), "--archive", str(tmp_path / "archive"))
+    from taskpool.stores import get_store
+
+    assert get_store().days() == [days_ago(9), days_ago(8), days_ago(3), today()]
+    assert f"keep    {days_ago(9)}" in out
+
+
 def test_before_limits_what_is_taken(store, history, tmp_path):
     prune("--before", days_ago(10).isoformat(), "--archive", str(tmp_path / "archive"))
     assert store.days() == [days_ago(9), days_ago(8), days_ago(3), today()]

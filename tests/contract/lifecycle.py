@@ -252,6 +252,18 @@ class LifecycleContract:
         assert pool.claim(device_id="a") is None  # the plain task is not claimable
         assert pending_ids(pool, "a") == [plain["id"], second["id"]]
 
+    def test_claims_without_parent_take_the_claimable_tasks_oldest_first(self, pool, clock):
+        """Old work is not starved by new: each claim takes the oldest still claimable."""
+        tasks = []
+        for _ in range(4):
+            tasks.append(task(pool, "device:[a,b,c]", mode="any"))
+            clock.advance(1)
+        assert pool.claim(device_id="a").task["id"] == tasks[0]["id"]
+        assert pool.claim(device_id="b").task["id"] == tasks[1]["id"]
+        assert pool.claim(device_id="a").task["id"] == tasks[2]["id"]
+        assert pool.claim(device_id="c").task["id"] == tasks[3]["id"]
+        assert pool.claim(device_id="b") is None
+
     def test_first_answer_claims_an_any_one_task(self, pool):
         t = task(pool, "device:[a,b]", mode="any")
         pool.post_response(device_id="a", parent_id=t["id"], status="progress")
