@@ -146,7 +146,58 @@ def check_site_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             )
         )
     problems += _docs_page_apps()
+    problems += _throttle_cache()
+    problems += _role_inline()
     return problems
+
+
+def _throttle_cache() -> list[checks.CheckMessage]:
+    """``taskpool.W006``: the default cache counts nothing, and the throttles count there."""
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    if backend != "django.core.cache.backends.dummy.DummyCache":
+        return []
+    return [
+        checks.Warning(
+            "The default cache is DummyCache, which keeps nothing: the pool's login and "
+            "enrollment throttles count there, so they never stop anyone (password guessing, "
+            "enrollment requests without end).",
+            hint="Give CACHES['default'] a cache that keeps counts: Redis or Memcached for "
+            "several processes, LocMemCache for one.",
+            id="taskpool.W006",
+        )
+    ]
+
+
+def _role_inline() -> list[checks.CheckMessage]:
+    """``taskpool.W007``: the admin's user page lacks the pool's role inline.
+
+    The inline is added to the user admin registered when taskpool's admin module is
+    imported; a site whose own user admin is registered later replaces it.
+    """
+    from django.apps import apps
+
+    if not apps.is_installed("django.contrib.admin"):
+        return []
+    from django.contrib import admin
+    from django.contrib.auth import get_user_model
+
+    from taskpool.admin.roles import UserRoleInline
+
+    user_model = get_user_model()
+    if not admin.site.is_registered(user_model):
+        return []
+    if UserRoleInline in admin.site.get_model_admin(user_model).inlines:
+        return []
+    return [
+        checks.Warning(
+            "The admin's user page has no pool role on it: the site's user admin was "
+            "registered after taskpool's admin added the role to the one before.",
+            hint="List taskpool after the app that registers the user admin in "
+            "INSTALLED_APPS, or add taskpool.admin.roles.UserRoleInline to its inlines. "
+            "Roles stay editable under Task pool > Pool roles.",
+            id="taskpool.W007",
+        )
+    ]
 
 
 def _docs_page_apps() -> list[checks.CheckMessage]:

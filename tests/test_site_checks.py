@@ -147,3 +147,44 @@ def test_a_missing_taskpool_setting_is_said_to_be_missing_not_to_be_the_wrong_ty
     del settings.REST_FRAMEWORK
     (warning,) = check_site_settings()
     assert warning.msg.startswith("REST_FRAMEWORK['DEFAULT_SCHEMA_CLASS'] is not set: ")
+
+
+def test_a_cache_that_keeps_nothing_is_a_warning_since_the_throttles_count_there(settings, db):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    (problem,) = check_site_settings()
+    assert problem.id == "taskpool.W006" and not problem.is_serious()
+    assert "throttles" in problem.msg
+    # What it warns of: wrong logins are never refused as too many.
+    statuses = {
+        post_json(
+            client_with(None), "/pool/auth/token", {"username": "x", "password": "y"}
+        ).status_code
+        for _ in range(40)
+    }
+    assert statuses == {401}
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    assert check_site_settings() == []
+
+
+def test_a_user_admin_registered_after_taskpools_is_a_warning_until_it_has_the_role():
+    """A site whose own user app comes after taskpool in INSTALLED_APPS replaces the user
+    admin taskpool gave the pool role to: the role silently leaves the user's page."""
+    from django.contrib import admin
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.admin import UserAdmin
+
+    from taskpool.admin.roles import add_role_inline
+
+    user_model = get_user_model()
+    kept = type(admin.site.get_model_admin(user_model))
+    admin.site.unregister(user_model)
+    admin.site.register(user_model, UserAdmin)  # as a site's own admin module would
+    try:
+        (problem,) = check_site_settings()
+        assert problem.id == "taskpool.W007" and "INSTALLED_APPS" in problem.hint
+        add_role_inline()  # what the hint's other way does
+        assert check_site_settings() == []
+    finally:
+        admin.site.unregister(user_model)
+        admin.site.register(user_model, kept)
+    assert check_site_settings() == []
