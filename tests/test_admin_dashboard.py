@@ -359,3 +359,21 @@ def test_the_per_day_chart_shows_the_latest_days_of_a_long_history(
     assert f'data-key="{keys[40]}"' not in daily  # the oldest day, past the chart's days
     assert f'data-key="{keys[30]}"' in daily and f'data-key="{keys[20]}"' in daily
     assert f"at most the last {week_days + 2} days" in page
+
+
+def test_figures_are_plain_digits_in_any_locale(db, settings):
+    """Scripts read the figures: "1.200" (German) or "1 200" (French) would not parse."""
+    settings.LANGUAGE_CODE = "de"
+    settings.USE_THOUSAND_SEPARATOR = True
+    store = get_store()
+    for _ in range(1200):
+        store.post_heartbeat(device_id="a")
+    response = staff("boss", "admin").get(URL, HTTP_ACCEPT_LANGUAGE="de")
+    found = metrics(response).values
+    assert found["messages-today"] == "1200"
+    assert found["hourly-heartbeats-total"] == "1200"
+    assert found["daily-heartbeats-total"] == "1200"
+    page = response.content.decode()
+    values = re.findall(r'data-metric="[^"]+" data-value="([^"]*)"', page)
+    assert values and all(value.isdigit() for value in values), values
+    assert "Heute" in page  # the page itself is still German
