@@ -4,6 +4,7 @@ drive the same pages in Chromium)."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -1021,3 +1022,37 @@ def test_a_pool_page_of_the_admin_starts_this_processs_ticker(master, settings):
     settings.TASKPOOL = {**settings.TASKPOOL, "TICK_INTERVAL": 0}
     ticker._thread.join(timeout=5)  # it stops at its next tick
     assert not ticker.is_running()
+
+
+@pytest.mark.urls("tests.two_admin_sites_urls")
+def test_a_second_admin_site_keeps_its_staff_on_its_own_pages(boss, store, make_device):
+    """Links and redirects of the pool's pages stay on the admin site they were drawn by."""
+    make_device("pi-1")
+    form = boss.get("/second/taskpool/task/add/").context["form"]
+    sent = boss.post(
+        "/second/taskpool/task/add/",
+        {
+            "to": "device:pi-1",
+            "title": "Back up",
+            "idempotency_key": form.initial["idempotency_key"],
+        },
+    )
+    assert sent.status_code == 302
+    (task,) = store.pending_for("pi-1")
+    assert sent["Location"] == f"/second/taskpool/task/{task['id']}/"
+    store.post_response(device_id="pi-1", parent_id=task["id"], status="failed", title="no disk")
+    day = task["ts"][:10]
+    for page in (
+        "/second/taskpool/dashboard/",
+        "/second/taskpool/task/",
+        f"/second/taskpool/task/{task['id']}/",
+        f"/second/taskpool/dayfile/{day}/",
+        "/second/taskpool/deviceuser/pi-1/change/",
+    ):
+        answer = boss.get(page)
+        assert answer.status_code == 200, page
+        links = re.findall(r'href="(/[^"]*)"', answer.content.decode())
+        assert [link for link in links if link.startswith("/admin/")] == [], page
+        assert any(link.startswith("/second/taskpool/") for link in links), page
+    cancelled = boss.post(f"/second/taskpool/task/{task['id']}/cancel/", {"reason": "not now"})
+    assert cancelled["Location"] == f"/second/taskpool/task/{task['id']}/"

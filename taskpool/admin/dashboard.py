@@ -133,12 +133,13 @@ class DashboardAdmin(PoolPagesAdmin):
             _("Dashboard"),
             now=now,
             devices=self._devices(now),
-            outcomes=_outcomes(overview, today),
+            outcomes=_outcomes(overview, today, self.admin_site.name),
             sent_today=overview.task_days[-1].sent if overview.task_days else 0,
             sent_week=sum(day.sent for day in overview.task_days),
-            sent_today_url=_task_list(since=today),
+            sent_today_url=_task_list(self.admin_site.name, since=today),
             sent_week_url=_task_list(
-                since=overview.task_days[0].day if overview.task_days else today
+                self.admin_site.name,
+                since=overview.task_days[0].day if overview.task_days else today,
             ),
             week_days=len(overview.task_days),
             failures=self._failures(request, overview),
@@ -161,10 +162,16 @@ class DashboardAdmin(PoolPagesAdmin):
             oldest=oldest,
             oldest_at=oldest_at,
             oldest_age=int((now - oldest_at).total_seconds()) if oldest_at else None,
-            oldest_url=reverse("admin:taskpool_task_thread", args=[oldest["id"]])
+            oldest_url=reverse(
+                "admin:taskpool_task_thread", args=[oldest["id"]], current_app=self.admin_site.name
+            )
             if oldest
             else None,
-            today_day_url=reverse("admin:taskpool_dayfile_day", args=[today.isoformat()])
+            today_day_url=reverse(
+                "admin:taskpool_dayfile_day",
+                args=[today.isoformat()],
+                current_app=self.admin_site.name,
+            )
             if can_read_day_files(request.user)
             else None,
             stream_url=reverse("taskpool:stream") + "?all=1",
@@ -196,7 +203,9 @@ class DashboardAdmin(PoolPagesAdmin):
             key=lambda device: last_seen[device.id],
             reverse=True,
         )
-        changelist = reverse("admin:taskpool_deviceuser_changelist")
+        changelist = reverse(
+            "admin:taskpool_deviceuser_changelist", current_app=self.admin_site.name
+        )
         return {
             "online": len(online),
             "offline": len(offline),
@@ -214,7 +223,11 @@ class DashboardAdmin(PoolPagesAdmin):
                     device.id,
                     device.kind,
                     last_seen[device.id],
-                    reverse("admin:taskpool_deviceuser_change", args=[quote(device.id)]),
+                    reverse(
+                        "admin:taskpool_deviceuser_change",
+                        args=[quote(device.id)],
+                        current_app=self.admin_site.name,
+                    ),
                 )
                 for device in offline[: self.recently_offline]
             ],
@@ -230,11 +243,17 @@ class DashboardAdmin(PoolPagesAdmin):
                 FailureRow(
                     failure=failure,
                     task_title=(task["title"] if task else "") or failure.task_id,
-                    thread_url=reverse("admin:taskpool_task_thread", args=[failure.task_id])
+                    thread_url=reverse(
+                        "admin:taskpool_task_thread",
+                        args=[failure.task_id],
+                        current_app=self.admin_site.name,
+                    )
                     if failure.task_id
                     else "",
                     device_url=reverse(
-                        "admin:taskpool_deviceuser_change", args=[quote(failure.device_id)]
+                        "admin:taskpool_deviceuser_change",
+                        args=[quote(failure.device_id)],
+                        current_app=self.admin_site.name,
                     )
                     if can_see_devices and failure.device_id
                     else None,
@@ -289,7 +308,7 @@ class DashboardAdmin(PoolPagesAdmin):
         }
 
 
-def _outcomes(overview: PoolOverview, today: date) -> list[Outcome]:
+def _outcomes(overview: PoolOverview, today: date, current_app: str) -> list[Outcome]:
     days = overview.task_days
     first = days[0].day if days else today
     rows = []
@@ -304,19 +323,21 @@ def _outcomes(overview: PoolOverview, today: date) -> list[Outcome]:
                 label=str(label),
                 today=today_count,
                 week=week,
-                today_url=_task_list(since=today, status=status),
-                week_url=_task_list(since=first, status=status),
+                today_url=_task_list(current_app, since=today, status=status),
+                week_url=_task_list(current_app, since=first, status=status),
             )
         )
     return rows
 
 
-def _task_list(*, since: date, status: str | None = None) -> str:
-    """The task list filtered to tasks sent since the start of ``since`` (and with ``status``)."""
+def _task_list(current_app: str, *, since: date, status: str | None = None) -> str:
+    """The task list (of the admin site named ``current_app``) filtered to tasks sent since
+    the start of ``since`` (and with ``status``)."""
     query = {"since": f"{since.isoformat()}T00:00:00Z"}
     if status is not None:
         query["status"] = status
-    return f"{reverse('admin:taskpool_task_changelist')}?{urlencode(query)}"
+    changelist = reverse("admin:taskpool_task_changelist", current_app=current_app)
+    return f"{changelist}?{urlencode(query)}"
 
 
 def _moment(ts: str) -> datetime | None:

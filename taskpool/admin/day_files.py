@@ -161,7 +161,7 @@ class DayFileAdmin(PoolPagesAdmin):
             filters=filters,
             where=where,
             page=page,
-            rows=message_rows(page.entries, request.user),
+            rows=message_rows(page.entries, request.user, current_app=self.admin_site.name),
             short_page=len(page.entries) < self.messages_per_page and not page.at_end,
             type_choices=MESSAGE_TYPES,
             status_choices=RESPONSE_STATUSES,
@@ -207,10 +207,16 @@ class DayFileAdmin(PoolPagesAdmin):
             day_files=get_store().supports_day_files,
             message=message,
             message_json=pretty_json(message),
-            thread_url=reverse("admin:taskpool_task_thread", args=[thread_id])
+            thread_url=reverse(
+                "admin:taskpool_task_thread", args=[thread_id], current_app=self.admin_site.name
+            )
             if thread_id
             else None,
-            day_url=reverse("admin:taskpool_dayfile_day", args=[the_day.isoformat()]),
+            day_url=reverse(
+                "admin:taskpool_dayfile_day",
+                args=[the_day.isoformat()],
+                current_app=self.admin_site.name,
+            ),
         )
 
     # The raw file ------------------------------------------------------------

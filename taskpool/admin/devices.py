@@ -346,10 +346,14 @@ class DeviceUserAdmin(RoleOrModelPermissions):
                 store = get_store()
                 context.update(
                     recent_messages=message_rows(
-                        store.device_messages(device.id, limit=RECENT_MESSAGES), request.user
+                        store.device_messages(device.id, limit=RECENT_MESSAGES),
+                        request.user,
+                        current_app=self.admin_site.name,
                     ),
                     pending_tasks=message_rows(
-                        store.pending_for(device.id, limit=RECENT_MESSAGES), request.user
+                        store.pending_for(device.id, limit=RECENT_MESSAGES),
+                        request.user,
+                        current_app=self.admin_site.name,
                     ),
                 )
         return super().change_view(request, object_id, form_url, context)
@@ -414,7 +418,9 @@ class DeviceUserAdmin(RoleOrModelPermissions):
 
     def _change_url(self, device: DeviceUser) -> str:
         return reverse(
-            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[quote(device.pk)]
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=[quote(device.pk)],
+            current_app=self.admin_site.name,
         )
 
     def _device_page(

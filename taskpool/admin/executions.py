@@ -50,6 +50,7 @@ class DeviceLinks:
     """Links the devices named on one page to their admin pages, with one query."""
 
     def __init__(self, site: admin.AdminSite, request: HttpRequest, ids: Iterable[str]) -> None:
+        self._current_app = site.name
         device_admin = site._registry.get(DeviceUser)
         may_open = device_admin is not None and device_admin.has_view_permission(request)
         wanted = set(ids) if may_open else set()
@@ -61,7 +62,12 @@ class DeviceLinks:
         if device_id not in self._registered:
             return DeviceLink(device_id, None)
         return DeviceLink(
-            device_id, reverse("admin:taskpool_deviceuser_change", args=[quote(device_id)])
+            device_id,
+            reverse(
+                "admin:taskpool_deviceuser_change",
+                args=[quote(device_id)],
+                current_app=self._current_app,
+            ),
         )
 
     def groups(self, groups: list[StatusGroup]) -> list[StatusGroup]:

@@ -50,8 +50,9 @@ def thread_id_of(message: Message) -> str | None:
     return task_id if "/" not in task_id else None  # not a path segment: no page
 
 
-def message_rows(entries: list[Any], user: Any) -> list[MessageRow]:
-    """Rows for ``PageEntry``s (or bare messages), with the links ``user`` may follow."""
+def message_rows(entries: list[Any], user: Any, *, current_app: str) -> list[MessageRow]:
+    """Rows for ``PageEntry``s (or bare messages), with the links ``user`` may follow on the
+    admin site named ``current_app``."""
     threads = can_use_tasks(user)
     raw = can_read_day_files(user)
     rows = []
@@ -64,12 +65,15 @@ def message_rows(entries: list[Any], user: Any) -> list[MessageRow]:
             MessageRow(
                 message=message,
                 cursor=cursor,
-                thread_url=reverse("admin:taskpool_task_thread", args=[thread_id])
+                thread_url=reverse(
+                    "admin:taskpool_task_thread", args=[thread_id], current_app=current_app
+                )
                 if thread_id
                 else None,
                 message_url=reverse(
                     "admin:taskpool_dayfile_message",
                     args=[message["ts"][:10], cursor],
+                    current_app=current_app,
                 )
                 if raw and cursor is not None
                 else None,

@@ -108,7 +108,11 @@ class TaskAdmin(PoolPagesAdmin):
             request,
             (device.id for row in groups for group in row for device in group.devices),
         )
-        rows = message_rows([summary.task for summary in page.results], request.user)
+        rows = message_rows(
+            [summary.task for summary in page.results],
+            request.user,
+            current_app=self.admin_site.name,
+        )
         return self.render(
             request,
             "admin/taskpool/task/change_list.html",
@@ -155,7 +159,9 @@ class TaskAdmin(PoolPagesAdmin):
         responses_part = paged_part(
             request, detail.responses, self.responses_per_page, "rp", "responses"
         )
-        responses = message_rows(list(responses_part.page), request.user)
+        responses = message_rows(
+            list(responses_part.page), request.user, current_app=self.admin_site.name
+        )
         links = DeviceLinks(
             self.admin_site,
             request,
@@ -201,7 +207,11 @@ class TaskAdmin(PoolPagesAdmin):
             aborted=detail.state.aborted,
             closed=closed,
             cancel_form=CancelTaskForm() if closed is None else None,
-            day_url=reverse("admin:taskpool_dayfile_day", args=[task_day.isoformat()])
+            day_url=reverse(
+                "admin:taskpool_dayfile_day",
+                args=[task_day.isoformat()],
+                current_app=self.admin_site.name,
+            )
             + f"?q={task['id']}"
             if task_day is not None and can_read_day_files(request.user)
             else None,
@@ -231,7 +241,11 @@ class TaskAdmin(PoolPagesAdmin):
                     else:
                         messages.info(request, _("This form was already sent: here is its task."))
                     return HttpResponseRedirect(
-                        reverse("admin:taskpool_task_thread", args=[task["id"]])
+                        reverse(
+                            "admin:taskpool_task_thread",
+                            args=[task["id"]],
+                            current_app=self.admin_site.name,
+                        )
                     )
         else:
             form = SendTaskForm(initial={"to": request.GET.get("to", "")})
@@ -255,7 +269,11 @@ class TaskAdmin(PoolPagesAdmin):
             for errors in form.errors.values():
                 for error in errors:
                     messages.error(request, str(error))
-            return HttpResponseRedirect(reverse("admin:taskpool_task_thread", args=[task_id]))
+            return HttpResponseRedirect(
+                reverse(
+                    "admin:taskpool_task_thread", args=[task_id], current_app=self.admin_site.name
+                )
+            )
         reason = form.cleaned_data["reason"]
         try:
             get_store().cancel(sender=address_of(request.user), task_id=task_id, reason=reason)
@@ -265,7 +283,9 @@ class TaskAdmin(PoolPagesAdmin):
             messages.error(request, error.message)
         else:
             messages.success(request, _("Task cancelled: it has left every device's pending list."))
-        return HttpResponseRedirect(reverse("admin:taskpool_task_thread", args=[task_id]))
+        return HttpResponseRedirect(
+            reverse("admin:taskpool_task_thread", args=[task_id], current_app=self.admin_site.name)
+        )
 
 
 def date_choices(request: HttpRequest, today: date) -> list[tuple[str, str, bool]]:
