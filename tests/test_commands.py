@@ -168,6 +168,17 @@ def test_an_unknown_role_is_refused(db):
     assert not get_user_model().objects.exists()
 
 
+def test_an_email_that_is_the_login_is_not_changed_by_email(db, monkeypatch):
+    """On a site that logs in by email, --email would change the login the user was named by."""
+    user_model = get_user_model()
+    monkeypatch.setattr(user_model, "EMAIL_FIELD", user_model.USERNAME_FIELD)
+    with pytest.raises(CommandError, match="The email is the login"):
+        run("taskpool_role", "erin@example.com", "master", "--email", "erin2@example.com")
+    assert not user_model.objects.exists()
+    run("taskpool_role", "erin@example.com", "master", "--email", "erin@example.com")
+    assert list(user_model.objects.values_list("username", flat=True)) == ["erin@example.com"]
+
+
 def test_an_email_makes_the_users_address(db, make_device):
     make_device("pi-1")
     run(

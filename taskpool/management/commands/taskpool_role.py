@@ -45,6 +45,12 @@ class Command(PoolCommand):
         field.clean(username, None)  # type: ignore[union-attr]
         user, created = User.objects.get_or_create(**{str(User.USERNAME_FIELD): username})  # type: ignore[arg-type]
         if email is not None:
+            if User.get_email_field_name() == User.USERNAME_FIELD and email != username:
+                # Setting it would change who logs in, under another name than the one given.
+                raise ValidationError(
+                    f"The email is the login on this site: give {email} as the user, "
+                    "not as --email."
+                )
             setattr(user, User.get_email_field_name(), email)
         if password:
             password_validation.validate_password(password, user)  # as createsuperuser does
