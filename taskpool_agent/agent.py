@@ -355,6 +355,15 @@ class Agent:
         """
         self.running = key
         timeout = timeout_of(task, self.options.handler_timeout)
+        asked = (task.get("meta") or {}).get("handler_timeout")
+        if asked is not None and timeout != asked and not adopted:
+            log.warning(
+                "task %s: meta.handler_timeout %r is not a number of seconds above 0: "
+                "the handler has %g s",
+                task.get("id"),
+                asked,
+                timeout,
+            )
         by_server = timed_by_server(task)
         # A job's timeout is the server's to call (``timed_out``, which its retries and abort
         # count): the agent stops the handler itself only if that line is late in coming.

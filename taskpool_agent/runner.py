@@ -2,9 +2,11 @@
 
 A handler is an executable in the handlers directory, named by the task's
 ``meta.handler``, else by the first word of its title. It gets the task as
-JSON on stdin and ``meta.args`` as arguments, runs in the attempt's journal
-directory, in a process group (a session) of its own, so that a timeout or a
-cancellation stops it and everything it started.
+JSON on stdin and ``meta.args`` as arguments, runs in a ``work`` directory of
+its own inside the attempt's journal directory (never in the journal's files,
+which a handler cleaning up after itself would take with it), in a process
+group (a session) of its own, so that a timeout or a cancellation stops it and
+everything it started.
 
 It runs under a tiny ``sh`` wrapper that writes its exit status to a file, synced
 before the wrapper exits: an agent that was killed and restarted, or a device
@@ -43,6 +45,10 @@ KEPT_OUTPUT_BYTES = 1 << 16
 #: The handler's output is read this much at a time, and at most ``READ_BUDGET`` a look.
 READ_CHUNK = 1 << 16
 READ_BUDGET = 1 << 24
+#: Of a line of output not ended yet, what is kept until its end (a report is cut to 1 KiB).
+UNFINISHED_LINE_BYTES = 4096
+#: The handler's working directory, in the attempt's journal directory: its own to fill.
+WORK_DIRECTORY = "work"
 PROGRESS_PREFIX = b"progress:"
 STEP_TIMEOUT_PREFIX = b"step-timeout:"
 #: The shell around a handler: it marks its start (``status.started``, before the handler
@@ -236,6 +242,8 @@ class HandlerProcess:
         (directory / "task.json").write_text(json.dumps(task))
         for stale in ("status", "status.tmp", "status.started", "output"):
             (directory / stale).unlink(missing_ok=True)
+        work = directory / WORK_DIRECTORY
+        work.mkdir(exist_ok=True)
         with (
             (directory / "task.json").open("rb") as stdin,
             (directory / "output").open("wb") as out,
@@ -254,7 +262,7 @@ class HandlerProcess:
                     stdin=stdin,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    cwd=directory,
+                    cwd=work,
                     start_new_session=True,
                 )
             except OSError as error:
@@ -348,7 +356,9 @@ class HandlerProcess:
                         break
                     self._read_at += len(chunk)
                     lines = (self._partial + chunk).split(b"\n")
-                    self._partial = lines.pop()[-4096:]  # an unfinished line waits for its end
+                    # An unfinished line waits for its end; of a long one, its start is kept,
+                    # which says whether it is a report.
+                    self._partial = lines.pop()[:UNFINISHED_LINE_BYTES]
                     for progress in map(Progress.parse, lines):
                         if progress is not None:
                             latest[progress.text is not None] = progress

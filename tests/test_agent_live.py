@@ -53,6 +53,9 @@ HANDLERS = {
     "stepper": 'echo "step-timeout: 30"; echo "progress: flashing"; sleep 1.5; echo flashed',
     # Notes each run (in $1), then takes its time.
     "slow": 'echo run >> "$1"; sleep "${2:-3}"; echo slept',
+    # Uses its working directory as its own: empties it, and writes files named as the
+    # agent's own; notes its run (in $1), then takes its time and fails.
+    "tidy": 'rm -rf ./* ./.[!.]*; echo 0 > status; echo mine > output; echo run >> "$1"; sleep "${2:-3}"; echo tidied; exit 3',
     # Notes its run (in $1), then waits until the file named by $2 is there.
     "gated": 'echo run >> "$1"; while [ ! -e "$2" ]; do sleep 0.1; done; echo slept',
     # Notes its run (in $1), then reports progress for a few seconds.
@@ -532,6 +535,17 @@ def test_a_handler_over_its_timeout_is_killed_with_its_children(pool, agent, tmp
         wait_for(lambda pid=pid: not alive(pid), 5, f"pid {pid} gone")
 
 
+def test_a_handler_timeout_that_is_no_number_of_seconds_is_said_in_the_log(pool, agent):
+    """Given as a string (or misspelled as a bool), it cannot be used: the log says what
+    the handler has instead, rather than an hour going by without a word."""
+    new_device(pool, "pi-bad-timeout")
+    running = agent("pi-bad-timeout")
+    task = post_task(pool, "pi-bad-timeout", "hello", handler_timeout="2")
+    assert final_answer(pool, task)["meta"]["status"] == "done"
+    said = f"task {task}: meta.handler_timeout '2' is not a number of seconds above 0"
+    wait_for(lambda: said in running.log.read_text(), 10, "the unusable timeout in the log")
+
+
 #: A ``sync`` for the handler's wrapper that, asked to sync the exit status it is writing,
 #: says so (a file ``syncing`` beside it) and holds the wrapper there until a SIGTERM comes:
 #: the handler has ended, with its own status, and the agent stops it now.
@@ -720,6 +734,26 @@ def test_an_agent_killed_mid_task_answers_once_after_restart(pool, agent, tmp_pa
     assert runs.read_text() == "run\n"  # it ran once
     answers = [r for r in responses(pool, task) if r["from"] == "device:pi-5"]
     assert len(answers) == 1
+    first.stop()
+
+
+def test_a_handler_that_fills_and_empties_its_working_directory_is_answered_once_as_it_ended(
+    pool, agent, tmp_path
+):
+    """Its working directory is its own: the agent's journal of it is elsewhere, so neither
+    its files nor its cleaning make a restarted agent run it again or take its end for 0."""
+    new_device(pool, "pi-tidy")
+    runs = tmp_path / "runs"
+    first = agent("pi-tidy")
+    task = post_task(pool, "pi-tidy", "tidy", args=[str(runs), "3"])
+    wait_for(runs.exists, 20, "the handler started")
+    first.kill()  # SIGKILL: the handler lives on
+    first.start()  # at once: the handler is still running
+    answer = final_answer(pool, task)
+    assert (answer["meta"]["status"], answer["meta"]["exit_code"]) == ("failed", 3)
+    assert answer["body"] == "tidied\n"
+    time.sleep(1.5)  # a second run, had there been one, would have noted itself by now
+    assert runs.read_text() == "run\n"
     first.stop()
 
 

@@ -730,6 +730,18 @@ def test_handler_output_of_any_size_is_read_in_bounded_pieces(tmp_path, monkeypa
     assert process.progress_lines() == []
 
 
+def test_a_long_progress_line_read_in_pieces_is_still_a_report(tmp_path):
+    """Its start, which says it is a report, is what is kept of it until its end comes."""
+    process = HandlerProcess(tmp_path, 0)
+    output = tmp_path / "output"
+    output.write_bytes(b"progress: HEAD-" + b"z" * 5000)  # flushed, not ended yet
+    assert process.progress_lines() == []
+    with output.open("ab") as more:
+        more.write(b"-END\n")
+    (report,) = process.progress_lines()
+    assert report.text is not None and report.text.startswith("HEAD-zzz")
+
+
 @pytest.mark.parametrize(
     "text",
     [
