@@ -240,6 +240,23 @@ def test_on_a_phone_the_task_lists_search_fits_and_its_table_scrolls_inside(brow
     page.context.close()
 
 
+def test_on_a_phone_a_thread_and_a_device_page_scroll_their_tables_not_the_page(browser, site):
+    task = post_task(
+        site, to="device:[pi-1,pi-2,token-1,cancel-1,quiet-1,far-1]", title="A rather long title"
+    )
+    page = open_page(browser, site)
+    page.set_viewport_size({"width": 390, "height": 844})
+    log_in(page, "boss")
+    for path in (f"/admin/taskpool/task/{task['id']}/", "/admin/taskpool/deviceuser/pi-1/change/"):
+        page.goto(path)
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 1, (path, overflow)
+    screenshot(page, "device_page_phone")
+    page.context.close()
+
+
 def test_day_files_list_a_filtered_day_and_a_message(browser, site):
     task = post_task(site, to="device:pi-1", title="Rotate the logs", body="logrotate -f")
     with site.client(site.device_tokens["pi-1"]) as client:

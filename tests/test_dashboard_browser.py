@@ -179,6 +179,25 @@ def test_a_task_answered_through_the_api_shows_without_a_reload(browser, site):
     page.context.close()
 
 
+def test_a_refresh_keeps_the_focused_link_so_the_keyboard_can_go_on(browser, site):
+    """A busy pool refreshes the page a few times a second: an element that stays is kept,
+    with the keyboard's focus on it, rather than drawn anew."""
+    page = open_dashboard(browser, site, "boss")
+    sent = number(page, "tasks-sent-today")
+    link = metric(page, "tasks-sent-today")
+    link.focus()
+    page.evaluate("document.activeElement.keptByTheRefresh = 'yes'")  # on the node itself
+    post_task(site, to="device:pi-2", title="focus check")
+    expect(link).to_have_text(str(sent + 1), timeout=LIVE_WITHIN_MS)
+    focused = page.evaluate(
+        "[document.activeElement.dataset.metric, document.activeElement.keptByTheRefresh]"
+    )
+    assert focused == ["tasks-sent-today", "yes"]
+    page.keyboard.press("Tab")  # and the next link is where the keyboard goes
+    assert page.evaluate("document.activeElement.dataset.metric") == "tasks-sent-7d"
+    page.context.close()
+
+
 def test_a_thread_page_shows_new_answers_as_they_come(browser, site):
     task = post_task(site, to="device:[pi-1,pi-2]", title="rotate keys")
     page = open_page(browser, site)

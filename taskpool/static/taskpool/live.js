@@ -4,11 +4,13 @@
    pool's Server-Sent Events with the admin's session (the browser's
    EventSource sends the session cookie). When a message arrives that concerns
    the page (every message for the dashboard; the task and its answers for a
-   thread, named by data-live-task), the page fetches itself again and swaps
-   each of its [data-live="<name>"] parts for the fresh one: the numbers, lists
-   and charts are the server's, drawn once, in one place. A part marked
-   data-live-keep (a form) stays as it is, and goes once the page no longer
-   has it.
+   thread, named by data-live-task), the page fetches itself again and brings
+   each of its [data-live="<name>"] parts in line with the fresh one: the
+   numbers, lists and charts are the server's, drawn once, in one place. Only
+   what differs is changed, in place, so that an element that stays keeps the
+   keyboard's focus, a click under way and a selection: a busy pool refreshes
+   the page a few times a second. A part marked data-live-keep (a form) stays
+   as it is, and goes once the page no longer has it.
 
    After a dropped connection the browser reconnects by itself and sends
    Last-Event-ID, so the stream replays what was missed; if it gives up (the
@@ -61,6 +63,46 @@
     }
   }
 
+  // Makes `node` what `fresh` (of the fetched page) is, changing only what differs: a node
+  // of the same kind is kept (its attributes and children brought in line), any other
+  // is replaced.
+  function morph(node, fresh) {
+    if (node.nodeType !== fresh.nodeType || node.nodeName !== fresh.nodeName) {
+      node.replaceWith(document.importNode(fresh, true));
+      return;
+    }
+    if (node.nodeType !== Node.ELEMENT_NODE) {
+      if (node.nodeValue !== fresh.nodeValue) {
+        node.nodeValue = fresh.nodeValue;
+      }
+      return;
+    }
+    var i;
+    for (i = node.attributes.length - 1; i >= 0; i--) {
+      if (!fresh.hasAttribute(node.attributes[i].name)) {
+        node.removeAttribute(node.attributes[i].name);
+      }
+    }
+    for (i = 0; i < fresh.attributes.length; i++) {
+      var attribute = fresh.attributes[i];
+      if (node.getAttribute(attribute.name) !== attribute.value) {
+        node.setAttribute(attribute.name, attribute.value);
+      }
+    }
+    var children = node.childNodes;
+    var freshChildren = fresh.childNodes;
+    for (i = 0; i < freshChildren.length; i++) {
+      if (i < children.length) {
+        morph(children[i], freshChildren[i]);
+      } else {
+        node.appendChild(document.importNode(freshChildren[i], true));
+      }
+    }
+    while (children.length > freshChildren.length) {
+      node.removeChild(node.lastChild);
+    }
+  }
+
   function concerns(message) {
     if (!taskId) {
       return true;
@@ -104,7 +146,7 @@
               parts[i].remove();
             }
           } else if (fresh) {
-            parts[i].replaceWith(document.importNode(fresh, true));
+            morph(parts[i], fresh);
           }
         }
         updates += 1;
