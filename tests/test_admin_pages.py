@@ -1056,3 +1056,18 @@ def test_a_second_admin_site_keeps_its_staff_on_its_own_pages(boss, store, make_
         assert any(link.startswith("/second/taskpool/") for link in links), page
     cancelled = boss.post(f"/second/taskpool/task/{task['id']}/cancel/", {"reason": "not now"})
     assert cancelled["Location"] == f"/second/taskpool/task/{task['id']}/"
+
+
+def test_a_task_day_or_device_not_there_is_a_404_in_the_admins_frame_saying_so(boss, store):
+    """A bookmarked thread whose task left the horizon lands on the admin, not a bare page."""
+    for path, said in (
+        ("/admin/taskpool/task/msg_gone/", "There is no task msg_gone in the pool."),
+        ("/admin/taskpool/dayfile/2001-01-01/", "There is no day file for 2001-01-01."),
+        ("/admin/taskpool/dayfile/notaday/", "notaday is not a day."),
+        ("/admin/taskpool/deviceuser/nobody/token/", "There is no device nobody."),
+    ):
+        answer = boss.get(path)
+        assert answer.status_code == 404, path
+        text = answer.content.decode()
+        assert 'id="site-name"' in text, path  # the admin's header
+        assert 'id="not-found"' in text and said in text, path

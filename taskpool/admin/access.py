@@ -33,7 +33,7 @@ from django.contrib.admin.views.main import ERROR_FLAG
 from django.contrib.messages import get_messages
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.html import format_html
@@ -82,6 +82,12 @@ def unavailable(request: HttpRequest, model_admin: admin.ModelAdmin, reason: str
     )
 
 
+def not_found(request: HttpRequest, model_admin: admin.ModelAdmin, reason: str) -> HttpResponse:
+    """A 404 in the admin's frame, saying what is not there (a task past its horizon, a day
+    pruned), where Django's own would be a bare page outside the admin."""
+    return _error_page(request, model_admin, "not_found", _("Not found"), 404, reason=reason)
+
+
 def _error_page(
     request: HttpRequest,
     model_admin: admin.ModelAdmin,
@@ -119,7 +125,8 @@ def _error_page(
 
 
 def with_error_pages(view: Callable[..., HttpResponse], model_admin: Any) -> Callable[..., Any]:
-    """``view``, answering a ``PermissionDenied`` with ``forbidden``, and a store that cannot
+    """``view``, answering a ``PermissionDenied`` with ``forbidden``, an ``Http404`` with
+    ``not_found``, and a store that cannot
     be read (``StoreUnavailable``, such as a day file linked to nothing, or a database that
     does not answer) with ``unavailable``, not a server error.
 
@@ -139,6 +146,8 @@ def with_error_pages(view: Callable[..., HttpResponse], model_admin: Any) -> Cal
             return response
         except PermissionDenied as denied:
             return forbidden(request, model_admin, str(denied) or model_admin.refusal(request))
+        except Http404 as missing:
+            return not_found(request, model_admin, str(missing))
         except StoreUnavailable as error:
             return unavailable(request, model_admin, error.message)
         except DatabaseError as error:
