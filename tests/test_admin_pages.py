@@ -634,9 +634,14 @@ def test_revoking_tokens_and_issuing_one(boss, make_device, client):
     DeviceUser.objects.filter(pk="pi-1").update(enrollment_secret_hash=ended)
     confirm = boss.get("/admin/taskpool/deviceuser/pi-1/token/")
     assert confirm.context["token"] is None
-    issued = boss.post("/admin/taskpool/deviceuser/pi-1/token/")
+    issued = boss.post("/admin/taskpool/deviceuser/pi-1/token/", follow=True)
     token = issued.context["token"]
     assert "no-store" in issued["Cache-Control"]
+    assert client.get("/pool/pending", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    # A reload of the page that showed it (a redirect's GET) issues nothing and ends nothing.
+    reloaded = boss.get(issued.redirect_chain[-1][0])
+    assert reloaded.context["token"] is None and reloaded.context["shown_before"]
+    assert 'id="token-shown-before"' in reloaded.content.decode()
     assert client.get("/pool/pending", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
     assert DeviceUser.objects.get(pk="pi-1").enrollment_secret_hash == ""
 

@@ -370,13 +370,24 @@ class DeviceUserAdmin(RoleOrModelPermissions):
                 "Issuing a token needs the pool role admin, or Django's change permission on devices."
             ),
         )
-        token = None
+        # Shown by the page the POST redirects to, once: a reload (or Back and Forward) of
+        # the page that showed it asks again, rather than issue another and end this one.
+        shown_once = f"taskpool-token-{device.pk}"
         if request.method == "POST":
             device.revoke_tokens()
-            token = str(DeviceToken.for_device(device))
+            request.session[shown_once] = str(DeviceToken.for_device(device))
             self.log_change(request, device, _("Issued a new token; every older one is revoked."))
+            return HttpResponseRedirect(f"{request.path}?issued=1")
+        token = request.session.pop(shown_once, None)
         title = _("A new token for %(id)s") % {"id": device.id}
-        return self._device_page(request, device, "token.html", title, token=token)
+        return self._device_page(
+            request,
+            device,
+            "token.html",
+            title,
+            token=token,
+            shown_before=token is None and "issued" in request.GET,
+        )
 
     def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET: who asks to join and what it said. POST: approve it (it collects its token)."""
