@@ -371,6 +371,27 @@ def test_send_a_task_and_see_it_appear(browser, site):
     page.context.close()
 
 
+def test_back_after_sending_and_send_again_asks_before_a_second_task(browser, site):
+    page = open_page(browser, site)
+    log_in(page, "master")
+    page.goto("/admin/taskpool/task/add/")
+    page.fill("#id_to", "device:quiet-1")
+    page.fill("#id_title", "Restart the sensor")
+    page.click("input[name=_send]")
+    expect(page.locator("ul.messagelist")).to_contain_text("Task sent to device:quiet-1.")
+    before = pending_ids(site, "quiet-1")
+    page.go_back()  # the form again, filled in by the browser, with a new key
+    expect(page.locator("#id_title")).to_have_value("Restart the sensor")
+    page.click("input[name=_send]")
+    expect(page.locator("#send-repeated")).to_contain_text("Nothing was sent")
+    assert pending_ids(site, "quiet-1") == before
+    page.check("#id_send_again")
+    page.click("input[name=_send]")
+    expect(page.locator("ul.messagelist")).to_contain_text("Task sent to device:quiet-1.")
+    assert len(pending_ids(site, "quiet-1")) == len(before) + 1
+    page.context.close()
+
+
 def test_cancel_a_task(browser, site):
     task = post_task(site, to="device:cancel-1", title="Take a backup")
     assert task["id"] in pending_ids(site, "cancel-1")

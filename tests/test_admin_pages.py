@@ -310,6 +310,38 @@ def test_sending_a_task_stores_it_from_the_logged_in_user(master, store, make_de
     assert len(store.pending_for("pi-1")) == 1
 
 
+def test_the_form_shown_again_by_back_and_sent_again_asks_before_a_second_task(
+    master, store, make_device
+):
+    """Back after sending shows the form with a new key, refilled by the browser: sent
+    again, it would be a second task each device runs again."""
+    make_device("pi-1")
+    body = {"to": "device:pi-1", "title": "Reboot", "meta": '{"now": true}'}
+    first_key = master.get("/admin/taskpool/task/add/").context["form"].initial["idempotency_key"]
+    sent = master.post("/admin/taskpool/task/add/", {**body, "idempotency_key": first_key})
+    assert sent.status_code == 302
+    (task,) = store.pending_for("pi-1")
+
+    second_key = master.get("/admin/taskpool/task/add/").context["form"].initial["idempotency_key"]
+    assert second_key != first_key  # the page is drawn anew on Back
+    held = master.post("/admin/taskpool/task/add/", {**body, "idempotency_key": second_key})
+    assert held.status_code == 200
+    page = held.content.decode()
+    assert 'id="send-repeated"' in page and f"/admin/taskpool/task/{task['id']}/" in page
+    assert [t["id"] for t in store.pending_for("pi-1")] == [task["id"]]  # nothing sent
+
+    meant = master.post(
+        "/admin/taskpool/task/add/", {**body, "idempotency_key": second_key, "send_again": "on"}
+    )
+    assert meant.status_code == 302
+    assert len(store.pending_for("pi-1")) == 2
+    other = master.post(  # another task altogether is sent at once
+        "/admin/taskpool/task/add/",
+        {"to": "device:pi-1", "title": "Back up", "idempotency_key": "admin-other"},
+    )
+    assert other.status_code == 302 and len(store.pending_for("pi-1")) == 3
+
+
 #: A meta one level deeper than the pool takes: meta, then 32 arrays.
 TOO_DEEP = json.loads('{"a": ' + "[" * 32 + "]" * 32 + "}")
 

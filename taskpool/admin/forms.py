@@ -9,6 +9,8 @@ field they name.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from typing import Any
@@ -126,6 +128,12 @@ class SendTaskForm(forms.Form):
     )
     #: Sent back with the form, so a second click stores nothing new.
     idempotency_key = forms.CharField(widget=forms.HiddenInput, required=False)
+    #: Shown once the form repeats the task this person sent last (see ``repeats``).
+    send_again = forms.BooleanField(
+        required=False,
+        label=_("Send it again"),
+        help_text=_("Send a second task like the one sent last, to run a second time."),
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -192,10 +200,33 @@ class SendTaskForm(forms.Form):
     def idempotency(self) -> str | None:
         return self.cleaned_data.get("idempotency_key") or None
 
+    def fingerprint(self) -> str:
+        """What the task asks for, whatever its key: the same for a form sent again."""
+        request = json.dumps(self.cleaned_data["task"], sort_keys=True, default=str)
+        return hashlib.sha256(request.encode()).hexdigest()
+
+    def repeats(self, last_sent: dict[str, Any] | None, now: float) -> bool:
+        """Whether this asks, under another key, for the task ``last_sent`` was, moments ago.
+
+        Back after sending shows the form again, filled in by the browser but with a new
+        key: sent again, it would make a second task, which a device runs a second time.
+        It is held for a confirmation (``send_again``).
+        """
+        return (
+            last_sent is not None
+            and not self.cleaned_data.get("send_again")
+            and last_sent.get("fingerprint") == self.fingerprint()
+            and last_sent.get("key") != self.idempotency()
+            and now - float(last_sent.get("at", 0)) < REPEAT_WINDOW_SECONDS
+        )
+
     def refused(self, error: PoolError) -> None:
         """Show a store's refusal on the field it names (or the whole form)."""
         self.add_error(error.field if error.field in self.fields else None, error.message)
 
+
+#: How long after sending a task the same form is held for a confirmation.
+REPEAT_WINDOW_SECONDS = 600
 
 #: The job options the form takes as JSON (``taskpool.jobs``).
 JOB_FIELDS = ("retries", "timeout", "rollout", "abort")

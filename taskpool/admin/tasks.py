@@ -10,7 +10,9 @@ cancelling through ``store.cancel``. The sender is the logged-in user
 from __future__ import annotations
 
 import math
+import time
 from datetime import date, timedelta
+from typing import Any
 
 from django.contrib import admin, messages
 from django.http import (
@@ -47,6 +49,9 @@ from taskpool.principals import address_of
 from taskpool.stores import get_store
 from taskpool.stores.base import TaskQuery
 from taskpool.stores.validation import TASK_META_RESERVED
+
+#: The session's note of the task its user sent last from the form (``SendTaskForm.repeats``).
+LAST_SENT_KEY = "taskpool-last-sent"
 
 
 @admin.register(Task)
@@ -223,32 +228,47 @@ class TaskAdmin(PoolPagesAdmin):
 
     def send_view(self, request: HttpRequest) -> HttpResponse:
         self.require_role(request)
-        if request.method == "POST":
-            form = SendTaskForm(request.POST)
-            if form.is_valid():
-                try:
-                    posted = get_store().post_task(
-                        sender=address_of(request.user),
-                        idempotency_key=form.idempotency(),
-                        **form.cleaned_data["task"],
-                    )
-                except PoolError as error:
-                    form.refused(error)
-                else:
-                    task = posted.message
-                    if posted.created:
-                        messages.success(request, _("Task sent to %(to)s.") % {"to": task["to"]})
-                    else:
-                        messages.info(request, _("This form was already sent: here is its task."))
-                    return HttpResponseRedirect(
-                        reverse(
-                            "admin:taskpool_task_thread",
-                            args=[task["id"]],
-                            current_app=self.admin_site.name,
-                        )
-                    )
+        if request.method != "POST":
+            return self._send_page(request, SendTaskForm(initial={"to": request.GET.get("to", "")}))
+        form = SendTaskForm(request.POST)
+        if not form.is_valid():
+            return self._send_page(request, form)
+        last_sent = request.session.get(LAST_SENT_KEY)
+        if form.repeats(last_sent, time.time()):
+            # Back after sending, and Send again: held until the person says it is meant.
+            repeated = reverse(
+                "admin:taskpool_task_thread",
+                args=[last_sent["task_id"]],  # type: ignore[index]
+                current_app=self.admin_site.name,
+            )
+            return self._send_page(request, form, repeated_url=repeated)
+        try:
+            posted = get_store().post_task(
+                sender=address_of(request.user),
+                idempotency_key=form.idempotency(),
+                **form.cleaned_data["task"],
+            )
+        except PoolError as error:
+            form.refused(error)
+            return self._send_page(request, form)
+        task = posted.message
+        request.session[LAST_SENT_KEY] = {
+            "fingerprint": form.fingerprint(),
+            "key": form.idempotency(),
+            "task_id": task["id"],
+            "at": time.time(),
+        }
+        if posted.created:
+            messages.success(request, _("Task sent to %(to)s.") % {"to": task["to"]})
         else:
-            form = SendTaskForm(initial={"to": request.GET.get("to", "")})
+            messages.info(request, _("This form was already sent: here is its task."))
+        return HttpResponseRedirect(
+            reverse(
+                "admin:taskpool_task_thread", args=[task["id"]], current_app=self.admin_site.name
+            )
+        )
+
+    def _send_page(self, request: HttpRequest, form: SendTaskForm, **context: Any) -> HttpResponse:
         return self.render(
             request,
             "admin/taskpool/task/send.html",
@@ -256,6 +276,7 @@ class TaskAdmin(PoolPagesAdmin):
             form=form,
             fieldset=[form[name] for name in ("to", "title", "body", "meta", "ttl", "mode")],
             job_fieldset=[form[name] for name in (*JOB_FIELDS, "not_before")],
+            **context,
         )
 
     # Cancelling ------------------------------------------------------------------
