@@ -187,7 +187,7 @@ class TaskState(ExecutionViews, JobSchedule):
         if type(status) is not str or status not in _ANSWER_STATUSES:
             return False
         audience = self.audience
-        if not audience.everyone and device not in audience.device_ids:
+        if not audience.includes(device):
             return False
         previous = self.answers.get(device)
         if previous is not None and record_status(previous) in TERMINAL_STATUSES:

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -152,10 +152,23 @@ class Address:
     everyone: bool = False
     user: str = ""
     is_list: bool = False
+    #: A list's ``device_ids`` as a set: a list may name thousands, and ``includes`` is asked
+    #: of every open task for every device (pending counts, wake-ups).
+    members: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.is_list:
+            object.__setattr__(self, "members", frozenset(self.device_ids))
 
     def includes(self, device_id: str) -> bool:
         """Whether this address names the device ``device_id``."""
-        return self.kind == "device" and (self.everyone or device_id in self.device_ids)
+        if self.kind != "device":
+            return False
+        if self.everyone:
+            return True
+        if self.is_list:
+            return device_id in self.members
+        return self.device_ids[0] == device_id
 
     def __str__(self) -> str:
         if self.kind == "backend":
@@ -197,11 +210,9 @@ def parse_address(text: object) -> Address:
     if rest.startswith("["):
         if not rest.endswith("]"):
             raise InvalidMessage("A device list is written device:[<id>,<id>].")
-        ids: list[str] = []
+        ids: dict[str, None] = {}  # in order, each once
         for item in rest[1:-1].split(","):
-            device_id = _list_item(item.strip())
-            if device_id not in ids:
-                ids.append(device_id)
+            ids[_list_item(item.strip())] = None
         return Address("device", device_ids=tuple(ids), is_list=True)
     if not is_device_id(rest):
         raise InvalidMessage(f"{rest!r} is not a device id ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}}).")

@@ -243,6 +243,15 @@ def test_a_list_address_names_its_devices_only():
     assert not address.includes("c")
     assert parse_address("device:*").includes("anything")
     assert not parse_address("user:a").includes("a")
+    one = parse_address("device:a")
+    assert one.includes("a") and not one.includes("b")
+
+
+def test_a_list_naming_a_device_twice_keeps_its_first_place_and_names_it_once():
+    address = parse_address("device:[c,a,c,b,a]")
+    assert address.device_ids == ("c", "a", "b")
+    assert str(address) == "device:[c,a,b]"
+    assert [address.includes(device) for device in "abcd"] == [True, True, True, False]
 
 
 # Through the API -------------------------------------------------------------
