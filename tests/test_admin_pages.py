@@ -1108,3 +1108,16 @@ def test_a_task_day_or_device_not_there_is_a_404_in_the_admins_frame_saying_so(b
         text = answer.content.decode()
         assert 'id="site-name"' in text, path  # the admin's header
         assert 'id="not-found"' in text and said in text, path
+
+
+def test_a_paged_task_list_counts_its_page_as_the_page(master, store, monkeypatch):
+    """Its count is of the page: read as a total, it disagreed with the dashboard's."""
+    from taskpool.admin.tasks import TaskAdmin
+
+    monkeypatch.setattr(TaskAdmin, "tasks_per_page", 2)
+    for number in range(3):
+        store.post_task(sender="user:x", to="device:pi-1", title=f"job {number}")
+    first = master.get("/admin/taskpool/task/").content.decode()
+    assert "2 tasks on this page" in first
+    alone = master.get("/admin/taskpool/task/?q=job%202").content.decode()
+    assert "1 task &middot;" in alone and "on this page" not in alone
