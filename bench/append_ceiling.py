@@ -22,7 +22,6 @@ breaking a rule of the day files.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import tempfile
 import time
@@ -36,7 +35,6 @@ from bench.appends import (
     _measure,
     _raw_loop,
     _store_loop,
-    heartbeat_line,
 )
 from taskpool import metrics
 from taskpool.stores.jsonl import JsonlStore
@@ -58,34 +56,6 @@ class _StrippedAppender(Appender):
         writer, _size = self._writer_for(day, inode)
         written = self._write(writer, line)
         return Appended(written - len(line), written)
-
-
-def _busy_loop(directory: Path, microseconds: float) -> Callable[[int, float], int]:
-    """The raw loop under the pool's lock, spinning ``microseconds`` of CPU before each line."""
-
-    def run(writer: int, deadline: float) -> int:
-        line = heartbeat_line(writer)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        descriptor = os.open(directory / RAW_FILE_NAME, flags, 0o644)
-        lock = os.open(directory / RAW_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        spin = microseconds / 1e6
-        count = 0
-        try:
-            while time.perf_counter() < deadline:
-                busy_until = time.perf_counter() + spin
-                while time.perf_counter() < busy_until:
-                    pass
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                os.write(descriptor, line)
-                fcntl.flock(lock, fcntl.LOCK_UN)
-                os.fdatasync(descriptor)
-                count += 1
-        finally:
-            os.close(descriptor)
-            os.close(lock)
-        return count
-
-    return run
 
 
 def _stripped_loop(store: JsonlStore) -> Callable[[int, float], int]:
@@ -119,8 +89,8 @@ def measure(
         "store without dup, torn-line check, metrics": _stripped_loop(stripped),
     }
     for microseconds in busy:
-        loops[f"raw under the lock, {microseconds:g} µs of CPU a line"] = _busy_loop(
-            directory, microseconds
+        loops[f"raw under the lock, {microseconds:g} µs of CPU a line"] = _raw_loop(
+            directory, True, locked=True, busy_seconds=microseconds / 1e6
         )
     best: dict[str, AppendResult] = {}
     try:

@@ -120,11 +120,15 @@ def _appender_loop(directory: Path) -> Callable[[int, float], int]:
     return run
 
 
-def _raw_loop(directory: Path, sync: bool, locked: bool = False) -> Callable[[int, float], int]:
+def _raw_loop(
+    directory: Path, sync: bool, locked: bool = False, busy_seconds: float = 0.0
+) -> Callable[[int, float], int]:
     """The same line written in a bare loop; ``locked`` takes an ``flock`` around each write.
 
     The locked loop is the day files' rule (every append under an exclusive
     ``flock``) and nothing else: the ceiling for any store that keeps it.
+    ``busy_seconds`` of CPU are spent before each line, as a store spends them
+    making it.
     """
 
     def run(writer: int, deadline: float) -> int:
@@ -136,6 +140,10 @@ def _raw_loop(directory: Path, sync: bool, locked: bool = False) -> Callable[[in
         count = 0
         try:
             while time.perf_counter() < deadline:
+                if busy_seconds:
+                    busy_until = time.perf_counter() + busy_seconds
+                    while time.perf_counter() < busy_until:
+                        pass
                 if locked:
                     fcntl.flock(lock, fcntl.LOCK_EX)
                 os.write(descriptor, line)

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from taskpool.models import DeviceUser, UserRole
 from taskpool.stores import get_store
+from tests.support import message
 
 pytestmark = pytest.mark.every_store
 
@@ -250,25 +251,18 @@ def test_devices_gone_quiet_are_offline_the_latest_first(known_pool):
     assert listed.index("/deviceuser/c/change/") < listed.index("/deviceuser/d/change/")
 
 
+def old_heartbeat(at: float, body: str = "") -> dict:
+    """A heartbeat of device ``a`` at ``at``, as another process would have written it."""
+    return message(kind="heartbeat", sender="device:a", to="backend", ts=at, body=body)
+
+
 def test_days_before_the_week_are_charted_from_their_summaries(known_pool, other_process):
     from taskpool.days import day_of
-    from taskpool.messages import format_timestamp, new_message_id
 
     store = get_store()
     long_ago = store.now() - 20 * 86400
     day = day_of(long_ago).isoformat()
-    heartbeat = {
-        "id": new_message_id(),
-        "ts": format_timestamp(long_ago),
-        "from": "device:a",
-        "to": "backend",
-        "type": "heartbeat",
-        "title": "",
-        "body": "",
-        "parent_id": None,
-        "meta": {},
-    }
-    other_process(heartbeat, {**heartbeat, "id": new_message_id()})
+    other_process(*(old_heartbeat(long_ago) for _ in range(2)))
     page = staff("boss", "admin").get(URL).content.decode()
     daily = page[page.index('id="dashboard-daily"') :]
     assert re.search(rf'data-key="{day}" data-value="2"', daily)  # its heartbeats
@@ -284,26 +278,11 @@ def test_an_old_day_not_yet_counted_whole_is_unknown_not_a_partial_count(
     never shown as the part counted so far."""
     from taskpool.admin.dashboard import DashboardAdmin
     from taskpool.days import day_of
-    from taskpool.messages import format_timestamp, new_message_id
 
     store = get_store()
     long_ago = store.now() - 20 * 86400
     day = day_of(long_ago).isoformat()
-    beats = [
-        {
-            "id": new_message_id(),
-            "ts": format_timestamp(long_ago),
-            "from": "device:a",
-            "to": "backend",
-            "type": "heartbeat",
-            "title": "",
-            "body": "x" * 200,
-            "parent_id": None,
-            "meta": {},
-        }
-        for _ in range(40)
-    ]
-    other_process(*beats)
+    other_process(*(old_heartbeat(long_ago, body="x" * 200) for _ in range(40)))
     monkeypatch.setattr(DashboardAdmin, "count_limit", 1)  # one chunk a view
     monkeypatch.setattr("taskpool.stores.jsonl.day_reading.FIRST_CHUNK_BYTES", 1000)
     monkeypatch.setattr("taskpool.stores.jsonl.day_reading.MAX_CHUNK_BYTES", 1000)
@@ -331,26 +310,10 @@ def test_the_per_day_chart_shows_the_latest_days_of_a_long_history(
     """Kept for years, a chart of every day would grow the page by four bars a day."""
     from taskpool.admin.dashboard import DashboardAdmin
     from taskpool.days import day_of
-    from taskpool.messages import format_timestamp, new_message_id
 
     store = get_store()
     ages = (40, 30, 20)
-    other_process(
-        *(
-            {
-                "id": new_message_id(),
-                "ts": format_timestamp(store.now() - age * 86400),
-                "from": "device:a",
-                "to": "backend",
-                "type": "heartbeat",
-                "title": "",
-                "body": "",
-                "parent_id": None,
-                "meta": {},
-            }
-            for age in ages
-        )
-    )
+    other_process(*(old_heartbeat(store.now() - age * 86400) for age in ages))
     week_days = len(store.overview([], failures=0).task_days)
     monkeypatch.setattr(DashboardAdmin, "daily_days", week_days + 2)
     page = staff("boss", "admin").get(URL).content.decode()
