@@ -213,7 +213,7 @@ def test_a_pool_admin_manages_devices_and_roles_without_model_permissions(login,
     assert response.status_code == 302
     assert DeviceUser.objects.get(pk="new-1").validated is True
     session = DeviceUser.objects.get(pk="new-1").user_session
-    issued = boss.post("/admin/taskpool/deviceuser/new-1/token/")
+    issued = boss.post("/admin/taskpool/deviceuser/new-1/token/", follow=True)
     assert issued.status_code == 200 and issued.context["token"]
     assert DeviceUser.objects.get(pk="new-1").user_session != session
     added = boss.post("/admin/taskpool/deviceuser/add/", {"id": "pi-9", "kind": "pi"})
