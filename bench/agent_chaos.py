@@ -69,9 +69,10 @@ from bench.fleet import descendants, provision, serve, stop_server
 from bench.server import ROOT
 
 #: A handler's arguments: the execution log, seconds to sleep, how to exit (a status, or
-#: ``until:N``: 3 for attempts before N, then 0). Its directory's name is the attempt's key.
+#: ``until:N``: 3 for attempts before N, then 0). It runs in ``work/`` of the attempt's
+#: journal directory, whose name is the attempt's key.
 HANDLER = """#!/bin/sh
-key=$(basename "$PWD")
+key=$(basename "$(dirname "$PWD")")
 note() { echo "${key%.*} ${key##*.} $$ $1" >> "$CHAOS_LOG"; sync "$CHAOS_LOG" 2>/dev/null; }
 note start
 sleep "$1"
