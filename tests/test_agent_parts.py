@@ -1084,7 +1084,7 @@ def test_a_handlers_exit_status_is_synced_whole_before_it_is_renamed_into_place(
     assert HandlerProcess.adopt(directory, 0).exit_code() == 3
     assert (directory / "output").read_text() == "did it\n"
     assert sorted(path.name for path in directory.iterdir()) == [
-        "output", "status", "status.started", "task.json",
+        "output", "status", "status.started", "task.json", "work",  # work: the handler's own
     ]  # fmt: skip
 
 
