@@ -236,11 +236,7 @@ class TaskAdmin(PoolPagesAdmin):
         last_sent = request.session.get(LAST_SENT_KEY)
         if form.repeats(last_sent, time.time()):
             # Back after sending, and Send again: held until the person says it is meant.
-            repeated = reverse(
-                "admin:taskpool_task_thread",
-                args=[last_sent["task_id"]],  # type: ignore[index]
-                current_app=self.admin_site.name,
-            )
+            repeated = self._thread_url(last_sent["task_id"])  # type: ignore[index]
             return self._send_page(request, form, repeated_url=repeated)
         try:
             posted = get_store().post_task(
@@ -262,10 +258,12 @@ class TaskAdmin(PoolPagesAdmin):
             messages.success(request, _("Task sent to %(to)s.") % {"to": task["to"]})
         else:
             messages.info(request, _("This form was already sent: here is its task."))
-        return HttpResponseRedirect(
-            reverse(
-                "admin:taskpool_task_thread", args=[task["id"]], current_app=self.admin_site.name
-            )
+        return HttpResponseRedirect(self._thread_url(task["id"]))
+
+    def _thread_url(self, task_id: str) -> str:
+        """A task's thread, on the admin site that drew this page."""
+        return reverse(
+            "admin:taskpool_task_thread", args=[task_id], current_app=self.admin_site.name
         )
 
     def _send_page(self, request: HttpRequest, form: SendTaskForm, **context: Any) -> HttpResponse:
@@ -290,11 +288,7 @@ class TaskAdmin(PoolPagesAdmin):
             for errors in form.errors.values():
                 for error in errors:
                     messages.error(request, str(error))
-            return HttpResponseRedirect(
-                reverse(
-                    "admin:taskpool_task_thread", args=[task_id], current_app=self.admin_site.name
-                )
-            )
+            return HttpResponseRedirect(self._thread_url(task_id))
         reason = form.cleaned_data["reason"]
         try:
             get_store().cancel(sender=address_of(request.user), task_id=task_id, reason=reason)
@@ -304,9 +298,7 @@ class TaskAdmin(PoolPagesAdmin):
             messages.error(request, error.message)
         else:
             messages.success(request, _("Task cancelled: it has left every device's pending list."))
-        return HttpResponseRedirect(
-            reverse("admin:taskpool_task_thread", args=[task_id], current_app=self.admin_site.name)
-        )
+        return HttpResponseRedirect(self._thread_url(task_id))
 
 
 def date_choices(request: HttpRequest, today: date) -> list[tuple[str, str, bool]]:
